@@ -1,0 +1,81 @@
+/**
+ * Backend selection: `auto` takes the fastest backend that loads — native TensorFlow with CUDA,
+ * native TensorFlow on CPU (both optional peer dependencies), WebAssembly, then plain JS.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { ConfigError } from '../util/errors.ts';
+
+export const BACKEND_CHOICES = ['auto', 'node-gpu', 'node', 'wasm', 'cpu'] as const;
+export type BackendChoice = (typeof BACKEND_CHOICES)[number];
+export type ConcreteBackend = Exclude<BackendChoice, 'auto'>;
+
+const require = createRequire(import.meta.url);
+let active: ConcreteBackend | null = null;
+
+async function tryNative(pkg: string): Promise<boolean> {
+  try {
+    await import(pkg);
+    return tf.findBackend('tensorflow') !== undefined && (await tf.setBackend('tensorflow'));
+  } catch {
+    return false;
+  }
+}
+
+async function tryWasm(): Promise<boolean> {
+  try {
+    // The .wasm binaries ship inside the npm package; point the loader at them (works offline).
+    const pkgDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
+    setWasmPaths(path.join(pkgDir, 'dist') + path.sep);
+    return await tf.setBackend('wasm');
+  } catch {
+    return false;
+  }
+}
+
+async function load(choice: ConcreteBackend): Promise<boolean> {
+  switch (choice) {
+    case 'node-gpu':
+      return tryNative('@tensorflow/tfjs-node-gpu');
+    case 'node':
+      return tryNative('@tensorflow/tfjs-node');
+    case 'wasm':
+      return tryWasm();
+    case 'cpu':
+      return tf.setBackend('cpu');
+  }
+}
+
+/**
+ * Activate a backend. Explicit choices fail loudly when they cannot load; `auto` falls through
+ * the list. The choice is logged to stderr (stdout is reserved for JSON results).
+ */
+export async function initBackend(choice: BackendChoice = 'auto', quiet = false): Promise<ConcreteBackend> {
+  if (!(BACKEND_CHOICES as readonly string[]).includes(choice)) {
+    throw new ConfigError(`unknown backend '${choice}'; valid: ${BACKEND_CHOICES.join(', ')}`);
+  }
+  // tfjs prints a "use tfjs-node" banner through its warn hook in non-production mode.
+  tf.enableProdMode();
+  const order: ConcreteBackend[] = choice === 'auto' ? ['node-gpu', 'node', 'wasm', 'cpu'] : [choice];
+  for (const candidate of order) {
+    if (active === candidate) return candidate;
+    if (await load(candidate)) {
+      await tf.ready();
+      active = candidate;
+      if (!quiet) process.stderr.write(`prunelab: backend ${candidate}\n`);
+      return candidate;
+    }
+  }
+  throw new ConfigError(
+    choice === 'node' || choice === 'node-gpu'
+      ? `backend '${choice}' could not be loaded: install @tensorflow/tfjs-${choice === 'node' ? 'node' : 'node-gpu'}@4.22.0`
+      : `backend '${choice}' could not be loaded`,
+  );
+}
+
+export function activeBackend(): ConcreteBackend {
+  if (active === null) throw new Error('initBackend() has not been called');
+  return active;
+}

@@ -1,0 +1,132 @@
+/**
+ * Hugging Face checkpoint directories: `config.json` plus `model.safetensors` or sharded
+ * `*.safetensors` with `model.safetensors.index.json`.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import type { ModelConfig } from '../model/config.ts';
+import { familySpec } from '../model/family.ts';
+import { CheckpointError } from '../util/errors.ts';
+import { parseHfConfig, serializeHfConfig } from './hf-config.ts';
+import { readSafetensors, writeSafetensors } from './safetensors.ts';
+import type { NamedTensors } from './tensor-data.ts';
+import { permuteInterleavedToHalf } from './llama2c.ts';
+
+export const INDEX_FILE = 'model.safetensors.index.json';
+
+export function readConfigJson(dir: string): Record<string, unknown> {
+  const file = path.join(dir, 'config.json');
+  if (!fs.existsSync(file)) throw new CheckpointError('config.json not found in the model directory', dir);
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch (e) {
+    throw new CheckpointError(`not valid JSON (${(e as Error).message})`, file);
+  }
+}
+
+/** The weight files of a checkpoint directory, validated against the shard index if any. */
+export function weightFiles(dir: string): string[] {
+  const index = path.join(dir, INDEX_FILE);
+  if (fs.existsSync(index)) {
+    let map: Record<string, string>;
+    try {
+      map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+    } catch (e) {
+      throw new CheckpointError(`not a valid shard index (${(e as Error).message})`, index);
+    }
+    if (!map || typeof map !== 'object') throw new CheckpointError("no 'weight_map' in the shard index", index);
+    const shards = [...new Set(Object.values(map))].sort();
+    for (const s of shards) {
+      if (!fs.existsSync(path.join(dir, s))) throw new CheckpointError(`missing shard '${s}' listed in ${INDEX_FILE}`, dir);
+    }
+    return shards.map((s) => path.join(dir, s));
+  }
+  const single = path.join(dir, 'model.safetensors');
+  if (fs.existsSync(single)) return [single];
+  throw new CheckpointError('no model.safetensors or model.safetensors.index.json (PyTorch .bin weights are not supported)', dir);
+}
+
+/** Reject weights with NaN/Inf: pruning statistics would silently become garbage. */
+export function assertFinite(tensors: NamedTensors, source: string): void {
+  for (const [name, t] of tensors) {
+    for (let i = 0; i < t.data.length; i++) {
+      if (!Number.isFinite(t.data[i])) {
+        throw new CheckpointError(`tensor '${name}' contains a non-finite value (${t.data[i]}) at flat index ${i}`, source);
+      }
+    }
+  }
+}
+
+/** OPT checkpoints saved from `OPTModel` lack the `model.` prefix; normalise it. */
+function normaliseNames(tensors: NamedTensors): NamedTensors {
+  const out: NamedTensors = new Map();
+  for (const [name, t] of tensors) out.set(name.startsWith('decoder.') ? `model.${name}` : name, t);
+  return out;
+}
+
+export function readHfCheckpoint(dir: string): { config: ModelConfig; tensors: NamedTensors } {
+  const config = parseHfConfig(readConfigJson(dir), path.join(dir, 'config.json'));
+  const tensors: NamedTensors = new Map();
+  for (const file of weightFiles(dir)) {
+    for (const [name, t] of normaliseNames(readSafetensors(file))) tensors.set(name, t);
+  }
+  const index = path.join(dir, INDEX_FILE);
+  if (fs.existsSync(index)) {
+    const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
+    for (const [name, shard] of Object.entries(map)) {
+      const norm = name.startsWith('decoder.') ? `model.${name}` : name;
+      if (!tensors.has(norm)) throw new CheckpointError(`tensor '${name}' listed in ${INDEX_FILE} is not in shard '${shard}'`, dir);
+    }
+  }
+  assertFinite(tensors, dir);
+  return { config, tensors };
+}
+
+/**
+ * Write a checkpoint directory. Models kept in the interleaved RoPE layout (llama2.c imports)
+ * are converted to the HF half-split layout by permuting q/k rows, so standard tools load them.
+ * LLaMA linears that gained a bias (FLAP's compensation) get zero biases on their siblings,
+ * because HF's `attention_bias`/`mlp_bias` switch all projections of a module at once.
+ */
+export function writeHfCheckpoint(dir: string, config: ModelConfig, tensors: NamedTensors, dtype: 'f32' | 'f16' = 'f32'): void {
+  const spec = familySpec(config.family);
+  const out: NamedTensors = new Map(tensors);
+  if (config.family === 'llama' && config.ropeLayout === 'interleaved') {
+    config.layers.forEach((shape, i) => {
+      for (const [role, heads] of [['q', shape.numHeads], ['k', shape.numKvHeads]] as const) {
+        const name = `${spec.linears.find((l) => l.role === role)!.hfName(i)}.weight`;
+        const t = out.get(name)!;
+        out.set(name, { shape: t.shape, data: permuteInterleavedToHalf(t.data, t.shape[0], t.shape[1], heads, config.headDim) });
+        const bias = out.get(`${name.slice(0, -'.weight'.length)}.bias`);
+        if (bias) {
+          out.set(`${name.slice(0, -'.weight'.length)}.bias`, {
+            shape: bias.shape, data: permuteInterleavedToHalf(bias.data, bias.shape[0], 1, heads, config.headDim),
+          });
+        }
+      }
+    });
+  }
+  const biases = { attention: false, mlp: false };
+  // Only LlamaConfig has these switches; Qwen2 carries q/k/v biases natively.
+  if (config.family === 'llama' && config.hfConfig['model_type'] === 'llama') {
+    for (const module of ['attn', 'mlp'] as const) {
+      const linears = spec.linears.filter((l) => l.module === module);
+      const anyBias = config.layers.some((_, i) => linears.some((l) => out.has(`${l.hfName(i)}.bias`)));
+      if (!anyBias) continue;
+      biases[module === 'attn' ? 'attention' : 'mlp'] = true;
+      config.layers.forEach((shape, i) => {
+        for (const l of linears) {
+          const name = `${l.hfName(i)}.bias`;
+          const dim = l.outDim(shape, config);
+          if (!out.has(name)) out.set(name, { shape: [dim], data: new Float32Array(dim) });
+        }
+      });
+    }
+  }
+  fs.mkdirSync(dir, { recursive: true });
+  const hf = serializeHfConfig(config, dtype === 'f16' ? 'float16' : 'float32', biases);
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hf, null, 2) + '\n');
+  // A stale shard index from an earlier save would shadow the new single file.
+  fs.rmSync(path.join(dir, INDEX_FILE), { force: true });
+  writeSafetensors(path.join(dir, 'model.safetensors'), out, dtype === 'f16' ? 'F16' : 'F32');
+}

@@ -1,0 +1,243 @@
+/**
+ * The shared model abstraction: one class for every family, driven by the family table.
+ *
+ * The block is explicit: `runBlock(i, x, ctx, {taps})` returns the block output and, on request,
+ * the input of every linear by tap name. Pruners, statistics and trainers use this instead of
+ * re-implementing the forward pass.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { LayerShape, ModelConfig } from './config.ts';
+import { familySpec, OPT_POSITION_OFFSET, type FamilySpec, type LinearRole, type TapName } from './family.ts';
+import {
+  disposeParams, paramsFromNamedTensors, paramsToNamedTensors,
+  type LayerParams, type LinearParams, type ModelParams,
+} from './params.ts';
+import { attention, applyRope, causalMask, disposeRope, layerNorm, linear, makeRope, rmsNorm, silu, type Rope } from './ops.ts';
+import type { NamedTensors } from '../io/tensor-data.ts';
+
+export type BlockTaps = Record<TapName, tf.Tensor2D>;
+
+/** Per-layer key/value cache, `[B, P, KV*hd]` each (keys after RoPE). */
+export interface KvCache {
+  k: (tf.Tensor3D | null)[];
+  v: (tf.Tensor3D | null)[];
+  length: number;
+}
+
+/**
+ * Lets a trainer replace how a linear is applied (e.g. LoRA: base + low-rank update) without
+ * the model knowing about adapters. Returning null falls back to the plain linear.
+ */
+export type LinearHook = (layer: number, role: LinearRole, x: tf.Tensor2D, base: LinearParams) => tf.Tensor2D | null;
+
+/** Shapes and position tables shared by all blocks of one forward call. */
+export class BlockContext {
+  private masks = new Map<number, tf.Tensor2D>();
+  readonly rope: Rope | null;
+  constructor(readonly B: number, readonly T: number, readonly past: number, config: ModelConfig) {
+    this.rope = config.family === 'llama'
+      ? makeRope(past, T, config.headDim, config.ropeTheta, config.ropeLayout)
+      : null;
+  }
+  /** Causal mask for a layer whose query heads come in groups of g per key/value head. */
+  mask(g: number): tf.Tensor2D | null {
+    if (this.T === 1) return null;
+    let m = this.masks.get(g);
+    if (!m) {
+      // Created lazily inside a block's tidy: keep it alive until the context is disposed.
+      m = tf.keep(causalMask(this.T, this.past + this.T, this.past, g));
+      this.masks.set(g, m);
+    }
+    return m;
+  }
+  dispose(): void {
+    if (this.rope) disposeRope(this.rope);
+    for (const m of this.masks.values()) m.dispose();
+    this.masks.clear();
+  }
+}
+
+export interface BlockResult {
+  out: tf.Tensor2D;
+  taps?: BlockTaps;
+}
+
+export class CausalLM {
+  readonly spec: FamilySpec;
+  linearHook: LinearHook | null = null;
+
+  constructor(readonly config: ModelConfig, readonly params: ModelParams) {
+    this.spec = familySpec(config.family);
+  }
+
+  static fromNamedTensors(config: ModelConfig, tensors: NamedTensors, source: string): CausalLM {
+    return new CausalLM(config, paramsFromNamedTensors(config, tensors, source));
+  }
+
+  toNamedTensors(): NamedTensors {
+    return paramsToNamedTensors(this.config, this.params);
+  }
+
+  get numLayers(): number {
+    return this.config.numLayers;
+  }
+
+  layerShape(i: number): LayerShape {
+    return this.config.layers[i];
+  }
+
+  layer(i: number): LayerParams {
+    return this.params.layers[i];
+  }
+
+  linearParams(i: number, role: LinearRole): LinearParams {
+    const p = this.params.layers[i].linears[role];
+    if (!p) throw new Error(`layer ${i} has no linear '${role}'`);
+    return p;
+  }
+
+  /** Replace a linear's weight (`[in, out]`) and/or bias; the old tensors are disposed. */
+  setLinear(i: number, role: LinearRole, weight: tf.Tensor2D, bias?: tf.Tensor1D | null): void {
+    const p = this.linearParams(i, role);
+    if (p.weight !== weight) p.weight.dispose();
+    p.weight = weight;
+    if (bias !== undefined) {
+      if (p.bias && p.bias !== bias) p.bias.dispose();
+      p.bias = bias;
+    }
+  }
+
+  /** Token (and, for OPT, position) embeddings of `ids` (B rows of T ids) → `[B*T, D]`. */
+  embed(ids: readonly (readonly number[])[], past = 0): tf.Tensor2D {
+    return tf.tidy(() => {
+      const B = ids.length;
+      const T = ids[0].length;
+      const flat = tf.tensor1d(ids.flat(), 'int32');
+      let x = tf.gather(this.params.embed, flat) as tf.Tensor2D;
+      if (this.params.positions) {
+        const pos = Array.from({ length: B * T }, (_, n) => (n % T) + past + OPT_POSITION_OFFSET);
+        x = x.add(tf.gather(this.params.positions, tf.tensor1d(pos, 'int32')));
+      }
+      return x;
+    });
+  }
+
+  private applyLinear(i: number, role: LinearRole, x: tf.Tensor2D): tf.Tensor2D {
+    const p = this.linearParams(i, role);
+    return (this.linearHook && this.linearHook(i, role, x, p)) || linear(x, p);
+  }
+
+  /**
+   * Run decoder block i on `x: [B*T, D]`. With `taps` the input of every linear is returned
+   * (caller disposes). With `cache` the block attends to cached keys/values and appends its own.
+   */
+  runBlock(i: number, x: tf.Tensor2D, ctx: BlockContext, opts: { taps?: boolean; cache?: KvCache } = {}): BlockResult {
+    const shape = this.config.layers[i];
+    const layer = this.params.layers[i];
+    const cfg = this.config;
+    const hd = cfg.headDim;
+    let newK: tf.Tensor3D | null = null;
+    let newV: tf.Tensor3D | null = null;
+    const result = tf.tidy(() => {
+      const llama = cfg.family === 'llama';
+      const norm = (t: tf.Tensor2D, p: typeof layer.attnNorm) =>
+        llama ? rmsNorm(t, p, cfg.normEps) : layerNorm(t, p, cfg.normEps);
+      const attnIn = norm(x, layer.attnNorm);
+      let q = this.applyLinear(i, 'q', attnIn);
+      let k = this.applyLinear(i, 'k', attnIn);
+      const v0 = this.applyLinear(i, 'v', attnIn);
+      if (ctx.rope) {
+        q = applyRope(q, ctx.B, ctx.T, shape.numHeads, hd, ctx.rope);
+        k = applyRope(k, ctx.B, ctx.T, shape.numKvHeads, hd, ctx.rope);
+      }
+      let kAll: tf.Tensor2D = k;
+      let vAll: tf.Tensor2D = v0;
+      let Tk = ctx.T;
+      if (opts.cache) {
+        const kvDim = shape.numKvHeads * hd;
+        const k3 = k.reshape([ctx.B, ctx.T, kvDim]) as tf.Tensor3D;
+        const v3 = v0.reshape([ctx.B, ctx.T, kvDim]) as tf.Tensor3D;
+        const pk = opts.cache.k[i];
+        const pv = opts.cache.v[i];
+        newK = tf.keep(pk ? (tf.concat([pk, k3], 1) as tf.Tensor3D) : k3);
+        newV = tf.keep(pv ? (tf.concat([pv, v3], 1) as tf.Tensor3D) : v3);
+        Tk = newK.shape[1];
+        kAll = newK.reshape([ctx.B * Tk, kvDim]);
+        vAll = newV.reshape([ctx.B * Tk, kvDim]);
+      }
+      const g = shape.numHeads / shape.numKvHeads;
+      const attnCtx = attention(q, kAll, vAll, {
+        B: ctx.B, Tq: ctx.T, Tk, numHeads: shape.numHeads, numKvHeads: shape.numKvHeads,
+        headDim: hd, scale: 1 / Math.sqrt(hd),
+      }, ctx.mask(g));
+      const h1 = tf.add(x, this.applyLinear(i, 'o', attnCtx)) as tf.Tensor2D;
+      const mlpIn = norm(h1, layer.mlpNorm);
+      let downIn: tf.Tensor2D;
+      let mlpOut: tf.Tensor2D;
+      if (llama) {
+        downIn = tf.mul(silu(this.applyLinear(i, 'gate', mlpIn)), this.applyLinear(i, 'up', mlpIn)) as tf.Tensor2D;
+        mlpOut = this.applyLinear(i, 'down', downIn);
+      } else {
+        downIn = tf.relu(this.applyLinear(i, 'fc1', mlpIn));
+        mlpOut = this.applyLinear(i, 'fc2', downIn);
+      }
+      const out = tf.add(h1, mlpOut) as tf.Tensor2D;
+      return opts.taps ? { out, taps: { attnIn, attnCtx, mlpIn, downIn } } : { out };
+    });
+    if (opts.cache) {
+      opts.cache.k[i]?.dispose();
+      opts.cache.v[i]?.dispose();
+      opts.cache.k[i] = newK;
+      opts.cache.v[i] = newV;
+    }
+    return result;
+  }
+
+  /** Final norm and output head: `[N, D]` → logits `[N, vocab]`. */
+  head(x: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => {
+      const n = this.config.family === 'llama'
+        ? rmsNorm(x, this.params.finalNorm, this.config.normEps)
+        : layerNorm(x, this.params.finalNorm, this.config.normEps);
+      return tf.matMul(n, this.params.lmHead);
+    });
+  }
+
+  /** Logits `[B*T, vocab]` for B equal-length rows of ids (positions past..past+T-1). */
+  forward(ids: readonly (readonly number[])[], cache?: KvCache): tf.Tensor2D {
+    const B = ids.length;
+    const T = ids[0].length;
+    if (ids.some((r) => r.length !== T)) throw new Error('forward: all rows must have the same length');
+    const past = cache ? cache.length : 0;
+    const ctx = new BlockContext(B, T, past, this.config);
+    try {
+      return tf.tidy(() => {
+        let x = this.embed(ids, past);
+        for (let i = 0; i < this.numLayers; i++) {
+          const { out } = this.runBlock(i, x, ctx, { cache });
+          x.dispose();
+          x = out;
+        }
+        if (cache) cache.length += T;
+        return this.head(x);
+      });
+    } finally {
+      ctx.dispose();
+    }
+  }
+
+  newCache(): KvCache {
+    return { k: new Array(this.numLayers).fill(null), v: new Array(this.numLayers).fill(null), length: 0 };
+  }
+
+  dispose(): void {
+    disposeParams(this.params);
+  }
+}
+
+export function disposeCache(cache: KvCache): void {
+  for (const t of [...cache.k, ...cache.v]) t?.dispose();
+  cache.k.fill(null);
+  cache.v.fill(null);
+  cache.length = 0;
+}
