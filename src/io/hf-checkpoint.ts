@@ -10,7 +10,7 @@ import { CheckpointError } from '../util/errors.ts';
 import { parseHfConfig, serializeHfConfig } from './hf-config.ts';
 import { readSafetensors, writeSafetensors } from './safetensors.ts';
 import type { NamedTensors } from './tensor-data.ts';
-import { permuteInterleavedToHalf } from './llama2c.ts';
+import { toHalfSplitLayout } from './rope-layout.ts';
 
 export const INDEX_FILE = 'model.safetensors.index.json';
 
@@ -83,29 +83,15 @@ export function readHfCheckpoint(dir: string): { config: ModelConfig; tensors: N
 }
 
 /**
- * Write a checkpoint directory. Models kept in the interleaved RoPE layout (llama2.c imports)
- * are converted to the HF half-split layout by permuting q/k rows, so standard tools load them.
+ * Write a checkpoint directory, always in the HF half-split RoPE layout so standard tools load it.
  * LLaMA linears that gained a bias (FLAP's compensation) get zero biases on their siblings,
  * because HF's `attention_bias`/`mlp_bias` switch all projections of a module at once.
  */
 export function writeHfCheckpoint(dir: string, config: ModelConfig, tensors: NamedTensors, dtype: 'f32' | 'f16' = 'f32'): void {
   const spec = familySpec(config.family);
-  const out: NamedTensors = new Map(tensors);
-  if (config.family === 'llama' && config.ropeLayout === 'interleaved') {
-    config.layers.forEach((shape, i) => {
-      for (const [role, heads] of [['q', shape.numHeads], ['k', shape.numKvHeads]] as const) {
-        const name = `${spec.linears.find((l) => l.role === role)!.hfName(i)}.weight`;
-        const t = out.get(name)!;
-        out.set(name, { shape: t.shape, data: permuteInterleavedToHalf(t.data, t.shape[0], t.shape[1], heads, config.headDim) });
-        const bias = out.get(`${name.slice(0, -'.weight'.length)}.bias`);
-        if (bias) {
-          out.set(`${name.slice(0, -'.weight'.length)}.bias`, {
-            shape: bias.shape, data: permuteInterleavedToHalf(bias.data, bias.shape[0], 1, heads, config.headDim),
-          });
-        }
-      }
-    });
-  }
+  const half = toHalfSplitLayout(config, tensors);
+  config = half.config;
+  const out: NamedTensors = new Map(half.tensors);
   const biases = { attention: false, mlp: false };
   // Only LlamaConfig has these switches; Qwen2 carries q/k/v biases natively.
   if (config.family === 'llama' && config.hfConfig['model_type'] === 'llama') {

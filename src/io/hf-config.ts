@@ -130,7 +130,8 @@ export function serializeHfConfig(config: ModelConfig, torchDtype: string, biase
   } else {
     out['num_key_value_heads'] = first.numKvHeads;
     out['intermediate_size'] = first.intermediateSize;
-    if (c.headDim !== c.hiddenSize / first.numHeads || out['head_dim'] !== undefined) out['head_dim'] = c.headDim;
+    // Explicit whenever it cannot be derived: pruned heads break hidden_size / num_attention_heads.
+    if (c.headDim !== c.hiddenSize / first.numHeads || out['head_dim'] !== undefined || !layersAreUniform(c.layers)) out['head_dim'] = c.headDim;
     if (biases.attention) out['attention_bias'] = true;
     if (biases.mlp) out['mlp_bias'] = true;
   }

@@ -6,6 +6,7 @@ import { CausalLM } from '../model/causal-lm.ts';
 import { CheckpointError } from '../util/errors.ts';
 import { readHfCheckpoint, writeHfCheckpoint, assertFinite } from './hf-checkpoint.ts';
 import { readLlama2cCheckpoint } from './llama2c.ts';
+import { toHalfSplitLayout } from './rope-layout.ts';
 
 export type CheckpointKind = 'hf' | 'llama2c';
 
@@ -24,8 +25,12 @@ export function checkpointKind(modelPath: string): CheckpointKind {
 
 export function loadModel(modelPath: string): LoadedModel {
   const kind = checkpointKind(modelPath);
-  const { config, tensors } = kind === 'hf' ? readHfCheckpoint(modelPath) : readLlama2cCheckpoint(modelPath);
-  if (kind === 'llama2c') assertFinite(tensors, modelPath);
+  let { config, tensors } = kind === 'hf' ? readHfCheckpoint(modelPath) : readLlama2cCheckpoint(modelPath);
+  if (kind === 'llama2c') {
+    assertFinite(tensors, modelPath);
+    // Run llama2.c models in the HF layout, so an exported copy computes bit-identical logits.
+    ({ config, tensors } = toHalfSplitLayout(config, tensors));
+  }
   return { model: CausalLM.fromNamedTensors(config, tensors, modelPath), path: modelPath, kind };
 }
 

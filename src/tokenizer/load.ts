@@ -55,7 +55,10 @@ async function locateTokenizer(modelPath: string, explicit?: string): Promise<{ 
 
   if (k === 'dir' || !modelPath.endsWith('.bin')) {
     const tokJson = join(dir, 'tokenizer.json');
-    return { found: (await kind(tokJson)) === 'file' ? dir : null, looked: [tokJson] };
+    if ((await kind(tokJson)) === 'file') return { found: dir, looked: [tokJson] };
+    // An HF directory exported from a llama2.c model carries its tokenizer as tokenizer.bin.
+    const tokBin = join(dir, 'tokenizer.bin');
+    return { found: (await kind(tokBin)) === 'file' ? tokBin : null, looked: [tokJson, tokBin] };
   }
 
   // llama2.c checkpoint: tokenizer.bin first, then tok*.bin (e.g. tok512.bin) beside it.

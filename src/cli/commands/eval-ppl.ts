@@ -1,0 +1,28 @@
+import type { CommandModule } from 'yargs';
+import * as tf from '@tensorflow/tfjs';
+import { perplexityOfText } from '../../eval/perplexity.ts';
+import { emit, handler, log, openModel, startBackend, withCommon, withModel, type CommonArgs } from '../common.ts';
+
+type Args = CommonArgs & { model: string; tokenizer: string | undefined; text: string; seqlen: number; 'max-windows': number | undefined };
+
+export const evalPplCommand: CommandModule<object, Args> = {
+  command: 'ppl',
+  describe: 'perplexity on a text file (non-overlapping windows, one BOS at the start of the text)',
+  builder: (y) => withModel(withCommon(y))
+    .option('text', { type: 'string', demandOption: true, describe: 'text file' })
+    .option('seqlen', { type: 'number', demandOption: true, describe: 'window length in tokens' })
+    .option('max-windows', { type: 'number', describe: 'score only the first K windows' }),
+  handler: handler<Args>(async (args) => {
+    const backend = await startBackend(args);
+    const { model, tokenizer } = await openModel(args);
+    const t0 = performance.now();
+    const r = perplexityOfText(model, tokenizer, args.text, {
+      seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null,
+      onProgress: (d, n) => { if (!args.json || process.stderr.isTTY) log(`ppl: window ${d}/${n}`); },
+    });
+    const seconds = (performance.now() - t0) / 1000;
+    model.dispose();
+    emit(args, { ...r, backend, seconds, tensorsAfter: tf.memory().numTensors },
+      () => `perplexity ${r.ppl.toFixed(4)} (mean NLL ${r.nll.toFixed(5)}) over ${r.windows} windows of ${r.seqlen} tokens [${backend}, ${seconds.toFixed(2)} s]`);
+  }),
+};

@@ -1,0 +1,28 @@
+/**
+ * The `prunelab` command line. Each command lives in `commands/`; this file only wires them.
+ */
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { inspectCommand } from './commands/inspect.ts';
+import { evalPplCommand } from './commands/eval-ppl.ts';
+import { generateCommand } from './commands/generate.ts';
+import { convertCommand } from './commands/convert.ts';
+import { pruneCommand } from './commands/prune.ts';
+import { methodsCommand } from './commands/methods.ts';
+
+export async function main(argv: string[]): Promise<void> {
+  await yargs(argv)
+    .scriptName('prunelab')
+    .command(inspectCommand)
+    .command('eval', 'evaluate a model', (y) => y.command(evalPplCommand).demandCommand(1, 'name an evaluation: ppl'))
+    .command(generateCommand)
+    .command(convertCommand)
+    .command(pruneCommand)
+    .command(methodsCommand)
+    .demandCommand(1, 'name a command (see --help)')
+    .strict()
+    .help()
+    .parseAsync();
+}
+
+await main(hideBin(process.argv));

@@ -1,0 +1,74 @@
+/**
+ * Perplexity under an explicit protocol: tokenize once (one BOS at the start of the text),
+ * non-overlapping windows of `seqlen`, tail dropped, each window scored on its own (its first
+ * token is not predicted), ppl = exp(mean token NLL over all scored tokens). Windows are
+ * processed in small batches, so memory is bounded by one batch's activations and logits.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { CausalLM } from '../model/causal-lm.ts';
+import { causalLmNllSum } from '../model/loss.ts';
+import type { Tokenizer } from '../tokenizer/types.ts';
+import { tokenizeText, windowStarts } from '../data/text.ts';
+import { DataError } from '../util/errors.ts';
+
+export interface PerplexityProtocol {
+  text: string;
+  tokenizer: string;
+  seqlen: number;
+  stride: number;
+  bos: 'once-at-text-start';
+  tail: 'drop';
+  loss: 'exp-mean-token-nll';
+  maxWindows: number | null;
+}
+
+export interface PerplexityResult {
+  ppl: number;
+  /** Mean NLL per scored token (nats). */
+  nll: number;
+  /** Scored tokens: windows × (seqlen − 1). */
+  tokens: number;
+  windows: number;
+  seqlen: number;
+  protocol: PerplexityProtocol;
+}
+
+export interface PerplexityOptions {
+  seqlen: number;
+  maxWindows?: number | null;
+  /** Windows per forward pass; default keeps a batch near 4096 tokens. */
+  batchSize?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+export function perplexityOfTokens(model: CausalLM, tokens: readonly number[], source: string, tokenizerId: string,
+  opts: PerplexityOptions): PerplexityResult {
+  const { seqlen } = opts;
+  if (model.config.family === 'opt' && seqlen > model.config.maxPositionEmbeddings) {
+    throw new DataError(`seqlen ${seqlen} exceeds the model's ${model.config.maxPositionEmbeddings} positions`, source);
+  }
+  const starts = windowStarts(tokens.length, seqlen, opts.maxWindows ?? null, source);
+  const batch = opts.batchSize ?? Math.max(1, Math.floor(4096 / seqlen));
+  let nllSum = 0;
+  let count = 0;
+  for (let b = 0; b < starts.length; b += batch) {
+    const rows = starts.slice(b, b + batch).map((s) => tokens.slice(s, s + seqlen));
+    const part = tf.tidy(() => causalLmNllSum(model.forward(rows), rows).sum);
+    nllSum += part.dataSync()[0];
+    part.dispose();
+    count += rows.length * (seqlen - 1);
+    opts.onProgress?.(Math.min(b + batch, starts.length), starts.length);
+  }
+  const nll = nllSum / count;
+  return {
+    ppl: Math.exp(nll), nll, tokens: count, windows: starts.length, seqlen,
+    protocol: {
+      text: source, tokenizer: tokenizerId, seqlen, stride: seqlen, bos: 'once-at-text-start', tail: 'drop',
+      loss: 'exp-mean-token-nll', maxWindows: opts.maxWindows ?? null,
+    },
+  };
+}
+
+export function perplexityOfText(model: CausalLM, tokenizer: Tokenizer, file: string, opts: PerplexityOptions): PerplexityResult {
+  return perplexityOfTokens(model, tokenizeText(tokenizer, file), file, tokenizer.id, opts);
+}

@@ -1,0 +1,44 @@
+/**
+ * Parameter counts by matrix type, computed from the config alone (no device reads), so reports
+ * and `inspect` agree with what a checkpoint would hold.
+ */
+import type { ModelConfig } from './config.ts';
+import { familySpec } from './family.ts';
+import type { CausalLM } from './causal-lm.ts';
+
+export interface ParameterCount {
+  /** Weights (and biases) per linear role summed over layers, plus embed/positions/norms/lm_head. */
+  byType: Record<string, number>;
+  /** All decoder-block linear weights (the usual denominator of unstructured sparsity). */
+  decoderLinears: number;
+  total: number;
+}
+
+export function countParameters(model: CausalLM): ParameterCount {
+  const { config } = model;
+  const spec = familySpec(config.family);
+  const byType: Record<string, number> = {};
+  const add = (k: string, n: number) => { byType[k] = (byType[k] ?? 0) + n; };
+  let decoderLinears = 0;
+  config.layers.forEach((shape, i) => {
+    for (const l of spec.linears) {
+      const p = model.params.layers[i].linears[l.role];
+      const w = l.inDim(shape, config) * l.outDim(shape, config);
+      add(l.role, w + (p?.bias ? l.outDim(shape, config) : 0));
+      decoderLinears += w;
+    }
+    const normSize = spec.attnNorm.hasBias ? 2 * config.hiddenSize : config.hiddenSize;
+    add('norms', 2 * normSize);
+  });
+  add('embed', config.vocabSize * config.hiddenSize);
+  if (model.params.positions) add('positions', model.params.positions.shape[0] * config.hiddenSize);
+  add('norms', spec.finalNormHasBias ? 2 * config.hiddenSize : config.hiddenSize);
+  if (!config.tieWordEmbeddings) add('lm_head', config.vocabSize * config.hiddenSize);
+  const total = Object.values(byType).reduce((a, b) => a + b, 0);
+  return { byType, decoderLinears, total };
+}
+
+/** Per-layer shape summary as printed by `inspect`. */
+export function describeLayers(config: ModelConfig): { layer: number; heads: number; kvHeads: number; ffn: number }[] {
+  return config.layers.map((l, i) => ({ layer: i, heads: l.numHeads, kvHeads: l.numKvHeads, ffn: l.intermediateSize }));
+}

@@ -1,0 +1,176 @@
+/**
+ * The pruning engine: owns the calibration passes and the layer loop, collects the statistics a
+ * method declares, calls its scoring/decision functions, and applies the result with the shared
+ * masks and surgery. Returns a report of what was actually removed.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { CausalLM } from '../model/causal-lm.ts';
+import type { LinearRole, TapName } from '../model/family.ts';
+import { countParameters } from '../model/count.ts';
+import type {
+  InputMode, LayerStats, LayerwiseMethod, OperatorDecision, PruneTarget, PruningMethod, StructuredMethod,
+} from './method.ts';
+import { collectLayerStats, embedWindows, runLayer, blockDistanceSum, type HiddenStates } from './stats.ts';
+import { readLinear, writeLinear } from './linear-io.ts';
+import { addBias, removeFfnChannels, removeKvGroups } from './surgery.ts';
+import { linearGradients } from './gradients.ts';
+import { buildReport, type PruneReport } from './report.ts';
+import { ConfigError } from '../util/errors.ts';
+
+export interface PruneRequest<O> {
+  method: PruningMethod<O>;
+  options: O;
+  target: PruneTarget;
+  /** Calibration windows (may be empty for data-free methods). */
+  windows: number[][];
+  calibration?: object | null;
+  mode?: InputMode;
+  log?: (msg: string) => void;
+  onLayer?: (layer: number, total: number) => void;
+}
+
+/** Operators of a layer grouped by shared input, in forward order (q,k,v → o → gate,up → down). */
+export function operatorGroups(model: CausalLM): { input: TapName; roles: LinearRole[] }[] {
+  const groups: { input: TapName; roles: LinearRole[] }[] = [];
+  for (const l of model.spec.linears) {
+    const last = groups[groups.length - 1];
+    if (last && last.input === l.input) last.roles.push(l.role);
+    else groups.push({ input: l.input, roles: [l.role] });
+  }
+  return groups;
+}
+
+function applyDecision(model: CausalLM, layer: number, d: OperatorDecision, rows: number, cols: number, original: Float32Array): number {
+  const w = d.weight ?? original;
+  if (w.length !== rows * cols || d.mask.length !== rows * cols) {
+    throw new Error(`layer ${layer} ${d.role}: decision has the wrong size`);
+  }
+  const out = new Float32Array(w.length);
+  let zeros = 0;
+  for (let i = 0; i < w.length; i++) {
+    if (d.mask[i]) out[i] = w[i];
+    if (out[i] === 0) zeros++;
+  }
+  writeLinear(model, layer, d.role, out, rows, cols);
+  return zeros;
+}
+
+async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: LayerwiseMethod<O>, mode: InputMode,
+  perLayer: Record<string, unknown>[]): Promise<void> {
+  const log = req.log ?? (() => {});
+  const statsReq = m.stats(req.options);
+  const grouped = m.operatorOrder(req.options) === 'grouped';
+  const needsData = Object.values(statsReq).some((v) => (v as unknown[] | undefined)?.length);
+  if (needsData && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data`);
+  let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
+  const groups = grouped ? operatorGroups(model) : [{ input: 'attnIn' as TapName, roles: model.spec.linears.map((l) => l.role) }];
+  for (let i = 0; i < model.numLayers; i++) {
+    // Dense snapshot of this layer: the target of intra-layer correction and the dense-parallel output.
+    const dense: Partial<Record<LinearRole, tf.Tensor2D>> = {};
+    for (const l of model.spec.linears) dense[l.role] = tf.clone(model.linearParams(i, l.role).weight);
+    const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? runLayer(model, i, states) : null;
+    const info: Record<string, unknown> = { layer: i, operators: {} as Record<string, unknown> };
+    let stats: LayerStats = {};
+    if (states && !grouped) stats = collectLayerStats(model, i, states, statsReq);
+    for (const group of groups) {
+      if (states && grouped) stats = collectLayerStats(model, i, states, statsReq, dense);
+      const ops = group.roles.map((role) => {
+        const h = readLinear(model, i, role);
+        return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
+      });
+      const decisions = await m.pruneOperators({ model, options: req.options, target: req.target, log, layer: i, operators: ops, stats });
+      for (const d of decisions) {
+        const op = ops.find((o) => o.role === d.role);
+        if (!op) throw new Error(`method returned a decision for '${d.role}', not in this group`);
+        const zeros = applyDecision(model, i, d, op.rows, op.cols, op.weight);
+        (info.operators as Record<string, unknown>)[d.role] = { zeros, total: op.rows * op.cols, ...d.info };
+      }
+    }
+    perLayer.push(info);
+    if (states) {
+      const next = mode === 'dense-parallel' ? denseNext : i + 1 < model.numLayers ? runLayer(model, i, states) : null;
+      states = next;
+    }
+    tf.dispose(Object.values(dense));
+    req.onLayer?.(i + 1, model.numLayers);
+    log(`layer ${i + 1}/${model.numLayers} pruned`);
+  }
+}
+
+async function pruneStructured<O>(model: CausalLM, req: PruneRequest<O>, m: StructuredMethod<O>,
+  perLayer: Record<string, unknown>[]): Promise<Record<string, unknown> | undefined> {
+  const log = req.log ?? (() => {});
+  const sreq = m.stats(req.options);
+  const needsPass = Object.values(sreq.perLayer).some((v) => (v as unknown[] | undefined)?.length) || sreq.blockDistance !== undefined;
+  if ((needsPass || sreq.gradients) && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data`);
+  const stats: LayerStats[] = [];
+  const distance = sreq.blockDistance ? new Float64Array(model.numLayers) : undefined;
+  if (needsPass) {
+    // One dense pass: every statistic comes from the unpruned model.
+    let states: HiddenStates | null = embedWindows(model, req.windows);
+    for (let i = 0; i < model.numLayers && states; i++) {
+      stats.push(collectLayerStats(model, i, states, sreq.perLayer));
+      let dsum = 0;
+      const next = runLayer(model, i, states, (x, out) => {
+        if (distance) dsum += blockDistanceSum(x, out, sreq.blockDistance!);
+      });
+      if (distance) distance[i] = dsum / (req.windows.length * req.windows[0].length);
+      states = next;
+      req.onLayer?.(i + 1, model.numLayers);
+    }
+  } else {
+    for (let i = 0; i < model.numLayers; i++) stats.push({});
+  }
+  const gradients = sreq.gradients ? linearGradients(model, req.windows, sreq.gradients) : undefined;
+  const plan = await m.plan({
+    model, options: req.options, target: req.target, log, stats, blockDistance: distance, gradients,
+    weight: (layer, role) => {
+      const h = readLinear(model, layer, role);
+      return { data: h.data, rows: h.rows, cols: h.cols };
+    },
+  });
+  if (plan.layers.length !== model.numLayers) throw new Error(`plan covers ${plan.layers.length} of ${model.numLayers} layers`);
+  // Validate the whole plan before touching any weight, so a bad plan changes nothing.
+  plan.layers.forEach((lp, i) => {
+    const s = model.config.layers[i];
+    if (lp.keepChannels && lp.keepChannels.length === 0) throw new ConfigError(`layer ${i}: the plan would remove every FFN channel (${s.intermediateSize})`);
+    if (lp.keepKvGroups && lp.keepKvGroups.length === 0) throw new ConfigError(`layer ${i}: the plan would remove every attention head group (${s.numKvHeads})`);
+  });
+  plan.layers.forEach((lp, i) => {
+    const before = { ...model.config.layers[i] };
+    for (const [role, delta] of Object.entries(lp.biasDelta ?? {}) as [LinearRole, Float32Array][]) addBias(model, i, role, delta);
+    if (lp.keepChannels) removeFfnChannels(model, i, lp.keepChannels);
+    if (lp.keepKvGroups) removeKvGroups(model, i, lp.keepKvGroups);
+    perLayer.push({ layer: i, before, after: { ...model.config.layers[i] } });
+  });
+  return plan.report;
+}
+
+export async function pruneModel<O>(model: CausalLM, req: PruneRequest<O>): Promise<PruneReport> {
+  const t0 = performance.now();
+  const paramsBefore = countParameters(model);
+  const shapesBefore = model.config.layers.map((l) => ({ ...l }));
+  let peakBytes = tf.memory().numBytes;
+  const sample = () => { peakBytes = Math.max(peakBytes, tf.memory().numBytes); };
+  const perLayer: Record<string, unknown>[] = [];
+  const m = req.method;
+  let methodReport: Record<string, unknown> | undefined;
+  const onLayer = req.onLayer;
+  const wrapped = { ...req, onLayer: (i: number, n: number) => { sample(); onLayer?.(i, n); } };
+  let mode: InputMode | 'global';
+  if (m.kind === 'layerwise') {
+    mode = req.mode ?? m.defaultMode(req.options);
+    await pruneLayerwise(model, wrapped, m, mode, perLayer);
+  } else {
+    if (req.mode === 'sequential') {
+      throw new ConfigError(`method '${m.name}' decides all layers from one dense calibration pass; --mode sequential does not apply`);
+    }
+    mode = 'global';
+    methodReport = await pruneStructured(model, wrapped, m, perLayer);
+  }
+  sample();
+  return buildReport(model, {
+    method: m.name, options: req.options as Record<string, unknown>, target: req.target, mode, calibration: req.calibration ?? null,
+    paramsBefore, shapesBefore, perLayer, methodReport, seconds: (performance.now() - t0) / 1000, peakTensorBytes: peakBytes,
+  });
+}

@@ -1,0 +1,33 @@
+/**
+ * Host access to decoder linears in HF orientation (`[out, in]` row-major), the orientation in
+ * which pruning methods are specified. The device keeps `[in, out]`; this is the one place that
+ * converts.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { CausalLM } from '../model/causal-lm.ts';
+import type { LinearRole } from '../model/family.ts';
+
+export interface HostLinear {
+  data: Float32Array;
+  rows: number;
+  cols: number;
+}
+
+export function readLinear(model: CausalLM, layer: number, role: LinearRole): HostLinear {
+  const w = model.linearParams(layer, role).weight;
+  const [inDim, outDim] = w.shape;
+  const t = tf.transpose(w);
+  const data = t.dataSync() as Float32Array;
+  t.dispose();
+  return { data: Float32Array.from(data), rows: outDim, cols: inDim };
+}
+
+export function writeLinear(model: CausalLM, layer: number, role: LinearRole, data: Float32Array, rows: number, cols: number): void {
+  const w = tf.tidy(() => tf.transpose(tf.tensor2d(data, [rows, cols])) as tf.Tensor2D);
+  model.setLinear(layer, role, w);
+}
+
+export function readBias(model: CausalLM, layer: number, role: LinearRole): Float32Array | null {
+  const b = model.linearParams(layer, role).bias;
+  return b ? Float32Array.from(b.dataSync()) : null;
+}

@@ -1,0 +1,82 @@
+/**
+ * The report of one pruning call: what was actually removed, measured on the pruned model
+ * (zeros counted in the weights, parameters recounted from the shapes), with denominators named.
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { CausalLM } from '../model/causal-lm.ts';
+import type { LayerShape } from '../model/config.ts';
+import { countParameters, type ParameterCount } from '../model/count.ts';
+import type { PruneTarget } from './method.ts';
+
+export interface SparsityByType {
+  /** Zeros / entries of that matrix type over all layers (entries counted in the pruned shapes). */
+  [role: string]: { zeros: number; total: number; sparsity: number };
+}
+
+export interface PruneReport {
+  method: string;
+  options: Record<string, unknown>;
+  target: { sparsity: number; pattern: string };
+  mode: string;
+  /** Zero entries in decoder linears (unstructured/N:M), per matrix type and overall. */
+  zeros: { byType: SparsityByType; overall: { zeros: number; total: number; sparsity: number }; denominator: string };
+  parameters: { before: ParameterCount; after: ParameterCount };
+  /** Removed fraction of: decoder-linear weights (as stored), FFN channels, all parameters. */
+  removed: { decoderLinears: number; ffnChannels: number; allParameters: number };
+  /** 1 − (non-zero decoder-linear weights after / decoder-linear weights before). */
+  effectiveSparsity: number;
+  layers: { before: LayerShape; after: LayerShape; detail: Record<string, unknown> }[];
+  methodReport?: Record<string, unknown>;
+  calibration: object | null;
+  seconds: number;
+  peakTensorBytes: number;
+}
+
+export function countZeros(model: CausalLM): { byType: SparsityByType; overall: { zeros: number; total: number; sparsity: number } } {
+  const byType: SparsityByType = {};
+  let zeros = 0;
+  let total = 0;
+  model.config.layers.forEach((_, i) => {
+    for (const l of model.spec.linears) {
+      const w = model.linearParams(i, l.role).weight;
+      const z = tf.tidy(() => tf.sum(tf.cast(tf.equal(w, 0), 'int32')));
+      const n = z.dataSync()[0];
+      z.dispose();
+      const e = (byType[l.role] ??= { zeros: 0, total: 0, sparsity: 0 });
+      e.zeros += n;
+      e.total += w.size;
+      zeros += n;
+      total += w.size;
+    }
+  });
+  for (const e of Object.values(byType)) e.sparsity = e.total ? e.zeros / e.total : 0;
+  return { byType, overall: { zeros, total, sparsity: total ? zeros / total : 0 } };
+}
+
+export function buildReport(model: CausalLM, r: {
+  method: string; options: Record<string, unknown>; target: PruneTarget; mode: string; calibration: object | null;
+  paramsBefore: ParameterCount; shapesBefore: LayerShape[]; perLayer: Record<string, unknown>[];
+  methodReport?: Record<string, unknown>; seconds: number; peakTensorBytes: number;
+}): PruneReport {
+  const after = countParameters(model);
+  const z = countZeros(model);
+  const ffnBefore = r.shapesBefore.reduce((a, s) => a + s.intermediateSize, 0);
+  const ffnAfter = model.config.layers.reduce((a, s) => a + s.intermediateSize, 0);
+  const pattern = r.target.pattern.kind === 'nm' ? `${r.target.pattern.n}:${r.target.pattern.m}` : 'unstructured';
+  return {
+    method: r.method, options: r.options, target: { sparsity: r.target.sparsity, pattern }, mode: r.mode,
+    zeros: { ...z, denominator: 'decoder-block linear weights (embeddings, norms and lm_head excluded)' },
+    parameters: { before: r.paramsBefore, after },
+    removed: {
+      decoderLinears: 1 - after.decoderLinears / r.paramsBefore.decoderLinears,
+      ffnChannels: 1 - ffnAfter / ffnBefore,
+      allParameters: 1 - after.total / r.paramsBefore.total,
+    },
+    effectiveSparsity: 1 - (after.decoderLinears - z.overall.zeros) / r.paramsBefore.decoderLinears,
+    layers: r.shapesBefore.map((before, i) => ({ before, after: { ...model.config.layers[i] }, detail: r.perLayer[i] ?? {} })),
+    methodReport: r.methodReport,
+    calibration: r.calibration,
+    seconds: r.seconds,
+    peakTensorBytes: r.peakTensorBytes,
+  };
+}

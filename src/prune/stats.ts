@@ -1,0 +1,177 @@
+/**
+ * The streaming statistics service. Calibration hidden states live on the host in batches
+ * (so device memory holds one batch at a time); a layer is run batch by batch with taps and the
+ * requested statistics are accumulated on the device, then copied to the host once per layer.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { BlockContext, type CausalLM, type BlockTaps } from '../model/causal-lm.ts';
+import type { LinearRole, TapName } from '../model/family.ts';
+import type { LayerStats, LayerStatsRequest, TapStats } from './method.ts';
+
+/** Hidden states of the calibration windows entering some layer, `[B*T, D]` per batch. */
+export interface HiddenStates {
+  batches: { data: Float32Array; B: number }[];
+  T: number;
+  D: number;
+}
+
+export function batchWindows(windows: number[][], tokensPerBatch = 4096): number[][][] {
+  const T = windows[0].length;
+  const per = Math.max(1, Math.floor(tokensPerBatch / T));
+  const out: number[][][] = [];
+  for (let i = 0; i < windows.length; i += per) out.push(windows.slice(i, i + per));
+  return out;
+}
+
+export function embedWindows(model: CausalLM, windows: number[][]): HiddenStates {
+  const batches = batchWindows(windows).map((rows) => {
+    const x = model.embed(rows);
+    const data = x.dataSync() as Float32Array;
+    x.dispose();
+    return { data: Float32Array.from(data), B: rows.length };
+  });
+  return { batches, T: windows[0].length, D: model.config.hiddenSize };
+}
+
+/** Temporarily swap in other weights for some linears of layer i (e.g. the dense snapshot). */
+export function withLinearWeights<T>(model: CausalLM, layer: number, weights: Partial<Record<LinearRole, tf.Tensor2D>>, fn: () => T): T {
+  const saved: [LinearRole, tf.Tensor2D][] = [];
+  for (const [role, w] of Object.entries(weights) as [LinearRole, tf.Tensor2D][]) {
+    const p = model.linearParams(layer, role);
+    saved.push([role, p.weight]);
+    p.weight = w;
+  }
+  try {
+    return fn();
+  } finally {
+    for (const [role, w] of saved) model.linearParams(layer, role).weight = w;
+  }
+}
+
+/**
+ * Run layer i over all batches. `onBatch` sees the block input, output and taps of each batch
+ * (device tensors, disposed after the callback). Returns the output states unless `keepOutput`
+ * is false.
+ */
+export function runLayer(model: CausalLM, layer: number, states: HiddenStates,
+  onBatch?: (input: tf.Tensor2D, output: tf.Tensor2D, taps: BlockTaps | undefined, b: number) => void,
+  opts: { taps?: boolean; keepOutput?: boolean } = {}): HiddenStates | null {
+  const keep = opts.keepOutput ?? true;
+  const out: HiddenStates['batches'] = [];
+  states.batches.forEach((batch, b) => {
+    const ctx = new BlockContext(batch.B, states.T, 0, model.config);
+    try {
+      tf.tidy(() => {
+        const x = tf.tensor2d(batch.data, [batch.B * states.T, states.D]);
+        const r = model.runBlock(layer, x, ctx, { taps: opts.taps });
+        onBatch?.(x, r.out, r.taps, b);
+        if (keep) out.push({ data: Float32Array.from(r.out.dataSync() as Float32Array), B: batch.B });
+      });
+    } finally {
+      ctx.dispose();
+    }
+  });
+  return keep ? { batches: out, T: states.T, D: states.D } : null;
+}
+
+/** Device-side running sums for the statistics of one tap. */
+class TapAccumulator {
+  tokens = 0;
+  private sums: Partial<Record<'colSqSum' | 'colSum' | 'gram' | 'cross' | 'denseGram', tf.Tensor>> = {};
+  constructor(readonly inDim: number) {}
+
+  private add(key: keyof TapAccumulator['sums'], t: tf.Tensor): void {
+    const prev = this.sums[key];
+    this.sums[key] = tf.keep(prev ? tf.add(prev, t) : t);
+    prev?.dispose();
+  }
+
+  /** x: current input X* `[N, in]`; dense: the dense layer's input X at the same tap (if needed). */
+  accumulate(req: Set<string>, x: tf.Tensor2D, dense?: tf.Tensor2D): void {
+    this.tokens += x.shape[0];
+    tf.tidy(() => {
+      if (req.has('colSqSum')) this.add('colSqSum', tf.sum(tf.square(x), 0));
+      if (req.has('colSum')) this.add('colSum', tf.sum(x, 0));
+      // Explicit transposes keep these plain 2-D matMuls (transposeA/B are slow on wasm).
+      const xt = req.has('gram') || req.has('cross') ? tf.transpose(x) : null;
+      if (req.has('gram') && xt) this.add('gram', tf.matMul(xt, x));
+      if (dense && (req.has('cross') || req.has('denseGram'))) {
+        const dt = tf.transpose(dense);
+        if (req.has('cross')) this.add('cross', tf.matMul(dt, x));
+        if (req.has('denseGram')) this.add('denseGram', tf.matMul(dt, dense));
+      }
+    });
+  }
+
+  finish(): TapStats {
+    const out: TapStats = { tokens: this.tokens, inDim: this.inDim };
+    for (const [k, t] of Object.entries(this.sums) as [keyof TapAccumulator['sums'], tf.Tensor][]) {
+      out[k] = Float64Array.from(t.dataSync());
+      t.dispose();
+    }
+    this.sums = {};
+    return out;
+  }
+}
+
+/** Which statistics each tap needs, from a request. */
+export function requestByTap(req: LayerStatsRequest): Map<TapName, Set<string>> {
+  const m = new Map<TapName, Set<string>>();
+  for (const key of ['colSqSum', 'colSum', 'gram', 'cross', 'denseGram'] as const) {
+    for (const tap of req[key] ?? []) {
+      if (!m.has(tap)) m.set(tap, new Set());
+      m.get(tap)!.add(key);
+    }
+  }
+  return m;
+}
+
+/**
+ * Collect the requested statistics of layer i over all calibration batches. With
+ * `denseWeights` the dense layer is run on the same inputs too, for X (dense) vs X* statistics.
+ */
+export function collectLayerStats(model: CausalLM, layer: number, states: HiddenStates, req: LayerStatsRequest,
+  denseWeights?: Partial<Record<LinearRole, tf.Tensor2D>>): LayerStats {
+  const byTap = requestByTap(req);
+  if (byTap.size === 0) return {};
+  const needDense = denseWeights !== undefined && [...byTap.values()].some((s) => s.has('cross') || s.has('denseGram'));
+  const acc = new Map<TapName, TapAccumulator>();
+  for (const batch of states.batches) {
+    const ctx = new BlockContext(batch.B, states.T, 0, model.config);
+    try {
+      tf.tidy(() => {
+        const x = tf.tensor2d(batch.data, [batch.B * states.T, states.D]);
+        const dense = needDense
+          ? withLinearWeights(model, layer, denseWeights, () => model.runBlock(layer, x, ctx, { taps: true }).taps)
+          : undefined;
+        const cur = model.runBlock(layer, x, ctx, { taps: true }).taps!;
+        for (const [tap, set] of byTap) {
+          if (!acc.has(tap)) acc.set(tap, new TapAccumulator(cur[tap].shape[1]));
+          acc.get(tap)!.accumulate(set, cur[tap], dense?.[tap]);
+        }
+      });
+    } finally {
+      ctx.dispose();
+    }
+  }
+  const out: LayerStats = {};
+  for (const [tap, a] of acc) out[tap] = a.finish();
+  return out;
+}
+
+/** Mean per-token distance between block input and output (CFSP §3). */
+export function blockDistanceSum(input: tf.Tensor2D, output: tf.Tensor2D, metric: 'angular' | 'cosine' | 'mse'): number {
+  const s = tf.tidy(() => {
+    if (metric === 'mse') return tf.sum(tf.mean(tf.square(tf.sub(output, input)), -1));
+    const dot = tf.sum(tf.mul(input, output), -1);
+    const norms = tf.mul(tf.norm(input, 'euclidean', -1), tf.norm(output, 'euclidean', -1));
+    let cos = tf.div(dot, norms);
+    // A NaN cosine (zero vector) counts as 0.5, as the reference code does.
+    cos = tf.where(tf.isNaN(cos), tf.fill(cos.shape, 0.5), cos);
+    cos = tf.clipByValue(cos, -1, 1);
+    return metric === 'cosine' ? tf.sum(tf.sub(1, cos)) : tf.div(tf.sum(tf.acos(cos)), Math.PI);
+  });
+  const v = s.dataSync()[0];
+  s.dispose();
+  return v;
+}
