@@ -8,7 +8,8 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { setupBackend } from './support.ts';
 import { buildSyntheticLlama } from './synthetic-model.ts';
-import { compareSpeed, countParams, flopsPerToken, measureSpeed, median } from '../src/eval/speed.ts';
+import { compareSpeed, flopsPerToken, measureSpeed, median } from '../src/eval/speed.ts';
+import { countParameters } from '../src/model/count.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 
 describe('speed', () => {
@@ -40,13 +41,11 @@ describe('speed', () => {
   it('measureSpeed: parameter count by hand, finite positive fields, no tensor leak', () => {
     const model = buildSyntheticLlama({ hidden: 32, layers: 2, heads: 4, kvHeads: 2, ffn: 48, vocab: 64, seed: 1 });
     try {
-      const p = countParams(model);
+      const p = countParameters(model);
       // Per layer: q 32·32 + k 32·16 + v 32·16 + o 32·32 = 3072; gate/up/down 3·32·48 = 4608.
-      assert.deepEqual(p.by_matrix, { q: 2048, k: 1024, v: 1024, o: 2048, gate: 3072, up: 3072, down: 3072 });
-      assert.equal(p.decoder_linears, 2 * (3072 + 4608));
-      assert.equal(p.embedding, 64 * 32);
-      assert.equal(p.lm_head, 64 * 32);
-      assert.equal(p.norms, 2 * 2 * 32 + 32);
+      assert.deepEqual(p.byType, { q: 2048, k: 1024, v: 1024, o: 2048, gate: 3072, up: 3072, down: 3072,
+        embed: 64 * 32, lm_head: 64 * 32, norms: 2 * 2 * 32 + 32 });
+      assert.equal(p.decoderLinears, 2 * (3072 + 4608));
       assert.equal(p.total, 15360 + 2048 + 2048 + 160);
       const before = tf.memory().numTensors;
       const r = measureSpeed(model, { promptTokens: 8, newTokens: 4, repeats: 3, warmup: 1 });

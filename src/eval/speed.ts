@@ -9,9 +9,11 @@
  */
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
+import { countParameters, type ParameterCount } from '../model/count.ts';
+import { paramTensors } from '../model/params.ts';
 import { disposeCache, type CausalLM } from '../model/causal-lm.ts';
 import type { ModelConfig } from '../model/config.ts';
-import { familySpec, type LinearRole } from '../model/family.ts';
+import { familySpec } from '../model/family.ts';
 import { ConfigError } from '../util/errors.ts';
 
 export interface SpeedOptions {
@@ -29,20 +31,6 @@ export interface SpeedOptions {
   contextLength?: number;
 }
 
-export interface ParamCount {
-  total: number;
-  /** Token embedding. */
-  embedding: number;
-  /** OPT learned positions (0 for LLaMA). */
-  positions: number;
-  /** Untied output head (0 when tied to the embedding). */
-  lm_head: number;
-  /** All norm weights and biases (per-layer and final). */
-  norms: number;
-  /** Sum over `by_matrix` (weights + biases of the decoder linears). */
-  decoder_linears: number;
-  by_matrix: Partial<Record<LinearRole, number>>;
-}
 
 export interface SpeedProtocol {
   backend: string;
@@ -68,7 +56,7 @@ export interface SpeedResult {
   latency_ms: number;
   /** Median prefill time (ms). */
   prefill_ms: number;
-  params: ParamCount;
+  params: ParameterCount;
   flops_per_token: number;
   /** weight_bytes + kv_cache_bytes: this model's tensor memory at the end of decoding. */
   tensor_bytes: number;
@@ -90,45 +78,10 @@ export interface SpeedComparison {
 }
 
 /** Parameters from the model's actual tensors (so per-layer pruned shapes count as they are). */
-export function countParams(model: CausalLM): ParamCount {
-  const p = model.params;
-  const byMatrix: Partial<Record<LinearRole, number>> = {};
-  let norms = p.finalNorm.weight.size + (p.finalNorm.bias?.size ?? 0);
-  for (const layer of p.layers) {
-    for (const [role, lin] of Object.entries(layer.linears) as [LinearRole, { weight: tf.Tensor; bias: tf.Tensor | null } | undefined][]) {
-      if (!lin) continue;
-      byMatrix[role] = (byMatrix[role] ?? 0) + lin.weight.size + (lin.bias?.size ?? 0);
-    }
-    for (const n of [layer.attnNorm, layer.mlpNorm]) norms += n.weight.size + (n.bias?.size ?? 0);
-  }
-  const decoderLinears = Object.values(byMatrix).reduce((a, b) => a + (b ?? 0), 0);
-  const embedding = p.embed.size;
-  const positions = p.positions?.size ?? 0;
-  const lmHead = model.config.tieWordEmbeddings ? 0 : p.lmHead.size;
-  return {
-    total: embedding + positions + lmHead + norms + decoderLinears,
-    embedding, positions, lm_head: lmHead, norms, decoder_linears: decoderLinears, by_matrix: byMatrix,
-  };
-}
 
 function weightBytes(model: CausalLM): number {
-  const p = model.params;
-  const all = new Set<tf.Tensor>([p.embed, p.lmHead, p.finalNorm.weight]);
-  if (p.positions) all.add(p.positions);
-  if (p.finalNorm.bias) all.add(p.finalNorm.bias);
-  for (const layer of p.layers) {
-    for (const lin of Object.values(layer.linears)) {
-      if (!lin) continue;
-      all.add(lin.weight);
-      if (lin.bias) all.add(lin.bias);
-    }
-    for (const n of [layer.attnNorm, layer.mlpNorm]) {
-      all.add(n.weight);
-      if (n.bias) all.add(n.bias);
-    }
-  }
   let bytes = 0;
-  for (const t of all) bytes += t.size * (t.dtype === 'float32' || t.dtype === 'int32' ? 4 : 1);
+  for (const t of paramTensors(model.params)) bytes += t.size * (t.dtype === 'float32' || t.dtype === 'int32' ? 4 : 1);
   return bytes;
 }
 
@@ -228,7 +181,7 @@ function summarize(model: CausalLM, o: Required<SpeedOptions>, samples: Sample[]
     decode_tps: (o.batch * o.newTokens) / (decodeMs / 1000),
     latency_ms: median(samples.flatMap((s) => s.stepMs)),
     prefill_ms: prefillMs,
-    params: countParams(model),
+    params: countParameters(model),
     flops_per_token: flopsPerToken(model.config, o.contextLength),
     tensor_bytes: wBytes + kvBytes,
     weight_bytes: wBytes,

@@ -159,7 +159,8 @@ export function paramsToNamedTensors(config: ModelConfig, params: ModelParams): 
   return out;
 }
 
-export function disposeParams(params: ModelParams): void {
+/** Every tensor a model owns, once each (the tied head is a separate transposed copy). */
+export function paramTensors(params: ModelParams): tf.Tensor[] {
   const all: tf.Tensor[] = [params.embed, params.lmHead, params.finalNorm.weight];
   if (params.positions) all.push(params.positions);
   if (params.finalNorm.bias) all.push(params.finalNorm.bias);
@@ -174,6 +175,9 @@ export function disposeParams(params: ModelParams): void {
       if (n.bias) all.push(n.bias);
     }
   }
-  // The tied head is a separate transposed copy, so every entry is disposed exactly once.
-  for (const t of all) if (!t.isDisposed) t.dispose();
+  return all;
+}
+
+export function disposeParams(params: ModelParams): void {
+  for (const t of paramTensors(params)) if (!t.isDisposed) t.dispose();
 }
