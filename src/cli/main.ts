@@ -5,6 +5,8 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { inspectCommand } from './commands/inspect.ts';
 import { evalPplCommand } from './commands/eval-ppl.ts';
+import { evalZeroshotCommand } from './commands/eval-zeroshot.ts';
+import { evalSpeedCommand } from './commands/eval-speed.ts';
 import { generateCommand } from './commands/generate.ts';
 import { convertCommand } from './commands/convert.ts';
 import { pruneCommand } from './commands/prune.ts';
@@ -14,7 +16,8 @@ export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
     .scriptName('prunelab')
     .command(inspectCommand)
-    .command('eval', 'evaluate a model', (y) => y.command(evalPplCommand).demandCommand(1, 'name an evaluation: ppl'))
+    .command('eval', 'evaluate a model', (y) => y.command(evalPplCommand).command(evalZeroshotCommand).command(evalSpeedCommand)
+      .demandCommand(1, 'name an evaluation: ppl, zeroshot or speed'))
     .command(generateCommand)
     .command(convertCommand)
     .command(pruneCommand)

@@ -14,6 +14,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { sharedDataDir } from '../util/paths.ts';
 import * as tf from '@tensorflow/tfjs';
 import { BlockContext, type CausalLM } from '../model/causal-lm.ts';
 import { tokenNll } from '../model/loss.ts';
@@ -462,8 +463,7 @@ export interface EvaluateTaskOptions extends ModelScorerOptions {
 }
 
 export function defaultZeroshotDir(): string {
-  const base = process.env.PRUNELAB_SHARED_DATA ?? path.resolve('..', 'shared', 'data');
-  return path.join(base, 'zeroshot');
+  return path.join(sharedDataDir(), 'zeroshot');
 }
 
 /** Resolve a task name or a JSONL path to its file and config (unknown files: shape from the first row). */
