@@ -1,0 +1,361 @@
+/**
+ * LoRA adapters on the linears of a CausalLM, applied through `model.linearHook`.
+ *
+ * Layout: weights are stored `[in, out]` and applied as x·W, so an adapter is A: `[in, r]`,
+ * B: `[r, out]` and the update is ΔW = s·A·B with s = α/r (y = x·W + s·(x·A)·B). A starts
+ * Kaiming-uniform-like (U(±1/√fan_in), what PEFT's kaiming_uniform_(a=√5) gives), B starts at zero,
+ * so training starts exactly at the base model.
+ *
+ * QA-LoRA form (SAAP group fine-tuning, saap.md §6): the base is replaced by its group-wise
+ * fake-quantised copy Ŵ and A: `[in/groupSize, r]` acts on the input average-pooled within each
+ * group; merging is the exact update β += s·(A·B)/groupSize of the quantised form.
+ *
+ * Masks (unstructured / N:M sparsity): LoRA's dense update would fill pruned zeros. When
+ * `preserveMasks` is on, the mask of a linear is "base weight ≠ 0" taken when the adapters are
+ * attached. During training the update is masked too (y = x·W + x·(ΔW ⊙ M)) so the trained
+ * function is the one the merged model computes; after merging the mask is re-applied, i.e. every
+ * weight that was zero in the base is zero again. A linear without any zero weight gets no mask.
+ */
+import * as tf from '@tensorflow/tfjs';
+import seedrandom from 'seedrandom';
+import type { CausalLM, LinearHook } from '../model/causal-lm.ts';
+import type { LinearRole } from '../model/family.ts';
+import type { LinearParams } from '../model/params.ts';
+import type { NamedTensors } from '../io/tensor-data.ts';
+import { ConfigError, CheckpointError } from '../util/errors.ts';
+import {
+  checkGroupDivides, dequantizeHost, mergeIntoBeta, poolGroups, qaLoraGroupDelta, quantizeGroupwise,
+  type GroupQuantized,
+} from './quant.ts';
+
+export interface LoraSpec {
+  /** Rank per layer (length = number of layers); 0 = no adapters in that layer. */
+  ranks: readonly number[];
+  /** α per layer; the update scale is α_l / r_l. */
+  alphas: readonly number[];
+  /** Dropout on the adapter input during training (PEFT: lora_B(lora_A(dropout(x)))). */
+  dropout: number;
+  /** Linear roles that get adapters (must exist in the model's family). */
+  targets: readonly LinearRole[];
+  /** QA-LoRA with a fake-quantised base; null = plain LoRA on the weights as they are. */
+  quant: { bits: number; groupSize: number } | null;
+  /** Keep zeros of the base weights zero through training and merge. */
+  preserveMasks: boolean;
+  /** Seed for A's initialisation (each adapter draws from its own stream of this seed). */
+  seed: number;
+}
+
+export class LoraAdapter {
+  constructor(
+    readonly layer: number,
+    readonly role: LinearRole,
+    readonly rank: number,
+    readonly scale: number,
+    readonly inFeatures: number,
+    readonly outFeatures: number,
+    /** `[in, r]`, or `[in/groupSize, r]` in the QA-LoRA form. */
+    readonly A: tf.Variable<tf.Rank.R2>,
+    /** `[r, out]`. */
+    readonly B: tf.Variable<tf.Rank.R2>,
+    /** 1 where the base weight is non-zero, `[in, out]`; null when nothing is masked. */
+    readonly mask: tf.Tensor2D | null,
+    /** Quantised base (QA-LoRA form), null for plain LoRA. */
+    readonly quantized: GroupQuantized | null,
+  ) {}
+
+  get key(): string {
+    return adapterKey(this.layer, this.role);
+  }
+
+  /** A expanded to act on the raw input: QA-LoRA's pooling is A repeated per group / groupSize. */
+  private expandedA(): tf.Tensor2D {
+    if (!this.quantized) return this.A;
+    const gs = this.quantized.groupSize;
+    const [G, r] = this.A.shape;
+    // Broadcast instead of gather: gather's gradient has no WebAssembly kernel.
+    return tf.tidy(() => tf.mul(this.A.reshape([G, 1, r]), tf.fill([1, gs, 1], 1 / gs)).reshape([G * gs, r]) as tf.Tensor2D);
+  }
+
+  /** ΔW = s·A·B (masked when a mask is kept), `[in, out]`. Differentiable in A and B. */
+  delta(): tf.Tensor2D {
+    return tf.tidy(() => {
+      const d = tf.mul(matMulFast(this.expandedA(), this.B), this.scale) as tf.Tensor2D;
+      return this.mask ? tf.mul(d, this.mask) as tf.Tensor2D : d;
+    });
+  }
+
+  /** The adapter's contribution for input rows `x: [N, in]` (x already dropped out). */
+  apply(x: tf.Tensor2D): tf.Tensor2D {
+    return tf.tidy(() => {
+      // With a mask the update must be masked elementwise, so it is materialised (r·in·out flops,
+      // cheap next to N·in·out whenever r < N).
+      if (this.mask) return matMulFast(x, this.delta());
+      const xa = this.quantized ? poolGroups(x, this.quantized.groupSize) : x;
+      return tf.mul(matMulFast(matMulFast(xa, this.A), this.B), this.scale) as tf.Tensor2D;
+    });
+  }
+
+  dispose(): void {
+    this.A.dispose();
+    this.B.dispose();
+    this.mask?.dispose();
+  }
+}
+
+/*
+ * Matrix products whose backward pass uses plain 2-D matMuls on explicit transposes: tf.matMul's
+ * own gradient uses the transposeA/transposeB flags, which the WebAssembly backend runs several
+ * times slower (measured [256,64]×[64,172]: forward 1.1 ms; dy·Wᵀ 7.9 ms with the flag, 1.2 ms
+ * with an explicit transpose).
+ */
+type Grad2 = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
+
+/** a·b, gradients for both a and b. */
+export function matMulFast(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [aa, bb, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
+    save([aa, bb]);
+    const gradFunc: Grad2 = (dy, [sa, sb]) => [
+      tf.matMul(dy as tf.Tensor2D, tf.transpose(sb as tf.Tensor2D)),
+      tf.matMul(tf.transpose(sa as tf.Tensor2D), dy as tf.Tensor2D),
+    ];
+    return { value: tf.matMul(aa, bb), gradFunc };
+  });
+  return f(a, b) as tf.Tensor2D;
+}
+
+/** x·W for a frozen W: only x gets a gradient (no wasted xᵀ·dy for the base weight). */
+export function matMulFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const xx = args[0] as tf.Tensor2D;
+    const gradFunc = (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, tf.transpose(w));
+    return { value: tf.matMul(xx, w), gradFunc };
+  });
+  return f(x) as tf.Tensor2D;
+}
+
+export function adapterKey(layer: number, role: LinearRole): string {
+  return `${layer}.${role}`;
+}
+
+/** Options of the hook a LoraSet installs. */
+export interface HookMode {
+  /** Dropout on (training) or off (evaluation). */
+  training: boolean;
+}
+
+/** All adapters of a model, their hook, and merge. */
+export class LoraSet {
+  private readonly byKey = new Map<string, LoraAdapter>();
+  private attachedTo: CausalLM | null = null;
+  private previousHook: LinearHook | null = null;
+  private mode: HookMode = { training: false };
+  /** Seed of the current forward's dropout masks; the trainer sets it per micro-batch. */
+  dropoutSeed = 0;
+
+  private constructor(readonly spec: LoraSpec) {}
+
+  /**
+   * Create adapters for `model` per `spec`. In the QA-LoRA form this replaces every targeted
+   * base weight by its fake-quantised copy (the frozen base SAAP trains against).
+   */
+  static create(model: CausalLM, spec: LoraSpec): LoraSet {
+    validateSpec(model, spec);
+    const set = new LoraSet(spec);
+    try {
+      for (let layer = 0; layer < model.numLayers; layer++) {
+        const r = spec.ranks[layer];
+        if (r === 0) continue;
+        for (const role of spec.targets) {
+          set.byKey.set(adapterKey(layer, role), makeAdapter(model, spec, layer, role, r, spec.alphas[layer] / r));
+        }
+      }
+    } catch (e) {
+      set.dispose();
+      throw e;
+    }
+    return set;
+  }
+
+  get adapters(): LoraAdapter[] {
+    return [...this.byKey.values()];
+  }
+
+  get(layer: number, role: LinearRole): LoraAdapter | undefined {
+    return this.byKey.get(adapterKey(layer, role));
+  }
+
+  /** Trainable variables, in a fixed order (layer, then target order; A before B). */
+  variables(): tf.Variable[] {
+    return this.adapters.flatMap((a) => [a.A, a.B]);
+  }
+
+  get numTrainableParams(): number {
+    return this.adapters.reduce((n, a) => n + a.A.size + a.B.size, 0);
+  }
+
+  /** The hook: base linear plus adapter; linears without an adapter fall back to the model. */
+  hook(): LinearHook {
+    return (layer: number, role: LinearRole, x: tf.Tensor2D, base: LinearParams) => {
+      const a = this.byKey.get(adapterKey(layer, role));
+      if (!a) return null;
+      return tf.tidy(() => {
+        const xw = matMulFrozen(x, base.weight);
+        const y = base.bias ? tf.add(xw, base.bias) as tf.Tensor2D : xw;
+        const p = this.spec.dropout;
+        const xd = this.mode.training && p > 0
+          ? tf.dropout(x, p, undefined, `${this.dropoutSeed}:${a.key}`) as tf.Tensor2D
+          : x;
+        return tf.add(y, a.apply(xd)) as tf.Tensor2D;
+      });
+    };
+  }
+
+  /** Install the hook on `model` (remembering any hook that was there). */
+  attach(model: CausalLM, mode: HookMode = { training: false }): void {
+    if (this.attachedTo && this.attachedTo !== model) throw new Error('LoraSet is attached to another model');
+    if (!this.attachedTo) this.previousHook = model.linearHook;
+    this.attachedTo = model;
+    this.mode = { ...mode };
+    model.linearHook = this.hook();
+  }
+
+  setMode(mode: HookMode): void {
+    this.mode = { ...mode };
+  }
+
+  detach(): void {
+    if (!this.attachedTo) return;
+    this.attachedTo.linearHook = this.previousHook;
+    this.attachedTo = null;
+    this.previousHook = null;
+  }
+
+  /**
+   * Fold every adapter into the base weights of `model`, detach and dispose the adapters.
+   * Plain: W ← W + s·A·B. QA-LoRA: β ← β + s·(A·B)/groupSize, W ← α·q + β. Masks are re-applied
+   * (zero where the base weight was zero). Returns the updated quantised weights (QA-LoRA form)
+   * by adapter key, for a quantised export.
+   */
+  merge(model: CausalLM): Map<string, GroupQuantized> {
+    const quantized = new Map<string, GroupQuantized>();
+    for (const a of this.adapters) {
+      let merged: tf.Tensor2D;
+      if (a.quantized) {
+        const d = qaLoraGroupDelta(a.A, a.B, a.scale, a.quantized.groupSize);
+        const qw = mergeIntoBeta(a.quantized, d.dataSync() as Float32Array);
+        d.dispose();
+        quantized.set(a.key, qw);
+        const w = tf.tensor2d(dequantizeHost(qw), [a.inFeatures, a.outFeatures]);
+        merged = a.mask ? tf.tidy(() => tf.mul(w, a.mask as tf.Tensor2D) as tf.Tensor2D) : w;
+        if (merged !== w) w.dispose();
+      } else {
+        const base = model.linearParams(a.layer, a.role).weight;
+        merged = tf.tidy(() => {
+          const w = tf.add(base, a.delta()) as tf.Tensor2D;
+          return a.mask ? tf.mul(w, a.mask) as tf.Tensor2D : w;
+        });
+      }
+      model.setLinear(a.layer, a.role, merged);
+    }
+    this.detach();
+    this.dispose();
+    return quantized;
+  }
+
+  /** Adapter weights by name (`lora.<layer>.<role>.A|B`, our `[in,r]`/`[r,out]` layout). */
+  toNamedTensors(): NamedTensors {
+    const out: NamedTensors = new Map();
+    for (const a of this.adapters) {
+      out.set(`lora.${a.key}.A`, { shape: a.A.shape.slice(), data: Float32Array.from(a.A.dataSync()) });
+      out.set(`lora.${a.key}.B`, { shape: a.B.shape.slice(), data: Float32Array.from(a.B.dataSync()) });
+    }
+    return out;
+  }
+
+  /** Restore adapter weights written by `toNamedTensors` (shapes must match). */
+  loadNamedTensors(tensors: NamedTensors, source: string): void {
+    for (const a of this.adapters) {
+      for (const [part, v] of [['A', a.A], ['B', a.B]] as const) {
+        const name = `lora.${a.key}.${part}`;
+        const t = tensors.get(name);
+        if (!t) throw new CheckpointError(`missing adapter tensor '${name}'`, source);
+        if (t.shape.length !== 2 || t.shape[0] !== v.shape[0] || t.shape[1] !== v.shape[1]) {
+          throw new CheckpointError(`adapter tensor '${name}' has shape [${t.shape}], expected [${v.shape}]`, source);
+        }
+        const fresh = tf.tensor2d(t.data, [v.shape[0], v.shape[1]]);
+        v.assign(fresh);
+        fresh.dispose();
+      }
+    }
+  }
+
+  dispose(): void {
+    this.detach();
+    for (const a of this.byKey.values()) a.dispose();
+    this.byKey.clear();
+  }
+}
+
+function validateSpec(model: CausalLM, spec: LoraSpec): void {
+  const L = model.numLayers;
+  if (spec.ranks.length !== L) throw new ConfigError(`lora: ${spec.ranks.length} ranks given for ${L} layers`);
+  if (spec.alphas.length !== L) throw new ConfigError(`lora: ${spec.alphas.length} alphas given for ${L} layers`);
+  spec.ranks.forEach((r, i) => {
+    if (!Number.isInteger(r) || r < 0) throw new ConfigError(`lora: rank of layer ${i} must be a non-negative integer, got ${r}`);
+  });
+  spec.alphas.forEach((a, i) => {
+    if (!Number.isFinite(a) || a <= 0) throw new ConfigError(`lora: alpha of layer ${i} must be positive, got ${a}`);
+  });
+  if (!(spec.dropout >= 0 && spec.dropout < 1)) throw new ConfigError(`lora: dropout must be in [0, 1), got ${spec.dropout}`);
+  if (spec.targets.length === 0) throw new ConfigError('lora: no target linears');
+  const roles = model.spec.linears.map((l) => l.role);
+  for (const t of spec.targets) {
+    if (!roles.includes(t)) {
+      throw new ConfigError(`lora: target '${t}' is not a linear of the ${model.config.family} family (valid: ${roles.join(', ')})`);
+    }
+  }
+  // Check every group size up front: a failure half-way would leave the model partly quantised.
+  const q = spec.quant;
+  if (q) {
+    spec.ranks.forEach((r, layer) => {
+      if (r === 0) return;
+      for (const role of spec.targets) {
+        checkGroupDivides(model.linearParams(layer, role).weight.shape[0], q.groupSize, `layer ${layer} '${role}'`);
+      }
+    });
+  }
+}
+
+function makeAdapter(model: CausalLM, spec: LoraSpec, layer: number, role: LinearRole, r: number, scale: number): LoraAdapter {
+  const p = model.linearParams(layer, role);
+  const [inF, outF] = p.weight.shape;
+  const what = `layer ${layer} '${role}'`;
+  const fanIn = spec.quant ? inF / spec.quant.groupSize : inF;
+  // Per-adapter stream: the init does not depend on creation order or on other adapters.
+  const rng = seedrandom.alea(`${spec.seed}:lora-init:${layer}:${role}`);
+  const bound = 1 / Math.sqrt(fanIn);
+  const aInit = Float32Array.from({ length: fanIn * r }, () => (2 * rng() - 1) * bound);
+  let mask: tf.Tensor2D | null = null;
+  if (spec.preserveMasks) {
+    const zeros = tf.tidy(() => tf.sum(tf.cast(tf.equal(p.weight, 0), 'int32')).dataSync()[0]);
+    if (zeros > 0) mask = tf.tidy(() => tf.cast(tf.notEqual(p.weight, 0), 'float32') as tf.Tensor2D);
+  }
+  let quantized: GroupQuantized | null = null;
+  if (spec.quant) {
+    quantized = quantizeGroupwise(p.weight, spec.quant, what);
+    const wq = tf.tensor2d(dequantizeHost(quantized), [inF, outF]);
+    model.setLinear(layer, role, mask ? tf.tidy(() => tf.mul(wq, mask as tf.Tensor2D) as tf.Tensor2D) : wq);
+    if (mask) wq.dispose();
+  }
+  const A = trainable(tf.tensor2d(aInit, [fanIn, r]));
+  const B = trainable(tf.zeros([r, outF]));
+  return new LoraAdapter(layer, role, r, scale, inF, outF, A, B, mask, quantized);
+}
+
+/** A trainable variable from `init`; the initial tensor is released (the variable holds the data). */
+export function trainable(init: tf.Tensor2D, isTrainable = true): tf.Variable<tf.Rank.R2> {
+  const v = tf.variable(init, isTrainable) as tf.Variable<tf.Rank.R2>;
+  init.dispose();
+  return v;
+}
