@@ -1,0 +1,219 @@
+/**
+ * Shared by tables and plots: which metric columns the rows hold (one per metric *and*
+ * protocol, so numbers measured differently never share a column), and the rows aggregated
+ * over seeds into entries (one per model × method × options × pattern × sparsity × recovery).
+ */
+import { canonicalJson } from './hash.ts';
+import type { ResultRow } from './results.ts';
+
+export type AccMetric = 'acc' | 'acc_norm';
+/** `default`: protocol.md's map (SliceGPT convention); `wanda`: acc for every task; or per task. */
+export type MetricChoice = 'default' | 'wanda' | Readonly<Record<string, AccMetric>>;
+
+const ACC_NORM_TASKS = new Set(['piqa', 'hellaswag', 'arc_easy', 'arc_challenge', 'openbookqa', 'openbook_qa', 'obqa']);
+
+const TASK_NAMES: Record<string, string> = {
+  piqa: 'PIQA', hellaswag: 'HellaSwag', winogrande: 'WinoGrande', arc_easy: 'ARC-e', arc_challenge: 'ARC-c',
+  openbookqa: 'OBQA', openbook_qa: 'OBQA', obqa: 'OBQA', boolq: 'BoolQ', rte: 'RTE', lambada_openai: 'LAMBADA',
+};
+const METHOD_NAMES: Record<string, string> = {
+  dense: 'Dense', magnitude: 'Magnitude', wanda: 'Wanda', sparsegpt: 'SparseGPT', dsnot: 'DSnoT', fistapruner: 'FISTAPruner',
+  cfsp: 'CFSP', saap: 'SAAP', flap: 'FLAP', 'llm-pruner': 'LLM-Pruner', 'magnitude-sp': 'Magnitude-SP', 'wanda-sp': 'Wanda-SP',
+};
+
+export const taskName = (id: string): string => TASK_NAMES[id] ?? id;
+export const methodName = (id: string): string => METHOD_NAMES[id] ?? id;
+
+/**
+ * Protocol fields that describe the model rather than the procedure (its tokenizer, context
+ * length, where the file sits on this machine, the headline metric): excluded from column
+ * identity, so different models evaluated the same way share a column.
+ */
+export const MODEL_SPECIFIC_PROTOCOL_KEYS: readonly string[] = ['tokenizer', 'max_length', 'file', 'metric', 'metric_preset'];
+
+function parseProtocol(text: string | undefined): Record<string, unknown> {
+  if (!text) return {};
+  try {
+    const v = JSON.parse(text) as unknown;
+    return v && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : { raw: text };
+  } catch {
+    return { raw: text };
+  }
+}
+
+function identityOf(text: string | undefined): { key: string; fields: Record<string, unknown> } {
+  const fields = parseProtocol(text);
+  for (const k of MODEL_SPECIFIC_PROTOCOL_KEYS) delete fields[k];
+  return { key: canonicalJson(fields), fields };
+}
+
+/** A number from a cell; undefined for an empty cell ('NaN' and 'Infinity' are results). */
+export function num(cell: string | undefined): number | undefined {
+  if (cell === undefined || cell.trim() === '') return undefined;
+  return Number(cell);
+}
+
+export interface MetricColumn {
+  kind: 'ppl' | 'zs' | 'speed';
+  /** Perplexity id, task id, or `prefill` / `decode`. */
+  id: string;
+  /** The CSV column holding the value. */
+  valueKey: string;
+  /** For zero-shot columns: which accuracy. */
+  metric?: AccMetric;
+  protocolColumn: string;
+  protocolKey: string;
+  protocol: Record<string, unknown>;
+  label: string;
+}
+
+export function metricOf(task: string, choice: MetricChoice): AccMetric {
+  if (choice === 'wanda') return 'acc';
+  if (choice === 'default') return ACC_NORM_TASKS.has(task) ? 'acc_norm' : 'acc';
+  return choice[task] ?? (ACC_NORM_TASKS.has(task) ? 'acc_norm' : 'acc');
+}
+
+/** The value of `col` in `row`, or undefined when the row has none under that column's protocol. */
+export function valueIn(row: ResultRow, col: MetricColumn): number | undefined {
+  if (identityOf(row[col.protocolColumn]).key !== col.protocolKey) return undefined;
+  return num(row[col.valueKey]);
+}
+
+/** `(seqlen=128)` naming the protocol fields that tell same-id columns apart. */
+function distinguish(cols: MetricColumn[]): void {
+  const byId = new Map<string, MetricColumn[]>();
+  for (const c of cols) {
+    const k = `${c.kind}:${c.id}:${c.metric ?? ''}`;
+    byId.set(k, [...(byId.get(k) ?? []), c]);
+  }
+  for (const group of byId.values()) {
+    if (group.length < 2) continue;
+    const keys = [...new Set(group.flatMap((c) => Object.keys(c.protocol)))].sort()
+      .filter((k) => new Set(group.map((c) => JSON.stringify(c.protocol[k]))).size > 1);
+    for (const c of group) c.label += ` [${keys.map((k) => `${k}=${typeof c.protocol[k] === 'string' ? c.protocol[k] : JSON.stringify(c.protocol[k])}`).join(', ')}]`;
+  }
+}
+
+/**
+ * Metric columns in CSV order: perplexity, then zero-shot (with `both` = acc and acc_norm
+ * each, else the chosen metric), then speed. One column per (metric, protocol) present.
+ */
+export function metricColumns(rows: readonly ResultRow[], opts: { metrics?: MetricChoice; both?: boolean } = {}): MetricColumn[] {
+  const names: string[] = [];
+  const seenName = new Set<string>();
+  for (const r of rows) for (const k of Object.keys(r)) if (!seenName.has(k)) { seenName.add(k); names.push(k); }
+  const cols: MetricColumn[] = [];
+  const add = (kind: MetricColumn['kind'], id: string, valueKey: string, protocolColumn: string, label: string, metric?: AccMetric) => {
+    const variants = new Map<string, Record<string, unknown>>();
+    for (const r of rows) {
+      if (num(r[valueKey]) === undefined) continue;
+      const { key, fields } = identityOf(r[protocolColumn]);
+      if (!variants.has(key)) variants.set(key, fields);
+    }
+    for (const [protocolKey, protocol] of variants) cols.push({ kind, id, valueKey, metric, protocolColumn, protocolKey, protocol, label });
+  };
+  for (const n of names) {
+    const m = /^ppl:([^:]+)$/.exec(n);
+    if (m) add('ppl', m[1], n, `ppl:${m[1]}:protocol`, `${m[1]} (ppl)`);
+  }
+  for (const n of names) {
+    const m = /^acc:([^:]+)$/.exec(n);
+    if (!m) continue;
+    const task = m[1];
+    const hasNorm = rows.some((r) => num(r[`acc_norm:${task}`]) !== undefined);
+    const wanted: AccMetric[] = opts.both ? (hasNorm ? ['acc', 'acc_norm'] : ['acc']) : [hasNorm ? metricOf(task, opts.metrics ?? 'default') : 'acc'];
+    for (const metric of wanted) add('zs', task, `${metric}:${task}`, `zs:${task}:protocol`, `${taskName(task)} (${metric})`, metric);
+  }
+  if (names.includes('speed:prefill_tok_s')) add('speed', 'prefill', 'speed:prefill_tok_s', 'speed:protocol', 'Prefill tok/s');
+  if (names.includes('speed:decode_tok_s')) add('speed', 'decode', 'speed:decode_tok_s', 'speed:protocol', 'Decode tok/s');
+  distinguish(cols);
+  return cols;
+}
+
+const ENTRY_KEYS = [
+  'model', 'model_path', 'method', 'options', 'pattern', 'target_sparsity', 'calib_text', 'calib_nsamples', 'calib_seqlen', 'calib_mode',
+  'recovery_schedule', 'recovery_steps', 'recovery_lr', 'recovery_rank', 'recovery_data',
+];
+
+export interface Entry {
+  model: string;
+  dense: boolean;
+  method: string;
+  pattern: string;
+  sparsity: number;
+  recovery: string;
+  /** Rows of this setting (one per seed). */
+  rows: ResultRow[];
+  /** Identity fields, options flattened as `options.<key>`. */
+  identity: Record<string, string>;
+  label: string;
+}
+
+/** Mean over the entry's rows that have a value in `col`. */
+export function entryValue(e: Entry, col: MetricColumn): number | undefined {
+  const vals = e.rows.map((r) => valueIn(r, col)).filter((v): v is number => v !== undefined);
+  return vals.length === 0 ? undefined : vals.reduce((a, b) => a + b, 0) / vals.length;
+}
+
+function flatIdentity(r: ResultRow): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k of ENTRY_KEYS) if (k !== 'options') out[k] = r[k] ?? '';
+  const opts = parseProtocol(r.options);
+  for (const [k, v] of Object.entries(opts)) out[`options.${k}`] = typeof v === 'string' ? v : JSON.stringify(v);
+  return out;
+}
+
+/** Rows → entries (seeds aggregated), in first-appearance order, with labels made unique per model. */
+export function entries(rows: readonly ResultRow[]): Entry[] {
+  const map = new Map<string, Entry>();
+  for (const r of rows) {
+    const key = canonicalJson(ENTRY_KEYS.map((k) => r[k] ?? ''));
+    let e = map.get(key);
+    if (!e) {
+      const dense = r.method === 'dense';
+      const recovery = r.recovery_schedule || 'none';
+      e = {
+        model: r.model, dense, method: r.method, pattern: r.pattern ?? '', sparsity: Number(r.target_sparsity || 0), recovery, rows: [],
+        identity: flatIdentity(r),
+        label: methodName(r.method) + (recovery !== 'none' ? ` + LoRA (${recovery})` : ''),
+      };
+      map.set(key, e);
+    }
+    e.rows.push(r);
+  }
+  const list = [...map.values()];
+  // Same label for different settings: name the fields that differ.
+  const byLabel = new Map<string, Entry[]>();
+  for (const e of list) {
+    const k = `${e.model}\u0000${e.pattern}\u0000${e.sparsity}\u0000${e.label}`;
+    byLabel.set(k, [...(byLabel.get(k) ?? []), e]);
+  }
+  for (const group of byLabel.values()) {
+    if (group.length < 2) continue;
+    const keys = [...new Set(group.flatMap((e) => Object.keys(e.identity)))].sort()
+      .filter((k) => new Set(group.map((e) => e.identity[k] ?? '')).size > 1);
+    for (const e of group) e.label += ` (${keys.map((k) => `${k.replace(/^options\./, '')}=${e.identity[k] ?? '—'}`).join(', ')})`;
+  }
+  return list;
+}
+
+/** Sparsity group label: `2:4` for N:M, else a percentage. */
+export function groupLabel(e: Entry): string {
+  return /^\d+:\d+$/.test(e.pattern) ? e.pattern : `${+(e.sparsity * 100).toFixed(2)}%`;
+}
+
+/** Entries ordered for a paper table: per model (first appearance), dense first, then by sparsity group. */
+export function paperOrder(list: readonly Entry[]): Entry[][] {
+  const models = [...new Set(list.map((e) => e.model))];
+  const out: Entry[][] = [];
+  for (const model of models) {
+    const mine = list.filter((e) => e.model === model);
+    const dense = mine.filter((e) => e.dense);
+    if (dense.length > 0) out.push(dense);
+    const groups = new Map<string, Entry[]>();
+    for (const e of mine.filter((x) => !x.dense)) groups.set(groupLabel(e), [...(groups.get(groupLabel(e)) ?? []), e]);
+    const ordered = [...groups.values()].sort((a, b) => a[0].sparsity - b[0].sparsity || Number(/:/.test(a[0].pattern)) - Number(/:/.test(b[0].pattern)));
+    out.push(...ordered);
+  }
+  return out;
+}

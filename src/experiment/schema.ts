@@ -1,0 +1,268 @@
+/**
+ * The experiment YAML: zod schema (strict, defaults filled) and a loader whose every error
+ * names the key path and its line:column in the file. Paths in the YAML are relative to the
+ * YAML's folder; `config` keeps them as written (portable, hashed into run ids), `resolved`
+ * holds them absolute.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { LineCounter, parseDocument, type Document } from 'yaml';
+import { z } from 'zod';
+import { ConfigError } from '../util/errors.ts';
+import { canonicalJson } from './hash.ts';
+import { formatLocated, issuesToLocated, type KeyPath, type Located } from './yaml-location.ts';
+
+const posInt = z.number().int().min(1);
+const nonNegInt = z.number().int().min(0);
+const pathString = z.string().min(1);
+/** Ids end up in run ids, file names and CSV column names. */
+const idString = z.string().regex(/^[A-Za-z0-9_][A-Za-z0-9_.-]*$/, { error: 'use letters, digits and _ . - only' });
+
+const PATTERN_RE = /^(\d+):(\d+)$/;
+/** `unstructured`, or `N:M` (N of every M consecutive weights zero) with 1 ≤ N < M. */
+export function isPattern(s: string): boolean {
+  if (s === 'unstructured') return true;
+  const m = PATTERN_RE.exec(s);
+  return m !== null && Number(m[1]) >= 1 && Number(m[1]) < Number(m[2]);
+}
+
+const ModelSchema = z.strictObject({ id: idString, path: pathString, tokenizer: pathString.optional() });
+
+const CalibrationSchema = z.strictObject({
+  text: pathString,
+  nsamples: posInt.default(128),
+  seqlen: posInt,
+  /** Default: each run's seed. */
+  seed: nonNegInt.optional(),
+  /** Window starts to replay: a list, or a JSON file holding one. */
+  offsets: z.union([z.array(nonNegInt), pathString], { error: 'expected a list of window start offsets or a path to a JSON file of them' }).optional(),
+  mode: z.enum(['sequential', 'dense-parallel']).default('sequential'),
+});
+
+const MethodSchema = z.strictObject({ name: z.string().min(1), options: z.record(z.string(), z.unknown()).default({}) });
+
+const RecoverySchema = z.discriminatedUnion('schedule', [
+  z.strictObject({ schedule: z.literal('none') }),
+  z.strictObject({
+    schedule: z.enum(['uniform', 'cfsp', 'saap']),
+    steps: posInt,
+    lr: z.number().gt(0).default(1e-4),
+    rank: posInt.default(8),
+    data: pathString,
+  }),
+]);
+
+const EvaluationsSchema = z.strictObject({
+  perplexity: z.array(z.strictObject({ id: idString, text: pathString, seqlen: posInt, maxWindows: posInt.optional() })).default([]),
+  zeroshot: z.array(z.strictObject({ task: z.string().min(1), limit: posInt.optional() })).default([]),
+  speed: z.strictObject({
+    promptTokens: posInt.default(128),
+    newTokens: posInt.default(128),
+    batch: posInt.default(1),
+    warmup: nonNegInt.default(1),
+    repeats: posInt.default(5),
+  }).optional(),
+});
+
+export const ExperimentSchema = z.strictObject({
+  name: idString,
+  /** Output folder; default `results/<name>` beside the YAML. */
+  output: pathString.optional(),
+  models: z.array(ModelSchema).min(1),
+  calibration: CalibrationSchema.optional(),
+  methods: z.array(MethodSchema).default([]),
+  sparsities: z.array(z.number().gte(0).lt(1)).default([]),
+  patterns: z.array(z.string().refine(isPattern, { error: 'expected "unstructured" or "N:M" with 1 ≤ N < M' })).min(1).default(['unstructured']),
+  recovery: z.array(RecoverySchema).min(1).default([{ schedule: 'none' }]),
+  evaluations: EvaluationsSchema.default({ perplexity: [], zeroshot: [] }),
+  seeds: z.array(nonNegInt).min(1).default([0]),
+});
+
+export type ExperimentConfig = z.output<typeof ExperimentSchema>;
+export type MethodEntry = ExperimentConfig['methods'][number];
+export type RecoveryEntry = ExperimentConfig['recovery'][number];
+
+/**
+ * Checks a method name and its options (the plugin registry supplies it). Throw to reject:
+ * a `ZodError`, or an error with `path` (relative to `options`), is located precisely.
+ * Returning an object replaces the options with it (defaults filled), so rows, records and run
+ * ids carry the method's full resolved configuration.
+ */
+export type MethodValidator = (name: string, options: Record<string, unknown>) => void | Record<string, unknown>;
+
+export interface LoadOptions {
+  validateMethod?: MethodValidator;
+}
+
+export interface LoadedExperiment {
+  /** The YAML path as given (used in messages). */
+  file: string;
+  /** Absolute folder of the YAML: relative paths resolve against it. */
+  dir: string;
+  /** Validated, defaults filled, paths as written. */
+  config: ExperimentConfig;
+  /** Same with every path absolute and `output` filled. */
+  resolved: ExperimentConfig & { output: string };
+  /** Calibration offsets loaded from the list or file, or null. */
+  calibrationOffsets: number[] | null;
+}
+
+/** Column id of a zero-shot entry: the task name, or a `.jsonl` file's base name. */
+export function zeroshotId(task: string): string {
+  return task.endsWith('.jsonl') ? path.basename(task, '.jsonl') : task;
+}
+
+function duplicates<T>(items: readonly T[], key: (t: T) => string, at: (i: number) => KeyPath, what: string): Located[] {
+  const seen = new Map<string, number>();
+  const out: Located[] = [];
+  items.forEach((item, i) => {
+    const k = key(item);
+    const first = seen.get(k);
+    if (first === undefined) seen.set(k, i);
+    else out.push({ path: at(i), message: `duplicate ${what} ${JSON.stringify(k)} (first at index ${first})` });
+  });
+  return out;
+}
+
+/** Checks that zod cannot express per field: uniqueness and cross-field rules. */
+function semanticChecks(c: ExperimentConfig): Located[] {
+  const out: Located[] = [
+    ...duplicates(c.models, (m) => m.id, (i) => ['models', i, 'id'], 'model id'),
+    ...duplicates(c.sparsities, String, (i) => ['sparsities', i], 'sparsity'),
+    ...duplicates(c.patterns, String, (i) => ['patterns', i], 'pattern'),
+    ...duplicates(c.seeds, String, (i) => ['seeds', i], 'seed'),
+    ...duplicates(c.evaluations.perplexity, (p) => p.id, (i) => ['evaluations', 'perplexity', i, 'id'], 'perplexity id'),
+    // Identical entries would expand to identical runs (same id).
+    ...duplicates(c.methods, canonicalJson, (i) => ['methods', i], 'method entry'),
+    ...duplicates(c.recovery, canonicalJson, (i) => ['recovery', i], 'recovery entry'),
+    ...duplicates(c.evaluations.zeroshot, (z) => zeroshotId(z.task), (i) => ['evaluations', 'zeroshot', i, 'task'], 'zero-shot task'),
+  ];
+  const cal = c.calibration;
+  if (cal?.seed !== undefined && cal.offsets !== undefined) out.push({ path: ['calibration', 'offsets'], message: 'give either seed or offsets, not both' });
+  if (c.methods.length > 0 && c.sparsities.length === 0 && c.patterns.includes('unstructured')) {
+    out.push({ path: ['sparsities'], message: 'at least one sparsity is needed when methods are given' });
+  }
+  return out;
+}
+
+/** Validate each method; options the validator resolves replace the written ones in `c`. */
+function methodChecks(c: ExperimentConfig, validate: MethodValidator): Located[] {
+  const out: Located[] = [];
+  c.methods.forEach((m, i) => {
+    try {
+      const resolved = validate(m.name, m.options);
+      if (resolved && typeof resolved === 'object') m.options = resolved;
+    } catch (err) {
+      if (err instanceof z.ZodError) {
+        out.push(...issuesToLocated(err.issues, z.record(z.string(), z.unknown()), m.options, ['methods', i, 'options']));
+      } else {
+        const rel = (err as { path?: unknown }).path;
+        const where: KeyPath = Array.isArray(rel) ? ['methods', i, 'options', ...(rel as PropertyKey[])] : ['methods', i, 'name'];
+        out.push({ path: where, message: err instanceof Error ? err.message : String(err) });
+      }
+    }
+  });
+  return out;
+}
+
+interface PathField {
+  at: KeyPath;
+  get: (c: ExperimentConfig) => string | undefined;
+  set: (c: ExperimentConfig, v: string) => void;
+}
+
+/** Every input path in the config, so they resolve and are checked in one place. */
+function pathFields(c: ExperimentConfig): PathField[] {
+  const fields: PathField[] = [];
+  c.models.forEach((_, i) => {
+    fields.push({ at: ['models', i, 'path'], get: (x) => x.models[i].path, set: (x, v) => { x.models[i].path = v; } });
+    fields.push({ at: ['models', i, 'tokenizer'], get: (x) => x.models[i].tokenizer, set: (x, v) => { x.models[i].tokenizer = v; } });
+  });
+  if (c.calibration) {
+    fields.push({ at: ['calibration', 'text'], get: (x) => x.calibration?.text, set: (x, v) => { x.calibration!.text = v; } });
+    fields.push({
+      at: ['calibration', 'offsets'],
+      get: (x) => (typeof x.calibration?.offsets === 'string' ? x.calibration.offsets : undefined),
+      set: (x, v) => { x.calibration!.offsets = v; },
+    });
+  }
+  c.recovery.forEach((r, i) => {
+    if (r.schedule !== 'none') fields.push({ at: ['recovery', i, 'data'], get: (x) => (x.recovery[i] as { data: string }).data, set: (x, v) => { (x.recovery[i] as { data: string }).data = v; } });
+  });
+  c.evaluations.perplexity.forEach((_, i) => {
+    fields.push({ at: ['evaluations', 'perplexity', i, 'text'], get: (x) => x.evaluations.perplexity[i].text, set: (x, v) => { x.evaluations.perplexity[i].text = v; } });
+  });
+  c.evaluations.zeroshot.forEach((z, i) => {
+    // Only file tasks are paths; task names resolve in the evaluation module.
+    if (z.task.endsWith('.jsonl')) fields.push({ at: ['evaluations', 'zeroshot', i, 'task'], get: (x) => x.evaluations.zeroshot[i].task, set: (x, v) => { x.evaluations.zeroshot[i].task = v; } });
+  });
+  return fields;
+}
+
+function loadOffsets(file: string, nsamples: number): number[] | string {
+  let data: unknown;
+  try {
+    data = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    return `cannot read offsets file ${file}: ${(err as Error).message}`;
+  }
+  return checkOffsets(data, nsamples);
+}
+
+function checkOffsets(data: unknown, nsamples: number): number[] | string {
+  if (!Array.isArray(data) || !data.every((v) => Number.isInteger(v) && v >= 0)) return 'offsets must be a list of non-negative integers';
+  if (data.length !== nsamples) return `has ${data.length} offsets but calibration.nsamples is ${nsamples}`;
+  return data as number[];
+}
+
+function fail(file: string, doc: Document, lines: LineCounter, errors: Located[]): never {
+  const msgs = errors.map((e) => formatLocated(file, doc, lines, e)).sort((a, b) => a.line - b.line || a.col - b.col);
+  throw new ConfigError(msgs.map((m) => m.text).join('\n'));
+}
+
+/** Read, parse and validate an experiment file; throws one ConfigError listing every problem found. */
+export function loadExperiment(file: string, opts: LoadOptions = {}): LoadedExperiment {
+  let source: string;
+  try {
+    source = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError(code === 'ENOENT' ? 'experiment file not found' : `cannot read experiment file (${code ?? String(err)})`, file);
+  }
+  const lines = new LineCounter();
+  const doc = parseDocument(source, { lineCounter: lines, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    throw new ConfigError(doc.errors.map((e) => {
+      const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
+      return `${file}:${pos.line}:${pos.col}: malformed YAML: ${e.message.split('\n')[0]}`;
+    }).join('\n'));
+  }
+  const data: unknown = doc.toJS();
+  const parsed = ExperimentSchema.safeParse(data);
+  if (!parsed.success) fail(file, doc, lines, issuesToLocated(parsed.error.issues, ExperimentSchema, data));
+  const config = parsed.data;
+  // Methods first: resolved options are what the duplicate check must compare.
+  const methodProblems = methodChecks(config, opts.validateMethod ?? (() => {}));
+  const problems = [...methodProblems, ...semanticChecks(config)];
+  if (problems.length > 0) fail(file, doc, lines, problems);
+
+  const dir = path.dirname(path.resolve(file));
+  const resolved = structuredClone(config) as LoadedExperiment['resolved'];
+  resolved.output = path.resolve(dir, config.output ?? path.join('results', config.name));
+  for (const f of pathFields(config)) {
+    const written = f.get(config);
+    if (written === undefined) continue;
+    const abs = path.resolve(dir, written);
+    if (!fs.existsSync(abs)) problems.push({ path: f.at, message: `path not found: ${abs}` });
+    f.set(resolved, abs);
+  }
+  let calibrationOffsets: number[] | null = null;
+  const offsets = resolved.calibration?.offsets;
+  if (offsets !== undefined && problems.length === 0) {
+    const got = typeof offsets === 'string' ? loadOffsets(offsets, resolved.calibration!.nsamples) : checkOffsets(offsets, resolved.calibration!.nsamples);
+    if (typeof got === 'string') problems.push({ path: ['calibration', 'offsets'], message: got });
+    else calibrationOffsets = got;
+  }
+  if (problems.length > 0) fail(file, doc, lines, problems);
+  return { file, dir, config, resolved, calibrationOffsets };
+}

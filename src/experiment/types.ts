@@ -1,0 +1,140 @@
+/**
+ * The contract between the experiment runner and the pipeline that does the work of a run.
+ * The runner knows nothing about models: it hands a `RunSpec` to an injected `ExecuteRun`
+ * and turns the returned `RunResult` into a CSV row and a JSON record.
+ */
+
+/** `unstructured`, or `N:M` = N of every M consecutive input weights of a row are zero. */
+export type Pattern = 'unstructured' | `${number}:${number}`;
+
+export type CalibrationMode = 'sequential' | 'dense-parallel';
+export type RecoverySchedule = 'none' | 'uniform' | 'cfsp' | 'saap';
+
+export interface RunCalibration {
+  /** Absolute path of the calibration text. */
+  text: string;
+  nsamples: number;
+  seqlen: number;
+  /** Sampling seed: `calibration.seed` from the YAML, else the run's seed. Null when offsets are given. */
+  seed: number | null;
+  /** Window start offsets to replay (from `calibration.offsets`), else null: the pipeline samples. */
+  offsets: number[] | null;
+  mode: CalibrationMode;
+}
+
+export type RunRecovery =
+  | { schedule: 'none' }
+  | { schedule: Exclude<RecoverySchedule, 'none'>; steps: number; lr: number; rank: number; /** absolute */ data: string };
+
+export interface PerplexityEval {
+  id: string;
+  /** Absolute path of the evaluation text. */
+  text: string;
+  seqlen: number;
+  maxWindows: number | null;
+}
+
+export interface ZeroShotEval {
+  /** Column id: the task name, or the file's base name for a `.jsonl` path. */
+  id: string;
+  /** Task name (e.g. `piqa`) or absolute path of a `.jsonl` task file. */
+  task: string;
+  limit: number | null;
+}
+
+export interface SpeedEval {
+  promptTokens: number;
+  newTokens: number;
+  batch: number;
+  warmup: number;
+  repeats: number;
+}
+
+export interface RunEvaluations {
+  perplexity: PerplexityEval[];
+  zeroshot: ZeroShotEval[];
+  speed: SpeedEval | null;
+}
+
+/** One cell of the grid, fully resolved. Paths are absolute. */
+export interface RunSpec {
+  /** Stable id: readable prefix + short hash of `settings` (see grid.ts). */
+  id: string;
+  experiment: string;
+  kind: 'dense' | 'pruned';
+  model: { id: string; path: string; tokenizer: string | null };
+  /** Null for the dense run. */
+  method: { name: string; options: Record<string, unknown> } | null;
+  /** Null for the dense run and for methods that do not take patterns (structured). */
+  pattern: Pattern | null;
+  /** Target sparsity (N/M for an N:M pattern, 0 for dense). */
+  sparsity: number;
+  seed: number;
+  /** Null for the dense run or when the experiment declares no calibration. */
+  calibration: RunCalibration | null;
+  recovery: RunRecovery;
+  /** Identical for every run of the experiment, dense included (same protocol). */
+  evaluations: RunEvaluations;
+  /** The experiment's output folder (absolute); runs/<id>.json lives under it. */
+  outputDir: string;
+  /** The canonical, machine-independent settings the id hashes (YAML paths as written). */
+  settings: Record<string, unknown>;
+}
+
+/** Extra protocol fields a measurement reports (tokenizer, BOS handling, template id ...). */
+export type ProtocolFields = object;
+
+export interface PerplexityMeasure {
+  ppl: number;
+  windows: number;
+  protocol?: ProtocolFields;
+}
+
+export interface ZeroShotMeasure {
+  acc: number;
+  /** Null where the task has no length-normalised variant (e.g. LAMBADA). */
+  acc_norm: number | null;
+  /** Number of examples scored. */
+  n: number;
+  protocol?: ProtocolFields;
+}
+
+export interface SpeedMeasure {
+  prefillTokensPerS: number;
+  decodeTokensPerS: number;
+  protocol?: ProtocolFields;
+}
+
+/** What the pipeline reports for one run. Every declared evaluation must be present. */
+export interface RunResult {
+  /** Backend the run executed on (`wasm`, `node-gpu` ...). */
+  backend: string;
+  device?: string;
+  model: { hash: string; family: string; dtype: string; tokenizerHash?: string };
+  sparsity: {
+    /** Realised fraction of zeros over `denominator`. */
+    measured: number;
+    paramsBefore: number;
+    paramsAfter: number;
+    /** What the sparsity is a fraction of: `decoder linears`, `FFN channels`, `all parameters` ... */
+    denominator: string;
+  };
+  /** Realised calibration window starts (hashed into the row, stored in the record). */
+  calibration?: { offsets: number[] };
+  /** The prune engine's report (per-matrix sparsity, kept counts, peak memory ...): JSON-serialisable. */
+  pruningReport?: unknown;
+  recovery?: { merged: boolean; log?: unknown };
+  perplexity: Record<string, PerplexityMeasure>;
+  zeroshot: Record<string, ZeroShotMeasure>;
+  speed?: SpeedMeasure;
+  /** Seconds per stage; the runner measures the total itself. */
+  timings: { calibrateS?: number; pruneS?: number; recoverS?: number; evalS?: number };
+}
+
+export interface RunContext {
+  /** Aborted on SIGINT/SIGTERM: stop early by throwing; a result returned anyway is still recorded. */
+  signal: AbortSignal;
+  log: (line: string) => void;
+}
+
+export type ExecuteRun = (run: RunSpec, ctx: RunContext) => Promise<RunResult> | RunResult;

@@ -1,0 +1,172 @@
+/**
+ * Experiment YAML validation: defaults, path resolution, and errors that name the key path and
+ * its line:column (line numbers below are counted by hand in the YAML strings).
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { loadExperiment } from '../src/experiment/schema.ts';
+import { ConfigError } from '../src/util/errors.ts';
+import { workspace, writeYaml } from './experiment-fixtures.ts';
+
+const VALID = `name: demo
+models:
+  - id: tiny
+    path: ../models/tiny
+calibration:
+  text: ../data/calib.txt
+  seqlen: 64
+methods:
+  - name: magnitude
+  - name: wanda
+    options: {alpha: 1}
+sparsities: [0.5]
+evaluations:
+  perplexity:
+    - {id: wt2, text: ../data/wt2.txt, seqlen: 128}
+  speed: {}
+`;
+
+/** The ConfigError thrown by loading `yaml`, asserted to be one. */
+function errorOf(root: string, yaml: string, opts = {}): ConfigError {
+  const file = writeYaml(root, 'x.yaml', yaml);
+  try {
+    loadExperiment(file, opts);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, `expected ConfigError, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+describe('experiment schema', () => {
+  const root = workspace('schema');
+  const file = path.join(root, 'exp', 'x.yaml');
+
+  it('fills defaults and resolves paths against the YAML folder', () => {
+    const exp = loadExperiment(writeYaml(root, 'x.yaml', VALID));
+    const c = exp.config;
+    assert.equal(c.calibration?.nsamples, 128);
+    assert.equal(c.calibration?.mode, 'sequential');
+    assert.deepEqual(c.patterns, ['unstructured']);
+    assert.deepEqual(c.seeds, [0]);
+    assert.deepEqual(c.recovery, [{ schedule: 'none' }]);
+    assert.deepEqual(c.methods[0].options, {});
+    assert.deepEqual(c.evaluations.zeroshot, []);
+    assert.deepEqual(c.evaluations.speed, { promptTokens: 128, newTokens: 128, batch: 1, warmup: 1, repeats: 5 });
+    // As written in config, absolute in resolved; output defaults to results/<name> beside the YAML.
+    assert.equal(c.models[0].path, '../models/tiny');
+    assert.equal(exp.resolved.models[0].path, path.join(root, 'models', 'tiny'));
+    assert.equal(exp.resolved.calibration?.text, path.join(root, 'data', 'calib.txt'));
+    assert.equal(exp.resolved.evaluations.perplexity[0].text, path.join(root, 'data', 'wt2.txt'));
+    assert.equal(exp.resolved.output, path.join(root, 'exp', 'results', 'demo'));
+  });
+
+  it('unknown key: names the key path, the valid keys and its line:column', () => {
+    // Line 11 is "    optins: {alpha: 1}"; the key starts at column 5.
+    const yaml = VALID.replace('    options: {alpha: 1}', '    optins: {alpha: 1}');
+    const err = errorOf(root, yaml);
+    assert.equal(err.message, `${file}:11:5: methods[1].optins: unknown key (valid: name, options)`);
+  });
+
+  it('unknown top-level key and unknown key in a recovery entry', () => {
+    const yaml = VALID + `recovery:
+  - {schedule: uniform, steps: 10, data: ../data/calib.txt, alpah: 16}
+colour: blue
+`;
+    // Lines 17-19 appended after the 16 lines of VALID.
+    const err = errorOf(root, yaml);
+    assert.match(err.message, new RegExp(`${file}:18:61: recovery\\[0\\]\\.alpah: unknown key \\(valid: schedule, steps, lr, rank, data\\)`));
+    assert.match(err.message, new RegExp(`${file}:19:1: colour: unknown key`));
+  });
+
+  it('wrong type: names path, line, expected and actual', () => {
+    const err = errorOf(root, VALID.replace('  seqlen: 64', '  seqlen: sixty-four'));
+    assert.equal(err.message, `${file}:7:11: calibration.seqlen: expected an integer, got string "sixty-four"`);
+    const err2 = errorOf(root, VALID.replace('sparsities: [0.5]', 'sparsities: [0.5, "high"]'));
+    assert.equal(err2.message, `${file}:12:19: sparsities[1]: expected a number, got string "high"`);
+  });
+
+  it('out-of-range values and bad enums', () => {
+    const err = errorOf(root, VALID.replace('sparsities: [0.5]', 'sparsities: [1.0]'));
+    assert.equal(err.message, `${file}:12:14: sparsities[0]: must be < 1; got number 1`);
+    const err2 = errorOf(root, VALID.replace('  seqlen: 64', '  seqlen: 64\n  mode: parallel'));
+    assert.match(err2.message, /:8:9: calibration\.mode: must be one of "sequential", "dense-parallel"; got string "parallel"/);
+    const err3 = errorOf(root, VALID + 'patterns: [unstructured, "4:2"]\n');
+    assert.match(err3.message, /:17:26: patterns\[1\]: expected "unstructured" or "N:M"/);
+    const err4 = errorOf(root, VALID + 'recovery: [{schedule: lora}]\n');
+    assert.match(err4.message, /:17:23: recovery\[0\]\.schedule: must be one of "none", "uniform", "cfsp", "saap"; got string "lora"/);
+  });
+
+  it('a missing required key points at the mapping that lacks it', () => {
+    const err = errorOf(root, VALID.replace('{id: wt2, text: ../data/wt2.txt, seqlen: 128}', '{id: wt2, text: ../data/wt2.txt}'));
+    assert.equal(err.message, `${file}:15:7: evaluations.perplexity[0].seqlen: missing (expected an integer)`);
+  });
+
+  it('reports every problem, in file order', () => {
+    const yaml = VALID.replace('  seqlen: 64', '  seqlen: -1').replace('    options: {alpha: 1}', '    optins: 1');
+    const lines = errorOf(root, yaml).message.split('\n');
+    assert.equal(lines.length, 2);
+    assert.match(lines[0], /:7:11: calibration\.seqlen: must be ≥ 1/);
+    assert.match(lines[1], /:11:5: methods\[1\]\.optins: unknown key/);
+  });
+
+  it('malformed YAML: error with its line', () => {
+    const yaml = 'name: demo\nmodels:\n  - id: tiny\n    path: [../models/tiny\nsparsities: [0.5]\n';
+    const err = errorOf(root, yaml);
+    assert.match(err.message, new RegExp(`^${file}:5:1: malformed YAML: `));
+    const dup = errorOf(root, 'name: a\nname: b\n');
+    assert.match(dup.message, new RegExp(`^${file}:2:1: malformed YAML: Map keys must be unique`));
+  });
+
+  it('missing experiment file', () => {
+    assert.throws(() => loadExperiment(path.join(root, 'exp', 'nope.yaml')), (err: unknown) =>
+      err instanceof ConfigError && /nope\.yaml: experiment file not found/.test(err.message));
+  });
+
+  it('a path that does not exist: names the key, its line and the resolved path', () => {
+    const err = errorOf(root, VALID.replace('../models/tiny', '../models/huge'));
+    assert.equal(err.message, `${file}:4:11: models[0].path: path not found: ${path.join(root, 'models', 'huge')}`);
+    const err2 = errorOf(root, VALID.replace('text: ../data/wt2.txt', 'text: wt2.txt'));
+    assert.match(err2.message, /:15:23: evaluations\.perplexity\[0\]\.text: path not found/);
+  });
+
+  it('duplicate ids and cross-field rules', () => {
+    const dupModel = VALID.replace('    path: ../models/tiny\n', '    path: ../models/tiny\n  - id: tiny\n    path: ../models/small\n');
+    assert.match(errorOf(root, dupModel).message, /:5:9: models\[1\]\.id: duplicate model id "tiny"/);
+    const both = VALID.replace('  seqlen: 64', '  seqlen: 64\n  seed: 1\n  offsets: [0, 1]');
+    assert.match(errorOf(root, both).message, /:9:12: calibration\.offsets: give either seed or offsets, not both/);
+    const count = VALID.replace('  seqlen: 64', '  seqlen: 64\n  nsamples: 3\n  offsets: [0, 1]');
+    assert.match(errorOf(root, count).message, /calibration\.offsets: has 2 offsets but calibration\.nsamples is 3/);
+  });
+
+  it('offsets from a JSON file are loaded', () => {
+    fs.writeFileSync(path.join(root, 'data', 'offsets.json'), '[5, 9]');
+    const exp = loadExperiment(writeYaml(root, 'x.yaml', VALID.replace('  seqlen: 64', '  seqlen: 64\n  nsamples: 2\n  offsets: ../data/offsets.json')));
+    assert.deepEqual(exp.calibrationOffsets, [5, 9]);
+  });
+
+  it('method names and options go through the injected validator, located', () => {
+    const validateMethod = (name: string, options: Record<string, unknown>) => {
+      if (name !== 'magnitude' && name !== 'wanda') throw new Error(`unknown method '${name}'`);
+      if (name === 'wanda') z.strictObject({ alpha: z.number().max(0.5) }).parse(options);
+    };
+    const err = errorOf(root, VALID, { validateMethod });
+    assert.equal(err.message, `${file}:11:22: methods[1].options.alpha: must be ≤ 0.5; got number 1`);
+    const err2 = errorOf(root, VALID.replace('- name: magnitude', '- name: magnitud').replace('{alpha: 1}', '{alpha: 0.25}'), { validateMethod });
+    assert.equal(err2.message, `${file}:9:11: methods[0].name: unknown method 'magnitud'`);
+    assert.doesNotThrow(() => loadExperiment(writeYaml(root, 'x.yaml', VALID.replace('{alpha: 1}', '{alpha: 0.25}')), { validateMethod }));
+  });
+
+  it('options a validator resolves (defaults filled) replace the written ones', () => {
+    const validateMethod = (_name: string, options: Record<string, unknown>) => ({ alpha: 0.5, blocksize: 128, ...options });
+    const exp = loadExperiment(writeYaml(root, 'x.yaml', VALID), { validateMethod });
+    assert.deepEqual(exp.config.methods[0].options, { alpha: 0.5, blocksize: 128 });
+    assert.deepEqual(exp.resolved.methods[1].options, { alpha: 1, blocksize: 128 });
+    // Two entries that resolve to the same options are the same runs.
+    const dup = VALID.replace('    options: {alpha: 1}', '    options: {alpha: 0.5}').replace('- name: magnitude', '- name: wanda');
+    assert.match(errorOf(root, dup, { validateMethod }).message, /:10:5: methods\[1\]: duplicate method entry/);
+  });
+});
