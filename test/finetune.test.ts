@@ -13,10 +13,10 @@ import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, STORIES_TOK, maxAbsDiff, se
 import { loadModel } from '../src/io/load-model.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
 import type { LinearRole } from '../src/model/family.ts';
-import { causalLmNllSum } from '../src/model/loss.ts';
+import { causalLmNllSum, trainingNllSum } from '../src/model/loss.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import type { Tokenizer } from '../src/tokenizer/types.ts';
-import { AdamW, finetune, lrAt, trainingNllSum, type FinetuneData, type FinetuneResult } from '../src/finetune/trainer.ts';
+import { AdamW, finetune, lrAt, type FinetuneData, type FinetuneResult } from '../src/finetune/trainer.ts';
 import { fakeQuantize, dequantizeHost } from '../src/finetune/quant.ts';
 import { ConfigError } from '../src/util/errors.ts';
 

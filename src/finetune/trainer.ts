@@ -31,7 +31,7 @@ import seedrandom from 'seedrandom';
 import { z } from 'zod';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LinearRole } from '../model/family.ts';
-import { causalLmNllSum, nextTokenTargets } from '../model/loss.ts';
+import { causalLmNllSum, trainingNllSum } from '../model/loss.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import type { NamedTensors } from '../io/tensor-data.ts';
@@ -189,29 +189,6 @@ export function splitWindows(tokens: readonly number[], seqLen: number, fraction
   return { train: windows.slice(0, n - held), heldOut: windows.slice(n - held) };
 }
 
-/**
- * Sum of next-token NLLs over B windows laid out as `[B*T, V]` logits, differentiable on every
- * backend: the target logit is picked with a one-hot product and the rows without a target are
- * weighted out, because gather's gradient (UnsortedSegmentSum) has no WebAssembly kernel. One-hot
- * costs `[B*T, V]` memory, the same as the logits' gradient anyway.
- */
-export function trainingNllSum(logits: tf.Tensor2D, ids: readonly (readonly number[])[]): { sum: tf.Scalar; count: number } {
-  const { rows, targets } = nextTokenTargets(ids);
-  const [N, V] = logits.shape;
-  const tgt = new Int32Array(N);
-  const w = new Float32Array(N);
-  rows.forEach((r, k) => {
-    tgt[r] = targets[k];
-    w[r] = 1;
-  });
-  const sum = tf.tidy(() => {
-    // int32 one-hot then cast: the WebAssembly OneHot kernel returns all zeros for dtype float32.
-    const oneHot = tf.cast(tf.oneHot(tf.tensor1d(tgt, 'int32'), V), 'float32');
-    const picked = tf.sum(tf.mul(logits, oneHot), -1);
-    return tf.sum(tf.mul(tf.sub(tf.logSumExp(logits, -1), picked), tf.tensor1d(w))) as tf.Scalar;
-  });
-  return { sum, count: rows.length };
-}
 
 /** Mean next-token NLL of `model` (with whatever hook it has) over `windows`. */
 export function heldOutLoss(model: CausalLM, windows: readonly number[][], batchSize: number): { loss: number; tokens: number } {

@@ -33,11 +33,23 @@ export type LinearHook = (layer: number, role: LinearRole, x: tf.Tensor2D, base:
 /** Shapes and position tables shared by all blocks of one forward call. */
 export class BlockContext {
   private masks = new Map<number, tf.Tensor2D>();
-  readonly rope: Rope | null;
-  constructor(readonly B: number, readonly T: number, readonly past: number, config: ModelConfig) {
-    this.rope = config.family === 'llama'
-      ? makeRope(past, T, config.headDim, config.ropeTheta, config.ropeLayout)
-      : null;
+  private ropes = new Map<number, Rope>();
+  constructor(readonly B: number, readonly T: number, readonly past: number, private readonly config: ModelConfig) {}
+
+  /** RoPE tensors for a layer with `heads` heads (null for families without RoPE). */
+  rope(heads: number): Rope | null {
+    if (this.config.family !== 'llama') return null;
+    let r = this.ropes.get(heads);
+    if (!r) {
+      const c = this.config;
+      // Created lazily inside a block's tidy: keep it alive until the context is disposed.
+      r = makeRope(this.past, this.T, heads, c.headDim, c.ropeTheta, c.ropeLayout);
+      tf.keep(r.cos);
+      tf.keep(r.sin);
+      tf.keep(r.rot);
+      this.ropes.set(heads, r);
+    }
+    return r;
   }
   /** Causal mask for a layer whose query heads come in groups of g per key/value head. */
   mask(g: number): tf.Tensor2D | null {
@@ -51,9 +63,10 @@ export class BlockContext {
     return m;
   }
   dispose(): void {
-    if (this.rope) disposeRope(this.rope);
+    for (const r of this.ropes.values()) disposeRope(r);
     for (const m of this.masks.values()) m.dispose();
     this.masks.clear();
+    this.ropes.clear();
   }
 }
 
@@ -146,9 +159,11 @@ export class CausalLM {
       let q = this.applyLinear(i, 'q', attnIn);
       let k = this.applyLinear(i, 'k', attnIn);
       const v0 = this.applyLinear(i, 'v', attnIn);
-      if (ctx.rope) {
-        q = applyRope(q, ctx.B, ctx.T, shape.numHeads, hd, ctx.rope);
-        k = applyRope(k, ctx.B, ctx.T, shape.numKvHeads, hd, ctx.rope);
+      const ropeQ = ctx.rope(shape.numHeads);
+      const ropeK = ctx.rope(shape.numKvHeads);
+      if (ropeQ && ropeK) {
+        q = applyRope(q, ctx.B, ctx.T, ropeQ);
+        k = applyRope(k, ctx.B, ctx.T, ropeK);
       }
       let kAll: tf.Tensor2D = k;
       let vAll: tf.Tensor2D = v0;

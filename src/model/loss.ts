@@ -37,3 +37,27 @@ export function causalLmNllSum(logits: tf.Tensor2D, ids: readonly (readonly numb
   const sum = tf.tidy(() => tf.sum(tokenNll(tf.gather(logits, tf.tensor1d(rows, 'int32')) as tf.Tensor2D, targets)) as tf.Scalar);
   return { sum, count: rows.length };
 }
+
+/**
+ * Sum of next-token NLLs over B windows laid out as `[B*T, V]` logits, differentiable on every
+ * backend: the target logit is picked with a one-hot product and the rows without a target are
+ * weighted out, because gather's gradient (UnsortedSegmentSum) has no WebAssembly kernel. One-hot
+ * costs `[B*T, V]` memory, the same as the logits' gradient anyway.
+ */
+export function trainingNllSum(logits: tf.Tensor2D, ids: readonly (readonly number[])[]): { sum: tf.Scalar; count: number } {
+  const { rows, targets } = nextTokenTargets(ids);
+  const [N, V] = logits.shape;
+  const tgt = new Int32Array(N);
+  const w = new Float32Array(N);
+  rows.forEach((r, k) => {
+    tgt[r] = targets[k];
+    w[r] = 1;
+  });
+  const sum = tf.tidy(() => {
+    // int32 one-hot then cast: the WebAssembly OneHot kernel returns all zeros for dtype float32.
+    const oneHot = tf.cast(tf.oneHot(tf.tensor1d(tgt, 'int32'), V), 'float32');
+    const picked = tf.sum(tf.mul(logits, oneHot), -1);
+    return tf.sum(tf.mul(tf.sub(tf.logSumExp(logits, -1), picked), tf.tensor1d(w))) as tf.Scalar;
+  });
+  return { sum, count: rows.length };
+}

@@ -49,48 +49,71 @@ export function ropeTables(start: number, length: number, headDim: number, theta
   return { cos, sin };
 }
 
+/**
+ * RoPE for one head count, as three tensors: x' = x ⊙ cos + (x · R) ⊙ sin, where R is the
+ * constant signed permutation that pairs the rotated dimensions (block-diagonal over heads).
+ * Both layouts share this path and differ only in R and the table layout: `half` pairs i with
+ * i + hd/2 (HF rotate_half), `interleaved` pairs 2i with 2i+1 (Meta/llama2.c). Written as one
+ * 2-D matMul because splitting/concatenating 4-D tensors is slow on the WebAssembly backend.
+ */
 export interface Rope {
-  cos: tf.Tensor;
-  sin: tf.Tensor;
-  layout: RopeLayout;
+  /** `[T, heads*hd]`, broadcast over the batch. */
+  cos: tf.Tensor2D;
+  sin: tf.Tensor2D;
+  /** `[heads*hd, heads*hd]`. */
+  rot: tf.Tensor2D;
 }
 
-/** Device tensors for `applyRope`, shaped to broadcast over `[B, T, heads, …]`. */
-export function makeRope(start: number, length: number, headDim: number, theta: number, layout: RopeLayout): Rope {
+export function makeRope(start: number, length: number, heads: number, headDim: number, theta: number, layout: RopeLayout): Rope {
   const { cos, sin } = ropeTables(start, length, headDim, theta);
   const half = headDim / 2;
-  return tf.tidy(() => {
-    const c = tf.tensor(cos, [1, length, 1, half]);
-    const s = tf.tensor(sin, [1, length, 1, half]);
+  const width = heads * headDim;
+  const c = new Float32Array(length * width);
+  const s = new Float32Array(length * width);
+  // partner[d] = the dimension d is rotated with; sign = the sign of that partner's term.
+  const partner = new Int32Array(headDim);
+  const sign = new Float32Array(headDim);
+  const freq = new Int32Array(headDim);
+  for (let d = 0; d < headDim; d++) {
     if (layout === 'half') {
-      // rotate_half pairs dimension i with i + half: duplicate the tables along the head dim.
-      return { cos: tf.concat([c, c], -1), sin: tf.concat([s, s], -1), layout };
+      freq[d] = d % half;
+      partner[d] = d < half ? d + half : d - half;
+      sign[d] = d < half ? -1 : 1;
+    } else {
+      freq[d] = d >> 1;
+      partner[d] = d % 2 === 0 ? d + 1 : d - 1;
+      sign[d] = d % 2 === 0 ? -1 : 1;
     }
-    return { cos: c.expandDims(-1), sin: s.expandDims(-1), layout };
-  });
+  }
+  for (let t = 0; t < length; t++) {
+    for (let h = 0; h < heads; h++) {
+      for (let d = 0; d < headDim; d++) {
+        c[t * width + h * headDim + d] = cos[t * half + freq[d]];
+        s[t * width + h * headDim + d] = sin[t * half + freq[d]];
+      }
+    }
+  }
+  const r = new Float32Array(width * width);
+  for (let h = 0; h < heads; h++) {
+    for (let d = 0; d < headDim; d++) {
+      // (x · R)[d] = sign[d] · x[partner[d]]  ⇒  R[partner[d], d] = sign[d]
+      r[(h * headDim + partner[d]) * width + h * headDim + d] = sign[d];
+    }
+  }
+  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), rot: tf.tensor2d(r, [width, width]) };
 }
 
 export function disposeRope(r: Rope): void {
-  r.cos.dispose();
-  r.sin.dispose();
+  tf.dispose([r.cos, r.sin, r.rot]);
 }
 
-/** Rotate `x: [N, heads*headDim]` (N = B*T) by RoPE; returns the same shape. */
-export function applyRope(x: tf.Tensor2D, B: number, T: number, heads: number, headDim: number, rope: Rope): tf.Tensor2D {
+/** Rotate `x: [B*T, heads*hd]` by RoPE; returns the same shape. */
+export function applyRope(x: tf.Tensor2D, B: number, T: number, rope: Rope): tf.Tensor2D {
   return tf.tidy(() => {
-    const half = headDim / 2;
-    if (rope.layout === 'half') {
-      const x4 = x.reshape([B, T, heads, headDim]);
-      const [a, b] = tf.split(x4, 2, -1);
-      const rotated = tf.concat([tf.neg(b), a], -1);
-      return tf.add(tf.mul(x4, rope.cos), tf.mul(rotated, rope.sin)).reshape([B * T, heads * headDim]);
-    }
-    // Interleaved pairs (2i, 2i+1), as Meta/llama2.c checkpoints expect.
-    const x5 = x.reshape([B, T, heads, half, 2]);
-    const [even, odd] = tf.split(x5, 2, -1);
-    const outEven = tf.sub(tf.mul(even, rope.cos), tf.mul(odd, rope.sin));
-    const outOdd = tf.add(tf.mul(even, rope.sin), tf.mul(odd, rope.cos));
-    return tf.concat([outEven, outOdd], -1).reshape([B * T, heads * headDim]);
+    const width = x.shape[1];
+    const rotated = tf.matMul(x, rope.rot);
+    const y = tf.add(tf.mul(x.reshape([B, T, width]), rope.cos), tf.mul(rotated.reshape([B, T, width]), rope.sin));
+    return y.reshape([B * T, width]) as tf.Tensor2D;
   });
 }
 
@@ -127,19 +150,20 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
   return tf.tidy(() => {
     const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
     const g = H / KV;
-    // [B, KV, g, Tq, hd] → blocks of [g*Tq, hd]
-    const qg = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV, g * Tq, hd]);
-    const kt = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV, hd, Tk]);
-    const vg = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV, Tk, hd]);
-    const qs = tf.unstack(qg);
-    const ks = tf.unstack(kt);
-    const vs = tf.unstack(vg);
+    // Lay out q as row blocks [g*Tq, hd] per (batch, kv head), k as [hd, Tk] and v as [Tk, hd]
+    // blocks, all stacked along rows of 2-D tensors: contiguous 2-D slices are cheap copies.
+    const qg = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV * g * Tq, hd]);
+    const kt = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV * hd, Tk]);
+    const vg = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV * Tk, hd]);
     const outs: tf.Tensor2D[] = [];
     for (let i = 0; i < B * KV; i++) {
-      let scores = tf.matMul(qs[i] as tf.Tensor2D, ks[i] as tf.Tensor2D);
+      const qi = tf.slice(qg, [i * g * Tq, 0], [g * Tq, hd]);
+      const ki = tf.slice(kt, [i * hd, 0], [hd, Tk]);
+      const vi = tf.slice(vg, [i * Tk, 0], [Tk, hd]);
+      let scores = tf.matMul(qi, ki);
       if (mask) scores = tf.add(scores, mask);
-      outs.push(tf.matMul(tf.softmax(scores), vs[i] as tf.Tensor2D));
+      outs.push(tf.matMul(tf.softmax(scores), vi));
     }
-    return tf.stack(outs).reshape([B, KV, g, Tq, hd]).transpose([0, 3, 1, 2, 4]).reshape([B * Tq, H * hd]) as tf.Tensor2D;
+    return tf.concat(outs, 0).reshape([B, KV, g, Tq, hd]).transpose([0, 3, 1, 2, 4]).reshape([B * Tq, H * hd]) as tf.Tensor2D;
   });
 }
