@@ -11,6 +11,8 @@ import { generateCommand } from './commands/generate.ts';
 import { convertCommand } from './commands/convert.ts';
 import { pruneCommand } from './commands/prune.ts';
 import { methodsCommand } from './commands/methods.ts';
+import { finetuneCommand } from './commands/finetune.ts';
+import { runCommand, tableCommand, plotCommand } from './commands/run.ts';
 
 export async function main(argv: string[]): Promise<void> {
   await yargs(argv)
@@ -22,6 +24,10 @@ export async function main(argv: string[]): Promise<void> {
     .command(convertCommand)
     .command(pruneCommand)
     .command(methodsCommand)
+    .command(finetuneCommand)
+    .command(runCommand)
+    .command(tableCommand)
+    .command(plotCommand)
     .demandCommand(1, 'name a command (see --help)')
     .strict()
     .help()

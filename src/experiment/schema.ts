@@ -6,6 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
+import { sharedDataDir } from '../util/paths.ts';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from '../util/errors.ts';
@@ -171,6 +172,15 @@ interface PathField {
   set: (c: ExperimentConfig, v: string) => void;
 }
 
+/**
+ * Resolve a path as written in the YAML: `$SHARED/…` names the shared data folder
+ * (PRUNELAB_SHARED_DATA or ../shared/data beside the repo), anything else is relative to the YAML.
+ */
+export function resolveInputPath(dir: string, written: string): string {
+  if (written === '$SHARED' || written.startsWith('$SHARED/')) return path.join(sharedDataDir(), written.slice('$SHARED'.length));
+  return path.resolve(dir, written);
+}
+
 /** Every input path in the config, so they resolve and are checked in one place. */
 function pathFields(c: ExperimentConfig): PathField[] {
   const fields: PathField[] = [];
@@ -252,7 +262,7 @@ export function loadExperiment(file: string, opts: LoadOptions = {}): LoadedExpe
   for (const f of pathFields(config)) {
     const written = f.get(config);
     if (written === undefined) continue;
-    const abs = path.resolve(dir, written);
+    const abs = resolveInputPath(dir, written);
     if (!fs.existsSync(abs)) problems.push({ path: f.at, message: `path not found: ${abs}` });
     f.set(resolved, abs);
   }

@@ -1,0 +1,140 @@
+/**
+ * The work of one experiment run, plugged into the runner: load → calibrate → prune → recover →
+ * evaluate, every stage through the same modules the CLI commands use.
+ */
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import * as tf from '@tensorflow/tfjs';
+import type { ExecuteRun, RunResult, RunSpec } from './types.ts';
+import { loadModel } from '../io/load-model.ts';
+import { findTokenizerForModel, checkTokenizerMatchesModel } from '../tokenizer/load.ts';
+import { calibrationFromText } from '../prune/calibration.ts';
+import { listMethods, parseMethodOptions, resolveMethod } from '../prune/registry.ts';
+import { parsePattern } from '../prune/masks.ts';
+import { pruneModel } from '../prune/engine.ts';
+import type { PruneReport } from '../prune/report.ts';
+import { recover } from '../finetune/recovery.ts';
+import { perplexityOfText } from '../eval/perplexity.ts';
+import { evaluateTask } from '../eval/zeroshot.ts';
+import { measureSpeed } from '../eval/speed.ts';
+import { countParameters } from '../model/count.ts';
+import { activeBackend } from '../backend/index.ts';
+
+const hashCache = new Map<string, string>();
+
+/** sha256 over a checkpoint's files (config + weights), cached per path. */
+export function checkpointHash(modelPath: string): string {
+  const cached = hashCache.get(modelPath);
+  if (cached) return cached;
+  const h = crypto.createHash('sha256');
+  const files = fs.statSync(modelPath).isDirectory()
+    ? fs.readdirSync(modelPath).filter((f) => f === 'config.json' || f.endsWith('.safetensors')).sort().map((f) => path.join(modelPath, f))
+    : [modelPath];
+  for (const f of files) h.update(fs.readFileSync(f));
+  const digest = h.digest('hex').slice(0, 16);
+  hashCache.set(modelPath, digest);
+  return digest;
+}
+
+/** Method names whose granularity includes unstructured or N:M patterns (for the grid). */
+export async function patternMethodNames(): Promise<Set<string>> {
+  const all = await listMethods();
+  return new Set(all.filter((m) => m.granularity.includes('unstructured') || m.granularity.includes('n:m')).map((m) => m.name));
+}
+
+/** A synchronous option validator over the registered methods (module paths are checked at run time). */
+export async function methodValidator(): Promise<(name: string, options: Record<string, unknown>) => Record<string, unknown>> {
+  const all = new Map((await listMethods()).map((m) => [m.name, m]));
+  return (name, options) => {
+    const m = all.get(name);
+    if (!m) {
+      if (name.includes('/') || /\.(ts|js|mjs)$/.test(name)) return options;
+      throw new Error(`unknown method '${name}'; valid: ${[...all.keys()].join(', ')}`);
+    }
+    return parseMethodOptions(m, options) as Record<string, unknown>;
+  };
+}
+
+function measuredSparsity(report: PruneReport | null, structured: boolean): { measured: number; denominator: string } {
+  if (!report) return { measured: 0, denominator: 'decoder linears' };
+  return structured
+    ? { measured: report.removed.allParameters, denominator: 'all parameters' }
+    : { measured: report.zeros.overall.sparsity, denominator: 'decoder linears' };
+}
+
+export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResult> => {
+  const timings: RunResult['timings'] = {};
+  const { model } = loadModel(run.model.path);
+  try {
+    const tokenizer = await findTokenizerForModel(run.model.path, run.model.tokenizer ?? undefined);
+    checkTokenizerMatchesModel(tokenizer, model.config.vocabSize, run.model.path);
+    const paramsBefore = countParameters(model).total;
+    let report: PruneReport | null = null;
+    let offsets: number[] | undefined;
+    let structured = false;
+    if (run.kind === 'pruned' && run.method) {
+      const method = await resolveMethod(run.method.name);
+      structured = method.kind === 'structured';
+      const options = parseMethodOptions(method, run.method.options);
+      let t0 = performance.now();
+      const calib = run.calibration
+        ? calibrationFromText(tokenizer, {
+          text: run.calibration.text, nsamples: run.calibration.nsamples, seqlen: run.calibration.seqlen,
+          seed: run.calibration.seed ?? run.seed, offsets: run.calibration.offsets ?? undefined,
+        })
+        : null;
+      offsets = calib?.offsets;
+      timings.calibrateS = (performance.now() - t0) / 1000;
+      t0 = performance.now();
+      ctx.log(`${run.id}: pruning with ${method.name}`);
+      report = await pruneModel(model, {
+        method, options, windows: calib?.windows ?? [], calibration: calib?.protocol ?? null,
+        target: { sparsity: run.sparsity, pattern: parsePattern(run.pattern ?? 'unstructured') },
+        mode: method.kind === 'layerwise' ? run.calibration?.mode : undefined,
+      });
+      timings.pruneS = (performance.now() - t0) / 1000;
+    }
+    let recovery: RunResult['recovery'];
+    if (run.recovery.schedule !== 'none') {
+      if (ctx.signal.aborted) throw ctx.signal.reason;
+      const t0 = performance.now();
+      const r = recover(model, tokenizer, {
+        schedule: run.recovery.schedule, rank: run.recovery.rank, steps: run.recovery.steps, lr: run.recovery.lr,
+        data: run.recovery.data, seed: run.seed, pruneReport: report ?? undefined,
+      });
+      recovery = { merged: true, log: { heldOut: r.heldOut, schedule: r.schedule, losses: r.log.map((e) => e.loss) } };
+      timings.recoverS = (performance.now() - t0) / 1000;
+    }
+    if (ctx.signal.aborted) throw ctx.signal.reason;
+    const t0 = performance.now();
+    const perplexity: RunResult['perplexity'] = {};
+    for (const p of run.evaluations.perplexity) {
+      const r = perplexityOfText(model, tokenizer, p.text, { seqlen: p.seqlen, maxWindows: p.maxWindows });
+      perplexity[p.id] = { ppl: r.ppl, windows: r.windows, protocol: r.protocol };
+    }
+    const zeroshot: RunResult['zeroshot'] = {};
+    for (const z of run.evaluations.zeroshot) {
+      const r = evaluateTask(model, tokenizer, z.task, { limit: z.limit });
+      zeroshot[z.id] = { acc: r.acc, acc_norm: r.acc_norm, n: r.n, protocol: r.protocol };
+    }
+    let speed: RunResult['speed'];
+    if (run.evaluations.speed) {
+      const s = measureSpeed(model, run.evaluations.speed);
+      speed = { prefillTokensPerS: s.prefill_tps, decodeTokensPerS: s.decode_tps, protocol: s.protocol };
+    }
+    timings.evalS = (performance.now() - t0) / 1000;
+    return {
+      backend: activeBackend(),
+      model: { hash: checkpointHash(run.model.path), family: model.config.family, dtype: 'float32', tokenizerHash: tokenizer.id },
+      sparsity: { ...measuredSparsity(report, structured), paramsBefore, paramsAfter: countParameters(model).total },
+      calibration: offsets ? { offsets } : undefined,
+      pruningReport: report ?? undefined,
+      recovery, perplexity, zeroshot, speed, timings,
+    };
+  } finally {
+    model.dispose();
+    // Nothing of a run may outlive it.
+    if (tf.memory().numTensors > 0) ctx.log(`${run.id}: note: ${tf.memory().numTensors} tensors alive after the run`);
+  }
+};
