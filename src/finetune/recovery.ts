@@ -29,10 +29,10 @@ export interface RecoveryRequest {
   onProgress?: FinetuneOptions['onProgress'];
 }
 
-/** CFSP's normalised block scores s_l from a pruning report (`methodReport.blockScores`). */
+/** CFSP's clamped block scores s_l from a pruning report (`methodReport.perLayer[l].score`). */
 export function cfspScores(report: unknown): number[] {
-  const r = report as { method?: string; methodReport?: { blockScores?: unknown } } | undefined;
-  const s = r?.methodReport?.blockScores;
+  const r = report as { method?: string; methodReport?: { perLayer?: { score?: unknown }[] } } | undefined;
+  const s = r?.methodReport?.perLayer?.map((l) => l.score);
   if (r?.method !== 'cfsp' || !Array.isArray(s) || !s.every((x) => typeof x === 'number')) {
     throw new ConfigError("schedule 'cfsp' needs a model pruned by CFSP (its prune_report.json carries the block scores)");
   }
