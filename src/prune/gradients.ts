@@ -6,26 +6,16 @@
 import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LinearRole } from '../model/family.ts';
-import { nextTokenTargets } from '../model/loss.ts';
+import { trainingNllSum } from '../model/loss.ts';
 import type { GradientRequest, LinearGradient } from './method.ts';
 
 type Slot = { layer: number; role: LinearRole; variable: tf.Variable; original: tf.Tensor2D };
 
-/**
- * Mean next-token NLL. The target logit is picked with a one-hot product (rows without a target
- * weighted out) instead of gather, whose gradient (UnsortedSegmentSum) has no WebAssembly kernel.
- */
+/** Mean next-token NLL; `trainingNllSum` because gather's gradient has no WebAssembly kernel. */
 function lossOf(model: CausalLM, rows: number[][]): tf.Scalar {
   const logits = model.forward(rows);
-  const [N, V] = logits.shape;
-  const { rows: r, targets } = nextTokenTargets(rows);
-  const tgt = new Int32Array(N);
-  const w = new Float32Array(N);
-  r.forEach((row, k) => { tgt[row] = targets[k]; w[row] = 1; });
-  // int32 one-hot then cast: the WebAssembly OneHot kernel returns zeros for dtype float32.
-  const oneHot = tf.cast(tf.oneHot(tf.tensor1d(tgt, 'int32'), V), 'float32');
-  const nll = tf.sub(tf.logSumExp(logits, -1), tf.sum(tf.mul(logits, oneHot), -1));
-  return tf.div(tf.sum(tf.mul(nll, tf.tensor1d(w))), r.length) as tf.Scalar;
+  const { sum, count } = trainingNllSum(logits, rows);
+  return tf.div(sum, count) as tf.Scalar;
 }
 
 /** Weight gradients (`[in, out]` device layout) of f, summed into host accumulators `[out, in]`. */
