@@ -49,7 +49,8 @@ describe('experiment schema', () => {
     const exp = loadExperiment(writeYaml(root, 'x.yaml', VALID));
     const c = exp.config;
     assert.equal(c.calibration?.nsamples, 128);
-    assert.equal(c.calibration?.mode, 'sequential');
+    // No default input mode: each layer-wise method uses its own unless the YAML names one.
+    assert.equal(c.calibration?.mode, undefined);
     assert.deepEqual(c.patterns, ['unstructured']);
     assert.deepEqual(c.seeds, [0]);
     assert.deepEqual(c.recovery, [{ schedule: 'none' }]);

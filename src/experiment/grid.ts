@@ -122,7 +122,7 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions = {}): RunSp
             const cal = config.calibration;
             const calSeed = cal && cal.offsets === undefined ? (cal.seed ?? seed) : null;
             const calibration: RunCalibration | null = cal && resolved.calibration
-              ? { text: resolved.calibration.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: exp.calibrationOffsets, mode: cal.mode }
+              ? { text: resolved.calibration.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: exp.calibrationOffsets, mode: cal.mode ?? null }
               : null;
             const settings = {
               v: 1,
@@ -131,7 +131,7 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions = {}): RunSp
               pattern,
               sparsity,
               seed,
-              calibration: cal ? { text: cal.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: offsetsHash, mode: cal.mode } : null,
+              calibration: cal ? { text: cal.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: offsetsHash, mode: cal.mode ?? null } : null,
               recovery: rec,
             };
             const prefix = [segment(model.id), segment(method.name), `s${+sparsity.toFixed(4)}`, patternSegment(pattern), `seed${seed}`, rec.schedule].join('.');

@@ -91,7 +91,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
       report = await pruneModel(model, {
         method, options, windows: calib?.windows ?? [], calibration: calib?.protocol ?? null,
         target: { sparsity: run.sparsity, pattern: parsePattern(run.pattern ?? 'unstructured') },
-        mode: method.kind === 'layerwise' ? run.calibration?.mode : undefined,
+        mode: method.kind === 'layerwise' ? run.calibration?.mode ?? undefined : undefined,
       });
       timings.pruneS = (performance.now() - t0) / 1000;
     }

@@ -110,7 +110,8 @@ export function buildRow(run: RunSpec, result: RunResult, config: ExperimentConf
     calib_seqlen: cell(cal?.seqlen),
     calib_seed: cell(cal?.seed),
     calib_offsets_hash: cal ? cell(offsetsHash) : '',
-    calib_mode: cell(cal?.mode),
+    // The mode actually used: the YAML's, else the one the engine chose (reported).
+    calib_mode: cell(cal?.mode ?? (result.pruningReport as { mode?: string } | undefined)?.mode),
     recovery_schedule: cell(rec.schedule),
     recovery_steps: cell(rec.steps),
     recovery_lr: cell(rec.lr),

@@ -37,7 +37,8 @@ const CalibrationSchema = z.strictObject({
   seed: nonNegInt.optional(),
   /** Window starts to replay: a list, or a JSON file holding one. */
   offsets: z.union([z.array(nonNegInt), pathString], { error: 'expected a list of window start offsets or a path to a JSON file of them' }).optional(),
-  mode: z.enum(['sequential', 'dense-parallel']).default('sequential'),
+  /** Input mode across layers for layer-wise methods; default: each method's own. */
+  mode: z.enum(['sequential', 'dense-parallel']).optional(),
 });
 
 const MethodSchema = z.strictObject({ name: z.string().min(1), options: z.record(z.string(), z.unknown()).default({}) });
@@ -173,11 +174,17 @@ interface PathField {
 }
 
 /**
- * Resolve a path as written in the YAML: `$SHARED/…` names the shared data folder
- * (PRUNELAB_SHARED_DATA or ../shared/data beside the repo), anything else is relative to the YAML.
+ * Resolve a path as written in the YAML. A leading `$NAME/` is an environment variable (so
+ * configs for real checkpoints stay portable: `$MODELS/llama-2-7b-hf`); `$SHARED` defaults to the
+ * shared data folder (PRUNELAB_SHARED_DATA or ../shared/data beside the repo). Anything else is
+ * relative to the YAML. An unset variable leaves the path unresolvable, which the caller reports.
  */
 export function resolveInputPath(dir: string, written: string): string {
-  if (written === '$SHARED' || written.startsWith('$SHARED/')) return path.join(sharedDataDir(), written.slice('$SHARED'.length));
+  const m = /^\$([A-Za-z_][A-Za-z0-9_]*)(\/.*)?$/.exec(written);
+  if (m) {
+    const base = m[1] === 'SHARED' ? process.env.SHARED ?? sharedDataDir() : process.env[m[1]];
+    return base === undefined ? `(environment variable ${m[1]} is not set)${m[2] ?? ''}` : path.join(base, m[2] ?? '');
+  }
   return path.resolve(dir, written);
 }
 

@@ -19,7 +19,8 @@ export interface RunCalibration {
   seed: number | null;
   /** Window start offsets to replay (from `calibration.offsets`), else null: the pipeline samples. */
   offsets: number[] | null;
-  mode: CalibrationMode;
+  /** Null: each method's default input mode. */
+  mode: CalibrationMode | null;
 }
 
 export type RunRecovery =
