@@ -96,9 +96,12 @@ export function paramsFromNamedTensors(config: ModelConfig, tensors: NamedTensor
         const b = needBias.has(l.role)
           ? take(tensors, `${l.hfName(i)}.bias`, [out], source)
           : optional(tensors, `${l.hfName(i)}.bias`, [out], source);
+        // An all-zero LLaMA bias is padding written for HF's module-wide bias switches (see
+        // writeHfCheckpoint): the same function as no bias, so it is not counted or computed.
+        const padding = config.family === 'llama' && b !== null && b.data.every((x) => x === 0);
         linears[l.role] = {
           weight: transposed(w.data, out, inn),
-          bias: b ? toTensor1d(b) : null,
+          bias: b && !padding ? toTensor1d(b) : null,
         };
       }
       return {
