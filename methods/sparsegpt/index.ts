@@ -1,0 +1,62 @@
+/**
+ * SparseGPT (baselines.md §3): per operator, H from the Gram matrix of its input, dead inputs
+ * removed, H damped, U = upper Cholesky of H⁻¹, then the blocked left-to-right OBS sweep that
+ * prunes (unstructured per 128-column block, or N:M) and updates the remaining weights.
+ */
+import { z } from 'zod';
+import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
+import { TAP_NAMES, type TapName } from '../../src/model/family.ts';
+import { NotPositiveDefiniteError } from '../../src/linalg/dense.ts';
+import { PruneLabError } from '../../src/util/errors.ts';
+import { hessianFactor, sparsegptSweep, type HessianFactor, type SparseGptTarget } from './obs.ts';
+
+const options = z.object({
+  percdamp: z.number().min(0).finite().default(0.01).describe('dampening: fraction of mean(diag H) added to the diagonal'),
+  blocksize: z.number().int().positive().default(128).describe('columns per sweep block (also the unstructured mask block)'),
+}).strict();
+
+export default defineMethod<z.infer<typeof options>>({
+  name: 'sparsegpt',
+  description: 'SparseGPT: OBS column sweep with the inverse-Hessian Cholesky factor (unstructured per block, or N:M)',
+  reference: 'Frantar & Alistarh, arXiv 2301.00774; IST-DASLab/sparsegpt @ 147d215 sparsegpt.py (fasterprune)',
+  granularity: ['unstructured', 'n:m'],
+  options,
+  kind: 'layerwise',
+  stats: () => ({ gram: TAP_NAMES }),
+  operatorOrder: () => 'together',
+  defaultMode: () => 'sequential',
+  pruneOperators: ({ operators, stats, target, options: o, layer }) => {
+    // The factor depends on H only: q/k/v (and gate/up) share it.
+    const factors = new Map<TapName, HessianFactor>();
+    const p = target.pattern;
+    const t: SparseGptTarget = p.kind === 'nm' ? { n: p.n, m: p.m } : { sparsity: target.sparsity };
+    return operators.map((op): OperatorDecision => {
+      const st = stats[op.input];
+      if (!st?.gram) throw new PruneLabError(`sparsegpt: no Gram matrix for ${op.role} (tap ${op.input})`);
+      let f = factors.get(op.input);
+      let factorSeconds = 0;
+      if (!f) {
+        const t0 = performance.now();
+        // The reference's H = (2/N)·ΣXXᵀ; the scale does not change the result, only `loss`,
+        // which with this scale is ≈ the summed squared output error per token.
+        const H = st.gram.map((v) => (2 * v) / Math.max(1, st.tokens));
+        try {
+          f = hessianFactor(H, op.cols, o.percdamp);
+        } catch (e) {
+          if (e instanceof NotPositiveDefiniteError) {
+            throw new PruneLabError(`sparsegpt: layer ${layer} input '${op.input}': ${e.message}; raise percdamp (now ${o.percdamp})`);
+          }
+          throw e;
+        }
+        factors.set(op.input, f);
+        factorSeconds = (performance.now() - t0) / 1000;
+      }
+      const t1 = performance.now();
+      const r = sparsegptSweep(op.weight, op.rows, op.cols, f, { ...t, blocksize: o.blocksize });
+      const sweepSeconds = (performance.now() - t1) / 1000;
+      let deadInputs = 0;
+      for (const d of f.dead) deadInputs += d;
+      return { role: op.role, mask: r.mask, weight: r.weight, info: { loss: r.loss, deadInputs, factorSeconds, sweepSeconds } };
+    });
+  },
+});
