@@ -1,0 +1,165 @@
+/**
+ * SAAP — structurally-aware adaptive pruning (Zheng, Ren et al., arXiv 2412.15127), as specified
+ * in docs/methods/saap.md: LLM-Pruner's coupled groups (GQA-aware KV head groups, FFN channels),
+ * vector-wise and element-wise Taylor importances fused by homoscedastic-uncertainty weights,
+ * a fluctuation indicator that decides which layers are pruned and how much, and removal of the
+ * lowest fused groups under a budget on all model parameters. Recovery lives in src/finetune.
+ */
+import { z } from 'zod';
+import { defineMethod, type PlanContext, type StructuralPlan } from '../../src/prune/method.ts';
+import type { CausalLM } from '../../src/model/causal-lm.ts';
+import type { LinearRole } from '../../src/model/family.ts';
+import { countParameters } from '../../src/model/count.ts';
+import { ConfigError } from '../../src/util/errors.ts';
+import { layerGroupScores, type LinearTaylorInput } from './groups.ts';
+import { fuseScores, type UnitScores } from './fusion.ts';
+import {
+  MODULE_TYPES, allocateRatios, allocateZscore, defaultExcludeCount, fixedExclusion, fluctuationOf, lowestGroups,
+  normalisedImportance, rankedExclusion, type AllocUnit, type ModuleType,
+} from './allocation.ts';
+
+const LAYER_SCOPE_WITH_RATIO = "sigmaScope 'layer' cannot be combined with allocation 'ratio': with one σ per layer and "
+  + 'module type the mean fused score of every (layer, type) is exactly 1, so the layer importance μ carries no '
+  + "cross-layer information and the ratio allocation degenerates; use sigmaScope 'module_type' or 'global', "
+  + "or allocation 'zscore-global'";
+
+const shape = {
+  vec: z.enum(['vectorize']).default('vectorize').describe('vector-wise (coarse) Taylor importance |Σ g·w| per slice'),
+  elem: z.enum(['param_mix', 'param_first']).default('param_mix')
+    .describe('element-wise Taylor importance: Σ|g·w − ½wFw| (empirical Fisher) or Σ|g·w|'),
+  groupReduction: z.enum(['sum']).default('sum').describe('group score = sum of its member slices (LLM-Pruner)'),
+  sigmaScope: z.enum(['module_type', 'global', 'layer']).default('module_type').describe('groups sharing one σ per metric'),
+  sigmaFit: z.enum(['closed', 'adam']).default('closed').describe('σ² = mean score (closed) or log σ² learnt by Adam to convergence'),
+  fluctuation: z.enum(['cv', 'none']).default('cv').describe('ν = μ/(1+φ) with φ = std/mean (cv), or ν = μ'),
+  allocation: z.enum(['ratio', 'zscore-global']).default('ratio').describe('per-layer ratios ∝ 1/ν̃, or a global z-score ranking'),
+  exclude: z.enum(['ranked', 'fixed']).default('ranked').describe('leave the most important layers unpruned, or a fixed first/last range'),
+  excludeCount: z.number().int().min(0).optional().describe('layers excluded per type when ranked (default round(6·L/32))'),
+  excludeFirst: z.number().int().min(0).default(4).describe('fixed exclusion: first layers left unpruned'),
+  excludeLast: z.number().int().min(0).default(2).describe('fixed exclusion: last layers left unpruned'),
+  rMax: z.number().gt(0).lt(1).default(0.9).describe('largest per-layer pruning ratio'),
+};
+
+const options = z.object(shape).strict().superRefine((o, ctx) => {
+  if (o.sigmaScope === 'layer' && o.allocation === 'ratio') ctx.addIssue({ code: 'custom', path: ['sigmaScope'], message: LAYER_SCOPE_WITH_RATIO });
+});
+
+export type SaapOptions = z.infer<typeof options>;
+
+/** Parameters removed with one KV group and with one FFN channel of a layer (biases included). */
+export function groupParams(model: CausalLM, layer: number): Record<ModuleType, number> {
+  const s = model.config.layers[layer];
+  const { spec, config } = model;
+  const lin = (role: LinearRole) => spec.linears.find((l) => l.role === role)!;
+  const rowSize = (role: LinearRole) => lin(role).inDim(s, config) + (model.linearParams(layer, role).bias ? 1 : 0);
+  const colSize = (role: LinearRole) => lin(role).outDim(s, config);
+  const hd = config.headDim;
+  const g = s.numHeads / s.numKvHeads;
+  const { query, keyValue, inputsOf } = spec.kvGroup;
+  const attn = g * hd * (rowSize(query) + colSize(inputsOf)) + keyValue.reduce((a, r) => a + hd * rowSize(r), 0);
+  const { outputsOf, inputsOf: ffnIn } = spec.ffnChannel;
+  const mlp = outputsOf.reduce((a, r) => a + rowSize(r), 0) + colSize(ffnIn);
+  return { attn, mlp };
+}
+
+/** Vector-wise and element-wise group scores of every (layer, type). */
+function groupImportances(ctx: PlanContext<SaapOptions>): UnitScores[] {
+  const { model, options: o, gradients } = ctx;
+  if (!gradients) throw new Error('saap: the engine supplied no gradients');
+  const units: UnitScores[] = [];
+  for (let l = 0; l < model.numLayers; l++) {
+    const linears: Partial<Record<LinearRole, LinearTaylorInput>> = {};
+    for (const { role } of model.spec.linears) {
+      const gr = gradients[l][role];
+      if (!gr) throw new Error(`saap: no gradient for layer ${l} ${role}`);
+      const w = ctx.weight(l, role);
+      linears[role] = { weight: w.data, grad: gr.grad, fisher: gr.fisher, rows: w.rows, cols: w.cols };
+    }
+    const s = model.config.layers[l];
+    const layout = {
+      ffn: model.spec.ffnChannel, kv: model.spec.kvGroup, numHeads: s.numHeads, numKvHeads: s.numKvHeads,
+      headDim: model.config.headDim, intermediateSize: s.intermediateSize,
+    };
+    const vec = layerGroupScores(linears, layout, o.vec);
+    const elem = layerGroupScores(linears, layout, o.elem);
+    for (const type of MODULE_TYPES) units.push({ layer: l, type, vec: vec[type], elem: elem[type] });
+  }
+  return units;
+}
+
+function plan(ctx: PlanContext<SaapOptions>): StructuralPlan {
+  const { model, options: o, target } = ctx;
+  if (o.sigmaScope === 'layer' && o.allocation === 'ratio') throw new ConfigError(LAYER_SCOPE_WITH_RATIO);
+  if (target.pattern.kind !== 'unstructured') throw new ConfigError('saap removes whole structures; N:M patterns do not apply');
+  const L = model.numLayers;
+  const units = groupImportances(ctx);
+  const { fused, sigmas } = fuseScores(units, o.sigmaScope, o.sigmaFit, ctx.log);
+  for (const s of sigmas) if (s.adamSteps !== undefined) ctx.log(`saap: Adam σ fit for '${s.scope}' converged in ${s.adamSteps} steps`);
+
+  // Fluctuation, effective and normalised importance per (layer, type); unit index = 2·layer + type.
+  const fl = fused.map((f) => fluctuationOf(f, o.fluctuation));
+  const nuTilde = new Array<number>(units.length);
+  const excludeCount = o.excludeCount ?? defaultExcludeCount(L);
+  const excluded = {} as Record<ModuleType, number[]>;
+  for (const type of MODULE_TYPES) {
+    const idx = units.map((u, k) => (u.type === type ? k : -1)).filter((k) => k >= 0);
+    const nt = normalisedImportance(idx.map((k) => fl[k].nu));
+    idx.forEach((k, j) => { nuTilde[k] = nt[j]; });
+    excluded[type] = o.exclude === 'ranked' ? rankedExclusion(nt, excludeCount) : fixedExclusion(L, o.excludeFirst, o.excludeLast);
+  }
+
+  const total = countParameters(model).total;
+  const budget = target.sparsity * total;
+  const sizes = Array.from({ length: L }, (_, l) => groupParams(model, l));
+  const alloc: AllocUnit[] = units.map((u, k) => ({
+    layer: u.layer, type: u.type, groups: u.vec.length, groupParams: sizes[u.layer][u.type], nuTilde: nuTilde[k],
+    excluded: excluded[u.type].includes(u.layer),
+  }));
+
+  let removeSets: number[][];
+  let removedParams: number;
+  let ratioInfo: Record<string, unknown> = {};
+  let ratios: number[] | null = null;
+  if (o.allocation === 'ratio') {
+    const a = allocateRatios(alloc, budget, o.rMax);
+    removeSets = units.map((_, k) => lowestGroups(fused[k], a.removeCounts[k]));
+    removedParams = a.removedParams;
+    ratios = a.ratios;
+    ratioInfo = { c: a.c, cContinuous: a.cContinuous, removedFractionAtContinuousC: a.removedParamsAtContinuousC / total };
+  } else {
+    const a = allocateZscore(alloc, fused, budget, o.rMax);
+    removeSets = a.removeSets;
+    removedParams = a.removedParams;
+  }
+
+  const keepOf = (n: number, drop: number[]) => Array.from({ length: n }, (_, i) => i).filter((i) => !drop.includes(i));
+  const layers = Array.from({ length: L }, (_, l) => {
+    const [ka, km] = [2 * l, 2 * l + 1];
+    return { keepKvGroups: keepOf(units[ka].vec.length, removeSets[ka]), keepChannels: keepOf(units[km].vec.length, removeSets[km]) };
+  });
+  const unitReport = (k: number) => ({
+    groups: alloc[k].groups, groupParams: alloc[k].groupParams, mu: fl[k].mu, sd: fl[k].sd, phi: fl[k].phi, nu: fl[k].nu,
+    nuTilde: nuTilde[k], excluded: alloc[k].excluded, ratio: ratios ? ratios[k] : removeSets[k].length / alloc[k].groups,
+    removed: removeSets[k].length,
+  });
+  return {
+    layers,
+    report: {
+      sigma2: sigmas, excludeCount: o.exclude === 'ranked' ? excludeCount : null, excludedLayers: excluded,
+      perLayer: Array.from({ length: L }, (_, l) => ({ layer: l, attn: unitReport(2 * l), mlp: unitReport(2 * l + 1) })),
+      ...ratioInfo,
+      target: { paramRatio: target.sparsity, totalParams: total, budgetParams: budget },
+      realised: { removedParams, removedFraction: removedParams / total },
+    },
+  };
+}
+
+export default defineMethod<SaapOptions>({
+  name: 'saap',
+  description: 'SAAP: fused vector/element Taylor importances of KV head groups and FFN channels, fluctuation-guided layer ratios',
+  reference: 'Zheng, Ren et al., arXiv 2412.15127 (SAAP); groups and Taylor estimators after LLM-Pruner (Ma et al., arXiv 2305.11627, horseee/LLM-Pruner @ 128a07d)',
+  granularity: ['ffn-channels', 'attention-heads'],
+  options,
+  kind: 'structured',
+  stats: (o) => ({ perLayer: {}, gradients: { fisher: o.elem === 'param_mix' } }),
+  plan,
+});
