@@ -5,6 +5,7 @@
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
+import fs from 'node:fs';
 import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir, maxAbsDiff } from './support.ts';
 import { loadModel, saveModel } from '../src/io/load-model.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
@@ -74,6 +75,26 @@ describe('stories260K', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => 
     assert.deepEqual([...x.keys()].sort(), [...y.keys()].sort());
     for (const [name, t] of x) assert.deepEqual(t.data, y.get(name)!.data, name);
     [model, again, third].forEach((m) => m.dispose());
+  });
+
+  it('F16 save: half the bytes, reload within fp16 rounding', () => {
+    const { model } = loadModel(STORIES_BIN);
+    const d32 = tmpDir('stories-f32s');
+    const d16 = tmpDir('stories-f16');
+    saveModel(model, d32, 'f32');
+    saveModel(model, d16, 'f16');
+    const size = (d: string) => fs.statSync(`${d}/model.safetensors`).size;
+    assert.ok(Math.abs(size(d16) / size(d32) - 0.5) < 0.01, `${size(d16)} vs ${size(d32)}`);
+    assert.equal(JSON.parse(fs.readFileSync(`${d16}/config.json`, 'utf8')).torch_dtype, 'float16');
+    const { model: half } = loadModel(d16);
+    const ids = [[1, 403, 407, 261, 378, 434, 500, 365]];
+    const a = model.forward(ids);
+    const b = half.forward(ids);
+    const diff = maxAbsDiff(a.dataSync(), b.dataSync());
+    assert.ok(diff > 0 && diff < 0.05, `fp16 rounding moved logits by ${diff}`);
+    tf.dispose([a, b]);
+    model.dispose();
+    half.dispose();
   });
 
   it('perplexity: windows, tail dropped, equals a per-window hand computation, no leak', async () => {
