@@ -12,6 +12,7 @@ import { convertCommand } from './commands/convert.ts';
 import { pruneCommand } from './commands/prune.ts';
 import { methodsCommand } from './commands/methods.ts';
 import { finetuneCommand } from './commands/finetune.ts';
+import { pretrainCommand } from './commands/pretrain.ts';
 import { runCommand, tableCommand, plotCommand } from './commands/run.ts';
 
 export async function main(argv: string[]): Promise<void> {
@@ -25,6 +26,7 @@ export async function main(argv: string[]): Promise<void> {
     .command(pruneCommand)
     .command(methodsCommand)
     .command(finetuneCommand)
+    .command(pretrainCommand)
     .command(runCommand)
     .command(tableCommand)
     .command(plotCommand)

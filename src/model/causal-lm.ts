@@ -78,6 +78,11 @@ export interface BlockResult {
 export class CausalLM {
   readonly spec: FamilySpec;
   linearHook: LinearHook | null = null;
+  /**
+   * Make `embed()` differentiable on every backend (training embeddings, e.g. from scratch):
+   * gather's gradient (UnsortedSegmentSum) has no WebAssembly kernel. Off by default (plain gather).
+   */
+  differentiableEmbedding = false;
 
   constructor(readonly config: ModelConfig, readonly params: ModelParams) {
     this.spec = familySpec(config.family);
@@ -125,6 +130,14 @@ export class CausalLM {
     return tf.tidy(() => {
       const B = ids.length;
       const T = ids[0].length;
+      if (this.differentiableEmbedding) {
+        let x = differentiableLookup(this.params.embed, Int32Array.from(ids.flat()));
+        if (this.params.positions) {
+          const pos = Int32Array.from({ length: B * T }, (_, n) => (n % T) + past + OPT_POSITION_OFFSET);
+          x = tf.add(x, differentiableLookup(this.params.positions, pos));
+        }
+        return x;
+      }
       const flat = tf.tensor1d(ids.flat(), 'int32');
       let x = tf.gather(this.params.embed, flat) as tf.Tensor2D;
       if (this.params.positions) {
@@ -248,6 +261,31 @@ export class CausalLM {
   dispose(): void {
     disposeParams(this.params);
   }
+}
+
+/**
+ * Rows `ids` of `table` (a gather), with a gradient that works on every backend: the gradient of
+ * the table is the scatter-add of dy's rows into a zero `[V, D]`, done on the host because the
+ * ids are host data. Measured on WebAssembly (V 4096, D 192, 1024 ids): 19 ms, against 285 ms
+ * for the equivalent one-hot(ids)ᵀ·dy matMul. Rows are summed in token order: deterministic.
+ */
+function differentiableLookup(table: tf.Tensor2D, ids: Int32Array): tf.Tensor2D {
+  const [V, D] = table.shape;
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const t = args[0] as tf.Tensor2D;
+    const gradFunc = (dy: tf.Tensor) => {
+      const d = dy.dataSync() as Float32Array;
+      const g = new Float32Array(V * D);
+      for (let n = 0; n < ids.length; n++) {
+        const src = n * D;
+        const dst = ids[n] * D;
+        for (let j = 0; j < D; j++) g[dst + j] += d[src + j];
+      }
+      return tf.tensor2d(g, [V, D]);
+    };
+    return { value: tf.gather(t, tf.tensor1d(ids, 'int32')) as tf.Tensor2D, gradFunc };
+  });
+  return f(table) as tf.Tensor2D;
 }
 
 export function disposeCache(cache: KvCache): void {
