@@ -39,25 +39,36 @@ export function causalLmNllSum(logits: tf.Tensor2D, ids: readonly (readonly numb
 }
 
 /**
- * Sum of next-token NLLs over B windows laid out as `[B*T, V]` logits, differentiable on every
- * backend: the target logit is picked with a one-hot product and the rows without a target are
- * weighted out, because gather's gradient (UnsortedSegmentSum) has no WebAssembly kernel. One-hot
- * costs `[B*T, V]` memory, the same as the logits' gradient anyway.
+ * Sum of next-token NLLs of B windows laid out as `[B*T, V]` logits — the training loss, with an
+ * explicit gradient so it is differentiable on every backend and cheap to differentiate: gather's
+ * gradient (UnsortedSegmentSum) has no WebAssembly kernel, and a one-hot product's gradient goes
+ * through a slow broadcast. Forward: p = softmax(logits) (one fused kernel), log-sum-exp =
+ * max(logits) − log(max(p)) (max(p) ≥ 1/V cannot underflow), NLL = lse − logit[target].
+ * Backward: (p − one-hot) ⊙ weight · dy, weight 0 on rows without a target.
  */
 export function trainingNllSum(logits: tf.Tensor2D, ids: readonly (readonly number[])[]): { sum: tf.Scalar; count: number } {
   const { rows, targets } = nextTokenTargets(ids);
   const [N, V] = logits.shape;
   const tgt = new Int32Array(N);
   const w = new Float32Array(N);
+  const flat = new Int32Array(N);
   rows.forEach((r, k) => {
     tgt[r] = targets[k];
     w[r] = 1;
   });
-  const sum = tf.tidy(() => {
-    // int32 one-hot then cast: the WebAssembly OneHot kernel returns all zeros for dtype float32.
-    const oneHot = tf.cast(tf.oneHot(tf.tensor1d(tgt, 'int32'), V), 'float32');
-    const picked = tf.sum(tf.mul(logits, oneHot), -1);
-    return tf.sum(tf.mul(tf.sub(tf.logSumExp(logits, -1), picked), tf.tensor1d(w))) as tf.Scalar;
+  for (let n = 0; n < N; n++) flat[n] = n * V + tgt[n];
+  // int32 one-hot then cast: the WebAssembly OneHot kernel returns zeros for dtype float32.
+  const oneHot = () => tf.cast(tf.oneHot(tf.tensor1d(tgt, 'int32'), V), 'float32');
+  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
+    const [x, save] = args as [tf.Tensor2D, tf.GradSaveFunc];
+    const p = tf.softmax(x);
+    save([p]);
+    const lse = tf.sub(tf.max(x, -1), tf.log(tf.max(p, -1)));
+    const picked = tf.gather(x.reshape([-1]), tf.tensor1d(flat, 'int32'));
+    const value = tf.sum(tf.mul(tf.sub(lse, picked), tf.tensor1d(w)));
+    const gradFunc = (dy: tf.Tensor, [sp]: tf.Tensor[]) =>
+      [tf.mul(tf.mul(tf.sub(sp, oneHot()), tf.tensor2d(w, [N, 1])), dy)];
+    return { value, gradFunc };
   });
-  return { sum, count: rows.length };
+  return { sum: f(logits) as tf.Scalar, count: rows.length };
 }

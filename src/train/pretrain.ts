@@ -39,7 +39,7 @@ import * as tf from '@tensorflow/tfjs';
 import seedrandom from 'seedrandom';
 import { z } from 'zod';
 import { CausalLM } from '../model/causal-lm.ts';
-import { nextTokenTargets } from '../model/loss.ts';
+import { trainingNllSum } from '../model/loss.ts';
 import { syntheticLlamaConfig, syntheticLlamaTensors } from '../model/synthetic.ts';
 import { AdamW, heldOutLoss, lrAt } from '../finetune/trainer.ts';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
@@ -240,38 +240,6 @@ export function useExplicitTransposeMatMulGradient(): () => void {
   return () => tf.registerGradient(original);
 }
 
-/**
- * Sum of next-token NLLs of B windows laid out as `[B*T, V]` logits (the value of
- * `trainingNllSum`), with an explicit gradient. Forward: p = softmax(logits) (one fused
- * kernel), log-sum-exp = max(logits) − log(max(p)) (max(p) ≥ 1/V cannot underflow), NLL =
- * lse − logit[target]. Backward: (p − one-hot) ⊙ weight · dy, weight 0 on rows without a target.
- */
-export function crossEntropySum(logits: tf.Tensor2D, ids: readonly (readonly number[])[]): { sum: tf.Scalar; count: number } {
-  const { rows, targets } = nextTokenTargets(ids);
-  const [N, V] = logits.shape;
-  const tgt = new Int32Array(N);
-  const w = new Float32Array(N);
-  const flat = new Int32Array(N);
-  rows.forEach((r, k) => {
-    tgt[r] = targets[k];
-    w[r] = 1;
-  });
-  for (let n = 0; n < N; n++) flat[n] = n * V + tgt[n];
-  // int32 one-hot then cast: the WebAssembly OneHot kernel returns zeros for dtype float32.
-  const oneHot = () => tf.cast(tf.oneHot(tf.tensor1d(tgt, 'int32'), V), 'float32');
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [x, save] = args as [tf.Tensor2D, tf.GradSaveFunc];
-    const p = tf.softmax(x);
-    save([p]);
-    const lse = tf.sub(tf.max(x, -1), tf.log(tf.max(p, -1)));
-    const picked = tf.gather(x.reshape([-1]), tf.tensor1d(flat, 'int32'));
-    const value = tf.sum(tf.mul(tf.sub(lse, picked), tf.tensor1d(w)));
-    const gradFunc = (dy: tf.Tensor, [sp]: tf.Tensor[]) =>
-      [tf.mul(tf.mul(tf.sub(sp, oneHot()), tf.tensor2d(w, [N, 1])), dy)];
-    return { value, gradFunc };
-  });
-  return { sum: f(logits) as tf.Scalar, count: rows.length };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Data
@@ -548,7 +516,7 @@ export function pretrain(options: PretrainOptions): PretrainResult {
       const batch = sampler.next(cfg.batchSize).map((s) => Array.from(train.subarray(s, s + cfg.seqLen)));
       const { value, grads } = tf.variableGrads(() => {
         const logits = model.forward(batch);
-        const { sum, count } = crossEntropySum(logits, batch);
+        const { sum, count } = trainingNllSum(logits, batch);
         return tf.div(sum, count) as tf.Scalar;
       }, vars);
       const loss = value.dataSync()[0];
