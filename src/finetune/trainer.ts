@@ -32,6 +32,7 @@ import { z } from 'zod';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LinearRole } from '../model/family.ts';
 import { causalLmNllSum, trainingNllSum } from '../model/loss.ts';
+import { withFastMatMulGradient } from '../model/matmul-grad.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import type { NamedTensors } from '../io/tensor-data.ts';
@@ -413,6 +414,11 @@ function compareFingerprints(saved: Record<string, unknown>, now: Record<string,
  * them into its weights. The model's previous `linearHook` is restored at the end.
  */
 export function finetune(model: CausalLM, options: FinetuneOptions): FinetuneResult {
+  // Attention, output head and RoPE products train through the fast explicit-transpose gradient.
+  return withFastMatMulGradient(() => finetuneImpl(model, options));
+}
+
+function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult {
   const { data, onProgress, ...raw } = options;
   const cfg = parseFinetuneConfig(raw);
   const warmupSteps = cfg.warmupSteps ?? Math.min(100, Math.floor(cfg.steps * 0.1));

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LinearRole } from '../model/family.ts';
 import { trainingNllSum } from '../model/loss.ts';
+import { withFastMatMulGradient } from '../model/matmul-grad.ts';
 import type { GradientRequest, LinearGradient } from './method.ts';
 
 type Slot = { layer: number; role: LinearRole; variable: tf.Variable; original: tf.Tensor2D };
@@ -36,6 +37,10 @@ function accumulate(slots: Slot[], f: () => tf.Scalar, into: Float32Array[], squ
 }
 
 export function linearGradients(model: CausalLM, windows: number[][], req: GradientRequest, batchSize = 8): Partial<Record<LinearRole, LinearGradient>>[] {
+  return withFastMatMulGradient(() => gradientsImpl(model, windows, req, batchSize));
+}
+
+function gradientsImpl(model: CausalLM, windows: number[][], req: GradientRequest, batchSize: number): Partial<Record<LinearRole, LinearGradient>>[] {
   const slots: Slot[] = [];
   model.config.layers.forEach((_, layer) => {
     for (const l of model.spec.linears) {

@@ -40,6 +40,8 @@ import seedrandom from 'seedrandom';
 import { z } from 'zod';
 import { CausalLM } from '../model/causal-lm.ts';
 import { trainingNllSum } from '../model/loss.ts';
+import { useExplicitTransposeMatMulGradient } from '../model/matmul-grad.ts';
+export { useExplicitTransposeMatMulGradient };
 import { syntheticLlamaConfig, syntheticLlamaTensors } from '../model/synthetic.ts';
 import { AdamW, heldOutLoss, lrAt } from '../finetune/trainer.ts';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
@@ -217,28 +219,6 @@ function makeTrainable(model: CausalLM): Slot[] {
 // ---------------------------------------------------------------------------------------------
 // Fast gradients
 
-/**
- * Replace tf.matMul's gradient, for plain 2-D products, by products on explicit transposes
- * (`dA = dy·transpose(B)`, `dB = transpose(A)·dy`); other products keep the original gradient.
- * Returns the function that restores the original.
- */
-export function useExplicitTransposeMatMulGradient(): () => void {
-  const original = tf.getGradient('BatchMatMul');
-  tf.registerGradient({
-    kernelName: 'BatchMatMul',
-    inputsToSave: ['a', 'b'],
-    gradFunc: (dy, saved, attrs) => {
-      const [a, b] = saved;
-      const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
-      if (a.rank !== 2 || b.rank !== 2 || transposeA || transposeB) return original.gradFunc(dy, saved, attrs);
-      return {
-        a: () => tf.matMul(dy as tf.Tensor2D, tf.transpose(b as tf.Tensor2D)),
-        b: () => tf.matMul(tf.transpose(a as tf.Tensor2D), dy as tf.Tensor2D),
-      };
-    },
-  });
-  return () => tf.registerGradient(original);
-}
 
 
 // ---------------------------------------------------------------------------------------------
