@@ -99,6 +99,17 @@ describe('grid', () => {
     assert.deepEqual(idsOf(runs), [...idsOf(runs)].sort());
   });
 
+  it('a method\'s own recovery list overrides the experiment-wide one for its runs only', () => {
+    const yaml = GRID.replace('  - name: flap\n', '  - name: flap\n    recovery:\n      - {schedule: none}\n      - {schedule: uniform, steps: 5, data: ../data/calib.txt}\n');
+    const runs = expandGrid(loadExperiment(writeYaml(root, 'g-rec.yaml', yaml)));
+    // flap doubles (none + uniform), everything else keeps the global [none].
+    assert.equal(runs.length, GRID_SIZE + 2 * 4);
+    const flapUniform = runs.filter((r) => r.method?.name === 'flap' && r.recovery.schedule === 'uniform');
+    assert.equal(flapUniform.length, 2 * 4);
+    assert.ok(flapUniform.every((r) => r.recovery.schedule === 'uniform' && path.isAbsolute(r.recovery.data)));
+    assert.ok(runs.filter((r) => r.method?.name === 'wanda').every((r) => r.recovery.schedule === 'none'));
+  });
+
   it('ids are stable: same config (any key order, any folder) → same ids', () => {
     const a = idsOf(expandGrid(loadExperiment(writeYaml(root, 'g.yaml', GRID))));
     const b = idsOf(expandGrid(loadExperiment(writeYaml(root, 'g.yaml', GRID))));

@@ -118,7 +118,10 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions = {}): RunSp
 
       for (const { pattern, sparsity } of cells) {
         for (const seed of config.seeds) {
-          config.recovery.forEach((rec, ri) => {
+          // A method's own recovery list (e.g. recovery only for structured methods) wins.
+          const recs = method.recovery ?? config.recovery;
+          const absRecs = resolved.methods[ki].recovery ?? resolved.recovery;
+          recs.forEach((rec, ri) => {
             const cal = config.calibration;
             const calSeed = cal && cal.offsets === undefined ? (cal.seed ?? seed) : null;
             const calibration: RunCalibration | null = cal && resolved.calibration
@@ -144,7 +147,7 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions = {}): RunSp
               sparsity,
               seed,
               calibration,
-              recovery: recoveryOf(rec, resolved.recovery[ri]),
+              recovery: recoveryOf(rec, absRecs[ri]),
               settings,
             });
           });

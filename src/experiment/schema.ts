@@ -41,7 +41,6 @@ const CalibrationSchema = z.strictObject({
   mode: z.enum(['sequential', 'dense-parallel']).optional(),
 });
 
-const MethodSchema = z.strictObject({ name: z.string().min(1), options: z.record(z.string(), z.unknown()).default({}) });
 
 const RecoverySchema = z.discriminatedUnion('schedule', [
   z.strictObject({ schedule: z.literal('none') }),
@@ -53,6 +52,13 @@ const RecoverySchema = z.discriminatedUnion('schedule', [
     data: pathString,
   }),
 ]);
+
+/** A method; `recovery` overrides the experiment-wide recovery list for this method's runs. */
+const MethodSchema = z.strictObject({
+  name: z.string().min(1),
+  options: z.record(z.string(), z.unknown()).default({}),
+  recovery: z.array(RecoverySchema).min(1).optional(),
+});
 
 const EvaluationsSchema = z.strictObject({
   perplexity: z.array(z.strictObject({ id: idString, text: pathString, seqlen: posInt, maxWindows: posInt.optional() })).default([]),
@@ -205,6 +211,17 @@ function pathFields(c: ExperimentConfig): PathField[] {
   }
   c.recovery.forEach((r, i) => {
     if (r.schedule !== 'none') fields.push({ at: ['recovery', i, 'data'], get: (x) => (x.recovery[i] as { data: string }).data, set: (x, v) => { (x.recovery[i] as { data: string }).data = v; } });
+  });
+  c.methods.forEach((m, k) => {
+    (m.recovery ?? []).forEach((r, i) => {
+      if (r.schedule !== 'none') {
+        fields.push({
+          at: ['methods', k, 'recovery', i, 'data'],
+          get: (x) => (x.methods[k].recovery![i] as { data: string }).data,
+          set: (x, v) => { (x.methods[k].recovery![i] as { data: string }).data = v; },
+        });
+      }
+    });
   });
   c.evaluations.perplexity.forEach((_, i) => {
     fields.push({ at: ['evaluations', 'perplexity', i, 'text'], get: (x) => x.evaluations.perplexity[i].text, set: (x, v) => { x.evaluations.perplexity[i].text = v; } });
