@@ -108,6 +108,10 @@ describe('grid', () => {
     assert.equal(flapUniform.length, 2 * 4);
     assert.ok(flapUniform.every((r) => r.recovery.schedule === 'uniform' && path.isAbsolute(r.recovery.data)));
     assert.ok(runs.filter((r) => r.method?.name === 'wanda').every((r) => r.recovery.schedule === 'none'));
+    // Per-method sparsities: wanda at 0.5 only (plus its 2:4 run).
+    const only = expandGrid(loadExperiment(writeYaml(root, 'g-sp.yaml', GRID.replace('    options: {alpha: 1}\n', '    options: {alpha: 1}\n    sparsities: [0.5]\n'))));
+    const wanda = only.filter((r) => r.method?.name === 'wanda');
+    assert.deepEqual([...new Set(wanda.map((r) => `${r.pattern}@${r.sparsity}`))].sort(), ['2:4@0.5', 'unstructured@0.5']);
   });
 
   it('ids are stable: same config (any key order, any folder) → same ids', () => {

@@ -105,14 +105,15 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions = {}): RunSp
 
     config.methods.forEach((method, ki) => {
       const cells: { pattern: Pattern | null; sparsity: number }[] = [];
+      const sparsities = method.sparsities ?? config.sparsities;
       if (usesPatterns(method.name)) {
         for (const p of config.patterns as Pattern[]) {
           const s = patternSparsity(p);
-          if (s === null) for (const sparsity of config.sparsities) cells.push({ pattern: p, sparsity });
+          if (s === null) for (const sparsity of sparsities) cells.push({ pattern: p, sparsity });
           else cells.push({ pattern: p, sparsity: s });
         }
       } else {
-        for (const sparsity of config.sparsities) cells.push({ pattern: null, sparsity });
+        for (const sparsity of sparsities) cells.push({ pattern: null, sparsity });
       }
       if (cells.length === 0) throw new ConfigError(`methods[${ki}] (${method.name}) yields no runs: it is structured and no sparsities are given`, exp.file);
 

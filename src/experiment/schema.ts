@@ -53,10 +53,11 @@ const RecoverySchema = z.discriminatedUnion('schedule', [
   }),
 ]);
 
-/** A method; `recovery` overrides the experiment-wide recovery list for this method's runs. */
+/** A method; `sparsities` and `recovery` override the experiment-wide lists for its runs. */
 const MethodSchema = z.strictObject({
   name: z.string().min(1),
   options: z.record(z.string(), z.unknown()).default({}),
+  sparsities: z.array(z.number().gte(0).lt(1)).min(1).optional(),
   recovery: z.array(RecoverySchema).min(1).optional(),
 });
 
