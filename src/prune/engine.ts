@@ -16,6 +16,7 @@ import { addBias, removeFfnChannels, removeKvGroups } from './surgery.ts';
 import { linearGradients } from './gradients.ts';
 import { buildReport, type PruneReport } from './report.ts';
 import { ConfigError } from '../util/errors.ts';
+import { pruneLayersParallel } from './parallel.ts';
 
 export interface PruneRequest<O> {
   method: PruningMethod<O>;
@@ -25,6 +26,11 @@ export interface PruneRequest<O> {
   windows: number[][];
   calibration?: object | null;
   mode?: InputMode;
+  /**
+   * Worker threads pruning layers concurrently (dense-parallel mode only). Default: the method
+   * option `workers` when the method has one, else 1 (in-process).
+   */
+  workers?: number;
   log?: (msg: string) => void;
   onLayer?: (layer: number, total: number) => void;
 }
@@ -55,20 +61,29 @@ function applyDecision(model: CausalLM, layer: number, d: OperatorDecision, rows
   return zeros;
 }
 
-async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: LayerwiseMethod<O>, mode: InputMode,
-  perLayer: Record<string, unknown>[]): Promise<void> {
-  const log = req.log ?? (() => {});
-  const statsReq = m.stats(req.options);
-  const grouped = m.operatorOrder(req.options) === 'grouped';
-  const needsData = Object.values(statsReq).some((v) => (v as unknown[] | undefined)?.length);
-  if (needsData && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data`);
-  let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
+/** What pruning one layer needs besides the model: shared by the layer loop and parallel workers. */
+export interface LayerJob<O> {
+  method: LayerwiseMethod<O>;
+  options: O;
+  target: PruneTarget;
+  log: (msg: string) => void;
+  /** Sees every decision as it is applied. */
+  onDecision?: (d: OperatorDecision) => void;
+}
+
+/**
+ * Prune the operators of layer i in place from the layer's input states (null for data-free
+ * methods), group by group; returns the layer's report entry.
+ */
+export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: HiddenStates | null, job: LayerJob<O>): Promise<Record<string, unknown>> {
+  const m = job.method;
+  const statsReq = m.stats(job.options);
+  const grouped = m.operatorOrder(job.options) === 'grouped';
   const groups = grouped ? operatorGroups(model) : [{ input: 'attnIn' as TapName, roles: model.spec.linears.map((l) => l.role) }];
-  for (let i = 0; i < model.numLayers; i++) {
-    // Dense snapshot of this layer: the target of intra-layer correction and the dense-parallel output.
-    const dense: Partial<Record<LinearRole, tf.Tensor2D>> = {};
-    for (const l of model.spec.linears) dense[l.role] = tf.clone(model.linearParams(i, l.role).weight);
-    const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? runLayer(model, i, states) : null;
+  // Dense snapshot of this layer: the target of intra-layer correction.
+  const dense: Partial<Record<LinearRole, tf.Tensor2D>> = {};
+  for (const l of model.spec.linears) dense[l.role] = tf.clone(model.linearParams(i, l.role).weight);
+  try {
     const info: Record<string, unknown> = { layer: i, operators: {} as Record<string, unknown> };
     let stats: LayerStats = {};
     if (states && !grouped) stats = collectLayerStats(model, i, states, statsReq);
@@ -78,20 +93,53 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
         const h = readLinear(model, i, role);
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
       });
-      const decisions = await m.pruneOperators({ model, options: req.options, target: req.target, log, layer: i, operators: ops, stats });
+      const decisions = await m.pruneOperators({ model, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats });
       for (const d of decisions) {
         const op = ops.find((o) => o.role === d.role);
         if (!op) throw new Error(`method returned a decision for '${d.role}', not in this group`);
         const zeros = applyDecision(model, i, d, op.rows, op.cols, op.weight);
+        job.onDecision?.(d);
         (info.operators as Record<string, unknown>)[d.role] = { zeros, total: op.rows * op.cols, ...d.info };
       }
     }
-    perLayer.push(info);
+    return info;
+  } finally {
+    tf.dispose(Object.values(dense));
+  }
+}
+
+/** Worker count of a request: explicit, else the method option `workers`, else 1. */
+function workerCount<O>(req: PruneRequest<O>): number {
+  const fromOptions = (req.options as { workers?: unknown } | null)?.workers;
+  const n = req.workers ?? (typeof fromOptions === 'number' ? fromOptions : 1);
+  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`workers must be a positive integer, got ${String(n)}`);
+  return n;
+}
+
+async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: LayerwiseMethod<O>, mode: InputMode,
+  perLayer: Record<string, unknown>[]): Promise<void> {
+  const log = req.log ?? (() => {});
+  const statsReq = m.stats(req.options);
+  const needsData = Object.values(statsReq).some((v) => (v as unknown[] | undefined)?.length);
+  if (needsData && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data`);
+  const workers = workerCount(req);
+  if (workers > 1) {
+    if (mode !== 'dense-parallel') throw new ConfigError(`workers = ${workers} needs --mode dense-parallel: in sequential mode each layer waits for the previous one`);
+    await pruneLayersParallel(model, {
+      methodName: req.method.name, options: req.options, target: req.target, windows: needsData ? req.windows : null,
+      workers, log, onLayer: req.onLayer,
+    }, perLayer);
+    return;
+  }
+  let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
+  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log };
+  for (let i = 0; i < model.numLayers; i++) {
+    const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? runLayer(model, i, states) : null;
+    perLayer.push(await pruneLayerInPlace(model, i, states, job));
     if (states) {
       const next = mode === 'dense-parallel' ? denseNext : i + 1 < model.numLayers ? runLayer(model, i, states) : null;
       states = next;
     }
-    tf.dispose(Object.values(dense));
     req.onLayer?.(i + 1, model.numLayers);
     log(`layer ${i + 1}/${model.numLayers} pruned`);
   }

@@ -1,0 +1,323 @@
+/**
+ * The FISTAPruner per-operator solver (fistapruner.md §1, §3–§5), pure and on Gram matrices.
+ *
+ * Orientation. PruneLab's statistics sum over tokens with X as `[tokens, in]`:
+ *   G = X*ᵀX* (`gram`), C = XᵀX* (`cross`, C_ij = Σ_t X_ti X*_tj), H_d = XᵀX (`denseGram`).
+ * The spec writes X as `[in, tokens]`; its X X*ᵀ is exactly our C, so with W `[out, in]`:
+ *   B = W·C,  ∇f(W*) = W*·G − B,
+ *   f(W*) = ½‖X*W*ᵀ − XWᵀ‖²_F = ½ tr(W*GW*ᵀ) − tr(BW*ᵀ) + ½ tr(WH_dWᵀ).
+ * Everything here runs in float64 on the host (the statistics were accumulated in fp32).
+ */
+import { fromArray, matmul, maxEigenvalueSym, type Mat } from '../../src/linalg/dense.ts';
+import { maskNM, maskPerMatrix, maskPerRow } from '../../src/prune/masks.ts';
+
+/** The exact final cut: per output row, one threshold per matrix, or N:M per row. */
+export type Cut =
+  | { kind: 'row'; sparsity: number }
+  | { kind: 'matrix'; sparsity: number }
+  | { kind: 'nm'; n: number; m: number };
+
+/** One operator's least-squares problem, all row-major. */
+export interface GramProblem {
+  rows: number;
+  cols: number;
+  /** Dense weight W `[rows, cols]` (the target is W applied to the dense input X). */
+  weight: ArrayLike<number>;
+  /** G = X*ᵀX* `[cols, cols]`. */
+  gram: ArrayLike<number>;
+  /** C = XᵀX* `[cols, cols]`. */
+  cross: ArrayLike<number>;
+  /** H_d = XᵀX `[cols, cols]` (only the constant of the objective depends on it). */
+  denseGram: ArrayLike<number>;
+}
+
+/** The Gram problem with everything FISTA needs precomputed. */
+export interface PreparedProblem {
+  rows: number;
+  cols: number;
+  /** Symmetrised G (fp32 accumulation leaves it symmetric only up to rounding). */
+  G: Mat;
+  /** B = W·C `[rows, cols]`. */
+  B: Float64Array;
+  /** ½ tr(W H_d Wᵀ): makes f the true output error, ≥ 0. */
+  c0: number;
+}
+
+export function prepare(p: GramProblem): PreparedProblem {
+  const { rows, cols } = p;
+  checkLen(p.weight, rows * cols, 'weight');
+  for (const k of ['gram', 'cross', 'denseGram'] as const) checkLen(p[k], cols * cols, k);
+  const G = fromArray(cols, cols, p.gram);
+  for (let i = 0; i < cols; i++) {
+    for (let j = i + 1; j < cols; j++) {
+      const s = 0.5 * (G.data[i * cols + j]! + G.data[j * cols + i]!);
+      G.data[i * cols + j] = s;
+      G.data[j * cols + i] = s;
+    }
+  }
+  const W = fromArray(rows, cols, p.weight);
+  const B = matmul(W, fromArray(cols, cols, p.cross)).data;
+  const WH = matmul(W, fromArray(cols, cols, p.denseGram)).data;
+  let c0 = 0;
+  for (let i = 0; i < WH.length; i++) c0 += WH[i]! * W.data[i]!;
+  return { rows, cols, G, B, c0: 0.5 * c0 };
+}
+
+/** X·G for a row-major `[rows, cols]` X. */
+export function timesGram(pp: PreparedProblem, X: Float64Array): Float64Array {
+  return matmul({ rows: pp.rows, cols: pp.cols, data: X }, pp.G).data;
+}
+
+/** ∇f(W*) = W*G − B. */
+export function gradient(pp: PreparedProblem, Wstar: Float64Array): Float64Array {
+  const g = timesGram(pp, Wstar);
+  for (let i = 0; i < g.length; i++) g[i]! -= pp.B[i]!;
+  return g;
+}
+
+/** f(W*) = ½ tr(W*GW*ᵀ) − tr(BW*ᵀ) + c0, given WG = W*·G; accumulated per row. */
+export function smoothObjective(pp: PreparedProblem, Wstar: Float64Array, WG: Float64Array): number {
+  let total = 0;
+  for (let r = 0; r < pp.rows; r++) {
+    let s = 0;
+    for (let j = r * pp.cols; j < (r + 1) * pp.cols; j++) s += Wstar[j]! * (0.5 * WG[j]! - pp.B[j]!);
+    total += s;
+  }
+  return total + pp.c0;
+}
+
+/** F(W*) = f(W*) + λ‖W*‖₁. */
+export function objective(pp: PreparedProblem, Wstar: Float64Array, lambda: number, WG = timesGram(pp, Wstar)): number {
+  return objective1(pp, Wstar, WG, lambda);
+}
+
+/** L = 1.01 · λ_max(G) by power iteration: an upper bound of the gradient's Lipschitz constant. */
+export function lipschitz(pp: PreparedProblem, powerIters: number): number {
+  return 1.01 * maxEigenvalueSym(pp.G, powerIters);
+}
+
+/** Smallest λ for which W* = 0 is optimal: ‖∇f(0)‖_∞ = max |B|. */
+export function lambdaMax(pp: PreparedProblem): number {
+  let m = 0;
+  for (let i = 0; i < pp.B.length; i++) m = Math.max(m, Math.abs(pp.B[i]!));
+  return m;
+}
+
+/** Keep-mask of the exact cut on |W| (ties: lower index pruned first, see masks.ts). */
+export function cutMask(W: ArrayLike<number>, rows: number, cols: number, cut: Cut): Uint8Array {
+  const a = Float64Array.from(W as ArrayLike<number>, Math.abs);
+  if (cut.kind === 'nm') return maskNM(a, rows, cols, cut.n, cut.m);
+  return cut.kind === 'row' ? maskPerRow(a, rows, cols, cut.sparsity) : maskPerMatrix(a, rows, cols, cut.sparsity);
+}
+
+/** H(W): W with the cut applied (a new array) and its mask. */
+export function hardThreshold(W: Float64Array, rows: number, cols: number, cut: Cut): { W: Float64Array; mask: Uint8Array } {
+  const mask = cutMask(W, rows, cols, cut);
+  const out = new Float64Array(W.length);
+  for (let i = 0; i < W.length; i++) if (mask[i]) out[i] = W[i]!;
+  return { W: out, mask };
+}
+
+export interface FistaRun {
+  /** W_K (before the cut). */
+  W: Float64Array;
+  /** W_K·G. */
+  WG: Float64Array;
+  iterations: number;
+  /** F(W_k) for k = 0 … K (F includes λ‖·‖₁). */
+  objective: number[];
+  stoppedEarly: boolean;
+}
+
+export interface FistaArgs {
+  W0: Float64Array;
+  lambda: number;
+  L: number;
+  iters: number;
+  /** Early stop when ‖W_{k+1} − W_k‖_F ≤ tol · ‖W_k‖_F (Eq. 6 as PruneLab reads it). */
+  tol: number;
+  /** In-place projection applied after every soft threshold (projected FISTA), if given. */
+  project?: (W: Float64Array) => void;
+  /** false: plain proximal gradient (ISTA), a descent method — for diagnostics and tests. */
+  momentum?: boolean;
+}
+
+/**
+ * Constant-step FISTA (Beck & Teboulle 2009; paper Eqs. 4a–4d). One product with G per
+ * iteration: P_k = W_k·G is kept, and Y_k·G = P_k + β(P_k − P_{k−1}) follows by linearity, so
+ * the gradient at Y and the objective at W come without a second product.
+ */
+export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
+  const n = pp.rows * pp.cols;
+  let W = Float64Array.from(a.W0);
+  let P = timesGram(pp, W);
+  const objective = [objective1(pp, W, P, a.lambda)];
+  if (!(a.L > 0)) return { W, WG: P, iterations: 0, objective, stoppedEarly: true };
+  const Y = Float64Array.from(W);
+  const YG = Float64Array.from(P);
+  let t = 1;
+  const step = 1 / a.L;
+  const thr = a.lambda * step;
+  let k = 0;
+  let stoppedEarly = false;
+  while (k < a.iters) {
+    const Wn = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const v = Y[i]! - step * (YG[i]! - pp.B[i]!);
+      Wn[i] = v > thr ? v - thr : v < -thr ? v + thr : 0;
+    }
+    a.project?.(Wn);
+    const Pn = timesGram(pp, Wn);
+    const tn = (1 + Math.sqrt(1 + 4 * t * t)) / 2;
+    const beta = a.momentum === false ? 0 : (t - 1) / tn;
+    let dd = 0;
+    let ww = 0;
+    for (let i = 0; i < n; i++) {
+      const d = Wn[i]! - W[i]!;
+      dd += d * d;
+      ww += W[i]! * W[i]!;
+      Y[i] = Wn[i]! + beta * d;
+      YG[i] = Pn[i]! + beta * (Pn[i]! - P[i]!);
+    }
+    W = Wn;
+    P = Pn;
+    t = tn;
+    k++;
+    objective.push(objective1(pp, W, P, a.lambda));
+    if (Math.sqrt(dd) <= a.tol * Math.sqrt(ww) || (dd === 0 && ww === 0)) {
+      stoppedEarly = k < a.iters;
+      break;
+    }
+  }
+  return { W, WG: P, iterations: k, objective, stoppedEarly };
+}
+
+function objective1(pp: PreparedProblem, W: Float64Array, WG: Float64Array, lambda: number): number {
+  let l1 = 0;
+  for (let i = 0; i < W.length; i++) l1 += Math.abs(W[i]!);
+  return smoothObjective(pp, W, WG) + lambda * l1;
+}
+
+/** E = ‖W'X* − WX‖²_F = 2 f(W'), given W'G. */
+export function outputError(pp: PreparedProblem, W: Float64Array, WG: Float64Array): number {
+  return 2 * smoothObjective(pp, W, WG);
+}
+
+/** E_round = ‖(W' − W_K)X*‖²_F = tr(ΔGΔᵀ) with ΔG = W'G − W_K G. */
+export function roundingError(W1: Float64Array, W1G: Float64Array, WK: Float64Array, WKG: Float64Array): number {
+  let s = 0;
+  for (let i = 0; i < W1.length; i++) s += (W1[i]! - WK[i]!) * (W1G[i]! - WKG[i]!);
+  return s;
+}
+
+/**
+ * The λ rule of §5: ratio > ξ (rounding dominates: FISTA not sparse enough) → λ becomes a lower
+ * bound and grows; otherwise it becomes an upper bound and shrinks. Geometric mean inside a
+ * bracket, ×10 / ÷10 outside one.
+ */
+export function nextLambda(lambda: number, ratio: number, xi: number, bracket: { lo: number | null; hi: number | null }): number {
+  if (ratio > xi) bracket.lo = lambda;
+  else bracket.hi = lambda;
+  if (bracket.lo !== null && bracket.hi !== null) return Math.sqrt(bracket.lo * bracket.hi);
+  return bracket.hi === null ? lambda * 10 : lambda / 10;
+}
+
+export interface SolveOptions {
+  cut: Cut;
+  itersPerRound: number;
+  maxRounds: number;
+  ratioThreshold: number;
+  tol: number;
+  powerIters: number;
+  /** λ₀; default 1e-3 · max|B|. */
+  lambda0?: number;
+  projectEveryIteration: boolean;
+  /** Count H(W₀) as a candidate for W_best. */
+  warmStartCandidate: boolean;
+  /** Masked FISTA with λ = 0 on W_best's support (PruneLab extension). */
+  refit: boolean;
+}
+
+export interface RoundLog {
+  lambda: number;
+  iterations: number;
+  eTotal: number;
+  eRound: number;
+  ratio: number;
+  /** F(W_k) over the round's iterations (length iterations + 1). */
+  objective: number[];
+}
+
+export interface SolveResult {
+  /** W_best: the cut candidate with the smallest output error. */
+  weight: Float64Array;
+  mask: Uint8Array;
+  /** λ of the round that produced W_best (λ₀ when it is the warm start). */
+  lambda: number;
+  eTotal: number;
+  /** Output error of H(W₀) (always computed, for the log). */
+  warmStartError: number;
+  lambdaMax: number;
+  L: number;
+  rounds: RoundLog[];
+  /** Which candidate won: the warm start, a round index, or the refit. */
+  best: 'warm-start' | 'refit' | number;
+  refitError?: number;
+}
+
+function errorRatio(eRound: number, eTotal: number): number {
+  if (eTotal > 0) return eRound / eTotal;
+  return eRound > 0 ? Infinity : 0;
+}
+
+/** Algorithm 1: FISTA rounds with λ bisection on E_round/E_total, returning W_best. */
+export function solveOperator(p: GramProblem, W0: Float64Array, o: SolveOptions): SolveResult {
+  const pp = prepare(p);
+  const { rows, cols } = pp;
+  checkLen(W0, rows * cols, 'warm start');
+  const L = lipschitz(pp, o.powerIters);
+  const lmax = lambdaMax(pp);
+  let lambda = o.lambda0 ?? 1e-3 * lmax;
+  const project = o.projectEveryIteration
+    ? (W: Float64Array) => { const m = cutMask(W, rows, cols, o.cut); for (let i = 0; i < W.length; i++) if (!m[i]) W[i] = 0; }
+    : undefined;
+
+  const warm = hardThreshold(W0, rows, cols, o.cut);
+  const warmErr = outputError(pp, warm.W, timesGram(pp, warm.W));
+  let best: { W: Float64Array; mask: Uint8Array; e: number; lambda: number; tag: SolveResult['best'] } | null =
+    o.warmStartCandidate ? { W: warm.W, mask: warm.mask, e: warmErr, lambda, tag: 'warm-start' } : null;
+
+  const rounds: RoundLog[] = [];
+  const bracket = { lo: null as number | null, hi: null as number | null };
+  let start = W0;
+  for (let r = 0; r < o.maxRounds; r++) {
+    const run = fista(pp, { W0: start, lambda, L, iters: o.itersPerRound, tol: o.tol, project });
+    const cut = hardThreshold(run.W, rows, cols, o.cut);
+    const cutG = timesGram(pp, cut.W);
+    const eTotal = outputError(pp, cut.W, cutG);
+    const eRound = roundingError(cut.W, cutG, run.W, run.WG);
+    const ratio = errorRatio(eRound, eTotal);
+    rounds.push({ lambda, iterations: run.iterations, eTotal, eRound, ratio, objective: run.objective });
+    if (!best || eTotal < best.e) best = { W: cut.W, mask: cut.mask, e: eTotal, lambda, tag: r };
+    lambda = nextLambda(lambda, ratio, o.ratioThreshold, bracket);
+    start = best.W;
+  }
+  if (!best) best = { W: warm.W, mask: warm.mask, e: warmErr, lambda, tag: 'warm-start' };
+
+  let refitError: number | undefined;
+  if (o.refit) {
+    const mask = best.mask;
+    const keep = (W: Float64Array) => { for (let i = 0; i < W.length; i++) if (!mask[i]) W[i] = 0; };
+    const run = fista(pp, { W0: best.W, lambda: 0, L, iters: o.itersPerRound, tol: o.tol, project: keep });
+    refitError = outputError(pp, run.W, run.WG);
+    if (refitError < best.e) best = { W: run.W, mask, e: refitError, lambda: best.lambda, tag: 'refit' };
+  }
+  return {
+    weight: best.W, mask: best.mask, lambda: best.lambda, eTotal: best.e, warmStartError: warmErr,
+    lambdaMax: lmax, L, rounds, best: best.tag, refitError,
+  };
+}
+
+function checkLen(a: ArrayLike<number>, n: number, what: string): void {
+  if (a.length !== n) throw new Error(`fistapruner: ${what} has ${a.length} entries, expected ${n}`);
+}

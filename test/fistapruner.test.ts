@@ -1,0 +1,367 @@
+import { before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import {
+  cutMask, fista, gradient, lambdaMax, lipschitz, nextLambda, outputError, prepare, roundingError, smoothObjective,
+  solveOperator, timesGram, type Cut, type GramProblem, type SolveOptions,
+} from '../methods/fistapruner/fista.ts';
+import { magnitudeWarmStart, wandaWarmStart, warmStartWeights } from '../methods/fistapruner/warm-start.ts';
+import fistapruner from '../methods/fistapruner/index.ts';
+import { parseMethodOptions } from '../src/prune/registry.ts';
+import { ConfigError } from '../src/util/errors.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, STORIES_BIN, setupBackend, shared, tmpDir } from './support.ts';
+import * as tf from '@tensorflow/tfjs';
+import { BlockContext } from '../src/model/causal-lm.ts';
+import { collectLayerStats, embedWindows, withLinearWeights } from '../src/prune/stats.ts';
+import { readLinear, writeLinear } from '../src/prune/linear-io.ts';
+import { buildSyntheticLlama } from './synthetic-model.ts';
+
+function rng(seed: number): () => number {
+  let s = seed >>> 0;
+  return () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 4294967296;
+  };
+}
+
+function gauss(r: () => number): number {
+  return Math.sqrt(-2 * Math.log(r() + 1e-12)) * Math.cos(2 * Math.PI * r());
+}
+
+/**
+ * Explicit token-major activations `[N, n]`, X* = X plus noise, and a weight `[m, n]`. `factor`
+ * adds a component shared by all features (correlated inputs, G far from diagonal) and every 7th
+ * feature is scaled by `outlier` (LLM-like outlier features).
+ */
+function explicitProblem(seed: number, N: number, n: number, m: number,
+  o: { noise?: number; factor?: number; outlier?: number; spread?: number } = {}) {
+  const { noise = 0.05, factor = 0.8, outlier = 10, spread = 1 } = o;
+  const r = rng(seed);
+  const scale = Array.from({ length: n }, (_, j) => (j % 7 === 0 ? outlier : 1) * (1 - spread / 2 + spread * r()));
+  const X = new Float64Array(N * n);
+  const Xs = new Float64Array(N * n);
+  for (let t = 0; t < N; t++) {
+    const f = gauss(r);
+    for (let j = 0; j < n; j++) {
+      const v = (gauss(r) + factor * f) * scale[j]!;
+      X[t * n + j] = v;
+      Xs[t * n + j] = v + noise * gauss(r) * scale[j]!;
+    }
+  }
+  const W = new Float32Array(m * n);
+  for (let i = 0; i < W.length; i++) W[i] = gauss(r);
+  return { X, Xs, W, N, n, m };
+}
+
+/** AᵀB for token-major A, B `[N, n]`. */
+function atb(A: Float64Array, B: Float64Array, N: number, n: number): Float64Array {
+  const out = new Float64Array(n * n);
+  for (let t = 0; t < N; t++) for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) out[i * n + j] += A[t * n + i]! * B[t * n + j]!;
+  return out;
+}
+
+function gramProblem(e: ReturnType<typeof explicitProblem>): GramProblem {
+  return {
+    rows: e.m, cols: e.n, weight: e.W,
+    gram: atb(e.Xs, e.Xs, e.N, e.n), cross: atb(e.X, e.Xs, e.N, e.n), denseGram: atb(e.X, e.X, e.N, e.n),
+  };
+}
+
+/** R = X* Ŵᵀ − X Wᵀ `[N, m]`, from explicit activations. */
+function residual(e: ReturnType<typeof explicitProblem>, What: ArrayLike<number>): Float64Array {
+  const R = new Float64Array(e.N * e.m);
+  for (let t = 0; t < e.N; t++) {
+    for (let r = 0; r < e.m; r++) {
+      let s = 0;
+      for (let j = 0; j < e.n; j++) s += e.Xs[t * e.n + j]! * What[r * e.n + j]! - e.X[t * e.n + j]! * e.W[r * e.n + j]!;
+      R[t * e.m + r] = s;
+    }
+  }
+  return R;
+}
+
+function bruteError(e: ReturnType<typeof explicitProblem>, What: ArrayLike<number>): number {
+  return residual(e, What).reduce((s, v) => s + v * v, 0);
+}
+
+function relClose(a: number, b: number, tol: number, what: string): void {
+  assert.ok(Math.abs(a - b) <= tol * Math.max(1, Math.abs(b)), `${what}: ${a} vs ${b}`);
+}
+
+before(setupBackend);
+
+const DEFAULTS: Omit<SolveOptions, 'cut'> = {
+  itersPerRound: 20, maxRounds: 3, ratioThreshold: 0.3, tol: 1e-4, powerIters: 30,
+  projectEveryIteration: false, warmStartCandidate: false, refit: false,
+};
+
+test('gradient, objective and both errors from Gram matrices equal the brute-force ones from explicit X, X*', () => {
+  const e = explicitProblem(1, 40, 6, 3);
+  const pp = prepare(gramProblem(e));
+  const r = rng(9);
+  const Wstar = Float64Array.from({ length: e.m * e.n }, () => gauss(r));
+  const R = residual(e, Wstar);
+  // ∇ of ½‖X*W*ᵀ − XWᵀ‖² w.r.t. W* is Rᵀ X*.
+  const gBrute = new Float64Array(e.m * e.n);
+  for (let t = 0; t < e.N; t++) for (let i = 0; i < e.m; i++) for (let j = 0; j < e.n; j++) gBrute[i * e.n + j] += R[t * e.m + i]! * e.Xs[t * e.n + j]!;
+  const g = gradient(pp, Wstar);
+  for (let i = 0; i < g.length; i++) relClose(g[i]!, gBrute[i]!, 1e-9, `gradient[${i}]`);
+  const fBrute = 0.5 * R.reduce((s, v) => s + v * v, 0);
+  const WG = timesGram(pp, Wstar);
+  relClose(smoothObjective(pp, Wstar, WG), fBrute, 1e-9, 'objective');
+  relClose(outputError(pp, Wstar, WG), 2 * fBrute, 1e-9, 'E_total');
+  // E_round = ‖(W1 − W2) X*ᵀ‖².
+  const W2 = Float64Array.from(Wstar, (v, i) => (i % 3 === 0 ? 0 : v * 0.5));
+  let eRound = 0;
+  for (let t = 0; t < e.N; t++) {
+    for (let i = 0; i < e.m; i++) {
+      let s = 0;
+      for (let j = 0; j < e.n; j++) s += (Wstar[i * e.n + j]! - W2[i * e.n + j]!) * e.Xs[t * e.n + j]!;
+      eRound += s * s;
+    }
+  }
+  relClose(roundingError(Wstar, WG, W2, timesGram(pp, W2)), eRound, 1e-9, 'E_round');
+  // λ_max: at λ = max|∇f(0)| the zero matrix satisfies the optimality condition.
+  const g0 = gradient(pp, new Float64Array(e.m * e.n));
+  relClose(lambdaMax(pp), Math.max(...g0.map(Math.abs)), 1e-12, 'λ_max');
+});
+
+test('the engine\'s cross statistic is XᵀX* (dense X, corrected X*), so B = W·cross gives the brute-force gradient', () => {
+  const model = buildSyntheticLlama({ hidden: 16, layers: 1, heads: 4, kvHeads: 2, ffn: 24, vocab: 40, seed: 5, std: 0.3 });
+  const r = rng(8);
+  const windows = [0, 1, 2].map(() => Array.from({ length: 6 }, () => Math.floor(r() * 40)));
+  const states = embedWindows(model, windows);
+  const dense = { q: tf.clone(model.linearParams(0, 'q').weight), k: tf.clone(model.linearParams(0, 'k').weight), v: tf.clone(model.linearParams(0, 'v').weight) };
+  // "Prune" q, k, v: zero every other weight, so o's input X* differs from the dense X.
+  for (const role of ['q', 'k', 'v'] as const) {
+    const h = readLinear(model, 0, role);
+    writeLinear(model, 0, role, h.data.map((v, i) => (i % 2 ? 0 : v)), h.rows, h.cols);
+  }
+  const st = collectLayerStats(model, 0, states, { gram: ['attnCtx'], cross: ['attnCtx'], denseGram: ['attnCtx'] }, dense).attnCtx!;
+  const T = states.T;
+  const B = states.batches[0]!.B;
+  const ctx = new BlockContext(B, T, 0, model.config);
+  const x = tf.tensor2d(states.batches[0]!.data, [B * T, states.D]);
+  const Xs = Float64Array.from(model.runBlock(0, x, ctx, { taps: true }).taps!.attnCtx.dataSync());
+  const X = Float64Array.from(withLinearWeights(model, 0, dense, () => model.runBlock(0, x, ctx, { taps: true }).taps!.attnCtx.dataSync()));
+  ctx.dispose();
+  x.dispose();
+  tf.dispose(Object.values(dense));
+  const n = st.inDim;
+  const N = B * T;
+  const want = atb(X, Xs, N, n);
+  let asym = 0;
+  for (let i = 0; i < n * n; i++) {
+    relClose(st.cross![i]!, want[i]!, 1e-4, `cross[${i}]`);
+    asym = Math.max(asym, Math.abs(want[i]! - want[(i % n) * n + Math.floor(i / n)]!));
+  }
+  assert.ok(asym > 1e-3, 'X ≠ X*, so XᵀX* is not symmetric and the orientation is tested');
+  // The solver's gradient from the engine's statistics equals Rᵀ X* from the explicit taps.
+  const o = readLinear(model, 0, 'o');
+  const e = { X, Xs, W: Float32Array.from(o.data), N, n, m: o.rows };
+  const pp = prepare({ rows: o.rows, cols: n, weight: o.data, gram: st.gram!, cross: st.cross!, denseGram: st.denseGram! });
+  const Wstar = Float64Array.from(o.data, (v, i) => (i % 3 ? v : 0));
+  const R = residual(e, Wstar);
+  const g = gradient(pp, Wstar);
+  let scale = 0;
+  for (const v of g) scale = Math.max(scale, Math.abs(v));
+  for (let i = 0; i < o.rows; i++) {
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let t = 0; t < N; t++) s += R[t * o.rows + i]! * Xs[t * n + j]!;
+      assert.ok(Math.abs(g[i * n + j]! - s) <= 1e-4 * scale, `gradient[${i},${j}] ${g[i * n + j]} vs ${s}`);
+    }
+  }
+  model.dispose();
+});
+
+test('FISTA objective: within the O(1/k²) bound of the LASSO optimum; without momentum non-increasing', () => {
+  // Standard FISTA (the paper's) is not a descent method: its momentum makes F ripple on
+  // strongly convex problems (this one rises at some iterations, asserted below, as does a
+  // near-isotropic one). What it guarantees is F(W_k) − F* ≤ 2L‖W₀ − W*‖²/(k+1)² (Beck &
+  // Teboulle 2009, Thm 4.4); the same code without momentum (ISTA) descends at every step.
+  // Both fail with a wrong gradient orientation or a step longer than 1/λ_max(G).
+  const e = explicitProblem(12, 120, 12, 5);
+  const pp = prepare(gramProblem(e));
+  const lambda = 0.05 * lambdaMax(pp);
+  const L = lipschitz(pp, 50);
+  const W0 = Float64Array.from(e.W);
+  const long = fista(pp, { W0, lambda, L, iters: 20000, tol: 0 });
+  // W* satisfies the LASSO optimality (KKT) conditions.
+  const g = gradient(pp, long.W);
+  let zeros = 0;
+  for (let i = 0; i < g.length; i++) {
+    const w = long.W[i]!;
+    if (w === 0) {
+      zeros++;
+      assert.ok(Math.abs(g[i]!) <= lambda * (1 + 1e-6), `|∇f| ${Math.abs(g[i]!)} > λ ${lambda} at a zero`);
+    } else {
+      assert.ok(Math.abs(g[i]! + lambda * Math.sign(w)) <= 1e-5 * lambda, `∇f ${g[i]} at nonzero ${i}, λ ${lambda}`);
+    }
+  }
+  assert.ok(zeros > 0, 'λ = 0.05·λ_max should zero some weights');
+  const Fstar = long.objective.at(-1)!;
+  let dist = 0;
+  for (let i = 0; i < W0.length; i++) dist += (W0[i]! - long.W[i]!) ** 2;
+  const run = fista(pp, { W0, lambda, L, iters: 40, tol: 0 });
+  assert.equal(run.objective.length, 41);
+  run.objective.forEach((F, k) => {
+    if (k > 0) assert.ok(F - Fstar <= (2 * L * dist) / (k + 1) ** 2, `iteration ${k}: F − F* = ${F - Fstar}`);
+  });
+  assert.ok(run.objective.some((F, k) => k > 0 && F > run.objective[k - 1]!), 'FISTA is expected to ripple on this problem');
+  const ista = fista(pp, { W0, lambda, L, iters: 40, tol: 0, momentum: false });
+  for (let k = 1; k < ista.objective.length; k++) {
+    const prev = ista.objective[k - 1]!;
+    assert.ok(ista.objective[k]! <= prev + 1e-9 * Math.abs(prev), `F rose at iteration ${k}: ${prev} → ${ista.objective[k]}`);
+  }
+  assert.ok(run.objective[40]! - Fstar < ista.objective[40]! - Fstar, 'momentum should converge faster than ISTA');
+});
+
+test('at equal sparsity the reconstruction error beats the wanda and magnitude warm starts', () => {
+  // Correlated inputs with outlier features, as LLM activations are. (With independent features G
+  // is diagonal, Wanda's mask is then the exact optimum and ℓ1 shrinkage can only add error.)
+  const e = explicitProblem(3, 256, 32, 16);
+  const p = gramProblem(e);
+  for (const cut of [{ kind: 'row', sparsity: 0.5 }, { kind: 'nm', n: 2, m: 4 }] as Cut[]) {
+    for (const [name, start] of [['wanda', wandaWarmStart], ['magnitude', magnitudeWarmStart]] as const) {
+      const W0 = start({ weight: e.W, rows: e.m, cols: e.n, gram: p.gram as Float64Array, cut });
+      const r = solveOperator(p, W0, { ...DEFAULTS, cut });
+      const mine = bruteError(e, r.weight);
+      const warm = bruteError(e, W0);
+      relClose(r.eTotal, mine, 1e-8, 'E_total vs brute force');
+      relClose(r.warmStartError, warm, 1e-8, 'warm-start error vs brute force');
+      assert.ok(mine < warm, `${cut.kind} ${name}: FISTA error ${mine} should be below the warm start's ${warm}`);
+      const zeros = r.weight.reduce((s, v) => s + (v === 0 ? 1 : 0), 0);
+      assert.ok(zeros >= 0.5 * e.m * e.n, 'at least the target sparsity');
+    }
+  }
+});
+
+test('the final cut is exact: per row, per matrix and 2:4, with weights zero wherever the mask is', () => {
+  const e = explicitProblem(4, 100, 24, 6);
+  const p = gramProblem(e);
+  const dense = Float64Array.from(e.W);
+  const check = (cut: Cut, verify: (mask: Uint8Array) => void) => {
+    for (const proj of [false, true]) {
+      const r = solveOperator(p, dense, { ...DEFAULTS, cut, projectEveryIteration: proj });
+      verify(r.mask);
+      for (let i = 0; i < r.mask.length; i++) if (!r.mask[i]) assert.equal(r.weight[i], 0);
+    }
+  };
+  check({ kind: 'row', sparsity: 0.3 }, (mask) => {
+    for (let row = 0; row < e.m; row++) {
+      const z = mask.subarray(row * e.n, (row + 1) * e.n).reduce((s, v) => s + (v ? 0 : 1), 0);
+      assert.equal(z, Math.floor(0.3 * 24), `row ${row}`);
+    }
+  });
+  check({ kind: 'matrix', sparsity: 0.45 }, (mask) => {
+    assert.equal(mask.reduce((s, v) => s + (v ? 0 : 1), 0), Math.floor(0.45 * 6 * 24));
+  });
+  check({ kind: 'nm', n: 2, m: 4 }, (mask) => {
+    for (let b = 0; b < mask.length; b += 4) assert.equal(mask[b]! + mask[b + 1]! + mask[b + 2]! + mask[b + 3]!, 2, `block ${b / 4}`);
+  });
+  // The 2:4 cut keeps the 2 largest |w| of each group of 4.
+  assert.deepEqual([...cutMask([0.1, -3, 2, 0.5, 4, 1, -1.5, 0], 1, 8, { kind: 'nm', n: 2, m: 4 })], [0, 1, 1, 0, 1, 0, 1, 0]);
+});
+
+test('λ bisection: ×10 while rounding dominates, ÷10 otherwise, geometric mean once bracketed', () => {
+  const b = { lo: null as number | null, hi: null as number | null };
+  assert.equal(nextLambda(1, 0.5, 0.3, b), 10);
+  assert.equal(nextLambda(10, 0.6, 0.3, b), 100);
+  relClose(nextLambda(100, 0.1, 0.3, b), Math.sqrt(10 * 100), 1e-15, 'bracketed');
+  const c = { lo: null as number | null, hi: null as number | null };
+  relClose(nextLambda(1, 0.3, 0.3, c), 0.1, 1e-15, 'ratio = ξ decreases λ');
+
+  // Hand-solved: G = C = H_d = I, W = [1, 2, 3, 4], 50 % per row. FISTA then converges to the
+  // soft threshold S_λ(W) (the Gram term is the identity).
+  //  λ = 0.3: S = [.7, 1.7, 2.7, 3.7] → cut [0, 0, 2.7, 3.7]; E_round = .49 + 2.89 = 3.38,
+  //           E_total = 1 + 4 + .09 + .09 = 5.18, ratio .653 > ξ → λ = 3 (no upper bound yet).
+  //  λ = 3:   S = [0, 0, 0, 1], nothing to cut: ratio 0 → upper bound → λ = √(0.3·3).
+  //  λ = √.9: S = W − .949 → E_total = 1 + 4 + 2·.949² = 6.8; W_best stays the λ = 0.3 round.
+  const I = [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1];
+  const p: GramProblem = { rows: 1, cols: 4, weight: [1, 2, 3, 4], gram: I, cross: I, denseGram: I };
+  const r = solveOperator(p, Float64Array.from([1, 2, 3, 4]), { ...DEFAULTS, cut: { kind: 'row', sparsity: 0.5 }, lambda0: 0.3, tol: 1e-12 });
+  assert.equal(r.rounds.length, 3);
+  relClose(r.rounds[0]!.lambda, 0.3, 1e-12, 'λ round 1');
+  relClose(r.rounds[1]!.lambda, 3, 1e-12, 'λ round 2');
+  relClose(r.rounds[2]!.lambda, Math.sqrt(0.9), 1e-12, 'λ round 3');
+  relClose(r.rounds[0]!.eRound, 3.38, 1e-6, 'E_round');
+  relClose(r.rounds[0]!.eTotal, 5.18, 1e-6, 'E_total');
+  assert.equal(r.rounds[1]!.ratio, 0);
+  relClose(r.rounds[2]!.eTotal, 5 + 2 * 0.9, 1e-6, 'E_total round 3');
+  relClose(r.rounds[2]!.eRound, (1 - Math.sqrt(0.9)) ** 2 + (2 - Math.sqrt(0.9)) ** 2, 1e-6, 'E_round round 3');
+  assert.equal(r.best, 0);
+  assert.deepEqual([...r.weight].map((v) => Math.round(v * 1e6) / 1e6), [0, 0, 2.7, 3.7]);
+  // Default λ₀ = 1e-3 · max|B| = 1e-3 · 4.
+  const d = solveOperator(p, Float64Array.from([1, 2, 3, 4]), { ...DEFAULTS, cut: { kind: 'row', sparsity: 0.5 } });
+  relClose(d.rounds[0]!.lambda, 4e-3, 1e-12, 'λ₀');
+});
+
+test('warmStartCandidate and refit never make the error worse; refit keeps the mask', () => {
+  const e = explicitProblem(5, 150, 16, 6);
+  const p = gramProblem(e);
+  const cut: Cut = { kind: 'row', sparsity: 0.6 };
+  const W0 = wandaWarmStart({ weight: e.W, rows: e.m, cols: e.n, gram: p.gram as Float64Array, cut });
+  const base = solveOperator(p, W0, { ...DEFAULTS, cut });
+  const cand = solveOperator(p, W0, { ...DEFAULTS, cut, warmStartCandidate: true });
+  assert.ok(cand.eTotal <= Math.min(base.eTotal, base.warmStartError) + 1e-9);
+  const refit = solveOperator(p, W0, { ...DEFAULTS, cut, refit: true });
+  assert.ok(refit.eTotal <= base.eTotal + 1e-9);
+  assert.deepEqual(refit.mask, base.mask);
+});
+
+test('options: spec defaults, strict keys, family default warm start, sparsegpt warm start from obs.ts', async () => {
+  const o = parseMethodOptions(fistapruner, {});
+  assert.deepEqual({ ...o }, {
+    itersPerRound: 20, maxRounds: 3, ratioThreshold: 0.3, tol: 1e-4, powerIters: 30, cut: 'row',
+    projectEveryIteration: false, warmStartCandidate: false, refit: false, lambdaInit: 'scaled', workers: 1,
+  });
+  assert.throws(() => parseMethodOptions(fistapruner, { iters: 3 }), ConfigError);
+  assert.throws(() => parseMethodOptions(fistapruner, { warmStart: 'random' }), ConfigError);
+  assert.equal(fistapruner.kind, 'layerwise');
+  if (fistapruner.kind !== 'layerwise') return;
+  assert.equal(fistapruner.operatorOrder(o), 'grouped');
+  assert.equal(fistapruner.defaultMode(o), 'dense-parallel');
+  // SparseGPT warm start (H ∝ G): exact requested sparsity, or a clear ConfigError when
+  // methods/sparsegpt/obs.ts is absent.
+  const e = explicitProblem(6, 80, 8, 4);
+  const p = gramProblem(e);
+  try {
+    const W0 = await warmStartWeights('sparsegpt', { weight: e.W, rows: e.m, cols: e.n, gram: p.gram as Float64Array, cut: { kind: 'nm', n: 2, m: 4 } });
+    for (let b = 0; b < W0.length; b += 4) assert.ok([0, 1, 2, 3].filter((j) => W0[b + j] === 0).length >= 2);
+    assert.ok(bruteError(e, W0) < bruteError(e, magnitudeWarmStart({ weight: e.W, rows: e.m, cols: e.n, gram: p.gram as Float64Array, cut: { kind: 'nm', n: 2, m: 4 } })));
+  } catch (err) {
+    assert.ok(err instanceof ConfigError && /sparsegpt\/obs\.ts/.test(err.message), String(err));
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// End to end through the CLI.
+
+function cli(args: string[]): Record<string, unknown> {
+  const r = spawnSync('npx', ['prunelab', ...args, '--json', '--backend', 'wasm'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 300_000 });
+  const line = r.stdout.trim().split('\n').at(-1) ?? '';
+  assert.equal(r.status, 0, `prunelab ${args.join(' ')} failed:\n${r.stderr.slice(-2000)}\n${r.stdout.slice(-500)}`);
+  return JSON.parse(line) as Record<string, unknown>;
+}
+
+test('npx prunelab prune --method fistapruner on stories260K: 20 %, 50 %, 2:4 (2 workers) with finite perplexity', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
+  const text = shared('text/tinystories-sample.txt');
+  const dir = tmpDir('fista-cli');
+  for (const [sparsity, pattern, extra] of [['0.2', 'unstructured', []], ['0.5', 'unstructured', []], ['0.5', '2:4', ['--option', 'workers=2']]] as const) {
+    const out = path.join(dir, `${sparsity}-${pattern.replace(':', '_')}`);
+    const rep = cli(['prune', '--model', STORIES_BIN, '--method', 'fistapruner', '--sparsity', sparsity, '--pattern', pattern,
+      '--calib', text, '--nsamples', '8', '--seqlen', '64', '--out', out, ...extra]) as {
+      mode: string; zeros: { overall: { sparsity: number } }; layers: { detail: { operators: Record<string, { warmStart: string; lambda: number }> } }[];
+    };
+    assert.equal(rep.mode, 'dense-parallel');
+    const s = rep.zeros.overall.sparsity;
+    assert.ok(s >= Number(sparsity) - 0.015 && s < Number(sparsity) + 0.02, `realised sparsity ${s}`);
+    const q = rep.layers[0]!.detail.operators['q']!;
+    assert.equal(q.warmStart, 'wanda');
+    assert.ok(q.lambda > 0);
+    const ppl = cli(['eval', 'ppl', '--model', out, '--text', text, '--seqlen', '256', '--max-windows', '8']) as { ppl: number };
+    assert.ok(Number.isFinite(ppl.ppl) && ppl.ppl > 1, `perplexity ${ppl.ppl}`);
+  }
+});
