@@ -4,4 +4,9 @@
 import { register } from 'tsx/esm/api';
 
 register();
-await import('../src/cli/main.ts');
+const { main } = await import('../src/cli/main.ts');
+await main(process.argv.slice(2));
+// Exit explicitly once the command is done: a stray handle (a worker thread still shutting
+// down, a timer) must not keep a finished command alive. Output is already written: stdout and
+// stderr are synchronous for files and pipes on Linux.
+process.exit(process.exitCode ?? 0);

@@ -2,7 +2,6 @@
  * The `prunelab` command line. Each command lives in `commands/`; this file only wires them.
  */
 import yargs from 'yargs';
-import { hideBin } from 'yargs/helpers';
 import { inspectCommand } from './commands/inspect.ts';
 import { evalPplCommand } from './commands/eval-ppl.ts';
 import { evalZeroshotCommand } from './commands/eval-zeroshot.ts';
@@ -36,4 +35,3 @@ export async function main(argv: string[]): Promise<void> {
     .parseAsync();
 }
 
-await main(hideBin(process.argv));
