@@ -127,6 +127,8 @@ export interface FistaRun {
   /** F(W_k) for k = 0 … K (F includes λ‖·‖₁). */
   objective: number[];
   stoppedEarly: boolean;
+  /** Monotone FISTA: iterations whose candidate was rejected (W_k = W_{k−1}); 0 otherwise. */
+  rejected: number;
 }
 
 export interface FistaArgs {
@@ -140,25 +142,44 @@ export interface FistaArgs {
   project?: (W: Float64Array) => void;
   /** false: plain proximal gradient (ISTA), a descent method — for diagnostics and tests. */
   momentum?: boolean;
+  /**
+   * Monotone FISTA (MFISTA; Beck & Teboulle, IEEE TIP 2009, §V): a candidate that raises F is
+   * rejected (W_k = W_{k−1}) and the momentum point is built from both, so F(W_k) never rises.
+   * Default false: the paper's standard FISTA.
+   */
+  monotone?: boolean;
 }
 
 /**
  * Constant-step FISTA (Beck & Teboulle 2009; paper Eqs. 4a–4d). One product with G per
  * iteration: P_k = W_k·G is kept, and Y_k·G = P_k + β(P_k − P_{k−1}) follows by linearity, so
  * the gradient at Y and the objective at W come without a second product.
+ *
+ * With `monotone` (MFISTA, Beck & Teboulle, IEEE TIP 18(11), 2009, §V):
+ *   Z_k = prox_{λ/L}(Y_k − ∇f(Y_k)/L);  W_k = Z_k if F(Z_k) ≤ F(W_{k−1}) else W_{k−1};
+ *   Y_{k+1} = W_k + (t_k/t_{k+1})(Z_k − W_k) + ((t_k − 1)/t_{k+1})(W_k − W_{k−1}).
+ * When Z_k is accepted this is exactly the standard update; when it is rejected,
+ * Y_{k+1} = W_{k−1} + (t_k/t_{k+1})(Z_k − W_{k−1}). F(Z_k) comes from Z_k·G, the one product of
+ * the iteration, so MFISTA costs no extra product either. The early stop tests the accepted
+ * iterate W (‖W_k − W_{k−1}‖_F ≤ tol·‖W_{k−1}‖_F); a rejected step leaves W unchanged by
+ * construction, not by convergence, and never stops the run. `momentum: false` means t_k ≡ 1
+ * (ISTA) in both variants.
  */
 export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
   const n = pp.rows * pp.cols;
   let W = Float64Array.from(a.W0);
   let P = timesGram(pp, W);
-  const objective = [objective1(pp, W, P, a.lambda)];
-  if (!(a.L > 0)) return { W, WG: P, iterations: 0, objective, stoppedEarly: true };
+  let F = objective1(pp, W, P, a.lambda);
+  const objective = [F];
+  if (!(a.L > 0)) return { W, WG: P, iterations: 0, objective, stoppedEarly: true, rejected: 0 };
   const Y = Float64Array.from(W);
   const YG = Float64Array.from(P);
+  const monotone = a.monotone === true;
   let t = 1;
   const step = 1 / a.L;
   const thr = a.lambda * step;
   let k = 0;
+  let rejected = 0;
   let stoppedEarly = false;
   while (k < a.iters) {
     const Wn = new Float64Array(n);
@@ -168,8 +189,22 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
     }
     a.project?.(Wn);
     const Pn = timesGram(pp, Wn);
-    const tn = (1 + Math.sqrt(1 + 4 * t * t)) / 2;
-    const beta = a.momentum === false ? 0 : (t - 1) / tn;
+    const Fn = objective1(pp, Wn, Pn, a.lambda);
+    const tn = a.momentum === false ? 1 : (1 + Math.sqrt(1 + 4 * t * t)) / 2;
+    k++;
+    if (monotone && !(Fn <= F)) {
+      // Rejected: W_k = W_{k−1}; Y_{k+1} = W_{k−1} + (t_k/t_{k+1})(Z_k − W_{k−1}).
+      const c = t / tn;
+      for (let i = 0; i < n; i++) {
+        Y[i] = W[i]! + c * (Wn[i]! - W[i]!);
+        YG[i] = P[i]! + c * (Pn[i]! - P[i]!);
+      }
+      t = tn;
+      rejected++;
+      objective.push(F);
+      continue;
+    }
+    const beta = (t - 1) / tn;
     let dd = 0;
     let ww = 0;
     for (let i = 0; i < n; i++) {
@@ -181,15 +216,15 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
     }
     W = Wn;
     P = Pn;
+    F = Fn;
     t = tn;
-    k++;
-    objective.push(objective1(pp, W, P, a.lambda));
+    objective.push(F);
     if (Math.sqrt(dd) <= a.tol * Math.sqrt(ww) || (dd === 0 && ww === 0)) {
       stoppedEarly = k < a.iters;
       break;
     }
   }
-  return { W, WG: P, iterations: k, objective, stoppedEarly };
+  return { W, WG: P, iterations: k, objective, stoppedEarly, rejected };
 }
 
 function objective1(pp: PreparedProblem, W: Float64Array, WG: Float64Array, lambda: number): number {
@@ -236,6 +271,8 @@ export interface SolveOptions {
   warmStartCandidate: boolean;
   /** Masked FISTA with λ = 0 on W_best's support (PruneLab extension). */
   refit: boolean;
+  /** Monotone FISTA (MFISTA) in every solve, the refit included; default false (standard FISTA). */
+  monotone?: boolean;
 }
 
 export interface RoundLog {
@@ -246,6 +283,8 @@ export interface RoundLog {
   ratio: number;
   /** F(W_k) over the round's iterations (length iterations + 1). */
   objective: number[];
+  /** Rejected MFISTA candidates in the round (0 for standard FISTA). */
+  rejected: number;
 }
 
 export interface SolveResult {
@@ -291,13 +330,13 @@ export function solveOperator(p: GramProblem, W0: Float64Array, o: SolveOptions)
   const bracket = { lo: null as number | null, hi: null as number | null };
   let start = W0;
   for (let r = 0; r < o.maxRounds; r++) {
-    const run = fista(pp, { W0: start, lambda, L, iters: o.itersPerRound, tol: o.tol, project });
+    const run = fista(pp, { W0: start, lambda, L, iters: o.itersPerRound, tol: o.tol, project, monotone: o.monotone });
     const cut = hardThreshold(run.W, rows, cols, o.cut);
     const cutG = timesGram(pp, cut.W);
     const eTotal = outputError(pp, cut.W, cutG);
     const eRound = roundingError(cut.W, cutG, run.W, run.WG);
     const ratio = errorRatio(eRound, eTotal);
-    rounds.push({ lambda, iterations: run.iterations, eTotal, eRound, ratio, objective: run.objective });
+    rounds.push({ lambda, iterations: run.iterations, eTotal, eRound, ratio, objective: run.objective, rejected: run.rejected });
     if (!best || eTotal < best.e) best = { W: cut.W, mask: cut.mask, e: eTotal, lambda, tag: r };
     lambda = nextLambda(lambda, ratio, o.ratioThreshold, bracket);
     start = best.W;
@@ -308,7 +347,7 @@ export function solveOperator(p: GramProblem, W0: Float64Array, o: SolveOptions)
   if (o.refit) {
     const mask = best.mask;
     const keep = (W: Float64Array) => { for (let i = 0; i < W.length; i++) if (!mask[i]) W[i] = 0; };
-    const run = fista(pp, { W0: best.W, lambda: 0, L, iters: o.itersPerRound, tol: o.tol, project: keep });
+    const run = fista(pp, { W0: best.W, lambda: 0, L, iters: o.itersPerRound, tol: o.tol, project: keep, monotone: o.monotone });
     refitError = outputError(pp, run.W, run.WG);
     if (refitError < best.e) best = { W: run.W, mask, e: refitError, lambda: best.lambda, tag: 'refit' };
   }

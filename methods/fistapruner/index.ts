@@ -23,6 +23,8 @@ const options = z.object({
   projectEveryIteration: z.boolean().default(false).describe('apply the cut after every FISTA step (projected FISTA)'),
   warmStartCandidate: z.boolean().default(false).describe('H(W₀) competes for W_best'),
   refit: z.boolean().default(false).describe('masked FISTA with λ = 0 on the final support (PruneLab extension)'),
+  monotone: z.boolean().default(false)
+    .describe('monotone FISTA (MFISTA, Beck & Teboulle 2009 TIP §V): F(W_k) never rises; default false = the paper\'s standard FISTA'),
   lambdaInit: z.enum(['scaled', 'previous-layer']).default('scaled')
     .describe("λ₀: 1e-3·max|B| per operator, or the previous layer's final λ of the same operator type (single process only)"),
   workers: z.number().int().min(1).default(1).describe('worker threads pruning layers concurrently (dense-parallel mode)'),
@@ -65,7 +67,7 @@ export default defineMethod<FistaPrunerOptions>({
         {
           cut, itersPerRound: o.itersPerRound, maxRounds: o.maxRounds, ratioThreshold: o.ratioThreshold, tol: o.tol,
           powerIters: o.powerIters, projectEveryIteration: o.projectEveryIteration, warmStartCandidate: o.warmStartCandidate,
-          refit: o.refit, lambda0: o.lambdaInit === 'previous-layer' ? prev.get(op.role) : undefined,
+          refit: o.refit, monotone: o.monotone, lambda0: o.lambdaInit === 'previous-layer' ? prev.get(op.role) : undefined,
         },
       );
       prev.set(op.role, r.lambda);
@@ -83,7 +85,10 @@ export default defineMethod<FistaPrunerOptions>({
           warmStart, lambda: r.lambda, lambdaMax: r.lambdaMax, L: r.L,
           ratio: bestRound?.ratio ?? null, eRound: bestRound?.eRound ?? null, eTotal: r.eTotal,
           warmStartError: r.warmStartError, refitError: r.refitError ?? null, best: r.best, iterations,
-          rounds: r.rounds.map((x) => ({ lambda: x.lambda, iterations: x.iterations, eTotal: x.eTotal, eRound: x.eRound, ratio: x.ratio, objective: x.objective })),
+          rounds: r.rounds.map((x) => ({
+            lambda: x.lambda, iterations: x.iterations, eTotal: x.eTotal, eRound: x.eRound, ratio: x.ratio, objective: x.objective,
+            ...(o.monotone ? { rejected: x.rejected } : {}),
+          })),
           seconds,
         },
       });
