@@ -3,6 +3,7 @@
  * pattern and a non-increasing reconstruction error on a random problem, skip_layer, and the
  * CLI end to end on stories260K.
  */
+import { gaussian } from '../src/util/random.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -81,17 +82,7 @@ test('2:4, traced by hand: the swap stays inside the regrown entry\'s block', ()
 // ---------------------------------------------------------------------------------------------
 // Random problem with non-zero input means (what DSnoT's error term is about)
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  const u = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(u() + 1e-12)) * Math.cos(2 * Math.PI * u());
-}
+const rng = gaussian;
 
 const SEQ = 16;
 const T = 32;

@@ -3,6 +3,7 @@
  * sweep, blocksize invariance of N:M, reconstruction error against Wanda and magnitude, dead
  * inputs, and the CLI end to end on stories260K.
  */
+import { gaussian } from '../src/util/random.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -19,17 +20,7 @@ import { runCli } from './cli-support.ts';
 // ---------------------------------------------------------------------------------------------
 // Helpers: seeded data, Gram matrices, reconstruction error
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  const u = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(u() + 1e-12)) * Math.cos(2 * Math.PI * u());
-}
+const rng = gaussian;
 
 /** X `[N, cols]` ~ N(0,1), a few columns scaled ×10 (outlier features), columns mixed a little. */
 function calibX(N: number, cols: number, seed: number): Float64Array {

@@ -17,6 +17,7 @@
  * is not) and reports "not positive definite" without the pivot. So every kernel is
  * hand-written; the only place ml-matrix would be competitive (transpose) is too trivial to wrap.
  */
+import { mulberry32 } from '../util/random.ts';
 import { PruneLabError } from '../util/errors.ts';
 
 /** Row-major dense matrix: element (i, j) is `data[i * cols + j]`. */
@@ -494,17 +495,6 @@ function normalise(a: Float64Array): void {
   for (let i = 0; i < a.length; i++) a[i]! /= s;
 }
 
-/** Small deterministic PRNG (mulberry32) so power iteration is reproducible from a seed. */
-function mulberry32(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function checkDims(rows: number, cols: number): void {
   if (!Number.isInteger(rows) || !Number.isInteger(cols) || rows < 0 || cols < 0) {

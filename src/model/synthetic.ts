@@ -3,6 +3,7 @@
  * through the HF tensor names of `src/model/family.ts`, for tests and benchmarks that need a
  * model of a chosen shape. Same options → bit-identical weights.
  */
+import { mulberry32 } from '../util/random.ts';
 import { CausalLM } from './causal-lm.ts';
 import { uniformLayers, type LayerShape, type ModelConfig } from './config.ts';
 import { LLAMA } from './family.ts';
@@ -54,16 +55,6 @@ export function syntheticLlamaConfig(o: SyntheticLlamaOptions): ModelConfig {
   };
 }
 
-/** mulberry32: a fast 32-bit PRNG with uniform output in [0, 1). */
-function mulberry32(state: number): () => number {
-  let a = state | 0;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Named HF tensors (`[out, in]` linears) with seeded normal weights. */
 export function syntheticLlamaTensors(config: ModelConfig, seed: number, std = 0.02): NamedTensors {

@@ -28,6 +28,7 @@
  * post-processor that prepends `<s>` (PruneLab itself never lets the library add specials, see
  * hf.ts), and `tokenizer_config.json` with bos `<s>`, eos `</s>`, unk `<unk>`, pad `<pad>`.
  */
+import { BinaryHeap } from '../util/heap.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ConfigError } from '../util/errors.ts';
@@ -99,56 +100,15 @@ interface HeapEntry {
   b: number;
 }
 
-class PairHeap {
-  private items: HeapEntry[] = [];
-  constructor(private readonly tokens: string[]) {}
-
-  get size(): number {
-    return this.items.length;
-  }
-
-  /** True when x should come out before y: higher count, then the lexicographically smaller pair. */
-  private before(x: HeapEntry, y: HeapEntry): boolean {
+/** Higher count first, then the lexicographically smaller pair (deterministic ties). */
+function pairBefore(tokens: string[]): (x: HeapEntry, y: HeapEntry) => boolean {
+  return (x, y) => {
     if (x.count !== y.count) return x.count > y.count;
-    const xa = this.tokens[x.a];
-    const ya = this.tokens[y.a];
+    const xa = tokens[x.a];
+    const ya = tokens[y.a];
     if (xa !== ya) return xa < ya;
-    return this.tokens[x.b] < this.tokens[y.b];
-  }
-
-  push(e: HeapEntry): void {
-    const h = this.items;
-    h.push(e);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!this.before(h[i], h[p])) break;
-      [h[i], h[p]] = [h[p], h[i]];
-      i = p;
-    }
-  }
-
-  pop(): HeapEntry | undefined {
-    const h = this.items;
-    if (h.length === 0) return undefined;
-    const top = h[0];
-    const last = h.pop() as HeapEntry;
-    if (h.length > 0) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && this.before(h[l], h[m])) m = l;
-        if (r < h.length && this.before(h[r], h[m])) m = r;
-        if (m === i) break;
-        [h[i], h[m]] = [h[m], h[i]];
-        i = m;
-      }
-    }
-    return top;
-  }
+    return tokens[x.b] < tokens[y.b];
+  };
 }
 
 /** Pair key: ids below 2^21, so a·2^21 + b stays an exact integer. */
@@ -205,7 +165,7 @@ export function trainBpeFromCounts(counts: ReadonlyMap<string, number>, options:
   };
   words.forEach((_, w) => addPairs(w, 1, null));
 
-  const heap = new PairHeap(vocab);
+  const heap = new BinaryHeap<HeapEntry>(pairBefore(vocab));
   for (const [k, c] of pairCount) heap.push({ count: c, a: Math.floor(k / KEY_SHIFT), b: k % KEY_SHIFT });
 
   const merges: [string, string][] = [];

@@ -12,6 +12,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { basename } from 'node:path';
+import { BinaryHeap } from '../util/heap.ts';
 import { TokenizerError } from '../util/errors.ts';
 import type { Tokenizer } from './types.ts';
 
@@ -141,7 +142,8 @@ export class Llama2cTokenizer implements Tokenizer {
     // A node's version changes whenever its token changes or it dies; heap entries carry the
     // versions they were made with, so stale ones are recognised and dropped when popped.
     const version = new Int32Array(n);
-    const heap = new PairHeap();
+    // Highest score first; on ties the leftmost pair, as run.c's strict `>` scan picks.
+    const heap = new BinaryHeap<PairEntry>((a, b) => a.score > b.score || (a.score === b.score && a.left < b.left));
     const offer = (left: number): void => {
       const right = next[left];
       if (left < 0 || right < 0) return;
@@ -222,43 +224,3 @@ interface PairEntry {
 }
 
 /** Binary max-heap of merge candidates: higher score first, then smaller position. */
-class PairHeap {
-  private readonly items: PairEntry[] = [];
-
-  private before(a: PairEntry, b: PairEntry): boolean {
-    return a.score > b.score || (a.score === b.score && a.left < b.left);
-  }
-
-  push(e: PairEntry): void {
-    const h = this.items;
-    h.push(e);
-    let i = h.length - 1;
-    while (i > 0) {
-      const p = (i - 1) >> 1;
-      if (!this.before(h[i], h[p])) break;
-      [h[i], h[p]] = [h[p], h[i]];
-      i = p;
-    }
-  }
-
-  pop(): PairEntry | undefined {
-    const h = this.items;
-    const top = h[0];
-    const last = h.pop();
-    if (h.length > 0 && last) {
-      h[0] = last;
-      let i = 0;
-      for (;;) {
-        const l = 2 * i + 1;
-        const r = l + 1;
-        let m = i;
-        if (l < h.length && this.before(h[l], h[m])) m = l;
-        if (r < h.length && this.before(h[r], h[m])) m = r;
-        if (m === i) break;
-        [h[i], h[m]] = [h[m], h[i]];
-        i = m;
-      }
-    }
-    return top;
-  }
-}
