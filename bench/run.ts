@@ -136,6 +136,7 @@ if (want('prune')) {
       try {
         await pruneModel(model, { method, options: parseMethodOptions(method, {}), target, windows });
         times[method.name] = (performance.now() - t0) / 1000;
+        console.error(`bench: ${m.name} ${method.name} ${times[method.name].toFixed(1)} s`);
       } catch (e) {
         times[method.name] = NaN;
         console.error(`bench: ${method.name} on ${m.name} failed: ${(e as Error).message}`);
