@@ -8,7 +8,7 @@ import type { CausalLM } from '../model/causal-lm.ts';
 import type { LinearRole, TapName } from '../model/family.ts';
 import { countParameters } from '../model/count.ts';
 import type {
-  InputMode, LayerStats, LayerwiseMethod, OperatorDecision, PruneTarget, PruningMethod, StructuredMethod,
+  InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, OperatorDecision, PruneTarget, PruningMethod, StructuredMethod,
 } from './method.ts';
 import { collectLayerStats, embedWindows, runLayer, blockDistanceSum, type HiddenStates } from './stats.ts';
 import { readLinear, writeLinear } from './linear-io.ts';
@@ -61,6 +61,15 @@ function applyDecision(model: CausalLM, layer: number, d: OperatorDecision, rows
   return zeros;
 }
 
+/** The part of a statistics request that concerns one tap. */
+export function statsForTap(req: LayerStatsRequest, tap: TapName): LayerStatsRequest {
+  const out: LayerStatsRequest = {};
+  for (const key of ['colSqSum', 'colSum', 'gram', 'cross', 'denseGram'] as const) {
+    if (req[key]?.includes(tap)) out[key] = [tap];
+  }
+  return out;
+}
+
 /** What pruning one layer needs besides the model: shared by the layer loop and parallel workers. */
 export interface LayerJob<O> {
   method: LayerwiseMethod<O>;
@@ -88,7 +97,8 @@ export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: H
     let stats: LayerStats = {};
     if (states && !grouped) stats = collectLayerStats(model, i, states, statsReq);
     for (const group of groups) {
-      if (states && grouped) stats = collectLayerStats(model, i, states, statsReq, dense);
+      // A group's operators read only their own input tap: collect just that one.
+      if (states && grouped) stats = collectLayerStats(model, i, states, statsForTap(statsReq, group.input), dense);
       const ops = group.roles.map((role) => {
         const h = readLinear(model, i, role);
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
