@@ -8,6 +8,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { HAVE_SHARED, NO_SHARED_REASON, tmpDir } from './support.ts';
 import { runCli } from './cli-support.ts';
+import { loadExperiment } from '../src/experiment/schema.ts';
+import { expandGrid } from '../src/experiment/grid.ts';
+import { methodValidator, patternMethodNames } from '../src/experiment/pipeline.ts';
+import { methodNames } from '../src/prune/registry.ts';
+import { REPO_ROOT } from './support.ts';
 
 describe('experiment pipeline (CLI)', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
   it('runs two methods on stories260K, renders the table, and resumes without work', () => {
@@ -47,5 +52,30 @@ describe('experiment pipeline (CLI)', { skip: HAVE_SHARED ? false : NO_SHARED_RE
     assert.equal(again.status, 0, again.stderr);
     assert.deepEqual((again.json as { completed: string[] }).completed, []);
     assert.deepEqual(fs.readFileSync(csv), bytes, 'results.csv unchanged by a re-run');
+  });
+});
+
+describe('shipped experiment files', () => {
+  it('the quickstart is valid and puts every method side by side', async () => {
+    const [validateMethod, patterns] = await Promise.all([methodValidator(), patternMethodNames()]);
+    const exp = loadExperiment(path.join(REPO_ROOT, 'experiments/quickstart.yaml'), { validateMethod });
+    const runs = expandGrid(exp, { usesPatterns: (m) => patterns.has(m) });
+    const methods = new Set(runs.map((r) => r.method?.name).filter((m) => m));
+    assert.deepEqual([...methods].sort(), methodNames());
+    // Unstructured: 50% and 2:4; structured: 20% and 50%, each with and without recovery; + dense.
+    const unstructured = runs.filter((r) => r.pattern !== null);
+    assert.ok(unstructured.every((r) => r.sparsity === 0.5));
+    const structured = runs.filter((r) => r.kind === 'pruned' && r.pattern === null);
+    assert.deepEqual([...new Set(structured.map((r) => r.sparsity))].sort(), [0.2, 0.5]);
+    assert.ok(structured.some((r) => r.recovery.schedule !== 'none'));
+    assert.equal(runs.filter((r) => r.kind === 'dense').length, 1);
+  });
+
+  it('the small experiments on stories260K are valid', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, async () => {
+    const validateMethod = await methodValidator();
+    for (const f of ['stories-small', 'cfsp-small', 'saap-small', 'fistapruner-small']) {
+      const exp = loadExperiment(path.join(REPO_ROOT, 'experiments', `${f}.yaml`), { validateMethod });
+      assert.ok(expandGrid(exp).length > 1, f);
+    }
   });
 });
