@@ -103,7 +103,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
         schedule: run.recovery.schedule, rank: run.recovery.rank, steps: run.recovery.steps, lr: run.recovery.lr,
         data: run.recovery.data, seed: run.seed, pruneReport: report ?? undefined,
       });
-      recovery = { merged: true, log: { heldOut: r.heldOut, schedule: r.schedule, losses: r.log.map((e) => e.loss) } };
+      recovery = { merged: true, log: { heldOut: r.heldOut, schedule: r.schedule, losses: r.log.map((e) => e.loss), skippedTargets: r.skippedTargets } };
       timings.recoverS = (performance.now() - t0) / 1000;
     }
     if (ctx.signal.aborted) throw ctx.signal.reason;

@@ -6,6 +6,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CausalLM } from '../model/causal-lm.ts';
+import type { LinearRole } from '../model/family.ts';
+import { DEFAULT_QUANT_GROUP_SIZE } from './quant.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { readText } from '../data/text.ts';
 import { ConfigError } from '../util/errors.ts';
@@ -45,15 +47,34 @@ export function readPruneReport(modelPath: string): unknown {
   return fs.existsSync(file) ? JSON.parse(fs.readFileSync(file, 'utf8')) : undefined;
 }
 
-export function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequest): FinetuneResult {
+/**
+ * Linears SAAP's group fine-tuning can quantise: those whose input width is a multiple of the
+ * group size in every layer. Structured pruning leaves FFN widths arbitrary, so `down` (input =
+ * FFN width) often is not; it is then left out of recovery rather than failing the run.
+ */
+export function saapTargets(model: CausalLM, groupSize = DEFAULT_QUANT_GROUP_SIZE): { targets: LinearRole[]; skipped: LinearRole[] } {
+  const targets: LinearRole[] = [];
+  const skipped: LinearRole[] = [];
+  for (const l of model.spec.linears) {
+    const ok = model.config.layers.every((shape) => l.inDim(shape, model.config) % groupSize === 0);
+    (ok ? targets : skipped).push(l.role);
+  }
+  if (targets.length === 0) throw new ConfigError(`SAAP group fine-tuning: no linear has an input width divisible by ${groupSize}`);
+  return { targets, skipped };
+}
+
+export function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequest): FinetuneResult & { skippedTargets: LinearRole[] } {
   const schedule: FinetuneOptions['schedule'] = req.schedule === 'cfsp'
     ? { kind: 'cfsp', scores: cfspScores(req.pruneReport) }
     : req.schedule;
-  return finetune(model, {
+  const saap = req.schedule === 'saap' ? saapTargets(model) : null;
+  const result = finetune(model, {
     data: { text: readText(req.data), tokenizer },
     schedule, rank: req.rank, steps: req.steps, lr: req.lr, seed: req.seed,
+    ...(saap ? { targets: saap.targets } : {}),
     ...(req.seqLen ? { seqLen: req.seqLen } : {}),
     ...(req.checkpointDir ? { checkpointDir: req.checkpointDir, checkpointEvery: Math.max(1, Math.floor(req.steps / 10)), resume: req.resume ?? false } : {}),
     onProgress: req.onProgress,
   });
+  return { ...result, skippedTargets: saap?.skipped ?? [] };
 }

@@ -41,7 +41,7 @@ export const finetuneCommand: CommandModule<object, Args> = {
     if (report) fs.writeFileSync(path.join(args.out, 'prune_report.json'), JSON.stringify(report, null, 2) + '\n');
     fs.rmSync(path.join(args.out, '.train'), { recursive: true, force: true });
     model.dispose();
-    emit(args, { out: args.out, backend, schedule: r.schedule, heldOut: r.heldOut, steps: r.step, log: r.log },
+    emit(args, { out: args.out, backend, schedule: r.schedule, heldOut: r.heldOut, steps: r.step, skippedTargets: r.skippedTargets, log: r.log },
       () => `held-out NLL ${r.heldOut.before.toFixed(4)} → ${r.heldOut.after?.toFixed(4) ?? "n/a"} after ${r.step} steps → ${args.out}`);
   }),
 };
