@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, STORIES_TOK, maxAbsDiff, setupBackend, shared, tmpDir } from './support.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, STORIES_TOK, maxAbsDiff, setupBackend, shared, tmpDir, logitsOf, assertLogitsClose } from './support.ts';
 import { loadModel } from '../src/io/load-model.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
 import type { LinearRole } from '../src/model/family.ts';
@@ -23,19 +23,8 @@ import { ConfigError } from '../src/util/errors.ts';
 const ROLES: LinearRole[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
 const IDS = [[1, 403, 261, 380, 290, 300, 310, 320, 330, 340, 350, 360], [1, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]];
 
-function logits(model: CausalLM): Float32Array {
-  const l = model.forward(IDS);
-  const d = Float32Array.from(l.dataSync());
-  l.dispose();
-  return d;
-}
+const logits = (model: CausalLM): Float32Array => logitsOf(model, IDS);
 
-/** Rounding alone moves these logits by ≈3e-5 (see lora.test.ts), so 1e-5 relative to the largest. */
-function assertLogitsClose(a: Float32Array, b: Float32Array): void {
-  const scale = Math.max(1, ...Array.from(a, Math.abs));
-  const diff = maxAbsDiff(a, b);
-  assert.ok(diff <= 1e-5 * scale, `max |Δlogit| ${diff} > 1e-5 × ${scale}`);
-}
 
 function prune50(model: CausalLM): void {
   for (let l = 0; l < model.numLayers; l++) {

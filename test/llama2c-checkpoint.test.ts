@@ -4,22 +4,16 @@
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { permuteHalfToInterleaved, permuteInterleavedToHalf, readLlama2cCheckpoint } from '../src/io/llama2c.ts';
 import { CheckpointError } from '../src/util/errors.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, tmpDir } from './support.ts';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const DATA = process.env.PRUNELAB_SHARED_DATA ?? path.resolve(REPO_ROOT, '../shared/data');
-const STORIES = path.join(DATA, 'models/stories260K/stories260K.bin');
-const HAVE_STORIES = fs.existsSync(STORIES);
-const SKIP = `…/shared/data not found: ${STORIES} is missing (set PRUNELAB_SHARED_DATA to the shared data folder)`;
-
-function tmp(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'prunelab-l2c-'));
-}
+const STORIES = STORIES_BIN;
+const HAVE_STORIES = HAVE_SHARED;
+const SKIP = NO_SHARED_REASON;
+const tmp = (): string => tmpDir('l2c');
 
 function header(h: number[]): Buffer {
   const b = Buffer.alloc(28);

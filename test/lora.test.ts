@@ -7,7 +7,7 @@ import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import seedrandom from 'seedrandom';
-import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, maxAbsDiff, setupBackend } from './support.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, maxAbsDiff, setupBackend, logitsOf, assertLogitsClose } from './support.ts';
 import { loadModel } from '../src/io/load-model.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
 import type { LinearRole } from '../src/model/family.ts';
@@ -36,23 +36,8 @@ function randomizeB(set: LoraSet, seed: string, scale = 0.05): void {
   }
 }
 
-function logits(model: CausalLM): Float32Array {
-  const l = model.forward(IDS);
-  const d = Float32Array.from(l.dataSync());
-  l.dispose();
-  return d;
-}
+const logits = (model: CausalLM): Float32Array => logitsOf(model, IDS);
 
-/**
- * Merged vs unmerged logits. Rounding alone moves stories260K's logits (|logit| up to ≈18.5) by
- * ≈3e-5 whatever the adapter's size (measured 2.9e-5 … 3.8e-5 for B scales 0.003 … 0.05), so the
- * bound is 1e-5 relative to the largest logit; per linear the bound is 1e-5 absolute.
- */
-function assertLogitsClose(a: Float32Array, b: Float32Array): void {
-  const scale = Math.max(1, ...Array.from(a, Math.abs));
-  const diff = maxAbsDiff(a, b);
-  assert.ok(diff <= 1e-5 * scale, `max |Δlogit| ${diff} > 1e-5 × ${scale}`);
-}
 
 /** Each adapted linear's hooked output on random inputs (to compare with the merged weight). */
 function hookedOutputs(model: CausalLM, set: LoraSet): Map<string, { x: tf.Tensor2D; y: Float32Array }> {

@@ -4,7 +4,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import assert from 'node:assert/strict';
 import { initBackend, type BackendChoice } from '../src/backend/index.ts';
+import type { CausalLM } from '../src/model/causal-lm.ts';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -35,4 +37,23 @@ export function maxAbsDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let m = 0;
   for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
   return m;
+}
+
+/** Host copy of the logits of `ids` (the device tensor is disposed). */
+export function logitsOf(model: CausalLM, ids: number[][]): Float32Array {
+  const l = model.forward(ids);
+  const d = Float32Array.from(l.dataSync());
+  l.dispose();
+  return d;
+}
+
+/**
+ * Whole-model logits of two computations that agree up to fp32 rounding (e.g. LoRA merged vs
+ * unmerged): rounding alone moves stories260K's logits (|logit| up to ≈18.5) by ≈3e-5 whatever
+ * the adapter's size, so the bound is 1e-5 relative to the largest logit.
+ */
+export function assertLogitsClose(a: Float32Array, b: Float32Array): void {
+  const scale = Math.max(1, ...Array.from(a, Math.abs));
+  const diff = maxAbsDiff(a, b);
+  assert.ok(diff <= 1e-5 * scale, `max |Δlogit| ${diff} > 1e-5 × ${scale}`);
 }

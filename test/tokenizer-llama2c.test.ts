@@ -5,23 +5,18 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { Llama2cTokenizer } from '../src/tokenizer/llama2c.ts';
 import { checkTokenizerMatchesModel, findTokenizerForModel, findTokenizerPath, loadTokenizer } from '../src/tokenizer/load.ts';
 import { TokenizerError } from '../src/util/errors.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, SHARED_DATA, STORIES_TOK, tmpDir } from './support.ts';
 
-const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const DATA = process.env.PRUNELAB_SHARED_DATA ?? path.resolve(REPO_ROOT, '../shared/data');
-const TOK512 = path.join(DATA, 'models/stories260K/tok512.bin');
-const HAVE_TOK512 = fs.existsSync(TOK512);
-const SKIP = `…/shared/data not found: ${TOK512} is missing (set PRUNELAB_SHARED_DATA to the shared data folder)`;
-
-function tmp(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), 'prunelab-tok-'));
-}
+const TOK512 = STORIES_TOK;
+const HAVE_TOK512 = HAVE_SHARED;
+const SKIP = NO_SHARED_REASON;
+const DATA = SHARED_DATA;
+const tmp = (): string => tmpDir('tok');
 
 /** Serialise a llama2.c tokenizer file from (piece, score) records. */
 function tokBin(records: [string, number][]): Buffer {

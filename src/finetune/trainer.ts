@@ -33,6 +33,7 @@ import type { CausalLM } from '../model/causal-lm.ts';
 import type { LinearRole } from '../model/family.ts';
 import { causalLmNllSum, trainingNllSum } from '../model/loss.ts';
 import { withFastMatMulGradient } from '../model/matmul-grad.ts';
+import { writeAtomic } from '../util/atomic.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
 import type { NamedTensors } from '../io/tensor-data.ts';
@@ -325,32 +326,14 @@ interface CheckpointState {
 
 const STATE_FILE = 'state.json';
 
-function fsyncFile(file: string): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function renameAtomic(tmp: string, final: string): void {
-  fsyncFile(tmp);
-  fs.renameSync(tmp, final);
-}
-
 function saveCheckpoint(dir: string, state: Omit<CheckpointState, 'tensors' | 'version'>, tensors: NamedTensors): void {
   fs.mkdirSync(dir, { recursive: true });
   // Leftovers of a save that crashed half-way.
   for (const f of fs.readdirSync(dir)) if (/\.tmp-\d+$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
   const tensorsName = `state-${state.step}.safetensors`;
-  const tmpT = path.join(dir, `${tensorsName}.tmp-${process.pid}`);
-  writeSafetensors(tmpT, tensors, 'F32', { format: 'prunelab-lora-trainer' });
-  renameAtomic(tmpT, path.join(dir, tensorsName));
+  writeAtomic(path.join(dir, tensorsName), (tmp) => writeSafetensors(tmp, tensors, 'F32', { format: 'prunelab-lora-trainer' }));
   const full: CheckpointState = { version: 1, ...state, tensors: tensorsName };
-  const tmpS = path.join(dir, `${STATE_FILE}.tmp-${process.pid}`);
-  fs.writeFileSync(tmpS, JSON.stringify(full));
-  renameAtomic(tmpS, path.join(dir, STATE_FILE));
+  writeAtomic(path.join(dir, STATE_FILE), (tmp) => fs.writeFileSync(tmp, JSON.stringify(full)));
   // Only now is the previous tensors file unreferenced.
   for (const f of fs.readdirSync(dir)) {
     if (/^state-\d+\.safetensors$/.test(f) && f !== tensorsName) fs.rmSync(path.join(dir, f), { force: true });

@@ -40,6 +40,7 @@ import seedrandom from 'seedrandom';
 import { z } from 'zod';
 import { CausalLM } from '../model/causal-lm.ts';
 import { trainingNllSum } from '../model/loss.ts';
+import { writeAtomic } from '../util/atomic.ts';
 import { useExplicitTransposeMatMulGradient } from '../model/matmul-grad.ts';
 export { useExplicitTransposeMatMulGradient };
 import { syntheticLlamaConfig, syntheticLlamaTensors } from '../model/synthetic.ts';
@@ -329,17 +330,6 @@ interface State {
 
 const STATE_FILE = 'state.json';
 
-function writeAtomic(final: string, write: (tmp: string) => void): void {
-  const tmp = `${final}.tmp-${process.pid}`;
-  write(tmp);
-  const fd = fs.openSync(tmp, 'r+');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, final);
-}
 
 function saveState(dir: string, state: Omit<State, 'version' | 'format' | 'tensors'>, tensors: NamedTensors): void {
   fs.mkdirSync(dir, { recursive: true });
