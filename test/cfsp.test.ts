@@ -17,7 +17,7 @@ import { cfspLoraRanks } from '../methods/cfsp/ranks.ts';
 import cfsp, { type CfspOptions } from '../methods/cfsp/index.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
 import { LLAMA } from '../src/model/family.ts';
-import type { CausalLM } from '../src/model/causal-lm.ts';
+import type { ModelView } from '../src/model/view.ts';
 import type { LayerStats, PlanContext, StructuralPlan } from '../src/prune/method.ts';
 import { ConfigError } from '../src/util/errors.ts';
 import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir } from './support.ts';
@@ -219,7 +219,7 @@ function fakeContext(o: CfspOptions, colSqSum: number[][], distance: number[], s
   const model = { config: { layers: colSqSum.map((c) => ({ numHeads: 2, numKvHeads: 1, intermediateSize: c.length })) }, spec: LLAMA };
   const stats: LayerStats[] = colSqSum.map((c) => ({ downIn: { tokens: 10, inDim: c.length, colSqSum: Float64Array.from(c) } }));
   return {
-    model: model as unknown as CausalLM, options: o, target: { sparsity, pattern }, log: () => {}, stats,
+    model: model as unknown as ModelView, options: o, target: { sparsity, pattern }, log: () => {}, stats,
     blockDistance: Float64Array.from(distance),
     weight: () => { throw new Error('activation scores must not read weights'); },
   };

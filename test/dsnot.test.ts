@@ -14,7 +14,7 @@ import { wandaScores } from '../methods/wanda/index.ts';
 import { maskNM, maskPerRow } from '../src/prune/masks.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
 import { LLAMA } from '../src/model/family.ts';
-import type { CausalLM } from '../src/model/causal-lm.ts';
+import type { ModelView } from '../src/model/view.ts';
 import type { OperatorView, TapStats } from '../src/prune/method.ts';
 import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, tmpDir, shared } from './support.ts';
 import { runCli } from './cli-support.ts';
@@ -182,7 +182,7 @@ test('plug-in: defaults, skip_layer mlp keeps Wanda\'s mask for MLP operators on
     { role: 'q', weight: inp.weight, rows: ROWS, cols: COLS, input: 'attnIn' },
     { role: 'gate', weight: inp.weight, rows: ROWS, cols: COLS, input: 'mlpIn' },
   ];
-  const model = { spec: LLAMA } as unknown as CausalLM;
+  const model = { spec: LLAMA } as unknown as ModelView;
   const options = parseMethodOptions(dsnot, { error_seqlen: T });
   const out = await dsnot.pruneOperators({
     model, options, target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, log: () => {}, layer: 0, operators: ops,

@@ -12,6 +12,7 @@ import { unitsToRemove } from '../methods/llm-pruner/groups.ts';
 import llmPruner, { defaultLayerRange } from '../methods/llm-pruner/index.ts';
 import type { LinearGradient, PlanContext, StructuralPlan, StructuredMethod } from '../src/prune/method.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
+import type { ModelView } from '../src/model/view.ts';
 import { LLAMA, type LinearRole } from '../src/model/family.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
 import { pruneModel } from '../src/prune/engine.ts';
@@ -118,7 +119,7 @@ describe('prune_local counts and layer range', () => {
  */
 function handCtx(raw: Record<string, unknown>, sparsity: number): { m: StructuredMethod<unknown>; ctx: PlanContext<unknown> } {
   const layers = [0, 1].map(() => ({ numHeads: 2, numKvHeads: 2, intermediateSize: 2 }));
-  const model = { config: { layers, numLayers: 2, hiddenSize: 2, headDim: 1 }, spec: LLAMA, numLayers: 2 } as unknown as CausalLM;
+  const model = { config: { layers, numLayers: 2, hiddenSize: 2, headDim: 1 }, spec: LLAMA, numLayers: 2 } as unknown as ModelView;
   const ones = () => new Float32Array(4).fill(1);
   const special: LinearGradient = { grad: Float32Array.from([1, -1, 0.5, 0.5]), fisher: Float32Array.from([0, 0, 4, 4]) };
   const gradients = layers.map(() => {

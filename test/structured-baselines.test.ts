@@ -22,6 +22,7 @@ import { biasCompensation, featureVariance, flapFeatureMetric } from '../methods
 import { allocateFlap } from '../methods/flap/allocate.ts';
 import type { PlanContext, PruningMethod, StructuredMethod, TapStats } from '../src/prune/method.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
+import type { ModelView } from '../src/model/view.ts';
 import { LLAMA } from '../src/model/family.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
 import { pruneModel } from '../src/prune/engine.ts';
@@ -42,7 +43,7 @@ const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-9) => {
 function fakeCtx<O>(method: PruningMethod<O>, rawOptions: Record<string, unknown>, sparsity: number,
   downs: { data: number[]; rows: number; cols: number }[], downIn: TapStats[] = []): { m: StructuredMethod<O>; ctx: PlanContext<O> } {
   const layers = downs.map((d) => ({ numHeads: 1, numKvHeads: 1, intermediateSize: d.cols }));
-  const model = { config: { layers, numLayers: layers.length, hiddenSize: downs[0].rows, headDim: 2 }, spec: LLAMA, numLayers: layers.length } as unknown as CausalLM;
+  const model = { config: { layers, numLayers: layers.length, hiddenSize: downs[0].rows, headDim: 2 }, spec: LLAMA, numLayers: layers.length } as unknown as ModelView;
   const options = parseMethodOptions(method, rawOptions);
   const ctx: PlanContext<O> = {
     model, options, target: { sparsity, pattern: { kind: 'unstructured' } }, log: () => {},

@@ -7,7 +7,7 @@
 import { z } from 'zod';
 import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
 import { TAP_NAMES, type LinearRole } from '../../src/model/family.ts';
-import type { CausalLM } from '../../src/model/causal-lm.ts';
+import type { ModelView } from '../../src/model/view.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { solveOperator, type Cut } from './fista.ts';
 import { WARM_STARTS, warmStartWeights } from './warm-start.ts';
@@ -33,7 +33,7 @@ const options = z.object({
 export type FistaPrunerOptions = z.infer<typeof options>;
 
 /** Final λ per operator type of the layer pruned last, per model (for lambdaInit previous-layer). */
-const carried = new WeakMap<CausalLM, Map<LinearRole, number>>();
+const carried = new WeakMap<ModelView, Map<LinearRole, number>>();
 
 export default defineMethod<FistaPrunerOptions>({
   name: 'fistapruner',

@@ -7,9 +7,8 @@
  */
 import { z } from 'zod';
 import { defineMethod, type PlanContext, type StructuralPlan } from '../../src/prune/method.ts';
-import type { CausalLM } from '../../src/model/causal-lm.ts';
+import type { ModelView } from '../../src/model/view.ts';
 import type { LinearRole } from '../../src/model/family.ts';
-import { countParameters } from '../../src/model/count.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { layerGroupScores, type LinearTaylorInput } from './groups.ts';
 import { fuseScores, type UnitScores } from './fusion.ts';
@@ -46,11 +45,11 @@ const options = z.object(shape).strict().superRefine((o, ctx) => {
 export type SaapOptions = z.infer<typeof options>;
 
 /** Parameters removed with one KV group and with one FFN channel of a layer (biases included). */
-export function groupParams(model: CausalLM, layer: number): Record<ModuleType, number> {
+export function groupParams(model: ModelView, layer: number): Record<ModuleType, number> {
   const s = model.config.layers[layer];
   const { spec, config } = model;
   const lin = (role: LinearRole) => spec.linears.find((l) => l.role === role)!;
-  const rowSize = (role: LinearRole) => lin(role).inDim(s, config) + (model.linearParams(layer, role).bias ? 1 : 0);
+  const rowSize = (role: LinearRole) => lin(role).inDim(s, config) + (model.hasBias(layer, role) ? 1 : 0);
   const colSize = (role: LinearRole) => lin(role).outDim(s, config);
   const hd = config.headDim;
   const g = s.numHeads / s.numKvHeads;
@@ -107,7 +106,7 @@ function plan(ctx: PlanContext<SaapOptions>): StructuralPlan {
     excluded[type] = o.exclude === 'ranked' ? rankedExclusion(nt, excludeCount) : fixedExclusion(L, o.excludeFirst, o.excludeLast);
   }
 
-  const total = countParameters(model).total;
+  const total = model.parameters.total;
   const budget = target.sparsity * total;
   const sizes = Array.from({ length: L }, (_, l) => groupParams(model, l));
   const alloc: AllocUnit[] = units.map((u, k) => ({

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LinearRole, TapName } from '../model/family.ts';
 import { countParameters } from '../model/count.ts';
+import { modelView, type ModelView } from '../model/view.ts';
 import type {
   InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, OperatorDecision, PruneTarget, PruningMethod, StructuredMethod,
 } from './method.ts';
@@ -76,6 +77,8 @@ export interface LayerJob<O> {
   options: O;
   target: PruneTarget;
   log: (msg: string) => void;
+  /** The read-only view methods see, taken once per run (per worker thread). */
+  view: ModelView;
   /** Sees every decision as it is applied. */
   onDecision?: (d: OperatorDecision) => void;
 }
@@ -103,7 +106,7 @@ export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: H
         const h = readLinear(model, i, role);
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
       });
-      const decisions = await m.pruneOperators({ model, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats });
+      const decisions = await m.pruneOperators({ model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats });
       for (const d of decisions) {
         const op = ops.find((o) => o.role === d.role);
         if (!op) throw new Error(`method returned a decision for '${d.role}', not in this group`);
@@ -142,7 +145,7 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
     return;
   }
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
-  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log };
+  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view: modelView(model) };
   for (let i = 0; i < model.numLayers; i++) {
     const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? runLayer(model, i, states) : null;
     perLayer.push(await pruneLayerInPlace(model, i, states, job));
@@ -181,7 +184,7 @@ async function pruneStructured<O>(model: CausalLM, req: PruneRequest<O>, m: Stru
   }
   const gradients = sreq.gradients ? linearGradients(model, req.windows, sreq.gradients) : undefined;
   const plan = await m.plan({
-    model, options: req.options, target: req.target, log, stats, blockDistance: distance, gradients,
+    model: modelView(model), options: req.options, target: req.target, log, stats, blockDistance: distance, gradients,
     weight: (layer, role) => {
       const h = readLinear(model, layer, role);
       return { data: h.data, rows: h.rows, cols: h.cols };

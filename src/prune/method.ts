@@ -12,7 +12,7 @@
  *   method returns a plan for all layers at once, and shared surgery applies it.
  */
 import type { z } from 'zod';
-import type { CausalLM } from '../model/causal-lm.ts';
+import type { ModelView } from '../model/view.ts';
 import type { LinearRole, TapName } from '../model/family.ts';
 import type { SparsityPattern } from './masks.ts';
 
@@ -75,7 +75,8 @@ export interface PruneTarget {
 }
 
 export interface MethodContext<O> {
-  model: CausalLM;
+  /** Read-only: configuration, per-layer shapes, bias presence. */
+  model: ModelView;
   options: O;
   target: PruneTarget;
   log: (msg: string) => void;

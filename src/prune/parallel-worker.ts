@@ -10,6 +10,7 @@ import { initBackend } from '../backend/index.ts';
 import { resolveMethod } from './registry.ts';
 import { pruneLayerInPlace } from './engine.ts';
 import { readLinear } from './linear-io.ts';
+import { viewFromData } from '../model/view.ts';
 import { disposeLayerModel, layerModel, type LayerTask, type MainMessage, type OperatorResult, type WorkerInit, type WorkerMessage } from './parallel.ts';
 
 const port = parentPort;
@@ -24,6 +25,7 @@ await initBackend(init.backend, true);
 const resolved = await resolveMethod(init.method);
 if (resolved.kind !== 'layerwise') throw new Error(`method '${init.method}' is not layerwise; parallel layers apply to layerwise methods only`);
 const method: LayerwiseMethod<unknown> = resolved;
+const view = viewFromData(init.view);
 
 async function run(task: LayerTask): Promise<void> {
   const t0 = performance.now();
@@ -32,7 +34,7 @@ async function run(task: LayerTask): Promise<void> {
   try {
     const masks = new Map<LinearRole, Uint8Array>();
     const info = await pruneLayerInPlace(model, i, task.states, {
-      method, options: init.options, target: init.target,
+      method, options: init.options, target: init.target, view,
       log: (msg) => post({ type: 'log', msg }),
       onDecision: (d) => masks.set(d.role, d.mask),
     });

@@ -6,6 +6,7 @@
  * in-process loop (`pruneLayerInPlace`: grouped statistics, `pruneOperators`, decisions applied
  * in order) and send back the pruned weights, masks and the layer's report entry.
  */
+import { modelViewData, type ModelViewData } from '../model/view.ts';
 import { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM } from '../model/causal-lm.ts';
@@ -27,6 +28,8 @@ export interface WorkerInit {
   options: unknown;
   target: PruneTarget;
   config: ModelConfig;
+  /** What the method sees of the whole model (the worker's own model holds one layer). */
+  view: ModelViewData;
 }
 
 /** Main → worker: a layer to prune, or `close` (finish and let the thread exit). */
@@ -240,7 +243,7 @@ export async function pruneLayersParallel<O>(model: CausalLM, job: ParallelJob<O
   const inputs: (HiddenStates | null)[] = job.windows ? denseInputs(model, job.windows) : new Array<null>(N).fill(null);
   let backend: ConcreteBackend;
   try { backend = activeBackend(); } catch { backend = 'wasm'; }
-  const init: WorkerInit = { backend, method: job.methodName, options: job.options, target: job.target, config: model.config };
+  const init: WorkerInit = { backend, method: job.methodName, options: job.options, target: job.target, config: model.config, view: modelViewData(model) };
   const n = Math.min(job.workers, N);
   job.log(`dense pass done; pruning ${N} layers on ${n} worker threads (${backend})`);
   const pool = Array.from({ length: n }, () => new LayerWorker(init, job.log));
