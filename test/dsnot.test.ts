@@ -186,7 +186,7 @@ test('plug-in: defaults, skip_layer mlp keeps Wanda\'s mask for MLP operators on
   const options = parseMethodOptions(dsnot, { error_seqlen: T });
   const out = await dsnot.pruneOperators({
     model, options, target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, log: () => {}, layer: 0, operators: ops,
-    stats: { attnIn: st, mlpIn: st },
+    stats: { attnIn: st, mlpIn: st }, state: undefined,
   });
   const wandaMask = maskPerRow(wandaScores(inp.weight, ROWS, COLS, colSqSum), ROWS, COLS, 0.5);
   assert.deepEqual(out[1]!.mask, wandaMask, 'gate (mlp) keeps the initial mask');

@@ -8,6 +8,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { canonicalJson, shortHash } from '../src/experiment/hash.ts';
 import type { RunResult, RunSpec } from '../src/experiment/types.ts';
+import { expandGrid } from '../src/experiment/grid.ts';
+import type { LoadedExperiment } from '../src/experiment/schema.ts';
+import { methodRegistryInfo } from '../src/experiment/pipeline.ts';
+
+/** What the registry says of the methods in this repository (granularities, schedules, names). */
+export const registry = await methodRegistryInfo();
+
+/** The grid as `prunelab run` expands it (pattern-taking methods from the registry). */
+export const gridOf = (exp: LoadedExperiment): RunSpec[] => expandGrid(exp, { usesPatterns: registry.usesPatterns });
 
 export function workspace(prefix: string): string {
   const root = fs.mkdtempSync(path.join(fs.realpathSync(os.tmpdir()), `prunelab-${prefix}-`));

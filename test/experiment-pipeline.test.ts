@@ -9,8 +9,7 @@ import path from 'node:path';
 import { HAVE_SHARED, NO_SHARED_REASON, tmpDir } from './support.ts';
 import { runCli } from './cli-support.ts';
 import { loadExperiment } from '../src/experiment/schema.ts';
-import { expandGrid } from '../src/experiment/grid.ts';
-import { methodValidator, patternMethodNames } from '../src/experiment/pipeline.ts';
+import { gridOf, registry } from './experiment-fixtures.ts';
 import { methodNames } from '../src/prune/registry.ts';
 import { REPO_ROOT } from './support.ts';
 
@@ -57,9 +56,9 @@ describe('experiment pipeline (CLI)', { skip: HAVE_SHARED ? false : NO_SHARED_RE
 
 describe('shipped experiment files', () => {
   it('the quickstart is valid and puts every method side by side', async () => {
-    const [validateMethod, patterns] = await Promise.all([methodValidator(), patternMethodNames()]);
-    const exp = loadExperiment(path.join(REPO_ROOT, 'experiments/quickstart.yaml'), { validateMethod });
-    const runs = expandGrid(exp, { usesPatterns: (m) => patterns.has(m) });
+    const { validateMethod, recoverySchedules } = registry;
+    const exp = loadExperiment(path.join(REPO_ROOT, 'experiments/quickstart.yaml'), { validateMethod, recoverySchedules });
+    const runs = gridOf(exp);
     const methods = new Set(runs.map((r) => r.method?.name).filter((m) => m));
     assert.deepEqual([...methods].sort(), methodNames());
     // Unstructured: 50% and 2:4; structured: 20% and 50%, each with and without recovery; + dense.
@@ -75,10 +74,10 @@ describe('shipped experiment files', () => {
   });
 
   it('the small experiments on stories260K are valid', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, async () => {
-    const validateMethod = await methodValidator();
+    const { validateMethod, recoverySchedules } = registry;
     for (const f of ['stories-small', 'cfsp-small', 'saap-small', 'fistapruner-small']) {
-      const exp = loadExperiment(path.join(REPO_ROOT, 'experiments', `${f}.yaml`), { validateMethod });
-      assert.ok(expandGrid(exp).length > 1, f);
+      const exp = loadExperiment(path.join(REPO_ROOT, 'experiments', `${f}.yaml`), { validateMethod, recoverySchedules });
+      assert.ok(gridOf(exp).length > 1, f);
     }
   });
 });

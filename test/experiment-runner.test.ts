@@ -9,12 +9,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadExperiment } from '../src/experiment/schema.ts';
-import { expandGrid, parseShard, selectShard } from '../src/experiment/grid.ts';
+import { parseShard, selectShard } from '../src/experiment/grid.ts';
 import { readResults, readResultsFile, TIMING_COLUMNS } from '../src/experiment/results.ts';
 import { ExperimentInterrupted, runExperiment } from '../src/experiment/runner.ts';
 import type { RunSpec } from '../src/experiment/types.ts';
 import { ConfigError } from '../src/util/errors.ts';
-import { fakeResult, workspace, writeYaml } from './experiment-fixtures.ts';
+import { fakeResult, gridOf, registry, workspace, writeYaml } from './experiment-fixtures.ts';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -62,7 +62,7 @@ evaluations:
 `;
 const SMALL_SIZE = 2 * 3 + 1;
 
-const quiet = { log: () => {}, progress: 'none' as const, handleSignals: false };
+const quiet = { log: () => {}, progress: 'none' as const, handleSignals: false, usesPatterns: registry.usesPatterns };
 
 function idsOf(runs: readonly RunSpec[]): string[] {
   return runs.map((r) => r.id);
@@ -83,7 +83,7 @@ describe('grid', () => {
   const root = workspace('grid');
 
   it('expands models × methods × sparsities (× patterns) × seeds × recovery, plus a dense run per model', () => {
-    const runs = expandGrid(loadExperiment(writeYaml(root, 'g.yaml', GRID)));
+    const runs = gridOf(loadExperiment(writeYaml(root, 'g.yaml', GRID)));
     assert.equal(runs.length, GRID_SIZE);
     assert.equal(runs.filter((r) => r.kind === 'dense').length, 2);
     const flap = runs.filter((r) => r.method?.name === 'flap');
@@ -101,7 +101,7 @@ describe('grid', () => {
 
   it('a method\'s own recovery list overrides the experiment-wide one for its runs only', () => {
     const yaml = GRID.replace('  - name: flap\n', '  - name: flap\n    recovery:\n      - {schedule: none}\n      - {schedule: uniform, steps: 5, data: ../data/calib.txt}\n');
-    const runs = expandGrid(loadExperiment(writeYaml(root, 'g-rec.yaml', yaml)));
+    const runs = gridOf(loadExperiment(writeYaml(root, 'g-rec.yaml', yaml)));
     // flap doubles (none + uniform), everything else keeps the global [none].
     assert.equal(runs.length, GRID_SIZE + 2 * 4);
     const flapUniform = runs.filter((r) => r.method?.name === 'flap' && r.recovery.schedule === 'uniform');
@@ -109,25 +109,25 @@ describe('grid', () => {
     assert.ok(flapUniform.every((r) => r.recovery.schedule === 'uniform' && path.isAbsolute(r.recovery.data)));
     assert.ok(runs.filter((r) => r.method?.name === 'wanda').every((r) => r.recovery.schedule === 'none'));
     // Per-method sparsities: wanda at 0.5 only (plus its 2:4 run).
-    const only = expandGrid(loadExperiment(writeYaml(root, 'g-sp.yaml', GRID.replace('    options: {alpha: 1}\n', '    options: {alpha: 1}\n    sparsities: [0.5]\n'))));
+    const only = gridOf(loadExperiment(writeYaml(root, 'g-sp.yaml', GRID.replace('    options: {alpha: 1}\n', '    options: {alpha: 1}\n    sparsities: [0.5]\n'))));
     const wanda = only.filter((r) => r.method?.name === 'wanda');
     assert.deepEqual([...new Set(wanda.map((r) => `${r.pattern}@${r.sparsity}`))].sort(), ['2:4@0.5', 'unstructured@0.5']);
   });
 
   it('ids are stable: same config (any key order, any folder) → same ids', () => {
-    const a = idsOf(expandGrid(loadExperiment(writeYaml(root, 'g.yaml', GRID))));
-    const b = idsOf(expandGrid(loadExperiment(writeYaml(root, 'g.yaml', GRID))));
+    const a = idsOf(gridOf(loadExperiment(writeYaml(root, 'g.yaml', GRID))));
+    const b = idsOf(gridOf(loadExperiment(writeYaml(root, 'g.yaml', GRID))));
     assert.deepEqual(a, b);
     const reordered = GRID.replace('    options: {alpha: 1}', '    options: {alpha: 1}').replace('  nsamples: 4\n  seqlen: 16', '  seqlen: 16\n  nsamples: 4');
-    assert.deepEqual(idsOf(expandGrid(loadExperiment(writeYaml(root, 'g2.yaml', reordered)))), a);
+    assert.deepEqual(idsOf(gridOf(loadExperiment(writeYaml(root, 'g2.yaml', reordered)))), a);
     // Another copy of the whole workspace: ids hash paths as written, not absolute paths.
     const other = workspace('grid-other');
-    assert.deepEqual(idsOf(expandGrid(loadExperiment(writeYaml(other, 'g.yaml', GRID)))), a);
+    assert.deepEqual(idsOf(gridOf(loadExperiment(writeYaml(other, 'g.yaml', GRID)))), a);
   });
 
   it('changing one method option changes only that method\'s run ids', () => {
-    const before = expandGrid(loadExperiment(writeYaml(root, 'g.yaml', GRID)));
-    const after = expandGrid(loadExperiment(writeYaml(root, 'g.yaml', GRID.replace('{alpha: 1}', '{alpha: 2}'))));
+    const before = gridOf(loadExperiment(writeYaml(root, 'g.yaml', GRID)));
+    const after = gridOf(loadExperiment(writeYaml(root, 'g.yaml', GRID.replace('{alpha: 1}', '{alpha: 2}'))));
     const pick = (runs: RunSpec[], wanda: boolean) => new Set(idsOf(runs.filter((r) => (r.method?.name === 'wanda') === wanda)));
     assert.deepEqual(pick(after, false), pick(before, false));
     const w0 = pick(before, true);
@@ -137,7 +137,7 @@ describe('grid', () => {
   });
 
   it('shards partition the grid: every run exactly once', () => {
-    const runs = expandGrid(loadExperiment(writeYaml(root, 'g.yaml', GRID)));
+    const runs = gridOf(loadExperiment(writeYaml(root, 'g.yaml', GRID)));
     for (const n of [1, 2, 3, 5, 7, GRID_SIZE + 3]) {
       const seen = new Map<string, number>();
       for (let i = 0; i < n; i++) {
@@ -168,7 +168,7 @@ describe('runner', () => {
     const summary = await runExperiment(file, { ...quiet, executeRun });
     assert.equal(calls, GRID_SIZE);
     assert.equal(summary.completed.length, GRID_SIZE);
-    const expected = idsOf(expandGrid(loadExperiment(file)));
+    const expected = idsOf(gridOf(loadExperiment(file)));
     assertComplete(root, 'grid', expected);
 
     const { columns, rows } = readResultsFile(csvPath(root, 'grid'));
@@ -211,7 +211,7 @@ describe('runner', () => {
     calls = 0;
     await runExperiment(file, { ...quiet, executeRun: (run) => { calls++; return fakeResult(run); } });
     assert.equal(calls, SMALL_SIZE - 3);
-    assertComplete(root, 'small', idsOf(expandGrid(loadExperiment(file))));
+    assertComplete(root, 'small', idsOf(gridOf(loadExperiment(file))));
     assert.deepEqual(fs.readdirSync(path.dirname(csvPath(root, 'small'))).filter((n) => n.endsWith('.tmp') || n.endsWith('.lock')), []);
   });
 
@@ -247,7 +247,7 @@ describe('runner', () => {
     assert.equal(readResultsFile(csvPath(root, 'small')).rows.length, 3);
 
     await runExperiment(file, { ...quiet, executeRun: fakeResult });
-    assertComplete(root, 'small', idsOf(expandGrid(loadExperiment(file))));
+    assertComplete(root, 'small', idsOf(gridOf(loadExperiment(file))));
   });
 
   it('the same seed gives identical rows (timings aside) with a deterministic executor', async () => {
@@ -272,7 +272,7 @@ describe('runner', () => {
     assert.deepEqual(fs.readdirSync(out).filter((n) => n.endsWith('.csv')).sort(),
       ['results.shard-0-of-3.csv', 'results.shard-1-of-3.csv', 'results.shard-2-of-3.csv']);
     const rows = readResults(out);
-    assert.deepEqual(rows.map((r) => r.run_id).sort(), idsOf(expandGrid(loadExperiment(file))));
+    assert.deepEqual(rows.map((r) => r.run_id).sort(), idsOf(gridOf(loadExperiment(file))));
     let calls = 0;
     await runExperiment(file, { ...quiet, executeRun: (run) => { calls++; return fakeResult(run); } });
     assert.equal(calls, 0);
@@ -307,7 +307,7 @@ describe('runner', () => {
     await assert.rejects(runExperiment(file, { ...quiet, executeRun: fakeResult }), /another runner holds results\.csv\.lock/);
     release();
     await first;
-    assertComplete(root, 'small', idsOf(expandGrid(loadExperiment(file))));
+    assertComplete(root, 'small', idsOf(gridOf(loadExperiment(file))));
   });
 
   it('continueOnError records failures, finishes the rest, and a re-run retries only those', async () => {
@@ -339,9 +339,9 @@ describe('runner under real signals (child process)', () => {
     const script = path.join(root, 'child.mts');
     fs.writeFileSync(script, `
 import { runExperiment } from ${JSON.stringify(path.join(REPO_ROOT, 'src/experiment/runner.ts'))};
-import { fakeResult } from ${JSON.stringify(path.join(REPO_ROOT, 'test/experiment-fixtures.ts'))};
+import { fakeResult, registry } from ${JSON.stringify(path.join(REPO_ROOT, 'test/experiment-fixtures.ts'))};
 await runExperiment(${JSON.stringify(file)}, {
-  progress: 'plain', log: () => {},
+  progress: 'plain', log: () => {}, usesPatterns: registry.usesPatterns,
   executeRun: async (run) => { await new Promise((r) => setTimeout(r, ${ms})); return fakeResult(run); },
 }).catch((e) => console.error(e.message));
 `);
@@ -380,7 +380,7 @@ await runExperiment(${JSON.stringify(file)}, {
       const done: string[] = [];
       await runExperiment(file, { ...quiet, executeRun: (run) => { done.push(run.id); return fakeResult(run); } });
       assert.equal(done.length, SMALL_SIZE - rows.length);
-      assertComplete(root, 'small', idsOf(expandGrid(loadExperiment(file))));
+      assertComplete(root, 'small', idsOf(gridOf(loadExperiment(file))));
     });
   }
 });

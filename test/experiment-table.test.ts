@@ -9,7 +9,9 @@ import path from 'node:path';
 import { renderTable } from '../src/experiment/table.ts';
 import { plotResults } from '../src/experiment/plot.ts';
 import type { ResultRow } from '../src/experiment/results.ts';
-import { workspace } from './experiment-fixtures.ts';
+import { registry, workspace } from './experiment-fixtures.ts';
+
+const { displayName } = registry;
 
 function pplProtocol(seqlen: number, tokenizer: string): string {
   return JSON.stringify({ bos: 'once-at-text-start', maxWindows: null, seqlen, stride: seqlen, text: '../data/wt2.txt', tokenizer });
@@ -74,7 +76,7 @@ describe('tables', () => {
     // Dense avg (62 + 70 + 55) / 3 = 62.33. Wanda 50% = mean of seeds: ppl (12+14)/2 = 13,
     // PIQA (58+56)/2 = 57, BoolQ (66+64)/2 = 65, Wino (53+51)/2 = 52, avg (57+65+52)/3 = 58.
     // Wanda 30%: (61+69+54)/3 = 61.33. Magnitude: (50+60+50)/3 = 53.33. Wanda 2:4: (53+62+50)/3 = 55.
-    assert.equal(renderTable(ROWS, { format: 'md', layout: 'paper' }), [
+    assert.equal(renderTable(ROWS, { format: 'md', layout: 'paper', displayName }), [
       '| Sparsity | Method | wt2 (ppl) | PIQA (acc_norm) | BoolQ (acc) | WinoGrande (acc) | Average |',
       '|---|---|---:|---:|---:|---:|---:|',
       '| 0% | Dense | 10.00 | 62.00 | 70.00 | 55.00 | 62.33 |',
@@ -87,7 +89,7 @@ describe('tables', () => {
   });
 
   it('paper layout, LaTeX: booktabs, escaped, a rule between the dense row and each sparsity group', () => {
-    assert.equal(renderTable(ROWS, { format: 'latex', layout: 'paper' }), [
+    assert.equal(renderTable(ROWS, { format: 'latex', layout: 'paper', displayName }), [
       '\\begin{tabular}{llrrrrr}',
       '\\toprule',
       'Sparsity & Method & wt2 (ppl) & PIQA (acc\\_norm) & BoolQ (acc) & WinoGrande (acc) & Average \\\\',
@@ -106,8 +108,8 @@ describe('tables', () => {
     ].join('\n'));
   });
 
-  it('the wanda preset switches every task to acc (and the average with it)', () => {
-    const md = renderTable(ROWS, { format: 'md', layout: 'paper', metrics: 'wanda' });
+  it('the acc preset switches every task to acc (and the average with it)', () => {
+    const md = renderTable(ROWS, { format: 'md', layout: 'paper', metrics: 'acc', displayName });
     assert.match(md, /\| PIQA \(acc\) \| BoolQ \(acc\) \| WinoGrande \(acc\) \| Average \|/);
     // Dense: (60 + 70 + 55) / 3 = 61.67.
     assert.match(md, /\| 0% \| Dense \| 10\.00 \| 60\.00 \| 70\.00 \| 55\.00 \| 61\.67 \|/);
@@ -119,7 +121,7 @@ describe('tables', () => {
       row({ model: 'small', method: 'dense', sparsity: 0, ppl: 8, seqlen: 256, piqa: [0.7, 0.7], boolq: [0.8, 0.8], wino: [0.6, 0.6] }),
       row({ model: 'small', method: 'wanda', sparsity: 0.5, ppl: 9, seqlen: 128, piqa: [0.65, 0.66], boolq: [0.75, 0.7], wino: [0.58, 0.5] }),
     ];
-    const md = renderTable(rows, { format: 'md', layout: 'paper' });
+    const md = renderTable(rows, { format: 'md', layout: 'paper', displayName });
     const lines = md.trim().split('\n');
     assert.equal(lines[0], '| Model | Sparsity | Method | wt2 (ppl) [seqlen=128, stride=128] | wt2 (ppl) [seqlen=256, stride=256] | PIQA (acc_norm) | BoolQ (acc) | WinoGrande (acc) | Average |');
     assert.equal(lines[2], '| tiny | 0% | Dense | 10.00 | — | 62.00 | 70.00 | 55.00 | 62.33 |');
@@ -129,7 +131,7 @@ describe('tables', () => {
   });
 
   it('wide layout: one line per run, dense first, both accuracies and speed', () => {
-    const md = renderTable(ROWS, { format: 'md', layout: 'wide' });
+    const md = renderTable(ROWS, { format: 'md', layout: 'wide', displayName });
     const lines = md.trim().split('\n');
     assert.equal(lines.length, ROWS.length + 2);
     assert.match(lines[0], /\| PIQA \(acc\) \| PIQA \(acc_norm\) \|.*\| Average \| Prefill tok\/s \| Decode tok\/s \|$/);
@@ -144,7 +146,7 @@ describe('plots', () => {
   it('writes sparsity–perplexity and speed–quality SVGs', async () => {
     const dir = path.join(workspace('plot'), 'plots');
     const rows = [...ROWS, row({ method: 'magnitude', sparsity: 0.9, ppl: 'Infinity', piqa: [0.25, 0.25], boolq: [0.5, 0.5], wino: [0.5, 0.5] })];
-    const files = await plotResults(rows, dir);
+    const files = await plotResults(rows, dir, displayName);
     assert.deepEqual(files.map((f) => path.basename(f)).sort(), ['sparsity-ppl.tiny.wt2.svg', 'speed-quality.tiny.wt2.svg']);
     for (const f of files) {
       const svg = fs.readFileSync(f, 'utf8');

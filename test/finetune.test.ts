@@ -159,7 +159,7 @@ describe('recovery fine-tuning (stories260K, TinyStories sample)', { skip: HAVE_
     const original = loadModel(STORIES_BIN).model;
     const { model } = loadModel(STORIES_BIN);
     const r = finetune(model, {
-      data: text, schedule: { kind: 'saap', bits: 4, groupSize: 4 }, steps: 3, lr: 1e-2, warmupSteps: 0,
+      data: text, schedule: { name: 'group-quant', ranks: [8, 8, 8, 8, 8], alphas: [16, 16, 16, 16, 16], quant: { bits: 4, groupSize: 4 }, allocation: 'uniform' }, steps: 3, lr: 1e-2, warmupSteps: 0,
       seqLen: 32, microBatchSize: 2, maxHeldOutWindows: 2, merge: false,
     });
     assert.notEqual(r.heldOut.start, r.heldOut.before, 'the base should be quantised before training');
@@ -224,8 +224,8 @@ describe('recovery fine-tuning (stories260K, TinyStories sample)', { skip: HAVE_
     const bad = { data: text, steps: 2, learningRate: 1 } as unknown as Parameters<typeof finetune>[1];
     assert.throws(() => finetune(model, bad), (e: Error) => e instanceof ConfigError && /learningRate/.test(e.message));
     assert.throws(() => finetune(model, { data: text, steps: 2, resume: true }), ConfigError);
-    assert.throws(() => finetune(model, { data: text, steps: 2, schedule: { kind: 'cfsp', scores: [1, 2] } }),
-      (e: Error) => e instanceof ConfigError && /2 scores given for 5 layers/.test(e.message));
+    assert.throws(() => finetune(model, { data: text, steps: 2, schedule: { name: 'two', ranks: [1, 2], alphas: [1, 2], quant: null, allocation: 'importance' } }),
+      (e: Error) => e instanceof ConfigError && /2 ranks and 2 alphas for 5 layers/.test(e.message));
     assert.throws(() => finetune(model, { data: { tokens: [1, 2, 3] }, steps: 2, seqLen: 8 }), /corpus too small/);
     assert.equal(model.linearHook, null);
     model.dispose();

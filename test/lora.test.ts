@@ -12,7 +12,8 @@ import { loadModel } from '../src/io/load-model.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
 import type { LinearRole } from '../src/model/family.ts';
 import { LoraSet, type LoraSpec } from '../src/finetune/lora.ts';
-import { allocateRanks, resolveSchedule } from '../src/finetune/schedule.ts';
+import { resolveSchedule } from '../src/finetune/schedule.ts';
+import { allocateRanks } from '../src/finetune/ranks.ts';
 import { ConfigError } from '../src/util/errors.ts';
 
 const ALL: LinearRole[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -240,28 +241,22 @@ describe('rank schedules (hand-computed)', () => {
     assert.deepEqual(allocateRanks(2, 'importance', 4, [0.01, 1, 1, 1.99]), [1, 2, 2, 4]);
   });
 
-  it('cfsp keeps α_l/r_l = α/r̄; uniform gives r̄ everywhere; layers restricts', () => {
-    const r = resolveSchedule({ kind: 'cfsp', scores: [1, 2, 3] }, { rank: 8, alpha: 16, numLayers: 3 });
-    assert.deepEqual(r.ranks, [4, 8, 12]);
-    assert.deepEqual(r.alphas, [8, 16, 24]);
-    assert.equal(r.totalRank, 24);
-    const c = resolveSchedule({ kind: 'cfsp', scores: [1, 2, 3], alphaPolicy: 'constant-alpha' }, { rank: 8, alpha: 16, numLayers: 3 });
-    assert.deepEqual(c.alphas, [16, 16, 16]);
+  it('uniform gives r̄ everywhere; layers restricts; a method plan passes through as given', () => {
     const u = resolveSchedule('uniform', { rank: 8, alpha: 16, numLayers: 4, layers: [1, 3] });
     assert.deepEqual(u.ranks, [0, 8, 0, 8]);
     assert.equal(u.quant, null);
-  });
-
-  it('saap: fake-quantised base by default (4 bits, groups of 32); quant none/plain = standard LoRA', () => {
-    assert.deepEqual(resolveSchedule('saap', { rank: 8, alpha: 16, numLayers: 2 }).quant, { bits: 4, groupSize: 32 });
-    assert.deepEqual(resolveSchedule({ kind: 'saap', bits: 3, groupSize: 64 }, { rank: 8, alpha: 16, numLayers: 2 }).quant, { bits: 3, groupSize: 64 });
-    assert.equal(resolveSchedule({ kind: 'saap', quant: 'none' }, { rank: 8, alpha: 16, numLayers: 2 }).quant, null);
-    assert.equal(resolveSchedule({ kind: 'saap', quant: 'plain' }, { rank: 8, alpha: 16, numLayers: 2 }).quant, null);
+    const p = resolveSchedule({ name: 'm', ranks: [4, 8, 12], alphas: [8, 16, 24], quant: { bits: 3, groupSize: 64 }, allocation: 'importance' },
+      { rank: 8, alpha: 16, numLayers: 3 });
+    assert.deepEqual([p.kind, p.ranks, p.alphas, p.quant, p.totalRank, p.allocation], ['m', [4, 8, 12], [8, 16, 24], { bits: 3, groupSize: 64 }, 24, 'importance']);
   });
 
   it('bad input: scores of the wrong length or non-positive, unknown layer', () => {
     assert.throws(() => allocateRanks(8, 'importance', 3, [1, 2]), ConfigError);
     assert.throws(() => allocateRanks(8, 'inverse', 2, [1, 0]), ConfigError);
     assert.throws(() => resolveSchedule('uniform', { rank: 8, alpha: 16, numLayers: 2, layers: [2] }), ConfigError);
+    const plan = { name: 'm', ranks: [1, 1], alphas: [1, 1], quant: null, allocation: 'uniform' };
+    assert.throws(() => resolveSchedule({ ...plan, ranks: [1, -1] }, { rank: 8, alpha: 16, numLayers: 2 }), /rank of layer 1/);
+    assert.throws(() => resolveSchedule({ ...plan, alphas: [1, 0] }, { rank: 8, alpha: 16, numLayers: 2 }), /alpha of layer 1/);
+    assert.throws(() => resolveSchedule({ ...plan, quant: { bits: 9, groupSize: 4 } }, { rank: 8, alpha: 16, numLayers: 2 }), /bits/);
   });
 });

@@ -17,7 +17,6 @@ import {
   rankedExclusion, type AllocUnit,
 } from '../methods/saap/allocation.ts';
 import { layerGroupScores, type LinearTaylorInput } from '../methods/saap/groups.ts';
-import { saapRecoveryDefaults } from '../methods/saap/recovery.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
 import { pruneModel } from '../src/prune/engine.ts';
 import { calibrationFromText } from '../src/prune/calibration.ts';
@@ -231,7 +230,6 @@ describe('saap: groups and options', () => {
     assert.throws(() => parseMethodOptions(saap, { rMax: 1 }), ConfigError);
     assert.deepEqual(saap.stats(o), { perLayer: {}, gradients: { fisher: true } });
     assert.deepEqual(saap.kind === 'structured' && saap.stats({ ...o, elem: 'param_first' }).gradients, { fisher: false });
-    assert.deepEqual({ ...saapRecoveryDefaults }, { quant: 'int4', groupSize: 32, rank: 8, alpha: 16, dropout: 0.05 });
   });
 });
 

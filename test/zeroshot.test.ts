@@ -114,7 +114,7 @@ describe('zero-shot scoring (pure)', () => {
       piqa: 'acc_norm', arc_easy: 'acc_norm', arc_challenge: 'acc_norm', boolq: 'acc', openbook_qa: 'acc_norm',
       hellaswag: 'acc_norm', winogrande: 'acc', lambada_openai: 'acc',
     });
-    for (const t of Object.values(TASKS)) assert.equal(metricFor(t, 'wanda'), 'acc');
+    for (const t of Object.values(TASKS)) assert.equal(metricFor(t, 'acc'), 'acc');
   });
 
   it('rejects malformed rows', () => {
@@ -220,7 +220,7 @@ describe('zero-shot on real data', { skip: HAVE_SHARED ? false : NO_SHARED_REASO
   it('WinoGrande and LAMBADA run end to end (limit 20)', () => {
     const before = tf.memory().numTensors;
     const w = evaluateTask(model, tok, shared('zeroshot/winogrande.jsonl'), { limit: 20 });
-    const l = evaluateTask(model, tok, 'lambada_openai', { limit: 20, dataDir: shared('zeroshot'), preset: 'wanda' });
+    const l = evaluateTask(model, tok, 'lambada_openai', { limit: 20, dataDir: shared('zeroshot'), preset: 'acc' });
     assert.equal(tf.memory().numTensors, before, 'tensors leaked');
     assert.equal(w.task, 'winogrande');
     assert.equal(w.acc_norm, null);

@@ -7,6 +7,8 @@ import { z } from 'zod';
 import { defineMethod, type PlanContext, type StructuralPlan } from '../../src/prune/method.ts';
 import { topKIndices } from '../../src/prune/masks.ts';
 import { ConfigError } from '../../src/util/errors.ts';
+import type { CfspReport } from './report.ts';
+import { cfspRecovery } from './recovery.ts';
 import { allocateKeepRatios, keptChannelCount } from './allocation.ts';
 import { activationScores, relativeWeightScores } from './scores.ts';
 import { cfspLoraRanks } from './ranks.ts';
@@ -27,10 +29,9 @@ const options = z.object({
 
 export type CfspOptions = z.infer<typeof options>;
 
-function plan(ctx: PlanContext<CfspOptions>): StructuralPlan {
+function plan(ctx: PlanContext<CfspOptions>): StructuralPlan<CfspReport> {
   const { model, options: o, target } = ctx;
   const p = target.sparsity;
-  if (target.pattern.kind === 'nm') throw new ConfigError('cfsp removes whole FFN channels; N:M patterns do not apply');
   if (o.minKeepRatio > 1 - p + 1e-12) {
     throw new ConfigError(`cfsp: option 'minKeepRatio' (${o.minKeepRatio}) must be <= 1 - sparsity (${1 - p})`);
   }
@@ -85,8 +86,9 @@ function plan(ctx: PlanContext<CfspOptions>): StructuralPlan {
   };
 }
 
-export default defineMethod<CfspOptions>({
+export default defineMethod<CfspOptions, CfspReport>({
   name: 'cfsp',
+  displayName: 'CFSP',
   description: 'CFSP: FFN-channel pruning, per-block budget from block input/output angles, channels by activation norm',
   reference: 'Wang et al., arXiv 2409.13199 (COLING 2025); wyxscir/CFSP @ b2d5b13 lib/prune.py (prune_cfsp)',
   granularity: ['ffn-channels'],
@@ -94,4 +96,5 @@ export default defineMethod<CfspOptions>({
   kind: 'structured',
   stats: (o) => ({ perLayer: { colSqSum: ['downIn'] }, blockDistance: o.globalMetric }),
   plan,
+  recovery: cfspRecovery,
 });

@@ -29,6 +29,7 @@ type Options = z.infer<typeof options>;
 
 export default defineMethod<Options>({
   name: 'dsnot',
+  displayName: 'DSnoT',
   description: 'DSnoT: training-free prune/regrow refinement of a Wanda (or magnitude/SparseGPT-score) mask',
   reference: 'Zhang et al., "Dynamic Sparse No Training", arXiv 2310.08915; zyxxmu/DSnoT @ 4c029df lib/prune.py (prune_DSnoT)',
   granularity: ['unstructured', 'n:m'],

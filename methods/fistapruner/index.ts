@@ -7,7 +7,6 @@
 import { z } from 'zod';
 import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
 import { TAP_NAMES, type LinearRole } from '../../src/model/family.ts';
-import type { ModelView } from '../../src/model/view.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { solveOperator, type Cut } from './fista.ts';
 import { WARM_STARTS, warmStartWeights } from './warm-start.ts';
@@ -26,17 +25,19 @@ const options = z.object({
   monotone: z.boolean().default(false)
     .describe('monotone FISTA (MFISTA, Beck & Teboulle 2009 TIP §V): F(W_k) never rises; default false = the paper\'s standard FISTA'),
   lambdaInit: z.enum(['scaled', 'previous-layer']).default('scaled')
-    .describe("λ₀: 1e-3·max|B| per operator, or the previous layer's final λ of the same operator type (single process only)"),
-  workers: z.number().int().min(1).default(1).describe('worker threads pruning layers concurrently (dense-parallel mode)'),
+    .describe("λ₀: 1e-3·max|B| per operator, or the previous layer's final λ of the same operator type (one worker only)"),
 }).strict();
 
 export type FistaPrunerOptions = z.infer<typeof options>;
 
-/** Final λ per operator type of the layer pruned last, per model (for lambdaInit previous-layer). */
-const carried = new WeakMap<ModelView, Map<LinearRole, number>>();
+/** Per-run state: the final λ per operator type of the layer pruned last (for lambdaInit previous-layer). */
+interface FistaState {
+  lambdas: Map<LinearRole, number>;
+}
 
-export default defineMethod<FistaPrunerOptions>({
+export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaState>({
   name: 'fistapruner',
+  displayName: 'FISTAPruner',
   description: 'FISTAPruner: convex ℓ1 layer-wise reconstruction solved by FISTA with intra-layer error correction',
   reference: 'Zhao et al., arXiv 2408.03728 (EMNLP 2025 main, 2025.emnlp-main.1498); fistapruner.md',
   granularity: ['unstructured', 'n:m'],
@@ -45,16 +46,18 @@ export default defineMethod<FistaPrunerOptions>({
   stats: () => ({ gram: TAP_NAMES, cross: TAP_NAMES, denseGram: TAP_NAMES }),
   operatorOrder: () => 'grouped',
   defaultMode: () => 'dense-parallel',
-  pruneOperators: async ({ model, operators, stats, target, options: o, layer, log }) => {
-    if (o.lambdaInit === 'previous-layer' && o.workers > 1) {
+  setup: ({ options: o, run }) => {
+    if (o.lambdaInit === 'previous-layer' && run.workers > 1) {
       throw new ConfigError("fistapruner: lambdaInit 'previous-layer' chains the layers and cannot run with workers > 1");
     }
+    return { lambdas: new Map() };
+  },
+  pruneOperators: async ({ model, operators, stats, target, options: o, layer, log, state }) => {
     const warmStart = o.warmStart ?? (model.config.family === 'opt' ? 'sparsegpt' : 'wanda');
     const p = target.pattern;
     const cut: Cut = p.kind === 'nm' ? { kind: 'nm', n: p.n, m: p.m } : { kind: o.cut, sparsity: target.sparsity };
-    if (layer === 0) carried.delete(model);
-    const prev = carried.get(model) ?? new Map<LinearRole, number>();
-    carried.set(model, prev);
+    const prev = state.lambdas;
+    if (layer === 0) prev.clear();
     const out: OperatorDecision[] = [];
     for (const op of operators) {
       const st = stats[op.input];

@@ -59,6 +59,7 @@ function layerInputs(ctx: PlanContext<Options>, heads: boolean): FlapLayerInput[
 
 export default defineMethod<Options>({
   name: 'flap',
+  displayName: 'FLAP',
   description: 'FLAP: fluctuation metric (WIFV), standardised, adaptive structure, with bias compensation (FFN channels and head groups)',
   reference: 'An et al., arXiv 2312.11983 (AAAI 2024); CASIA-IVA-Lab/FLAP @ 3bb57db lib/prune.py; CFSP repository lib/prune.py (prune_flap_bias); baselines.md §7',
   granularity: ['ffn-channels', 'attention-heads'],

@@ -40,6 +40,7 @@ function range(o: Options, module: Module, L: number): [number, number] {
 
 export default defineMethod<Options>({
   name: 'llm-pruner',
+  displayName: 'LLM-Pruner',
   description: 'LLM-Pruner (block-wise): Taylor importance of KV head groups and FFN channels, same ratio per layer in a layer range',
   reference: 'Ma, Fang, Wang, arXiv 2305.11627 (NeurIPS 2023); horseee/LLM-Pruner @ 128a07d hf_prune.py, LLMPruner/pruner/hf_llama_pruner.py, metapruner.py; baselines.md §8',
   granularity: ['ffn-channels', 'attention-heads'],

@@ -20,6 +20,7 @@ export function columnL2Norms(w: Float32Array, rows: number, cols: number): Floa
 
 export default defineMethod<z.infer<typeof options>>({
   name: 'magnitude-sp',
+  displayName: 'Magnitude-SP',
   description: 'Magnitude-SP: remove the FFN channels with the smallest down-projection column norm, same ratio per block',
   reference: 'CFSP repository wyxscir/CFSP @ b2d5b13 lib/prune.py (prune_magnitude_sp); baselines.md §5',
   granularity: ['ffn-channels'],

@@ -12,6 +12,7 @@ const options = z.object({
 
 export default defineMethod<z.infer<typeof options>>({
   name: 'magnitude',
+  displayName: 'Magnitude',
   description: 'Magnitude pruning: remove the smallest |W| (per matrix, or N:M per row)',
   reference: 'Wanda repository lib/prune.py (prune_magnitude); baselines.md §1',
   granularity: ['unstructured', 'n:m'],

@@ -10,6 +10,7 @@ import { defineMethod, type PlanContext, type StructuralPlan } from '../../src/p
 import type { ModelView } from '../../src/model/view.ts';
 import type { LinearRole } from '../../src/model/family.ts';
 import { ConfigError } from '../../src/util/errors.ts';
+import { saapRecovery } from './recovery.ts';
 import { layerGroupScores, type LinearTaylorInput } from './groups.ts';
 import { fuseScores, type UnitScores } from './fusion.ts';
 import {
@@ -88,7 +89,6 @@ function groupImportances(ctx: PlanContext<SaapOptions>): UnitScores[] {
 function plan(ctx: PlanContext<SaapOptions>): StructuralPlan {
   const { model, options: o, target } = ctx;
   if (o.sigmaScope === 'layer' && o.allocation === 'ratio') throw new ConfigError(LAYER_SCOPE_WITH_RATIO);
-  if (target.pattern.kind !== 'unstructured') throw new ConfigError('saap removes whole structures; N:M patterns do not apply');
   const L = model.numLayers;
   const units = groupImportances(ctx);
   const { fused, sigmas } = fuseScores(units, o.sigmaScope, o.sigmaFit, ctx.log);
@@ -154,6 +154,8 @@ function plan(ctx: PlanContext<SaapOptions>): StructuralPlan {
 
 export default defineMethod<SaapOptions>({
   name: 'saap',
+  displayName: 'SAAP',
+  recovery: saapRecovery,
   description: 'SAAP: fused vector/element Taylor importances of KV head groups and FFN channels, fluctuation-guided layer ratios',
   reference: 'Zheng, Ren et al., arXiv 2412.15127 (SAAP); groups and Taylor estimators after LLM-Pruner (Ma et al., arXiv 2305.11627, horseee/LLM-Pruner @ 128a07d)',
   granularity: ['ffn-channels', 'attention-heads'],

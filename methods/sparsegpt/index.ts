@@ -17,6 +17,7 @@ const options = z.object({
 
 export default defineMethod<z.infer<typeof options>>({
   name: 'sparsegpt',
+  displayName: 'SparseGPT',
   description: 'SparseGPT: OBS column sweep with the inverse-Hessian Cholesky factor (unstructured per block, or N:M)',
   reference: 'Frantar & Alistarh, arXiv 2301.00774; IST-DASLab/sparsegpt @ 147d215 sparsegpt.py (fasterprune)',
   granularity: ['unstructured', 'n:m'],

@@ -26,6 +26,7 @@ export function wandaSpScores(w: Float32Array, rows: number, cols: number, colSq
 
 export default defineMethod<z.infer<typeof options>>({
   name: 'wanda-sp',
+  displayName: 'Wanda-SP',
   description: 'Wanda-SP: FFN channels by input RMS × mean |W_down|, standardised per block, one global threshold',
   reference: 'CFSP repository wyxscir/CFSP @ b2d5b13 lib/prune.py (prune_wanda_sp); FLAP repository lib/prune.py; baselines.md §6',
   granularity: ['ffn-channels'],

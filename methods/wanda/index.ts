@@ -19,6 +19,7 @@ export function wandaScores(weight: Float32Array, rows: number, cols: number, co
 
 export default defineMethod<z.infer<typeof options>>({
   name: 'wanda',
+  displayName: 'Wanda',
   description: 'Wanda: |W| times input-feature norm, compared per output row (or N:M)',
   reference: 'Sun et al., arXiv 2306.11695; locuslab/wanda @ 8e8fc87 lib/prune.py (prune_wanda)',
   granularity: ['unstructured', 'n:m'],

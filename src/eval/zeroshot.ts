@@ -26,8 +26,8 @@ export type TaskName =
 
 export type RowShape = 'query_choices_gold' | 'context_options' | 'context_continuation';
 export type ZeroShotMetric = 'acc' | 'acc_norm';
-/** `default`: PruneLab's map (SliceGPT convention); `wanda`: acc everywhere (wanda issue #31). */
-export type MetricPreset = 'default' | 'wanda';
+/** `default`: PruneLab's map (SliceGPT convention); `acc`: acc everywhere (as the Wanda paper reports, its issue #31). */
+export type MetricPreset = 'default' | 'acc';
 
 export interface TaskConfig {
   name: string;
@@ -64,7 +64,7 @@ export function isTaskName(s: string): s is TaskName {
 }
 
 export function metricFor(config: TaskConfig, preset: MetricPreset = 'default'): ZeroShotMetric {
-  return preset === 'wanda' ? 'acc' : config.metric;
+  return preset === 'acc' ? 'acc' : config.metric;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -9,12 +9,12 @@ import { canonicalJson, shortHash } from './hash.ts';
 import { zeroshotId, type LoadedExperiment, type RecoveryEntry } from './schema.ts';
 import type { Pattern, RunCalibration, RunEvaluations, RunRecovery, RunSpec } from './types.ts';
 
-/** Methods that take `patterns` (unstructured / N:M); others are structured and ignore them. */
-export const PATTERN_METHODS: readonly string[] = ['magnitude', 'wanda', 'sparsegpt', 'dsnot', 'fistapruner'];
-
 export interface GridOptions {
-  /** Whether a method takes unstructured/N:M patterns (the plugin registry knows); default: PATTERN_METHODS. */
-  usesPatterns?: (method: string) => boolean;
+  /**
+   * Whether a method takes `patterns` (unstructured / N:M): the plug-in registry knows (its
+   * granularity). Others are structured and get one run per sparsity.
+   */
+  usesPatterns: (method: string) => boolean;
 }
 
 export interface Shard {
@@ -69,9 +69,9 @@ export function patternSparsity(p: Pattern): number | null {
   return n / m;
 }
 
-export function expandGrid(exp: LoadedExperiment, opts: GridOptions = {}): RunSpec[] {
+export function expandGrid(exp: LoadedExperiment, opts: GridOptions): RunSpec[] {
   const { config, resolved } = exp;
-  const usesPatterns = opts.usesPatterns ?? ((name: string) => PATTERN_METHODS.includes(name));
+  const { usesPatterns } = opts;
   const evaluations: RunEvaluations = {
     perplexity: resolved.evaluations.perplexity.map((p) => ({ id: p.id, text: p.text, seqlen: p.seqlen, maxWindows: p.maxWindows ?? null })),
     zeroshot: resolved.evaluations.zeroshot.map((z, i) => ({ id: zeroshotId(config.evaluations.zeroshot[i].task), task: z.task, limit: z.limit ?? null })),
@@ -143,7 +143,7 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions = {}): RunSp
               ...base,
               id: `${prefix}-${shortHash(canonicalJson(settings))}`,
               kind: 'pruned',
-              method: { name: method.name, options: method.options },
+              method: { name: method.name, options: method.options, ...(method.workers ? { workers: method.workers } : {}) },
               pattern,
               sparsity,
               seed,

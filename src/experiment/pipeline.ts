@@ -10,7 +10,9 @@ import type { ExecuteRun, RunResult, RunSpec } from './types.ts';
 import { loadModel } from '../io/load-model.ts';
 import { findTokenizerForModel, checkTokenizerMatchesModel } from '../tokenizer/load.ts';
 import { calibrationFromText } from '../prune/calibration.ts';
-import { listMethods, parseMethodOptions, resolveMethod } from '../prune/registry.ts';
+import { listMethods, parseMethodOptions, resolveMethod, resolveRecoverySchedule } from '../prune/registry.ts';
+import { displayNameOf } from '../prune/method.ts';
+import type { MethodValidator, RecoveryScheduleInfo } from './schema.ts';
 import { parsePattern } from '../prune/masks.ts';
 import { pruneModel } from '../prune/engine.ts';
 import type { PruneReport } from '../prune/report.ts';
@@ -37,22 +39,37 @@ export function checkpointHash(modelPath: string): string {
   return digest;
 }
 
-/** Method names whose granularity includes unstructured or N:M patterns (for the grid). */
-export async function patternMethodNames(): Promise<Set<string>> {
-  const all = await listMethods();
-  return new Set(all.filter((m) => m.granularity.includes('unstructured') || m.granularity.includes('n:m')).map((m) => m.name));
+/** What the experiment runner needs to know of the registered methods, read once from the registry. */
+export interface MethodRegistryInfo {
+  /** Checks a method entry's name and options (module paths are checked at run time). */
+  validateMethod: MethodValidator;
+  /** Whether a method takes unstructured / N:M patterns (module paths: checked at run time, assumed not). */
+  usesPatterns: (method: string) => boolean;
+  /** Method schedules by name, for validating `recovery:` entries. */
+  recoverySchedules: RecoveryScheduleInfo;
+  /** The name tables and plots print for a method id. */
+  displayName: (method: string) => string;
 }
 
-/** A synchronous option validator over the registered methods (module paths are checked at run time). */
-export async function methodValidator(): Promise<(name: string, options: Record<string, unknown>) => Record<string, unknown>> {
+export async function methodRegistryInfo(): Promise<MethodRegistryInfo> {
   const all = new Map((await listMethods()).map((m) => [m.name, m]));
-  return (name, options) => {
-    const m = all.get(name);
-    if (!m) {
-      if (name.includes('/') || /\.(ts|js|mjs)$/.test(name)) return options;
-      throw new Error(`unknown method '${name}'; valid: ${[...all.keys()].join(', ')}`);
-    }
-    return parseMethodOptions(m, options) as Record<string, unknown>;
+  const patterns = new Set([...all.values()].filter((m) => m.granularity.includes('unstructured') || m.granularity.includes('n:m')).map((m) => m.name));
+  const schedules = new Map([...all.values()].filter((m) => m.recovery).map((m) => [m.name, { readsReport: m.recovery?.report !== undefined }]));
+  return {
+    validateMethod: (name, options) => {
+      const m = all.get(name);
+      if (!m) {
+        if (name.includes('/') || /\.(ts|js|mjs)$/.test(name)) return options;
+        throw new Error(`unknown method '${name}'; valid: ${[...all.keys()].join(', ')}`);
+      }
+      return parseMethodOptions(m, options) as Record<string, unknown>;
+    },
+    usesPatterns: (name) => patterns.has(name),
+    recoverySchedules: schedules,
+    displayName: (name) => {
+      const m = all.get(name);
+      return m ? displayNameOf(m) : name;
+    },
   };
 }
 
@@ -92,15 +109,16 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
         method, options, windows: calib?.windows ?? [], calibration: calib?.protocol ?? null,
         target: { sparsity: run.sparsity, pattern: parsePattern(run.pattern ?? 'unstructured') },
         mode: method.kind === 'layerwise' ? run.calibration?.mode ?? undefined : undefined,
+        workers: method.kind === 'layerwise' ? run.method.workers ?? undefined : undefined,
       });
       timings.pruneS = (performance.now() - t0) / 1000;
     }
     let recovery: RunResult['recovery'];
-    if (run.recovery.schedule !== 'none') {
+    if ('steps' in run.recovery) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
       const t0 = performance.now();
       const r = recover(model, tokenizer, {
-        schedule: run.recovery.schedule, rank: run.recovery.rank, steps: run.recovery.steps, lr: run.recovery.lr,
+        schedule: await resolveRecoverySchedule(run.recovery.schedule), rank: run.recovery.rank, steps: run.recovery.steps, lr: run.recovery.lr,
         data: run.recovery.data, seed: run.seed, pruneReport: report ?? undefined,
       });
       recovery = { merged: true, log: { heldOut: r.heldOut, schedule: r.schedule, losses: r.log.map((e) => e.loss), skippedTargets: r.skippedTargets } };

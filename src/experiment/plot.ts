@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import { entries, entryValue, metricColumns, type Entry, type MetricColumn } from './report-data.ts';
+import { entries, entryValue, metricColumns, type DisplayName, type Entry, type MetricColumn } from './report-data.ts';
 import type { ResultRow } from './results.ts';
 
 interface Point {
@@ -79,9 +79,9 @@ function speedSpec(title: string, points: Point[]): TopLevelSpec {
 const plottable = (v: number | undefined): v is number => v !== undefined && Number.isFinite(v) && v > 0;
 
 /** Write the charts into `outDir`; returns the files written. */
-export async function plotResults(rows: readonly ResultRow[], outDir: string): Promise<string[]> {
+export async function plotResults(rows: readonly ResultRow[], outDir: string, displayName?: DisplayName): Promise<string[]> {
   fs.mkdirSync(outDir, { recursive: true });
-  const list = entries(rows);
+  const list = entries(rows, displayName);
   const cols = metricColumns(rows);
   const ppls = cols.filter((c) => c.kind === 'ppl');
   const decode = cols.filter((c) => c.kind === 'speed' && c.id === 'decode');

@@ -7,8 +7,8 @@ import { canonicalJson } from './hash.ts';
 import type { ResultRow } from './results.ts';
 
 export type AccMetric = 'acc' | 'acc_norm';
-/** `default`: protocol.md's map (SliceGPT convention); `wanda`: acc for every task; or per task. */
-export type MetricChoice = 'default' | 'wanda' | Readonly<Record<string, AccMetric>>;
+/** `default`: protocol.md's map (SliceGPT convention); `acc`: acc for every task; or per task. */
+export type MetricChoice = 'default' | 'acc' | Readonly<Record<string, AccMetric>>;
 
 const ACC_NORM_TASKS = new Set(['piqa', 'hellaswag', 'arc_easy', 'arc_challenge', 'openbookqa', 'openbook_qa', 'obqa']);
 
@@ -16,13 +16,12 @@ const TASK_NAMES: Record<string, string> = {
   piqa: 'PIQA', hellaswag: 'HellaSwag', winogrande: 'WinoGrande', arc_easy: 'ARC-e', arc_challenge: 'ARC-c',
   openbookqa: 'OBQA', openbook_qa: 'OBQA', obqa: 'OBQA', boolq: 'BoolQ', rte: 'RTE', lambada_openai: 'LAMBADA',
 };
-const METHOD_NAMES: Record<string, string> = {
-  dense: 'Dense', magnitude: 'Magnitude', wanda: 'Wanda', sparsegpt: 'SparseGPT', dsnot: 'DSnoT', fistapruner: 'FISTAPruner',
-  cfsp: 'CFSP', saap: 'SAAP', flap: 'FLAP', 'llm-pruner': 'LLM-Pruner', 'magnitude-sp': 'Magnitude-SP', 'wanda-sp': 'Wanda-SP',
-};
+/** Maps a method id to the name printed (the registry's display names); default the id. */
+export type DisplayName = (method: string) => string;
 
 export const taskName = (id: string): string => TASK_NAMES[id] ?? id;
-export const methodName = (id: string): string => METHOD_NAMES[id] ?? id;
+/** The printed name of a row's method: `Dense` for the dense baseline, else the method's display name. */
+export const methodName = (id: string, displayName: DisplayName = (m) => m): string => (id === 'dense' ? 'Dense' : displayName(id));
 
 /**
  * Protocol fields that describe the model rather than the procedure (its tokenizer, context
@@ -68,7 +67,7 @@ export interface MetricColumn {
 }
 
 export function metricOf(task: string, choice: MetricChoice): AccMetric {
-  if (choice === 'wanda') return 'acc';
+  if (choice === 'acc') return 'acc';
   if (choice === 'default') return ACC_NORM_TASKS.has(task) ? 'acc_norm' : 'acc';
   return choice[task] ?? (ACC_NORM_TASKS.has(task) ? 'acc_norm' : 'acc');
 }
@@ -164,7 +163,7 @@ function flatIdentity(r: ResultRow): Record<string, string> {
 }
 
 /** Rows → entries (seeds aggregated), in first-appearance order, with labels made unique per model. */
-export function entries(rows: readonly ResultRow[]): Entry[] {
+export function entries(rows: readonly ResultRow[], displayName?: DisplayName): Entry[] {
   const map = new Map<string, Entry>();
   for (const r of rows) {
     const key = canonicalJson(ENTRY_KEYS.map((k) => r[k] ?? ''));
@@ -175,7 +174,7 @@ export function entries(rows: readonly ResultRow[]): Entry[] {
       e = {
         model: r.model, dense, method: r.method, pattern: r.pattern ?? '', sparsity: Number(r.target_sparsity || 0), recovery, rows: [],
         identity: flatIdentity(r),
-        label: methodName(r.method) + (recovery !== 'none' ? ` + LoRA (${recovery})` : ''),
+        label: methodName(r.method, displayName) + (recovery !== 'none' ? ` + LoRA (${recovery})` : ''),
       };
       map.set(key, e);
     }

@@ -13,7 +13,7 @@ import { expandGrid, parseShard, selectShard, type Shard } from './grid.ts';
 import {
   acquireLock, buildRow, type ResultRow, packageVersions, readResults, removeStaleTemps, resultColumns, resultsFileName, ResultsFile, writeRunRecord,
 } from './results.ts';
-import { loadExperiment, type MethodValidator } from './schema.ts';
+import { loadExperiment, type MethodValidator, type RecoveryScheduleInfo } from './schema.ts';
 import type { ExecuteRun, RunSpec } from './types.ts';
 
 export interface RunnerOptions {
@@ -25,8 +25,10 @@ export interface RunnerOptions {
   log?: (line: string) => void;
   /** Checks method names and options (the plugin registry); default: accept. */
   validateMethod?: MethodValidator;
-  /** Whether a method takes unstructured/N:M patterns; default: grid.PATTERN_METHODS. */
-  usesPatterns?: (method: string) => boolean;
+  /** Whether a method takes unstructured/N:M patterns (the plug-in registry knows). */
+  usesPatterns: (method: string) => boolean;
+  /** Method recovery schedules; when given, `recovery:` schedule names are checked at load. */
+  recoverySchedules?: RecoveryScheduleInfo;
   /** `auto`: a bar when stderr is a terminal, plain lines otherwise. */
   progress?: 'auto' | 'bar' | 'plain' | 'none';
   /** Record a failed run and go on with the others (it is retried on the next invocation). */
@@ -95,7 +97,7 @@ export async function runExperiment(file: string, opts: RunnerOptions): Promise<
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
 
   // Everything that can be wrong with the inputs fails here, before any run starts.
-  const exp = loadExperiment(file, { validateMethod: opts.validateMethod });
+  const exp = loadExperiment(file, { validateMethod: opts.validateMethod, recoverySchedules: opts.recoverySchedules });
   const shard = typeof opts.shard === 'string' ? parseShard(opts.shard) : opts.shard ?? null;
   const grid = expandGrid(exp, { usesPatterns: opts.usesPatterns });
   const selected = selectShard(grid, shard);

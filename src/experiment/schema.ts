@@ -42,10 +42,11 @@ const CalibrationSchema = z.strictObject({
 });
 
 
-const RecoverySchema = z.discriminatedUnion('schedule', [
+/** `none`, or a schedule name (`uniform`, or a method that declares one; checked against the registry). */
+const RecoverySchema = z.union([
   z.strictObject({ schedule: z.literal('none') }),
   z.strictObject({
-    schedule: z.enum(['uniform', 'cfsp', 'saap']),
+    schedule: z.string().min(1).refine((s) => s !== 'none'),
     steps: posInt,
     lr: z.number().gt(0).default(1e-4),
     rank: posInt.default(8),
@@ -57,6 +58,8 @@ const RecoverySchema = z.discriminatedUnion('schedule', [
 const MethodSchema = z.strictObject({
   name: z.string().min(1),
   options: z.record(z.string(), z.unknown()).default({}),
+  /** Run setting (not an option): worker threads pruning layers concurrently (layer-wise methods, dense-parallel). */
+  workers: posInt.optional(),
   sparsities: z.array(z.number().gte(0).lt(1)).min(1).optional(),
   recovery: z.array(RecoverySchema).min(1).optional(),
 });
@@ -99,8 +102,13 @@ export type RecoveryEntry = ExperimentConfig['recovery'][number];
  */
 export type MethodValidator = (name: string, options: Record<string, unknown>) => void | Record<string, unknown>;
 
+/** Recovery schedules by name (besides `uniform`): whether each reads its own method's report. */
+export type RecoveryScheduleInfo = ReadonlyMap<string, { readsReport: boolean }>;
+
 export interface LoadOptions {
   validateMethod?: MethodValidator;
+  /** When given, schedule names are checked against it (and `uniform`). */
+  recoverySchedules?: RecoveryScheduleInfo;
 }
 
 export interface LoadedExperiment {
@@ -171,6 +179,33 @@ function methodChecks(c: ExperimentConfig, validate: MethodValidator): Located[]
       }
     }
   });
+  return out;
+}
+
+const isModulePath = (name: string): boolean => name.includes('/') || /\.(ts|js|mjs)$/.test(name);
+
+/**
+ * Every recovery schedule names `uniform` or a method that declares one; a schedule that reads its
+ * method's report recovers only runs of that method.
+ */
+function scheduleChecks(c: ExperimentConfig, schedules: RecoveryScheduleInfo): Located[] {
+  const out: Located[] = [];
+  const valid = ['none', 'uniform', ...schedules.keys()].join(', ');
+  const check = (schedule: string, at: KeyPath, methods: readonly string[]) => {
+    if (schedule === 'none' || schedule === 'uniform' || isModulePath(schedule)) return;
+    const info = schedules.get(schedule);
+    if (!info) {
+      out.push({ path: at, message: `unknown recovery schedule '${schedule}'; valid: ${valid} (or a method module path)` });
+      return;
+    }
+    const others = methods.filter((m) => m !== schedule);
+    if (info.readsReport && others.length > 0) {
+      out.push({ path: at, message: `schedule '${schedule}' reads the pruning report of '${schedule}' and cannot recover runs of ${others.join(', ')}; give those methods their own recovery list` });
+    }
+  };
+  const withoutOwn = c.methods.filter((m) => !m.recovery).map((m) => m.name);
+  c.recovery.forEach((r, i) => check(r.schedule, ['recovery', i, 'schedule'], withoutOwn));
+  c.methods.forEach((m, k) => (m.recovery ?? []).forEach((r, i) => check(r.schedule, ['methods', k, 'recovery', i, 'schedule'], [m.name])));
   return out;
 }
 
@@ -278,7 +313,8 @@ export function loadExperiment(file: string, opts: LoadOptions = {}): LoadedExpe
   const config = parsed.data;
   // Methods first: resolved options are what the duplicate check must compare.
   const methodProblems = methodChecks(config, opts.validateMethod ?? (() => {}));
-  const problems = [...methodProblems, ...semanticChecks(config)];
+  const scheduleProblems = opts.recoverySchedules ? scheduleChecks(config, opts.recoverySchedules) : [];
+  const problems = [...methodProblems, ...scheduleProblems, ...semanticChecks(config)];
   if (problems.length > 0) fail(file, doc, lines, problems);
 
   const dir = path.dirname(path.resolve(file));

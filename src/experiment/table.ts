@@ -8,7 +8,7 @@
  * differently land in separate, labelled columns.
  */
 import {
-  entries, entryValue, groupLabel, metricColumns, methodName, num, paperOrder, valueIn, type Entry, type MetricChoice, type MetricColumn,
+  entries, entryValue, groupLabel, metricColumns, methodName, num, paperOrder, valueIn, type DisplayName, type Entry, type MetricChoice, type MetricColumn,
 } from './report-data.ts';
 import type { ResultRow } from './results.ts';
 
@@ -17,6 +17,8 @@ export interface TableOptions {
   layout: 'paper' | 'wide';
   /** Accuracy shown per task (paper layout and averages); default `default`. */
   metrics?: MetricChoice;
+  /** Printed method names (the registry's display names); default the ids. */
+  displayName?: DisplayName;
 }
 
 /** `text` as LaTeX shows it (group labels once per group); `full` as Markdown, which has no rules, shows it. */
@@ -48,10 +50,10 @@ interface Table {
   blocks: Cell[][][];
 }
 
-function paperTable(rows: readonly ResultRow[], metrics: MetricChoice): Table {
+function paperTable(rows: readonly ResultRow[], metrics: MetricChoice, displayName?: DisplayName): Table {
   const cols = metricColumns(rows, { metrics }).filter((c) => c.kind !== 'speed');
   const zs = cols.filter((c) => c.kind === 'zs');
-  const list = entries(rows);
+  const list = entries(rows, displayName);
   const multiModel = new Set(list.map((e) => e.model)).size > 1;
   const header = [...(multiModel ? ['Model'] : []), 'Sparsity', 'Method', ...cols.map((c) => c.label), ...(zs.length ? ['Average'] : [])];
   const numeric = header.map((_, i) => i >= (multiModel ? 3 : 2));
@@ -74,7 +76,7 @@ function paperTable(rows: readonly ResultRow[], metrics: MetricChoice): Table {
   return { header, numeric, blocks };
 }
 
-function wideTable(rows: readonly ResultRow[], metrics: MetricChoice): Table {
+function wideTable(rows: readonly ResultRow[], metrics: MetricChoice, displayName?: DisplayName): Table {
   const cols = metricColumns(rows, { both: true });
   const chosen = metricColumns(rows, { metrics }).filter((c) => c.kind === 'zs');
   const fixed = ['Model', 'Method', 'Options', 'Pattern', 'Sparsity', 'Measured', 'Recovery', 'Seed'];
@@ -84,7 +86,7 @@ function wideTable(rows: readonly ResultRow[], metrics: MetricChoice): Table {
   const pct = (s: string | undefined) => (num(s) === undefined ? MISSING : `${+((num(s) as number) * 100).toFixed(2)}%`);
   const lines = ordered.map((r): Cell[] => [
     { text: r.model, numeric: false },
-    { text: methodName(r.method), numeric: false },
+    { text: methodName(r.method, displayName), numeric: false },
     { text: r.options && r.options !== '{}' ? r.options : '', numeric: false },
     { text: r.pattern ?? '', numeric: false },
     { text: pct(r.target_sparsity), numeric: true },
@@ -133,6 +135,6 @@ function toLatex(t: Table): string {
 
 export function renderTable(rows: readonly ResultRow[], opts: TableOptions): string {
   const metrics = opts.metrics ?? 'default';
-  const table = opts.layout === 'wide' ? wideTable(rows, metrics) : paperTable(rows, metrics);
+  const table = opts.layout === 'wide' ? wideTable(rows, metrics, opts.displayName) : paperTable(rows, metrics, opts.displayName);
   return opts.format === 'latex' ? toLatex(table) : toMarkdown(table);
 }

@@ -8,7 +8,8 @@
 export type Pattern = 'unstructured' | `${number}:${number}`;
 
 export type CalibrationMode = 'sequential' | 'dense-parallel';
-export type RecoverySchedule = 'none' | 'uniform' | 'cfsp' | 'saap';
+/** `none`, `uniform`, or the name of a method that declares a recovery schedule. */
+export type RecoverySchedule = string;
 
 export interface RunCalibration {
   /** Absolute path of the calibration text. */
@@ -25,7 +26,7 @@ export interface RunCalibration {
 
 export type RunRecovery =
   | { schedule: 'none' }
-  | { schedule: Exclude<RecoverySchedule, 'none'>; steps: number; lr: number; rank: number; /** absolute */ data: string };
+  | { schedule: RecoverySchedule; steps: number; lr: number; rank: number; /** absolute */ data: string };
 
 export interface PerplexityEval {
   id: string;
@@ -65,7 +66,8 @@ export interface RunSpec {
   kind: 'dense' | 'pruned';
   model: { id: string; path: string; tokenizer: string | null };
   /** Null for the dense run. */
-  method: { name: string; options: Record<string, unknown> } | null;
+  /** `workers`: a run setting (not part of the run's identity: results do not depend on it). */
+  method: { name: string; options: Record<string, unknown>; workers?: number } | null;
   /** Null for the dense run and for methods that do not take patterns (structured). */
   pattern: Pattern | null;
   /** Target sparsity (N/M for an N:M pattern, 0 for dense). */

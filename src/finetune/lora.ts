@@ -6,7 +6,7 @@
  * Kaiming-uniform-like (U(±1/√fan_in), what PEFT's kaiming_uniform_(a=√5) gives), B starts at zero,
  * so training starts exactly at the base model.
  *
- * QA-LoRA form (SAAP group fine-tuning, saap.md §6): the base is replaced by its group-wise
+ * QA-LoRA form (group fine-tuning on a quantised base): the base is replaced by its group-wise
  * fake-quantised copy Ŵ and A: `[in/groupSize, r]` acts on the input average-pooled within each
  * group; merging is the exact update β += s·(A·B)/groupSize of the quantised form.
  *
@@ -157,7 +157,7 @@ export class LoraSet {
 
   /**
    * Create adapters for `model` per `spec`. In the QA-LoRA form this replaces every targeted
-   * base weight by its fake-quantised copy (the frozen base SAAP trains against).
+   * base weight by its fake-quantised copy (the frozen base group fine-tuning trains against).
    */
   static create(model: CausalLM, spec: LoraSpec): LoraSet {
     validateSpec(model, spec);

@@ -1,5 +1,5 @@
 /**
- * Group-wise asymmetric fake quantisation (SAAP group fine-tuning, QA-LoRA reading; saap.md §6).
+ * Group-wise asymmetric fake quantisation (group fine-tuning on a quantised base, QA-LoRA reading).
  *
  * Our linear weights are stored transposed, `[in, out]`, so "output row o, input group g" of the
  * paper's `[out, in]` matrix is the block of `groupSize` consecutive *rows* g·gs … (g+1)·gs−1 of
@@ -105,7 +105,7 @@ export function dequantizeHost(qw: GroupQuantized): Float32Array {
   return out;
 }
 
-/** Quantise then dequantise: the frozen base SAAP trains against. */
+/** Quantise then dequantise: the frozen base group fine-tuning trains against. */
 export function fakeQuantize(w: tf.Tensor2D, opts: GroupQuantOptions = {}, what = 'weight'): tf.Tensor2D {
   return dequantize(quantizeGroupwise(w, opts, what));
 }

@@ -44,32 +44,26 @@ import type { GroupQuantized } from './quant.ts';
 
 const ROLES = ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc1', 'fc2'] as const;
 
+/** `uniform`, or a resolved method schedule (see schedule.ts): per-layer ranks, alphas, quantisation. */
 const scheduleSchema = z.union([
   z.literal('uniform'),
-  z.literal('saap'),
-  z.strictObject({ kind: z.literal('uniform') }),
   z.strictObject({
-    kind: z.literal('cfsp'),
-    scores: z.array(z.number().positive()).min(1),
-    allocation: z.enum(['uniform', 'importance', 'inverse']).optional(),
-    alphaPolicy: z.enum(['constant-scale', 'constant-alpha']).optional(),
-  }),
-  z.strictObject({
-    kind: z.literal('saap'),
-    quant: z.enum(['group', 'none', 'plain']).optional(),
-    bits: z.number().int().min(2).max(8).optional(),
-    groupSize: z.number().int().positive().optional(),
+    name: z.string().min(1),
+    ranks: z.array(z.number().int().nonnegative()).min(1),
+    alphas: z.array(z.number().positive()).min(1),
+    quant: z.strictObject({ bits: z.number().int().min(2).max(8), groupSize: z.number().int().positive() }).nullable(),
+    allocation: z.string().min(1),
   }),
 ]);
 
 /**
  * The serialisable recovery settings (what an experiment YAML's `recovery:` block holds).
- * Unknown keys are errors. Defaults follow LLM-Pruner's recipe (baselines.md §8.6) where it has
+ * Unknown keys are errors. Defaults follow the baselines' LoRA recipe (baselines.md §8.6) where it has
  * one: r 8, α 16, dropout 0.05, lr 1e-4, all linears of every layer.
  */
 export const finetuneConfigSchema = z.strictObject({
   schedule: scheduleSchema.default('uniform'),
-  /** r̄: the rank (uniform) or mean rank (cfsp). */
+  /** r̄: the rank (uniform) or the mean rank of a per-layer allocation. */
   rank: z.number().int().positive().default(8),
   alpha: z.number().positive().default(16),
   dropout: z.number().min(0).lt(1).default(0.05),
@@ -138,7 +132,7 @@ export interface FinetuneResult {
   log: TrainLogEntry[];
   /**
    * Mean held-out token NLL: `before` on the model as given, `start` with adapters attached at
-   * the starting point (the fake-quantised base for SAAP), `after` on the returned model
+   * the starting point (the fake-quantised base under group quantisation), `after` on the returned model
    * (merged, or with adapters attached when `merge` is false; null when not completed).
    */
   heldOut: { before: number; start: number; after: number | null; tokens: number; windows: number };
@@ -408,7 +402,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
   if ((cfg.checkpointEvery !== undefined || cfg.resume) && !cfg.checkpointDir) {
     throw new ConfigError('checkpointEvery / resume need checkpointDir');
   }
-  const schedule = resolveSchedule(cfg.schedule as ScheduleSpec, {
+  const schedule = resolveSchedule(cfg.schedule satisfies ScheduleSpec, {
     rank: cfg.rank, alpha: cfg.alpha, numLayers: model.numLayers, layers: cfg.layers,
   });
   const targets: LinearRole[] = cfg.targets ?? model.spec.linears.map((l) => l.role);

@@ -9,8 +9,10 @@ import type { LinearRole, TapName } from '../model/family.ts';
 import { countParameters } from '../model/count.ts';
 import { modelView, type ModelView } from '../model/view.ts';
 import type {
-  InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, OperatorDecision, PruneTarget, PruningMethod, StructuredMethod,
+  InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, MethodReport, OperatorDecision, PruneTarget, PruningMethod, StructuredMethod,
 } from './method.ts';
+import { checkTarget, validatePlan } from './contract.ts';
+import { moduleOf } from './registry.ts';
 import { collectLayerStats, embedWindows, runLayer, blockDistanceSum, type HiddenStates } from './stats.ts';
 import { readLinear, writeLinear } from './linear-io.ts';
 import { addBias, removeFfnChannels, removeKvGroups } from './surgery.ts';
@@ -19,18 +21,15 @@ import { buildReport, type PruneReport } from './report.ts';
 import { ConfigError } from '../util/errors.ts';
 import { pruneLayersParallel } from './parallel.ts';
 
-export interface PruneRequest<O> {
-  method: PruningMethod<O>;
+export interface PruneRequest<O, R extends MethodReport = MethodReport> {
+  method: PruningMethod<O, R>;
   options: O;
   target: PruneTarget;
   /** Calibration windows (may be empty for data-free methods). */
   windows: number[][];
   calibration?: object | null;
   mode?: InputMode;
-  /**
-   * Worker threads pruning layers concurrently (dense-parallel mode only). Default: the method
-   * option `workers` when the method has one, else 1 (in-process).
-   */
+  /** Worker threads pruning layers concurrently (layer-wise methods, dense-parallel mode); default 1 (in-process). */
   workers?: number;
   log?: (msg: string) => void;
   onLayer?: (layer: number, total: number) => void;
@@ -73,12 +72,14 @@ export function statsForTap(req: LayerStatsRequest, tap: TapName): LayerStatsReq
 
 /** What pruning one layer needs besides the model: shared by the layer loop and parallel workers. */
 export interface LayerJob<O> {
-  method: LayerwiseMethod<O>;
+  method: LayerwiseMethod<O, unknown>;
   options: O;
   target: PruneTarget;
   log: (msg: string) => void;
   /** The read-only view methods see, taken once per run (per worker thread). */
   view: ModelView;
+  /** The method's per-run state (`setup`'s result). */
+  state: unknown;
   /** Sees every decision as it is applied. */
   onDecision?: (d: OperatorDecision) => void;
 }
@@ -106,7 +107,7 @@ export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: H
         const h = readLinear(model, i, role);
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
       });
-      const decisions = await m.pruneOperators({ model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats });
+      const decisions = await m.pruneOperators({ model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats, state: job.state });
       for (const d of decisions) {
         const op = ops.find((o) => o.role === d.role);
         if (!op) throw new Error(`method returned a decision for '${d.role}', not in this group`);
@@ -121,31 +122,32 @@ export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: H
   }
 }
 
-/** Worker count of a request: explicit, else the method option `workers`, else 1. */
-function workerCount<O>(req: PruneRequest<O>): number {
-  const fromOptions = (req.options as { workers?: unknown } | null)?.workers;
-  const n = req.workers ?? (typeof fromOptions === 'number' ? fromOptions : 1);
-  if (!Number.isInteger(n) || n < 1) throw new ConfigError(`workers must be a positive integer, got ${String(n)}`);
-  return n;
+function workerCount(n: number | undefined): number {
+  const w = n ?? 1;
+  if (!Number.isInteger(w) || w < 1) throw new ConfigError(`workers must be a positive integer, got ${String(w)}`);
+  return w;
 }
 
-async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: LayerwiseMethod<O>, mode: InputMode,
+async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: LayerwiseMethod<O, unknown>, mode: InputMode,
   perLayer: Record<string, unknown>[]): Promise<void> {
   const log = req.log ?? (() => {});
   const statsReq = m.stats(req.options);
   const needsData = Object.values(statsReq).some((v) => (v as unknown[] | undefined)?.length);
-  if (needsData && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data`);
-  const workers = workerCount(req);
+  if (needsData && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data (--calib FILE, or calibration: in an experiment)`);
+  const workers = workerCount(req.workers);
+  const view = modelView(model);
+  // Set up once here even when workers do the layers: a method refuses a run it cannot do before any work.
+  const state = m.setup?.({ model: view, options: req.options, target: req.target, log, run: { mode, workers } });
   if (workers > 1) {
     if (mode !== 'dense-parallel') throw new ConfigError(`workers = ${workers} needs --mode dense-parallel: in sequential mode each layer waits for the previous one`);
     await pruneLayersParallel(model, {
-      methodName: req.method.name, options: req.options, target: req.target, windows: needsData ? req.windows : null,
+      methodName: moduleOf(req.method) ?? req.method.name, options: req.options, target: req.target, windows: needsData ? req.windows : null,
       workers, log, onLayer: req.onLayer,
     }, perLayer);
     return;
   }
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
-  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view: modelView(model) };
+  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state };
   for (let i = 0; i < model.numLayers; i++) {
     const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? runLayer(model, i, states) : null;
     perLayer.push(await pruneLayerInPlace(model, i, states, job));
@@ -158,12 +160,15 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   }
 }
 
-async function pruneStructured<O>(model: CausalLM, req: PruneRequest<O>, m: StructuredMethod<O>,
-  perLayer: Record<string, unknown>[]): Promise<Record<string, unknown> | undefined> {
+async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: PruneRequest<O, R>, m: StructuredMethod<O, R>,
+  perLayer: Record<string, unknown>[]): Promise<R | undefined> {
   const log = req.log ?? (() => {});
   const sreq = m.stats(req.options);
   const needsPass = Object.values(sreq.perLayer).some((v) => (v as unknown[] | undefined)?.length) || sreq.blockDistance !== undefined;
-  if ((needsPass || sreq.gradients) && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data`);
+  if ((needsPass || sreq.gradients) && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data (--calib FILE, or calibration: in an experiment)`);
+  if (req.workers !== undefined && workerCount(req.workers) > 1) {
+    throw new ConfigError(`method '${req.method.name}' is structured: it plans all layers at once; workers > 1 applies to layer-wise methods only`);
+  }
   const stats: LayerStats[] = [];
   const distance = sreq.blockDistance ? new Float64Array(model.numLayers) : undefined;
   if (needsPass) {
@@ -183,20 +188,16 @@ async function pruneStructured<O>(model: CausalLM, req: PruneRequest<O>, m: Stru
     for (let i = 0; i < model.numLayers; i++) stats.push({});
   }
   const gradients = sreq.gradients ? linearGradients(model, req.windows, sreq.gradients) : undefined;
+  const view = modelView(model);
   const plan = await m.plan({
-    model: modelView(model), options: req.options, target: req.target, log, stats, blockDistance: distance, gradients,
+    model: view, options: req.options, target: req.target, log, stats, blockDistance: distance, gradients,
     weight: (layer, role) => {
       const h = readLinear(model, layer, role);
       return { data: h.data, rows: h.rows, cols: h.cols };
     },
   });
-  if (plan.layers.length !== model.numLayers) throw new Error(`plan covers ${plan.layers.length} of ${model.numLayers} layers`);
   // Validate the whole plan before touching any weight, so a bad plan changes nothing.
-  plan.layers.forEach((lp, i) => {
-    const s = model.config.layers[i];
-    if (lp.keepChannels && lp.keepChannels.length === 0) throw new ConfigError(`layer ${i}: the plan would remove every FFN channel (${s.intermediateSize})`);
-    if (lp.keepKvGroups && lp.keepKvGroups.length === 0) throw new ConfigError(`layer ${i}: the plan would remove every attention head group (${s.numKvHeads})`);
-  });
+  validatePlan(plan, view, req.method.name);
   plan.layers.forEach((lp, i) => {
     const before = { ...model.config.layers[i] };
     for (const [role, delta] of Object.entries(lp.biasDelta ?? {}) as [LinearRole, Float32Array][]) addBias(model, i, role, delta);
@@ -207,7 +208,8 @@ async function pruneStructured<O>(model: CausalLM, req: PruneRequest<O>, m: Stru
   return plan.report;
 }
 
-export async function pruneModel<O>(model: CausalLM, req: PruneRequest<O>): Promise<PruneReport> {
+export async function pruneModel<O, R extends MethodReport = MethodReport>(model: CausalLM, req: PruneRequest<O, R>): Promise<PruneReport<R>> {
+  checkTarget(req.method, req.target, modelView(model));
   const t0 = performance.now();
   const paramsBefore = countParameters(model);
   const shapesBefore = model.config.layers.map((l) => ({ ...l }));
@@ -215,7 +217,7 @@ export async function pruneModel<O>(model: CausalLM, req: PruneRequest<O>): Prom
   const sample = () => { peakBytes = Math.max(peakBytes, tf.memory().numBytes); };
   const perLayer: Record<string, unknown>[] = [];
   const m = req.method;
-  let methodReport: Record<string, unknown> | undefined;
+  let methodReport: R | undefined;
   const onLayer = req.onLayer;
   const wrapped = { ...req, onLayer: (i: number, n: number) => { sample(); onLayer?.(i, n); } };
   let mode: InputMode | 'global';

@@ -10,6 +10,11 @@
  * - `structured`: methods that remove FFN channels and/or key/value head groups. The engine
  *   gathers per-layer statistics in one dense calibration pass (plus gradients if asked), the
  *   method returns a plan for all layers at once, and shared surgery applies it.
+ *
+ * Around that, a method declares its metadata (display name, granularity, options), optional
+ * per-run state (`setup`, called once per run and per worker thread) and optionally its own
+ * recovery schedule (how LoRA ranks and base quantisation are laid over the layers after it
+ * pruned), which reads the method's own typed report. The core never names a method.
  */
 import type { z } from 'zod';
 import type { ModelView } from '../model/view.ts';
@@ -82,14 +87,32 @@ export interface MethodContext<O> {
   log: (msg: string) => void;
 }
 
-export interface OperatorContext<O> extends MethodContext<O> {
+/** Settings of the run (request fields, not method options). */
+export interface RunSettings {
+  mode: InputMode;
+  /** Worker threads pruning layers concurrently (1: in-process). */
+  workers: number;
+}
+
+export interface SetupContext<O> extends MethodContext<O> {
+  run: RunSettings;
+}
+
+export interface OperatorContext<O, S = unknown> extends MethodContext<O> {
   layer: number;
   operators: OperatorView[];
   stats: LayerStats;
+  /** What `setup` returned for this run (undefined without `setup`). */
+  state: S;
 }
 
-export interface LayerwiseMethod<O> {
+export interface LayerwiseMethod<O, S = unknown> {
   kind: 'layerwise';
+  /**
+   * Per-run state, made once per pruning run (and once per worker thread, so state must not be
+   * needed across threads). Methods keep nothing at module level.
+   */
+  setup?(ctx: SetupContext<O>): S;
   /** Statistics needed for the operators of one group. */
   stats(options: O): LayerStatsRequest;
   /**
@@ -100,7 +123,7 @@ export interface LayerwiseMethod<O> {
   operatorOrder(options: O): 'together' | 'grouped';
   /** Default input mode across layers. */
   defaultMode(options: O): InputMode;
-  pruneOperators(ctx: OperatorContext<O>): OperatorDecision[] | Promise<OperatorDecision[]>;
+  pruneOperators(ctx: OperatorContext<O, S>): OperatorDecision[] | Promise<OperatorDecision[]>;
 }
 
 /** Per-layer removal plan. Indices are the units to KEEP, ascending. */
@@ -111,10 +134,13 @@ export interface LayerPlan {
   biasDelta?: Partial<Record<LinearRole, Float32Array>>;
 }
 
-export interface StructuralPlan {
+/** A method's own report: JSON-serialisable fields (block importances, allocations …). */
+export type MethodReport = Record<string, unknown>;
+
+export interface StructuralPlan<R extends MethodReport = MethodReport> {
   layers: LayerPlan[];
-  /** Method-specific report fields (block importances, allocations …). */
-  report?: Record<string, unknown>;
+  /** Method-specific report fields, saved as `methodReport` in prune_report.json. */
+  report?: R;
 }
 
 export interface GradientRequest {
@@ -145,25 +171,84 @@ export interface PlanContext<O> extends MethodContext<O> {
   weight(layer: number, role: LinearRole): { data: Float32Array; rows: number; cols: number };
 }
 
-export interface StructuredMethod<O> {
+export interface StructuredMethod<O, R extends MethodReport = MethodReport> {
   kind: 'structured';
   stats(options: O): StructuredStatsRequest;
-  plan(ctx: PlanContext<O>): StructuralPlan | Promise<StructuralPlan>;
+  plan(ctx: PlanContext<O>): StructuralPlan<R> | Promise<StructuralPlan<R>>;
 }
 
-export interface MethodMeta<O> {
+/** Group fake-quantisation of the frozen base during recovery (QA-LoRA style). */
+export interface RecoveryQuant {
+  bits: number;
+  groupSize: number;
+}
+
+/** How recovery adapts the model: what the trainer is given. */
+export interface RecoveryPlan {
+  /** LoRA rank per layer (0: no adapters in that layer). */
+  ranks: number[];
+  /** LoRA α per layer. */
+  alphas: number[];
+  /** Fake-quantised base, or null for plain LoRA. */
+  quant: RecoveryQuant | null;
+  /** Linear roles to adapt; default all linears of the family. */
+  targets?: LinearRole[];
+  /** Roles deliberately left out, recorded with results. */
+  skippedTargets?: LinearRole[];
+  /** How ranks were allocated (recorded with results), e.g. `uniform`, `importance`. */
+  allocation: string;
+}
+
+export interface RecoveryContext<R> {
+  model: ModelView;
+  /** The method's report of the pruning run, validated by the schedule's `report` schema (undefined without one). */
+  report: R;
+  /** r̄: the rank asked for (uniform rank, or mean rank of an allocation). */
+  rank: number;
+  /** α at r̄. */
+  alpha: number;
+}
+
+/**
+ * A method's own recovery schedule, selected by the method's name (`--schedule cfsp`, YAML
+ * `schedule: cfsp`). With a `report` schema it reads the method's report saved beside the pruned
+ * checkpoint, so it applies only to models this method pruned; without one it applies to any model.
+ */
+export interface RecoverySchedule<R> {
+  description: string;
+  /** Validates `methodReport` of prune_report.json into `R`; absent for a schedule that reads no report (`R` = undefined). */
+  report?: z.ZodType<R>;
+  plan(ctx: RecoveryContext<R>): RecoveryPlan;
+}
+
+export interface MethodMeta<O, R> {
+  /** The id: the folder name for discovered methods (`--method NAME`, YAML, results). */
   name: string;
+  /** How tables and plots print it (e.g. `LLM-Pruner`); default the name. */
+  displayName?: string;
   description: string;
   /** The paper or code this method follows. */
   reference: string;
   granularity: readonly Granularity[];
   /** Validated options with defaults; strict (unknown keys are errors). */
   options: z.ZodType<O>;
+  /** The method's own recovery schedule, if it has one. */
+  recovery?: RecoverySchedule<R> | RecoverySchedule<undefined>;
 }
 
-export type PruningMethod<O = unknown> = MethodMeta<O> & (LayerwiseMethod<O> | StructuredMethod<O>);
+/**
+ * A pruning method: options `O`, report `R` (structured methods' plan report, read by its own
+ * recovery schedule), per-run state `S` (layer-wise methods).
+ */
+export type PruningMethod<O = unknown, R extends MethodReport = MethodReport, S = unknown> =
+  MethodMeta<O, R> & (LayerwiseMethod<O, S> | StructuredMethod<O, R>);
 
-/** Identity helper that keeps the option type when a plug-in declares itself. */
-export function defineMethod<O>(m: PruningMethod<O>): PruningMethod<O> {
+/** Identity helper that keeps the option, report and state types when a plug-in declares itself. */
+export function defineMethod<O, R extends MethodReport = MethodReport, S = unknown>(m: PruningMethod<O, R, S>): PruningMethod<O, R, S> {
   return m;
+}
+
+/** The name tables and plots print for a method. */
+export function displayNameOf(m: Pick<MethodMeta<unknown, MethodReport>, 'name' | 'displayName'>): string {
+  return m.displayName ?? m.name;
 }

@@ -26,6 +26,7 @@ const resolved = await resolveMethod(init.method);
 if (resolved.kind !== 'layerwise') throw new Error(`method '${init.method}' is not layerwise; parallel layers apply to layerwise methods only`);
 const method: LayerwiseMethod<unknown> = resolved;
 const view = viewFromData(init.view);
+const state = method.setup?.({ model: view, options: init.options, target: init.target, log: (msg) => post({ type: 'log', msg }), run: init.run });
 
 async function run(task: LayerTask): Promise<void> {
   const t0 = performance.now();
@@ -34,7 +35,7 @@ async function run(task: LayerTask): Promise<void> {
   try {
     const masks = new Map<LinearRole, Uint8Array>();
     const info = await pruneLayerInPlace(model, i, task.states, {
-      method, options: init.options, target: init.target, view,
+      method, options: init.options, target: init.target, view, state,
       log: (msg) => post({ type: 'log', msg }),
       onDecision: (d) => masks.set(d.role, d.mask),
     });

@@ -7,6 +7,7 @@
  * in order) and send back the pruned weights, masks and the layer's report entry.
  */
 import { modelViewData, type ModelViewData } from '../model/view.ts';
+import type { RunSettings } from './method.ts';
 import { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM } from '../model/causal-lm.ts';
@@ -30,6 +31,7 @@ export interface WorkerInit {
   config: ModelConfig;
   /** What the method sees of the whole model (the worker's own model holds one layer). */
   view: ModelViewData;
+  run: RunSettings;
 }
 
 /** Main → worker: a layer to prune, or `close` (finish and let the thread exit). */
@@ -243,7 +245,7 @@ export async function pruneLayersParallel<O>(model: CausalLM, job: ParallelJob<O
   const inputs: (HiddenStates | null)[] = job.windows ? denseInputs(model, job.windows) : new Array<null>(N).fill(null);
   let backend: ConcreteBackend;
   try { backend = activeBackend(); } catch { backend = 'wasm'; }
-  const init: WorkerInit = { backend, method: job.methodName, options: job.options, target: job.target, config: model.config, view: modelViewData(model) };
+  const init: WorkerInit = { backend, method: job.methodName, options: job.options, target: job.target, config: model.config, view: modelViewData(model), run: { mode: 'dense-parallel', workers: job.workers } };
   const n = Math.min(job.workers, N);
   job.log(`dense pass done; pruning ${N} layers on ${n} worker threads (${backend})`);
   const pool = Array.from({ length: n }, () => new LayerWorker(init, job.log));

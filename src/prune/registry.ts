@@ -28,12 +28,21 @@ export function methodNames(): string[] {
     .sort();
 }
 
+/** The module file each resolved method came from (worker threads import the same file). */
+const modules = new WeakMap<object, string>();
+
+/** The module file a method was loaded from (undefined for a method built in code). */
+export function moduleOf(m: object): string | undefined {
+  return modules.get(m);
+}
+
 async function importMethod(file: string, label: string): Promise<PruningMethod> {
   const mod = (await import(pathToFileURL(file).href)) as { default?: PruningMethod };
   const m = mod.default;
   if (!m || typeof m !== 'object' || typeof m.name !== 'string' || !('kind' in m) || !m.options) {
     throw new ConfigError(`${label} does not default-export a pruning method (name, kind, options, …)`, file);
   }
+  modules.set(m, file);
   return m;
 }
 
@@ -99,4 +108,28 @@ export function parseOptionArgs(pairs: readonly string[]): Record<string, unknow
     out[key] = value;
   }
   return out;
+}
+
+/** Names a recovery schedule may be given by: `uniform` and every discovered method that declares one. */
+export async function recoveryScheduleNames(): Promise<string[]> {
+  return ['uniform', ...(await listMethods()).filter((m) => m.recovery).map((m) => m.name)];
+}
+
+/**
+ * A recovery schedule by name: `uniform` (built in), a discovered method's name, or a method
+ * module path — the method must declare `recovery`.
+ */
+export async function resolveRecoverySchedule(name: string): Promise<{ name: 'uniform' } | { name: string; method: PruningMethod }> {
+  if (name === 'uniform') return { name: 'uniform' };
+  let method: PruningMethod;
+  try {
+    method = await resolveMethod(name);
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    throw new ConfigError(`unknown recovery schedule '${name}'; valid: ${(await recoveryScheduleNames()).join(', ')} (or a method module path)`);
+  }
+  if (!method.recovery) {
+    throw new ConfigError(`method '${method.name}' declares no recovery schedule; valid schedules: ${(await recoveryScheduleNames()).join(', ')}`);
+  }
+  return { name: method.name, method };
 }

@@ -6,14 +6,14 @@ import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LayerShape } from '../model/config.ts';
 import { countParameters, type ParameterCount } from '../model/count.ts';
-import type { PruneTarget } from './method.ts';
+import type { MethodReport, PruneTarget } from './method.ts';
 
 export interface SparsityByType {
   /** Zeros / entries of that matrix type over all layers (entries counted in the pruned shapes). */
   [role: string]: { zeros: number; total: number; sparsity: number };
 }
 
-export interface PruneReport {
+export interface PruneReport<R extends MethodReport = MethodReport> {
   method: string;
   options: Record<string, unknown>;
   target: { sparsity: number; pattern: string };
@@ -26,7 +26,7 @@ export interface PruneReport {
   /** 1 − (non-zero decoder-linear weights after / decoder-linear weights before). */
   effectiveSparsity: number;
   layers: { before: LayerShape; after: LayerShape; detail: Record<string, unknown> }[];
-  methodReport?: Record<string, unknown>;
+  methodReport?: R;
   calibration: object | null;
   seconds: number;
   peakTensorBytes: number;
@@ -53,11 +53,11 @@ export function countZeros(model: CausalLM): { byType: SparsityByType; overall: 
   return { byType, overall: { zeros, total, sparsity: total ? zeros / total : 0 } };
 }
 
-export function buildReport(model: CausalLM, r: {
+export function buildReport<R extends MethodReport>(model: CausalLM, r: {
   method: string; options: Record<string, unknown>; target: PruneTarget; mode: string; calibration: object | null;
   paramsBefore: ParameterCount; shapesBefore: LayerShape[]; perLayer: Record<string, unknown>[];
-  methodReport?: Record<string, unknown>; seconds: number; peakTensorBytes: number;
-}): PruneReport {
+  methodReport?: R; seconds: number; peakTensorBytes: number;
+}): PruneReport<R> {
   const after = countParameters(model);
   const z = countZeros(model);
   const ffnBefore = r.shapesBefore.reduce((a, s) => a + s.intermediateSize, 0);

@@ -14,7 +14,7 @@ export const evalZeroshotCommand: CommandModule<object, Args> = {
     .option('task', { type: 'string', demandOption: true, describe: 'task name (piqa, arc_easy, …) or a JSONL file' })
     .option('limit', { type: 'number', describe: 'first N rows only' })
     .option('batch-size', { type: 'number', default: 32 })
-    .option('preset', { choices: ['default', 'wanda'] as const, default: 'default' as MetricPreset, describe: 'metric map' })
+    .option('preset', { choices: ['default', 'acc'] as const, default: 'default' as MetricPreset, describe: 'metric map' })
     .option('no-bos', { type: 'boolean', default: false, describe: 'do not prepend BOS to contexts' }),
   handler: handler<Args>(async (args) => {
     const backend = await startBackend(args);

@@ -2,23 +2,24 @@ import type { CommandModule } from 'yargs';
 import fs from 'node:fs';
 import path from 'node:path';
 import { emit, handler, log, openModel, startBackend, withCommon, withModel, type CommonArgs } from '../common.ts';
-import { readPruneReport, recover, type RecoveryScheduleName } from '../../finetune/recovery.ts';
+import { readPruneReport, recover } from '../../finetune/recovery.ts';
+import { resolveRecoverySchedule } from '../../prune/registry.ts';
 import { saveModel } from '../../io/load-model.ts';
 import { copyTokenizerFiles } from '../../tokenizer/files.ts';
 import { ConfigError } from '../../util/errors.ts';
 
 type Args = CommonArgs & {
-  model: string; tokenizer: string | undefined; data: string; schedule: RecoveryScheduleName; rank: number;
+  model: string; tokenizer: string | undefined; data: string; schedule: string; rank: number;
   steps: number; lr: number; seed: number; seqlen: number; out: string; resume: boolean;
 };
 
 export const finetuneCommand: CommandModule<object, Args> = {
   command: 'finetune',
-  describe: 'recover a pruned model with LoRA (uniform, CFSP importance-guided ranks, or SAAP group fine-tuning), merged',
+  describe: 'recover a pruned model with LoRA (uniform ranks, or the schedule a pruning method declares), merged',
   builder: (y) => withModel(withCommon(y))
     .option('data', { type: 'string', demandOption: true, describe: 'training text file (a held-out split is kept)' })
-    .option('schedule', { choices: ['uniform', 'cfsp', 'saap'] as const, default: 'uniform' as RecoveryScheduleName })
-    .option('rank', { type: 'number', default: 8, describe: 'LoRA rank (mean rank for cfsp)' })
+    .option('schedule', { type: 'string', default: 'uniform', describe: "'uniform', or the name of a method that declares a recovery schedule (see `prunelab methods`)" })
+    .option('rank', { type: 'number', default: 8, describe: 'LoRA rank r̄ (the mean rank for schedules that allocate ranks per layer)' })
     .option('steps', { type: 'number', default: 100 })
     .option('lr', { type: 'number', default: 1e-4 })
     .option('seed', { type: 'number', default: 0 })
@@ -27,10 +28,11 @@ export const finetuneCommand: CommandModule<object, Args> = {
     .option('out', { type: 'string', demandOption: true }),
   handler: handler<Args>(async (args) => {
     if (!fs.existsSync(args.data)) throw new ConfigError(`--data ${args.data} not found`);
+    const schedule = await resolveRecoverySchedule(args.schedule);
     const backend = await startBackend(args);
     const { model, tokenizer } = await openModel(args);
     const r = recover(model, tokenizer, {
-      schedule: args.schedule, rank: args.rank, steps: args.steps, lr: args.lr, data: args.data, seed: args.seed,
+      schedule, rank: args.rank, steps: args.steps, lr: args.lr, data: args.data, seed: args.seed,
       seqLen: args.seqlen, pruneReport: readPruneReport(args.model),
       checkpointDir: path.join(args.out, '.train'), resume: args.resume,
       onProgress: (p) => { if (p.step % 10 === 0 || p.step === p.steps) log(`finetune: step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)}`); },

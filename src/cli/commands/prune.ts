@@ -12,7 +12,7 @@ import { ConfigError } from '../../util/errors.ts';
 import type { InputMode } from '../../prune/method.ts';
 
 type Args = CommonArgs & {
-  model: string; tokenizer: string | undefined; method: string; sparsity: number; pattern: string;
+  model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number;
   calib: string | undefined; nsamples: number; seqlen: number; seed: number; 'calib-offsets': string | undefined;
   mode: InputMode | undefined; option: string[]; out: string; dtype: 'f32' | 'f16';
 };
@@ -22,7 +22,7 @@ export const pruneCommand: CommandModule<object, Args> = {
   describe: 'prune a model with a method plug-in and write the pruned checkpoint',
   builder: (y) => withModel(withCommon(y))
     .option('method', { type: 'string', demandOption: true, describe: 'method name (see `prunelab methods`) or module path' })
-    .option('sparsity', { type: 'number', default: 0.5, describe: 'target sparsity / pruning ratio in [0, 1)' })
+    .option('sparsity', { type: 'number', describe: 'target sparsity / pruning ratio in [0, 1) (default 0.5; N/M for an N:M pattern)' })
     .option('pattern', { type: 'string', default: 'unstructured', describe: "'unstructured' or N:M such as 2:4" })
     .option('calib', { type: 'string', describe: 'calibration text file' })
     .option('nsamples', { type: 'number', default: 128 })
@@ -30,40 +30,30 @@ export const pruneCommand: CommandModule<object, Args> = {
     .option('seed', { type: 'number', default: 0 })
     .option('calib-offsets', { type: 'string', describe: 'explicit window start offsets (comma list or file)' })
     .option('mode', { choices: ['sequential', 'dense-parallel'] as const, describe: 'input mode across layers (default: the method\'s)' })
+    .option('workers', { type: 'number', default: 1, describe: 'worker threads pruning layers concurrently (layer-wise methods, dense-parallel mode)' })
     .option('option', { type: 'string', array: true, default: [] as string[], describe: 'method option key=value (repeatable)' })
     .option('out', { type: 'string', demandOption: true, describe: 'output checkpoint directory' })
     .option('dtype', { choices: ['f32', 'f16'] as const, default: 'f32' as const }),
   handler: handler<Args>(async (args) => {
     // Everything is validated before any work, and nothing is written to --out on error.
-    validateSparsity(args.sparsity, '--sparsity');
     const pattern = parsePattern(args.pattern);
+    const sparsity = args.sparsity ?? (pattern.kind === 'nm' ? pattern.n / pattern.m : 0.5);
+    validateSparsity(sparsity, '--sparsity');
     const method = await resolveMethod(args.method);
     const options = parseMethodOptions(method, parseOptionArgs(args.option));
-    const granularity = pattern.kind === 'nm' ? 'n:m' : null;
-    if (granularity && !method.granularity.includes(granularity)) {
-      throw new ConfigError(`method '${method.name}' does not support N:M patterns (granularity: ${method.granularity.join(', ')})`);
-    }
     if (fs.existsSync(args.out) && fs.readdirSync(args.out).length > 0) {
       throw new ConfigError(`--out ${args.out} exists and is not empty; choose a new directory`);
     }
     const backend = await startBackend(args);
     const { model, tokenizer } = await openModel(args);
-    if (pattern.kind === 'nm') {
-      for (const l of model.spec.linears) {
-        const cols = l.inDim(model.config.layers[0], model.config);
-        if (model.config.layers.some((s) => l.inDim(s, model.config) % pattern.m !== 0)) {
-          throw new ConfigError(`pattern ${pattern.n}:${pattern.m} does not fit: ${l.role} has ${cols} inputs, not a multiple of ${pattern.m}`);
-        }
-      }
-    }
     const offsets = args['calib-offsets'] ? parseOffsets(args['calib-offsets']) : undefined;
     const calib = args.calib
       ? calibrationFromText(tokenizer, { text: args.calib, nsamples: args.nsamples, seqlen: args.seqlen, seed: args.seed, offsets })
       : null;
-    log(`prune: ${method.name} at ${args.sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
+    log(`prune: ${method.name} at ${sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
     const report = await pruneModel(model, {
-      method, options, target: { sparsity: args.sparsity, pattern }, windows: calib?.windows ?? [],
-      calibration: calib?.protocol ?? null, mode: args.mode, log: (m) => log(`prune: ${m}`),
+      method, options, target: { sparsity, pattern }, windows: calib?.windows ?? [],
+      calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, log: (m) => log(`prune: ${m}`),
     });
     // Write to a temporary sibling and rename, so an interrupted save leaves no half checkpoint.
     const tmp = `${path.resolve(args.out)}.partial-${process.pid}`;

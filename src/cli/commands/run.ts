@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { emit, handler, startBackend, withCommon, type CommonArgs } from '../common.ts';
 import { runExperiment, ExperimentInterrupted } from '../../experiment/runner.ts';
-import { executeRun, methodValidator, patternMethodNames } from '../../experiment/pipeline.ts';
+import { executeRun, methodRegistryInfo } from '../../experiment/pipeline.ts';
 import { readResults, readResultsFile } from '../../experiment/results.ts';
 import { renderTable } from '../../experiment/table.ts';
 import { plotResults } from '../../experiment/plot.ts';
@@ -19,14 +19,15 @@ export const runCommand: CommandModule<object, RunArgs> = {
     .option('shard', { type: 'string', describe: 'run slice i/n of the grid (0-based i)' })
     .option('format', { choices: ['md', 'latex'] as const, default: 'md' as const, describe: 'table printed at the end' }),
   handler: handler<RunArgs>(async (args) => {
-    const [validateMethod, patternMethods] = await Promise.all([methodValidator(), patternMethodNames()]);
+    const registry = await methodRegistryInfo();
     const backend = await startBackend(args);
     try {
       const summary = await runExperiment(args.file, {
-        executeRun, shard: args.shard, validateMethod, usesPatterns: (m) => patternMethods.has(m),
+        executeRun, shard: args.shard, validateMethod: registry.validateMethod, usesPatterns: registry.usesPatterns,
+        recoverySchedules: registry.recoverySchedules,
       });
       const rows = readResults(summary.outputDir);
-      const table = renderTable(rows, { format: args.format, layout: 'paper' });
+      const table = renderTable(rows, { format: args.format, layout: 'paper', displayName: registry.displayName });
       emit(args, { ...summary, backend, table } as unknown as Record<string, unknown>, () => table);
     } catch (e) {
       if (e instanceof ExperimentInterrupted) process.exitCode = e.exitCode;
@@ -40,7 +41,7 @@ function rowsFrom(target: string) {
   return fs.statSync(target).isDirectory() ? readResults(target) : readResultsFile(target).rows;
 }
 
-type TableArgs = CommonArgs & { results: string; format: 'md' | 'latex'; layout: 'paper' | 'wide'; metrics: 'default' | 'wanda' };
+type TableArgs = CommonArgs & { results: string; format: 'md' | 'latex'; layout: 'paper' | 'wide'; metrics: 'default' | 'acc' };
 
 export const tableCommand: CommandModule<object, TableArgs> = {
   command: 'table <results>',
@@ -49,9 +50,10 @@ export const tableCommand: CommandModule<object, TableArgs> = {
     .positional('results', { type: 'string', demandOption: true })
     .option('format', { choices: ['md', 'latex'] as const, default: 'md' as const })
     .option('layout', { choices: ['paper', 'wide'] as const, default: 'paper' as const })
-    .option('metrics', { choices: ['default', 'wanda'] as const, default: 'default' as const, describe: 'accuracy per task: default map or acc everywhere' }),
+    .option('metrics', { choices: ['default', 'acc'] as const, default: 'default' as const, describe: 'accuracy per task: the default map (acc_norm where protocol.md says), or acc everywhere' }),
   handler: handler<TableArgs>(async (args) => {
-    const table = renderTable(rowsFrom(args.results), { format: args.format, layout: args.layout, metrics: args.metrics });
+    const { displayName } = await methodRegistryInfo();
+    const table = renderTable(rowsFrom(args.results), { format: args.format, layout: args.layout, metrics: args.metrics, displayName });
     emit(args, { table }, () => table);
   }),
 };
@@ -65,7 +67,8 @@ export const plotCommand: CommandModule<object, PlotArgs> = {
     .positional('results', { type: 'string', demandOption: true })
     .option('out', { type: 'string', demandOption: true }),
   handler: handler<PlotArgs>(async (args) => {
-    const files = await plotResults(rowsFrom(args.results), args.out);
+    const { displayName } = await methodRegistryInfo();
+    const files = await plotResults(rowsFrom(args.results), args.out, displayName);
     emit(args, { files }, () => files.map((f) => path.relative(process.cwd(), f)).join('\n'));
   }),
 };
