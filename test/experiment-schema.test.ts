@@ -9,7 +9,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { loadExperiment } from '../src/experiment/schema.ts';
 import { ConfigError } from '../src/util/errors.ts';
-import { workspace, writeYaml } from './experiment-fixtures.ts';
+import { registry, workspace, writeYaml } from './experiment-fixtures.ts';
 
 const VALID = `name: demo
 models:
@@ -69,7 +69,7 @@ describe('experiment schema', () => {
     // Line 11 is "    optins: {alpha: 1}"; the key starts at column 5.
     const yaml = VALID.replace('    options: {alpha: 1}', '    optins: {alpha: 1}');
     const err = errorOf(root, yaml);
-    assert.equal(err.message, `${file}:11:5: methods[1].optins: unknown key (valid: name, options, sparsities, recovery)`);
+    assert.equal(err.message, `${file}:11:5: methods[1].optins: unknown key (valid: name, options, workers, sparsities, recovery)`);
   });
 
   it('unknown top-level key and unknown key in a recovery entry', () => {
@@ -97,8 +97,13 @@ colour: blue
     assert.match(err2.message, /:8:9: calibration\.mode: must be one of "sequential", "dense-parallel"; got string "parallel"/);
     const err3 = errorOf(root, VALID + 'patterns: [unstructured, "4:2"]\n');
     assert.match(err3.message, /:17:26: patterns\[1\]: expected "unstructured" or "N:M"/);
-    const err4 = errorOf(root, VALID + 'recovery: [{schedule: lora}]\n');
-    assert.match(err4.message, /:17:23: recovery\[0\]\.schedule: must be one of "none", "uniform", "cfsp", "saap"; got string "lora"/);
+    const err4 = errorOf(root, VALID + 'recovery: [{schedule: lora, steps: 5, data: ../data/calib.txt}]\n', { recoverySchedules: registry.recoverySchedules });
+    assert.match(err4.message, /:17:23: recovery\[0\]\.schedule: unknown recovery schedule 'lora'; valid: none, uniform, cfsp, saap/);
+    const err5 = errorOf(root, VALID + 'recovery: [{schedule: uniform}]\n');
+    assert.match(err5.message, /recovery\[0\]\.steps: schedule 'uniform' needs steps/);
+    // CFSP's schedule reads CFSP's report: it cannot recover the other methods' runs.
+    const err6 = errorOf(root, VALID + 'recovery: [{schedule: cfsp, steps: 5, data: ../data/calib.txt}]\n', { recoverySchedules: registry.recoverySchedules });
+    assert.match(err6.message, /recovery\[0\]\.schedule: schedule 'cfsp' reads the pruning report of 'cfsp' and cannot recover runs of/);
   });
 
   it('a missing required key points at the mapping that lacks it', () => {

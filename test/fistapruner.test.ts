@@ -349,7 +349,7 @@ test('options: spec defaults, strict keys, family default warm start, sparsegpt 
   const o = parseMethodOptions(fistapruner, {});
   assert.deepEqual({ ...o }, {
     itersPerRound: 20, maxRounds: 3, ratioThreshold: 0.3, tol: 1e-4, powerIters: 30, cut: 'row',
-    projectEveryIteration: false, warmStartCandidate: false, refit: false, monotone: false, lambdaInit: 'scaled', workers: 1,
+    projectEveryIteration: false, warmStartCandidate: false, refit: false, monotone: false, lambdaInit: 'scaled',
   });
   assert.throws(() => parseMethodOptions(fistapruner, { iters: 3 }), ConfigError);
   assert.throws(() => parseMethodOptions(fistapruner, { warmStart: 'random' }), ConfigError);
@@ -428,7 +428,7 @@ function cli(args: string[]): Record<string, unknown> {
 test('npx prunelab prune --method fistapruner on stories260K: 20 %, 50 %, 2:4 (2 workers) with finite perplexity', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
   const text = shared('text/tinystories-sample.txt');
   const dir = tmpDir('fista-cli');
-  for (const [sparsity, pattern, extra] of [['0.2', 'unstructured', []], ['0.5', 'unstructured', []], ['0.5', '2:4', ['--option', 'workers=2']]] as const) {
+  for (const [sparsity, pattern, extra] of [['0.2', 'unstructured', []], ['0.5', 'unstructured', []], ['0.5', '2:4', ['--workers', '2']]] as const) {
     const out = path.join(dir, `${sparsity}-${pattern.replace(':', '_')}`);
     const rep = cli(['prune', '--model', STORIES_BIN, '--method', 'fistapruner', '--sparsity', sparsity, '--pattern', pattern,
       '--calib', text, '--nsamples', '8', '--seqlen', '64', '--out', out, ...extra]) as {

@@ -61,7 +61,7 @@ test('fistapruner on stories260K: 2 worker threads give the same masks and weigh
     const { model } = loadModel(STORIES_BIN);
     const t0 = performance.now();
     const report = await pruneModel(model, {
-      method, options: parseMethodOptions(method, { workers }), target: { sparsity: 0.5, pattern }, windows,
+      method, options: parseMethodOptions(method, {}), workers, target: { sparsity: 0.5, pattern }, windows,
     });
     const seconds = (performance.now() - t0) / 1000;
     const w = allWeights(model);
@@ -95,23 +95,23 @@ test('a failing layer rejects with the worker\'s error and leaves no worker thre
   // Each live worker is an OS thread of this process.
   const threads = () => (fs.existsSync('/proc/self/task') ? fs.readdirSync('/proc/self/task').length : 0);
   const threadsBefore = threads();
-  // lambdaInit previous-layer chains the layers: the method itself refuses it inside the worker.
+  // lambdaInit previous-layer chains the layers: the method refuses it in setup, before any worker starts.
   await assert.rejects(pruneModel(model, {
-    method, options: parseMethodOptions(method, { workers: 2, lambdaInit: 'previous-layer' }),
+    method, options: parseMethodOptions(method, { lambdaInit: 'previous-layer' }), workers: 2,
     target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows,
   }), (e: unknown) => e instanceof ConfigError && /previous-layer/.test(e.message));
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(threads() <= threadsBefore, `threads: ${threadsBefore} before, ${threads()} after`);
   // A worker that cannot even start (the method name does not resolve there) fails the same way.
   await assert.rejects(pruneModel(model, {
-    method: { ...method, name: 'no-such-method' }, options: parseMethodOptions(method, { workers: 2 }),
+    method: { ...method, name: 'no-such-method' }, options: parseMethodOptions(method, {}), workers: 2,
     target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows,
   }), (e: unknown) => e instanceof ConfigError && /unknown method 'no-such-method'/.test(e.message));
   await new Promise((r) => setTimeout(r, 100));
   assert.ok(threads() <= threadsBefore, `threads: ${threadsBefore} before, ${threads()} after`);
   // Parallel layers need dense inputs.
   await assert.rejects(pruneModel(model, {
-    method, options: parseMethodOptions(method, { workers: 2 }), mode: 'sequential',
+    method, options: parseMethodOptions(method, {}), workers: 2, mode: 'sequential',
     target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows,
   }), ConfigError);
   model.dispose();

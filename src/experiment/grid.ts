@@ -143,7 +143,8 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions): RunSpec[] 
               ...base,
               id: `${prefix}-${shortHash(canonicalJson(settings))}`,
               kind: 'pruned',
-              method: { name: method.name, options: method.options, ...(method.workers ? { workers: method.workers } : {}) },
+              // Executed by its resolved name (a module path made absolute); identified by the written one.
+              method: { name: resolved.methods[ki].name, options: method.options, ...(method.workers ? { workers: method.workers } : {}) },
               pattern,
               sparsity,
               seed,

@@ -11,8 +11,8 @@ import { loadModel } from '../io/load-model.ts';
 import { findTokenizerForModel, checkTokenizerMatchesModel } from '../tokenizer/load.ts';
 import { calibrationFromText } from '../prune/calibration.ts';
 import { listMethods, parseMethodOptions, resolveMethod, resolveRecoverySchedule } from '../prune/registry.ts';
-import { displayNameOf } from '../prune/method.ts';
-import type { MethodValidator, RecoveryScheduleInfo } from './schema.ts';
+import { displayNameOf, type PruningMethod } from '../prune/method.ts';
+import { isModulePath, loadExperiment, type MethodValidator, type RecoveryScheduleInfo } from './schema.ts';
 import { parsePattern } from '../prune/masks.ts';
 import { pruneModel } from '../prune/engine.ts';
 import type { PruneReport } from '../prune/report.ts';
@@ -41,9 +41,9 @@ export function checkpointHash(modelPath: string): string {
 
 /** What the experiment runner needs to know of the registered methods, read once from the registry. */
 export interface MethodRegistryInfo {
-  /** Checks a method entry's name and options (module paths are checked at run time). */
+  /** Checks a method entry's name and options. */
   validateMethod: MethodValidator;
-  /** Whether a method takes unstructured / N:M patterns (module paths: checked at run time, assumed not). */
+  /** Whether a method takes unstructured / N:M patterns. */
   usesPatterns: (method: string) => boolean;
   /** Method schedules by name, for validating `recovery:` entries. */
   recoverySchedules: RecoveryScheduleInfo;
@@ -51,17 +51,27 @@ export interface MethodRegistryInfo {
   displayName: (method: string) => string;
 }
 
-export async function methodRegistryInfo(): Promise<MethodRegistryInfo> {
-  const all = new Map((await listMethods()).map((m) => [m.name, m]));
-  const patterns = new Set([...all.values()].filter((m) => m.granularity.includes('unstructured') || m.granularity.includes('n:m')).map((m) => m.name));
+/**
+ * Read once from the registry: every discovered method, plus plug-ins given by module path
+ * (`modules`: the name as written in an experiment → its absolute path), known by the written name.
+ */
+/** Plug-ins an experiment names by module path: the name as written → its absolute path. */
+export function pluginModulesOf(file: string): Map<string, string> {
+  const exp = loadExperiment(file);
+  const out = new Map<string, string>();
+  exp.config.methods.forEach((m, k) => { if (isModulePath(m.name)) out.set(m.name, exp.resolved.methods[k].name); });
+  return out;
+}
+
+export async function methodRegistryInfo(modules: ReadonlyMap<string, string> = new Map()): Promise<MethodRegistryInfo> {
+  const all = new Map<string, PruningMethod>((await listMethods()).map((m) => [m.name, m]));
+  for (const [written, abs] of modules) all.set(written, await resolveMethod(abs));
+  const patterns = new Set([...all].filter(([, m]) => m.granularity.includes('unstructured') || m.granularity.includes('n:m')).map(([name]) => name));
   const schedules = new Map([...all.values()].filter((m) => m.recovery).map((m) => [m.name, { readsReport: m.recovery?.report !== undefined }]));
   return {
     validateMethod: (name, options) => {
       const m = all.get(name);
-      if (!m) {
-        if (name.includes('/') || /\.(ts|js|mjs)$/.test(name)) return options;
-        throw new Error(`unknown method '${name}'; valid: ${[...all.keys()].join(', ')}`);
-      }
+      if (!m) throw new Error(`unknown method '${name}'; valid: ${[...all.keys()].join(', ')} (or a plug-in module path)`);
       return parseMethodOptions(m, options) as Record<string, unknown>;
     },
     usesPatterns: (name) => patterns.has(name),

@@ -42,17 +42,28 @@ const CalibrationSchema = z.strictObject({
 });
 
 
-/** `none`, or a schedule name (`uniform`, or a method that declares one; checked against the registry). */
-const RecoverySchema = z.union([
-  z.strictObject({ schedule: z.literal('none') }),
-  z.strictObject({
-    schedule: z.string().min(1).refine((s) => s !== 'none'),
-    steps: posInt,
-    lr: z.number().gt(0).default(1e-4),
-    rank: posInt.default(8),
-    data: pathString,
-  }),
-]);
+/**
+ * `none`, or a schedule name (`uniform`, or a method that declares one; checked against the
+ * registry) with its training settings. One strict object (so an unknown key lists every valid
+ * one), refined per case and turned into the tagged form the grid uses.
+ */
+const RecoverySchema = z.strictObject({
+  schedule: z.string().min(1),
+  steps: posInt.optional(),
+  lr: z.number().gt(0).optional(),
+  rank: posInt.optional(),
+  data: pathString.optional(),
+}).superRefine((r, ctx) => {
+  if (r.schedule === 'none') {
+    for (const k of ['steps', 'lr', 'rank', 'data'] as const) {
+      if (r[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: "schedule 'none' takes no training settings" });
+    }
+    return;
+  }
+  if (r.steps === undefined) ctx.addIssue({ code: 'custom', path: ['steps'], message: `schedule '${r.schedule}' needs steps (a positive integer)` });
+  if (r.data === undefined) ctx.addIssue({ code: 'custom', path: ['data'], message: `schedule '${r.schedule}' needs data (a training text file)` });
+}).transform((r): { schedule: 'none' } | { schedule: string; steps: number; lr: number; rank: number; data: string } => (
+  r.schedule === 'none' ? { schedule: 'none' } : { schedule: r.schedule, steps: r.steps!, lr: r.lr ?? 1e-4, rank: r.rank ?? 8, data: r.data! }));
 
 /** A method; `sparsities` and `recovery` override the experiment-wide lists for its runs. */
 const MethodSchema = z.strictObject({
@@ -182,7 +193,8 @@ function methodChecks(c: ExperimentConfig, validate: MethodValidator): Located[]
   return out;
 }
 
-const isModulePath = (name: string): boolean => name.includes('/') || /\.(ts|js|mjs)$/.test(name);
+/** A method name that is a module path (a plug-in folder or file) rather than a registered name. */
+export const isModulePath = (name: string): boolean => name.includes('/') || /\.(ts|js|mjs)$/.test(name);
 
 /**
  * Every recovery schedule names `uniform` or a method that declares one; a schedule that reads its
@@ -258,6 +270,10 @@ function pathFields(c: ExperimentConfig): PathField[] {
         });
       }
     });
+  });
+  c.methods.forEach((m, k) => {
+    // A method given as a module path (a plug-in folder or file) is a path like any other.
+    if (isModulePath(m.name)) fields.push({ at: ['methods', k, 'name'], get: (x) => x.methods[k].name, set: (x, v) => { x.methods[k].name = v; } });
   });
   c.evaluations.perplexity.forEach((_, i) => {
     fields.push({ at: ['evaluations', 'perplexity', i, 'text'], get: (x) => x.evaluations.perplexity[i].text, set: (x, v) => { x.evaluations.perplexity[i].text = v; } });

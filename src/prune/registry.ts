@@ -4,6 +4,7 @@
  * module path (anything with a slash or a .ts/.js suffix) loads a user's plug-in from elsewhere.
  */
 import fs from 'node:fs';
+import { register } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { z } from 'zod';
@@ -36,6 +37,20 @@ export function moduleOf(m: object): string | undefined {
   return modules.get(m);
 }
 
+const PLUGIN_ENTRY = pathToFileURL(path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../plugin.ts')).href;
+const hookedRoots = new Set<string>();
+
+/**
+ * Let a plug-in folder outside the repository import `prunelab/plugin` and load as ES modules
+ * (see plugin-hooks.mjs). Registered once per folder and thread (worker threads load plug-ins too).
+ */
+function hookPluginFolder(dir: string): void {
+  const root = pathToFileURL(dir.endsWith(path.sep) ? dir : dir + path.sep).href;
+  if (hookedRoots.has(root) || root.startsWith(pathToFileURL(METHODS_DIR).href)) return;
+  hookedRoots.add(root);
+  register('./plugin-hooks.mjs', import.meta.url, { data: { entry: PLUGIN_ENTRY, root } });
+}
+
 async function importMethod(file: string, label: string): Promise<PruningMethod> {
   const mod = (await import(pathToFileURL(file).href)) as { default?: PruningMethod };
   const m = mod.default;
@@ -51,8 +66,10 @@ export async function resolveMethod(nameOrPath: string): Promise<PruningMethod> 
   if (isPath) {
     const file = path.resolve(nameOrPath);
     if (!fs.existsSync(file)) throw new ConfigError('method module not found', nameOrPath);
-    const entry = fs.statSync(file).isDirectory() ? entryOf(file) : file;
+    const isDir = fs.statSync(file).isDirectory();
+    const entry = isDir ? entryOf(file) : file;
     if (!entry) throw new ConfigError('method folder has no index.ts/index.js', nameOrPath);
+    hookPluginFolder(isDir ? file : path.dirname(file));
     return importMethod(entry, `method module '${nameOrPath}'`);
   }
   const names = methodNames();

@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { emit, handler, startBackend, withCommon, type CommonArgs } from '../common.ts';
 import { runExperiment, ExperimentInterrupted } from '../../experiment/runner.ts';
-import { executeRun, methodRegistryInfo } from '../../experiment/pipeline.ts';
+import { executeRun, methodRegistryInfo, pluginModulesOf } from '../../experiment/pipeline.ts';
 import { readResults, readResultsFile } from '../../experiment/results.ts';
 import { renderTable } from '../../experiment/table.ts';
 import { plotResults } from '../../experiment/plot.ts';
@@ -19,7 +19,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     .option('shard', { type: 'string', describe: 'run slice i/n of the grid (0-based i)' })
     .option('format', { choices: ['md', 'latex'] as const, default: 'md' as const, describe: 'table printed at the end' }),
   handler: handler<RunArgs>(async (args) => {
-    const registry = await methodRegistryInfo();
+    const registry = await methodRegistryInfo(pluginModulesOf(args.file));
     const backend = await startBackend(args);
     try {
       const summary = await runExperiment(args.file, {
