@@ -259,9 +259,13 @@ function pathFields(c: ExperimentConfig): PathField[] {
   }
   c.recovery.forEach((r, i) => {
     if (r.schedule !== 'none') fields.push({ at: ['recovery', i, 'data'], get: (x) => (x.recovery[i] as { data: string }).data, set: (x, v) => { (x.recovery[i] as { data: string }).data = v; } });
+    if (isModulePath(r.schedule)) fields.push({ at: ['recovery', i, 'schedule'], get: (x) => x.recovery[i].schedule, set: (x, v) => { x.recovery[i].schedule = v; } });
   });
   c.methods.forEach((m, k) => {
     (m.recovery ?? []).forEach((r, i) => {
+      if (isModulePath(r.schedule)) {
+        fields.push({ at: ['methods', k, 'recovery', i, 'schedule'], get: (x) => x.methods[k].recovery![i].schedule, set: (x, v) => { x.methods[k].recovery![i].schedule = v; } });
+      }
       if (r.schedule !== 'none') {
         fields.push({
           at: ['methods', k, 'recovery', i, 'data'],
