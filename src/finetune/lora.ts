@@ -21,7 +21,7 @@ import seedrandom from 'seedrandom';
 import type { CausalLM, LinearHook } from '../model/causal-lm.ts';
 import type { LinearRole } from '../model/family.ts';
 import type { LinearParams } from '../model/params.ts';
-import type { NamedTensors } from '../io/tensor-data.ts';
+import type { NamedTensors } from '../model/tensor-data.ts';
 import { ConfigError, CheckpointError } from '../util/errors.ts';
 import {
   checkGroupDivides, dequantizeHost, mergeIntoBeta, poolGroups, qaLoraGroupDelta, quantizeGroupwise,

@@ -36,7 +36,7 @@ import { withFastMatMulGradient } from '../model/matmul-grad.ts';
 import { writeAtomic } from '../util/atomic.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
-import type { NamedTensors } from '../io/tensor-data.ts';
+import type { NamedTensors } from '../model/tensor-data.ts';
 import { CheckpointError, ConfigError, DataError } from '../util/errors.ts';
 import { LoraSet, trainable } from './lora.ts';
 import { resolveSchedule, type ResolvedSchedule, type ScheduleSpec } from './schedule.ts';

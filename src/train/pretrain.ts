@@ -46,7 +46,7 @@ export { useExplicitTransposeMatMulGradient };
 import { syntheticLlamaConfig, syntheticLlamaTensors } from '../model/synthetic.ts';
 import { AdamW, heldOutLoss, lrAt } from '../finetune/trainer.ts';
 import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
-import type { NamedTensors } from '../io/tensor-data.ts';
+import type { NamedTensors } from '../model/tensor-data.ts';
 import { windowStarts } from '../data/text.ts';
 import { CheckpointError, ConfigError, DataError } from '../util/errors.ts';
 
