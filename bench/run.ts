@@ -18,6 +18,7 @@ import { calibrationFromText } from '../src/prune/calibration.ts';
 import { listMethods, parseMethodOptions } from '../src/prune/registry.ts';
 import { pruneModel } from '../src/prune/engine.ts';
 import type { PruneTarget } from '../src/prune/method.ts';
+import { writeFileAtomic } from '../src/util/atomic.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
 
 const argv = process.argv.slice(2);
@@ -185,5 +186,5 @@ if (want('parallel')) {
 }
 
 const file = path.join(process.cwd(), 'bench', 'last-run.md');
-fs.writeFileSync(file, out.join('\n') + '\n');
+writeFileAtomic(file, out.join('\n') + '\n');
 console.error(`bench: written to ${path.relative(process.cwd(), file)}`);

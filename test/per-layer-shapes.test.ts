@@ -13,7 +13,7 @@ import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared, tmpDir } from './s
 import { readHfCheckpoint } from '../src/io/hf-checkpoint.ts';
 import { CausalLM } from '../src/model/causal-lm.ts';
 import { loadModel, saveModel } from '../src/io/load-model.ts';
-import type { HostTensor } from '../src/io/tensor-data.ts';
+import type { HostTensor } from '../src/model/tensor-data.ts';
 
 function rows(t: HostTensor, keep: number[]): HostTensor {
   const cols = t.shape[1] ?? 1;

@@ -49,17 +49,8 @@ export function perplexityOfTokens(model: CausalLM, tokens: readonly number[], s
   }
   const starts = windowStarts(tokens.length, seqlen, opts.maxWindows ?? null, source);
   const batch = opts.batchSize ?? Math.max(1, Math.floor(4096 / seqlen));
-  let nllSum = 0;
-  let count = 0;
-  for (let b = 0; b < starts.length; b += batch) {
-    const rows = starts.slice(b, b + batch).map((s) => tokens.slice(s, s + seqlen));
-    const part = tf.tidy(() => causalLmNllSum(model.forward(rows), rows).sum);
-    nllSum += part.dataSync()[0];
-    part.dispose();
-    count += rows.length * (seqlen - 1);
-    opts.onProgress?.(Math.min(b + batch, starts.length), starts.length);
-  }
-  const nll = nllSum / count;
+  const windows = starts.map((s) => tokens.slice(s, s + seqlen));
+  const { nll, tokens: count } = meanTokenNll(model, windows, batch, opts.onProgress);
   return {
     ppl: Math.exp(nll), nll, tokens: count, windows: starts.length, seqlen,
     protocol: {
@@ -67,6 +58,25 @@ export function perplexityOfTokens(model: CausalLM, tokens: readonly number[], s
       loss: 'exp-mean-token-nll', maxWindows: opts.maxWindows ?? null,
     },
   };
+}
+
+/**
+ * Mean next-token NLL of `model` (with whatever hook it has) over `windows`, each scored on its
+ * own (its first token not predicted), `batchSize` windows per forward pass.
+ */
+export function meanTokenNll(model: CausalLM, windows: readonly (readonly number[])[], batchSize: number,
+  onProgress?: (done: number, total: number) => void): { nll: number; tokens: number } {
+  let sum = 0;
+  let tokens = 0;
+  for (let b = 0; b < windows.length; b += batchSize) {
+    const rows = windows.slice(b, b + batchSize);
+    const part = tf.tidy(() => causalLmNllSum(model.forward(rows), rows).sum);
+    sum += part.dataSync()[0];
+    part.dispose();
+    tokens += rows.reduce((n, r) => n + Math.max(0, r.length - 1), 0);
+    onProgress?.(Math.min(b + batchSize, windows.length), windows.length);
+  }
+  return { nll: sum / tokens, tokens };
 }
 
 export function perplexityOfText(model: CausalLM, tokenizer: Tokenizer, file: string, opts: PerplexityOptions): PerplexityResult {

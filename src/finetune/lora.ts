@@ -15,14 +15,19 @@
  * attached. During training the update is masked too (y = x·W + x·(ΔW ⊙ M)) so the trained
  * function is the one the merged model computes; after merging the mask is re-applied, i.e. every
  * weight that was zero in the base is zero again. A linear without any zero weight gets no mask.
+ *
+ * Products are plain tf.matMul: the trainer runs under `withFastMatMulGradient`
+ * (model/matmul-grad.ts), whose gradient avoids the slow transposed kernels, and a frozen base
+ * weight gets no gradient because only the adapter variables are differentiated.
  */
 import * as tf from '@tensorflow/tfjs';
 import seedrandom from 'seedrandom';
 import type { CausalLM, LinearHook } from '../model/causal-lm.ts';
 import type { LinearRole } from '../model/family.ts';
 import type { LinearParams } from '../model/params.ts';
-import type { NamedTensors } from '../io/tensor-data.ts';
-import { ConfigError, CheckpointError } from '../util/errors.ts';
+import type { NamedTensors } from '../model/tensor-data.ts';
+import { hostCopy, restoreVariable } from '../train/checkpoint.ts';
+import { ConfigError } from '../util/errors.ts';
 import {
   checkGroupDivides, dequantizeHost, mergeIntoBeta, poolGroups, qaLoraGroupDelta, quantizeGroupwise,
   type GroupQuantized,
@@ -79,7 +84,7 @@ export class LoraAdapter {
   /** ΔW = s·A·B (masked when a mask is kept), `[in, out]`. Differentiable in A and B. */
   delta(): tf.Tensor2D {
     return tf.tidy(() => {
-      const d = tf.mul(matMulFast(this.expandedA(), this.B), this.scale) as tf.Tensor2D;
+      const d = tf.mul(tf.matMul(this.expandedA(), this.B), this.scale) as tf.Tensor2D;
       return this.mask ? tf.mul(d, this.mask) as tf.Tensor2D : d;
     });
   }
@@ -89,9 +94,9 @@ export class LoraAdapter {
     return tf.tidy(() => {
       // With a mask the update must be masked elementwise, so it is materialised (r·in·out flops,
       // cheap next to N·in·out whenever r < N).
-      if (this.mask) return matMulFast(x, this.delta());
+      if (this.mask) return tf.matMul(x, this.delta());
       const xa = this.quantized ? poolGroups(x, this.quantized.groupSize) : x;
-      return tf.mul(matMulFast(matMulFast(xa, this.A), this.B), this.scale) as tf.Tensor2D;
+      return tf.mul(tf.matMul(tf.matMul(xa, this.A), this.B), this.scale) as tf.Tensor2D;
     });
   }
 
@@ -100,38 +105,6 @@ export class LoraAdapter {
     this.B.dispose();
     this.mask?.dispose();
   }
-}
-
-/*
- * Matrix products whose backward pass uses plain 2-D matMuls on explicit transposes: tf.matMul's
- * own gradient uses the transposeA/transposeB flags, which the WebAssembly backend runs several
- * times slower (measured [256,64]×[64,172]: forward 1.1 ms; dy·Wᵀ 7.9 ms with the flag, 1.2 ms
- * with an explicit transpose).
- */
-type Grad2 = (dy: tf.Tensor, saved: tf.Tensor[]) => tf.Tensor[];
-
-/** a·b, gradients for both a and b. */
-export function matMulFast(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const [aa, bb, save] = args as [tf.Tensor2D, tf.Tensor2D, tf.GradSaveFunc];
-    save([aa, bb]);
-    const gradFunc: Grad2 = (dy, [sa, sb]) => [
-      tf.matMul(dy as tf.Tensor2D, tf.transpose(sb as tf.Tensor2D)),
-      tf.matMul(tf.transpose(sa as tf.Tensor2D), dy as tf.Tensor2D),
-    ];
-    return { value: tf.matMul(aa, bb), gradFunc };
-  });
-  return f(a, b) as tf.Tensor2D;
-}
-
-/** x·W for a frozen W: only x gets a gradient (no wasted xᵀ·dy for the base weight). */
-export function matMulFrozen(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
-  const f = tf.customGrad((...args: (tf.Tensor | tf.GradSaveFunc)[]) => {
-    const xx = args[0] as tf.Tensor2D;
-    const gradFunc = (dy: tf.Tensor) => tf.matMul(dy as tf.Tensor2D, tf.transpose(w));
-    return { value: tf.matMul(xx, w), gradFunc };
-  });
-  return f(x) as tf.Tensor2D;
 }
 
 export function adapterKey(layer: number, role: LinearRole): string {
@@ -200,7 +173,7 @@ export class LoraSet {
       const a = this.byKey.get(adapterKey(layer, role));
       if (!a) return null;
       return tf.tidy(() => {
-        const xw = matMulFrozen(x, base.weight);
+        const xw = tf.matMul(x, base.weight);
         const y = base.bias ? tf.add(xw, base.bias) as tf.Tensor2D : xw;
         const p = this.spec.dropout;
         const xd = this.mode.training && p > 0
@@ -267,8 +240,8 @@ export class LoraSet {
   toNamedTensors(): NamedTensors {
     const out: NamedTensors = new Map();
     for (const a of this.adapters) {
-      out.set(`lora.${a.key}.A`, { shape: a.A.shape.slice(), data: Float32Array.from(a.A.dataSync()) });
-      out.set(`lora.${a.key}.B`, { shape: a.B.shape.slice(), data: Float32Array.from(a.B.dataSync()) });
+      out.set(`lora.${a.key}.A`, hostCopy(a.A));
+      out.set(`lora.${a.key}.B`, hostCopy(a.B));
     }
     return out;
   }
@@ -276,17 +249,8 @@ export class LoraSet {
   /** Restore adapter weights written by `toNamedTensors` (shapes must match). */
   loadNamedTensors(tensors: NamedTensors, source: string): void {
     for (const a of this.adapters) {
-      for (const [part, v] of [['A', a.A], ['B', a.B]] as const) {
-        const name = `lora.${a.key}.${part}`;
-        const t = tensors.get(name);
-        if (!t) throw new CheckpointError(`missing adapter tensor '${name}'`, source);
-        if (t.shape.length !== 2 || t.shape[0] !== v.shape[0] || t.shape[1] !== v.shape[1]) {
-          throw new CheckpointError(`adapter tensor '${name}' has shape [${t.shape}], expected [${v.shape}]`, source);
-        }
-        const fresh = tf.tensor2d(t.data, [v.shape[0], v.shape[1]]);
-        v.assign(fresh);
-        fresh.dispose();
-      }
+      restoreVariable(a.A, tensors, `lora.${a.key}.A`, 'adapter tensor', source);
+      restoreVariable(a.B, tensors, `lora.${a.key}.B`, 'adapter tensor', source);
     }
   }
 

@@ -5,42 +5,47 @@
  * - Data: the corpus is tokenised once and cut into non-overlapping windows of `seqLen` tokens
  *   (last partial window dropped). The *last* `heldOutFraction` of the windows is held out (a
  *   contiguous tail, so no held-out text is also trained on); training windows are visited in a
- *   seeded random order, reshuffled every epoch.
+ *   seeded random order, reshuffled every epoch (`SeededOrder`, train/window-sampler.ts).
  * - Loss: mean next-token NLL over all tokens of one optimiser step (micro-batches of
  *   `microBatchSize` windows, `gradAccum` of them per step).
- * - Optimiser: AdamW as torch.optim.AdamW computes it (decoupled weight decay p ← p·(1 − lr·wd),
- *   bias-corrected moments), written with tf ops. Learning rate: linear warm-up over
+ * - Optimiser: the training kit's (src/train/): AdamW as torch.optim.AdamW computes it
+ *   (decoupled weight decay p ← p·(1 − lr·wd), bias-corrected moments). Learning rate: linear warm-up over
  *   `warmupSteps` (step s ≤ W gets lr·s/W, steps counted from 1), then cosine decay to
  *   `lr·minLrRatio` at the last step. Gradients are clipped by global norm (`maxGradNorm`, 0 = off)
  *   as torch's clip_grad_norm_ does (factor max_norm/(norm + 1e-6), capped at 1).
  * - Base weights are frozen: only the adapter variables are passed to `tf.variableGrads`.
  * - Masks: see lora.ts — zeros of the base weights stay zero through training and merge.
  * - Checkpoints (`checkpointDir`, every `checkpointEvery` steps and at the end): adapter weights and
- *   AdamW moments (safetensors), step, RNG state, data cursor and the log so far (state.json).
- *   Each file is written to a temporary name, fsynced and renamed, state.json last, so a crash
- *   leaves the previous checkpoint intact. `resume: true` continues from it (from scratch when the
+ *   AdamW moments (safetensors), step, RNG state, data cursor and the log so far (state.json),
+ *   written by the kit (train/checkpoint.ts) so that a crash leaves the previous checkpoint. `resume: true` continues from it (from scratch when the
  *   folder holds none); a resumed run reproduces the uninterrupted run's losses exactly on the
  *   same backend, because every random draw (data order, dropout masks) comes from saved state.
  *   Resume expects the same base model as the original run (a fresh load): it is checked by a
  *   weight checksum.
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import seedrandom from 'seedrandom';
 import { z } from 'zod';
+import { meanTokenNll } from '../eval/perplexity.ts';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LinearRole } from '../model/family.ts';
-import { causalLmNllSum, trainingNllSum } from '../model/loss.ts';
 import { withFastMatMulGradient } from '../model/matmul-grad.ts';
-import { writeAtomic } from '../util/atomic.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
-import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
-import type { NamedTensors } from '../io/tensor-data.ts';
-import { CheckpointError, ConfigError, DataError } from '../util/errors.ts';
-import { LoraSet, trainable } from './lora.ts';
+import { checkCheckpointSettings, checkpointDue, checkpointToResume, saveCheckpoint, type CheckpointKind, type TrainingState } from '../train/checkpoint.ts';
+import { lrAt } from '../train/lr-schedule.ts';
+import { AdamW, clipFactor, globalNorm } from '../train/optimizer.ts';
+import { lossAndGradients } from '../train/step.ts';
+import { SeededOrder, type Cursor } from '../train/window-sampler.ts';
+import { DataError } from '../util/errors.ts';
+import { tokensFingerprint } from '../util/fnv.ts';
+import { parseOptions } from '../util/options.ts';
+import { LoraSet } from './lora.ts';
 import { resolveSchedule, type ResolvedSchedule, type ScheduleSpec } from './schedule.ts';
 import type { GroupQuantized } from './quant.ts';
+
+// The kit's optimiser and schedule, re-exported where recovery code has always found them.
+export { AdamW, type AdamWOptions } from '../train/optimizer.ts';
+export { lrAt } from '../train/lr-schedule.ts';
 
 const ROLES = ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc1', 'fc2'] as const;
 
@@ -146,22 +151,7 @@ export interface FinetuneResult {
 }
 
 export function parseFinetuneConfig(raw: unknown): ResolvedConfig {
-  const r = finetuneConfigSchema.safeParse(raw);
-  if (!r.success) {
-    const msg = r.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(recovery)'}: ${i.message}`).join('; ');
-    throw new ConfigError(`invalid recovery options: ${msg}`);
-  }
-  return r.data;
-}
-
-/** Learning rate of optimiser step `step` (1-based): linear warm-up, then cosine to lr·minLrRatio. */
-export function lrAt(step: number, c: { lr: number; steps: number; warmupSteps: number; minLrRatio: number }): number {
-  const { lr, steps, warmupSteps: W } = c;
-  if (W > 0 && step <= W) return (lr * step) / W;
-  const span = Math.max(1, steps - W);
-  const progress = Math.min(1, (step - W) / span);
-  const min = lr * c.minLrRatio;
-  return min + (lr - min) * 0.5 * (1 + Math.cos(Math.PI * progress));
+  return parseOptions(finetuneConfigSchema, raw, 'recovery', 'recovery');
 }
 
 export function tokenize(data: FinetuneData): number[] {
@@ -185,168 +175,6 @@ export function splitWindows(tokens: readonly number[], seqLen: number, fraction
   return { train: windows.slice(0, n - held), heldOut: windows.slice(n - held) };
 }
 
-
-/** Mean next-token NLL of `model` (with whatever hook it has) over `windows`. */
-export function heldOutLoss(model: CausalLM, windows: readonly number[][], batchSize: number): { loss: number; tokens: number } {
-  let sum = 0;
-  let tokens = 0;
-  for (let i = 0; i < windows.length; i += batchSize) {
-    const batch = windows.slice(i, i + batchSize);
-    const logits = model.forward(batch);
-    const r = causalLmNllSum(logits, batch);
-    sum += r.sum.dataSync()[0];
-    tokens += r.count;
-    logits.dispose();
-    r.sum.dispose();
-  }
-  return { loss: sum / tokens, tokens };
-}
-
-export interface AdamWOptions {
-  beta1: number;
-  beta2: number;
-  eps: number;
-  weightDecay: number;
-}
-
-/**
- * AdamW as torch.optim.AdamW computes it, for a fixed list of variables:
- * p ← p·(1 − lr·wd) − (lr/bc1)·m / (√v/√bc2 + ε), bc_i = 1 − β_i^t.
- */
-export class AdamW {
-  readonly m: tf.Variable<tf.Rank.R2>[];
-  readonly v: tf.Variable<tf.Rank.R2>[];
-  /** Updates done so far (t of the bias corrections). */
-  t = 0;
-
-  constructor(readonly params: readonly tf.Variable[], readonly opts: AdamWOptions) {
-    this.m = params.map((p) => trainable(tf.zerosLike(p as tf.Tensor2D), false));
-    this.v = params.map((p) => trainable(tf.zerosLike(p as tf.Tensor2D), false));
-  }
-
-  /** One update with gradients in `params` order, each scaled by `gradScale` (clipping). */
-  step(grads: readonly tf.Tensor[], lr: number, gradScale = 1): void {
-    const { beta1, beta2, eps, weightDecay } = this.opts;
-    this.t += 1;
-    const bc1 = 1 - beta1 ** this.t;
-    const bc2 = 1 - beta2 ** this.t;
-    tf.tidy(() => {
-      this.params.forEach((p, i) => {
-        const g = gradScale !== 1 ? tf.mul(grads[i], gradScale) : grads[i];
-        this.m[i].assign(tf.add(tf.mul(this.m[i], beta1), tf.mul(g, 1 - beta1)) as tf.Tensor2D);
-        this.v[i].assign(tf.add(tf.mul(this.v[i], beta2), tf.mul(tf.square(g), 1 - beta2)) as tf.Tensor2D);
-        const denom = tf.add(tf.div(tf.sqrt(this.v[i]), Math.sqrt(bc2)), eps);
-        const decayed = weightDecay > 0 ? tf.mul(p, 1 - lr * weightDecay) : p;
-        p.assign(tf.sub(decayed, tf.mul(tf.div(this.m[i], denom), lr / bc1)));
-      });
-    });
-  }
-
-  /** Moments by name (`adam.m.<i>`, `adam.v.<i>`), for checkpoints. */
-  toNamedTensors(out: NamedTensors = new Map()): NamedTensors {
-    this.params.forEach((_, i) => {
-      out.set(`adam.m.${i}`, { shape: this.m[i].shape.slice(), data: Float32Array.from(this.m[i].dataSync()) });
-      out.set(`adam.v.${i}`, { shape: this.v[i].shape.slice(), data: Float32Array.from(this.v[i].dataSync()) });
-    });
-    return out;
-  }
-
-  loadNamedTensors(tensors: NamedTensors, t: number, source: string): void {
-    this.params.forEach((_, i) => {
-      for (const [kind, arr] of [['m', this.m], ['v', this.v]] as const) {
-        const h = tensors.get(`adam.${kind}.${i}`);
-        const target = arr[i];
-        if (!h || h.data.length !== target.size) throw new CheckpointError(`missing or misshapen optimiser moment adam.${kind}.${i}`, source);
-        const fresh = tf.tensor2d(h.data, [target.shape[0], target.shape[1]]);
-        target.assign(fresh);
-        fresh.dispose();
-      }
-    });
-    this.t = t;
-  }
-
-  dispose(): void {
-    tf.dispose([...this.m, ...this.v]);
-  }
-}
-
-type AleaState = seedrandom.State.Alea;
-
-interface Cursor {
-  epoch: number;
-  pos: number;
-}
-
-/** Seeded order of training windows: a fresh permutation per epoch, derived from (seed, epoch). */
-class DataOrder {
-  private perm: number[] = [];
-  private permEpoch = -1;
-  constructor(private readonly n: number, private readonly seed: number, public cursor: Cursor) {}
-
-  private permutation(epoch: number): number[] {
-    if (this.permEpoch !== epoch) {
-      const rng = seedrandom.alea(`${this.seed}:order:${epoch}`);
-      const p = Array.from({ length: this.n }, (_, i) => i);
-      for (let i = p.length - 1; i > 0; i--) {
-        const j = Math.floor(rng() * (i + 1));
-        [p[i], p[j]] = [p[j], p[i]];
-      }
-      this.perm = p;
-      this.permEpoch = epoch;
-    }
-    return this.perm;
-  }
-
-  next(count: number): number[] {
-    const out: number[] = [];
-    while (out.length < count) {
-      if (this.cursor.pos >= this.n) this.cursor = { epoch: this.cursor.epoch + 1, pos: 0 };
-      out.push(this.permutation(this.cursor.epoch)[this.cursor.pos]);
-      this.cursor = { ...this.cursor, pos: this.cursor.pos + 1 };
-    }
-    return out;
-  }
-}
-
-interface CheckpointState {
-  version: 1;
-  step: number;
-  rng: AleaState;
-  cursor: Cursor;
-  log: TrainLogEntry[];
-  fingerprint: Record<string, unknown>;
-  tensors: string;
-}
-
-const STATE_FILE = 'state.json';
-
-function saveCheckpoint(dir: string, state: Omit<CheckpointState, 'tensors' | 'version'>, tensors: NamedTensors): void {
-  fs.mkdirSync(dir, { recursive: true });
-  // Leftovers of a save that crashed half-way.
-  for (const f of fs.readdirSync(dir)) if (/\.tmp-\d+$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
-  const tensorsName = `state-${state.step}.safetensors`;
-  writeAtomic(path.join(dir, tensorsName), (tmp) => writeSafetensors(tmp, tensors, 'F32', { format: 'prunelab-lora-trainer' }));
-  const full: CheckpointState = { version: 1, ...state, tensors: tensorsName };
-  writeAtomic(path.join(dir, STATE_FILE), (tmp) => fs.writeFileSync(tmp, JSON.stringify(full)));
-  // Only now is the previous tensors file unreferenced.
-  for (const f of fs.readdirSync(dir)) {
-    if (/^state-\d+\.safetensors$/.test(f) && f !== tensorsName) fs.rmSync(path.join(dir, f), { force: true });
-  }
-}
-
-function readCheckpoint(dir: string): { state: CheckpointState; tensors: NamedTensors } | null {
-  const file = path.join(dir, STATE_FILE);
-  if (!fs.existsSync(file)) return null;
-  let state: CheckpointState;
-  try {
-    state = JSON.parse(fs.readFileSync(file, 'utf8')) as CheckpointState;
-  } catch (e) {
-    throw new CheckpointError(`unreadable trainer state: ${(e as Error).message}`, file);
-  }
-  if (state.version !== 1 || typeof state.tensors !== 'string') throw new CheckpointError('not a PruneLab trainer state (version 1)', file);
-  return { state, tensors: readSafetensors(path.join(dir, state.tensors)) };
-}
-
 /** Per-linear Σ|w| of the targeted base weights: detects resuming onto a different model. */
 function weightChecksum(model: CausalLM, ranks: readonly number[], targets: readonly LinearRole[]): number[] {
   const out: number[] = [];
@@ -361,30 +189,14 @@ function weightChecksum(model: CausalLM, ranks: readonly number[], targets: read
   return out;
 }
 
-function fnv1a(tokens: readonly number[]): string {
-  let h = 0x811c9dc5;
-  for (const t of tokens) {
-    h ^= t & 0xffff;
-    h = Math.imul(h, 0x01000193) >>> 0;
-    h ^= t >>> 16;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16);
+/** The recovery trainer's checkpoint state (besides step and fingerprint). */
+interface RecoveryState extends TrainingState {
+  rng: seedrandom.State.Alea;
+  cursor: Cursor;
+  log: TrainLogEntry[];
 }
 
-function compareFingerprints(saved: Record<string, unknown>, now: Record<string, unknown>, file: string): void {
-  const bad: string[] = [];
-  for (const k of new Set([...Object.keys(saved), ...Object.keys(now)])) {
-    if (k === 'weights') continue;
-    if (JSON.stringify(saved[k]) !== JSON.stringify(now[k])) bad.push(`${k} (checkpoint ${JSON.stringify(saved[k])}, now ${JSON.stringify(now[k])})`);
-  }
-  const a = saved['weights'] as number[] | undefined;
-  const b = now['weights'] as number[];
-  if (!a || a.length !== b.length || a.some((x, i) => Math.abs(x - b[i]) > 1e-5 * Math.max(1, Math.abs(x)))) {
-    bad.push('base weights (resume needs the same, unmodified base model as the original run)');
-  }
-  if (bad.length) throw new ConfigError(`cannot resume: the checkpoint was made with different settings: ${bad.join('; ')}`, file);
-}
+const CHECKPOINT: CheckpointKind = { format: 'prunelab-lora-trainer', label: 'recovery trainer' };
 
 /**
  * Fine-tune `model` in place with LoRA adapters per `options.schedule` and (by default) merge
@@ -399,9 +211,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
   const { data, onProgress, ...raw } = options;
   const cfg = parseFinetuneConfig(raw);
   const warmupSteps = cfg.warmupSteps ?? Math.min(100, Math.floor(cfg.steps * 0.1));
-  if ((cfg.checkpointEvery !== undefined || cfg.resume) && !cfg.checkpointDir) {
-    throw new ConfigError('checkpointEvery / resume need checkpointDir');
-  }
+  checkCheckpointSettings(cfg);
   const schedule = resolveSchedule(cfg.schedule satisfies ScheduleSpec, {
     rank: cfg.rank, alpha: cfg.alpha, numLayers: model.numLayers, layers: cfg.layers,
   });
@@ -421,14 +231,14 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
     betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, warmupSteps, minLrRatio: cfg.minLrRatio,
     seqLen: cfg.seqLen, microBatchSize: cfg.microBatchSize, gradAccum: cfg.gradAccum,
     maxGradNorm: cfg.maxGradNorm, heldOutFraction: cfg.heldOutFraction, seed: cfg.seed,
-    preserveMasks: cfg.preserveMasks, tokens: `${tokens.length}:${fnv1a(tokens)}`,
+    preserveMasks: cfg.preserveMasks, tokens: tokensFingerprint(tokens),
     weights: weightChecksum(model, schedule.ranks, targets),
   };
-  const ckpt = cfg.resume && cfg.checkpointDir ? readCheckpoint(cfg.checkpointDir) : null;
-  if (ckpt) compareFingerprints(ckpt.state.fingerprint, fingerprint, path.join(cfg.checkpointDir as string, STATE_FILE));
+  const ckpt = checkpointToResume<RecoveryState>(cfg.checkpointDir, cfg.resume, CHECKPOINT, fingerprint,
+    { weights: 'base weights (resume needs the same, unmodified base model as the original run)' });
 
   const savedHook = model.linearHook;
-  const before = heldOutLoss(model, heldOut, evalBatch);
+  const before = meanTokenNll(model, heldOut, evalBatch);
 
   const set = LoraSet.create(model, {
     ranks: schedule.ranks, alphas: schedule.alphas, dropout: cfg.dropout, targets,
@@ -440,16 +250,16 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
 
   try {
     set.attach(model, { training: false });
-    const start = heldOutLoss(model, heldOut, evalBatch).loss;
+    const start = meanTokenNll(model, heldOut, evalBatch).nll;
 
     let step = 0;
     let log: TrainLogEntry[] = [];
     let rng = seedrandom.alea(`${cfg.seed}:train`, { state: true });
-    const order = new DataOrder(train.length, cfg.seed, { epoch: 0, pos: 0 });
+    const order = new SeededOrder(cfg.seed, train.length);
     let resumedFromStep: number | null = null;
     if (ckpt) {
-      set.loadNamedTensors(ckpt.tensors, cfg.checkpointDir as string);
-      adam.loadNamedTensors(ckpt.tensors, ckpt.state.step, cfg.checkpointDir as string);
+      set.loadNamedTensors(ckpt.tensors, ckpt.file);
+      adam.loadNamedTensors(ckpt.tensors, ckpt.state.step, ckpt.file);
       step = ckpt.state.step;
       log = ckpt.state.log.slice();
       rng = seedrandom.alea('', { state: ckpt.state.rng });
@@ -460,7 +270,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
     const save = () => {
       if (!cfg.checkpointDir) return;
       const t = adam.toNamedTensors(set.toNamedTensors());
-      saveCheckpoint(cfg.checkpointDir, { step, rng: rng.state(), cursor: order.cursor, log, fingerprint }, t);
+      saveCheckpoint<RecoveryState>(cfg.checkpointDir, CHECKPOINT, { step, rng: rng.state(), cursor: order.cursor, log, fingerprint }, t);
     };
 
     const stopAt = Math.min(cfg.steps, cfg.stopAfterStep ?? cfg.steps);
@@ -468,38 +278,19 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
     while (step < stopAt) {
       step += 1;
       const lr = lrAt(step, { lr: cfg.lr, steps: cfg.steps, warmupSteps, minLrRatio: cfg.minLrRatio });
-      let grads: tf.Tensor[] | null = null;
-      let loss = 0;
-      for (let k = 0; k < cfg.gradAccum; k++) {
-        const batch = order.next(cfg.microBatchSize).map((i) => train[i]);
+      const { loss, grads: gList } = lossAndGradients(model, vars, cfg.gradAccum, () => {
+        const batch = order.next(cfg.microBatchSize).map((v) => train[v.item]);
         set.dropoutSeed = rng.int32();
-        const { value, grads: g } = tf.variableGrads(() => {
-          const logits = model.forward(batch);
-          const { sum, count } = trainingNllSum(logits, batch);
-          return tf.div(sum, count * cfg.gradAccum) as tf.Scalar;
-        }, vars);
-        loss += value.dataSync()[0];
-        value.dispose();
-        const gl = vars.map((vv) => g[vv.name]);
-        if (grads === null) {
-          grads = gl;
-        } else {
-          const prev: tf.Tensor[] = grads;
-          grads = prev.map((p, i) => tf.add(p, gl[i]));
-          tf.dispose([...prev, ...gl]);
-        }
-      }
-      const gList = grads as tf.Tensor[];
-      const normT = tf.tidy(() => tf.sqrt(tf.addN(gList.map((g) => tf.sum(tf.square(g))))));
-      const gradNorm = normT.dataSync()[0];
-      normT.dispose();
-      const clip = cfg.maxGradNorm > 0 ? Math.min(1, cfg.maxGradNorm / (gradNorm + 1e-6)) : 1;
+        return batch;
+      });
+      const gradNorm = globalNorm(gList);
+      const clip = clipFactor(gradNorm, cfg.maxGradNorm);
       adam.step(gList, lr, clip);
       tf.dispose(gList);
       const entry: TrainLogEntry = { step, loss, lr, gradNorm };
       log.push(entry);
       onProgress?.({ ...entry, steps: cfg.steps });
-      if ((cfg.checkpointEvery && step % cfg.checkpointEvery === 0) || step === stopAt) save();
+      if (checkpointDue(step, cfg.checkpointEvery, stopAt)) save();
     }
     set.setMode({ training: false });
 
@@ -507,7 +298,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
       step, resumedFromStep, log, trainWindows: train.length, schedule,
       trainableParams: set.numTrainableParams,
     };
-    const heldInfo = { before: before.loss, start, tokens: before.tokens, windows: heldOut.length };
+    const heldInfo = { before: before.nll, start, tokens: before.tokens, windows: heldOut.length };
     if (step < cfg.steps) {
       return { ...base, completed: false, heldOut: { ...heldInfo, after: null }, quantized: null, adapters: null };
     }
@@ -518,7 +309,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
     } else {
       keepAdapters = true;
     }
-    const after = heldOutLoss(model, heldOut, evalBatch).loss;
+    const after = meanTokenNll(model, heldOut, evalBatch).nll;
     return {
       ...base, completed: true, heldOut: { ...heldInfo, after }, quantized,
       adapters: keepAdapters ? set : null,

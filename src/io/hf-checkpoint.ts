@@ -9,7 +9,7 @@ import { familySpec } from '../model/family.ts';
 import { CheckpointError } from '../util/errors.ts';
 import { parseHfConfig, serializeHfConfig } from './hf-config.ts';
 import { readSafetensors, writeSafetensors } from './safetensors.ts';
-import type { NamedTensors } from './tensor-data.ts';
+import type { NamedTensors } from '../model/tensor-data.ts';
 import { toHalfSplitLayout } from './rope-layout.ts';
 
 export const INDEX_FILE = 'model.safetensors.index.json';

@@ -12,7 +12,7 @@
 import { readFileSync } from 'node:fs';
 import { CheckpointError, PruneLabError } from '../util/errors.ts';
 import { uniformLayers, type ModelConfig } from '../model/config.ts';
-import { numel, type HostTensor, type NamedTensors } from './tensor-data.ts';
+import { numel, type HostTensor, type NamedTensors } from '../model/tensor-data.ts';
 
 const HEADER_INTS = 7;
 const HEADER_BYTES = HEADER_INTS * 4;

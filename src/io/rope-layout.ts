@@ -5,7 +5,7 @@
  */
 import type { ModelConfig } from '../model/config.ts';
 import { linearSpec } from '../model/family.ts';
-import type { NamedTensors } from './tensor-data.ts';
+import type { NamedTensors } from '../model/tensor-data.ts';
 import { permuteInterleavedToHalf } from './llama2c.ts';
 
 export function toHalfSplitLayout(config: ModelConfig, tensors: NamedTensors): { config: ModelConfig; tensors: NamedTensors } {

@@ -7,7 +7,7 @@
  */
 import fs from 'node:fs';
 import { CheckpointError } from '../util/errors.ts';
-import { numel, type HostTensor, type NamedTensors } from './tensor-data.ts';
+import { numel, type HostTensor, type NamedTensors } from '../model/tensor-data.ts';
 
 export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
 const BYTES: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2 };

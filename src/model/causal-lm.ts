@@ -13,7 +13,7 @@ import {
   type LayerParams, type LinearParams, type ModelParams,
 } from './params.ts';
 import { attention, applyRope, causalMask, disposeRope, layerNorm, linear, makeRope, rmsNorm, silu, type Rope } from './ops.ts';
-import type { NamedTensors } from '../io/tensor-data.ts';
+import type { NamedTensors } from './tensor-data.ts';
 
 export type BlockTaps = Record<TapName, tf.Tensor2D>;
 

@@ -8,7 +8,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { ModelConfig } from './config.ts';
 import { familySpec, type LinearRole, type NormSpec } from './family.ts';
-import type { HostTensor, NamedTensors } from '../io/tensor-data.ts';
+import type { HostTensor, NamedTensors } from './tensor-data.ts';
 import { CheckpointError } from '../util/errors.ts';
 
 export interface LinearParams {

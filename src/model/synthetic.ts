@@ -7,7 +7,7 @@ import { mulberry32 } from '../util/random.ts';
 import { CausalLM } from './causal-lm.ts';
 import { uniformLayers, type LayerShape, type ModelConfig } from './config.ts';
 import { LLAMA } from './family.ts';
-import type { NamedTensors } from '../io/tensor-data.ts';
+import type { NamedTensors } from './tensor-data.ts';
 
 export interface SyntheticLlamaOptions {
   hidden: number;

@@ -14,7 +14,7 @@ import { CausalLM } from '../model/causal-lm.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { familySpec, type LinearRole } from '../model/family.ts';
 import type { LayerParams, NormParams } from '../model/params.ts';
-import type { HostTensor } from '../io/tensor-data.ts';
+import type { HostTensor } from '../model/tensor-data.ts';
 import { activeBackend, type ConcreteBackend } from '../backend/index.ts';
 import type { PruneTarget } from './method.ts';
 import { embedWindows, runLayer, type HiddenStates } from './stats.ts';

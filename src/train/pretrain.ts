@@ -5,10 +5,11 @@
  * - Model: the config and seeded initial weights of `src/model/synthetic.ts` (normal, std
  *   `initStd`; norm weights 1), untied output head, RoPE in the HF layout. Every weight becomes a
  *   `tf.Variable`; the embedding lookup uses the model's `differentiableEmbedding` switch.
- * - Data: the training stream is cut into windows of `seqLen` tokens. Epoch e starts its windows
- *   at a seeded offset in [0, seqLen) (0 for epoch 0), so later epochs see other window
- *   boundaries, and visits them in a seeded permutation; both derive from (seed, epoch) alone,
- *   so the data cursor (epoch, position) is the whole random state. Held-out windows are the
+ * - Data: the training stream is cut into windows of `seqLen` tokens by the kit's
+ *   `WindowSampler` (window-sampler.ts): epoch e starts its windows at a seeded offset in
+ *   [0, seqLen) (0 for epoch 0), so later epochs see other window boundaries, and visits them in
+ *   a seeded permutation; both derive from (seed, epoch) alone, so the data cursor (epoch,
+ *   position) is the whole random state. Held-out windows are the
  *   non-overlapping windows of the held-out stream from its start, scored as `prunelab eval ppl`
  *   scores a text (first token of a window not predicted), optionally capped for the periodic
  *   evaluations; the final evaluation uses all of them.
@@ -18,37 +19,44 @@
  *   the Equal alone took ≈0.8 s and one Exp ≈0.09 s, against ≈0.014 s for the fused Softmax
  *   kernel used here). Same value and gradient as `trainingNllSum`.
  * - Matrix products: while training, tf.matMul's gradient is replaced (for plain 2-D products)
- *   by products on explicit transposes, the trick of `matMulFast` in finetune/lora.ts applied to
+ *   by products on explicit transposes (`withFastMatMulGradient`, model/matmul-grad.ts) for
  *   *every* product of the forward pass: projections, output head, RoPE rotation and the
  *   attention products. On WebAssembly the transposeA/transposeB kernels are 10–20× slower
  *   than a transpose plus a plain product (measured [1024,192]×[192,512]: 242/602 ms flagged vs
  *   23/33 ms explicit). The original gradient is restored when training returns.
- * - Optimiser: the AdamW of finetune/trainer.ts, weight decay on the matrices (embedding,
+ * - Optimiser: the kit's AdamW (optimizer.ts), weight decay on the matrices (embedding,
  *   projections, head) and none on the norm weights; learning rate `lrAt` (linear warm-up,
  *   cosine to lr·minLrRatio); gradient clipping by global norm as torch's clip_grad_norm_.
  * - Checkpoints (`checkpointDir`, every `checkpointEvery` steps and at the last step): weights,
- *   AdamW moments, step, data cursor and logs. The tensors file and then state.json are each
- *   written to a temporary name, fsynced and renamed, so a crash leaves the previous checkpoint.
+ *   AdamW moments, step, data cursor and logs, written by the kit (checkpoint.ts) so that a
+ *   crash leaves the previous checkpoint.
  *   `resume` continues from it (from scratch when there is none) and reproduces the
  *   uninterrupted run's losses exactly on the same backend; the settings and the data must be
  *   the same (checked by a fingerprint).
  */
-import fs from 'node:fs';
-import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import seedrandom from 'seedrandom';
 import { z } from 'zod';
-import { CausalLM } from '../model/causal-lm.ts';
-import { trainingNllSum } from '../model/loss.ts';
-import { writeAtomic } from '../util/atomic.ts';
-import { useExplicitTransposeMatMulGradient } from '../model/matmul-grad.ts';
-export { useExplicitTransposeMatMulGradient };
-import { syntheticLlamaConfig, syntheticLlamaTensors } from '../model/synthetic.ts';
-import { AdamW, heldOutLoss, lrAt } from '../finetune/trainer.ts';
-import { readSafetensors, writeSafetensors } from '../io/safetensors.ts';
-import type { NamedTensors } from '../io/tensor-data.ts';
 import { windowStarts } from '../data/text.ts';
-import { CheckpointError, ConfigError, DataError } from '../util/errors.ts';
+import { meanTokenNll } from '../eval/perplexity.ts';
+import { CausalLM } from '../model/causal-lm.ts';
+import { withFastMatMulGradient } from '../model/matmul-grad.ts';
+import { syntheticLlamaConfig, syntheticLlamaTensors } from '../model/synthetic.ts';
+import type { NamedTensors } from '../model/tensor-data.ts';
+import { ConfigError, DataError } from '../util/errors.ts';
+import { tokensFingerprint } from '../util/fnv.ts';
+import { parseOptions } from '../util/options.ts';
+import {
+  checkCheckpointSettings, checkpointDue, checkpointToResume, hasCheckpoint, hostCopy, restoreVariable, saveCheckpoint,
+  type CheckpointKind, type TrainingState,
+} from './checkpoint.ts';
+import { lrAt } from './lr-schedule.ts';
+import { AdamW, clipFactor, globalNorm } from './optimizer.ts';
+import { lossAndGradients } from './step.ts';
+import { WindowSampler, type Cursor } from './window-sampler.ts';
+
+// Kit pieces re-exported where pretraining code has always found them.
+export { useExplicitTransposeMatMulGradient } from '../model/matmul-grad.ts';
+export { WindowSampler, type Cursor } from './window-sampler.ts';
 
 const int = (min: number) => z.number().int().min(min);
 
@@ -151,16 +159,11 @@ export function defaultFfn(hidden: number): number {
 }
 
 export function parsePretrainConfig(raw: unknown): Resolved {
-  const r = pretrainConfigSchema.safeParse(raw);
-  if (!r.success) {
-    const msg = r.error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(pretrain)'}: ${i.message}`).join('; ');
-    throw new ConfigError(`invalid pretraining options: ${msg}`);
-  }
-  const c = r.data;
+  const c = parseOptions(pretrainConfigSchema, raw, 'pretraining', 'pretrain');
   if (c.hidden % c.heads !== 0) throw new ConfigError(`hidden ${c.hidden} is not a multiple of heads ${c.heads}`);
   if ((c.hidden / c.heads) % 2 !== 0) throw new ConfigError(`head dim ${c.hidden / c.heads} must be even (RoPE)`);
   if (c.heads % c.kvHeads !== 0) throw new ConfigError(`heads ${c.heads} is not a multiple of kvHeads ${c.kvHeads}`);
-  if ((c.checkpointEvery !== undefined || c.resume) && !c.checkpointDir) throw new ConfigError('checkpointEvery / resume need checkpointDir');
+  checkCheckpointSettings(c);
   return {
     ...c,
     ffn: c.ffn ?? defaultFfn(c.hidden),
@@ -218,69 +221,7 @@ function makeTrainable(model: CausalLM): Slot[] {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fast gradients
-
-
-
-// ---------------------------------------------------------------------------------------------
 // Data
-
-export interface Cursor {
-  epoch: number;
-  pos: number;
-}
-
-/** Seeded training windows: per epoch a start offset and a permutation, from (seed, epoch). */
-export class WindowSampler {
-  private epochCache = -1;
-  private perm: Uint32Array = new Uint32Array(0);
-  private offset = 0;
-
-  constructor(private readonly numTokens: number, private readonly seqLen: number, private readonly seed: number, public cursor: Cursor = { epoch: 0, pos: 0 }) {
-    if (Math.floor(numTokens / seqLen) < 1) throw new DataError(`training stream has ${numTokens} tokens, shorter than one window of ${seqLen}`);
-  }
-
-  private load(epoch: number): void {
-    if (this.epochCache === epoch) return;
-    this.offset = epoch === 0 ? 0 : Math.floor(seedrandom.alea(`${this.seed}:offset:${epoch}`)() * this.seqLen);
-    let n = Math.floor((this.numTokens - this.offset) / this.seqLen);
-    if (n < 1) {
-      this.offset = 0;
-      n = Math.floor(this.numTokens / this.seqLen);
-    }
-    const rng = seedrandom.alea(`${this.seed}:order:${epoch}`);
-    const p = new Uint32Array(n);
-    for (let i = 0; i < n; i++) p[i] = i;
-    for (let i = n - 1; i > 0; i--) {
-      const j = Math.floor(rng() * (i + 1));
-      const t = p[i];
-      p[i] = p[j];
-      p[j] = t;
-    }
-    this.perm = p;
-    this.epochCache = epoch;
-  }
-
-  /** Windows per epoch (epoch 0). */
-  get windowsPerEpoch(): number {
-    return Math.floor(this.numTokens / this.seqLen);
-  }
-
-  /** Start offsets of the next `count` windows. */
-  next(count: number): number[] {
-    const out: number[] = [];
-    while (out.length < count) {
-      this.load(this.cursor.epoch);
-      if (this.cursor.pos >= this.perm.length) {
-        this.cursor = { epoch: this.cursor.epoch + 1, pos: 0 };
-        continue;
-      }
-      out.push(this.offset + this.perm[this.cursor.pos] * this.seqLen);
-      this.cursor = { ...this.cursor, pos: this.cursor.pos + 1 };
-    }
-    return out;
-  }
-}
 
 /** The non-overlapping held-out windows (at most `max`), as `prunelab eval ppl` cuts them. */
 export function heldOutWindows(tokens: ArrayLike<number>, seqLen: number, max: number | null = null): number[][] {
@@ -316,74 +257,18 @@ export function unigramBaseline(train: ArrayLike<number>, windows: readonly (rea
 // ---------------------------------------------------------------------------------------------
 // Checkpoints
 
-interface State {
-  version: 1;
-  format: 'prunelab-pretrain';
-  step: number;
+interface PretrainState extends TrainingState {
   cursor: Cursor;
   log: PretrainStep[];
   evals: PretrainEval[];
   trainSeconds: number;
-  fingerprint: Record<string, unknown>;
-  tensors: string;
 }
 
-const STATE_FILE = 'state.json';
-
-
-function saveState(dir: string, state: Omit<State, 'version' | 'format' | 'tensors'>, tensors: NamedTensors): void {
-  fs.mkdirSync(dir, { recursive: true });
-  for (const f of fs.readdirSync(dir)) if (/\.tmp-\d+$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
-  const name = `state-${state.step}.safetensors`;
-  writeAtomic(path.join(dir, name), (tmp) => writeSafetensors(tmp, tensors, 'F32', { format: 'prunelab-pretrain' }));
-  const full: State = { version: 1, format: 'prunelab-pretrain', ...state, tensors: name };
-  writeAtomic(path.join(dir, STATE_FILE), (tmp) => fs.writeFileSync(tmp, JSON.stringify(full)));
-  for (const f of fs.readdirSync(dir)) {
-    if (/^state-\d+\.safetensors$/.test(f) && f !== name) fs.rmSync(path.join(dir, f), { force: true });
-  }
-}
-
-function readState(dir: string): { state: State; tensors: NamedTensors } | null {
-  const file = path.join(dir, STATE_FILE);
-  if (!fs.existsSync(file)) return null;
-  let state: State;
-  try {
-    state = JSON.parse(fs.readFileSync(file, 'utf8')) as State;
-  } catch (e) {
-    throw new CheckpointError(`unreadable pretraining state: ${(e as Error).message}`, file);
-  }
-  if (state.version !== 1 || state.format !== 'prunelab-pretrain') throw new CheckpointError('not a PruneLab pretraining state (version 1)', file);
-  return { state, tensors: readSafetensors(path.join(dir, state.tensors)) };
-}
+const CHECKPOINT: CheckpointKind = { format: 'prunelab-pretrain', label: 'pretraining' };
 
 /** True when `dir` holds a pretraining checkpoint. */
 export function hasPretrainCheckpoint(dir: string): boolean {
-  return fs.existsSync(path.join(dir, STATE_FILE));
-}
-
-function fnv1a(tokens: ArrayLike<number>): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < tokens.length; i++) {
-    const t = tokens[i];
-    h ^= t & 0xffff;
-    h = Math.imul(h, 0x01000193) >>> 0;
-    h ^= t >>> 16;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16);
-}
-
-function hostOf(t: tf.Tensor): { shape: number[]; data: Float32Array } {
-  return { shape: t.shape.slice(), data: Float32Array.from(t.dataSync() as Float32Array) };
-}
-
-function assign(target: tf.Variable, h: { shape: number[]; data: Float32Array } | undefined, what: string, source: string): void {
-  if (!h || h.shape.length !== target.shape.length || h.shape.some((d, i) => d !== target.shape[i])) {
-    throw new CheckpointError(`missing or misshapen ${what}`, source);
-  }
-  const fresh = tf.tensor(h.data, h.shape);
-  target.assign(fresh);
-  fresh.dispose();
+  return hasCheckpoint(dir);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -391,6 +276,11 @@ function assign(target: tf.Variable, h: { shape: number[]; data: Float32Array } 
 
 /** Train a fresh model (or resume one) on `options.data`. */
 export function pretrain(options: PretrainOptions): PretrainResult {
+  // Every product of the forward pass trains through the fast explicit-transpose gradient.
+  return withFastMatMulGradient(() => pretrainImpl(options));
+}
+
+function pretrainImpl(options: PretrainOptions): PretrainResult {
   const { data, onProgress, onEval, ...raw } = options;
   const cfg = parsePretrainConfig(raw);
   const train = Int32Array.from(data.train);
@@ -410,17 +300,9 @@ export function pretrain(options: PretrainOptions): PretrainResult {
     shape: [cfg.hidden, cfg.layers, cfg.heads, cfg.kvHeads, cfg.ffn, cfg.vocab, cfg.seqLen],
     steps: cfg.steps, batchSize: cfg.batchSize, lr: cfg.lr, warmupSteps: cfg.warmupSteps, minLrRatio: cfg.minLrRatio,
     weightDecay: cfg.weightDecay, betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, maxGradNorm: cfg.maxGradNorm,
-    initStd: cfg.initStd, seed: cfg.seed, train: `${train.length}:${fnv1a(train)}`, heldOut: `${held.length}:${fnv1a(held)}`,
+    initStd: cfg.initStd, seed: cfg.seed, train: tokensFingerprint(train), heldOut: tokensFingerprint(held),
   };
-  const ckpt = cfg.resume && cfg.checkpointDir ? readState(cfg.checkpointDir) : null;
-  if (ckpt) {
-    const bad = Object.keys(fingerprint).filter((k) => JSON.stringify(ckpt.state.fingerprint[k]) !== JSON.stringify(fingerprint[k]));
-    if (bad.length) {
-      throw new ConfigError(`cannot resume: the checkpoint was made with different settings or data: ${bad.map((k) =>
-        `${k} (checkpoint ${JSON.stringify(ckpt.state.fingerprint[k])}, now ${JSON.stringify(fingerprint[k])})`).join('; ')}`,
-      path.join(cfg.checkpointDir as string, STATE_FILE));
-    }
-  }
+  const ckpt = checkpointToResume<PretrainState>(cfg.checkpointDir, cfg.resume, CHECKPOINT, fingerprint);
 
   const model = initialModel(cfg, { bos: data.bosId === undefined ? 1 : data.bosId, eos: data.eosId === undefined ? 2 : data.eosId });
   const slots = makeTrainable(model);
@@ -438,19 +320,11 @@ export function pretrain(options: PretrainOptions): PretrainResult {
   let evals: PretrainEval[] = [];
   let trainSeconds = 0;
   let resumedFromStep: number | null = null;
-  const restoreGradient = useExplicitTransposeMatMulGradient();
   let ok = false;
   try {
     if (ckpt) {
-      const src = cfg.checkpointDir as string;
-      slots.forEach((s) => assign(s.variable, ckpt.tensors.get(`param.${s.name}`), `weight ${s.name}`, src));
-      for (const g of groups) {
-        g.opt.params.forEach((_, j) => {
-          assign(g.opt.m[j], ckpt.tensors.get(`${g.prefix}.adam.m.${j}`), `optimiser moment ${g.prefix}.m.${j}`, src);
-          assign(g.opt.v[j], ckpt.tensors.get(`${g.prefix}.adam.v.${j}`), `optimiser moment ${g.prefix}.v.${j}`, src);
-        });
-        g.opt.t = ckpt.state.step;
-      }
+      slots.forEach((s) => restoreVariable(s.variable, ckpt.tensors, `param.${s.name}`, 'weight', ckpt.file));
+      for (const g of groups) g.opt.loadNamedTensors(ckpt.tensors, ckpt.state.step, ckpt.file, `${g.prefix}.`);
       step = ckpt.state.step;
       log = ckpt.state.log.slice();
       evals = ckpt.state.evals.slice();
@@ -460,19 +334,16 @@ export function pretrain(options: PretrainOptions): PretrainResult {
     }
 
     const evaluate = () => {
-      const r = heldOutLoss(model, evalSet, evalBatch);
-      const e = { step, loss: r.loss, windows: evalSet.length };
+      const e = { step, loss: meanTokenNll(model, evalSet, evalBatch).nll, windows: evalSet.length };
       evals.push(e);
       onEval?.(e);
     };
     const save = () => {
       if (!cfg.checkpointDir) return;
       const t: NamedTensors = new Map();
-      slots.forEach((s) => t.set(`param.${s.name}`, hostOf(s.variable)));
-      for (const g of groups) {
-        for (const [name, h] of g.opt.toNamedTensors()) t.set(`${g.prefix}.${name}`, h);
-      }
-      saveState(cfg.checkpointDir, { step, cursor: sampler.cursor, log, evals, trainSeconds, fingerprint }, t);
+      slots.forEach((s) => t.set(`param.${s.name}`, hostCopy(s.variable)));
+      for (const g of groups) g.opt.toNamedTensors(t, `${g.prefix}.`);
+      saveCheckpoint<PretrainState>(cfg.checkpointDir, CHECKPOINT, { step, cursor: sampler.cursor, log, evals, trainSeconds, fingerprint }, t);
     };
 
     if (step === 0 && cfg.evalEvery > 0) evaluate();
@@ -483,23 +354,14 @@ export function pretrain(options: PretrainOptions): PretrainResult {
       const ts = performance.now();
       step += 1;
       const lr = lrAt(step, { lr: cfg.lr, steps: cfg.steps, warmupSteps: cfg.warmupSteps, minLrRatio: cfg.minLrRatio });
-      const batch = sampler.next(cfg.batchSize).map((s) => Array.from(train.subarray(s, s + cfg.seqLen)));
-      const { value, grads } = tf.variableGrads(() => {
-        const logits = model.forward(batch);
-        const { sum, count } = trainingNllSum(logits, batch);
-        return tf.div(sum, count) as tf.Scalar;
-      }, vars);
-      const loss = value.dataSync()[0];
-      value.dispose();
-      const gList = vars.map((v) => grads[v.name]);
-      const normT = tf.tidy(() => tf.sqrt(tf.addN(gList.map((g) => tf.sum(tf.square(g))))));
-      const gradNorm = normT.dataSync()[0];
-      normT.dispose();
+      const { loss, grads: gList } = lossAndGradients(model, vars, 1,
+        () => sampler.next(cfg.batchSize).map((s) => Array.from(train.subarray(s, s + cfg.seqLen))));
+      const gradNorm = globalNorm(gList);
       if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
         tf.dispose(gList);
         throw new DataError(`training diverged at step ${step} (loss ${loss}, gradient norm ${gradNorm}): lower --lr`);
       }
-      const clip = cfg.maxGradNorm > 0 ? Math.min(1, cfg.maxGradNorm / (gradNorm + 1e-6)) : 1;
+      const clip = clipFactor(gradNorm, cfg.maxGradNorm);
       for (const g of groups) g.opt.step(g.idx.map((i) => gList[i]), lr, clip);
       tf.dispose(gList);
       trainSeconds += (performance.now() - ts) / 1000;
@@ -508,14 +370,14 @@ export function pretrain(options: PretrainOptions): PretrainResult {
       log.push(entry);
       onProgress?.({ ...entry, steps: cfg.steps, tokensPerSecond: loopTokens / ((performance.now() - t0) / 1000) });
       if (cfg.evalEvery > 0 && step % cfg.evalEvery === 0 && step < cfg.steps) evaluate();
-      if ((cfg.checkpointEvery && step % cfg.checkpointEvery === 0) || step === stopAt) save();
+      if (checkpointDue(step, cfg.checkpointEvery, stopAt)) save();
     }
 
     let heldOut: PretrainResult['heldOut'] = null;
     if (step >= cfg.steps) {
-      const r = heldOutLoss(model, allHeld, evalBatch);
-      heldOut = { loss: r.loss, ppl: Math.exp(r.loss), tokens: r.tokens, windows: allHeld.length };
-      const e = { step, loss: r.loss, windows: allHeld.length };
+      const r = meanTokenNll(model, allHeld, evalBatch);
+      heldOut = { loss: r.nll, ppl: Math.exp(r.nll), tokens: r.tokens, windows: allHeld.length };
+      const e = { step, loss: r.nll, windows: allHeld.length };
       evals.push(e);
       onEval?.(e);
     }
@@ -525,7 +387,6 @@ export function pretrain(options: PretrainOptions): PretrainResult {
       tokensSeen: step * cfg.batchSize * cfg.seqLen, trainSeconds, parameters, config: cfg,
     };
   } finally {
-    restoreGradient();
     for (const g of groups) g.opt.dispose();
     if (!ok) model.dispose();
   }
