@@ -212,7 +212,7 @@ describe('runner', () => {
     await runExperiment(file, { ...quiet, executeRun: (run) => { calls++; return fakeResult(run); } });
     assert.equal(calls, SMALL_SIZE - 3);
     assertComplete(root, 'small', idsOf(gridOf(loadExperiment(file))));
-    assert.deepEqual(fs.readdirSync(path.dirname(csvPath(root, 'small'))).filter((n) => n.endsWith('.tmp') || n.endsWith('.lock')), []);
+    assert.deepEqual(fs.readdirSync(path.dirname(csvPath(root, 'small'))).filter((n) => /\.tmp(-\d+)?$/.test(n) || n.endsWith('.lock')), []);
   });
 
   it('a stop request mid-run writes the finished run whole and nothing of the aborted one', async () => {

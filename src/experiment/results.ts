@@ -13,6 +13,7 @@
  * because several machines renaming over one shared file would lose each other's rows;
  * `readResults` reads them all.
  */
+import { writeFileAtomic } from '../util/atomic.ts';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -152,42 +153,6 @@ export function buildRow(run: RunSpec, result: RunResult, config: ExperimentConf
     time_finished: timing.finished.toISOString(),
   });
   return row;
-}
-
-// --------------------------------------------------------------------------------------------
-// Atomic files
-
-/** Write via temp file + fsync + rename in the same folder (see the header comment). */
-export function writeFileAtomic(file: string, data: string): void {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`);
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, data);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
-    fs.renameSync(tmp, file);
-  } catch (err) {
-    fs.rmSync(tmp, { force: true });
-    throw err;
-  }
-  // Persist the rename itself; not every platform lets a folder be fsynced.
-  try {
-    const dfd = fs.openSync(dir, 'r');
-    try { fs.fsyncSync(dfd); } finally { fs.closeSync(dfd); }
-  } catch { /* best effort */ }
-}
-
-/** Temp files left by a killed writer of `file` (only safe to delete while holding its lock). */
-export function removeStaleTemps(file: string): void {
-  const dir = path.dirname(file);
-  const prefix = `.${path.basename(file)}.`;
-  for (const name of fs.existsSync(dir) ? fs.readdirSync(dir) : []) {
-    if (name.startsWith(prefix) && name.endsWith('.tmp')) fs.rmSync(path.join(dir, name), { force: true });
-  }
 }
 
 // --------------------------------------------------------------------------------------------

@@ -5,13 +5,14 @@
  * its row is written only if it returned a complete result), then the runner exits non-zero;
  * running the same command again resumes.
  */
+import { removeStaleTemps } from '../util/atomic.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { PruneLabError } from '../util/errors.ts';
 import { expandGrid, parseShard, selectShard, type Shard } from './grid.ts';
 import {
-  acquireLock, buildRow, type ResultRow, packageVersions, readResults, removeStaleTemps, resultColumns, resultsFileName, ResultsFile, writeRunRecord,
+  acquireLock, buildRow, type ResultRow, packageVersions, readResults, resultColumns, resultsFileName, ResultsFile, writeRunRecord,
 } from './results.ts';
 import { loadExperiment, type MethodValidator, type RecoveryScheduleInfo } from './schema.ts';
 import type { ExecuteRun, RunSpec } from './types.ts';
@@ -141,7 +142,7 @@ export async function runExperiment(file: string, opts: RunnerOptions): Promise<
   if (opts.signal?.aborted) requestStop('abort');
 
   try {
-    removeStaleTemps(resultsPath);
+    removeStaleTemps(path.dirname(resultsPath), resultsPath);
     const results = ResultsFile.open(resultsPath, columns);
     const done = new Set(readResults(outDir).map((r) => r.run_id));
     const todo: RunSpec[] = selected.filter((r) => !done.has(r.id) && !results.has(r.id));
