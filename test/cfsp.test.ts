@@ -6,7 +6,6 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import {
@@ -20,7 +19,8 @@ import { LLAMA } from '../src/model/family.ts';
 import type { ModelView } from '../src/model/view.ts';
 import type { LayerStats, PlanContext, StructuralPlan } from '../src/prune/method.ts';
 import { ConfigError } from '../src/util/errors.ts';
-import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir } from './support.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir } from './support.ts';
+import { runCli } from './cli-support.ts';
 import { loadModel } from '../src/io/load-model.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import { perplexityOfText } from '../src/eval/perplexity.ts';
@@ -285,10 +285,10 @@ describe('cfsp end to end on stories260K (CLI)', { skip: HAVE_SHARED ? false : N
     it(`prunes at ${p}: per-layer widths differ, counts match the budget, the checkpoint reloads with finite perplexity`, async () => {
       dense ||= await ppl(STORIES_BIN);
       const out = path.join(tmpDir('cfsp'), 'pruned');
-      const r = spawnSync('npx', ['prunelab', 'prune', '--model', STORIES_BIN, '--method', 'cfsp', '--sparsity', String(p),
-        '--calib', text, '--nsamples', '8', '--seqlen', '256', '--out', out, '--json'], { cwd: REPO_ROOT, encoding: 'utf8' });
+      const r = runCli(['prune', '--model', STORIES_BIN, '--method', 'cfsp', '--sparsity', String(p),
+        '--calib', text, '--nsamples', '8', '--seqlen', '256', '--out', out]);
       assert.equal(r.status, 0, r.stderr);
-      const rep = JSON.parse(r.stdout.trim()) as CliReport;
+      const rep = r.json as unknown as CliReport;
       const widths = rep.layers.map((l) => l.after.intermediateSize);
       assert.ok(new Set(widths).size > 1, `widths should differ per layer: ${widths}`);
       const m = rep.layers[0].before.intermediateSize;

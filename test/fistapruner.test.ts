@@ -1,6 +1,5 @@
 import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import {
   cutMask, fista, gradient, lambdaMax, lipschitz, nextLambda, outputError, prepare, roundingError, smoothObjective,
@@ -10,7 +9,8 @@ import { magnitudeWarmStart, wandaWarmStart, warmStartWeights } from '../methods
 import fistapruner from '../methods/fistapruner/index.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
 import { ConfigError } from '../src/util/errors.ts';
-import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, STORIES_BIN, setupBackend, shared, tmpDir } from './support.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, setupBackend, shared, tmpDir } from './support.ts';
+import { runCli } from './cli-support.ts';
 import * as tf from '@tensorflow/tfjs';
 import { BlockContext } from '../src/model/causal-lm.ts';
 import { collectLayerStats, embedWindows, withLinearWeights } from '../src/prune/stats.ts';
@@ -419,10 +419,10 @@ test('monotone: true end to end on the synthetic model: exact 50 % per row and 2
 // End to end through the CLI.
 
 function cli(args: string[]): Record<string, unknown> {
-  const r = spawnSync('npx', ['prunelab', ...args, '--json', '--backend', 'wasm'], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 300_000 });
-  const line = r.stdout.trim().split('\n').at(-1) ?? '';
+  const r = runCli(args, 300_000);
   assert.equal(r.status, 0, `prunelab ${args.join(' ')} failed:\n${r.stderr.slice(-2000)}\n${r.stdout.slice(-500)}`);
-  return JSON.parse(line) as Record<string, unknown>;
+  assert.ok(r.json, 'one JSON object on stdout');
+  return r.json;
 }
 
 test('npx prunelab prune --method fistapruner on stories260K: 20 %, 50 %, 2:4 (2 workers) with finite perplexity', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {

@@ -7,7 +7,6 @@
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import saap, { type SaapOptions } from '../methods/saap/index.ts';
@@ -28,7 +27,8 @@ import type { CausalLM } from '../src/model/causal-lm.ts';
 import type { LinearRole } from '../src/model/family.ts';
 import { LLAMA } from '../src/model/family.ts';
 import { ConfigError } from '../src/util/errors.ts';
-import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir } from './support.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir } from './support.ts';
+import { runCli } from './cli-support.ts';
 
 const close = (got: number, want: number, tol: number, what: string): void =>
   assert.ok(Math.abs(got - want) <= tol, `${what}: got ${got}, want ${want} ± ${tol}`);
@@ -299,10 +299,10 @@ describe('saap: real checkpoints', { skip: HAVE_SHARED ? false : NO_SHARED_REASO
     dense.dispose();
     for (const p of [0.2, 0.5]) {
       const out = path.join(tmpDir('saap-cli'), 'pruned');
-      const r = spawnSync('npx', ['prunelab', 'prune', '--model', STORIES_BIN, '--method', 'saap', '--sparsity', String(p), '--calib', text,
-        '--nsamples', '10', '--seqlen', '64', '--seed', '42', '--out', out, '--backend', 'wasm', '--json'], { cwd: REPO_ROOT, encoding: 'utf8' });
+      const r = runCli(['prune', '--model', STORIES_BIN, '--method', 'saap', '--sparsity', String(p), '--calib', text,
+        '--nsamples', '10', '--seqlen', '64', '--seed', '42', '--out', out]);
       assert.equal(r.status, 0, r.stderr);
-      const rep = JSON.parse(r.stdout.trim()) as { method: string; methodReport: SaapReport; seconds: number };
+      const rep = r.json as unknown as { method: string; methodReport: SaapReport; seconds: number };
       assert.equal(rep.method, 'saap');
       const { model } = loadModel(out);
       const removed = total - countParameters(model).total;
