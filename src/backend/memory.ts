@@ -9,7 +9,7 @@ import { ResourceError } from '../util/errors.ts';
 
 /**
  * The WebAssembly backend's heap: memory32, 4 GiB of address space at most. Measured with
- * tfjs-backend-wasm 4.22 by holding 16 MiB tensors until failure: the heap grows to
+ * tfjs-backend-wasm 4.22 by holding 16 MiB tensors until failure (bench/wasm-heap.ts): the heap grows to
  * 4 GiB - 64 KiB and 4080 MiB of tensors fit; past that tfjs-wasm does not detect the failed
  * allocation (the next write is out of bounds, or the module aborts).
  */

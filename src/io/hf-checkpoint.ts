@@ -74,8 +74,8 @@ function normaliseName(name: string): string {
 
 /**
  * Open an HF checkpoint directory without reading any weight: config.json, the shard index and
- * every shard's header. Each tensor must be in exactly one shard, and in the shard the index
- * names for it.
+ * every shard's header. No tensor may be stored twice, and every tensor the index lists must be
+ * in the shard it names.
  */
 export function openHfCheckpoint(dir: string): { config: ModelConfig; tensors: TensorRefs } {
   const config = parseHfConfig(readConfigJson(dir), path.join(dir, 'config.json'));
