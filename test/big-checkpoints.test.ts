@@ -53,19 +53,13 @@ interface Sparse {
   written: Map<string, Map<number, number>>;
 }
 
-/** Write the sparse checkpoint folder: config.json, header, ftruncate, a few real bf16 values. */
-function writeSparseTinyLlama(): Sparse {
-  const dir = tmpDir('tinyllama-sparse');
-  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
-    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: D, intermediate_size: F,
-    num_hidden_layers: L, num_attention_heads: H, num_key_value_heads: KV, vocab_size: V,
-    max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: false,
-    hidden_act: 'silu', torch_dtype: 'bfloat16', bos_token_id: 1, eos_token_id: 2,
-  }));
+/** One sparse safetensors file holding `tensors` in this order (zeros but for what `fill` writes). */
+function writeSparseFile(file: string, tensors: [string, number[]][], fill: (put: (name: string, index: number, value: number) => void,
+  ranges: Map<string, { begin: number; end: number }>) => void = () => {}): { size: number; ranges: Map<string, { begin: number; end: number }> } {
   const header: Record<string, unknown> = { __metadata__: { format: 'pt' } };
   const rel = new Map<string, [number, number]>();
   let off = 0;
-  for (const [name, shape] of tinyLlamaTensors()) {
+  for (const [name, shape] of tensors) {
     const bytes = 2 * shape.reduce((a, b) => a * b, 1);
     header[name] = { dtype: 'BF16', shape, data_offsets: [off, off + bytes] };
     rel.set(name, [off, off + bytes]);
@@ -74,36 +68,75 @@ function writeSparseTinyLlama(): Sparse {
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - (json.length % 8)) % 8);
   const dataStart = 8 + json.length;
-  const file = path.join(dir, 'model.safetensors');
-  const size = dataStart + off;
   const ranges = new Map([...rel].map(([n, [b, e]]) => [n, { begin: dataStart + b, end: dataStart + e }]));
-  const written = new Map<string, Map<number, number>>();
   const fd = fs.openSync(file, 'w');
   try {
     const len = Buffer.alloc(8);
     len.writeBigUInt64LE(BigInt(json.length));
     fs.writeSync(fd, len, 0, 8, 0);
     fs.writeSync(fd, Buffer.from(json), 0, json.length, 8);
-    fs.ftruncateSync(fd, size);
-    const put = (name: string, index: number, value: number) => {
+    fs.ftruncateSync(fd, dataStart + off);
+    fill((name, index, value) => {
       const b = Buffer.alloc(2);
       b.writeUInt16LE(bf16(value));
       fs.writeSync(fd, b, 0, 2, (ranges.get(name) as { begin: number }).begin + 2 * index);
+    }, ranges);
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { size: dataStart + off, ranges };
+}
+
+/** A checkpoint folder with the TinyLlama config.json. */
+function tinyLlamaDir(): string {
+  const dir = tmpDir('tinyllama-sparse');
+  fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({
+    architectures: ['LlamaForCausalLM'], model_type: 'llama', hidden_size: D, intermediate_size: F,
+    num_hidden_layers: L, num_attention_heads: H, num_key_value_heads: KV, vocab_size: V,
+    max_position_embeddings: 2048, rms_norm_eps: 1e-5, rope_theta: 10000, tie_word_embeddings: false,
+    hidden_act: 'silu', torch_dtype: 'bfloat16', bos_token_id: 1, eos_token_id: 2,
+  }));
+  return dir;
+}
+
+/** The weights in `shards` sparse files with `model.safetensors.index.json`; returns the folder. */
+function writeShardedSparseTinyLlama(shards: number): string {
+  const dir = tinyLlamaDir();
+  const all = tinyLlamaTensors();
+  const per = Math.ceil(all.length / shards);
+  const weightMap: Record<string, string> = {};
+  for (let k = 0; k < shards; k++) {
+    const name = `model-${String(k + 1).padStart(5, '0')}-of-${String(shards).padStart(5, '0')}.safetensors`;
+    const part = all.slice(k * per, (k + 1) * per);
+    writeSparseFile(path.join(dir, name), part);
+    for (const [t] of part) weightMap[t] = name;
+  }
+  fs.writeFileSync(path.join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+  return dir;
+}
+
+/** The weights in one sparse 2.2 GB file, with real values written beyond (and across) 2 GiB. */
+function writeSparseTinyLlama(): Sparse {
+  const dir = tinyLlamaDir();
+  const all = tinyLlamaTensors();
+  const written = new Map<string, Map<number, number>>();
+  const file = path.join(dir, 'model.safetensors');
+  const { size, ranges } = writeSparseFile(file, all, (write, r) => {
+    const put = (name: string, index: number, value: number) => {
+      write(name, index, value);
       if (!written.has(name)) written.set(name, new Map());
       (written.get(name) as Map<number, number>).set(index, value);
     };
     // The tensor that straddles the 2 GiB offset: values on both sides of it.
-    const [straddler, r] = [...ranges].find(([, x]) => x.begin < TWO_GIB && x.end > TWO_GIB) as [string, { begin: number }];
-    const at = (TWO_GIB - r.begin) / 2;
+    const [straddler, s] = [...r].find(([, x]) => x.begin < TWO_GIB && x.end > TWO_GIB) as [string, { begin: number }];
+    const at = (TWO_GIB - s.begin) / 2;
     for (let k = -3; k <= 3; k++) put(straddler, at + k, (k + 4) * 0.25);
     // The last tensor in the file, wholly beyond 2 GiB: every value set.
     for (let i = 0; i < D; i++) put('model.norm.weight', i, ((i % 64) - 32) / 4);
     // A large matrix beyond 2 GiB: its first and last values.
     put('model.layers.9.mlp.up_proj.weight', 0, -1.5);
     put('model.layers.9.mlp.up_proj.weight', F * D - 1, 3);
-  } finally {
-    fs.closeSync(fd);
-  }
+  });
   return { dir, file, size, ranges, written };
 }
 
@@ -150,6 +183,8 @@ describe('a checkpoint over 2 GiB (sparse TinyLlama-1.1B-shaped bf16 file)', () 
 
   it('tensors beyond (and across) the 2 GiB offset read their real values', () => {
     const { tensors } = readSafetensorsHeader(ck.file);
+    const beyond = [...ck.written.keys()].filter((n) => (ck.ranges.get(n) as { begin: number }).begin > TWO_GIB);
+    assert.deepEqual(beyond.sort(), ['model.layers.9.mlp.up_proj.weight', 'model.norm.weight']);
     for (const [name, values] of ck.written) {
       const data = readF32(tensors.get(name) as TensorRef);
       for (const [i, v] of values) assert.equal(data[i], v, `${name}[${i}]`);
@@ -208,6 +243,22 @@ describe('a checkpoint over 2 GiB (sparse TinyLlama-1.1B-shaped bf16 file)', () 
     assert.match(r.stderr, /needs 4\.34 GiB of backend memory/);
     assert.doesNotMatch(r.stderr, /^\s+at /m);
     assert.doesNotMatch(r.stderr, /Aborted/);
+  });
+});
+
+describe('the same weights in three sparse shards with an index', () => {
+  it('inspect counts them from headers; loading fails up front with the memory error', async () => {
+    await setupBackend();
+    const dir = writeShardedSparseTinyLlama(3);
+    try {
+      let counts: ReturnType<typeof checkpointParameters> | undefined;
+      const read = bytesReadDuring(() => { counts = checkpointParameters(openCheckpoint(dir)); });
+      assert.ok(read < 2 ** 20, `read ${read} bytes`);
+      assert.equal(counts?.total, TOTAL);
+      assert.throws(() => loadModel(dir), (e: Error) => e instanceof ResourceError && e.message.includes('4.34 GiB'));
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
