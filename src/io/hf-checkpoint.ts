@@ -8,7 +8,8 @@ import type { ModelConfig } from '../model/config.ts';
 import { familySpec } from '../model/family.ts';
 import { CheckpointError } from '../util/errors.ts';
 import { parseHfConfig, serializeHfConfig } from './hf-config.ts';
-import { readSafetensors, writeSafetensors } from './safetensors.ts';
+import { readSafetensorsHeader, writeSafetensors } from './safetensors.ts';
+import { readAllF32, type TensorRefs } from './stored-tensor.ts';
 import type { NamedTensors } from '../model/tensor-data.ts';
 import { toHalfSplitLayout } from './rope-layout.ts';
 
@@ -24,17 +25,26 @@ export function readConfigJson(dir: string): Record<string, unknown> {
   }
 }
 
+/** The shard index's `weight_map` (tensor name → shard file), or null for a single-file checkpoint. */
+function readShardIndex(dir: string): Record<string, string> | null {
+  const index = path.join(dir, INDEX_FILE);
+  if (!fs.existsSync(index)) return null;
+  let map: unknown;
+  try {
+    map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map?: unknown }).weight_map;
+  } catch (e) {
+    throw new CheckpointError(`not a valid shard index (${(e as Error).message})`, index);
+  }
+  if (!map || typeof map !== 'object' || Array.isArray(map) || !Object.values(map).every((v) => typeof v === 'string')) {
+    throw new CheckpointError("no 'weight_map' of tensor names to shard files in the shard index", index);
+  }
+  return map as Record<string, string>;
+}
+
 /** The weight files of a checkpoint directory, validated against the shard index if any. */
 export function weightFiles(dir: string): string[] {
-  const index = path.join(dir, INDEX_FILE);
-  if (fs.existsSync(index)) {
-    let map: Record<string, string>;
-    try {
-      map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-    } catch (e) {
-      throw new CheckpointError(`not a valid shard index (${(e as Error).message})`, index);
-    }
-    if (!map || typeof map !== 'object') throw new CheckpointError("no 'weight_map' in the shard index", index);
+  const map = readShardIndex(dir);
+  if (map) {
     const shards = [...new Set(Object.values(map))].sort();
     for (const s of shards) {
       if (!fs.existsSync(path.join(dir, s))) throw new CheckpointError(`missing shard '${s}' listed in ${INDEX_FILE}`, dir);
@@ -58,26 +68,44 @@ export function assertFinite(tensors: NamedTensors, source: string): void {
 }
 
 /** OPT checkpoints saved from `OPTModel` lack the `model.` prefix; normalise it. */
-function normaliseNames(tensors: NamedTensors): NamedTensors {
-  const out: NamedTensors = new Map();
-  for (const [name, t] of tensors) out.set(name.startsWith('decoder.') ? `model.${name}` : name, t);
-  return out;
+function normaliseName(name: string): string {
+  return name.startsWith('decoder.') ? `model.${name}` : name;
 }
 
-export function readHfCheckpoint(dir: string): { config: ModelConfig; tensors: NamedTensors } {
+/**
+ * Open an HF checkpoint directory without reading any weight: config.json, the shard index and
+ * every shard's header. No tensor may be stored twice, and every tensor the index lists must be
+ * in the shard it names.
+ */
+export function openHfCheckpoint(dir: string): { config: ModelConfig; tensors: TensorRefs } {
   const config = parseHfConfig(readConfigJson(dir), path.join(dir, 'config.json'));
-  const tensors: NamedTensors = new Map();
+  const tensors: TensorRefs = new Map();
   for (const file of weightFiles(dir)) {
-    for (const [name, t] of normaliseNames(readSafetensors(file))) tensors.set(name, t);
-  }
-  const index = path.join(dir, INDEX_FILE);
-  if (fs.existsSync(index)) {
-    const map = (JSON.parse(fs.readFileSync(index, 'utf8')) as { weight_map: Record<string, string> }).weight_map;
-    for (const [name, shard] of Object.entries(map)) {
-      const norm = name.startsWith('decoder.') ? `model.${name}` : name;
-      if (!tensors.has(norm)) throw new CheckpointError(`tensor '${name}' listed in ${INDEX_FILE} is not in shard '${shard}'`, dir);
+    for (const [name, ref] of readSafetensorsHeader(file).tensors) {
+      const norm = normaliseName(name);
+      const other = tensors.get(norm);
+      if (other) {
+        throw new CheckpointError(`tensor '${name}' is stored twice, in ${path.basename(other.file)} and ${path.basename(file)}`, dir);
+      }
+      tensors.set(norm, ref);
     }
   }
+  const map = readShardIndex(dir);
+  if (map) {
+    for (const [name, shard] of Object.entries(map)) {
+      const ref = tensors.get(normaliseName(name));
+      if (!ref || path.resolve(ref.file) !== path.resolve(dir, shard)) {
+        throw new CheckpointError(`tensor '${name}' listed in ${INDEX_FILE} is not in shard '${shard}'`, dir);
+      }
+    }
+  }
+  return { config, tensors };
+}
+
+/** Read a whole HF checkpoint as fp32 (every tensor checked finite). */
+export function readHfCheckpoint(dir: string): { config: ModelConfig; tensors: NamedTensors } {
+  const { config, tensors: refs } = openHfCheckpoint(dir);
+  const tensors = readAllF32(refs);
   assertFinite(tensors, dir);
   return { config, tensors };
 }

@@ -9,30 +9,37 @@
  * and, only when vocab_size < 0 (untied), the classifier [vocab, dim].
  * Matrices are [out, in] row-major, as HF stores them.
  */
-import { readFileSync } from 'node:fs';
+import fs from 'node:fs';
 import { CheckpointError, PruneLabError } from '../util/errors.ts';
 import { uniformLayers, type ModelConfig } from '../model/config.ts';
-import { numel, type HostTensor, type NamedTensors } from '../model/tensor-data.ts';
+import { readRange } from './byte-range.ts';
+import { readAllF32, type TensorRefs } from './stored-tensor.ts';
+import { numel, type NamedTensors } from '../model/tensor-data.ts';
 
 const HEADER_INTS = 7;
 const HEADER_BYTES = HEADER_INTS * 4;
 /** "ak42": the magic of llama2.c's newer (version 1/2) export format, which is not this one. */
 const NEW_FORMAT_MAGIC = 0x616b3432;
 
-export function readLlama2cCheckpoint(file: string): { config: ModelConfig; tensors: NamedTensors } {
-  let buf: Buffer;
+/**
+ * Open a legacy llama2.c checkpoint without reading any weight: the 28-byte header gives every
+ * tensor's byte range (one tensor per layer, as HF names them), checked against the file size.
+ */
+export function openLlama2cCheckpoint(file: string): { config: ModelConfig; tensors: TensorRefs } {
+  let size: number;
   try {
-    buf = readFileSync(file);
+    size = fs.statSync(file).size;
   } catch (e) {
     throw new CheckpointError(`cannot read llama2.c checkpoint: ${(e as Error).message}`, file);
   }
-  if (buf.byteLength < HEADER_BYTES) {
+  if (size < HEADER_BYTES) {
     throw new CheckpointError(
-      `file is ${buf.byteLength} bytes, shorter than the ${HEADER_BYTES}-byte llama2.c header`,
+      `file is ${size} bytes, shorter than the ${HEADER_BYTES}-byte llama2.c header`,
       file,
     );
   }
-  const h = Array.from({ length: HEADER_INTS }, (_, i) => buf.readInt32LE(4 * i));
+  const head = Buffer.from(readRange(file, 0, HEADER_BYTES));
+  const h = Array.from({ length: HEADER_INTS }, (_, i) => head.readInt32LE(4 * i));
   if (h[0] === NEW_FORMAT_MAGIC) {
     throw new CheckpointError(
       'this is a llama2.c version-1/2 export (magic "ak42"); only the legacy format is supported',
@@ -70,33 +77,28 @@ export function readLlama2cCheckpoint(file: string): { config: ModelConfig; tens
     cls: tied ? 0 : vocab * dim,
   };
   const expected = HEADER_BYTES + 4 * Object.values(sizes).reduce((a, b) => a + b, 0);
-  if (buf.byteLength !== expected) {
+  if (size !== expected) {
     throw new CheckpointError(
-      `the header (${h.join(', ')}) promises ${expected} bytes but the file has ${buf.byteLength} ` +
-        `(${buf.byteLength < expected ? 'truncated' : 'trailing data or not a legacy llama2.c checkpoint'})`,
+      `the header (${h.join(', ')}) promises ${expected} bytes but the file has ${size} ` +
+        `(${size < expected ? 'truncated' : 'trailing data or not a legacy llama2.c checkpoint'})`,
       file,
     );
   }
 
   let off = HEADER_BYTES;
-  /** The next `count` floats (copied; assumes a little-endian host, as every Node target is). */
-  const take = (count: number): Float32Array => {
-    const bytes = new Uint8Array(count * 4);
-    bytes.set(buf.subarray(off, off + count * 4));
-    off += count * 4;
-    return new Float32Array(bytes.buffer);
-  };
-  const tensors: NamedTensors = new Map();
-  const put = (name: string, shape: number[], data: Float32Array): void => {
-    tensors.set(name, { shape, data } satisfies HostTensor);
+  const tensors: TensorRefs = new Map();
+  /** The next tensor of `shape` in file order. */
+  const put = (name: string, shape: number[]): void => {
+    const byteLength = 4 * numel(shape);
+    tensors.set(name, { name, dtype: 'F32', shape, file, offset: off, byteLength });
+    off += byteLength;
   };
   /** A stacked [L, ...shape] block, as one tensor per layer. */
   const perLayer = (suffix: string, shape: number[]): void => {
-    const per = numel(shape);
-    for (let i = 0; i < L; i++) put(`model.layers.${i}.${suffix}`, shape, take(per));
+    for (let i = 0; i < L; i++) put(`model.layers.${i}.${suffix}`, shape);
   };
 
-  put('model.embed_tokens.weight', [vocab, dim], take(sizes.embed));
+  put('model.embed_tokens.weight', [vocab, dim]);
   perLayer('input_layernorm.weight', [dim]);
   perLayer('self_attn.q_proj.weight', [dim, dim]);
   perLayer('self_attn.k_proj.weight', [kvDim, dim]);
@@ -106,9 +108,9 @@ export function readLlama2cCheckpoint(file: string): { config: ModelConfig; tens
   perLayer('mlp.gate_proj.weight', [hidden, dim]); // w1
   perLayer('mlp.down_proj.weight', [dim, hidden]); // w2
   perLayer('mlp.up_proj.weight', [hidden, dim]); // w3
-  put('model.norm.weight', [dim], take(sizes.norm));
+  put('model.norm.weight', [dim]);
   off += 4 * sizes.freqs;
-  if (!tied) put('lm_head.weight', [vocab, dim], take(sizes.cls));
+  if (!tied) put('lm_head.weight', [vocab, dim]);
 
   const config: ModelConfig = {
     family: 'llama',
@@ -145,6 +147,12 @@ export function readLlama2cCheckpoint(file: string): { config: ModelConfig; tens
     },
   };
   return { config, tensors };
+}
+
+/** Read a whole llama2.c checkpoint as fp32 (as stored: interleaved RoPE layout, not checked finite). */
+export function readLlama2cCheckpoint(file: string): { config: ModelConfig; tensors: NamedTensors } {
+  const { config, tensors } = openLlama2cCheckpoint(file);
+  return { config, tensors: readAllF32(tensors) };
 }
 
 /**

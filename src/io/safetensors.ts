@@ -1,31 +1,34 @@
 /**
- * safetensors reader (F32/F16/BF16 → fp32) and writer (F32/F16).
+ * safetensors reader (header first, each tensor's bytes on demand; F32/F16/BF16) and writer
+ * (F32/F16).
  *
  * Written by hand: the format is an 8-byte header length, a JSON header and raw little-endian
- * data, and no maintained npm package decodes F16/BF16 into Float32Array with the validation we
- * want (offsets against file size, shapes against byte counts).
+ * data, and no maintained npm package reads it lazily by byte ranges with the validation we
+ * want (offsets against file size and each other, shapes against byte counts).
  */
 import fs from 'node:fs';
 import { CheckpointError } from '../util/errors.ts';
+import { readRange, fileSize } from './byte-range.ts';
+import { DTYPE_BYTES, isStoredDtype, readAllF32, STORED_DTYPES, type StoredDtype, type TensorRefs } from './stored-tensor.ts';
 import { numel, type HostTensor, type NamedTensors } from '../model/tensor-data.ts';
 
-export type SafetensorsDtype = 'F32' | 'F16' | 'BF16';
-const BYTES: Record<SafetensorsDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+export type SafetensorsDtype = StoredDtype;
 
-interface HeaderEntry {
-  dtype: string;
-  shape: number[];
-  data_offsets: [number, number];
+/** The format's own bound on the JSON header; a larger length means this is not a safetensors file. */
+const MAX_HEADER_BYTES = 100 * 2 ** 20;
+
+export interface SafetensorsHeader {
+  file: string;
+  /** File size in bytes. */
+  size: number;
+  /** Absolute position of the data section (8 + header length). */
+  dataStart: number;
+  /** Tensors in header order; `offset` is absolute in the file. */
+  tensors: TensorRefs;
+  metadata: Record<string, unknown> | null;
 }
 
-function f16ToF32(h: number): number {
-  const s = h & 0x8000 ? -1 : 1;
-  const e = (h >> 10) & 0x1f;
-  const f = h & 0x3ff;
-  if (e === 0) return s * f * 2 ** -24;
-  if (e === 31) return f ? NaN : s * Infinity;
-  return s * (1 + f / 1024) * 2 ** (e - 15);
-}
+const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
 const f32Buf = new Float32Array(1);
 const u32Buf = new Uint32Array(f32Buf.buffer);
@@ -56,87 +59,80 @@ export function f32ToF16(v: number): number {
   return sign | half;
 }
 
-function decode(dtype: SafetensorsDtype, bytes: Buffer): Float32Array {
-  // Copy into an aligned buffer (file offsets need not be 4-aligned); hosts are little-endian.
-  const aligned = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
-  if (dtype === 'F32') return new Float32Array(aligned);
-  const halves = new Uint16Array(aligned);
-  const out = new Float32Array(halves.length);
-  if (dtype === 'F16') {
-    for (let i = 0; i < halves.length; i++) out[i] = f16ToF32(halves[i]);
-  } else {
-    const u = new Uint32Array(out.buffer);
-    for (let i = 0; i < halves.length; i++) u[i] = halves[i] << 16;
+/**
+ * Read and validate the header of a safetensors file (no tensor bytes): every entry's dtype,
+ * shape and offsets, offsets inside the file and not overlapping, byte counts matching shapes.
+ * Positions beyond 2 GiB are fine.
+ */
+export function readSafetensorsHeader(file: string): SafetensorsHeader {
+  const size = fileSize(file);
+  if (size < 8) throw new CheckpointError(`truncated: ${size} bytes, less than the 8-byte header length`, file);
+  const headerLen = Buffer.from(readRange(file, 0, 8)).readBigUInt64LE(0);
+  if (headerLen > BigInt(size - 8)) {
+    throw new CheckpointError(`truncated: header declares ${headerLen} bytes but the file has ${size - 8} after the length`, file);
   }
-  return out;
+  if (headerLen > BigInt(MAX_HEADER_BYTES)) {
+    throw new CheckpointError(`header length ${headerLen} exceeds the format's 100 MiB limit: not a safetensors file`, file);
+  }
+  const dataStart = 8 + Number(headerLen);
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(readRange(file, 8, dataStart - 8)).toString('utf8'));
+  } catch (e) {
+    throw new CheckpointError(`header is not valid JSON (${(e as Error).message})`, file);
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) {
+    throw new CheckpointError('header is not a JSON object of tensors', file);
+  }
+  const tensors: TensorRefs = new Map();
+  let metadata: Record<string, unknown> | null = null;
+  const spans: { name: string; begin: number; end: number }[] = [];
+  for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
+    if (name === '__metadata__') {
+      metadata = raw as Record<string, unknown>;
+      continue;
+    }
+    const e = raw as { dtype?: unknown; shape?: unknown; data_offsets?: unknown } | null;
+    const shape = e?.shape;
+    const offsets = e?.data_offsets;
+    if (!e || typeof e.dtype !== 'string' || !Array.isArray(shape) || !shape.every(isCount)
+      || !Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount) || offsets[0] > offsets[1]) {
+      throw new CheckpointError(
+        `tensor '${name}' has a malformed header entry (need dtype, shape of non-negative integers, ` +
+          `data_offsets [begin, end] with begin ≤ end): ${JSON.stringify(raw)}`, file);
+    }
+    const [begin, end] = offsets as [number, number];
+    if (dataStart + end > size) {
+      throw new CheckpointError(
+        `truncated: tensor '${name}' ends at byte ${dataStart + end} but the file has ${size} bytes`, file);
+    }
+    if (!isStoredDtype(e.dtype)) {
+      throw new CheckpointError(
+        `tensor '${name}' has unsupported dtype ${e.dtype} (supported: ${STORED_DTYPES.join(', ')})`, file);
+    }
+    const expected = numel(shape as number[]) * DTYPE_BYTES[e.dtype];
+    if (end - begin !== expected) {
+      throw new CheckpointError(
+        `tensor '${name}' shape [${shape}] ${e.dtype} needs ${expected} bytes but its offsets span ${end - begin}`, file);
+    }
+    if (end > begin) spans.push({ name, begin, end });
+    tensors.set(name, { name, dtype: e.dtype, shape: (shape as number[]).slice(), file, offset: dataStart + begin, byteLength: expected });
+  }
+  // Overlapping ranges mean a corrupt or hand-edited header: two tensors would share bytes.
+  spans.sort((a, b) => a.begin - b.begin || a.end - b.end);
+  for (let i = 1; i < spans.length; i++) {
+    const [p, q] = [spans[i - 1], spans[i]];
+    if (q.begin < p.end) {
+      throw new CheckpointError(
+        `tensors '${p.name}' (data bytes ${p.begin}–${p.end}) and '${q.name}' (${q.begin}–${q.end}) overlap`, file);
+    }
+  }
+  return { file, size, dataStart, tensors, metadata };
 }
 
-/** Read the header of a safetensors file, validating it against the file size. */
-export function readSafetensorsHeader(file: string): { entries: Map<string, HeaderEntry>; dataStart: number; size: number } {
-  let fd: number;
-  try {
-    fd = fs.openSync(file, 'r');
-  } catch {
-    throw new CheckpointError('file not found or unreadable', file);
-  }
-  try {
-    const size = fs.fstatSync(fd).size;
-    if (size < 8) throw new CheckpointError(`truncated: ${size} bytes, less than the 8-byte header length`, file);
-    const lenBuf = Buffer.alloc(8);
-    fs.readSync(fd, lenBuf, 0, 8, 0);
-    const headerLen = Number(lenBuf.readBigUInt64LE(0));
-    if (headerLen > size - 8) {
-      throw new CheckpointError(`truncated: header declares ${headerLen} bytes but the file has ${size - 8} after the length`, file);
-    }
-    const headerBuf = Buffer.alloc(headerLen);
-    fs.readSync(fd, headerBuf, 0, headerLen, 8);
-    let json: Record<string, unknown>;
-    try {
-      json = JSON.parse(headerBuf.toString('utf8')) as Record<string, unknown>;
-    } catch (e) {
-      throw new CheckpointError(`header is not valid JSON (${(e as Error).message})`, file);
-    }
-    const dataStart = 8 + headerLen;
-    const entries = new Map<string, HeaderEntry>();
-    for (const [name, raw] of Object.entries(json)) {
-      if (name === '__metadata__') continue;
-      const e = raw as HeaderEntry;
-      if (!Array.isArray(e.shape) || !Array.isArray(e.data_offsets) || typeof e.dtype !== 'string') {
-        throw new CheckpointError(`tensor '${name}' has a malformed header entry`, file);
-      }
-      const [begin, end] = e.data_offsets;
-      if (dataStart + end > size) {
-        throw new CheckpointError(
-          `truncated: tensor '${name}' ends at byte ${dataStart + end} but the file has ${size} bytes`, file);
-      }
-      if (!(e.dtype in BYTES)) {
-        throw new CheckpointError(`tensor '${name}' has unsupported dtype ${e.dtype} (supported: F32, F16, BF16)`, file);
-      }
-      const expected = numel(e.shape) * BYTES[e.dtype as SafetensorsDtype];
-      if (end - begin !== expected) {
-        throw new CheckpointError(
-          `tensor '${name}' shape [${e.shape}] ${e.dtype} needs ${expected} bytes but its offsets span ${end - begin}`, file);
-      }
-      entries.set(name, e);
-    }
-    return { entries, dataStart, size };
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-/** Read every tensor of a safetensors file as fp32. */
+/** Read every tensor of a safetensors file (or those `only` keeps) as fp32. */
 export function readSafetensors(file: string, only?: (name: string) => boolean): NamedTensors {
-  const { entries, dataStart } = readSafetensorsHeader(file);
-  const buf = fs.readFileSync(file);
-  const out: NamedTensors = new Map();
-  for (const [name, e] of entries) {
-    if (only && !only(name)) continue;
-    const [begin, end] = e.data_offsets;
-    const data = decode(e.dtype as SafetensorsDtype, buf.subarray(dataStart + begin, dataStart + end));
-    out.set(name, { shape: e.shape.slice(), data });
-  }
-  return out;
+  return readAllF32(readSafetensorsHeader(file).tensors, only);
 }
 
 /** Write tensors (sorted by name, as the reference writer does) in F32 or F16. */
@@ -147,7 +143,7 @@ export function writeSafetensors(file: string, tensors: NamedTensors, dtype: 'F3
   let offset = 0;
   for (const name of names) {
     const t = tensors.get(name) as HostTensor;
-    const bytes = numel(t.shape) * BYTES[dtype];
+    const bytes = numel(t.shape) * DTYPE_BYTES[dtype];
     header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }

@@ -3,7 +3,7 @@
  * and `inspect` agree with what a checkpoint would hold.
  */
 import type { ModelConfig } from './config.ts';
-import { familySpec } from './family.ts';
+import { familySpec, type LinearRole } from './family.ts';
 import type { CausalLM } from './causal-lm.ts';
 
 export interface ParameterCount {
@@ -15,23 +15,31 @@ export interface ParameterCount {
 }
 
 export function countParameters(model: CausalLM): ParameterCount {
-  const { config } = model;
+  return countParametersOf(model.config, (i, role) => !!model.params.layers[i].linears[role]?.bias,
+    model.params.positions?.shape[0] ?? null);
+}
+
+/**
+ * The same count from a config and which linears carry a bias — what a checkpoint's headers
+ * tell without loading it. `positionRows`: rows of OPT's learned position table (null: none).
+ */
+export function countParametersOf(config: ModelConfig, hasBias: (layer: number, role: LinearRole) => boolean,
+  positionRows: number | null): ParameterCount {
   const spec = familySpec(config.family);
   const byType: Record<string, number> = {};
   const add = (k: string, n: number) => { byType[k] = (byType[k] ?? 0) + n; };
   let decoderLinears = 0;
   config.layers.forEach((shape, i) => {
     for (const l of spec.linears) {
-      const p = model.params.layers[i].linears[l.role];
       const w = l.inDim(shape, config) * l.outDim(shape, config);
-      add(l.role, w + (p?.bias ? l.outDim(shape, config) : 0));
+      add(l.role, w + (hasBias(i, l.role) ? l.outDim(shape, config) : 0));
       decoderLinears += w;
     }
     const normSize = spec.attnNorm.hasBias ? 2 * config.hiddenSize : config.hiddenSize;
     add('norms', 2 * normSize);
   });
   add('embed', config.vocabSize * config.hiddenSize);
-  if (model.params.positions) add('positions', model.params.positions.shape[0] * config.hiddenSize);
+  if (positionRows !== null) add('positions', positionRows * config.hiddenSize);
   add('norms', spec.finalNormHasBias ? 2 * config.hiddenSize : config.hiddenSize);
   if (!config.tieWordEmbeddings) add('lm_head', config.vocabSize * config.hiddenSize);
   const total = Object.values(byType).reduce((a, b) => a + b, 0);

@@ -39,30 +39,11 @@ export interface ModelParams {
   lmHead: tf.Tensor2D;
 }
 
-function take(tensors: NamedTensors, name: string, shape: number[], source: string): HostTensor {
-  const t = tensors.get(name);
-  if (!t) throw new CheckpointError(`missing tensor '${name}'`, source);
-  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    throw new CheckpointError(
-      `tensor '${name}' has shape [${t.shape}] but the config implies [${shape}]`, source);
-  }
-  return t;
-}
-
-function optional(tensors: NamedTensors, name: string, shape: number[], source: string): HostTensor | null {
-  return tensors.has(name) ? take(tensors, name, shape, source) : null;
-}
-
-function toTensor1d(t: HostTensor): tf.Tensor1D {
-  return tf.tensor1d(t.data);
-}
-
-function loadNorm(tensors: NamedTensors, spec: NormSpec | { hfName: string; hasBias: boolean },
-  layer: number, dim: number, source: string): NormParams {
-  const base = typeof spec.hfName === 'string' ? spec.hfName : spec.hfName(layer);
-  const weight = toTensor1d(take(tensors, `${base}.weight`, [dim], source));
-  const bias = spec.hasBias ? toTensor1d(take(tensors, `${base}.bias`, [dim], source)) : null;
-  return { weight, bias };
+/** A tensor a checkpoint of some config holds (or may hold, when not `required`), with its HF shape. */
+export interface ExpectedTensor {
+  name: string;
+  shape: number[];
+  required: boolean;
 }
 
 /** Which linears the config says must carry a bias (others may still have one, e.g. FLAP's). */
@@ -74,48 +55,113 @@ export function requiredBiases(config: ModelConfig): Set<LinearRole> {
   return roles;
 }
 
-/** Build device tensors from checkpoint tensors, checking every shape against the config. */
-export function paramsFromNamedTensors(config: ModelConfig, tensors: NamedTensors, source: string): ModelParams {
+/** Every tensor the model reads from a checkpoint of `config`, in load order. */
+export function expectedTensors(config: ModelConfig): ExpectedTensor[] {
   const spec = familySpec(config.family);
   const D = config.hiddenSize;
   const needBias = requiredBiases(config);
+  const out: ExpectedTensor[] = [];
+  const add = (name: string, shape: number[], required = true) => out.push({ name, shape, required });
+  const norm = (base: string, hasBias: boolean) => {
+    add(`${base}.weight`, [D]);
+    if (hasBias) add(`${base}.bias`, [D]);
+  };
+  add(spec.embedName, [config.vocabSize, D]);
+  if (spec.positionsName) add(spec.positionsName, [config.maxPositionEmbeddings + 2, D]);
+  config.layers.forEach((shape, i) => {
+    for (const l of spec.linears) {
+      const rows = l.outDim(shape, config);
+      add(`${l.hfName(i)}.weight`, [rows, l.inDim(shape, config)]);
+      add(`${l.hfName(i)}.bias`, [rows], needBias.has(l.role));
+    }
+    norm(spec.attnNorm.hfName(i), spec.attnNorm.hasBias);
+    norm(spec.mlpNorm.hfName(i), spec.mlpNorm.hasBias);
+  });
+  norm(spec.finalNormName, spec.finalNormHasBias);
+  if (!config.tieWordEmbeddings) add('lm_head.weight', [config.vocabSize, D]);
+  return out;
+}
+
+/**
+ * Check a checkpoint's tensor shapes against its config before reading any weight: every
+ * required tensor present, every present one of the implied shape. `shapeOf` answers from
+ * loaded tensors or from file headers alike.
+ */
+export function checkTensorShapes(config: ModelConfig, shapeOf: (name: string) => readonly number[] | undefined,
+  source: string): void {
+  for (const e of expectedTensors(config)) {
+    const shape = shapeOf(e.name);
+    if (!shape) {
+      if (e.required) throw new CheckpointError(`missing tensor '${e.name}'`, source);
+      continue;
+    }
+    if (shape.length !== e.shape.length || shape.some((d, i) => d !== e.shape[i])) {
+      throw new CheckpointError(`tensor '${e.name}' has shape [${shape}] but the config implies [${e.shape}]`, source);
+    }
+  }
+}
+
+/**
+ * An all-zero LLaMA bias is padding written for HF's module-wide bias switches (see
+ * writeHfCheckpoint): the same function as no bias, so it is neither counted nor computed.
+ */
+export function isPaddingBias(config: ModelConfig, data: Float32Array): boolean {
+  return config.family === 'llama' && data.every((x) => x === 0);
+}
+
+/** A tensor known to be present (shapes were checked by {@link checkTensorShapes}). */
+function take(tensors: NamedTensors, name: string): HostTensor {
+  return tensors.get(name) as HostTensor;
+}
+
+function toTensor1d(t: HostTensor): tf.Tensor1D {
+  return tf.tensor1d(t.data);
+}
+
+function loadNorm(tensors: NamedTensors, spec: NormSpec | { hfName: string; hasBias: boolean },
+  layer: number): NormParams {
+  const base = typeof spec.hfName === 'string' ? spec.hfName : spec.hfName(layer);
+  const weight = toTensor1d(take(tensors, `${base}.weight`));
+  const bias = spec.hasBias ? toTensor1d(take(tensors, `${base}.bias`)) : null;
+  return { weight, bias };
+}
+
+/** Build device tensors from checkpoint tensors, checking every shape against the config. */
+export function paramsFromNamedTensors(config: ModelConfig, tensors: NamedTensors, source: string): ModelParams {
+  checkTensorShapes(config, (name) => tensors.get(name)?.shape, source);
+  const spec = familySpec(config.family);
+  const D = config.hiddenSize;
   // Not a tf.tidy: the returned structure holds nulls, which tidy cannot pass through.
   {
-    const embedHost = take(tensors, spec.embedName, [config.vocabSize, D], source);
+    const embedHost = take(tensors, spec.embedName);
     const embed = tf.tensor2d(embedHost.data, [config.vocabSize, D]);
     const positions = spec.positionsName
-      ? tf.tensor2d(take(tensors, spec.positionsName, [config.maxPositionEmbeddings + 2, D], source).data,
-        [config.maxPositionEmbeddings + 2, D])
+      ? tf.tensor2d(take(tensors, spec.positionsName).data, [config.maxPositionEmbeddings + 2, D])
       : null;
     const layers: LayerParams[] = config.layers.map((shape, i) => {
       const linears: Partial<Record<LinearRole, LinearParams>> = {};
       for (const l of spec.linears) {
         const out = l.outDim(shape, config);
         const inn = l.inDim(shape, config);
-        const w = take(tensors, `${l.hfName(i)}.weight`, [out, inn], source);
-        const b = needBias.has(l.role)
-          ? take(tensors, `${l.hfName(i)}.bias`, [out], source)
-          : optional(tensors, `${l.hfName(i)}.bias`, [out], source);
-        // An all-zero LLaMA bias is padding written for HF's module-wide bias switches (see
-        // writeHfCheckpoint): the same function as no bias, so it is not counted or computed.
-        const padding = config.family === 'llama' && b !== null && b.data.every((x) => x === 0);
+        const w = take(tensors, `${l.hfName(i)}.weight`);
+        const b = tensors.get(`${l.hfName(i)}.bias`) ?? null;
         linears[l.role] = {
           weight: transposed(w.data, out, inn),
-          bias: b && !padding ? toTensor1d(b) : null,
+          bias: b && !isPaddingBias(config, b.data) ? toTensor1d(b) : null,
         };
       }
       return {
         linears,
-        attnNorm: loadNorm(tensors, spec.attnNorm, i, D, source),
-        mlpNorm: loadNorm(tensors, spec.mlpNorm, i, D, source),
+        attnNorm: loadNorm(tensors, spec.attnNorm, i),
+        mlpNorm: loadNorm(tensors, spec.mlpNorm, i),
       };
     });
-    const finalNorm = loadNorm(tensors, { hfName: spec.finalNormName, hasBias: spec.finalNormHasBias }, 0, D, source);
+    const finalNorm = loadNorm(tensors, { hfName: spec.finalNormName, hasBias: spec.finalNormHasBias }, 0);
     let lmHead: tf.Tensor2D;
     if (config.tieWordEmbeddings) {
       lmHead = tf.transpose(embed);
     } else {
-      lmHead = transposed(take(tensors, 'lm_head.weight', [config.vocabSize, D], source).data, config.vocabSize, D);
+      lmHead = transposed(take(tensors, 'lm_head.weight').data, config.vocabSize, D);
     }
     return { embed, positions, layers, finalNorm, lmHead };
   }

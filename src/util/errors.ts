@@ -28,3 +28,8 @@ export class TokenizerError extends PruneLabError {
 export class DataError extends PruneLabError {
   override name = 'DataError';
 }
+
+/** Not enough memory (host or backend) for the request: says what was needed, what is available, what helps. */
+export class ResourceError extends PruneLabError {
+  override name = 'ResourceError';
+}
