@@ -42,7 +42,7 @@ export function fakeResult(run: RunSpec): RunResult {
   return {
     backend: 'fake',
     model: { hash: shortHash(run.model.id, 16), family: 'llama', dtype: 'float32' },
-    sparsity: { measured: s, paramsBefore: 1000, paramsAfter: Math.round(1000 * (1 - s)), denominator: 'decoder linears' },
+    sparsity: { decoderLayers: 0.9 * s, allParameters: 0.6 * s, scope: { name: 'decoder-linears', fraction: s }, paramsBefore: 1000, paramsAfter: Math.round(1000 * (1 - s)) },
     calibration: run.calibration ? { offsets: Array.from({ length: run.calibration.nsamples }, (_, i) => (run.seed * 7 + i * 13) % 97) } : undefined,
     pruningReport: { perMatrix: { 'layers.0.q_proj': s } },
     perplexity: Object.fromEntries(run.evaluations.perplexity.map((p) => [p.id, {

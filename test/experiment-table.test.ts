@@ -30,6 +30,10 @@ interface Spec {
   boolq: [number, number];
   wino: [number, number];
   decode?: number;
+  /** Structured rows: the method's scope and measured fractions; default unstructured-like values. */
+  scope?: string;
+  removedDecoder?: number;
+  recovery?: string;
 }
 
 let counter = 0;
@@ -44,10 +48,15 @@ function row(s: Spec): ResultRow {
     model,
     method: s.method,
     options: '{}',
+    kind: s.method === 'dense' ? 'dense' : s.pattern === 'structured' ? 'structured' : s.pattern && s.pattern !== 'unstructured' ? 'n:m' : 'unstructured',
     pattern: s.method === 'dense' ? '' : (s.pattern ?? 'unstructured'),
     target_sparsity: String(s.sparsity),
-    measured_sparsity: String(s.sparsity),
-    recovery_schedule: 'none',
+    // Unstructured: zeros are 90% of the decoder-layer parameters of this model (norms and biases are the rest).
+    removed_decoder: String(s.removedDecoder ?? 0.9 * s.sparsity),
+    removed_all: String(0.6 * (s.removedDecoder ?? 0.9 * s.sparsity)),
+    scope: s.method === 'dense' ? '' : (s.scope ?? 'decoder-linears'),
+    removed_scope: String(s.sparsity),
+    recovery_schedule: s.recovery ?? 'none',
     seed: String(s.seed ?? 0),
     'ppl:wt2': String(s.ppl),
     'ppl:wt2:protocol': pplProtocol(s.seqlen ?? 128, `tok-${model}`),
@@ -71,37 +80,37 @@ const ROWS: ResultRow[] = [
 ];
 
 describe('tables', () => {
-  it('paper layout, Markdown: dense first, groups by sparsity, seeds averaged, Average over zero-shot columns', () => {
+  it('paper layout, Markdown: dense first, groups by measured decoder-layer fraction, target beside, seeds averaged, Average over zero-shot columns', () => {
     // Default metrics: PIQA acc_norm, BoolQ acc, WinoGrande acc.
     // Dense avg (62 + 70 + 55) / 3 = 62.33. Wanda 50% = mean of seeds: ppl (12+14)/2 = 13,
     // PIQA (58+56)/2 = 57, BoolQ (66+64)/2 = 65, Wino (53+51)/2 = 52, avg (57+65+52)/3 = 58.
     // Wanda 30%: (61+69+54)/3 = 61.33. Magnitude: (50+60+50)/3 = 53.33. Wanda 2:4: (53+62+50)/3 = 55.
     assert.equal(renderTable(ROWS, { format: 'md', layout: 'paper', displayName }), [
-      '| Sparsity | Method | wt2 (ppl) | PIQA (acc_norm) | BoolQ (acc) | WinoGrande (acc) | Average |',
-      '|---|---|---:|---:|---:|---:|---:|',
-      '| 0% | Dense | 10.00 | 62.00 | 70.00 | 55.00 | 62.33 |',
-      '| 30% | Wanda | 11.00 | 61.00 | 69.00 | 54.00 | 61.33 |',
-      '| 50% | Magnitude | 20.00 | 50.00 | 60.00 | 50.00 | 53.33 |',
-      '| 50% | Wanda | 13.00 | 57.00 | 65.00 | 52.00 | 58.00 |',
-      '| 2:4 | Wanda | 30.00 | 53.00 | 62.00 | 50.00 | 55.00 |',
+      '| Removed (decoder layers) | Method | Target | wt2 (ppl) | PIQA (acc_norm) | BoolQ (acc) | WinoGrande (acc) | Average |',
+      '|---|---|---|---:|---:|---:|---:|---:|',
+      '| 0% | Dense |  | 10.00 | 62.00 | 70.00 | 55.00 | 62.33 |',
+      '| 27% | Wanda | 30% decoder linears | 11.00 | 61.00 | 69.00 | 54.00 | 61.33 |',
+      '| 45% | Magnitude | 50% decoder linears | 20.00 | 50.00 | 60.00 | 50.00 | 53.33 |',
+      '| 45% | Wanda | 50% decoder linears | 13.00 | 57.00 | 65.00 | 52.00 | 58.00 |',
+      '| 2:4 | Wanda | 2:4 | 30.00 | 53.00 | 62.00 | 50.00 | 55.00 |',
       '',
     ].join('\n'));
   });
 
   it('paper layout, LaTeX: booktabs, escaped, a rule between the dense row and each sparsity group', () => {
     assert.equal(renderTable(ROWS, { format: 'latex', layout: 'paper', displayName }), [
-      '\\begin{tabular}{llrrrrr}',
+      '\\begin{tabular}{lllrrrrr}',
       '\\toprule',
-      'Sparsity & Method & wt2 (ppl) & PIQA (acc\\_norm) & BoolQ (acc) & WinoGrande (acc) & Average \\\\',
+      'Removed (decoder layers) & Method & Target & wt2 (ppl) & PIQA (acc\\_norm) & BoolQ (acc) & WinoGrande (acc) & Average \\\\',
       '\\midrule',
-      '0\\% & Dense & 10.00 & 62.00 & 70.00 & 55.00 & 62.33 \\\\',
+      '0\\% & Dense &  & 10.00 & 62.00 & 70.00 & 55.00 & 62.33 \\\\',
       '\\midrule',
-      '30\\% & Wanda & 11.00 & 61.00 & 69.00 & 54.00 & 61.33 \\\\',
+      '27\\% & Wanda & 30\\% decoder linears & 11.00 & 61.00 & 69.00 & 54.00 & 61.33 \\\\',
       '\\midrule',
-      '50\\% & Magnitude & 20.00 & 50.00 & 60.00 & 50.00 & 53.33 \\\\',
-      ' & Wanda & 13.00 & 57.00 & 65.00 & 52.00 & 58.00 \\\\',
+      '45\\% & Magnitude & 50\\% decoder linears & 20.00 & 50.00 & 60.00 & 50.00 & 53.33 \\\\',
+      ' & Wanda & 50\\% decoder linears & 13.00 & 57.00 & 65.00 & 52.00 & 58.00 \\\\',
       '\\midrule',
-      '2:4 & Wanda & 30.00 & 53.00 & 62.00 & 50.00 & 55.00 \\\\',
+      '2:4 & Wanda & 2:4 & 30.00 & 53.00 & 62.00 & 50.00 & 55.00 \\\\',
       '\\bottomrule',
       '\\end{tabular}',
       '',
@@ -112,7 +121,33 @@ describe('tables', () => {
     const md = renderTable(ROWS, { format: 'md', layout: 'paper', metrics: 'acc', displayName });
     assert.match(md, /\| PIQA \(acc\) \| BoolQ \(acc\) \| WinoGrande \(acc\) \| Average \|/);
     // Dense: (60 + 70 + 55) / 3 = 61.67.
-    assert.match(md, /\| 0% \| Dense \| 10\.00 \| 60\.00 \| 70\.00 \| 55\.00 \| 61\.67 \|/);
+    assert.match(md, /\| 0% \| Dense \|  \| 10\.00 \| 60\.00 \| 70\.00 \| 55\.00 \| 61\.67 \|/);
+  });
+
+  it('structured results: different sparsity meanings never share a group; close measured fractions do, labelled with their range; recovery right after its base', () => {
+    const z: Pick<Spec, 'piqa' | 'boolq' | 'wino'> = { piqa: [0.5, 0.5], boolq: [0.5, 0.5], wino: [0.5, 0.5] };
+    const rows = [
+      row({ method: 'dense', sparsity: 0, ppl: 10, ...z }),
+      // CFSP at 20% of FFN channels and SAAP at 20% of all parameters remove very different shares of the decoder layers.
+      row({ method: 'cfsp', sparsity: 0.2, pattern: 'structured', scope: 'ffn-channels', removedDecoder: 0.134, ppl: 12, recovery: 'cfsp', ...z }),
+      row({ method: 'saap', sparsity: 0.2, pattern: 'structured', scope: 'all-parameters', removedDecoder: 0.31, ppl: 15, ...z }),
+      row({ method: 'cfsp', sparsity: 0.2, pattern: 'structured', scope: 'ffn-channels', removedDecoder: 0.134, ppl: 13, ...z }),
+      row({ method: 'wanda-sp', sparsity: 0.2, pattern: 'structured', scope: 'ffn-channels', removedDecoder: 0.136, ppl: 14, ...z }),
+      row({ method: 'wanda', sparsity: 0.5, ppl: 11, ...z }),
+    ];
+    const lines = renderTable(rows, { format: 'md', layout: 'paper', displayName }).trim().split('\n').slice(2).map((l) => l.split(' | ').slice(0, 3).join(' | '));
+    assert.deepEqual(lines, [
+      '| 0% | Dense | ',
+      '| 45% | Wanda | 50% decoder linears',
+      '| structured 13.4%–13.6% | CFSP | 20% FFN channels',
+      '| structured 13.4%–13.6% | CFSP + LoRA (cfsp) | 20% FFN channels',
+      '| structured 13.4%–13.6% | Wanda-SP | 20% FFN channels',
+      '| structured 31% | SAAP | 20% all parameters',
+    ]);
+    // By target: the two 20% targets stay apart because their scopes differ.
+    const byTarget = renderTable(rows, { format: 'md', layout: 'paper', displayName, axis: 'target' });
+    assert.match(byTarget, /\| structured 20% FFN channels \| CFSP \|/);
+    assert.match(byTarget, /\| structured 20% all parameters \| SAAP \|/);
   });
 
   it('rows under different protocols never share a column; model-specific fields (tokenizer) do not split columns', () => {
@@ -123,11 +158,11 @@ describe('tables', () => {
     ];
     const md = renderTable(rows, { format: 'md', layout: 'paper', displayName });
     const lines = md.trim().split('\n');
-    assert.equal(lines[0], '| Model | Sparsity | Method | wt2 (ppl) [seqlen=128, stride=128] | wt2 (ppl) [seqlen=256, stride=256] | PIQA (acc_norm) | BoolQ (acc) | WinoGrande (acc) | Average |');
-    assert.equal(lines[2], '| tiny | 0% | Dense | 10.00 | — | 62.00 | 70.00 | 55.00 | 62.33 |');
+    assert.equal(lines[0], '| Model | Removed (decoder layers) | Method | Target | wt2 (ppl) [seqlen=128, stride=128] | wt2 (ppl) [seqlen=256, stride=256] | PIQA (acc_norm) | BoolQ (acc) | WinoGrande (acc) | Average |');
+    assert.equal(lines[2], '| tiny | 0% | Dense |  | 10.00 | — | 62.00 | 70.00 | 55.00 | 62.33 |');
     // small's dense (seqlen 256) and small's Wanda (seqlen 128, another tokenizer than tiny's) each in their own protocol's column.
-    assert.ok(lines.includes('| small | 0% | Dense | — | 8.00 | 70.00 | 80.00 | 60.00 | 70.00 |'), md);
-    assert.ok(lines.includes('| small | 50% | Wanda | 9.00 | — | 66.00 | 75.00 | 58.00 | 66.33 |'), md);
+    assert.ok(lines.includes('| small | 0% | Dense |  | — | 8.00 | 70.00 | 80.00 | 60.00 | 70.00 |'), md);
+    assert.ok(lines.includes('| small | 45% | Wanda | 50% decoder linears | 9.00 | — | 66.00 | 75.00 | 58.00 | 66.33 |'), md);
   });
 
   it('wide layout: one line per run, dense first, both accuracies and speed', () => {
@@ -143,11 +178,16 @@ describe('tables', () => {
 });
 
 describe('plots', () => {
-  it('writes sparsity–perplexity and speed–quality SVGs', async () => {
+  it('writes sparsity–perplexity SVGs per kind, and speed–quality for structured models only', async () => {
     const dir = path.join(workspace('plot'), 'plots');
     const rows = [...ROWS, row({ method: 'magnitude', sparsity: 0.9, ppl: 'Infinity', piqa: [0.25, 0.25], boolq: [0.5, 0.5], wino: [0.5, 0.5] })];
     const files = await plotResults(rows, dir, displayName);
-    assert.deepEqual(files.map((f) => path.basename(f)).sort(), ['sparsity-ppl.tiny.wt2.svg', 'speed-quality.tiny.wt2.svg']);
+    // Unstructured rows have speeds too, but zeros do not change speed: no speed chart.
+    assert.deepEqual(files.map((f) => path.basename(f)).sort(), ['sparsity-ppl.nm.tiny.wt2.svg', 'sparsity-ppl.unstructured.tiny.wt2.svg']);
+    const structured = row({ method: 'cfsp', sparsity: 0.2, pattern: 'structured', scope: 'ffn-channels', removedDecoder: 0.134, ppl: 12, decode: 125, piqa: [0.5, 0.5], boolq: [0.5, 0.5], wino: [0.5, 0.5] });
+    const more = await plotResults([...rows, structured], path.join(dir, 'more'), displayName);
+    assert.ok(more.some((f) => path.basename(f) === 'speed-quality.structured.tiny.wt2.svg'), more.join(', '));
+    assert.ok(fs.readFileSync(more.find((f) => f.includes('speed-quality'))!, 'utf8').includes('relative to dense'));
     for (const f of files) {
       const svg = fs.readFileSync(f, 'utf8');
       assert.ok(svg.includes('<svg'), f);

@@ -92,6 +92,7 @@ export default defineMethod<CfspOptions, CfspReport>({
   description: 'CFSP: FFN-channel pruning, per-block budget from block input/output angles, channels by activation norm',
   reference: 'Wang et al., arXiv 2409.13199 (COLING 2025); wyxscir/CFSP @ b2d5b13 lib/prune.py (prune_cfsp)',
   granularity: ['ffn-channels'],
+  targetScope: 'ffn-channels',
   options,
   kind: 'structured',
   stats: (o) => ({ perLayer: { colSqSum: ['downIn'] }, blockDistance: o.globalMetric }),

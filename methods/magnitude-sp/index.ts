@@ -24,6 +24,7 @@ export default defineMethod<z.infer<typeof options>>({
   description: 'Magnitude-SP: remove the FFN channels with the smallest down-projection column norm, same ratio per block',
   reference: 'CFSP repository wyxscir/CFSP @ b2d5b13 lib/prune.py (prune_magnitude_sp); baselines.md §5',
   granularity: ['ffn-channels'],
+  targetScope: 'ffn-channels',
   options,
   kind: 'structured',
   stats: () => ({ perLayer: {} }),

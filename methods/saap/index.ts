@@ -159,6 +159,7 @@ export default defineMethod<SaapOptions>({
   description: 'SAAP: fused vector/element Taylor importances of KV head groups and FFN channels, fluctuation-guided layer ratios',
   reference: 'Zheng, Ren et al., arXiv 2412.15127 (SAAP); groups and Taylor estimators after LLM-Pruner (Ma et al., arXiv 2305.11627, horseee/LLM-Pruner @ 128a07d)',
   granularity: ['ffn-channels', 'attention-heads'],
+  targetScope: 'all-parameters',
   options,
   kind: 'structured',
   stats: (o) => ({ perLayer: {}, gradients: { fisher: o.elem === 'param_mix' } }),

@@ -30,6 +30,7 @@ export default defineMethod<z.infer<typeof options>>({
   description: 'Wanda-SP: FFN channels by input RMS × mean |W_down|, standardised per block, one global threshold',
   reference: 'CFSP repository wyxscir/CFSP @ b2d5b13 lib/prune.py (prune_wanda_sp); FLAP repository lib/prune.py; baselines.md §6',
   granularity: ['ffn-channels'],
+  targetScope: 'ffn-channels',
   options,
   kind: 'structured',
   stats: () => ({ perLayer: { colSqSum: ['downIn'] } }),

@@ -83,13 +83,6 @@ export async function methodRegistryInfo(modules: ReadonlyMap<string, string> = 
   };
 }
 
-function measuredSparsity(report: PruneReport | null, structured: boolean): { measured: number; denominator: string } {
-  if (!report) return { measured: 0, denominator: 'decoder linears' };
-  return structured
-    ? { measured: report.removed.allParameters, denominator: 'all parameters' }
-    : { measured: report.zeros.overall.sparsity, denominator: 'decoder linears' };
-}
-
 export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResult> => {
   const timings: RunResult['timings'] = {};
   const { model } = loadModel(run.model.path);
@@ -99,10 +92,8 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     const paramsBefore = countParameters(model).total;
     let report: PruneReport | null = null;
     let offsets: number[] | undefined;
-    let structured = false;
     if (run.kind === 'pruned' && run.method) {
       const method = await resolveMethod(run.method.name);
-      structured = method.kind === 'structured';
       const options = parseMethodOptions(method, run.method.options);
       let t0 = performance.now();
       const calib = run.calibration
@@ -155,7 +146,10 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     return {
       backend: activeBackend(),
       model: { hash: checkpointHash(run.model.path), family: model.config.family, dtype: 'float32', tokenizerHash: tokenizer.id },
-      sparsity: { ...measuredSparsity(report, structured), paramsBefore, paramsAfter: countParameters(model).total },
+      sparsity: {
+        decoderLayers: report?.measured.decoderLayers ?? 0, allParameters: report?.measured.allParameters ?? 0,
+        scope: report?.measured.scope ?? null, paramsBefore, paramsAfter: countParameters(model).total,
+      },
       calibration: offsets ? { offsets } : undefined,
       pruningReport: report ?? undefined,
       recovery, perplexity, zeroshot, speed, timings,

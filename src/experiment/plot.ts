@@ -1,19 +1,28 @@
 /**
  * SVG charts from result rows, drawn with vega-lite (compiled to vega, rendered headless):
- * sparsity vs perplexity (a line per method, dense as a dashed rule, log y) and speed vs
- * quality (decode tokens/s vs perplexity). One chart per model and perplexity column, so
- * numbers under different protocols never share axes.
+ * - sparsity vs perplexity: x = the measured fraction removed on the chosen axis (default:
+ *   decoder-layer parameters, zeros counted), one chart per kind (unstructured, N:M, structured)
+ *   so different sparsity meanings never share axes; a distinct colour and marker per method,
+ *   recovery as a dashed twin of its method's line, dense as a grey rule, log y;
+ * - speed vs quality for structured models only (zeros do not change speed): decode tokens/s
+ *   relative to the dense model's, vs perplexity.
+ * One chart per model and perplexity column, so numbers under different protocols never share axes.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import { entries, entryValue, metricColumns, type DisplayName, type Entry, type MetricColumn } from './report-data.ts';
+import { AXIS_TITLE, axisValue, entries, entryValue, methodName, metricColumns, type DisplayName, type Entry, type MetricColumn, type ResultKind, type SparsityAxis } from './report-data.ts';
 import type { ResultRow } from './results.ts';
 
 interface Point {
+  /** The line: method + recovery (+ N:M pattern). */
   series: string;
-  sparsity: number;
+  /** Colour and marker: the method. */
+  method: string;
+  /** Dashed line: recovered. */
+  recovered: boolean;
+  x: number;
   ppl: number;
   decode?: number;
 }
@@ -36,13 +45,21 @@ async function toSvg(spec: TopLevelSpec): Promise<string> {
   }
 }
 
-function sparsitySpec(title: string, points: Point[], dense: number | undefined): TopLevelSpec {
+/** 20 colours (Tableau 20) and 8 marker shapes: methods stay apart in a 20-series chart. */
+const methodEncoding = {
+  color: { field: 'method', type: 'nominal', title: 'method', scale: { scheme: 'tableau20' } },
+  shape: { field: 'method', type: 'nominal', title: 'method' },
+  strokeDash: { field: 'recovered', type: 'nominal', title: 'recovered', scale: { domain: [false, true], range: [[1, 0], [5, 3]] } },
+  detail: { field: 'series', type: 'nominal' },
+};
+
+function sparsitySpec(title: string, xTitle: string, points: Point[], dense: number | undefined): TopLevelSpec {
   const layers: TopLevelSpec[] = [{
     mark: { type: 'line', point: true },
     encoding: {
-      x: { field: 'sparsity', type: 'quantitative', title: 'target sparsity', axis: { format: '.0%' }, scale: { zero: true } },
+      x: { field: 'x', type: 'quantitative', title: xTitle, axis: { format: '.0%' }, scale: { zero: true } },
       y: { field: 'ppl', type: 'quantitative', title: 'perplexity (log scale)', scale: { type: 'log' } },
-      color: { field: 'series', type: 'nominal', title: 'method' },
+      ...methodEncoding,
     },
   } as TopLevelSpec];
   if (dense !== undefined) {
@@ -58,9 +75,10 @@ function speedSpec(title: string, points: Point[]): TopLevelSpec {
       {
         mark: { type: 'point', filled: true, size: 80 },
         encoding: {
-          x: { field: 'decode', type: 'quantitative', title: 'decode tokens/s', scale: { zero: false } },
+          x: { field: 'decode', type: 'quantitative', title: 'decode tokens/s relative to dense', scale: { zero: false } },
           y: { field: 'ppl', type: 'quantitative', title: 'perplexity (log scale)', scale: { type: 'log' } },
-          color: { field: 'series', type: 'nominal', title: 'method' },
+          color: methodEncoding.color,
+          shape: methodEncoding.shape,
         },
       },
       {
@@ -68,7 +86,7 @@ function speedSpec(title: string, points: Point[]): TopLevelSpec {
         encoding: {
           x: { field: 'decode', type: 'quantitative' },
           y: { field: 'ppl', type: 'quantitative', scale: { type: 'log' } },
-          text: { field: 'sparsity', type: 'quantitative', format: '.0%' },
+          text: { field: 'x', type: 'quantitative', format: '.0%' },
         },
       },
     ],
@@ -79,7 +97,7 @@ function speedSpec(title: string, points: Point[]): TopLevelSpec {
 const plottable = (v: number | undefined): v is number => v !== undefined && Number.isFinite(v) && v > 0;
 
 /** Write the charts into `outDir`; returns the files written. */
-export async function plotResults(rows: readonly ResultRow[], outDir: string, displayName?: DisplayName): Promise<string[]> {
+export async function plotResults(rows: readonly ResultRow[], outDir: string, displayName?: DisplayName, axis: SparsityAxis = 'decoder'): Promise<string[]> {
   fs.mkdirSync(outDir, { recursive: true });
   const list = entries(rows, displayName);
   const cols = metricColumns(rows);
@@ -101,18 +119,26 @@ export async function plotResults(rows: readonly ResultRow[], outDir: string, di
       const stem = `${fileSafe(model)}.${fileSafe(col.id)}${n > 1 ? `.v${n}` : ''}`;
       const title = `${model}: ${col.label}`;
       const denseVal = mine.filter((e) => e.dense).map((e) => entryValue(e, col)).find(plottable);
-      const points = mine.filter((e) => !e.dense).flatMap((e): Point[] => {
+      const point = (e: Entry, extra: Partial<Point> = {}): Point[] => {
         const ppl = entryValue(e, col);
-        return plottable(ppl) ? [{ series: seriesOf(e), sparsity: e.sparsity, ppl }] : [];
-      });
-      if (points.length > 0) await write(`sparsity-ppl.${stem}.svg`, sparsitySpec(title, points, denseVal));
+        const x = axisValue(e, axis);
+        return plottable(ppl) && x !== undefined
+          ? [{ series: seriesOf(e), method: methodName(e.method, displayName), recovered: e.recovery !== 'none', x, ppl, ...extra }] : [];
+      };
+      for (const kind of ['unstructured', 'n:m', 'structured'] as const satisfies readonly ResultKind[]) {
+        const points = mine.filter((e) => e.kind === kind).flatMap((e) => point(e));
+        const kindTitle = `${title} — ${kind === 'n:m' ? 'N:M' : kind}`;
+        if (points.length > 0) await write(`sparsity-ppl.${kind === 'n:m' ? 'nm' : kind}.${stem}.svg`, sparsitySpec(kindTitle, AXIS_TITLE[axis], points, denseVal));
+      }
 
-      const speedPoints = mine.flatMap((e): Point[] => {
-        const ppl = entryValue(e, col);
-        const rate = decode.map((d: MetricColumn) => entryValue(e, d)).find((v) => v !== undefined);
-        return plottable(ppl) && rate !== undefined && Number.isFinite(rate) ? [{ series: e.dense ? 'Dense' : seriesOf(e), sparsity: e.sparsity, ppl, decode: rate }] : [];
+      // Speed only where it can change: structured models, relative to the dense model's speed.
+      const rateOf = (e: Entry) => decode.map((d: MetricColumn) => entryValue(e, d)).find((v) => v !== undefined && Number.isFinite(v));
+      const denseRate = mine.filter((e) => e.dense).map(rateOf).find((v) => v !== undefined);
+      const speedPoints = denseRate === undefined ? [] : mine.filter((e) => e.kind === 'structured' || e.dense).flatMap((e): Point[] => {
+        const rate = rateOf(e);
+        return rate === undefined ? [] : point(e, { decode: rate / denseRate, ...(e.dense ? { series: 'Dense', method: 'Dense' } : {}) });
       });
-      if (speedPoints.length > 0) await write(`speed-quality.${stem}.svg`, speedSpec(title, speedPoints));
+      if (speedPoints.some((p) => p.method !== 'Dense')) await write(`speed-quality.structured.${stem}.svg`, speedSpec(`${title} — structured`, speedPoints));
     }
   }
   return written;

@@ -134,12 +134,32 @@ const ENTRY_KEYS = [
   'recovery_schedule', 'recovery_steps', 'recovery_lr', 'recovery_rank', 'recovery_data',
 ];
 
+/** What a result removed: nothing, unstructured zeros, an N:M pattern, or whole structures. */
+export type ResultKind = 'dense' | 'unstructured' | 'n:m' | 'structured';
+
+/**
+ * The sparsity axis tables and plots group by: the measured fraction removed (zeros counted) of
+ * decoder-layer parameters (default), of all parameters, of the method's own scope, or the target
+ * as configured (grouped per kind and scope, so different meanings never share a group).
+ */
+export type SparsityAxis = 'decoder' | 'all' | 'scope' | 'target';
+export const SPARSITY_AXES: readonly SparsityAxis[] = ['decoder', 'all', 'scope', 'target'];
+
+const AXIS_COLUMN: Record<SparsityAxis, string> = { decoder: 'removed_decoder', all: 'removed_all', scope: 'removed_scope', target: 'target_sparsity' };
+export const AXIS_TITLE: Record<SparsityAxis, string> = {
+  decoder: 'Removed (decoder layers)', all: 'Removed (all parameters)', scope: 'Removed (own scope)', target: 'Target',
+};
+
 export interface Entry {
   model: string;
   dense: boolean;
+  kind: ResultKind;
   method: string;
   pattern: string;
+  /** Target sparsity as configured. */
   sparsity: number;
+  /** What the target is a fraction of (the method's scope; empty when it has a meaning of its own). */
+  scope: string;
   recovery: string;
   /** Rows of this setting (one per seed). */
   rows: ResultRow[];
@@ -172,7 +192,8 @@ export function entries(rows: readonly ResultRow[], displayName?: DisplayName): 
       const dense = r.method === 'dense';
       const recovery = r.recovery_schedule || 'none';
       e = {
-        model: r.model, dense, method: r.method, pattern: r.pattern ?? '', sparsity: Number(r.target_sparsity || 0), recovery, rows: [],
+        model: r.model, dense, kind: kindOf(r), method: r.method, pattern: r.pattern ?? '', sparsity: Number(r.target_sparsity || 0),
+        scope: r.scope ?? '', recovery, rows: [],
         identity: flatIdentity(r),
         label: methodName(r.method, displayName) + (recovery !== 'none' ? ` + LoRA (${recovery})` : ''),
       };
@@ -184,7 +205,7 @@ export function entries(rows: readonly ResultRow[], displayName?: DisplayName): 
   // Same label for different settings: name the fields that differ.
   const byLabel = new Map<string, Entry[]>();
   for (const e of list) {
-    const k = `${e.model}\u0000${e.pattern}\u0000${e.sparsity}\u0000${e.label}`;
+    const k = `${e.model}\u0000${e.kind}\u0000${e.pattern}\u0000${e.sparsity}\u0000${e.label}`;
     byLabel.set(k, [...(byLabel.get(k) ?? []), e]);
   }
   for (const group of byLabel.values()) {
@@ -196,23 +217,94 @@ export function entries(rows: readonly ResultRow[], displayName?: DisplayName): 
   return list;
 }
 
-/** Sparsity group label: `2:4` for N:M, else a percentage. */
-export function groupLabel(e: Entry): string {
-  return /^\d+:\d+$/.test(e.pattern) ? e.pattern : `${+(e.sparsity * 100).toFixed(2)}%`;
+function kindOf(r: ResultRow): ResultKind {
+  if (r.kind === 'dense' || r.kind === 'unstructured' || r.kind === 'n:m' || r.kind === 'structured') return r.kind;
+  // Rows written before the kind column: from the pattern.
+  if (r.method === 'dense') return 'dense';
+  return /^\d+:\d+$/.test(r.pattern ?? '') ? 'n:m' : r.pattern === 'unstructured' ? 'unstructured' : 'structured';
 }
 
-/** Entries ordered for a paper table: per model (first appearance), dense first, then by sparsity group. */
-export function paperOrder(list: readonly Entry[]): Entry[][] {
-  const models = [...new Set(list.map((e) => e.model))];
-  const out: Entry[][] = [];
-  for (const model of models) {
-    const mine = list.filter((e) => e.model === model);
-    const dense = mine.filter((e) => e.dense);
-    if (dense.length > 0) out.push(dense);
-    const groups = new Map<string, Entry[]>();
-    for (const e of mine.filter((x) => !x.dense)) groups.set(groupLabel(e), [...(groups.get(groupLabel(e)) ?? []), e]);
-    const ordered = [...groups.values()].sort((a, b) => a[0].sparsity - b[0].sparsity || Number(/:/.test(a[0].pattern)) - Number(/:/.test(b[0].pattern)));
-    out.push(...ordered);
+/** The entry's value on `axis`: the mean over its rows (undefined when a row lacks it). */
+export function axisValue(e: Entry, axis: SparsityAxis): number | undefined {
+  if (e.dense) return 0;
+  const vals = e.rows.map((r) => num(r[AXIS_COLUMN[axis]]));
+  if (vals.some((v) => v === undefined)) return undefined;
+  return (vals as number[]).reduce((a, b) => a + b, 0) / vals.length;
+}
+
+const pct = (v: number): string => `${+(v * 100).toFixed(1)}%`;
+
+/** How the target reads beside the result: `2:4`, or `20% FFN channels`. */
+export function targetLabel(e: Entry): string {
+  if (e.dense) return '';
+  if (e.kind === 'n:m') return e.pattern;
+  const scope = e.scope === '' ? '(method-defined)' : e.scope.replace(/-/g, ' ').replace('ffn', 'FFN');
+  return `${pct(e.sparsity)} ${scope}`;
+}
+
+/** A group of entries of one kind whose sparsities mean the same thing. */
+export interface SparsityGroup {
+  kind: ResultKind;
+  label: string;
+  entries: Entry[];
+}
+
+const KIND_ORDER: readonly ResultKind[] = ['dense', 'unstructured', 'n:m', 'structured'];
+/** Entries whose axis values differ by at most this much share a group (labelled with their range). */
+const SAME_SPARSITY = 0.01;
+
+function rangeLabel(vals: readonly number[]): string {
+  const lo = Math.min(...vals);
+  const hi = Math.max(...vals);
+  return pct(lo) === pct(hi) ? pct(lo) : `${pct(lo)}–${pct(hi)}`;
+}
+
+/**
+ * Entries of one model in table order: dense, then unstructured, N:M and structured sections
+ * (never mixed). N:M groups by pattern. The others group by `axis`: measured fractions within
+ * one percentage point of each other form a group labelled with their range; on the `target`
+ * axis, by target and scope. Entries without a value on the axis group by themselves at the end.
+ */
+export function sparsityGroups(list: readonly Entry[], axis: SparsityAxis): SparsityGroup[] {
+  const out: SparsityGroup[] = [];
+  for (const kind of KIND_ORDER) {
+    const mine = list.filter((e) => e.kind === kind);
+    if (mine.length === 0) continue;
+    if (kind === 'dense') { out.push({ kind, label: '0%', entries: mine }); continue; }
+    if (kind === 'n:m') {
+      const byPattern = new Map<string, Entry[]>();
+      for (const e of mine) byPattern.set(e.pattern, [...(byPattern.get(e.pattern) ?? []), e]);
+      for (const [pattern, entries] of [...byPattern].sort((a, b) => a[1][0].sparsity - b[1][0].sparsity)) out.push({ kind, label: pattern, entries });
+      continue;
+    }
+    const prefix = kind === 'structured' ? 'structured ' : '';
+    if (axis === 'target') {
+      const byTarget = new Map<string, Entry[]>();
+      for (const e of mine) { const k = targetLabel(e); byTarget.set(k, [...(byTarget.get(k) ?? []), e]); }
+      for (const [label, entries] of [...byTarget].sort((a, b) => a[1][0].sparsity - b[1][0].sparsity)) out.push({ kind, label: prefix + label, entries });
+      continue;
+    }
+    const valued = mine.map((e) => ({ e, v: axisValue(e, axis) }));
+    const known = valued.filter((x): x is { e: Entry; v: number } => x.v !== undefined).sort((a, b) => a.v - b.v);
+    let current: { e: Entry; v: number }[] = [];
+    const flush = () => { if (current.length) out.push({ kind, label: prefix + rangeLabel(current.map((x) => x.v)), entries: current.map((x) => x.e) }); current = []; };
+    for (const x of known) {
+      if (current.length && x.v - current[0].v > SAME_SPARSITY) flush();
+      current.push(x);
+    }
+    flush();
+    for (const { e } of valued.filter((x) => x.v === undefined)) out.push({ kind, label: `${prefix}? (${targetLabel(e)})`, entries: [e] });
   }
   return out;
+}
+
+/** Per model (first appearance), its sparsity groups in table order. */
+export function paperOrder(list: readonly Entry[], axis: SparsityAxis = 'decoder'): SparsityGroup[] {
+  const models = [...new Set(list.map((e) => e.model))];
+  const methods = [...new Set(list.map((e) => e.method))];
+  // Inside a group: methods in first-appearance order, each recovery row right after its base row.
+  const order = (a: Entry, b: Entry) => methods.indexOf(a.method) - methods.indexOf(b.method)
+    || Number(a.recovery !== 'none') - Number(b.recovery !== 'none') || a.sparsity - b.sparsity;
+  return models.flatMap((model) => sparsityGroups(list.filter((e) => e.model === model), axis))
+    .map((g) => ({ ...g, entries: [...g.entries].sort(order) }));
 }

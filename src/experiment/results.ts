@@ -30,7 +30,7 @@ export type ResultRow = Record<string, string>;
 
 const IDENTITY_COLUMNS = [
   'run_id', 'experiment', 'model', 'model_path', 'model_hash', 'family', 'dtype', 'tokenizer', 'tokenizer_hash',
-  'method', 'options', 'pattern', 'target_sparsity', 'measured_sparsity', 'params_before', 'params_after', 'denominator',
+  'method', 'options', 'kind', 'pattern', 'target_sparsity', 'removed_decoder', 'removed_all', 'scope', 'removed_scope', 'params_before', 'params_after',
   'calib_text', 'calib_nsamples', 'calib_seqlen', 'calib_seed', 'calib_offsets_hash', 'calib_mode',
   'recovery_schedule', 'recovery_steps', 'recovery_lr', 'recovery_rank', 'recovery_data', 'recovery_merged',
 ];
@@ -101,11 +101,14 @@ export function buildRow(run: RunSpec, result: RunResult, config: ExperimentConf
     method: run.method?.name ?? 'dense',
     options: canonicalJson(run.method?.options ?? {}),
     pattern: run.kind === 'dense' ? '' : (run.pattern ?? 'structured'),
+    kind: run.kind === 'dense' ? 'dense' : run.pattern === null ? 'structured' : run.pattern === 'unstructured' ? 'unstructured' : 'n:m',
     target_sparsity: cell(run.sparsity),
-    measured_sparsity: cell(result.sparsity.measured),
+    removed_decoder: cell(result.sparsity.decoderLayers),
+    removed_all: cell(result.sparsity.allParameters),
+    scope: cell(result.sparsity.scope?.name),
+    removed_scope: cell(result.sparsity.scope?.fraction),
     params_before: cell(result.sparsity.paramsBefore),
     params_after: cell(result.sparsity.paramsAfter),
-    denominator: result.sparsity.denominator,
     calib_text: cell(settings.calibration?.text),
     calib_nsamples: cell(cal?.nsamples),
     calib_seqlen: cell(cal?.seqlen),

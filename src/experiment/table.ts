@@ -8,7 +8,7 @@
  * differently land in separate, labelled columns.
  */
 import {
-  entries, entryValue, groupLabel, metricColumns, methodName, num, paperOrder, valueIn, type DisplayName, type Entry, type MetricChoice, type MetricColumn,
+  AXIS_TITLE, entries, entryValue, metricColumns, methodName, num, paperOrder, targetLabel, valueIn, type DisplayName, type SparsityAxis, type Entry, type MetricChoice, type MetricColumn,
 } from './report-data.ts';
 import type { ResultRow } from './results.ts';
 
@@ -19,6 +19,8 @@ export interface TableOptions {
   metrics?: MetricChoice;
   /** Printed method names (the registry's display names); default the ids. */
   displayName?: DisplayName;
+  /** The sparsity axis rows are grouped by (paper layout); default `decoder`. */
+  axis?: SparsityAxis;
 }
 
 /** `text` as LaTeX shows it (group labels once per group); `full` as Markdown, which has no rules, shows it. */
@@ -50,47 +52,53 @@ interface Table {
   blocks: Cell[][][];
 }
 
-function paperTable(rows: readonly ResultRow[], metrics: MetricChoice, displayName?: DisplayName): Table {
+function paperTable(rows: readonly ResultRow[], metrics: MetricChoice, displayName?: DisplayName, axis: SparsityAxis = 'decoder'): Table {
   const cols = metricColumns(rows, { metrics }).filter((c) => c.kind !== 'speed');
   const zs = cols.filter((c) => c.kind === 'zs');
   const list = entries(rows, displayName);
   const multiModel = new Set(list.map((e) => e.model)).size > 1;
-  const header = [...(multiModel ? ['Model'] : []), 'Sparsity', 'Method', ...cols.map((c) => c.label), ...(zs.length ? ['Average'] : [])];
-  const numeric = header.map((_, i) => i >= (multiModel ? 3 : 2));
+  const header = [...(multiModel ? ['Model'] : []), AXIS_TITLE[axis], 'Method', ...(axis === 'target' ? [] : ['Target']),
+    ...cols.map((c) => c.label), ...(zs.length ? ['Average'] : [])];
+  const firstMetric = (multiModel ? 3 : 2) + (axis === 'target' ? 0 : 1);
+  const numeric = header.map((_, i) => i >= firstMetric);
   const seenModels = new Set<string>();
-  const line = (e: Entry, first: boolean): Cell[] => {
+  const line = (e: Entry, group: string, first: boolean): Cell[] => {
     const vals = cols.map((c) => entryValue(e, c));
     const avg = average(zs.map((c) => vals[cols.indexOf(c)]));
     const newModel = !seenModels.has(e.model);
     seenModels.add(e.model);
-    const sparsity = e.dense ? '0%' : groupLabel(e);
     return [
       ...(multiModel ? [{ text: newModel ? e.model : '', full: e.model, numeric: false }] : []),
-      { text: first ? sparsity : '', full: sparsity, numeric: false },
+      { text: first ? group : '', full: group, numeric: false },
       { text: e.label, numeric: false },
+      ...(axis === 'target' ? [] : [{ text: targetLabel(e), numeric: false }]),
       ...cols.map((c, i) => ({ text: fmt(c, vals[i]), numeric: true })),
       ...(zs.length ? [{ text: fmtPct(avg), numeric: true }] : []),
     ];
   };
-  const blocks = paperOrder(list).map((block) => block.map((e, i) => line(e, i === 0)));
+  const blocks = paperOrder(list, axis).map((g) => g.entries.map((e, i) => line(e, g.label, i === 0)));
   return { header, numeric, blocks };
 }
 
 function wideTable(rows: readonly ResultRow[], metrics: MetricChoice, displayName?: DisplayName): Table {
   const cols = metricColumns(rows, { both: true });
   const chosen = metricColumns(rows, { metrics }).filter((c) => c.kind === 'zs');
-  const fixed = ['Model', 'Method', 'Options', 'Pattern', 'Sparsity', 'Measured', 'Recovery', 'Seed'];
+  const fixed = ['Model', 'Method', 'Options', 'Kind', 'Pattern', 'Target', 'Scope', 'Removed (own scope)', 'Removed (decoder layers)', 'Removed (all)', 'Recovery', 'Seed'];
   const header = [...fixed, ...cols.filter((c) => c.kind !== 'speed').map((c) => c.label), ...(chosen.length ? ['Average'] : []), ...cols.filter((c) => c.kind === 'speed').map((c) => c.label)];
-  const numeric = header.map((h, i) => i >= fixed.indexOf('Sparsity') && h !== 'Recovery');
+  const numeric = header.map((h, i) => (i >= fixed.indexOf('Target') && h !== 'Recovery' && h !== 'Scope'));
   const ordered = [...rows.filter((r) => r.method === 'dense'), ...rows.filter((r) => r.method !== 'dense')];
   const pct = (s: string | undefined) => (num(s) === undefined ? MISSING : `${+((num(s) as number) * 100).toFixed(2)}%`);
   const lines = ordered.map((r): Cell[] => [
     { text: r.model, numeric: false },
     { text: methodName(r.method, displayName), numeric: false },
     { text: r.options && r.options !== '{}' ? r.options : '', numeric: false },
+    { text: r.kind ?? '', numeric: false },
     { text: r.pattern ?? '', numeric: false },
     { text: pct(r.target_sparsity), numeric: true },
-    { text: pct(r.measured_sparsity), numeric: true },
+    { text: r.scope ?? '', numeric: false },
+    { text: pct(r.removed_scope), numeric: true },
+    { text: pct(r.removed_decoder), numeric: true },
+    { text: pct(r.removed_all), numeric: true },
     { text: r.recovery_schedule || 'none', numeric: false },
     { text: r.seed ?? '', numeric: true },
     ...cols.filter((c) => c.kind !== 'speed').map((c) => ({ text: fmt(c, valueIn(r, c)), numeric: true })),
@@ -135,6 +143,6 @@ function toLatex(t: Table): string {
 
 export function renderTable(rows: readonly ResultRow[], opts: TableOptions): string {
   const metrics = opts.metrics ?? 'default';
-  const table = opts.layout === 'wide' ? wideTable(rows, metrics, opts.displayName) : paperTable(rows, metrics, opts.displayName);
+  const table = opts.layout === 'wide' ? wideTable(rows, metrics, opts.displayName) : paperTable(rows, metrics, opts.displayName, opts.axis);
   return opts.format === 'latex' ? toLatex(table) : toMarkdown(table);
 }

@@ -114,13 +114,17 @@ export interface RunResult {
   backend: string;
   device?: string;
   model: { hash: string; family: string; dtype: string; tokenizerHash?: string };
+  /**
+   * Measured fractions removed, zeros counted as removed, so every kind of result shares one axis:
+   * of decoder-layer parameters, of all parameters, and of the method's own scope (what its target
+   * is a fraction of; null when the method's target has a meaning of its own).
+   */
   sparsity: {
-    /** Realised fraction of zeros over `denominator`. */
-    measured: number;
+    decoderLayers: number;
+    allParameters: number;
+    scope: { name: string; fraction: number } | null;
     paramsBefore: number;
     paramsAfter: number;
-    /** What the sparsity is a fraction of: `decoder linears`, `FFN channels`, `all parameters` ... */
-    denominator: string;
   };
   /** Realised calibration window starts (hashed into the row, stored in the record). */
   calibration?: { offsets: number[] };

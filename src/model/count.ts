@@ -11,6 +11,8 @@ export interface ParameterCount {
   byType: Record<string, number>;
   /** All decoder-block linear weights (the usual denominator of unstructured sparsity). */
   decoderLinears: number;
+  /** Everything inside the decoder blocks: linear weights and biases, per-layer norms. */
+  decoderLayers: number;
   total: number;
 }
 
@@ -29,21 +31,25 @@ export function countParametersOf(config: ModelConfig, hasBias: (layer: number, 
   const byType: Record<string, number> = {};
   const add = (k: string, n: number) => { byType[k] = (byType[k] ?? 0) + n; };
   let decoderLinears = 0;
+  let decoderLayers = 0;
   config.layers.forEach((shape, i) => {
     for (const l of spec.linears) {
       const w = l.inDim(shape, config) * l.outDim(shape, config);
-      add(l.role, w + (hasBias(i, l.role) ? l.outDim(shape, config) : 0));
+      const withBias = w + (hasBias(i, l.role) ? l.outDim(shape, config) : 0);
+      add(l.role, withBias);
       decoderLinears += w;
+      decoderLayers += withBias;
     }
     const normSize = spec.attnNorm.hasBias ? 2 * config.hiddenSize : config.hiddenSize;
     add('norms', 2 * normSize);
+    decoderLayers += 2 * normSize;
   });
   add('embed', config.vocabSize * config.hiddenSize);
   if (positionRows !== null) add('positions', positionRows * config.hiddenSize);
   add('norms', spec.finalNormHasBias ? 2 * config.hiddenSize : config.hiddenSize);
   if (!config.tieWordEmbeddings) add('lm_head', config.vocabSize * config.hiddenSize);
   const total = Object.values(byType).reduce((a, b) => a + b, 0);
-  return { byType, decoderLinears, total };
+  return { byType, decoderLinears, decoderLayers, total };
 }
 
 /** Per-layer shape summary as printed by `inspect`. */

@@ -235,5 +235,6 @@ export async function pruneModel<O, R extends MethodReport = MethodReport>(model
   return buildReport(model, {
     method: m.name, options: req.options as Record<string, unknown>, target: req.target, mode, calibration: req.calibration ?? null,
     paramsBefore, shapesBefore, perLayer, methodReport, seconds: (performance.now() - t0) / 1000, peakTensorBytes: peakBytes,
+    targetScope: m.targetScope ?? (m.kind === 'layerwise' ? 'decoder-linears' : undefined),
   });
 }

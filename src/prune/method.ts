@@ -221,6 +221,12 @@ export interface RecoverySchedule<R> {
   plan(ctx: RecoveryContext<R>): RecoveryPlan;
 }
 
+/**
+ * What a method's `sparsity` is a fraction of, so reports can measure it: weights of the decoder
+ * linears (zeros included), FFN channels, decoder-layer parameters, or all parameters.
+ */
+export type TargetScope = 'decoder-linears' | 'ffn-channels' | 'decoder-layers' | 'all-parameters';
+
 export interface MethodMeta<O, R> {
   /** The id: the folder name for discovered methods (`--method NAME`, YAML, results). */
   name: string;
@@ -230,6 +236,11 @@ export interface MethodMeta<O, R> {
   /** The paper or code this method follows. */
   reference: string;
   granularity: readonly Granularity[];
+  /**
+   * What the target sparsity is a fraction of (measured in every report). Absent: the method's
+   * target has a meaning of its own (its README says which), and only the common fractions are measured.
+   */
+  targetScope?: TargetScope;
   /** Validated options with defaults; strict (unknown keys are errors). */
   options: z.ZodType<O>;
   /** The method's own recovery schedule, if it has one. */

@@ -6,7 +6,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LayerShape } from '../model/config.ts';
 import { countParameters, type ParameterCount } from '../model/count.ts';
-import type { MethodReport, PruneTarget } from './method.ts';
+import type { MethodReport, PruneTarget, TargetScope } from './method.ts';
 
 export interface SparsityByType {
   /** Zeros / entries of that matrix type over all layers (entries counted in the pruned shapes). */
@@ -25,6 +25,11 @@ export interface PruneReport<R extends MethodReport = MethodReport> {
   removed: { decoderLinears: number; ffnChannels: number; allParameters: number };
   /** 1 − (non-zero decoder-linear weights after / decoder-linear weights before). */
   effectiveSparsity: number;
+  /**
+   * Fractions removed, zeros counted as removed (so unstructured, N:M and structured results
+   * share one axis): of all parameters, of decoder-layer parameters, and of the method's own scope.
+   */
+  measured: { allParameters: number; decoderLayers: number; scope: { name: TargetScope; fraction: number } | null };
   layers: { before: LayerShape; after: LayerShape; detail: Record<string, unknown> }[];
   methodReport?: R;
   calibration: object | null;
@@ -56,13 +61,22 @@ export function countZeros(model: CausalLM): { byType: SparsityByType; overall: 
 export function buildReport<R extends MethodReport>(model: CausalLM, r: {
   method: string; options: Record<string, unknown>; target: PruneTarget; mode: string; calibration: object | null;
   paramsBefore: ParameterCount; shapesBefore: LayerShape[]; perLayer: Record<string, unknown>[];
-  methodReport?: R; seconds: number; peakTensorBytes: number;
+  methodReport?: R; seconds: number; peakTensorBytes: number; targetScope?: TargetScope;
 }): PruneReport<R> {
   const after = countParameters(model);
   const z = countZeros(model);
   const ffnBefore = r.shapesBefore.reduce((a, s) => a + s.intermediateSize, 0);
   const ffnAfter = model.config.layers.reduce((a, s) => a + s.intermediateSize, 0);
   const pattern = r.target.pattern.kind === 'nm' ? `${r.target.pattern.n}:${r.target.pattern.m}` : 'unstructured';
+  const zeros = z.overall.zeros;
+  const b = r.paramsBefore;
+  const removedOf = (before: number, after: number) => 1 - (after - zeros) / before;
+  const scopeFraction: Record<TargetScope, number> = {
+    'decoder-linears': removedOf(b.decoderLinears, after.decoderLinears),
+    'ffn-channels': 1 - ffnAfter / ffnBefore,
+    'decoder-layers': removedOf(b.decoderLayers, after.decoderLayers),
+    'all-parameters': removedOf(b.total, after.total),
+  };
   return {
     method: r.method, options: r.options, target: { sparsity: r.target.sparsity, pattern }, mode: r.mode,
     zeros: { ...z, denominator: 'decoder-block linear weights (embeddings, norms and lm_head excluded)' },
@@ -73,6 +87,11 @@ export function buildReport<R extends MethodReport>(model: CausalLM, r: {
       allParameters: 1 - after.total / r.paramsBefore.total,
     },
     effectiveSparsity: 1 - (after.decoderLinears - z.overall.zeros) / r.paramsBefore.decoderLinears,
+    measured: {
+      allParameters: scopeFraction['all-parameters'],
+      decoderLayers: scopeFraction['decoder-layers'],
+      scope: r.targetScope ? { name: r.targetScope, fraction: scopeFraction[r.targetScope] } : null,
+    },
     layers: r.shapesBefore.map((before, i) => ({ before, after: { ...model.config.layers[i] }, detail: r.perLayer[i] ?? {} })),
     methodReport: r.methodReport,
     calibration: r.calibration,

@@ -1,12 +1,13 @@
 import type { CommandModule } from 'yargs';
 import fs from 'node:fs';
 import path from 'node:path';
-import { emit, handler, startBackend, withCommon, type CommonArgs } from '../common.ts';
+import { emit, handler, log, startBackend, withCommon, type CommonArgs } from '../common.ts';
 import { runExperiment, ExperimentInterrupted } from '../../experiment/runner.ts';
 import { executeRun, methodRegistryInfo, pluginModulesOf } from '../../experiment/pipeline.ts';
 import { readResults, readResultsFile } from '../../experiment/results.ts';
 import { renderTable } from '../../experiment/table.ts';
 import { plotResults } from '../../experiment/plot.ts';
+import { SPARSITY_AXES, type SparsityAxis } from '../../experiment/report-data.ts';
 import { DataError } from '../../util/errors.ts';
 
 type RunArgs = CommonArgs & { file: string; shard: string | undefined; format: 'md' | 'latex' };
@@ -28,7 +29,9 @@ export const runCommand: CommandModule<object, RunArgs> = {
       });
       const rows = readResults(summary.outputDir);
       const table = renderTable(rows, { format: args.format, layout: 'paper', displayName: registry.displayName });
-      emit(args, { ...summary, backend, table } as unknown as Record<string, unknown>, () => table);
+      const plots = await plotResults(rows, path.join(summary.outputDir, 'plots'), registry.displayName);
+      if (plots.length > 0) log(`plots: ${path.relative(process.cwd(), path.join(summary.outputDir, 'plots')) || '.'}/ (${plots.length} SVG)`);
+      emit(args, { ...summary, backend, table, plots } as unknown as Record<string, unknown>, () => table);
     } catch (e) {
       if (e instanceof ExperimentInterrupted) process.exitCode = e.exitCode;
       throw e;
@@ -41,7 +44,7 @@ function rowsFrom(target: string) {
   return fs.statSync(target).isDirectory() ? readResults(target) : readResultsFile(target).rows;
 }
 
-type TableArgs = CommonArgs & { results: string; format: 'md' | 'latex'; layout: 'paper' | 'wide'; metrics: 'default' | 'acc' };
+type TableArgs = CommonArgs & { results: string; format: 'md' | 'latex'; layout: 'paper' | 'wide'; metrics: 'default' | 'acc'; axis: SparsityAxis };
 
 export const tableCommand: CommandModule<object, TableArgs> = {
   command: 'table <results>',
@@ -50,25 +53,27 @@ export const tableCommand: CommandModule<object, TableArgs> = {
     .positional('results', { type: 'string', demandOption: true })
     .option('format', { choices: ['md', 'latex'] as const, default: 'md' as const })
     .option('layout', { choices: ['paper', 'wide'] as const, default: 'paper' as const })
-    .option('metrics', { choices: ['default', 'acc'] as const, default: 'default' as const, describe: 'accuracy per task: the default map (acc_norm where protocol.md says), or acc everywhere' }),
+    .option('metrics', { choices: ['default', 'acc'] as const, default: 'default' as const, describe: 'accuracy per task: the default map (acc_norm where protocol.md says), or acc everywhere' })
+    .option('axis', { choices: SPARSITY_AXES, default: 'decoder' as SparsityAxis, describe: 'group rows by the measured fraction removed of decoder-layer parameters, all parameters, the method\'s own scope, or by target' }),
   handler: handler<TableArgs>(async (args) => {
     const { displayName } = await methodRegistryInfo();
-    const table = renderTable(rowsFrom(args.results), { format: args.format, layout: args.layout, metrics: args.metrics, displayName });
+    const table = renderTable(rowsFrom(args.results), { format: args.format, layout: args.layout, metrics: args.metrics, displayName, axis: args.axis });
     emit(args, { table }, () => table);
   }),
 };
 
-type PlotArgs = CommonArgs & { results: string; out: string };
+type PlotArgs = CommonArgs & { results: string; out: string; axis: SparsityAxis };
 
 export const plotCommand: CommandModule<object, PlotArgs> = {
   command: 'plot <results>',
-  describe: 'SVG charts: sparsity vs perplexity per method, speed vs quality',
+  describe: 'SVG charts: measured sparsity vs perplexity per method and kind, speed vs quality for structured models',
   builder: (y) => withCommon(y)
     .positional('results', { type: 'string', demandOption: true })
-    .option('out', { type: 'string', demandOption: true }),
+    .option('out', { type: 'string', demandOption: true })
+    .option('axis', { choices: SPARSITY_AXES, default: 'decoder' as SparsityAxis, describe: 'x axis: measured fraction removed (decoder, all, scope) or target' }),
   handler: handler<PlotArgs>(async (args) => {
     const { displayName } = await methodRegistryInfo();
-    const files = await plotResults(rowsFrom(args.results), args.out, displayName);
+    const files = await plotResults(rowsFrom(args.results), args.out, displayName, args.axis);
     emit(args, { files }, () => files.map((f) => path.relative(process.cwd(), f)).join('\n'));
   }),
 };
