@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { dsnotNM, dsnotUnstructured, type DsnotInputs, type DsnotParams } from '../methods/dsnot/refine.ts';
 import dsnot from '../methods/dsnot/index.ts';
-import { wandaScores } from '../methods/wanda/index.ts';
+import { wandaScores } from '../src/prune/scores.ts';
 import { maskNM, maskPerRow } from '../src/prune/masks.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
 import { LLAMA } from '../src/model/family.ts';

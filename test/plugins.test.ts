@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { methodNames, parseMethodOptions, resolveMethod } from '../src/prune/registry.ts';
 import { REPO_ROOT, tmpDir } from './support.ts';
-import { wandaScores } from '../methods/wanda/index.ts';
+import { wandaScores } from '../src/prune/scores.ts';
 import { ConfigError } from '../src/util/errors.ts';
 import type { OperatorContext } from '../src/prune/method.ts';
 

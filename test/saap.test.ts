@@ -16,7 +16,7 @@ import {
   allocateRatios, allocateZscore, continuousRemoved, defaultExcludeCount, fixedExclusion, fluctuationOf, normalisedImportance,
   rankedExclusion, type AllocUnit,
 } from '../methods/saap/allocation.ts';
-import { layerGroupScores, type LinearTaylorInput } from '../methods/saap/groups.ts';
+import { layerGroupScores, type LinearTaylorInput } from '../src/prune/taylor.ts';
 import { saapRecoveryDefaults } from '../methods/saap/recovery.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
 import { pruneModel } from '../src/prune/engine.ts';

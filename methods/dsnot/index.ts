@@ -7,9 +7,10 @@ import { z } from 'zod';
 import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
 import { TAP_NAMES, type TapName } from '../../src/model/family.ts';
 import { PruneLabError } from '../../src/util/errors.ts';
-import { wandaScores } from '../wanda/index.ts';
-import { hessianFactor, type HessianFactor } from '../sparsegpt/obs.ts';
-import { dsnotNM, dsnotUnstructured, initialMask, type DsnotInputs } from './refine.ts';
+import { cutOf } from '../../src/prune/masks.ts';
+import { wandaScores } from '../../src/prune/scores.ts';
+import { hessianFactor, obsSaliency, type HessianFactor } from '../../src/prune/obs.ts';
+import { dsnotRefine, initialMask, type DsnotInputs } from './refine.ts';
 
 const ROLES = ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc1', 'fc2'] as const;
 
@@ -39,7 +40,8 @@ export default defineMethod<Options>({
   defaultMode: () => 'sequential',
   pruneOperators: ({ operators, stats, target, options: o, model }) => {
     const factors = new Map<TapName, HessianFactor>();
-    const p = target.pattern;
+    // DSnoT swaps within a row, so an unstructured target is a per-row cut.
+    const cut = cutOf(target, 'row');
     return operators.map((op): OperatorDecision => {
       const st = stats[op.input];
       if (!st?.colSqSum || !st.colSum) throw new PruneLabError(`dsnot: no input statistics for ${op.role} (tap ${op.input})`);
@@ -59,13 +61,12 @@ export default defineMethod<Options>({
       const module = model.spec.linears.find((l) => l.role === op.role)?.module;
       const skipped = (o.skip_layer === 'mlp' && module === 'mlp') || (o.skip_layer === 'self_attn' && module === 'attn')
         || o.skip_sub_layer === op.role;
-      const t = p.kind === 'nm' ? { n: p.n, m: p.m } : { sparsity: target.sparsity };
-      if (skipped) return { role: op.role, mask: initialMask(inp, t), info: { refined: false } };
+      if (skipped) return { role: op.role, mask: initialMask(inp, cut), info: { refined: false } };
       const params = {
         maxCycleTime: o.max_cycle_time, updateThreshold: o.update_threshold,
         powOfVarRegrowing: o.pow_of_var_regrowing, sameSign: !o.without_same_sign,
       };
-      const r = p.kind === 'nm' ? dsnotNM(inp, p.n, p.m, params) : dsnotUnstructured(inp, target.sparsity, params);
+      const r = dsnotRefine(inp, cut, params);
       return {
         role: op.role, mask: r.mask,
         info: { refined: true, swaps: r.swaps, cycles: r.cycles, absErrorBefore: r.absErrorBefore, absErrorAfter: r.absErrorAfter },
@@ -85,14 +86,5 @@ function initialMetric(kind: Options['initial_method'], op: { weight: Float32Arr
     f = hessianFactor(gram, op.cols, 0.01);
     factors.set(op.input, f);
   }
-  const s = new Float64Array(op.rows * op.cols);
-  for (let j = 0; j < op.cols; j++) {
-    const d = f.U[j * op.cols + j]!;
-    const inv = f.dead[j] ? 0 : 1 / (d * d);
-    for (let r = 0; r < op.rows; r++) {
-      const w = op.weight[r * op.cols + j]!;
-      s[r * op.cols + j] = w * w * inv;
-    }
-  }
-  return s;
+  return obsSaliency(op.weight, op.rows, op.cols, f);
 }

@@ -7,7 +7,7 @@
  * and sticky stop flag; the loop ends when every row stopped or after max_cycle_time cycles), so
  * this runs row by row.
  */
-import { maskNM, maskPerRow, pruneCount } from '../../src/prune/masks.ts';
+import { maskForCut, maskNM, maskPerRow, pruneCount, type Cut } from '../../src/prune/masks.ts';
 import { PruneLabError } from '../../src/util/errors.ts';
 
 export interface DsnotInputs {
@@ -45,11 +45,18 @@ export interface DsnotResult {
   absErrorAfter: number;
 }
 
-/** Initial mask only (skipped operators): per-row top-k or N:M on the initial metric. */
-export function initialMask(inp: DsnotInputs, target: { sparsity: number } | { n: number; m: number }): Uint8Array {
-  return 'n' in target
-    ? maskNM(inp.initial, inp.rows, inp.cols, target.n, target.m)
-    : maskPerRow(inp.initial, inp.rows, inp.cols, target.sparsity);
+/** Initial mask only (skipped operators): the cut on the initial metric. */
+export function initialMask(inp: DsnotInputs, cut: Cut): Uint8Array {
+  return maskForCut(inp.initial, inp.rows, inp.cols, cut);
+}
+
+/** DSnoT under `cut`: per-row unstructured (`dsnotUnstructured`) or N:M (`dsnotNM`). */
+export function dsnotRefine(inp: DsnotInputs, cut: Cut, p: DsnotParams): DsnotResult {
+  switch (cut.kind) {
+    case 'row': return dsnotUnstructured(inp, cut.sparsity, p);
+    case 'nm': return dsnotNM(inp, cut.n, cut.m, p);
+    case 'matrix': throw new PruneLabError('dsnot: swaps keep each row\'s count, so the cut must be per row or N:M, not per matrix');
+  }
 }
 
 /** Unstructured DSnoT: every row keeps exactly ⌊s·cols⌋ pruned entries. */
