@@ -1,7 +1,9 @@
 /**
  * DSnoT (baselines.md §4): training-free refinement of an initial mask (Wanda by default) by
- * per-row prune/regrow swaps that reduce the expected output error Σ_{j pruned} W_ij·μ_j.
- * No weight update. Attention operators only by default (`skip_layer: mlp`).
+ * per-row prune/regrow swaps that reduce the expected output error Σ_{j pruned} W_ij·μ_j, each
+ * kept only if it lowers the row's exact reconstruction error (README item 11), so no operator
+ * ends worse than its initial mask. No weight update. Attention operators only by default
+ * (`skip_layer: mlp`).
  */
 import { z } from 'zod';
 import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
@@ -35,7 +37,8 @@ export default defineMethod<Options>({
   granularity: ['unstructured', 'n:m'],
   options,
   kind: 'layerwise',
-  stats: (o) => ({ colSqSum: TAP_NAMES, colSum: TAP_NAMES, ...(o.initial_method === 'sparsegpt' ? { gram: TAP_NAMES } : {}) }),
+  // The Gram matrix is the exact objective every swap must lower (README item 11).
+  stats: () => ({ colSqSum: TAP_NAMES, colSum: TAP_NAMES, gram: TAP_NAMES }),
   operatorOrder: () => 'together',
   defaultMode: () => 'sequential',
   pruneOperators: ({ operators, stats, target, options: o, model }) => {
@@ -44,7 +47,7 @@ export default defineMethod<Options>({
     const cut = cutOf(target, 'row');
     return operators.map((op): OperatorDecision => {
       const st = stats[op.input];
-      if (!st?.colSqSum || !st.colSum) throw new PruneLabError(`dsnot: no input statistics for ${op.role} (tap ${op.input})`);
+      if (!st?.colSqSum || !st.colSum || !st.gram) throw new PruneLabError(`dsnot: no input statistics for ${op.role} (tap ${op.input})`);
       const N = Math.max(1, st.tokens);
       const mu = new Float64Array(op.cols);
       const variance = new Float64Array(op.cols);
@@ -55,7 +58,7 @@ export default defineMethod<Options>({
       }
       const wanda = wandaScores(op.weight, op.rows, op.cols, st.colSqSum);
       const inp: DsnotInputs = {
-        weight: op.weight, rows: op.rows, cols: op.cols, mu, variance, wanda,
+        weight: op.weight, rows: op.rows, cols: op.cols, mu, variance, wanda, gram: st.gram,
         initial: initialMetric(o.initial_method, op, wanda, st.gram, factors),
       };
       const module = model.spec.linears.find((l) => l.role === op.role)?.module;
@@ -69,7 +72,10 @@ export default defineMethod<Options>({
       const r = dsnotRefine(inp, cut, params);
       return {
         role: op.role, mask: r.mask,
-        info: { refined: true, swaps: r.swaps, cycles: r.cycles, absErrorBefore: r.absErrorBefore, absErrorAfter: r.absErrorAfter },
+        info: {
+          refined: true, swaps: r.swaps, cycles: r.cycles, absErrorBefore: r.absErrorBefore, absErrorAfter: r.absErrorAfter,
+          objectiveChange: r.objectiveChange, objectiveStops: r.objectiveStops,
+        },
       };
     });
   },
