@@ -4,7 +4,8 @@
  * A plug-in folder anywhere on disk (given to `--method PATH` or to `name:` in an experiment YAML)
  * imports only from here: the contract types, the option-schema library (`z`, so the plug-in needs
  * no dependency of its own), and the engine's shared, TensorFlow.js-free primitives (exact masks,
- * structured selection, dense linear algebra, rank allocation for recovery schedules). PruneLab
+ * structured selection, Wanda scores, SparseGPT's OBS solver, Taylor group scores, the coupled
+ * structures of a layer, dense linear algebra, rank allocation for recovery schedules). PruneLab
  * resolves `prunelab` and `prunelab/plugin` for plug-ins outside the repository itself.
  */
 export { z } from 'zod';
@@ -13,9 +14,13 @@ export type { ModelView } from './model/view.ts';
 export type { LayerShape, ModelConfig } from './model/config.ts';
 export { TAP_NAMES, type FamilySpec, type LinearRole, type TapName } from './model/family.ts';
 export {
-  applyMask, bottomKIndices, countZeros, maskNM, maskPerMatrix, maskPerRow, pruneCount, topKIndices, validateSparsity,
-  type SparsityPattern,
+  applyMask, bottomKIndices, countZeros, cutOf, maskForCut, maskNM, maskPerMatrix, maskPerRow, pruneCount, topKIndices, validateSparsity, withScope,
+  type Cut, type SparsityPattern,
 } from './prune/masks.ts';
+export { wandaScores } from './prune/scores.ts';
+export * as obs from './prune/obs.ts';
+export * as taylor from './prune/taylor.ts';
+export * as coupling from './prune/coupling.ts';
 export {
   globalKeepCount, keepFromScores, removedFraction, roundedKeepCount, selectGlobal, standardize, standardizedGlobalKeep,
   type GlobalSelection,

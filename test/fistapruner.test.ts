@@ -3,8 +3,9 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import {
   cutMask, fista, gradient, lambdaMax, lipschitz, nextLambda, outputError, prepare, roundingError, smoothObjective,
-  solveOperator, timesGram, type Cut, type GramProblem, type SolveOptions,
+  solveOperator, timesGram, type GramProblem, type SolveOptions,
 } from '../methods/fistapruner/fista.ts';
+import type { Cut } from '../src/prune/masks.ts';
 import { magnitudeWarmStart, wandaWarmStart, warmStartWeights } from '../methods/fistapruner/warm-start.ts';
 import fistapruner from '../methods/fistapruner/index.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';

@@ -7,7 +7,7 @@ import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { HAVE_SHARED, NO_SHARED_REASON, maxAbsDiff, setupBackend, shared, tmpDir } from './support.ts';
-import { reduceGroups, sliceImportances, taylorGroupScores, type GroupMember, type SliceImportance } from '../methods/llm-pruner/taylor.ts';
+import { reduceGroups, sliceImportances, taylorGroupScores, type GroupMember, type SliceImportance } from '../src/prune/taylor.ts';
 import { unitsToRemove } from '../methods/llm-pruner/groups.ts';
 import llmPruner, { defaultLayerRange } from '../methods/llm-pruner/index.ts';
 import type { LinearGradient, PlanContext, StructuralPlan, StructuredMethod } from '../src/prune/method.ts';

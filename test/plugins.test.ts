@@ -9,7 +9,7 @@ import path from 'node:path';
 import { methodNames, parseMethodOptions, resolveMethod } from '../src/prune/registry.ts';
 import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, STORIES_BIN, shared, tmpDir } from './support.ts';
 import { runCli } from './cli-support.ts';
-import { wandaScores } from '../methods/wanda/index.ts';
+import { wandaScores } from '../src/prune/scores.ts';
 import { ConfigError } from '../src/util/errors.ts';
 import type { OperatorContext } from '../src/prune/method.ts';
 

@@ -15,7 +15,7 @@ import {
   allocateRatios, allocateZscore, continuousRemoved, defaultExcludeCount, fixedExclusion, fluctuationOf, normalisedImportance,
   rankedExclusion, type AllocUnit,
 } from '../methods/saap/allocation.ts';
-import { layerGroupScores, type LinearTaylorInput } from '../methods/saap/groups.ts';
+import { layerGroupScores, type LinearTaylorInput } from '../src/prune/taylor.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
 import { pruneModel } from '../src/prune/engine.ts';
 import { calibrationFromText } from '../src/prune/calibration.ts';

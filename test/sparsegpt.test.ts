@@ -8,9 +8,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { hessianFactor, sparsegptPrune, sparsegptSweep } from '../methods/sparsegpt/obs.ts';
+import { hessianFactor, sparsegptPrune, sparsegptSweep } from '../src/prune/obs.ts';
 import sparsegpt from '../methods/sparsegpt/index.ts';
-import { wandaScores } from '../methods/wanda/index.ts';
+import { wandaScores } from '../src/prune/scores.ts';
 import { maskNM, maskPerMatrix, maskPerRow } from '../src/prune/masks.ts';
 import { upperCholeskyOfInverse } from '../src/linalg/dense.ts';
 import { parseMethodOptions } from '../src/prune/registry.ts';
@@ -87,7 +87,7 @@ function zerosIn(a: ArrayLike<number>, from = 0, to = a.length): number {
  * are updated; masks chosen at block starts (unstructured, by a full sort) or at every M-th
  * column (N:M), on the current weights.
  */
-function naiveSparseGpt(W: Float32Array, rows: number, cols: number, H: Float64Array, s: { sparsity?: number; n?: number; m?: number },
+function naiveSparseGpt(W: Float32Array, rows: number, cols: number, H: Float64Array, s: { kind: string; sparsity?: number; n?: number; m?: number },
   B: number, percdamp: number): { w: Float64Array; mask: Uint8Array } {
   const h = H.slice();
   const w = Float64Array.from(W);
@@ -138,7 +138,7 @@ test('1×4, diagonal H: no weight moves; mask = lowest w²·(H_jj + damp); loss 
   const hd = [5, 2, 0.25, 9];
   hd.forEach((v, j) => { H[j * 4 + j] = v; });
   const W = Float32Array.from([1, -2, 3, 0.6]);
-  const r = sparsegptPrune(W, 1, 4, H, { sparsity: 0.5 });
+  const r = sparsegptPrune(W, 1, 4, H, { kind: 'matrix', sparsity: 0.5 });
   assert.deepEqual(Array.from(r.mask), [1, 1, 0, 0]);
   assert.deepEqual(Array.from(r.weight), [1, -2, 0, 0]);
   const damp = 0.01 * 4.0625;
@@ -153,7 +153,7 @@ test('1×2, H = [[2,1],[1,2]], no damping: pruning w0 moves w1 to the OBS optimu
   // Scores 1/U00² = 1.5 < 1/U11² = 2 → prune w0; e = 1/U00; w1 −= e·U01 = 1 + ½.
   // Check: min over w1 of ½·[1, 1−w1] H [1, 1−w1]ᵀ is at w1 = 1.5, value 0.75.
   const H = Float64Array.from([2, 1, 1, 2]);
-  const r = sparsegptPrune(Float32Array.from([1, 1]), 1, 2, H, { sparsity: 0.5, percdamp: 0 });
+  const r = sparsegptPrune(Float32Array.from([1, 1]), 1, 2, H, { kind: 'matrix', sparsity: 0.5, percdamp: 0 });
   assert.deepEqual(Array.from(r.mask), [0, 1]);
   assert.equal(r.weight[0], 0);
   assert.ok(Math.abs(r.weight[1]! - 1.5) < 1e-6, `w1 = ${r.weight[1]}`);
@@ -171,7 +171,7 @@ const G = gramOf(X, N, COLS);
 const W = randomW(ROWS, COLS, 11);
 
 test('loss = ½·Σ_rows δ H_damped δᵀ (δ = total weight change), unstructured and 2:4', () => {
-  for (const t of [{ sparsity: 0.5 }, { n: 2, m: 4 }] as const) {
+  for (const t of [{ kind: 'matrix', sparsity: 0.5 }, { kind: 'nm', n: 2, m: 4 }] as const) {
     const f = hessianFactor(G, COLS, 0.01);
     const r = sparsegptSweep(W, ROWS, COLS, f, t);
     const Hd = G.slice();
@@ -182,7 +182,7 @@ test('loss = ½·Σ_rows δ H_damped δᵀ (δ = total weight change), unstructu
 });
 
 test('blocked sweep with lazy updates equals a naive column-by-column sweep', () => {
-  for (const [t, B] of [[{ sparsity: 0.5 }, 128], [{ sparsity: 0.3 }, 64], [{ n: 2, m: 4 }, 128], [{ n: 1, m: 4 }, 32]] as const) {
+  for (const [t, B] of [[{ kind: 'matrix', sparsity: 0.5 }, 128], [{ kind: 'matrix', sparsity: 0.3 }, 64], [{ kind: 'nm', n: 2, m: 4 }, 128], [{ kind: 'nm', n: 1, m: 4 }, 32]] as const) {
     const r = sparsegptPrune(W, ROWS, COLS, G, { ...t, blocksize: B });
     const ref = naiveSparseGpt(W, ROWS, COLS, G, t, B, 0.01);
     assert.deepEqual(r.mask, ref.mask, `${JSON.stringify(t)} B=${B}: masks differ`);
@@ -193,9 +193,9 @@ test('blocked sweep with lazy updates equals a naive column-by-column sweep', ()
 });
 
 test('N:M results do not depend on the blocksize (the lazy update is exact)', () => {
-  const a = sparsegptPrune(W, ROWS, COLS, G, { n: 2, m: 4, blocksize: 4 });
-  const b = sparsegptPrune(W, ROWS, COLS, G, { n: 2, m: 4, blocksize: 128 });
-  const c = sparsegptPrune(W, ROWS, COLS, G, { n: 2, m: 4, blocksize: 512 });
+  const a = sparsegptPrune(W, ROWS, COLS, G, { kind: 'nm', n: 2, m: 4, blocksize: 4 });
+  const b = sparsegptPrune(W, ROWS, COLS, G, { kind: 'nm', n: 2, m: 4, blocksize: 128 });
+  const c = sparsegptPrune(W, ROWS, COLS, G, { kind: 'nm', n: 2, m: 4, blocksize: 512 });
   assert.deepEqual(a.mask, b.mask);
   assert.deepEqual(b.mask, c.mask);
   let d = 0;
@@ -209,7 +209,7 @@ test('reconstruction error below Wanda and magnitude at 50 % and 2:4; exact per-
   const wanda = wandaScores(W, ROWS, COLS, colSqSum);
   const mag = W.map(Math.abs);
   // 50 % unstructured.
-  const sg = sparsegptPrune(W, ROWS, COLS, G, { sparsity: 0.5 });
+  const sg = sparsegptPrune(W, ROWS, COLS, G, { kind: 'matrix', sparsity: 0.5 });
   const eS = reconError(W, sg.weight, ROWS, COLS, G);
   const eW = reconError(W, applyMaskTo(W, maskPerRow(wanda, ROWS, COLS, 0.5)), ROWS, COLS, G);
   const eM = reconError(W, applyMaskTo(W, maskPerMatrix(mag, ROWS, COLS, 0.5)), ROWS, COLS, G);
@@ -221,7 +221,7 @@ test('reconstruction error below Wanda and magnitude at 50 % and 2:4; exact per-
   }
   assert.equal(zerosIn(sg.weight), zerosIn(sg.mask), 'pruned weights are exactly zero, kept ones non-zero');
   // 2:4.
-  const s24 = sparsegptPrune(W, ROWS, COLS, G, { n: 2, m: 4 });
+  const s24 = sparsegptPrune(W, ROWS, COLS, G, { kind: 'nm', n: 2, m: 4 });
   const e24 = reconError(W, s24.weight, ROWS, COLS, G);
   const w24 = reconError(W, applyMaskTo(W, maskNM(wanda, ROWS, COLS, 2, 4)), ROWS, COLS, G);
   const m24 = reconError(W, applyMaskTo(W, maskNM(mag, ROWS, COLS, 2, 4)), ROWS, COLS, G);
@@ -240,7 +240,7 @@ test('dead inputs (H_jj = 0): the column is zeroed, the rest stays finite and ex
   const Wd = randomW(8, cols, 5);
   const f = hessianFactor(Gd, cols);
   assert.deepEqual([...f.dead.keys()].filter((j) => f.dead[j]), [3, 40]);
-  const r = sparsegptPrune(Wd, 8, cols, Gd, { sparsity: 0.5 });
+  const r = sparsegptPrune(Wd, 8, cols, Gd, { kind: 'matrix', sparsity: 0.5 });
   assert.ok(r.weight.every(Number.isFinite) && Number.isFinite(r.loss));
   for (let row = 0; row < 8; row++) {
     assert.equal(r.weight[row * cols + 3], 0);
@@ -256,7 +256,7 @@ test('dead inputs (H_jj = 0): the column is zeroed, the rest stays finite and ex
 test('options: strict, defaults from the reference', () => {
   assert.deepEqual(parseMethodOptions(sparsegpt, {}), { percdamp: 0.01, blocksize: 128 });
   assert.throws(() => parseMethodOptions(sparsegpt, { blocksz: 64 }));
-  assert.throws(() => sparsegptPrune(W, ROWS, COLS, G, { n: 2, m: 4, blocksize: 6 }), /multiple of M/);
+  assert.throws(() => sparsegptPrune(W, ROWS, COLS, G, { kind: 'nm', n: 2, m: 4, blocksize: 6 }), /multiple of M/);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -1,15 +1,18 @@
 /**
  * DSnoT (baselines.md §4): training-free refinement of an initial mask (Wanda by default) by
- * per-row prune/regrow swaps that reduce the expected output error Σ_{j pruned} W_ij·μ_j.
- * No weight update. Attention operators only by default (`skip_layer: mlp`).
+ * per-row prune/regrow swaps that reduce the expected output error Σ_{j pruned} W_ij·μ_j, each
+ * kept only if it lowers the row's exact reconstruction error (README item 11), so no operator
+ * ends worse than its initial mask. No weight update. Attention operators only by default
+ * (`skip_layer: mlp`).
  */
 import { z } from 'zod';
 import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
 import { TAP_NAMES, type TapName } from '../../src/model/family.ts';
 import { PruneLabError } from '../../src/util/errors.ts';
-import { wandaScores } from '../wanda/index.ts';
-import { hessianFactor, type HessianFactor } from '../sparsegpt/obs.ts';
-import { dsnotNM, dsnotUnstructured, initialMask, type DsnotInputs } from './refine.ts';
+import { cutOf } from '../../src/prune/masks.ts';
+import { wandaScores } from '../../src/prune/scores.ts';
+import { hessianFactor, obsSaliency, type HessianFactor } from '../../src/prune/obs.ts';
+import { dsnotRefine, initialMask, type DsnotInputs } from './refine.ts';
 
 const ROLES = ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc1', 'fc2'] as const;
 
@@ -35,15 +38,17 @@ export default defineMethod<Options>({
   granularity: ['unstructured', 'n:m'],
   options,
   kind: 'layerwise',
-  stats: (o) => ({ colSqSum: TAP_NAMES, colSum: TAP_NAMES, ...(o.initial_method === 'sparsegpt' ? { gram: TAP_NAMES } : {}) }),
+  // The Gram matrix is the exact objective every swap must lower (README item 11).
+  stats: () => ({ colSqSum: TAP_NAMES, colSum: TAP_NAMES, gram: TAP_NAMES }),
   operatorOrder: () => 'together',
   defaultMode: () => 'sequential',
   pruneOperators: ({ operators, stats, target, options: o, model }) => {
     const factors = new Map<TapName, HessianFactor>();
-    const p = target.pattern;
+    // DSnoT swaps within a row, so an unstructured target is a per-row cut.
+    const cut = cutOf(target, 'row');
     return operators.map((op): OperatorDecision => {
       const st = stats[op.input];
-      if (!st?.colSqSum || !st.colSum) throw new PruneLabError(`dsnot: no input statistics for ${op.role} (tap ${op.input})`);
+      if (!st?.colSqSum || !st.colSum || !st.gram) throw new PruneLabError(`dsnot: no input statistics for ${op.role} (tap ${op.input})`);
       const N = Math.max(1, st.tokens);
       const mu = new Float64Array(op.cols);
       const variance = new Float64Array(op.cols);
@@ -54,22 +59,24 @@ export default defineMethod<Options>({
       }
       const wanda = wandaScores(op.weight, op.rows, op.cols, st.colSqSum);
       const inp: DsnotInputs = {
-        weight: op.weight, rows: op.rows, cols: op.cols, mu, variance, wanda,
+        weight: op.weight, rows: op.rows, cols: op.cols, mu, variance, wanda, gram: st.gram,
         initial: initialMetric(o.initial_method, op, wanda, st.gram, factors),
       };
       const module = model.spec.linears.find((l) => l.role === op.role)?.module;
       const skipped = (o.skip_layer === 'mlp' && module === 'mlp') || (o.skip_layer === 'self_attn' && module === 'attn')
         || o.skip_sub_layer === op.role;
-      const t = p.kind === 'nm' ? { n: p.n, m: p.m } : { sparsity: target.sparsity };
-      if (skipped) return { role: op.role, mask: initialMask(inp, t), info: { refined: false } };
+      if (skipped) return { role: op.role, mask: initialMask(inp, cut), info: { refined: false } };
       const params = {
         maxCycleTime: o.max_cycle_time, updateThreshold: o.update_threshold,
         powOfVarRegrowing: o.pow_of_var_regrowing, sameSign: !o.without_same_sign,
       };
-      const r = p.kind === 'nm' ? dsnotNM(inp, p.n, p.m, params) : dsnotUnstructured(inp, target.sparsity, params);
+      const r = dsnotRefine(inp, cut, params);
       return {
         role: op.role, mask: r.mask,
-        info: { refined: true, swaps: r.swaps, cycles: r.cycles, absErrorBefore: r.absErrorBefore, absErrorAfter: r.absErrorAfter },
+        info: {
+          refined: true, swaps: r.swaps, cycles: r.cycles, absErrorBefore: r.absErrorBefore, absErrorAfter: r.absErrorAfter,
+          objectiveChange: r.objectiveChange, objectiveStops: r.objectiveStops,
+        },
       };
     });
   },
@@ -86,14 +93,5 @@ function initialMetric(kind: Options['initial_method'], op: { weight: Float32Arr
     f = hessianFactor(gram, op.cols, 0.01);
     factors.set(op.input, f);
   }
-  const s = new Float64Array(op.rows * op.cols);
-  for (let j = 0; j < op.cols; j++) {
-    const d = f.U[j * op.cols + j]!;
-    const inv = f.dead[j] ? 0 : 1 / (d * d);
-    for (let r = 0; r < op.rows; r++) {
-      const w = op.weight[r * op.cols + j]!;
-      s[r * op.cols + j] = w * w * inv;
-    }
-  }
-  return s;
+  return obsSaliency(op.weight, op.rows, op.cols, f);
 }

@@ -9,13 +9,7 @@
  * Everything here runs in float64 on the host (the statistics were accumulated in fp32).
  */
 import { fromArray, matmul, maxEigenvalueSym, type Mat } from '../../src/linalg/dense.ts';
-import { maskNM, maskPerMatrix, maskPerRow } from '../../src/prune/masks.ts';
-
-/** The exact final cut: per output row, one threshold per matrix, or N:M per row. */
-export type Cut =
-  | { kind: 'row'; sparsity: number }
-  | { kind: 'matrix'; sparsity: number }
-  | { kind: 'nm'; n: number; m: number };
+import { maskForCut, type Cut } from '../../src/prune/masks.ts';
 
 /** One operator's least-squares problem, all row-major. */
 export interface GramProblem {
@@ -105,9 +99,7 @@ export function lambdaMax(pp: PreparedProblem): number {
 
 /** Keep-mask of the exact cut on |W| (ties: lower index pruned first, see masks.ts). */
 export function cutMask(W: ArrayLike<number>, rows: number, cols: number, cut: Cut): Uint8Array {
-  const a = Float64Array.from(W as ArrayLike<number>, Math.abs);
-  if (cut.kind === 'nm') return maskNM(a, rows, cols, cut.n, cut.m);
-  return cut.kind === 'row' ? maskPerRow(a, rows, cols, cut.sparsity) : maskPerMatrix(a, rows, cols, cut.sparsity);
+  return maskForCut(Float64Array.from(W as ArrayLike<number>, Math.abs), rows, cols, cut);
 }
 
 /** H(W): W with the cut applied (a new array) and its mask. */

@@ -8,7 +8,8 @@ import { z } from 'zod';
 import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
 import { TAP_NAMES, type LinearRole } from '../../src/model/family.ts';
 import { ConfigError } from '../../src/util/errors.ts';
-import { solveOperator, type Cut } from './fista.ts';
+import { cutOf } from '../../src/prune/masks.ts';
+import { solveOperator } from './fista.ts';
 import { WARM_STARTS, warmStartWeights } from './warm-start.ts';
 
 const options = z.object({
@@ -54,8 +55,7 @@ export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaSt
   },
   pruneOperators: async ({ model, operators, stats, target, options: o, layer, log, state }) => {
     const warmStart = o.warmStart ?? (model.config.family === 'opt' ? 'sparsegpt' : 'wanda');
-    const p = target.pattern;
-    const cut: Cut = p.kind === 'nm' ? { kind: 'nm', n: p.n, m: p.m } : { kind: o.cut, sparsity: target.sparsity };
+    const cut = cutOf(target, o.cut);
     const prev = state.lambdas;
     if (layer === 0) prev.clear();
     const out: OperatorDecision[] = [];
@@ -63,7 +63,7 @@ export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaSt
       const st = stats[op.input];
       if (!st?.gram || !st.cross || !st.denseGram) throw new Error(`fistapruner: no Gram statistics for ${op.role} (${op.input})`);
       const t0 = performance.now();
-      const W0 = await warmStartWeights(warmStart, { weight: op.weight, rows: op.rows, cols: op.cols, gram: st.gram, cut });
+      const W0 = warmStartWeights(warmStart, { weight: op.weight, rows: op.rows, cols: op.cols, gram: st.gram, cut });
       const r = solveOperator(
         { rows: op.rows, cols: op.cols, weight: op.weight, gram: st.gram, cross: st.cross, denseGram: st.denseGram },
         W0,

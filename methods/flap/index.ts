@@ -11,7 +11,7 @@
 import { z } from 'zod';
 import { defineMethod, type LayerPlan, type PlanContext } from '../../src/prune/method.ts';
 import type { LinearRole } from '../../src/model/family.ts';
-import { queryFeaturesOfGroups } from '../../src/prune/surgery.ts';
+import { couplingLayout, queryFeaturesOfGroups, queryPerKv, unitParams } from '../../src/prune/coupling.ts';
 import { biasCompensation, featureMean, flapFeatureMetric } from './metrics.ts';
 import { allocateFlap, type FlapLayerInput } from './allocate.ts';
 
@@ -32,20 +32,17 @@ const complement = (n: number, keep: readonly number[]) => {
 function layerInputs(ctx: PlanContext<Options>, heads: boolean): FlapLayerInput[] {
   const { model, stats, weight, options: o } = ctx;
   const { config, spec } = model;
-  const D = config.hiddenSize;
-  const hd = config.headDim;
-  const channelParams = D * (spec.ffnChannel.outputsOf.length + 1);
   return config.layers.map((shape, i) => {
-    const g = shape.numHeads / shape.numKvHeads;
+    const g = queryPerKv(couplingLayout(model, i));
     const down = stats[i].downIn;
     if (!down) throw new Error(`flap: no down-input statistics for layer ${i}`);
     const input: FlapLayerInput = {
       mlp: flapFeatureMetric(o.metric, weight(i, spec.ffnChannel.inputsOf), down),
       groups: shape.numKvHeads,
-      featuresPerGroup: g * hd,
-      // q rows and o columns of g heads, k and v rows of one head, each `hd × D`.
-      groupParams: D * hd * (2 * g + spec.kvGroup.keyValue.length),
-      channelParams,
+      featuresPerGroup: g * config.headDim,
+      // Weights only: the denominator is the prunable decoder-linear weights (see README).
+      groupParams: unitParams(model, i, 'attn', { biases: false }),
+      channelParams: unitParams(model, i, 'mlp', { biases: false }),
     };
     if (heads) {
       const ctxStats = stats[i].attnCtx;
@@ -93,8 +90,7 @@ export default defineMethod<Options>({
         const dropG = complement(l.groups, alloc.keepGroups[i]);
         removed += dropG.length * l.groupParams;
         if (o.biasCompensation && dropG.length > 0) {
-          const shape = config.layers[i];
-          const features = queryFeaturesOfGroups(dropG, shape.numHeads / shape.numKvHeads, config.headDim);
+          const features = queryFeaturesOfGroups(dropG, queryPerKv(couplingLayout(model, i)), config.headDim);
           bias[spec.kvGroup.inputsOf] = biasCompensation(weight(i, spec.kvGroup.inputsOf), featureMean(stats[i].attnCtx!), features);
         }
       }

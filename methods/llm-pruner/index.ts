@@ -9,8 +9,9 @@ import seedrandom from 'seedrandom';
 import { defineMethod } from '../../src/prune/method.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { keepFromScores } from '../../src/prune/structured.ts';
-import { taylorGroupScores, type GroupReduction } from './taylor.ts';
-import { groupMembers, unitsToRemove, type Module } from './groups.ts';
+import { couplingLayout, layerCoupling, queryPerKv, type CoupledModule as Module } from '../../src/prune/coupling.ts';
+import { couplingScores, linearInputs, type GroupReduction } from '../../src/prune/taylor.ts';
+import { unitsToRemove } from './groups.ts';
 
 const layerIndex = z.number().int().min(0).optional();
 const options = z.object({
@@ -59,7 +60,7 @@ export default defineMethod<Options>({
     // Decide every count first, so an impossible ratio is refused before any scoring.
     const counts = model.config.layers.map((shape, i) => {
       const inRange = (m: Module) => i >= ranges[m][0] && i < ranges[m][1];
-      const g = shape.numHeads / shape.numKvHeads;
+      const g = queryPerKv(couplingLayout(model, i));
       const attn = inRange('attn') ? unitsToRemove(shape.numKvHeads, g * hd, target.sparsity) : 0;
       const mlp = inRange('mlp') ? unitsToRemove(shape.intermediateSize, 1, target.sparsity) : 0;
       if (attn >= shape.numKvHeads) throw new ConfigError(`llm-pruner: ratio ${target.sparsity} would remove all ${shape.numKvHeads} head groups of layer ${i}`);
@@ -67,9 +68,10 @@ export default defineMethod<Options>({
       return { attn, mlp };
     });
     const scoreOf = (i: number, m: Module): Float64Array => {
-      const { members, groups } = groupMembers(ctx, i, m);
-      if (o.importance === 'random') return Float64Array.from({ length: groups }, () => rng());
-      return taylorGroupScores(members, groups, o.importance === 'taylor' ? o.taylor : o.importance, reduction);
+      const c = layerCoupling(couplingLayout(model, i), m);
+      if (o.importance === 'random') return Float64Array.from({ length: c.units }, () => rng());
+      const linears = linearInputs(ctx, i, c.members.map((x) => x.role));
+      return couplingScores(linears, c, o.importance === 'taylor' ? o.taylor : o.importance, reduction);
     };
     const layers = model.config.layers.map((shape, i) => ({
       keepKvGroups: counts[i].attn > 0 ? keepFromScores(scoreOf(i, 'attn'), shape.numKvHeads - counts[i].attn) : undefined,

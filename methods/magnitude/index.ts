@@ -4,7 +4,7 @@
  */
 import { z } from 'zod';
 import { defineMethod } from '../../src/prune/method.ts';
-import { maskNM, maskPerMatrix, maskPerRow } from '../../src/prune/masks.ts';
+import { cutOf, maskForCut } from '../../src/prune/masks.ts';
 
 const options = z.object({
   scope: z.enum(['matrix', 'row']).default('matrix').describe('comparison group for unstructured sparsity'),
@@ -23,10 +23,6 @@ export default defineMethod<z.infer<typeof options>>({
   defaultMode: () => 'sequential',
   pruneOperators: ({ operators, target, options: o }) => operators.map((op) => {
     const scores = op.weight.map(Math.abs);
-    const p = target.pattern;
-    const mask = p.kind === 'nm'
-      ? maskNM(scores, op.rows, op.cols, p.n, p.m)
-      : o.scope === 'matrix' ? maskPerMatrix(scores, op.rows, op.cols, target.sparsity) : maskPerRow(scores, op.rows, op.cols, target.sparsity);
-    return { role: op.role, mask };
+    return { role: op.role, mask: maskForCut(scores, op.rows, op.cols, cutOf(target, o.scope)) };
   }),
 });

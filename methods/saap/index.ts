@@ -7,11 +7,10 @@
  */
 import { z } from 'zod';
 import { defineMethod, type PlanContext, type StructuralPlan } from '../../src/prune/method.ts';
-import type { ModelView } from '../../src/model/view.ts';
-import type { LinearRole } from '../../src/model/family.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { saapRecovery } from './recovery.ts';
-import { layerGroupScores, type LinearTaylorInput } from './groups.ts';
+import { couplingLayout, unitParams } from '../../src/prune/coupling.ts';
+import { layerGroupScores, linearInputs } from '../../src/prune/taylor.ts';
 import { fuseScores, type UnitScores } from './fusion.ts';
 import {
   MODULE_TYPES, allocateRatios, allocateZscore, defaultExcludeCount, fixedExclusion, fluctuationOf, lowestGroups,
@@ -45,40 +44,24 @@ const options = z.object(shape).strict().superRefine((o, ctx) => {
 
 export type SaapOptions = z.infer<typeof options>;
 
-/** Parameters removed with one KV group and with one FFN channel of a layer (biases included). */
-export function groupParams(model: ModelView, layer: number): Record<ModuleType, number> {
-  const s = model.config.layers[layer];
-  const { spec, config } = model;
-  const lin = (role: LinearRole) => spec.linears.find((l) => l.role === role)!;
-  const rowSize = (role: LinearRole) => lin(role).inDim(s, config) + (model.hasBias(layer, role) ? 1 : 0);
-  const colSize = (role: LinearRole) => lin(role).outDim(s, config);
-  const hd = config.headDim;
-  const g = s.numHeads / s.numKvHeads;
-  const { query, keyValue, inputsOf } = spec.kvGroup;
-  const attn = g * hd * (rowSize(query) + colSize(inputsOf)) + keyValue.reduce((a, r) => a + hd * rowSize(r), 0);
-  const { outputsOf, inputsOf: ffnIn } = spec.ffnChannel;
-  const mlp = outputsOf.reduce((a, r) => a + rowSize(r), 0) + colSize(ffnIn);
-  return { attn, mlp };
+/**
+ * Parameters removed with one KV group and with one FFN channel of a layer, biases included:
+ * the budget is a fraction of all model parameters, and removing a row removes its bias entry.
+ */
+function groupParams(ctx: PlanContext<SaapOptions>, layer: number): Record<ModuleType, number> {
+  return { attn: unitParams(ctx.model, layer, 'attn', { biases: true }), mlp: unitParams(ctx.model, layer, 'mlp', { biases: true }) };
 }
 
 /** Vector-wise and element-wise group scores of every (layer, type). */
 function groupImportances(ctx: PlanContext<SaapOptions>): UnitScores[] {
   const { model, options: o, gradients } = ctx;
   if (!gradients) throw new Error('saap: the engine supplied no gradients');
+  const roles = model.spec.linears.map((l) => l.role);
   const units: UnitScores[] = [];
   for (let l = 0; l < model.numLayers; l++) {
-    const linears: Partial<Record<LinearRole, LinearTaylorInput>> = {};
-    for (const { role } of model.spec.linears) {
-      const gr = gradients[l][role];
-      if (!gr) throw new Error(`saap: no gradient for layer ${l} ${role}`);
-      const w = ctx.weight(l, role);
-      linears[role] = { weight: w.data, grad: gr.grad, fisher: gr.fisher, rows: w.rows, cols: w.cols };
-    }
-    const s = model.config.layers[l];
-    const layout = {
-      ffn: model.spec.ffnChannel, kv: model.spec.kvGroup, numHeads: s.numHeads, numKvHeads: s.numKvHeads,
-      headDim: model.config.headDim, intermediateSize: s.intermediateSize,
-    };
+    for (const role of roles) if (!gradients[l][role]) throw new Error(`saap: no gradient for layer ${l} ${role}`);
+    const linears = linearInputs(ctx, l, roles);
+    const layout = couplingLayout(model, l);
     const vec = layerGroupScores(linears, layout, o.vec);
     const elem = layerGroupScores(linears, layout, o.elem);
     for (const type of MODULE_TYPES) units.push({ layer: l, type, vec: vec[type], elem: elem[type] });
@@ -108,7 +91,7 @@ function plan(ctx: PlanContext<SaapOptions>): StructuralPlan {
 
   const total = model.parameters.total;
   const budget = target.sparsity * total;
-  const sizes = Array.from({ length: L }, (_, l) => groupParams(model, l));
+  const sizes = Array.from({ length: L }, (_, l) => groupParams(ctx, l));
   const alloc: AllocUnit[] = units.map((u, k) => ({
     layer: u.layer, type: u.type, groups: u.vec.length, groupParams: sizes[u.layer][u.type], nuTilde: nuTilde[k],
     excluded: excluded[u.type].includes(u.layer),

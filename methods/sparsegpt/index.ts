@@ -8,7 +8,8 @@ import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
 import { TAP_NAMES, type TapName } from '../../src/model/family.ts';
 import { NotPositiveDefiniteError } from '../../src/linalg/dense.ts';
 import { PruneLabError } from '../../src/util/errors.ts';
-import { hessianFactor, sparsegptSweep, type HessianFactor, type SparseGptTarget } from './obs.ts';
+import { hessianFactor, sparsegptSweep, type HessianFactor } from '../../src/prune/obs.ts';
+import { cutOf } from '../../src/prune/masks.ts';
 
 const options = z.object({
   percdamp: z.number().min(0).finite().default(0.01).describe('dampening: fraction of mean(diag H) added to the diagonal'),
@@ -29,8 +30,8 @@ export default defineMethod<z.infer<typeof options>>({
   pruneOperators: ({ operators, stats, target, options: o, layer }) => {
     // The factor depends on H only: q/k/v (and gate/up) share it.
     const factors = new Map<TapName, HessianFactor>();
-    const p = target.pattern;
-    const t: SparseGptTarget = p.kind === 'nm' ? { n: p.n, m: p.m } : { sparsity: target.sparsity };
+    // Unstructured: one comparison over all rows of each sweep block (the reference).
+    const cut = cutOf(target, 'matrix');
     return operators.map((op): OperatorDecision => {
       const st = stats[op.input];
       if (!st?.gram) throw new PruneLabError(`sparsegpt: no Gram matrix for ${op.role} (tap ${op.input})`);
@@ -53,7 +54,7 @@ export default defineMethod<z.infer<typeof options>>({
         factorSeconds = (performance.now() - t0) / 1000;
       }
       const t1 = performance.now();
-      const r = sparsegptSweep(op.weight, op.rows, op.cols, f, { ...t, blocksize: o.blocksize });
+      const r = sparsegptSweep(op.weight, op.rows, op.cols, f, { ...cut, blocksize: o.blocksize });
       const sweepSeconds = (performance.now() - t1) / 1000;
       let deadInputs = 0;
       for (const d of f.dead) deadInputs += d;

@@ -4,18 +4,11 @@
  */
 import { z } from 'zod';
 import { defineMethod } from '../../src/prune/method.ts';
-import { maskNM, maskPerRow } from '../../src/prune/masks.ts';
+import { cutOf, maskForCut } from '../../src/prune/masks.ts';
+import { wandaScores } from '../../src/prune/scores.ts';
 import { TAP_NAMES } from '../../src/model/family.ts';
 
 const options = z.object({}).strict();
-
-/** Wanda scores of an `[rows, cols]` weight given Σ x_j² per input column. */
-export function wandaScores(weight: Float32Array, rows: number, cols: number, colSqSum: Float64Array): Float64Array {
-  const norms = colSqSum.map(Math.sqrt);
-  const s = new Float64Array(weight.length);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) s[r * cols + c] = Math.abs(weight[r * cols + c]) * norms[c];
-  return s;
-}
 
 export default defineMethod<z.infer<typeof options>>({
   name: 'wanda',
@@ -32,8 +25,6 @@ export default defineMethod<z.infer<typeof options>>({
     const st = stats[op.input];
     if (!st?.colSqSum) throw new Error(`wanda: no input statistics for ${op.role}`);
     const scores = wandaScores(op.weight, op.rows, op.cols, st.colSqSum);
-    const p = target.pattern;
-    const mask = p.kind === 'nm' ? maskNM(scores, op.rows, op.cols, p.n, p.m) : maskPerRow(scores, op.rows, op.cols, target.sparsity);
-    return { role: op.role, mask };
+    return { role: op.role, mask: maskForCut(scores, op.rows, op.cols, cutOf(target, 'row')) };
   }),
 });

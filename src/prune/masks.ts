@@ -16,6 +16,35 @@ import { ConfigError, PruneLabError } from '../util/errors.ts';
 
 export type SparsityPattern = { kind: 'unstructured' } | { kind: 'nm'; n: number; m: number };
 
+/** Comparison group of an unstructured cut: each output row, or the whole matrix. */
+export type UnstructuredScope = 'row' | 'matrix';
+
+/**
+ * The target of one mask: prune ⌊s·n⌋ entries per output row or per matrix, or n of every m
+ * consecutive inputs of each row. Every method states its mask target this way (`cutOf`).
+ */
+export type Cut = { kind: UnstructuredScope; sparsity: number } | { kind: 'nm'; n: number; m: number };
+
+/** The engine's target as a Cut; an unstructured target is compared within `scope`. */
+export function cutOf(target: { sparsity: number; pattern: SparsityPattern }, scope: UnstructuredScope): Cut {
+  const p = target.pattern;
+  return p.kind === 'nm' ? { kind: 'nm', n: p.n, m: p.m } : { kind: scope, sparsity: target.sparsity };
+}
+
+/** The same cut with an unstructured one compared within `scope` instead (N:M unchanged). */
+export function withScope(cut: Cut, scope: UnstructuredScope): Cut {
+  return cut.kind === 'nm' ? cut : { kind: scope, sparsity: cut.sparsity };
+}
+
+/** Keep-mask of the lowest scores under `cut` (`maskPerRow`, `maskPerMatrix` or `maskNM`). */
+export function maskForCut(scores: ArrayLike<number>, rows: number, cols: number, cut: Cut): Uint8Array {
+  switch (cut.kind) {
+    case 'row': return maskPerRow(scores, rows, cols, cut.sparsity);
+    case 'matrix': return maskPerMatrix(scores, rows, cols, cut.sparsity);
+    case 'nm': return maskNM(scores, rows, cols, cut.n, cut.m);
+  }
+}
+
 /** Parses 'unstructured' or 'N:M' (e.g. '2:4'), with 0 < N < M. */
 export function parsePattern(s: string): SparsityPattern {
   const t = s.trim();

@@ -1,5 +1,5 @@
 /**
- * Shared structural surgery, driven by the family's declared coupled structures: physically
+ * Shared structural surgery, driven by the layer's coupled structures (`coupling.ts`): physically
  * remove FFN channels and whole key/value head groups (with their query heads and the matching
  * `o` columns), and add bias compensation. Shapes in the config are updated with the weights.
  */
@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LinearRole } from '../model/family.ts';
 import { ConfigError } from '../util/errors.ts';
+import { couplingLayout, ffnChannelCoupling, kvGroupCoupling, unitSlices, type Coupling } from './coupling.ts';
 
 function checkKeep(keep: readonly number[], total: number, what: string, layer: number): void {
   if (keep.length === 0) throw new ConfigError(`layer ${layer}: the plan would remove every ${what} (${total}); keep at least one`);
@@ -31,38 +32,35 @@ function keepInputs(model: CausalLM, layer: number, role: LinearRole, idx: tf.Te
   model.setLinear(layer, role, tf.gather(p.weight, idx, 0) as tf.Tensor2D);
 }
 
+/** Keep only units `keep` of a coupled structure: the matching rows/columns of every member. */
+function keepUnits(model: CausalLM, layer: number, coupling: Coupling, keep: readonly number[]): void {
+  const byPer = new Map<number, tf.Tensor1D>();
+  for (const m of coupling.members) {
+    let idx = byPer.get(m.per);
+    if (!idx) {
+      idx = tf.tensor1d(Int32Array.from(unitSlices(keep, m.per)), 'int32');
+      byPer.set(m.per, idx);
+    }
+    if (m.axis === 'out') keepOutputs(model, layer, m.role, idx);
+    else keepInputs(model, layer, m.role, idx);
+  }
+  tf.dispose([...byPer.values()]);
+}
+
 export function removeFfnChannels(model: CausalLM, layer: number, keep: readonly number[]): void {
   const shape = model.config.layers[layer];
   checkKeep(keep, shape.intermediateSize, 'FFN channel', layer);
   if (keep.length === shape.intermediateSize) return;
-  const { outputsOf, inputsOf } = model.spec.ffnChannel;
-  const idx = tf.tensor1d(Int32Array.from(keep), 'int32');
-  for (const role of outputsOf) keepOutputs(model, layer, role, idx);
-  keepInputs(model, layer, inputsOf, idx);
-  idx.dispose();
+  keepUnits(model, layer, ffnChannelCoupling(couplingLayout(model, layer)), keep);
   shape.intermediateSize = keep.length;
-}
-
-/** Feature indices (within q/o) of the query heads that share key/value heads `groups`. */
-export function queryFeaturesOfGroups(groups: readonly number[], queryPerKv: number, headDim: number): number[] {
-  const out: number[] = [];
-  for (const k of groups) for (let h = k * queryPerKv; h < (k + 1) * queryPerKv; h++) for (let d = 0; d < headDim; d++) out.push(h * headDim + d);
-  return out;
 }
 
 export function removeKvGroups(model: CausalLM, layer: number, keepGroups: readonly number[]): void {
   const shape = model.config.layers[layer];
   checkKeep(keepGroups, shape.numKvHeads, 'key/value head group', layer);
   if (keepGroups.length === shape.numKvHeads) return;
-  const hd = model.config.headDim;
   const g = shape.numHeads / shape.numKvHeads;
-  const { query, keyValue, inputsOf } = model.spec.kvGroup;
-  const qIdx = tf.tensor1d(Int32Array.from(queryFeaturesOfGroups(keepGroups, g, hd)), 'int32');
-  const kvIdx = tf.tensor1d(Int32Array.from(queryFeaturesOfGroups(keepGroups, 1, hd)), 'int32');
-  keepOutputs(model, layer, query, qIdx);
-  for (const role of keyValue) keepOutputs(model, layer, role, kvIdx);
-  keepInputs(model, layer, inputsOf, qIdx);
-  tf.dispose([qIdx, kvIdx]);
+  keepUnits(model, layer, kvGroupCoupling(couplingLayout(model, layer)), keepGroups);
   shape.numKvHeads = keepGroups.length;
   shape.numHeads = keepGroups.length * g;
 }

@@ -1,7 +1,7 @@
 /**
- * LLM-Pruner's importance of coupled structures (saap.md §3; horseee/LLM-Pruner @ 128a07d
- * LLMPruner/pruner/hf_llama_pruner.py `TaylorImportance`, `MagnitudeImportance`), as pure
- * functions on host arrays so other methods (SAAP) can reuse them.
+ * Importance of coupled structures after LLM-Pruner (saap.md §3; horseee/LLM-Pruner @ 128a07d
+ * LLMPruner/pruner/hf_llama_pruner.py `TaylorImportance`, `MagnitudeImportance`): an engine
+ * primitive on host arrays, used by `llm-pruner` and `saap`. The groups come from `coupling.ts`.
  *
  * A group family is described by its member linears. In member m, group u owns `per`
  * consecutive slices (rows for axis 'out', columns for axis 'in') starting at u·per; every
@@ -18,6 +18,10 @@
  * sums the head_dim channels of a head). With `sum` this is the sum of every slice importance
  * of every member of the group.
  */
+import type { LinearRole } from '../model/family.ts';
+import type { PlanContext } from './method.ts';
+import { ffnChannelCoupling, kvGroupCoupling, type Coupling, type CouplingLayout } from './coupling.ts';
+
 export type TaylorVariant = 'vectorize' | 'param_first' | 'param_second' | 'param_mix';
 export type SliceImportance = TaylorVariant | 'l1' | 'l2';
 export type GroupReduction = 'sum' | 'mean' | 'max';
@@ -100,4 +104,55 @@ export function reduceGroups(members: readonly { scores: Float64Array; per: numb
 export function taylorGroupScores(members: readonly GroupMember[], groups: number, kind: SliceImportance,
   reduction: GroupReduction = 'sum'): Float64Array {
   return reduceGroups(members.map((m) => ({ scores: sliceImportances(m, kind), per: m.per })), groups, reduction);
+}
+
+/** A linear in HF orientation `[rows = out, cols = in]`, with its LM-loss gradient when known. */
+export interface LinearTaylorInput {
+  weight: Float32Array;
+  /** Needed by the Taylor variants. */
+  grad?: Float32Array;
+  /** Empirical Fisher diagonal; needed by `param_second` and `param_mix`. */
+  fisher?: Float32Array;
+  rows: number;
+  cols: number;
+}
+
+export type LayerLinears = Partial<Record<LinearRole, LinearTaylorInput>>;
+
+/** Importance of every unit of `coupling` from its member linears. */
+export function couplingScores(linears: LayerLinears, coupling: Coupling, kind: SliceImportance,
+  reduction: GroupReduction = 'sum'): Float64Array {
+  const members = coupling.members.map((m): GroupMember => {
+    const l = linears[m.role];
+    if (!l) throw new Error(`group importance: no weight for '${m.role}'`);
+    return { weight: l.weight, grad: l.grad, fisher: l.fisher, rows: l.rows, cols: l.cols, axis: m.axis, per: m.per };
+  });
+  return taylorGroupScores(members, coupling.units, kind, reduction);
+}
+
+export interface LayerGroupScores {
+  /** One score per key/value head group. */
+  attn: Float64Array;
+  /** One score per FFN channel. */
+  mlp: Float64Array;
+}
+
+/** Scores of both coupled structures of one layer (KV head groups and FFN channels). */
+export function layerGroupScores(linears: LayerLinears, layout: CouplingLayout, kind: SliceImportance,
+  reduction: GroupReduction = 'sum'): LayerGroupScores {
+  return {
+    attn: couplingScores(linears, kvGroupCoupling(layout), kind, reduction),
+    mlp: couplingScores(linears, ffnChannelCoupling(layout), kind, reduction),
+  };
+}
+
+/** Weights of linears `roles` of `layer`, with gradients (and Fisher) where the engine computed them. */
+export function linearInputs(ctx: Pick<PlanContext<unknown>, 'weight' | 'gradients'>, layer: number, roles: readonly LinearRole[]): LayerLinears {
+  const out: LayerLinears = {};
+  for (const role of roles) {
+    const w = ctx.weight(layer, role);
+    const g = ctx.gradients?.[layer]?.[role];
+    out[role] = { weight: w.data, rows: w.rows, cols: w.cols, grad: g?.grad, fisher: g?.fisher };
+  }
+  return out;
 }

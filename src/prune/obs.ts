@@ -3,9 +3,9 @@
  * `fasterprune`): a left-to-right OBS sweep over the columns of W with the upper Cholesky factor
  * U of the damped inverse Hessian (H⁻¹ = UᵀU), blocked with lazy updates of later columns.
  *
- * Pure and host-only, so other methods (FISTAPruner's warm start) can reuse it. The factor
- * depends only on H, so `hessianFactor` is split out: operators sharing an input (q, k, v;
- * gate, up) compute it once.
+ * An engine primitive, pure and host-only: the `sparsegpt` method, FISTAPruner's warm start and
+ * DSnoT's SparseGPT-score initial mask use it. The factor depends only on H, so `hessianFactor`
+ * is split out: operators sharing an input (q, k, v; gate, up) compute it once.
  *
  * Layout: W is row-major `[rows, cols]` (HF `[out, in]`), copied to float64 for the sweep. Given
  * the mask of a block, rows are independent inside it, so the in-block OBS updates run row by
@@ -13,9 +13,9 @@
  * lazy update W[:, i2:] −= Err·U[i1:i2, i2:] runs in column tiles so the tile of U stays in
  * cache while all rows stream past it, skipping the zero errors of kept weights.
  */
-import { upperCholeskyOfInverse } from '../../src/linalg/dense.ts';
-import { maskPerMatrix, validateSparsity } from '../../src/prune/masks.ts';
-import { ConfigError, PruneLabError } from '../../src/util/errors.ts';
+import { upperCholeskyOfInverse } from '../linalg/dense.ts';
+import { maskForCut, validateSparsity, type Cut } from './masks.ts';
+import { ConfigError, PruneLabError } from '../util/errors.ts';
 
 /** U (upper, row-major `[cols, cols]`, H⁻¹ = UᵀU) and the dead inputs (H_jj = 0) of one tap. */
 export interface HessianFactor {
@@ -26,9 +26,12 @@ export interface HessianFactor {
   damp: number;
 }
 
-export type SparseGptTarget = { sparsity: number } | { n: number; m: number };
-
-export type SparseGptOptions = SparseGptTarget & {
+/**
+ * The cut, and sweep settings. An unstructured cut is applied inside each sweep block: `matrix`
+ * prunes ⌊s·rows·width⌋ of the block (the reference), `row` ⌊s·width⌋ of each row's part of it.
+ * N:M picks each M-group when the sweep reaches it, on the updated weights.
+ */
+export type SparseGptOptions = Cut & {
   /** Sweep block width, also the unstructured mask-selection block (reference 128). */
   blocksize?: number;
   /** Dampening as a fraction of the mean Hessian diagonal (reference 0.01). */
@@ -71,6 +74,25 @@ export function hessianFactor(H: Float64Array, cols: number, percdamp = 0.01): H
   return { cols, U, dead, damp };
 }
 
+/**
+ * SparseGPT's saliency w_ij² / U_jj² of the given weights, without any OBS update; dead inputs
+ * score 0 (the sweep zeroes them).
+ */
+export function obsSaliency(weight: Float32Array, rows: number, cols: number, f: HessianFactor): Float64Array {
+  if (weight.length !== rows * cols) throw new PruneLabError(`sparsegpt: ${weight.length} weights for a ${rows}×${cols} matrix`);
+  if (f.cols !== cols) throw new PruneLabError(`sparsegpt: factor is for ${f.cols} inputs, the weight has ${cols}`);
+  const s = new Float64Array(rows * cols);
+  for (let j = 0; j < cols; j++) {
+    const d = f.U[j * cols + j]!;
+    const inv = f.dead[j] ? 0 : 1 / (d * d);
+    for (let r = 0; r < rows; r++) {
+      const w = weight[r * cols + j]!;
+      s[r * cols + j] = w * w * inv;
+    }
+  }
+  return s;
+}
+
 /** Prunes one operator: `hessianFactor` then `sparsegptSweep`. */
 export function sparsegptPrune(W: Float32Array, rows: number, cols: number, H: Float64Array, opts: SparseGptOptions): SparseGptResult {
   return sparsegptSweep(W, rows, cols, hessianFactor(H, cols, opts.percdamp ?? 0.01), opts);
@@ -82,8 +104,8 @@ export function sparsegptSweep(W: Float32Array, rows: number, cols: number, f: H
   if (f.cols !== cols) throw new PruneLabError(`sparsegpt: factor is for ${f.cols} inputs, the weight has ${cols}`);
   const B = opts.blocksize ?? 128;
   if (!Number.isInteger(B) || B < 1) throw new ConfigError(`sparsegpt: blocksize must be a positive integer, got ${B}`);
-  const nm = 'n' in opts ? { n: opts.n, m: opts.m } : null;
-  if (nm) {
+  if (opts.kind === 'nm') {
+    const nm = opts;
     if (!Number.isInteger(nm.n) || !Number.isInteger(nm.m) || !(nm.n > 0 && nm.n < nm.m)) {
       throw new ConfigError(`sparsegpt: N:M needs integers 0 < N < M, got ${nm.n}:${nm.m}`);
     }
@@ -92,9 +114,9 @@ export function sparsegptSweep(W: Float32Array, rows: number, cols: number, f: H
     // straddle blocks.
     if (B % nm.m !== 0 && B < cols) throw new ConfigError(`sparsegpt: blocksize ${B} must be a multiple of M = ${nm.m}`);
   } else {
-    validateSparsity((opts as { sparsity: number }).sparsity, 'sparsity');
+    validateSparsity(opts.sparsity, 'sparsity');
   }
-  const sparsity = nm ? 0 : (opts as { sparsity: number }).sparsity;
+  const nm = opts.kind === 'nm' ? { n: opts.n, m: opts.m } : null;
   const U = f.U;
   const w = new Float64Array(rows * cols);
   for (let i = 0; i < w.length; i++) w[i] = W[i]!;
@@ -113,7 +135,7 @@ export function sparsegptSweep(W: Float32Array, rows: number, cols: number, f: H
   for (let i1 = 0; i1 < cols; i1 += B) {
     const i2 = Math.min(i1 + B, cols);
     const count = i2 - i1;
-    if (!nm) selectBlockMask(w, rows, cols, i1, count, invD2, sparsity, mask);
+    if (opts.kind !== 'nm') selectBlockMask(w, rows, cols, i1, count, invD2, opts, mask);
     for (let r = 0; r < rows; r++) {
       const o = r * cols;
       let nz = 0;
@@ -138,9 +160,9 @@ export function sparsegptSweep(W: Float32Array, rows: number, cols: number, f: H
   return { weight, mask, loss };
 }
 
-/** Unstructured: prune the ⌊s·rows·count⌋ lowest w²/U_jj² of the block [i1, i1+count). */
+/** Unstructured: the cut on w²/U_jj² of the block [i1, i1+count) (rows × count). */
 function selectBlockMask(w: Float64Array, rows: number, cols: number, i1: number, count: number, invD2: Float64Array,
-  sparsity: number, mask: Uint8Array): void {
+  cut: Cut, mask: Uint8Array): void {
   const scores = new Float64Array(rows * count);
   for (let r = 0; r < rows; r++) {
     const o = r * cols + i1;
@@ -149,7 +171,7 @@ function selectBlockMask(w: Float64Array, rows: number, cols: number, i1: number
       scores[r * count + c] = v * v * invD2[i1 + c]!;
     }
   }
-  const bm = maskPerMatrix(scores, rows, count, sparsity);
+  const bm = maskForCut(scores, rows, count, cut);
   for (let r = 0; r < rows; r++) mask.set(bm.subarray(r * count, (r + 1) * count), r * cols + i1);
 }
 
