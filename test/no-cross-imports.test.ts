@@ -124,16 +124,9 @@ test('the scanner finds cross-method, TensorFlow.js and dynamic imports (and ign
   assert.deepEqual(violations(path.join(METHODS, 'clean', 'index.ts'), read), []);
 });
 
-/**
- * Known indirect TensorFlow.js reach, to be removed when it goes: CFSP's rank schedule calls the
- * recovery trainer's `allocateRanks` (src/finetune/schedule.ts imports the fake-quantiser), which
- * moves into the method when recovery becomes part of the method contract (issue 10, part 1).
- */
-const KNOWN_INDIRECT = [/^methods\/cfsp\/.*: reaches TensorFlow\.js through (methods\/cfsp\/ranks\.ts → )?src\/finetune\/schedule\.ts → /];
-
 test('no method imports another method, TensorFlow.js, or anything by dynamic import', () => {
   const files = sourceFiles(METHODS);
   assert.ok(files.length > 10, `found only ${files.length} method sources under ${METHODS}`);
-  const found = files.flatMap((f) => violations(f, readDisk)).filter((v) => !KNOWN_INDIRECT.some((k) => k.test(v)));
+  const found = files.flatMap((f) => violations(f, readDisk));
   assert.deepEqual(found, [], `plug-in boundary violations:\n${found.join('\n')}`);
 });
