@@ -1,6 +1,7 @@
 /**
- * Method plug-ins: discovery by folder, loading from a module path, option validation, and the
- * reference scores of magnitude and Wanda computed by hand.
+ * Method plug-ins: discovery by folder, loading from a module path or a folder outside the
+ * repository (through `prunelab/plugin`, also on worker threads), option validation, and a
+ * dropped-in method with its own recovery schedule.
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -9,9 +10,7 @@ import path from 'node:path';
 import { methodNames, parseMethodOptions, resolveMethod } from '../src/prune/registry.ts';
 import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, STORIES_BIN, shared, tmpDir } from './support.ts';
 import { runCli } from './cli-support.ts';
-import { wandaScores } from '../src/prune/scores.ts';
 import { ConfigError } from '../src/util/errors.ts';
-import type { OperatorContext } from '../src/prune/method.ts';
 
 describe('plug-ins', () => {
   it('every folder under methods/ is a method, with a README', () => {
@@ -44,27 +43,6 @@ describe('plug-ins', () => {
     assert.deepEqual(parseMethodOptions(m, {}), { scope: 'matrix' });
     assert.throws(() => parseMethodOptions(m, { scop: 'row' }), /unknown option\(s\) 'scop'.*valid options: scope/);
     assert.throws(() => parseMethodOptions(m, { scope: 'column' }), /option 'scope'/);
-  });
-
-  it('Wanda scores |W_ij|·‖X_j‖ and per-row masks, by hand', async () => {
-    // W = [[1, -2, 3], [-4, 5, -6]], Σx² per column = [4, 1, 0.25] → ‖X_j‖ = [2, 1, 0.5].
-    const W = Float32Array.from([1, -2, 3, -4, 5, -6]);
-    assert.deepEqual([...wandaScores(W, 2, 3, Float64Array.from([4, 1, 0.25]))], [2, 2, 1.5, 8, 5, 3]);
-    const wanda = await resolveMethod('wanda');
-    if (wanda.kind !== 'layerwise') throw new Error('wanda is layer-wise');
-    const ctx = {
-      options: {}, target: { sparsity: 1 / 3, pattern: { kind: 'unstructured' } }, log: () => {}, layer: 0,
-      operators: [{ role: 'q', weight: W, rows: 2, cols: 3, input: 'attnIn' }],
-      stats: { attnIn: { tokens: 4, inDim: 3, colSqSum: Float64Array.from([4, 1, 0.25]) } },
-    } as unknown as OperatorContext<unknown>;
-    const [d] = await wanda.pruneOperators(ctx);
-    // Row 0 scores [2, 2, 1.5]: prune column 2. Row 1 [8, 5, 3]: prune column 2.
-    assert.deepEqual([...d.mask], [1, 1, 0, 1, 1, 0]);
-    const magnitude = await resolveMethod('magnitude');
-    if (magnitude.kind !== 'layerwise') throw new Error('magnitude is layer-wise');
-    const [dm] = await magnitude.pruneOperators({ ...ctx, options: { scope: 'matrix' } } as OperatorContext<unknown>);
-    // Per matrix, ⌊6/3⌋ = 2 smallest |W| (1 and 2) go: columns 0 and 1 of row 0.
-    assert.deepEqual([...dm.mask], [0, 0, 1, 1, 1, 1]);
   });
 
   it('a method folder outside the repository imports prunelab/plugin, with or without "type": "module", also on worker threads', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {

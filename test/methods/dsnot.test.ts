@@ -4,26 +4,26 @@
  * of random problems, every operator of stories260K on real activations), skip_layer, and the CLI
  * end to end on stories260K with a perplexity not above Wanda's.
  */
-import { gaussian } from '../src/util/random.ts';
+import { gaussian } from '../../src/util/random.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { dsnotNM, dsnotUnstructured, type DsnotInputs, type DsnotParams } from '../methods/dsnot/refine.ts';
-import dsnot from '../methods/dsnot/index.ts';
-import { wandaScores } from '../src/prune/scores.ts';
-import { maskNM, maskPerRow } from '../src/prune/masks.ts';
-import { parseMethodOptions } from '../src/prune/registry.ts';
-import { LLAMA } from '../src/model/family.ts';
-import { modelView, type ModelView } from '../src/model/view.ts';
-import type { OperatorView, PruneTarget, TapStats } from '../src/prune/method.ts';
-import { loadModel } from '../src/io/load-model.ts';
-import { loadTokenizer } from '../src/tokenizer/load.ts';
-import { calibrationFromText } from '../src/prune/calibration.ts';
-import { collectLayerStats, embedWindows, runLayer, type HiddenStates } from '../src/prune/stats.ts';
-import { readLinear } from '../src/prune/linear-io.ts';
-import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, STORIES_TOK, setupBackend, tmpDir, shared } from './support.ts';
-import { runCli } from './cli-support.ts';
+import { dsnotNM, dsnotUnstructured, type DsnotInputs, type DsnotParams } from '../../methods/dsnot/refine.ts';
+import dsnot from '../../methods/dsnot/index.ts';
+import { wandaScores } from '../../src/prune/scores.ts';
+import { maskNM, maskPerRow } from '../../src/prune/masks.ts';
+import { parseMethodOptions } from '../../src/prune/registry.ts';
+import { LLAMA } from '../../src/model/family.ts';
+import { modelView, type ModelView } from '../../src/model/view.ts';
+import type { OperatorView, PruneTarget, TapStats } from '../../src/prune/method.ts';
+import { loadModel } from '../../src/io/load-model.ts';
+import { loadTokenizer } from '../../src/tokenizer/load.ts';
+import { calibrationFromText } from '../../src/prune/calibration.ts';
+import { collectLayerStats, embedWindows, runLayer, type HiddenStates } from '../../src/prune/stats.ts';
+import { readLinear } from '../../src/prune/linear-io.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, STORIES_TOK, setupBackend, tmpDir, shared } from '../support.ts';
+import { runCli } from '../cli-support.ts';
 
 const DEFAULTS: DsnotParams = { maxCycleTime: 50, updateThreshold: 0.1, powOfVarRegrowing: 1, sameSign: false };
 

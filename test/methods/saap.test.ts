@@ -9,26 +9,26 @@ import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import saap, { type SaapOptions } from '../methods/saap/index.ts';
-import { fitLogSigma2Adam, fuseScores, type UnitScores } from '../methods/saap/fusion.ts';
+import saap, { type SaapOptions } from '../../methods/saap/index.ts';
+import { fitLogSigma2Adam, fuseScores, type UnitScores } from '../../methods/saap/fusion.ts';
 import {
   allocateRatios, allocateZscore, continuousRemoved, defaultExcludeCount, fixedExclusion, fluctuationOf, normalisedImportance,
   rankedExclusion, type AllocUnit,
-} from '../methods/saap/allocation.ts';
-import { layerGroupScores, type LinearTaylorInput } from '../src/prune/taylor.ts';
-import { parseMethodOptions } from '../src/prune/registry.ts';
-import { pruneModel } from '../src/prune/engine.ts';
-import { calibrationFromText } from '../src/prune/calibration.ts';
-import { loadModel, saveModel } from '../src/io/load-model.ts';
-import { loadTokenizer } from '../src/tokenizer/load.ts';
-import { countParameters } from '../src/model/count.ts';
-import { perplexityOfText } from '../src/eval/perplexity.ts';
-import type { CausalLM } from '../src/model/causal-lm.ts';
-import type { LinearRole } from '../src/model/family.ts';
-import { LLAMA } from '../src/model/family.ts';
-import { ConfigError } from '../src/util/errors.ts';
-import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir } from './support.ts';
-import { runCli } from './cli-support.ts';
+} from '../../methods/saap/allocation.ts';
+import { layerGroupScores, type LinearTaylorInput } from '../../src/prune/taylor.ts';
+import { parseMethodOptions } from '../../src/prune/registry.ts';
+import { pruneModel } from '../../src/prune/engine.ts';
+import { calibrationFromText } from '../../src/prune/calibration.ts';
+import { loadModel, saveModel } from '../../src/io/load-model.ts';
+import { loadTokenizer } from '../../src/tokenizer/load.ts';
+import { countParameters } from '../../src/model/count.ts';
+import { perplexityOfText } from '../../src/eval/perplexity.ts';
+import type { CausalLM } from '../../src/model/causal-lm.ts';
+import type { LinearRole } from '../../src/model/family.ts';
+import { LLAMA } from '../../src/model/family.ts';
+import { ConfigError } from '../../src/util/errors.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir } from '../support.ts';
+import { runCli } from '../cli-support.ts';
 
 const close = (got: number, want: number, tol: number, what: string): void =>
   assert.ok(Math.abs(got - want) <= tol, `${what}: got ${got}, want ${want} ± ${tol}`);

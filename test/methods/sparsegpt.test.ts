@@ -3,19 +3,19 @@
  * sweep, blocksize invariance of N:M, reconstruction error against Wanda and magnitude, dead
  * inputs, and the CLI end to end on stories260K.
  */
-import { gaussian } from '../src/util/random.ts';
+import { gaussian } from '../../src/util/random.ts';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { hessianFactor, sparsegptPrune, sparsegptSweep } from '../src/prune/obs.ts';
-import sparsegpt from '../methods/sparsegpt/index.ts';
-import { wandaScores } from '../src/prune/scores.ts';
-import { maskNM, maskPerMatrix, maskPerRow } from '../src/prune/masks.ts';
-import { upperCholeskyOfInverse } from '../src/linalg/dense.ts';
-import { parseMethodOptions } from '../src/prune/registry.ts';
-import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, tmpDir, shared } from './support.ts';
-import { runCli } from './cli-support.ts';
+import { hessianFactor, sparsegptPrune, sparsegptSweep } from '../../src/prune/obs.ts';
+import sparsegpt from '../../methods/sparsegpt/index.ts';
+import { wandaScores } from '../../src/prune/scores.ts';
+import { maskNM, maskPerMatrix, maskPerRow } from '../../src/prune/masks.ts';
+import { upperCholeskyOfInverse } from '../../src/linalg/dense.ts';
+import { parseMethodOptions } from '../../src/prune/registry.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, tmpDir, shared } from '../support.ts';
+import { runCli } from '../cli-support.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: seeded data, Gram matrices, reconstruction error

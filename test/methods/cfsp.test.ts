@@ -10,20 +10,20 @@ import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
 import {
   allocateKeepRatios, applyMinKeepRatio, keepRatiosFromScores, keptChannelCount, type AllocationOptions,
-} from '../methods/cfsp/allocation.ts';
-import { activationScores, relativeWeightScores } from '../methods/cfsp/scores.ts';
-import { cfspLoraRanks } from '../methods/cfsp/ranks.ts';
-import cfsp, { type CfspOptions } from '../methods/cfsp/index.ts';
-import { parseMethodOptions } from '../src/prune/registry.ts';
-import { LLAMA } from '../src/model/family.ts';
-import type { ModelView } from '../src/model/view.ts';
-import type { LayerStats, PlanContext, StructuralPlan } from '../src/prune/method.ts';
-import { ConfigError } from '../src/util/errors.ts';
-import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir } from './support.ts';
-import { runCli } from './cli-support.ts';
-import { loadModel } from '../src/io/load-model.ts';
-import { loadTokenizer } from '../src/tokenizer/load.ts';
-import { perplexityOfText } from '../src/eval/perplexity.ts';
+} from '../../methods/cfsp/allocation.ts';
+import { activationScores, relativeWeightScores } from '../../methods/cfsp/scores.ts';
+import { cfspLoraRanks } from '../../methods/cfsp/ranks.ts';
+import cfsp, { type CfspOptions } from '../../methods/cfsp/index.ts';
+import { parseMethodOptions } from '../../src/prune/registry.ts';
+import { LLAMA } from '../../src/model/family.ts';
+import type { ModelView } from '../../src/model/view.ts';
+import type { LayerStats, PlanContext, StructuralPlan } from '../../src/prune/method.ts';
+import { ConfigError } from '../../src/util/errors.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN, STORIES_TOK, tmpDir } from '../support.ts';
+import { runCli } from '../cli-support.ts';
+import { loadModel } from '../../src/io/load-model.ts';
+import { loadTokenizer } from '../../src/tokenizer/load.ts';
+import { perplexityOfText } from '../../src/eval/perplexity.ts';
 
 const DEFAULTS: AllocationOptions = { a: 1, refTokens: 131072, clampMargin: 1.05, minKeepRatio: 0 };
 const mean = (v: readonly number[]): number => v.reduce((s, x) => s + x, 0) / v.length;

@@ -1,6 +1,6 @@
 /**
- * Structured baselines (baselines.md §5–§7): Magnitude-SP, Wanda-SP, FLAP, and the shared
- * selection helpers of src/prune/structured.ts. Hand-computed scores on tiny weights and
+ * Structured baselines (baselines.md §5–§7): Magnitude-SP, Wanda-SP and FLAP (the engine's shared
+ * selection helpers are tested in test/structured.test.ts). Hand-computed scores on tiny weights and
  * statistics; FLAP's bias compensation checked on a model built so that compensation is exact;
  * every baseline run end to end through the CLI on stories260K, with the reported parameter
  * fractions recounted from the saved safetensors header.
@@ -11,28 +11,25 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { execFile } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
-import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, STORIES_BIN, STORIES_TOK, maxAbsDiff, setupBackend, shared, tmpDir } from './support.ts';
-import {
-  globalKeepCount, removedFraction, roundedKeepCount, selectGlobal, standardize, standardizedGlobalKeep,
-} from '../src/prune/structured.ts';
-import magnitudeSp, { columnL2Norms } from '../methods/magnitude-sp/index.ts';
-import wandaSp, { wandaSpScores } from '../methods/wanda-sp/index.ts';
-import flap from '../methods/flap/index.ts';
-import { biasCompensation, featureVariance, flapFeatureMetric } from '../methods/flap/metrics.ts';
-import { allocateFlap } from '../methods/flap/allocate.ts';
-import type { PlanContext, PruningMethod, StructuredMethod, TapStats } from '../src/prune/method.ts';
-import type { CausalLM } from '../src/model/causal-lm.ts';
-import type { ModelView } from '../src/model/view.ts';
-import { LLAMA } from '../src/model/family.ts';
-import { parseMethodOptions } from '../src/prune/registry.ts';
-import { pruneModel } from '../src/prune/engine.ts';
-import { loadModel, saveModel } from '../src/io/load-model.ts';
-import { readLinear, writeLinear } from '../src/prune/linear-io.ts';
-import { addBias } from '../src/prune/surgery.ts';
-import { loadTokenizer } from '../src/tokenizer/load.ts';
-import { readSafetensors } from '../src/io/safetensors.ts';
-import { perplexityOfText } from '../src/eval/perplexity.ts';
-import { ConfigError } from '../src/util/errors.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, STORIES_BIN, STORIES_TOK, maxAbsDiff, setupBackend, shared, tmpDir } from '../support.ts';
+import magnitudeSp, { columnL2Norms } from '../../methods/magnitude-sp/index.ts';
+import wandaSp, { wandaSpScores } from '../../methods/wanda-sp/index.ts';
+import flap from '../../methods/flap/index.ts';
+import { biasCompensation, featureVariance, flapFeatureMetric } from '../../methods/flap/metrics.ts';
+import { allocateFlap } from '../../methods/flap/allocate.ts';
+import type { PlanContext, PruningMethod, StructuredMethod, TapStats } from '../../src/prune/method.ts';
+import type { CausalLM } from '../../src/model/causal-lm.ts';
+import type { ModelView } from '../../src/model/view.ts';
+import { LLAMA } from '../../src/model/family.ts';
+import { parseMethodOptions } from '../../src/prune/registry.ts';
+import { pruneModel } from '../../src/prune/engine.ts';
+import { loadModel, saveModel } from '../../src/io/load-model.ts';
+import { readLinear, writeLinear } from '../../src/prune/linear-io.ts';
+import { addBias } from '../../src/prune/surgery.ts';
+import { loadTokenizer } from '../../src/tokenizer/load.ts';
+import { readSafetensors } from '../../src/io/safetensors.ts';
+import { perplexityOfText } from '../../src/eval/perplexity.ts';
+import { ConfigError } from '../../src/util/errors.ts';
 
 const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-9) => {
   assert.equal(a.length, b.length);
@@ -56,56 +53,6 @@ function fakeCtx<O>(method: PruningMethod<O>, rawOptions: Record<string, unknown
   };
   return { m: method as StructuredMethod<O>, ctx };
 }
-
-describe('shared structured selection (src/prune/structured.ts)', () => {
-  it('roundTo rule of cfsp.md §5: nearest multiple, clamped to [roundTo, m]', () => {
-    assert.equal(roundedKeepCount(172, 0.8), 138); // 137.6 → 138
-    assert.equal(roundedKeepCount(172, 0.5), 86);
-    assert.equal(roundedKeepCount(80, 0.5, 8), 40); // 8·⌊(40 + 4)/8⌋
-    assert.equal(roundedKeepCount(80, 0.52, 8), 40); // 41.6 + 4 = 45.6 → 5 blocks of 8
-    assert.equal(roundedKeepCount(80, 0.56, 8), 48); // 44.8 + 4 = 48.8 → 6 blocks
-    assert.equal(roundedKeepCount(80, 0.01, 8), 8); // would round to 0: clamped up to roundTo
-    assert.equal(roundedKeepCount(10, 0.0), 1); // never fewer than one
-    assert.throws(() => roundedKeepCount(80, 0.5, 128), ConfigError);
-  });
-
-  it('standardize uses the unbiased std; a constant block gives zeros', () => {
-    close(standardize([1, 2, 3]), [-1, 0, 1]);
-    // mean 2.5, std √(5/3)
-    const s = Math.sqrt(5 / 3);
-    close(standardize([1, 2, 3, 4]), [-1.5 / s, -0.5 / s, 0.5 / s, 1.5 / s]);
-    close(standardize([7, 7, 7]), [0, 0, 0]);
-    assert.throws(() => standardize([1, NaN]));
-  });
-
-  it('one global threshold over standardised blocks gives different counts per block', () => {
-    // A = [1,2,3,4] → z ≈ [−1.162, −0.387, 0.387, 1.162];
-    // B = [10,11,12,40]: mean 18.25, std √(632.75/3) = 14.523 → z ≈ [−0.568, −0.499, −0.430, 1.498].
-    // p = 0.625 keeps ⌊8·0.375⌋ = 3: B3, A3, A2. Raw scores would keep B's channels first.
-    const sel = standardizedGlobalKeep([[1, 2, 3, 4], [10, 11, 12, 40]], 0.625);
-    assert.deepEqual(sel.keep, [[2, 3], [3]]);
-    assert.deepEqual(sel.guarded, []);
-    // p = 0.5 keeps 4: after B3, A3, A2 comes A1 (−0.387 > −0.430 of B2).
-    assert.deepEqual(standardizedGlobalKeep([[1, 2, 3, 4], [10, 11, 12, 40]], 0.5).keep, [[1, 2, 3], [3]]);
-  });
-
-  it('keep-at-least-one guard restores the best unit of an emptied block', () => {
-    const sel = selectGlobal([[5, 6], [1, 2]], 1);
-    assert.deepEqual(sel.keep, [[1], [1]]);
-    assert.deepEqual(sel.guarded, [1]);
-    assert.equal(sel.kept, 2);
-    // Identical blocks at p = 0.9: ⌊6·0.1⌋ = 0 kept globally, each block keeps its best.
-    const g = standardizedGlobalKeep([[1, 2, 3], [1, 2, 3]], 0.9);
-    assert.deepEqual(g.keep, [[2], [2]]);
-    assert.deepEqual(g.guarded, [0, 1]);
-  });
-
-  it('global keep count and removed fraction', () => {
-    assert.equal(globalKeepCount(860, 0.2), 688); // 860·0.8 is 687.9999… in float64
-    assert.equal(globalKeepCount(10, 0.25), 7); // int(7.5)
-    assert.equal(removedFraction([10, 10], [5, 7]), 0.4);
-  });
-});
 
 describe('Magnitude-SP', () => {
   it('scores are the L2 norms of the down columns', () => {

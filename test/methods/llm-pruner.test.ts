@@ -6,19 +6,19 @@
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { HAVE_SHARED, NO_SHARED_REASON, maxAbsDiff, setupBackend, shared, tmpDir } from './support.ts';
-import { reduceGroups, sliceImportances, taylorGroupScores, type GroupMember, type SliceImportance } from '../src/prune/taylor.ts';
-import { unitsToRemove } from '../methods/llm-pruner/groups.ts';
-import llmPruner, { defaultLayerRange } from '../methods/llm-pruner/index.ts';
-import type { LinearGradient, PlanContext, StructuralPlan, StructuredMethod } from '../src/prune/method.ts';
-import type { CausalLM } from '../src/model/causal-lm.ts';
-import type { ModelView } from '../src/model/view.ts';
-import { LLAMA, type LinearRole } from '../src/model/family.ts';
-import { parseMethodOptions } from '../src/prune/registry.ts';
-import { pruneModel } from '../src/prune/engine.ts';
-import { loadModel, saveModel } from '../src/io/load-model.ts';
-import { readLinear, writeLinear } from '../src/prune/linear-io.ts';
-import { ConfigError } from '../src/util/errors.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, maxAbsDiff, setupBackend, shared, tmpDir } from '../support.ts';
+import { reduceGroups, sliceImportances, taylorGroupScores, type GroupMember, type SliceImportance } from '../../src/prune/taylor.ts';
+import { unitsToRemove } from '../../methods/llm-pruner/groups.ts';
+import llmPruner, { defaultLayerRange } from '../../methods/llm-pruner/index.ts';
+import type { LinearGradient, PlanContext, StructuralPlan, StructuredMethod } from '../../src/prune/method.ts';
+import type { CausalLM } from '../../src/model/causal-lm.ts';
+import type { ModelView } from '../../src/model/view.ts';
+import { LLAMA, type LinearRole } from '../../src/model/family.ts';
+import { parseMethodOptions } from '../../src/prune/registry.ts';
+import { pruneModel } from '../../src/prune/engine.ts';
+import { loadModel, saveModel } from '../../src/io/load-model.ts';
+import { readLinear, writeLinear } from '../../src/prune/linear-io.ts';
+import { ConfigError } from '../../src/util/errors.ts';
 
 const close = (a: ArrayLike<number>, b: ArrayLike<number>, tol = 1e-9) => {
   assert.equal(a.length, b.length);

@@ -4,20 +4,20 @@ import path from 'node:path';
 import {
   cutMask, fista, gradient, lambdaMax, lipschitz, nextLambda, outputError, prepare, roundingError, smoothObjective,
   solveOperator, timesGram, type GramProblem, type SolveOptions,
-} from '../methods/fistapruner/fista.ts';
-import type { Cut } from '../src/prune/masks.ts';
-import { magnitudeWarmStart, wandaWarmStart, warmStartWeights } from '../methods/fistapruner/warm-start.ts';
-import fistapruner from '../methods/fistapruner/index.ts';
-import { parseMethodOptions } from '../src/prune/registry.ts';
-import { ConfigError } from '../src/util/errors.ts';
-import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, setupBackend, shared, tmpDir } from './support.ts';
-import { runCli } from './cli-support.ts';
+} from '../../methods/fistapruner/fista.ts';
+import type { Cut } from '../../src/prune/masks.ts';
+import { magnitudeWarmStart, wandaWarmStart, warmStartWeights } from '../../methods/fistapruner/warm-start.ts';
+import fistapruner from '../../methods/fistapruner/index.ts';
+import { parseMethodOptions } from '../../src/prune/registry.ts';
+import { ConfigError } from '../../src/util/errors.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, setupBackend, shared, tmpDir } from '../support.ts';
+import { runCli } from '../cli-support.ts';
 import * as tf from '@tensorflow/tfjs';
-import { BlockContext } from '../src/model/causal-lm.ts';
-import { collectLayerStats, embedWindows, withLinearWeights } from '../src/prune/stats.ts';
-import { readLinear, writeLinear } from '../src/prune/linear-io.ts';
-import { buildSyntheticLlama } from './synthetic-model.ts';
-import { pruneModel } from '../src/prune/engine.ts';
+import { BlockContext } from '../../src/model/causal-lm.ts';
+import { collectLayerStats, embedWindows, withLinearWeights } from '../../src/prune/stats.ts';
+import { readLinear, writeLinear } from '../../src/prune/linear-io.ts';
+import { buildSyntheticLlama } from '../synthetic-model.ts';
+import { pruneModel } from '../../src/prune/engine.ts';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;
