@@ -28,6 +28,32 @@ export function withModel<T>(y: Argv<T>): Argv<T & { model: string; tokenizer: s
 }
 
 /** A progress line on stderr; the last one is what an interrupt reports as done. */
+/** `--overwrite` of every command that writes a model folder (src/io/checkpoint-writer.ts). */
+export function withOverwrite<T>(y: Argv<T>): Argv<T & { overwrite: boolean }> {
+  return y.option('overwrite', {
+    type: 'boolean', default: false,
+    describe: 'replace a non-empty --out (only once the new checkpoint is complete)',
+  });
+}
+
+/** `--allow-long-context`: LLaMA windows beyond max_position_embeddings (src/util/context-length.ts). */
+export function withLongContext<T>(y: Argv<T>): Argv<T & { 'allow-long-context': boolean }> {
+  return y.option('allow-long-context', {
+    type: 'boolean', default: false,
+    describe: "allow --seqlen beyond a LLaMA model's trained context (max_position_embeddings); recorded in the result",
+  });
+}
+
+/** The inputs a command reads, named by flag, for the --out checks (absent ones left out). */
+export function namedInputs<A extends object>(args: A, flags: readonly (keyof A & string)[]): { flag: string; path: string }[] {
+  return flags.flatMap((f) => (typeof args[f] === 'string' && args[f] !== '' ? [{ flag: `--${f}`, path: args[f] as string }] : []));
+}
+
+/** Upper bound of a checkpoint's bytes on disk: its parameters at the dtype, plus 1 MB for config and tokenizer. */
+export function checkpointBytes(params: number, dtype: 'f32' | 'f16'): number {
+  return params * (dtype === 'f16' ? 2 : 4) + 1_000_000;
+}
+
 export function log(msg: string): void {
   process.stderr.write(`${msg}\n`);
   reportProgress(msg);
@@ -37,11 +63,22 @@ export async function startBackend(args: CommonArgs): Promise<ConcreteBackend> {
   return initBackend(args.backend, false);
 }
 
-export async function openModel(args: { model: string; tokenizer?: string }): Promise<LoadedModel & { tokenizer: Tokenizer }> {
+/** Load the model and its tokenizer, checked against each other (the padding is noted on stderr). */
+export async function openModel(args: { model: string; tokenizer?: string }): Promise<LoadedModel & { tokenizer: Tokenizer; vocabPadding: number }> {
   const loaded = loadModel(args.model);
-  const tokenizer = await findTokenizerForModel(args.model, args.tokenizer);
-  checkTokenizerMatchesModel(tokenizer, loaded.model.config.vocabSize, args.model);
-  return { ...loaded, tokenizer };
+  let padding: number;
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = await findTokenizerForModel(args.model, args.tokenizer);
+    ({ padding } = checkTokenizerMatchesModel(tokenizer, loaded.model.config.vocabSize, args.model));
+  } catch (e) {
+    loaded.model.dispose();
+    throw e;
+  }
+  if (padding > 0) {
+    log(`note: the model's vocabulary (${loaded.model.config.vocabSize}) has ${padding} padding id(s) beyond the tokenizer's ${tokenizer.vocabSize}; the tokenizer never produces them`);
+  }
+  return { ...loaded, tokenizer, vocabPadding: padding };
 }
 
 /** Print a result: one JSON object with --json, else a readable rendering. */

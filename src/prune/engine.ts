@@ -18,6 +18,7 @@ import { linearGradients } from './gradients.ts';
 import { buildReport, type PruneReport } from './report.ts';
 import { ConfigError } from '../util/errors.ts';
 import { pruneLayersParallel } from './parallel.ts';
+import { statsNeedData } from './needs-calibration.ts';
 
 export interface PruneRequest<O> {
   method: PruningMethod<O>;
@@ -133,7 +134,7 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   perLayer: Record<string, unknown>[]): Promise<void> {
   const log = req.log ?? (() => {});
   const statsReq = m.stats(req.options);
-  const needsData = Object.values(statsReq).some((v) => (v as unknown[] | undefined)?.length);
+  const needsData = statsNeedData(statsReq);
   if (needsData && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data`);
   const workers = workerCount(req);
   if (workers > 1) {
@@ -162,7 +163,7 @@ async function pruneStructured<O>(model: CausalLM, req: PruneRequest<O>, m: Stru
   perLayer: Record<string, unknown>[]): Promise<Record<string, unknown> | undefined> {
   const log = req.log ?? (() => {});
   const sreq = m.stats(req.options);
-  const needsPass = Object.values(sreq.perLayer).some((v) => (v as unknown[] | undefined)?.length) || sreq.blockDistance !== undefined;
+  const needsPass = statsNeedData(sreq.perLayer) || sreq.blockDistance !== undefined;
   if ((needsPass || sreq.gradients) && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data`);
   const stats: LayerStats[] = [];
   const distance = sreq.blockDistance ? new Float64Array(model.numLayers) : undefined;
