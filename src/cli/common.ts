@@ -49,9 +49,9 @@ export function namedInputs<A extends object>(args: A, flags: readonly (keyof A 
   return flags.flatMap((f) => (typeof args[f] === 'string' && args[f] !== '' ? [{ flag: `--${f}`, path: args[f] as string }] : []));
 }
 
-/** Upper bound of a checkpoint's bytes on disk: its parameters at the dtype, plus 1 MB for config and tokenizer. */
+/** A checkpoint's bytes on disk, near enough for a free-space check: its weights at the dtype plus 64 KiB. */
 export function checkpointBytes(params: number, dtype: 'f32' | 'f16'): number {
-  return params * (dtype === 'f16' ? 2 : 4) + 1_000_000;
+  return params * (dtype === 'f16' ? 2 : 4) + 65_536;
 }
 
 export function log(msg: string): void {

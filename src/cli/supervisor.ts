@@ -9,12 +9,13 @@
  * - with `--json`, guarantees exactly one JSON object on stdout for every failing exit, whatever
  *   the child managed to print;
  * - relays stdout completely, however slowly the reader drains the pipe, and exits only then.
- * Only Node built-ins and the small message module are loaded here.
+ * Only Node built-ins and small modules are loaded here.
  */
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import fs from 'node:fs';
 import { isSupervisorMessage } from '../util/supervision.ts';
+import { removeTree } from '../io/checkpoint-writer.ts';
 import { wantsJson } from './json-flag.ts';
 
 /** Set in the child's environment: run the command instead of supervising. */
@@ -23,7 +24,7 @@ export const CHILD_ENV = 'PRUNELAB_SUPERVISED_CHILD';
 const FORWARDED: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 interface Temp {
-  keep: boolean;
+  keepIf?: string;
   removeIfEmpty: string[];
 }
 
@@ -40,17 +41,6 @@ function singleJsonObject(text: string): Record<string, unknown> | null {
     return v !== null && typeof v === 'object' && !Array.isArray(v) ? v as Record<string, unknown> : null;
   } catch {
     return null;
-  }
-}
-
-function removeTemp(dir: string, t: Temp): void {
-  fs.rmSync(dir, { recursive: true, force: true });
-  for (const p of [...t.removeIfEmpty].reverse()) {
-    try {
-      fs.rmdirSync(p);
-    } catch {
-      break;
-    }
   }
 }
 
@@ -76,7 +66,7 @@ export async function supervise(bin: string, argv: string[]): Promise<number> {
   child.on('message', (m: unknown) => {
     if (!isSupervisorMessage(m)) return;
     if (m.kind === 'progress') lastProgress = m.text;
-    else if (m.kind === 'temp') temps.set(m.path, { keep: m.keep, removeIfEmpty: m.removeIfEmpty });
+    else if (m.kind === 'temp') temps.set(m.path, { keepIf: m.keepIf, removeIfEmpty: m.removeIfEmpty });
     else temps.delete(m.path);
   });
 
@@ -109,9 +99,9 @@ export async function supervise(bin: string, argv: string[]): Promise<number> {
     const removed: string[] = [];
     const kept: string[] = [];
     for (const [dir, t] of temps) {
-      if (t.keep) kept.push(dir);
+      if (t.keepIf !== undefined && fs.existsSync(t.keepIf)) kept.push(dir);
       else {
-        removeTemp(dir, t);
+        removeTree(dir, t.removeIfEmpty);
         removed.push(dir);
       }
     }
@@ -129,7 +119,7 @@ export async function supervise(bin: string, argv: string[]): Promise<number> {
   } else {
     code = ended.code ?? 1;
     // A child that failed normally removed its folders; one that crashed may not have.
-    if (code !== 0) for (const [dir, t] of temps) if (!t.keep) removeTemp(dir, t);
+    if (code !== 0) for (const [dir, t] of temps) if (t.keepIf === undefined || !fs.existsSync(t.keepIf)) removeTree(dir, t.removeIfEmpty);
     if (json && code !== 0 && singleJsonObject(stdout) === null) {
       report = { error: `the command ended with exit code ${code} without a result (see the messages on stderr)`, kind: 'CommandFailed' };
     }

@@ -30,8 +30,12 @@ export interface CheckpointOutOptions {
   overwrite: boolean;
   /** Paths the command reads: `out` may not be one of them, inside one, or hold one. */
   inputs?: NamedPath[];
-  /** Resumable work folder `<out>.partial`; `resume` reuses an existing one, else it is refused. */
-  resumable?: { resume: boolean };
+  /**
+   * Resumable work folder `<out>.partial`: `resume` reuses an existing one (else it is refused);
+   * `state` names the subfolder holding the saved training state, which an interrupt or failure
+   * keeps (a work folder without it is removed like any temporary folder).
+   */
+  resumable?: { resume: boolean; state: string };
 }
 
 /** Run a file-system step, turning an errno failure into one clear line naming `--out`. */
@@ -132,7 +136,7 @@ export class CheckpointWriter {
   private readonly flag: string;
   private readonly shown: string;
   private readonly createdParents: string[];
-  private readonly resumable: boolean;
+  private readonly stateDir?: string;
   private state: 'open' | 'committed' | 'discarded' = 'open';
 
   private constructor(opts: CheckpointOutOptions, work: string, resumed: boolean, createdParents: string[]) {
@@ -142,7 +146,7 @@ export class CheckpointWriter {
     this.work = work;
     this.resumed = resumed;
     this.createdParents = createdParents;
-    this.resumable = opts.resumable !== undefined;
+    this.stateDir = opts.resumable?.state;
   }
 
   /** Validate `--out` and create the temporary folder; throws ConfigError / FileSystemError before any work. */
@@ -166,10 +170,11 @@ export class CheckpointWriter {
     }
     const createdParents = resumed ? [] : missingAncestors(work);
     if (!resumed) {
-      fsStep(flag, opts.out, 'create folder', work, () => fs.mkdirSync(work, { recursive: true }));
-      registerTemporary(work, { keep: opts.resumable !== undefined, removeIfEmpty: createdParents });
-      const probe = path.join(work, '.write-probe');
+      registerTemporary(work, { keepIf: opts.resumable ? path.join(work, opts.resumable.state) : undefined, removeIfEmpty: createdParents });
       try {
+        // One level at a time: a recursive mkdir reports EROFS as ENOENT.
+        for (const dir of [...createdParents, work]) fsStep(flag, opts.out, 'create folder', dir, () => fs.mkdirSync(dir));
+        const probe = path.join(work, '.write-probe');
         fsStep(flag, opts.out, 'write to', work, () => {
           fs.writeFileSync(probe, 'prunelab');
           fs.rmSync(probe);
@@ -180,7 +185,7 @@ export class CheckpointWriter {
         throw e;
       }
     } else {
-      registerTemporary(work, { keep: true });
+      registerTemporary(work, { keepIf: work });
     }
     return new CheckpointWriter(opts, work, resumed, createdParents);
   }
@@ -236,12 +241,12 @@ export class CheckpointWriter {
 
   /**
    * Remove the temporary folder unless committed. A resumable folder from an earlier run, or one
-   * holding a saved training state (`keepIfPresent`), is kept; returns whether it was kept.
+   * holding a saved training state, is kept; returns whether it was kept.
    */
-  discard(keepIfPresent?: string): boolean {
+  discard(): boolean {
     if (this.state !== 'open') return false;
     this.state = 'discarded';
-    const keep = this.resumable && (this.resumed || (keepIfPresent !== undefined && fs.existsSync(path.join(this.work, keepIfPresent))));
+    const keep = this.stateDir !== undefined && (this.resumed || fs.existsSync(path.join(this.work, this.stateDir)));
     if (!keep) removeTree(this.work, this.createdParents);
     releaseTemporary(this.work);
     return keep;
@@ -254,8 +259,8 @@ export function removeTree(dir: string, createdParents: readonly string[]): void
   for (const p of [...createdParents].reverse()) {
     try {
       fs.rmdirSync(p);
-    } catch {
-      break; // not empty (someone else uses it) or already gone
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') break; // not empty: someone else uses it
     }
   }
 }
@@ -265,15 +270,14 @@ export function removeTree(dir: string, createdParents: readonly string[]): void
  * on any failure discard the temporary folder, leaving `--out` untouched. A resumable run whose
  * body returns without committing (stopped on purpose) keeps its work folder.
  */
-export async function withCheckpointWriter<T>(opts: CheckpointOutOptions, body: (w: CheckpointWriter) => Promise<T>,
-  keepIfPresent?: string): Promise<T> {
+export async function withCheckpointWriter<T>(opts: CheckpointOutOptions, body: (w: CheckpointWriter) => Promise<T>): Promise<T> {
   const w = CheckpointWriter.prepare(opts);
   try {
     const r = await body(w);
     if (!opts.resumable) w.discard();
     return r;
   } catch (e) {
-    const kept = w.discard(keepIfPresent);
+    const kept = w.discard();
     if (kept && e instanceof Error) e.message += ` (the unfinished run in ${w.work} is kept: fix the problem and continue with --resume, or delete it)`;
     throw e;
   }

@@ -49,8 +49,9 @@ const ERRNO_WORDS: Record<string, string> = {
   EMFILE: 'too many open files', ENAMETOOLONG: 'name too long', EXDEV: 'not on the same file system', EIO: 'input/output error',
 };
 
+/** A raw Node file-system (errno) error, not yet explained. */
 export function isErrnoException(e: unknown): e is NodeJS.ErrnoException & { code: string } {
-  return e instanceof Error && typeof (e as NodeJS.ErrnoException).code === 'string' && /^E[A-Z0-9]+$/.test((e as NodeJS.ErrnoException).code!);
+  return e instanceof Error && !(e instanceof PruneLabError) && typeof (e as NodeJS.ErrnoException).code === 'string' && /^E[A-Z0-9]+$/.test((e as NodeJS.ErrnoException).code!);
 }
 
 /**

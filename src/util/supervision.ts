@@ -8,8 +8,8 @@
 
 export type SupervisorMessage =
   | { kind: 'progress'; text: string }
-  /** `keep`: resumable state that survives an interrupt (the supervisor only names it). */
-  | { kind: 'temp'; path: string; keep: boolean; removeIfEmpty: string[] }
+  /** Removed if the command dies, unless `keepIf` exists (resumable state: then only named). */
+  | { kind: 'temp'; path: string; keepIf?: string; removeIfEmpty: string[] }
   | { kind: 'temp-done'; path: string };
 
 export function isSupervisorMessage(m: unknown): m is SupervisorMessage {
@@ -26,9 +26,12 @@ export function reportProgress(text: string): void {
   send({ kind: 'progress', text });
 }
 
-/** A folder to remove if the command dies (`keep`: to name as kept); `removeIfEmpty`: parents created for it. */
-export function registerTemporary(path: string, opts: { keep: boolean; removeIfEmpty?: string[] }): void {
-  send({ kind: 'temp', path, keep: opts.keep, removeIfEmpty: opts.removeIfEmpty ?? [] });
+/**
+ * A folder to remove if the command dies, unless the path `keepIf` exists then (resumable
+ * state, only named); `removeIfEmpty`: parent folders created for it.
+ */
+export function registerTemporary(path: string, opts: { keepIf?: string; removeIfEmpty?: string[] }): void {
+  send({ kind: 'temp', path, keepIf: opts.keepIf, removeIfEmpty: opts.removeIfEmpty ?? [] });
 }
 
 /** The folder was committed or removed by the command itself. */

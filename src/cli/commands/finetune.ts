@@ -36,7 +36,7 @@ export const finetuneCommand: CommandModule<object, Args> = {
   handler: handler<Args>(async (args) => {
     if (!fs.existsSync(args.data)) throw new ConfigError(`--data ${args.data} not found`);
     const inputs = namedInputs(args, ['model', 'tokenizer', 'data']);
-    const resumable = { resume: args.resume };
+    const resumable = { resume: args.resume, state: TRAIN_STATE };
     await withCheckpointWriter({ out: args.out, overwrite: args.overwrite, inputs, resumable }, async (w) => {
       const backend = await startBackend(args);
       const { model, tokenizer } = await openModel(args);
@@ -61,6 +61,6 @@ export const finetuneCommand: CommandModule<object, Args> = {
       } finally {
         model.dispose();
       }
-    }, TRAIN_STATE);
+    });
   }),
 };

@@ -63,8 +63,8 @@ export const pretrainCommand: CommandModule<object, Args> = {
     .option('resume', { type: 'boolean', default: false, describe: `continue the unfinished run kept in <out>.partial` }),
   handler: handler<Args>(async (args) => {
     const inputs = args.corpus === 'brown' ? [] : namedInputs(args, ['corpus']);
-    await withCheckpointWriter({ out: args.out, overwrite: args.overwrite, inputs, resumable: { resume: args.resume } },
-      (w) => pretrainInto(w, args), CHECKPOINT);
+    await withCheckpointWriter({ out: args.out, overwrite: args.overwrite, inputs, resumable: { resume: args.resume, state: CHECKPOINT } },
+      (w) => pretrainInto(w, args));
   }),
 };
 
