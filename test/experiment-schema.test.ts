@@ -119,7 +119,7 @@ colour: blue
     const err = errorOf(root, yaml);
     assert.match(err.message, new RegExp(`^${file}:5:1: malformed YAML: `));
     const dup = errorOf(root, 'name: a\nname: b\n');
-    assert.match(dup.message, new RegExp(`^${file}:2:1: malformed YAML: Map keys must be unique`));
+    assert.match(dup.message, new RegExp(`^${file}:2:1: duplicate key "name" \\(first at line 1\\)`));
   });
 
   it('missing experiment file', () => {

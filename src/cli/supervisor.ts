@@ -15,7 +15,7 @@ import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import fs from 'node:fs';
 import { isSupervisorMessage } from '../util/supervision.ts';
-import { removeTree } from '../io/checkpoint-writer.ts';
+import { removeTree } from '../util/writable-dir.ts';
 import { wantsJson } from './json-flag.ts';
 
 /** Set in the child's environment: run the command instead of supervising. */

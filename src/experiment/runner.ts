@@ -5,10 +5,10 @@
  * its row is written only if it returned a complete result), then the runner exits non-zero;
  * running the same command again resumes.
  */
-import fs from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { PruneLabError } from '../util/errors.ts';
+import { makeWritableDir } from '../util/writable-dir.ts';
 import { expandGrid, parseShard, selectShard, type Shard } from './grid.ts';
 import {
   acquireLock, buildRow, type ResultRow, packageVersions, readResults, removeStaleTemps, resultColumns, resultsFileName, ResultsFile, writeRunRecord,
@@ -101,7 +101,8 @@ export async function runExperiment(file: string, opts: RunnerOptions): Promise<
   const selected = selectShard(grid, shard);
   const outDir = exp.resolved.output;
   const columns = resultColumns(exp.config);
-  fs.mkdirSync(path.join(outDir, 'runs'), { recursive: true });
+  // Created and proved writable before any run (a read-only or full disk fails here, named).
+  makeWritableDir(path.join(outDir, 'runs'), `experiment output ${outDir}`);
   const resultsPath = path.join(outDir, resultsFileName(shard));
 
   const release = acquireLock(resultsPath);

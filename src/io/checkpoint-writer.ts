@@ -13,8 +13,9 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { ConfigError, FileSystemError, isErrnoException } from '../util/errors.ts';
+import { ConfigError, FileSystemError } from '../util/errors.ts';
 import { registerTemporary, releaseTemporary } from '../util/supervision.ts';
+import { fsStep, makeWritableDir, missingAncestors, removeTree } from '../util/writable-dir.ts';
 
 export interface NamedPath {
   /** The flag that named it, for messages (`--model`). */
@@ -36,18 +37,6 @@ export interface CheckpointOutOptions {
    * keeps (a work folder without it is removed like any temporary folder).
    */
   resumable?: { resume: boolean; state: string };
-}
-
-/** Run a file-system step, turning an errno failure into one clear line naming `--out`. */
-function fsStep<T>(flag: string, out: string, what: string, where: string, fn: () => T): T {
-  try {
-    return fn();
-  } catch (e) {
-    if (!isErrnoException(e)) throw e;
-    const err = FileSystemError.from(e, what, where);
-    err.message = `${flag} ${out}: ${err.message}`;
-    throw err;
-  }
 }
 
 /** Real path of `p`, resolving the deepest existing ancestor when `p` itself does not exist yet. */
@@ -87,16 +76,6 @@ export function checkOutputAgainstInputs(out: string, flag: string, inputs: read
 
 function isEmptyDir(dir: string): boolean {
   return fs.readdirSync(dir).length === 0;
-}
-
-/** Missing ancestors of `dir`, outermost first (what `mkdir -p` would create). */
-function missingAncestors(dir: string): string[] {
-  const out: string[] = [];
-  for (let d = path.dirname(dir); !fs.existsSync(d); d = path.dirname(d)) {
-    out.unshift(d);
-    if (path.dirname(d) === d) break;
-  }
-  return out;
 }
 
 function syncFile(file: string): void {
@@ -154,7 +133,7 @@ export class CheckpointWriter {
     const flag = opts.flag ?? '--out';
     const out = path.resolve(opts.out);
     checkOutputAgainstInputs(opts.out, flag, opts.inputs ?? []);
-    fsStep(flag, opts.out, 'read', out, () => {
+    fsStep(`${flag} ${opts.out}`, 'read', out, () => {
       if (!fs.existsSync(out)) return;
       if (!fs.statSync(out).isDirectory()) throw new ConfigError(`${flag} ${opts.out} is a file, not a folder: choose a folder name`);
       if (!opts.overwrite && !isEmptyDir(out)) {
@@ -168,19 +147,15 @@ export class CheckpointWriter {
       else if (opts.resumable.resume) resumed = true;
       else throw new ConfigError(`${work} holds an unfinished run for ${flag} ${opts.out}: pass --resume to continue it, or delete it`);
     }
-    const createdParents = resumed ? [] : missingAncestors(work);
+    const label = `${flag} ${opts.out}`;
+    let createdParents: string[] = [];
     if (!resumed) {
-      registerTemporary(work, { keepIf: opts.resumable ? path.join(work, opts.resumable.state) : undefined, removeIfEmpty: createdParents });
+      // Registered first: a signal may arrive while the folder is being made.
+      const parents = missingAncestors(work);
+      registerTemporary(work, { keepIf: opts.resumable ? path.join(work, opts.resumable.state) : undefined, removeIfEmpty: parents });
       try {
-        // One level at a time: a recursive mkdir reports EROFS as ENOENT.
-        for (const dir of [...createdParents, work]) fsStep(flag, opts.out, 'create folder', dir, () => fs.mkdirSync(dir));
-        const probe = path.join(work, '.write-probe');
-        fsStep(flag, opts.out, 'write to', work, () => {
-          fs.writeFileSync(probe, 'prunelab');
-          fs.rmSync(probe);
-        });
+        createdParents = makeWritableDir(work, label).slice(0, -1);
       } catch (e) {
-        removeTree(work, createdParents);
         releaseTemporary(work);
         throw e;
       }
@@ -209,12 +184,12 @@ export class CheckpointWriter {
   commit(): { files: string[]; bytes: number } {
     if (this.state !== 'open') throw new Error(`checkpoint writer already ${this.state}`);
     const { flag, shown, out, work } = this;
-    const listing = fsStep(flag, shown, 'flush', work, () => {
+    const listing = fsStep(`${flag} ${shown}`, 'flush', work, () => {
       const l = folderBytes(work);
       for (const f of l.files) if (fs.statSync(path.join(work, f)).isFile()) syncFile(path.join(work, f));
       return l;
     });
-    fsStep(flag, shown, 'move the new checkpoint to', out, () => {
+    fsStep(`${flag} ${shown}`, 'move the new checkpoint to', out, () => {
       if (!fs.existsSync(out)) {
         fs.renameSync(work, out);
       } else if (isEmptyDir(out)) {
@@ -250,18 +225,6 @@ export class CheckpointWriter {
     if (!keep) removeTree(this.work, this.createdParents);
     releaseTemporary(this.work);
     return keep;
-  }
-}
-
-/** Remove `dir`, then the parents created for it (innermost first) while they are empty. */
-export function removeTree(dir: string, createdParents: readonly string[]): void {
-  fs.rmSync(dir, { recursive: true, force: true });
-  for (const p of [...createdParents].reverse()) {
-    try {
-      fs.rmdirSync(p);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') break; // not empty: someone else uses it
-    }
   }
 }
 
