@@ -35,7 +35,7 @@ function refuseNaN(argv: readonly string[]): (args: Record<string, unknown>) => 
       // Options are spelled with dashes; yargs adds camelCase copies, skipped here.
       if (/[A-Z]/.test(key) || !values.some((x) => typeof x === 'number' && Number.isNaN(x))) continue;
       const raw = rawValue(argv, key);
-      throw new UsageError(`--${key} expects a number, got ${raw === undefined ? 'something else' : JSON.stringify(raw)}`);
+      throw new UsageError(`--${key} expects a number, got ${raw === undefined ? 'something else' : JSON.stringify(raw)} (see prunelab ${commandOf(argv)} --help)`);
     }
   };
 }
