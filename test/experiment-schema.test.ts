@@ -121,6 +121,8 @@ colour: blue
     assert.match(err.message, new RegExp(`^${file}:5:1: malformed YAML: `));
     const dup = errorOf(root, 'name: a\nname: b\n');
     assert.match(dup.message, new RegExp(`^${file}:2:1: duplicate key "name" \\(first at line 1\\)`));
+    const afterEmpty = errorOf(root, 'name: a\nmodels:\n  - id: s\n    path:\n    path: x\n');
+    assert.match(afterEmpty.message, new RegExp(`^${file}:5:5: duplicate key "path" \\(first at line 4\\)`));
   });
 
   it('missing experiment file', () => {

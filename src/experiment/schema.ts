@@ -338,9 +338,14 @@ export function loadExperiment(file: string, opts: LoadOptions = {}): LoadedExpe
   const doc = parseDocument(source, { lineCounter: lines, prettyErrors: false });
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => {
+      if (e.code === 'DUPLICATE_KEY') {
+        // The reported offset may sit before the key (after an empty value): start at the key.
+        const at = e.pos[0] + (/^\s*/.exec(source.slice(e.pos[0]))?.[0].length ?? 0);
+        const pos = lines.linePos(at);
+        return `${file}:${pos.line}:${pos.col}: ${duplicateKeyMessage(source, at, lines)}`;
+      }
       const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
-      const what = e.code === 'DUPLICATE_KEY' ? duplicateKeyMessage(source, e.pos[0], lines) : `malformed YAML: ${e.message.split('\n')[0]}`;
-      return `${file}:${pos.line}:${pos.col}: ${what}`;
+      return `${file}:${pos.line}:${pos.col}: malformed YAML: ${e.message.split('\n')[0]}`;
     }).join('\n'));
   }
   const data: unknown = doc.toJS();
