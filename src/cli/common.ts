@@ -27,7 +27,6 @@ export function withModel<T>(y: Argv<T>): Argv<T & { model: string; tokenizer: s
     .option('tokenizer', { type: 'string', describe: 'tokenizer path (default: found beside the model)' });
 }
 
-/** A progress line on stderr; the last one is what an interrupt reports as done. */
 /** `--overwrite` of every command that writes a model folder (src/io/checkpoint-writer.ts). */
 export function withOverwrite<T>(y: Argv<T>): Argv<T & { overwrite: boolean }> {
   return y.option('overwrite', {
@@ -54,6 +53,7 @@ export function checkpointBytes(params: number, dtype: 'f32' | 'f16'): number {
   return params * (dtype === 'f16' ? 2 : 4) + 65_536;
 }
 
+/** A progress line on stderr; the last one is what an interrupt reports as done. */
 export function log(msg: string): void {
   process.stderr.write(`${msg}\n`);
   reportProgress(msg);

@@ -54,12 +54,13 @@ export function flushed(stream: NodeJS.WritableStream): Promise<void> {
 /** Run `bin` (the prunelab entry script) as a supervised child with `argv`; resolves to the exit code. */
 export async function supervise(bin: string, argv: string[]): Promise<number> {
   const json = wantsJson(argv);
-  const child = spawn(process.execPath, [...process.execArgv, bin, ...argv], {
+  // Node options (memory limits …) apply to the command too; a debugger stays with this process.
+  const nodeOptions = process.execArgv.filter((a) => !a.startsWith('--inspect'));
+  const child = spawn(process.execPath, [...nodeOptions, bin, ...argv], {
     env: { ...process.env, [CHILD_ENV]: '1' },
     stdio: ['inherit', 'pipe', 'inherit', 'ipc'],
     detached: true,
   });
-  process.stdout.on('error', () => {}); // a reader that went away must not crash the supervisor
 
   let lastProgress: string | null = null;
   const temps = new Map<string, Temp>();
@@ -81,6 +82,11 @@ export async function supervise(bin: string, argv: string[]): Promise<number> {
   const out = child.stdout as NodeJS.ReadableStream; // 'pipe' above
   if (json) out.on('data', (c: Buffer) => chunks.push(c));
   else out.pipe(process.stdout, { end: false });
+  // A reader that went away (`| head`) must neither crash this process nor stall the command.
+  process.stdout.on('error', () => {
+    out.unpipe();
+    out.resume();
+  });
 
   const ended = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; spawnError?: Error }>((resolve) => {
     child.on('error', (e) => resolve({ code: null, signal: null, spawnError: e }));
