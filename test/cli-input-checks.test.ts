@@ -77,6 +77,17 @@ describe('eval ppl arguments', { skip: HAVE_SHARED ? false : NO_SHARED_REASON },
   });
 });
 
+describe('zero-shot arguments, checked before loading anything', () => {
+  it('an unknown task name and a --limit that scores nothing are errors', () => {
+    const typo = runCli(['eval', 'zeroshot', '--model', 'no-such-model', '--task', 'piqaa']);
+    assert.equal(typo.status, 2, typo.stderr);
+    assert.match(String(typo.json?.error), /unknown task 'piqaa': expected one of piqa, /);
+    const none = runCli(['eval', 'zeroshot', '--model', 'no-such-model', '--task', 'piqa', '--limit', '0']);
+    assert.equal(none.status, 2, none.stderr);
+    assert.match(String(none.json?.error), /--limit must be a positive integer/);
+  });
+});
+
 describe('messages', () => {
   it('hidden size not divisible by the head count names both, not head_dim', () => {
     const raw = { model_type: 'llama', vocab_size: 32, hidden_size: 100, num_hidden_layers: 1, num_attention_heads: 3, intermediate_size: 64 };

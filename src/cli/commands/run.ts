@@ -8,6 +8,7 @@ import { readResults, readResultsFile } from '../../experiment/results.ts';
 import { renderTable } from '../../experiment/table.ts';
 import { plotResults } from '../../experiment/plot.ts';
 import { DataError } from '../../util/errors.ts';
+import { makeWritableDir } from '../../util/writable-dir.ts';
 
 type RunArgs = CommonArgs & { file: string; shard: string | undefined; format: 'md' | 'latex' };
 
@@ -65,6 +66,7 @@ export const plotCommand: CommandModule<object, PlotArgs> = {
     .positional('results', { type: 'string', demandOption: true })
     .option('out', { type: 'string', demandOption: true }),
   handler: handler<PlotArgs>(async (args) => {
+    makeWritableDir(args.out, `--out ${args.out}`);
     const files = await plotResults(rowsFrom(args.results), args.out);
     emit(args, { files }, () => files.map((f) => path.relative(process.cwd(), f)).join('\n'));
   }),
