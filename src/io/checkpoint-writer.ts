@@ -78,8 +78,9 @@ function isEmptyDir(dir: string): boolean {
   return fs.readdirSync(dir).length === 0;
 }
 
+/** Read-only descriptor: fsync works through it, and copied files may be read-only (tokenizers). */
 function syncFile(file: string): void {
-  const fd = fs.openSync(file, 'r+');
+  const fd = fs.openSync(file, 'r');
   try {
     fs.fsyncSync(fd);
   } finally {
