@@ -8,6 +8,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { canonicalJson, shortHash } from '../src/experiment/hash.ts';
 import type { RunResult, RunSpec } from '../src/experiment/types.ts';
+import { TASKS } from '../src/eval/zeroshot.ts';
+import { HAVE_SHARED } from './support.ts';
+
+// The experiments here name zero-shot tasks (never evaluated: the executor is fake), and the
+// loader checks that a named task's data file exists. Without the shared data, stand-in files do.
+if (!HAVE_SHARED) {
+  const stand = fs.mkdtempSync(path.join(fs.realpathSync(os.tmpdir()), 'prunelab-shared-stand-in-'));
+  fs.mkdirSync(path.join(stand, 'zeroshot'));
+  for (const t of Object.values(TASKS)) fs.writeFileSync(path.join(stand, 'zeroshot', t.file), '');
+  process.env.PRUNELAB_SHARED_DATA = stand;
+}
 import { expandGrid } from '../src/experiment/grid.ts';
 import type { LoadedExperiment } from '../src/experiment/schema.ts';
 import { methodRegistryInfo } from '../src/experiment/pipeline.ts';

@@ -13,7 +13,7 @@ import { parseShard, selectShard } from '../src/experiment/grid.ts';
 import { readResults, readResultsFile, TIMING_COLUMNS } from '../src/experiment/results.ts';
 import { ExperimentInterrupted, runExperiment } from '../src/experiment/runner.ts';
 import type { RunSpec } from '../src/experiment/types.ts';
-import { ConfigError } from '../src/util/errors.ts';
+import { ConfigError, FileSystemError } from '../src/util/errors.ts';
 import { fakeResult, gridOf, registry, workspace, writeYaml } from './experiment-fixtures.ts';
 
 const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -294,6 +294,18 @@ describe('runner', () => {
     calls = 0;
     writeYaml(root, 's.yaml', SMALL.replace('zeroshot: [{task: piqa}]', 'zeroshot: [{task: piqa}, {task: boolq}]'));
     await assert.rejects(runExperiment(file, { ...quiet, executeRun }), /columns differ.*missing: acc:boolq/);
+    assert.equal(calls, 0);
+  });
+
+  it('an output folder that cannot be created is one FileSystemError before any run', async () => {
+    const root = workspace('outdir');
+    fs.writeFileSync(path.join(root, 'a-file'), 'x');
+    let calls = 0;
+    const executeRun = (run: RunSpec) => { calls++; return fakeResult(run); };
+    const yaml = SMALL.replace('name: small\n', 'name: small\noutput: ../a-file/out\n');
+    await assert.rejects(runExperiment(writeYaml(root, 'o.yaml', yaml), { ...quiet, executeRun }), (e: Error) =>
+      e instanceof FileSystemError && e.code === 'ENOTDIR'
+      && e.message === `experiment output ${path.join(root, 'a-file', 'out')}: cannot create folder ${path.join(root, 'a-file', 'out')}: ENOTDIR (a part of the path is a file, not a folder)`);
     assert.equal(calls, 0);
   });
 

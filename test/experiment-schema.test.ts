@@ -124,7 +124,9 @@ colour: blue
     const err = errorOf(root, yaml);
     assert.match(err.message, new RegExp(`^${file}:5:1: malformed YAML: `));
     const dup = errorOf(root, 'name: a\nname: b\n');
-    assert.match(dup.message, new RegExp(`^${file}:2:1: malformed YAML: Map keys must be unique`));
+    assert.match(dup.message, new RegExp(`^${file}:2:1: duplicate key "name" \\(first at line 1\\)`));
+    const afterEmpty = errorOf(root, 'name: a\nmodels:\n  - id: s\n    path:\n    path: x\n');
+    assert.match(afterEmpty.message, new RegExp(`^${file}:5:5: duplicate key "path" \\(first at line 4\\)`));
   });
 
   it('missing experiment file', () => {
@@ -164,6 +166,55 @@ colour: blue
     const err2 = errorOf(root, VALID.replace('- name: magnitude', '- name: magnitud').replace('{alpha: 1}', '{alpha: 0.25}'), { validateMethod });
     assert.equal(err2.message, `${file}:9:11: methods[0].name: unknown method 'magnitud'`);
     assert.doesNotThrow(() => loadExperiment(writeYaml(root, 'x.yaml', VALID.replace('{alpha: 1}', '{alpha: 0.25}')), { validateMethod }));
+  });
+
+  it('zero-shot task names are resolved at load (a typo used to surface only at run time)', () => {
+    const yaml = VALID.replace('  speed: {}', '  zeroshot:\n    - {task: piqaa, limit: 10}\n  speed: {}');
+    assert.match(errorOf(root, yaml).message,
+      new RegExp(`^${file}:17:14: evaluations\\.zeroshot\\[0\\]\\.task: unknown zero-shot task "piqaa"; valid: piqa, arc_easy, .*, or a \\.jsonl file$`));
+  });
+
+  it("a known task whose data is missing is named with the file it looked for", () => {
+    const saved = process.env.PRUNELAB_SHARED_DATA;
+    process.env.PRUNELAB_SHARED_DATA = path.join(root, 'no-shared');
+    try {
+      const yaml = VALID.replace('  speed: {}', '  zeroshot:\n    - {task: piqa}\n  speed: {}');
+      assert.match(errorOf(root, yaml).message, new RegExp(`:17:14: evaluations\\.zeroshot\\[0\\]\\.task: task data not found: ${path.join(root, 'no-shared', 'zeroshot')}`));
+    } finally {
+      if (saved === undefined) delete process.env.PRUNELAB_SHARED_DATA;
+      else process.env.PRUNELAB_SHARED_DATA = saved;
+    }
+  });
+
+  it('$NAME/ expands in output too; unset or misplaced variables are errors at their key', () => {
+    const yaml = VALID.replace('name: demo\n', 'name: demo\noutput: $PRUNELAB_TEST_OUT/run\n');
+    delete process.env.PRUNELAB_TEST_OUT;
+    assert.equal(errorOf(root, yaml).message, `${file}:2:9: output: environment variable PRUNELAB_TEST_OUT is not set: set it, or write the path without it`);
+    process.env.PRUNELAB_TEST_OUT = path.join(root, 'outs');
+    try {
+      assert.equal(loadExperiment(writeYaml(root, 'x.yaml', yaml)).resolved.output, path.join(root, 'outs', 'run'));
+    } finally {
+      delete process.env.PRUNELAB_TEST_OUT;
+    }
+    const inner = VALID.replace('name: demo\n', 'name: demo\noutput: results/$RUN\n');
+    assert.match(errorOf(root, inner).message, /:2:9: output: only a leading \$NAME\/ is expanded/);
+    const unsetInput = VALID.replace('../data/calib.txt', '$PRUNELAB_TEST_DATA/calib.txt');
+    assert.match(errorOf(root, unsetInput).message, /:6:9: calibration\.text: environment variable PRUNELAB_TEST_DATA is not set/);
+  });
+
+  it('method option errors point at the option, not at the method name (real plug-in registry)', async () => {
+    const { validateMethod } = registry;
+    const unknown = VALID.replace('- name: wanda\n    options: {alpha: 1}', '- name: magnitude\n    options:\n      scope: row\n      scop: row');
+    // line 13 col 7 is `scop`, the unknown key.
+    assert.match(errorOf(root, unknown, { validateMethod }).message, new RegExp(`^${file}:13:7: methods\\[1\\]\\.options\\.scop: method 'magnitude': unknown option\\(s\\) 'scop'`));
+    const badValue = VALID.replace('- name: wanda\n    options: {alpha: 1}', '- name: magnitude\n    options:\n      scope: 7');
+    // line 12 col 14 is the value 7.
+    assert.match(errorOf(root, badValue, { validateMethod }).message, new RegExp(`^${file}:12:14: methods\\[1\\]\\.options\\.scope: method 'magnitude': option 'scope'`));
+  });
+
+  it('a method module path that does not exist is an error at load', () => {
+    const yaml = VALID.replace('- name: magnitude', '- name: ./no/such-method.ts');
+    assert.match(errorOf(root, yaml).message, /:9:11: methods\[0\]\.name: method module not found: .*no\/such-method\.ts/);
   });
 
   it('options a validator resolves (defaults filled) replace the written ones', () => {

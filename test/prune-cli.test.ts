@@ -71,6 +71,11 @@ describe('prune CLI', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
     ['negative sparsity', ['--method', 'magnitude', '--sparsity', '-0.1'], /--sparsity must be/],
     ['N:M that does not divide the inputs', ['--method', 'magnitude', '--pattern', '3:5'], /does not fit.*not a multiple of 5/],
     ['calibration text shorter than one window', ['--method', 'wanda', '--calib', '__SHORT__', '--seqlen', '64'], /shorter than one window/],
+    ['a data-driven method without --calib says so', ['--method', 'wanda'], /method 'wanda' needs calibration data: pass --calib FILE/],
+    ['a missing --calib-offsets file is named as a file', ['--method', 'wanda', '--calib', CALIB, '--calib-offsets', 'offsets.txt'],
+      /--calib-offsets: file offsets\.txt not found/],
+    ['--sparsity that is not a number', ['--method', 'magnitude', '--sparsity', 'abc'], /--sparsity expects a number, got "abc"/],
+    ['--seqlen beyond the model context', ['--method', 'wanda', '--calib', CALIB, '--seqlen', '1024'], /--seqlen 1024 exceeds the model's trained context of 512/],
   ];
   for (const [what, args, pattern] of bad) {
     it(`bad input: ${what} — clear error, nothing written`, () => {

@@ -196,8 +196,12 @@ test('findTokenizerForModel / loadTokenizer for llama2.c checkpoints', async () 
 
 test('checkTokenizerMatchesModel', () => {
   const tok = Llama2cTokenizer.fromFile(writeTiny(tmp()));
-  checkTokenizerMatchesModel(tok, 267, 'm.bin');
-  checkTokenizerMatchesModel(tok, 320, 'm.bin'); // padded embedding: fine
+  assert.deepEqual(checkTokenizerMatchesModel(tok, 267, 'm.bin'), { padding: 0 });
+  // A llama2.c file stores no vocabulary size: a shorter one is another tokenizer, not padding (issue 14).
+  assert.throws(
+    () => checkTokenizerMatchesModel(tok, 320, 'm.bin'),
+    (e: unknown) => e instanceof TokenizerError && /has 267 tokens but the model's vocabulary has 320; .*must match the model exactly/.test(e.message),
+  );
   assert.throws(
     () => checkTokenizerMatchesModel(tok, 256, 'm.bin'),
     (e: unknown) => e instanceof TokenizerError && /267/.test(e.message) && /256/.test(e.message) && /m\.bin/.test(e.message),

@@ -7,7 +7,8 @@ import { BACKEND_CHOICES, initBackend, type BackendChoice, type ConcreteBackend 
 import { loadModel, type LoadedModel } from '../io/load-model.ts';
 import { checkTokenizerMatchesModel, findTokenizerForModel } from '../tokenizer/load.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
-import { PruneLabError } from '../util/errors.ts';
+import { FileSystemError, isErrnoException, PruneLabError } from '../util/errors.ts';
+import { reportProgress } from '../util/supervision.ts';
 
 export interface CommonArgs {
   backend: BackendChoice;
@@ -26,19 +27,58 @@ export function withModel<T>(y: Argv<T>): Argv<T & { model: string; tokenizer: s
     .option('tokenizer', { type: 'string', describe: 'tokenizer path (default: found beside the model)' });
 }
 
+/** `--overwrite` of every command that writes a model folder (src/io/checkpoint-writer.ts). */
+export function withOverwrite<T>(y: Argv<T>): Argv<T & { overwrite: boolean }> {
+  return y.option('overwrite', {
+    type: 'boolean', default: false,
+    describe: 'replace a non-empty --out (only once the new checkpoint is complete)',
+  });
+}
+
+/** `--allow-long-context`: LLaMA windows beyond max_position_embeddings (src/util/context-length.ts). */
+export function withLongContext<T>(y: Argv<T>): Argv<T & { 'allow-long-context': boolean }> {
+  return y.option('allow-long-context', {
+    type: 'boolean', default: false,
+    describe: "allow --seqlen beyond a LLaMA model's trained context (max_position_embeddings); recorded in the result",
+  });
+}
+
+/** The inputs a command reads, named by flag, for the --out checks (absent ones left out). */
+export function namedInputs<A extends object>(args: A, flags: readonly (keyof A & string)[]): { flag: string; path: string }[] {
+  return flags.flatMap((f) => (typeof args[f] === 'string' && args[f] !== '' ? [{ flag: `--${f}`, path: args[f] as string }] : []));
+}
+
+/** A checkpoint's bytes on disk, near enough for a free-space check: its weights at the dtype plus 64 KiB. */
+export function checkpointBytes(params: number, dtype: 'f32' | 'f16'): number {
+  return params * (dtype === 'f16' ? 2 : 4) + 65_536;
+}
+
+/** A progress line on stderr; the last one is what an interrupt reports as done. */
 export function log(msg: string): void {
   process.stderr.write(`${msg}\n`);
+  reportProgress(msg);
 }
 
 export async function startBackend(args: CommonArgs): Promise<ConcreteBackend> {
   return initBackend(args.backend, false);
 }
 
-export async function openModel(args: { model: string; tokenizer?: string }): Promise<LoadedModel & { tokenizer: Tokenizer }> {
+/** Load the model and its tokenizer, checked against each other (the padding is noted on stderr). */
+export async function openModel(args: { model: string; tokenizer?: string }): Promise<LoadedModel & { tokenizer: Tokenizer; vocabPadding: number }> {
   const loaded = loadModel(args.model);
-  const tokenizer = await findTokenizerForModel(args.model, args.tokenizer);
-  checkTokenizerMatchesModel(tokenizer, loaded.model.config.vocabSize, args.model);
-  return { ...loaded, tokenizer };
+  let padding: number;
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = await findTokenizerForModel(args.model, args.tokenizer);
+    ({ padding } = checkTokenizerMatchesModel(tokenizer, loaded.model.config.vocabSize, args.model));
+  } catch (e) {
+    loaded.model.dispose();
+    throw e;
+  }
+  if (padding > 0) {
+    log(`note: the model's vocabulary (${loaded.model.config.vocabSize}) has ${padding} padding id(s) beyond the tokenizer's ${tokenizer.vocabSize}; the tokenizer never produces them`);
+  }
+  return { ...loaded, tokenizer, vocabPadding: padding };
 }
 
 /** Print a result: one JSON object with --json, else a readable rendering. */
@@ -47,17 +87,31 @@ export function emit(args: CommonArgs, result: Record<string, unknown>, human?: 
   else process.stdout.write((human ? human() : JSON.stringify(result, null, 2)) + '\n');
 }
 
-/** Wrap a handler: user errors print their message (and a JSON error object with --json). */
+/**
+ * Report a failure: one line on stderr (a stack trace only for a bug, not for bad input or a
+ * file-system error), one JSON object on stdout with --json; exit code 2 for user-facing errors,
+ * 1 for bugs.
+ */
+export function reportError(e: unknown, json: boolean): void {
+  const err = isErrnoException(e) ? FileSystemError.from(e) : e instanceof Error ? e : new Error(String(e));
+  const known = err instanceof PruneLabError;
+  if (json) {
+    const code = err instanceof FileSystemError ? { code: err.code } : {};
+    process.stdout.write(JSON.stringify({ error: err.message, kind: err.name, ...code }) + '\n');
+  }
+  process.stderr.write(`prunelab: ${known ? err.message : err.stack ?? err.message}\n`);
+  // An error may carry its own code (an interrupted experiment: 128 + the signal number).
+  const own = (err as { exitCode?: unknown }).exitCode;
+  process.exitCode = typeof own === 'number' && own > 0 ? own : known ? 2 : 1;
+}
+
+/** Wrap a handler: errors are reported by `reportError`. */
 export function handler<A extends CommonArgs>(fn: (args: A) => Promise<void>): (args: A) => Promise<void> {
   return async (args: A) => {
     try {
       await fn(args);
     } catch (e) {
-      const err = e as Error;
-      const known = err instanceof PruneLabError;
-      if (args.json) process.stdout.write(JSON.stringify({ error: err.message, kind: err.name }) + '\n');
-      process.stderr.write(`prunelab: ${known ? err.message : err.stack ?? err.message}\n`);
-      process.exitCode = known ? 2 : 1;
+      reportError(e, args.json);
     }
   };
 }

@@ -9,7 +9,8 @@ import type { CausalLM } from '../model/causal-lm.ts';
 import { causalLmNllSum } from '../model/loss.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { tokenizeText, windowStarts } from '../data/text.ts';
-import { DataError } from '../util/errors.ts';
+import { ConfigError } from '../util/errors.ts';
+import { checkContextLength } from '../util/context-length.ts';
 
 export interface PerplexityProtocol {
   text: string;
@@ -20,6 +21,9 @@ export interface PerplexityProtocol {
   tail: 'drop';
   loss: 'exp-mean-token-nll';
   maxWindows: number | null;
+  /** Present (true) only when windows run past the model's trained context (asked for explicitly). */
+  beyondContext?: true;
+  contextLength?: number;
 }
 
 export interface PerplexityResult {
@@ -38,16 +42,27 @@ export interface PerplexityOptions {
   maxWindows?: number | null;
   /** Windows per forward pass; default keeps a batch near 4096 tokens. */
   batchSize?: number;
+  /** LLaMA family: allow windows longer than max_position_embeddings (recorded in the protocol). */
+  allowBeyondContext?: boolean;
   onProgress?: (done: number, total: number) => void;
+}
+
+/** The argument checks (also run by the CLI before it loads anything). */
+export function checkPerplexityOptions(opts: Pick<PerplexityOptions, 'seqlen' | 'maxWindows'>): void {
+  const { seqlen, maxWindows } = opts;
+  if (!Number.isInteger(seqlen) || seqlen < 2) throw new ConfigError(`--seqlen must be an integer ≥ 2 (got ${seqlen})`);
+  if (maxWindows != null && !(Number.isInteger(maxWindows) && maxWindows >= 1)) {
+    throw new ConfigError(`--max-windows must be a positive integer, or left out to score every window (got ${maxWindows})`);
+  }
 }
 
 export function perplexityOfTokens(model: CausalLM, tokens: readonly number[], source: string, tokenizerId: string,
   opts: PerplexityOptions): PerplexityResult {
+  checkPerplexityOptions(opts);
   const { seqlen } = opts;
-  if (model.config.family === 'opt' && seqlen > model.config.maxPositionEmbeddings) {
-    throw new DataError(`seqlen ${seqlen} exceeds the model's ${model.config.maxPositionEmbeddings} positions`, source);
-  }
-  const starts = windowStarts(tokens.length, seqlen, opts.maxWindows ?? null, source);
+  const maxWindows = opts.maxWindows ?? null;
+  const beyond = checkContextLength(model.config, seqlen, '--seqlen', { allow: opts.allowBeyondContext ?? false, allowFlag: '--allow-long-context' });
+  const starts = windowStarts(tokens.length, seqlen, maxWindows, source);
   const batch = opts.batchSize ?? Math.max(1, Math.floor(4096 / seqlen));
   const windows = starts.map((s) => tokens.slice(s, s + seqlen));
   const { nll, tokens: count } = meanTokenNll(model, windows, batch, opts.onProgress);
@@ -55,7 +70,8 @@ export function perplexityOfTokens(model: CausalLM, tokens: readonly number[], s
     ppl: Math.exp(nll), nll, tokens: count, windows: starts.length, seqlen,
     protocol: {
       text: source, tokenizer: tokenizerId, seqlen, stride: seqlen, bos: 'once-at-text-start', tail: 'drop',
-      loss: 'exp-mean-token-nll', maxWindows: opts.maxWindows ?? null,
+      loss: 'exp-mean-token-nll', maxWindows,
+      ...(beyond ? { beyondContext: true as const, contextLength: model.config.maxPositionEmbeddings } : {}),
     },
   };
 }

@@ -6,10 +6,10 @@
  * running the same command again resumes.
  */
 import { removeStaleTemps } from '../util/atomic.ts';
-import fs from 'node:fs';
 import path from 'node:path';
 import cliProgress from 'cli-progress';
 import { PruneLabError } from '../util/errors.ts';
+import { makeWritableDir } from '../util/writable-dir.ts';
 import { expandGrid, parseShard, selectShard, type Shard } from './grid.ts';
 import {
   acquireLock, buildRow, type ResultRow, packageVersions, readResults, resultColumns, resultsFileName, ResultsFile, writeRunRecord,
@@ -104,7 +104,8 @@ export async function runExperiment(file: string, opts: RunnerOptions): Promise<
   const selected = selectShard(grid, shard);
   const outDir = exp.resolved.output;
   const columns = resultColumns(exp.config);
-  fs.mkdirSync(path.join(outDir, 'runs'), { recursive: true });
+  // Created and proved writable before any run (a read-only or full disk fails here, named).
+  makeWritableDir(path.join(outDir, 'runs'), `experiment output ${outDir}`);
   const resultsPath = path.join(outDir, resultsFileName(shard));
 
   const release = acquireLock(resultsPath);

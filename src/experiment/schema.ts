@@ -12,6 +12,7 @@ import { z } from 'zod';
 import { ConfigError } from '../util/errors.ts';
 import { canonicalJson } from './hash.ts';
 import { formatLocated, issuesToLocated, type KeyPath, type Located } from './yaml-location.ts';
+import { defaultZeroshotDir, isTaskName, TASKS } from '../eval/zeroshot.ts';
 
 const posInt = z.number().int().min(1);
 const nonNegInt = z.number().int().min(0);
@@ -173,6 +174,14 @@ function semanticChecks(c: ExperimentConfig): Located[] {
   return out;
 }
 
+/**
+ * The written option keys a validator's message names (`'key'` or `"key"`), so an error that
+ * carries no path still points at the option rather than at the method's name.
+ */
+function optionKeysNamed(message: string, options: Record<string, unknown>): string[] {
+  return Object.keys(options).filter((k) => message.includes(`'${k}'`) || message.includes(`"${k}"`));
+}
+
 /** Validate each method; options the validator resolves replace the written ones in `c`. */
 function methodChecks(c: ExperimentConfig, validate: MethodValidator): Located[] {
   const out: Located[] = [];
@@ -184,9 +193,13 @@ function methodChecks(c: ExperimentConfig, validate: MethodValidator): Located[]
       if (err instanceof z.ZodError) {
         out.push(...issuesToLocated(err.issues, z.record(z.string(), z.unknown()), m.options, ['methods', i, 'options']));
       } else {
+        const message = err instanceof Error ? err.message : String(err);
         const rel = (err as { path?: unknown }).path;
-        const where: KeyPath = Array.isArray(rel) ? ['methods', i, 'options', ...(rel as PropertyKey[])] : ['methods', i, 'name'];
-        out.push({ path: where, message: err instanceof Error ? err.message : String(err) });
+        const named = optionKeysNamed(message, m.options);
+        const where: KeyPath = Array.isArray(rel) ? ['methods', i, 'options', ...(rel as PropertyKey[])]
+          : named.length > 0 ? ['methods', i, 'options', named[0]] : ['methods', i, 'name'];
+        // An unknown option is pointed at by its key, a bad value by the value.
+        out.push({ path: where, message, atKey: !Array.isArray(rel) && named.length > 0 && /unknown option/.test(message) });
       }
     }
   });
@@ -234,12 +247,54 @@ interface PathField {
  * relative to the YAML. An unset variable leaves the path unresolvable, which the caller reports.
  */
 export function resolveInputPath(dir: string, written: string): string {
-  const m = /^\$([A-Za-z_][A-Za-z0-9_]*)(\/.*)?$/.exec(written);
+  const m = VARIABLE_RE.exec(written);
   if (m) {
     const base = m[1] === 'SHARED' ? process.env.SHARED ?? sharedDataDir() : process.env[m[1]];
     return base === undefined ? `(environment variable ${m[1]} is not set)${m[2] ?? ''}` : path.join(base, m[2] ?? '');
   }
   return path.resolve(dir, written);
+}
+
+const VARIABLE_RE = /^\$([A-Za-z_][A-Za-z0-9_]*)(\/.*)?$/;
+
+/**
+ * What is wrong with a path as written, before it is looked up: an unset `$NAME`, or a `$` that
+ * is not a leading `$NAME/` (it would be taken literally, e.g. a folder named `$OUTDIR`).
+ */
+export function pathVariableProblem(written: string): string | null {
+  const m = VARIABLE_RE.exec(written);
+  if (m) {
+    if (m[1] === 'SHARED' || process.env[m[1]] !== undefined) return null;
+    return `environment variable ${m[1]} is not set: set it, or write the path without it`;
+  }
+  if (written.includes('$')) return 'only a leading $NAME/ is expanded (an environment variable); a $ elsewhere would be taken literally';
+  return null;
+}
+
+/** Module-path methods (`./my-method.ts`) resolve against the current folder, as at run time. */
+function methodModuleProblem(name: string): string | null {
+  const isPath = name.includes('/') || /\.(ts|js|mjs)$/.test(name);
+  return isPath && !fs.existsSync(path.resolve(name)) ? `method module not found: ${path.resolve(name)} (module paths resolve against the current folder)` : null;
+}
+
+/** Names the loader can resolve without running anything: zero-shot tasks (and their data) and method modules. */
+function nameChecks(c: ExperimentConfig): Located[] {
+  const out: Located[] = [];
+  c.evaluations.zeroshot.forEach((z, i) => {
+    const at: KeyPath = ['evaluations', 'zeroshot', i, 'task'];
+    if (z.task.endsWith('.jsonl')) return; // a path: checked with the other paths
+    if (!isTaskName(z.task)) {
+      out.push({ path: at, message: `unknown zero-shot task ${JSON.stringify(z.task)}; valid: ${Object.keys(TASKS).join(', ')}, or a .jsonl file` });
+      return;
+    }
+    const file = path.join(defaultZeroshotDir(), TASKS[z.task].file);
+    if (!fs.existsSync(file)) out.push({ path: at, message: `task data not found: ${file} (the shared data folder; PRUNELAB_SHARED_DATA sets it)` });
+  });
+  c.methods.forEach((m, i) => {
+    const problem = methodModuleProblem(m.name);
+    if (problem) out.push({ path: ['methods', i, 'name'], message: problem });
+  });
+  return out;
 }
 
 /** Every input path in the config, so they resolve and are checked in one place. */
@@ -305,6 +360,21 @@ function checkOffsets(data: unknown, nsamples: number): number[] | string {
   return data as number[];
 }
 
+/** `duplicate key "name" (first at line 3)`: the key at `offset` and its earlier sibling. */
+function duplicateKeyMessage(source: string, offset: number, lines: LineCounter): string {
+  const m = /^(?:"((?:[^"\\]|\\.)*)"|'((?:[^']|'')*)'|([^:#\n]*?))\s*:/.exec(source.slice(offset));
+  const key = m ? m[1] ?? m[2]?.replace(/''/g, "'") ?? m[3] ?? '' : '';
+  if (!key) return 'duplicate key: each key may appear once in a mapping';
+  // The nearest earlier line with the same key at the same indentation is the first one.
+  const { line, col } = lines.linePos(offset);
+  const escaped = key.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const re = new RegExp(`^[ -]{${col - 1}}["']?${escaped}["']?\\s*:`);
+  const earlier = source.split('\n').slice(0, line - 1);
+  let first = earlier.length - 1;
+  while (first >= 0 && !re.test(earlier[first])) first--;
+  return `duplicate key ${JSON.stringify(key)}${first >= 0 ? ` (first at line ${first + 1})` : ''}: each key may appear once in a mapping; remove or merge one`;
+}
+
 function fail(file: string, doc: Document, lines: LineCounter, errors: Located[]): never {
   const msgs = errors.map((e) => formatLocated(file, doc, lines, e)).sort((a, b) => a.line - b.line || a.col - b.col);
   throw new ConfigError(msgs.map((m) => m.text).join('\n'));
@@ -323,6 +393,12 @@ export function loadExperiment(file: string, opts: LoadOptions = {}): LoadedExpe
   const doc = parseDocument(source, { lineCounter: lines, prettyErrors: false });
   if (doc.errors.length > 0) {
     throw new ConfigError(doc.errors.map((e) => {
+      if (e.code === 'DUPLICATE_KEY') {
+        // The reported offset may sit before the key (after an empty value): start at the key.
+        const at = e.pos[0] + (/^\s*/.exec(source.slice(e.pos[0]))?.[0].length ?? 0);
+        const pos = lines.linePos(at);
+        return `${file}:${pos.line}:${pos.col}: ${duplicateKeyMessage(source, at, lines)}`;
+      }
       const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
       return `${file}:${pos.line}:${pos.col}: malformed YAML: ${e.message.split('\n')[0]}`;
     }).join('\n'));
@@ -334,17 +410,22 @@ export function loadExperiment(file: string, opts: LoadOptions = {}): LoadedExpe
   // Methods first: resolved options are what the duplicate check must compare.
   const methodProblems = methodChecks(config, opts.validateMethod ?? (() => {}));
   const scheduleProblems = opts.recoverySchedules ? scheduleChecks(config, opts.recoverySchedules) : [];
-  const problems = [...methodProblems, ...scheduleProblems, ...semanticChecks(config)];
+  const problems = [...methodProblems, ...scheduleProblems, ...semanticChecks(config), ...nameChecks(config)];
   if (problems.length > 0) fail(file, doc, lines, problems);
 
   const dir = path.dirname(path.resolve(file));
   const resolved = structuredClone(config) as LoadedExperiment['resolved'];
-  resolved.output = path.resolve(dir, config.output ?? path.join('results', config.name));
+  // The output folder takes $NAME/ like the inputs; it need not exist yet (the runner creates it).
+  const outputProblem = config.output === undefined ? null : pathVariableProblem(config.output);
+  if (outputProblem) problems.push({ path: ['output'], message: outputProblem });
+  resolved.output = resolveInputPath(dir, config.output ?? path.join('results', config.name));
   for (const f of pathFields(config)) {
     const written = f.get(config);
     if (written === undefined) continue;
     const abs = resolveInputPath(dir, written);
-    if (!fs.existsSync(abs)) problems.push({ path: f.at, message: `path not found: ${abs}` });
+    const problem = pathVariableProblem(written);
+    if (problem) problems.push({ path: f.at, message: problem });
+    else if (!fs.existsSync(abs)) problems.push({ path: f.at, message: `path not found: ${abs}` });
     f.set(resolved, abs);
   }
   let calibrationOffsets: number[] | null = null;

@@ -22,6 +22,15 @@ function int(cfg: Record<string, unknown>, key: string, file: string, fallback?:
   return v;
 }
 
+/** hidden_size / num_attention_heads, refused (naming both) when it is not an integer. */
+function derivedHeadDim(hiddenSize: number, numHeads: number, file: string, canSet: boolean): number {
+  if (hiddenSize % numHeads !== 0) {
+    throw new CheckpointError(`hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}, so the head size is not an integer`
+      + (canSet ? ' (a model whose heads are not hidden_size / num_attention_heads wide states head_dim)' : ''), file);
+  }
+  return hiddenSize / numHeads;
+}
+
 function num(cfg: Record<string, unknown>, key: string, fallback: number): number {
   const v = cfg[key];
   return typeof v === 'number' ? v : fallback;
@@ -76,7 +85,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file: string): Model
     const shape = { numHeads, numKvHeads: numHeads, intermediateSize: int(raw, 'ffn_dim', file) };
     return {
       family: 'opt', vocabSize, hiddenSize, numLayers,
-      headDim: hiddenSize / numHeads,
+      headDim: derivedHeadDim(hiddenSize, numHeads, file, false),
       layers: perLayer(raw, numLayers, shape, file),
       maxPositionEmbeddings: int(raw, 'max_position_embeddings', file),
       tieWordEmbeddings: raw['tie_word_embeddings'] !== false,
@@ -95,7 +104,7 @@ export function parseHfConfig(raw: Record<string, unknown>, file: string): Model
     throw new CheckpointError('rope_scaling is not supported yet (plain RoPE only)', file);
   }
   const numKvHeads = int(raw, 'num_key_value_heads', file, numHeads);
-  const headDim = int(raw, 'head_dim', file, hiddenSize / numHeads);
+  const headDim = raw['head_dim'] == null ? derivedHeadDim(hiddenSize, numHeads, file, true) : int(raw, 'head_dim', file);
   if (numHeads % numKvHeads !== 0) {
     throw new CheckpointError(`${numHeads} attention heads are not divisible by ${numKvHeads} key/value heads`, file);
   }

@@ -20,6 +20,7 @@ import { linearGradients } from './gradients.ts';
 import { buildReport, type PruneReport } from './report.ts';
 import { ConfigError } from '../util/errors.ts';
 import { pruneLayersParallel } from './parallel.ts';
+import { statsNeedData } from './needs-calibration.ts';
 
 export interface PruneRequest<O, R extends MethodReport = MethodReport> {
   method: PruningMethod<O, R>;
@@ -132,7 +133,7 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   perLayer: Record<string, unknown>[]): Promise<void> {
   const log = req.log ?? (() => {});
   const statsReq = m.stats(req.options);
-  const needsData = Object.values(statsReq).some((v) => (v as unknown[] | undefined)?.length);
+  const needsData = statsNeedData(statsReq);
   if (needsData && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data (--calib FILE, or calibration: in an experiment)`);
   const workers = workerCount(req.workers);
   const view = modelView(model);
@@ -164,7 +165,7 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   perLayer: Record<string, unknown>[]): Promise<R | undefined> {
   const log = req.log ?? (() => {});
   const sreq = m.stats(req.options);
-  const needsPass = Object.values(sreq.perLayer).some((v) => (v as unknown[] | undefined)?.length) || sreq.blockDistance !== undefined;
+  const needsPass = statsNeedData(sreq.perLayer) || sreq.blockDistance !== undefined;
   if ((needsPass || sreq.gradients) && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data (--calib FILE, or calibration: in an experiment)`);
   if (req.workers !== undefined && workerCount(req.workers) > 1) {
     throw new ConfigError(`method '${req.method.name}' is structured: it plans all layers at once; workers > 1 applies to layer-wise methods only`);

@@ -105,15 +105,27 @@ export async function findTokenizerForModel(modelPath: string, explicit?: string
 }
 
 /**
- * A tokenizer may have fewer ids than the model embeds (HF models pad their embedding), never
- * more: ids past the embedding cannot be looked up.
+ * The tokenizer's ids must fit the model's vocabulary, checked both ways. A llama2.c tokenizer
+ * stores no vocabulary size (its loader reads records to the end of the file), so it must match
+ * the model exactly: a shorter one is a different tokenizer whose ids mean other tokens. An HF
+ * tokenizer may have fewer ids than the model embeds (HF models pad their embedding to a round
+ * number), never more: ids past the embedding cannot be looked up. Returns the padding (model
+ * ids the tokenizer never produces).
  */
-export function checkTokenizerMatchesModel(tok: Tokenizer, modelVocabSize: number, modelPath: string): void {
-  if (tok.vocabSize > modelVocabSize) {
+export function checkTokenizerMatchesModel(tok: Tokenizer, modelVocabSize: number, modelPath: string): { padding: number } {
+  const hint = 'wrong tokenizer for this model? (--tokenizer PATH sets it)';
+  if (tok instanceof Llama2cTokenizer && tok.vocabSize !== modelVocabSize) {
     throw new TokenizerError(
-      `tokenizer ${tok.id} has ${tok.vocabSize} tokens but the model's vocabulary has only ${modelVocabSize}: ` +
-        `wrong tokenizer for this model? (--tokenizer PATH sets it)`,
+      `llama2.c tokenizer ${tok.id} has ${tok.vocabSize} tokens but the model's vocabulary has ${modelVocabSize}; ` +
+        `a llama2.c tokenizer must match the model exactly: ${hint}`,
       modelPath,
     );
   }
+  if (tok.vocabSize > modelVocabSize) {
+    throw new TokenizerError(
+      `tokenizer ${tok.id} has ${tok.vocabSize} tokens but the model's vocabulary has only ${modelVocabSize}: ${hint}`,
+      modelPath,
+    );
+  }
+  return { padding: modelVocabSize - tok.vocabSize };
 }

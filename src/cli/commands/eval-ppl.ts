@@ -1,23 +1,26 @@
 import type { CommandModule } from 'yargs';
 import * as tf from '@tensorflow/tfjs';
-import { perplexityOfText } from '../../eval/perplexity.ts';
-import { emit, handler, log, openModel, startBackend, withCommon, withModel, type CommonArgs } from '../common.ts';
+import { checkPerplexityOptions, perplexityOfText } from '../../eval/perplexity.ts';
+import { emit, handler, log, openModel, startBackend, withCommon, withLongContext, withModel, type CommonArgs } from '../common.ts';
 
-type Args = CommonArgs & { model: string; tokenizer: string | undefined; text: string; seqlen: number; 'max-windows': number | undefined };
+type Args = CommonArgs & {
+  model: string; tokenizer: string | undefined; text: string; seqlen: number; 'max-windows': number | undefined; 'allow-long-context': boolean;
+};
 
 export const evalPplCommand: CommandModule<object, Args> = {
   command: 'ppl',
   describe: 'perplexity on a text file (non-overlapping windows, one BOS at the start of the text)',
-  builder: (y) => withModel(withCommon(y))
+  builder: (y) => withLongContext(withModel(withCommon(y)))
     .option('text', { type: 'string', demandOption: true, describe: 'text file' })
     .option('seqlen', { type: 'number', demandOption: true, describe: 'window length in tokens' })
     .option('max-windows', { type: 'number', describe: 'score only the first K windows' }),
   handler: handler<Args>(async (args) => {
+    checkPerplexityOptions({ seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null });
     const backend = await startBackend(args);
     const { model, tokenizer } = await openModel(args);
     const t0 = performance.now();
     const r = perplexityOfText(model, tokenizer, args.text, {
-      seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null,
+      seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null, allowBeyondContext: args['allow-long-context'],
       onProgress: (d, n) => { if (!args.json || process.stderr.isTTY) log(`ppl: window ${d}/${n}`); },
     });
     const seconds = (performance.now() - t0) / 1000;

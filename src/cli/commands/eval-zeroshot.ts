@@ -1,5 +1,6 @@
 import type { CommandModule } from 'yargs';
-import { evaluateTask, type MetricPreset } from '../../eval/zeroshot.ts';
+import { evaluateTask, resolveTask, type MetricPreset } from '../../eval/zeroshot.ts';
+import { ConfigError } from '../../util/errors.ts';
 import { emit, handler, openModel, startBackend, withCommon, withModel, type CommonArgs } from '../common.ts';
 
 type Args = CommonArgs & {
@@ -17,6 +18,11 @@ export const evalZeroshotCommand: CommandModule<object, Args> = {
     .option('preset', { choices: ['default', 'acc'] as const, default: 'default' as MetricPreset, describe: 'metric map' })
     .option('no-bos', { type: 'boolean', default: false, describe: 'do not prepend BOS to contexts' }),
   handler: handler<Args>(async (args) => {
+    // Checked before loading anything: a typo in the task, or a limit that would score nothing.
+    if (args.limit !== undefined && !(Number.isInteger(args.limit) && args.limit >= 1)) {
+      throw new ConfigError(`--limit must be a positive integer, or left out to score every row (got ${args.limit})`);
+    }
+    resolveTask(args.task);
     const backend = await startBackend(args);
     const { model, tokenizer } = await openModel(args);
     const t0 = performance.now();

@@ -22,7 +22,9 @@ export const generateCommand: CommandModule<object, Args> = {
   handler: handler<Args>(async (args) => {
     if (args.greedy && args.temperature !== undefined) throw new ConfigError('--greedy and --temperature exclude each other');
     if (args.temperature !== undefined && !(args.temperature > 0)) throw new ConfigError(`--temperature must be > 0 (got ${args.temperature})`);
-    if (!(args['max-new-tokens'] >= 1)) throw new ConfigError('--max-new-tokens must be ≥ 1');
+    if (!(Number.isInteger(args['max-new-tokens']) && args['max-new-tokens'] >= 1)) {
+      throw new ConfigError(`--max-new-tokens must be a positive integer (got ${args['max-new-tokens']})`);
+    }
     const backend = await startBackend(args);
     const { model, tokenizer } = await openModel(args);
     const prompt = args.prompt !== undefined && args.prompt !== ''

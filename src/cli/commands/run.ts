@@ -9,6 +9,7 @@ import { renderTable } from '../../experiment/table.ts';
 import { plotResults } from '../../experiment/plot.ts';
 import { SPARSITY_AXES, type SparsityAxis } from '../../experiment/report-data.ts';
 import { DataError } from '../../util/errors.ts';
+import { makeWritableDir } from '../../util/writable-dir.ts';
 
 type RunArgs = CommonArgs & { file: string; shard: string | undefined; format: 'md' | 'latex' };
 
@@ -72,6 +73,7 @@ export const plotCommand: CommandModule<object, PlotArgs> = {
     .option('out', { type: 'string', demandOption: true })
     .option('axis', { choices: SPARSITY_AXES, default: 'decoder' as SparsityAxis, describe: 'x axis: measured fraction removed (decoder, all, scope) or target' }),
   handler: handler<PlotArgs>(async (args) => {
+    makeWritableDir(args.out, `--out ${args.out}`);
     const { displayName } = await methodRegistryInfo();
     const files = await plotResults(rowsFrom(args.results), args.out, displayName, args.axis);
     emit(args, { files }, () => files.map((f) => path.relative(process.cwd(), f)).join('\n'));
