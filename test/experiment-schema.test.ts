@@ -79,7 +79,7 @@ colour: blue
 `;
     // Lines 17-19 appended after the 16 lines of VALID.
     const err = errorOf(root, yaml);
-    assert.match(err.message, new RegExp(`${file}:18:61: recovery\\[0\\]\\.alpah: unknown key \\(valid: schedule, steps, lr, rank, data\\)`));
+    assert.match(err.message, new RegExp(`${file}:18:61: recovery\\[0\\]\\.alpah: unknown key \\(valid: schedule, preset, rank, alpha, dropout, targets, lr, lrSchedule, warmup, microBatch, gradAccum, seqlen, steps, epochs, format, template, trainOnInputs, heldOut, data\\)`));
     assert.match(err.message, new RegExp(`${file}:19:1: colour: unknown key`));
   });
 
