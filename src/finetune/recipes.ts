@@ -159,8 +159,9 @@ export interface RecipeProblem {
 export function recipeProblems(input: RecipeInput, fallbacks: RecipeFallbacks = {}): RecipeProblem[] {
   const out: RecipeProblem[] = [];
   const preset = input.preset === undefined ? undefined : RECIPE_PRESETS[input.preset];
+  // What else is missing depends on the preset: say only what is wrong with it.
   if (input.preset !== undefined && !preset) {
-    out.push({ key: 'preset', message: `unknown recovery preset '${input.preset}'; valid: ${Object.keys(RECIPE_PRESETS).join(', ')}` });
+    return [{ key: 'preset', message: `unknown recovery preset '${input.preset}'; valid: ${Object.keys(RECIPE_PRESETS).join(', ')}` }];
   }
   const base = preset?.settings ?? {};
   const schedule = scheduleOf(input, fallbacks);
