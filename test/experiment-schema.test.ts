@@ -194,11 +194,12 @@ colour: blue
       [64, 256, 'linear', 100, 1, null, 0.25, 'alpaca-json']);
     assert.equal(run.recovery.data, path.join(root, 'data', 'alpaca.json'));
     const result = fakeResult(run);
-    result.recovery = { merged: true, recipe: { ...recipe, steps: 7, warmup: 100, stepsPerEpoch: 7, epochsRun: 1, trainItems: 450, heldOutItems: 150 } };
+    result.recovery = { merged: true, evaluated: 'fp32-merged', recipe: { ...recipe, steps: 7, warmup: 100, stepsPerEpoch: 7, epochsRun: 1, trainItems: 450, heldOutItems: 150 } };
     const row = buildRow(run, result, exp.config, { totalS: 1, finished: new Date(0) });
     assert.equal(row.recovery_steps, '7');
     assert.equal(row.recovery_lr, '0.0001');
     assert.deepEqual(JSON.parse(row.recovery_recipe), { ...result.recovery.recipe });
+    assert.equal(row.recovery_evaluated, 'fp32-merged');
   });
 
   it('recovery recipes, bad input: unknown preset located, instruction data missing a field named with file and row at load', () => {

@@ -132,7 +132,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
         data: run.recovery.data, seed: run.seed, pruneReport: report ?? undefined,
       });
       recovery = {
-        merged: true, recipe: r.recipe,
+        merged: true, evaluated: r.evaluated, recipe: r.recipe,
         log: { heldOut: r.heldOut, schedule: r.schedule, losses: r.log.map((e) => e.loss), skippedTargets: r.skippedTargets },
       };
       timings.recoverS = (performance.now() - t0) / 1000;

@@ -32,7 +32,7 @@ const IDENTITY_COLUMNS = [
   'run_id', 'experiment', 'model', 'model_path', 'model_hash', 'family', 'dtype', 'tokenizer', 'tokenizer_hash',
   'method', 'options', 'pattern', 'target_sparsity', 'measured_sparsity', 'params_before', 'params_after', 'denominator',
   'calib_text', 'calib_nsamples', 'calib_seqlen', 'calib_seed', 'calib_offsets_hash', 'calib_mode',
-  'recovery_schedule', 'recovery_steps', 'recovery_lr', 'recovery_rank', 'recovery_data', 'recovery_merged', 'recovery_recipe',
+  'recovery_schedule', 'recovery_steps', 'recovery_lr', 'recovery_rank', 'recovery_data', 'recovery_merged', 'recovery_recipe', 'recovery_evaluated',
 ];
 const TRAILING_COLUMNS = ['backend', 'device', 'seed'];
 /** Columns that legitimately differ between two executions of the same run. */
@@ -131,6 +131,7 @@ export function buildRow(run: RunSpec, result: RunResult, config: ExperimentConf
     recovery_data: cell(rec.data),
     recovery_merged: rec.schedule === 'none' ? '' : cell(result.recovery?.merged),
     recovery_recipe: recipe ? canonicalJson(recipe) : '',
+    recovery_evaluated: rec.schedule === 'none' ? '' : cell(result.recovery?.evaluated),
   };
   for (const p of run.evaluations.perplexity) {
     const m = result.perplexity[p.id];

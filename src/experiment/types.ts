@@ -128,8 +128,11 @@ export interface RunResult {
   calibration?: { offsets: number[] };
   /** The prune engine's report (per-matrix sparsity, kept counts, peak memory ...): JSON-serialisable. */
   pruningReport?: unknown;
-  /** `recipe`: the recipe as run (steps from epochs, warm-up, data sizes filled in). */
-  recovery?: { merged: boolean; recipe?: RecipeRecord; log?: unknown };
+  /**
+   * `recipe`: the recipe as run (steps from epochs, warm-up, data sizes filled in); `evaluated`:
+   * which model the evaluations saw (`fp32-merged`, or `int4-dequantized` after group fine-tuning).
+   */
+  recovery?: { merged: boolean; evaluated?: string; recipe?: RecipeRecord; log?: unknown };
   perplexity: Record<string, PerplexityMeasure>;
   zeroshot: Record<string, ZeroShotMeasure>;
   speed?: SpeedMeasure;

@@ -45,6 +45,12 @@ export interface RecoveryResult extends FinetuneResult {
   /** Targets the schedule or recipe left out. */
   skippedTargets: LinearRole[];
   recipe: RecipeRecord;
+  /**
+   * What the returned model is: `fp32-merged` (LoRA folded into the weights), or under group
+   * quantisation `int<bits>-dequantized` — the quantised model with the adapters merged into its
+   * zeros, dequantised to fp32, i.e. exactly what its quantised export loads as.
+   */
+  evaluated: string;
 }
 
 /** The pruning report saved beside a pruned checkpoint, if any. */
@@ -131,5 +137,6 @@ export function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequ
     ...(req.checkpointDir ? { checkpointDir: req.checkpointDir, resume: req.resume ?? false } : {}),
     onProgress: req.onProgress,
   });
-  return { ...result, skippedTargets: skipped, recipe: recordOf(recipe, result.layout) };
+  const evaluated = plan?.quant ? `int${plan.quant.bits}-dequantized` : 'fp32-merged';
+  return { ...result, skippedTargets: skipped, recipe: recordOf(recipe, result.layout), evaluated };
 }

@@ -7,6 +7,7 @@ import { DATA_FORMATS, RECIPE_PRESETS, resolveRecipe, type RecipeInput } from '.
 import { LR_SCHEDULES } from '../../train/lr-schedule.ts';
 import { resolveRecoverySchedule } from '../../prune/registry.ts';
 import { saveModel } from '../../io/load-model.ts';
+import { writeQuantizedCheckpoint } from '../../io/quantized-checkpoint.ts';
 import { copyTokenizerFiles } from '../../tokenizer/files.ts';
 import { ConfigError } from '../../util/errors.ts';
 
@@ -72,11 +73,17 @@ export const finetuneCommand: CommandModule<object, Args> = {
     });
     saveModel(model, args.out);
     await copyTokenizerFiles(args.model, args.out, args.tokenizer);
+    // Group fine-tuning: the quantised model itself beside the fp32 merge (io/quantized-checkpoint.ts).
+    const quantizedOut = r.quantized && r.quantized.size > 0 ? path.join(args.out, 'quantized') : null;
+    if (quantizedOut && r.quantized) {
+      writeQuantizedCheckpoint(quantizedOut, model, r.quantized);
+      await copyTokenizerFiles(args.model, quantizedOut, args.tokenizer);
+    }
     const report = readPruneReport(args.model);
     if (report) fs.writeFileSync(path.join(args.out, 'prune_report.json'), JSON.stringify(report, null, 2) + '\n');
     fs.rmSync(path.join(args.out, '.train'), { recursive: true, force: true });
     model.dispose();
-    emit(args, { out: args.out, backend, schedule: r.schedule, recipe: r.recipe, heldOut: r.heldOut, steps: r.step, skippedTargets: r.skippedTargets, log: r.log },
+    emit(args, { out: args.out, quantizedOut, evaluated: r.evaluated, backend, schedule: r.schedule, recipe: r.recipe, heldOut: r.heldOut, steps: r.step, skippedTargets: r.skippedTargets, log: r.log },
       () => `held-out NLL ${r.heldOut.before.toFixed(4)} → ${r.heldOut.after?.toFixed(4) ?? "n/a"} after ${r.step} steps → ${args.out}`);
   }),
 };
