@@ -258,4 +258,24 @@ describe('prunelab finetune: recipe flags and bad input', () => {
       assert.equal(fs.existsSync(out), false, 'nothing may be written');
     }
   });
+
+  it('every recipe flag reaches the run and is recorded: 2 × 2 micro-batches, linear warm-up 1, 1 epoch of instruction data, inputs trained on', () => {
+    const dir = tmpDir('finetune-flags');
+    const data = path.join(dir, 'data.jsonl');
+    fs.writeFileSync(data, examples(20).map((e) => JSON.stringify(e)).join('\n') + '\n');
+    const out = path.join(dir, 'out');
+    const r = runCli(['finetune', '--model', MODEL, '--data', data, '--format', 'alpaca-json', '--train-on-inputs', '--epochs', '1',
+      '--micro-batch', '2', '--grad-accum', '2', '--lr-schedule', 'linear', '--warmup', '1', '--lr', '1e-3', '--seqlen', '64',
+      '--held-out', '4', '--rank', '2', '--alpha', '4', '--dropout', '0', '--targets', 'q,v', '--out', out], 300_000);
+    assert.equal(r.status, 0, r.stderr);
+    const recipe = r.json?.recipe as Record<string, unknown>;
+    assert.deepEqual(recipe, {
+      preset: null, schedule: 'uniform', rank: 2, alpha: 4, dropout: 0, targets: ['q', 'v'], lr: 1e-3, lrSchedule: 'linear', warmup: 1,
+      microBatch: 2, gradAccum: 2, effectiveBatch: 4, seqlen: 64, steps: 4, epochs: 1, format: 'alpaca-json', template: 'alpaca',
+      trainOnInputs: true, heldOut: 4, stepsPerEpoch: 4, epochsRun: 1, trainItems: 16, heldOutItems: 4,
+    });
+    const log = r.json?.log as { lr: number }[];
+    assert.deepEqual(log.map((e) => e.lr), [0, 1e-3, 1e-3 * 2 / 3, 1e-3 / 3]);
+    assert.ok(fs.existsSync(path.join(out, 'model.safetensors')));
+  });
 });
