@@ -80,4 +80,40 @@ describe('shipped experiment files', () => {
       assert.ok(gridOf(exp).length > 1, f);
     }
   });
+
+  it('the paper configs are valid with their inputs in place, and their recovery runs use the presets', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
+    const { validateMethod, recoverySchedules } = registry;
+    const root = tmpDir('paper-inputs');
+    const saved = { MODELS: process.env.MODELS, DATA: process.env.DATA };
+    process.env.MODELS = path.join(root, 'models');
+    process.env.DATA = path.join(root, 'data');
+    try {
+      const files = fs.readdirSync(path.join(REPO_ROOT, 'experiments')).filter((f) => f.startsWith('paper-'));
+      const presets = new Map<string, Set<string>>();
+      for (const f of files) {
+        const text = fs.readFileSync(path.join(REPO_ROOT, 'experiments', f), 'utf8');
+        // Stand-ins for what the header asks for: folders for models, files for data.
+        for (const m of text.matchAll(/\$(MODELS|DATA)\/([^\s,}]+)/g)) {
+          const p = path.join(root, m[1] === 'MODELS' ? 'models' : 'data', m[2]);
+          fs.mkdirSync(m[1] === 'MODELS' ? p : path.dirname(p), { recursive: true });
+          if (m[1] === 'DATA') fs.writeFileSync(p, p.endsWith('.json') ? '[{"instruction": "a", "input": "", "output": "b"}]' : 'text\n');
+        }
+        const runs = gridOf(loadExperiment(path.join(REPO_ROOT, 'experiments', f), { validateMethod, recoverySchedules }));
+        for (const r of runs) {
+          if (!('recipe' in r.recovery)) continue;
+          const key = `${f}:${r.method?.name}`;
+          presets.set(key, (presets.get(key) ?? new Set()).add(`${r.recovery.recipe.preset}/${r.recovery.schedule}`));
+        }
+      }
+      assert.deepEqual([...presets.get('paper-cfsp-recovery.yaml:cfsp') ?? []].sort(), ['cfsp/cfsp', 'llm-pruner/uniform']);
+      // Each baseline its own paper's recovery: LLM-Pruner plain LoRA, SAAP group fine-tuning.
+      assert.deepEqual([...presets.get('paper-saap.yaml:saap') ?? []], ['saap/saap']);
+      assert.deepEqual([...presets.get('paper-saap.yaml:llm-pruner') ?? []], ['llm-pruner/uniform']);
+    } finally {
+      for (const [k, v] of Object.entries(saved)) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
+      }
+    }
+  });
 });

@@ -9,7 +9,8 @@ import path from 'node:path';
 import { z } from 'zod';
 import { loadExperiment } from '../src/experiment/schema.ts';
 import { ConfigError } from '../src/util/errors.ts';
-import { registry, workspace, writeYaml } from './experiment-fixtures.ts';
+import { fakeResult, gridOf, registry, workspace, writeYaml } from './experiment-fixtures.ts';
+import { buildRow } from '../src/experiment/results.ts';
 
 const VALID = `name: demo
 models:
@@ -79,7 +80,7 @@ colour: blue
 `;
     // Lines 17-19 appended after the 16 lines of VALID.
     const err = errorOf(root, yaml);
-    assert.match(err.message, new RegExp(`${file}:18:61: recovery\\[0\\]\\.alpah: unknown key \\(valid: schedule, steps, lr, rank, data\\)`));
+    assert.match(err.message, new RegExp(`${file}:18:61: recovery\\[0\\]\\.alpah: unknown key \\(valid: schedule, preset, rank, alpha, dropout, targets, lr, lrSchedule, warmup, microBatch, gradAccum, seqlen, steps, epochs, format, template, trainOnInputs, heldOut, data\\)`));
     assert.match(err.message, new RegExp(`${file}:19:1: colour: unknown key`));
   });
 
@@ -225,5 +226,41 @@ colour: blue
     // Two entries that resolve to the same options are the same runs.
     const dup = VALID.replace('    options: {alpha: 1}', '    options: {alpha: 0.5}').replace('- name: magnitude', '- name: wanda');
     assert.match(errorOf(root, dup, { validateMethod }).message, /:10:5: methods\[1\]: duplicate method entry/);
+  });
+
+  it('recovery recipes: a preset with overrides resolves per run and is recorded in the row; original entries keep their exact form', () => {
+    fs.writeFileSync(path.join(root, 'data', 'alpaca.json'), JSON.stringify([{ instruction: 'a', input: '', output: 'b' }]));
+    const yaml = VALID + `recovery:
+  - {schedule: uniform, steps: 10, data: ../data/calib.txt}
+  - {preset: llm-pruner, epochs: 1, heldOut: 0.25, data: ../data/alpaca.json}
+`;
+    const exp = loadExperiment(writeYaml(root, 'x.yaml', yaml), { recoverySchedules: registry.recoverySchedules });
+    // Written with the original keys only: the same object as before recipes existed (same run ids).
+    assert.deepEqual(exp.config.recovery[0], { schedule: 'uniform', steps: 10, lr: 1e-4, rank: 8, data: '../data/calib.txt' });
+    assert.deepEqual(exp.config.recovery[1], { preset: 'llm-pruner', schedule: 'uniform', epochs: 1, heldOut: 0.25, data: '../data/alpaca.json' });
+    const run = gridOf(exp).find((r) => r.method?.name === 'wanda' && 'recipe' in r.recovery && r.recovery.recipe.preset === 'llm-pruner');
+    assert.ok(run && 'recipe' in run.recovery);
+    const { recipe } = run.recovery;
+    assert.deepEqual([recipe.effectiveBatch, recipe.seqlen, recipe.lrSchedule, recipe.warmup, recipe.epochs, recipe.steps, recipe.heldOut, recipe.format],
+      [64, 256, 'linear', 100, 1, null, 0.25, 'alpaca-json']);
+    assert.equal(run.recovery.data, path.join(root, 'data', 'alpaca.json'));
+    const result = fakeResult(run);
+    result.recovery = { merged: true, evaluated: 'fp32-merged', recipe: { ...recipe, steps: 7, warmup: 100, stepsPerEpoch: 7, epochsRun: 1, trainItems: 450, heldOutItems: 150 } };
+    const row = buildRow(run, result, exp.config, { totalS: 1, finished: new Date(0) });
+    assert.equal(row.recovery_steps, '7');
+    assert.equal(row.recovery_lr, '0.0001');
+    assert.deepEqual(JSON.parse(row.recovery_recipe), { ...result.recovery.recipe });
+    assert.equal(row.recovery_evaluated, 'fp32-merged');
+  });
+
+  it('recovery recipes, bad input: unknown preset located, instruction data missing a field named with file and row at load', () => {
+    const bad = errorOf(root, VALID + 'recovery: [{preset: lora, data: ../data/calib.txt}]\n');
+    assert.match(bad.message, new RegExp(`${file}:17:21: recovery\\[0\\]\\.preset: unknown recovery preset 'lora'; valid: llm-pruner, cfsp, saap`));
+    const conflict = errorOf(root, VALID + 'recovery: [{schedule: uniform, steps: 3, template: alpaca, data: ../data/calib.txt}]\n');
+    assert.match(conflict.message, /:17:52: recovery\[0\]\.template: applies to instruction data only/);
+    const data = path.join(root, 'data', 'broken.jsonl');
+    fs.writeFileSync(data, '{"instruction": "a", "output": "b"}\n{"instruction": "c"}\n');
+    const err = errorOf(root, VALID + 'recovery: [{preset: llm-pruner, data: ../data/broken.jsonl}]\n');
+    assert.equal(err.message, `${file}:17:39: recovery[0].data: ${data}: line 2 (row 2): missing field 'output' (every record needs instruction and output; input is optional)`);
   });
 });

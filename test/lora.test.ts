@@ -221,9 +221,22 @@ describe('LoRA adapters (stories260K)', { skip: HAVE_SHARED ? false : NO_SHARED_
     assert.throws(() => LoraSet.create(model, spec(model, { targets: ['fc1'] })), (e: Error) => e instanceof ConfigError && /fc1.*llama/.test(e.message));
     assert.throws(() => LoraSet.create(model, spec(model, { ranks: [8, 8] })), ConfigError);
     const q0 = Float32Array.from(model.linearParams(0, 'q').weight.dataSync());
-    assert.throws(() => LoraSet.create(model, spec(model, { quant: { bits: 4, groupSize: 32 } })),
-      (e: Error) => e instanceof ConfigError && /does not divide the input width 172 of layer 0 'down'/.test(e.message));
+    assert.throws(() => LoraSet.create(model, spec(model, { quant: { bits: 9, groupSize: 32 } })),
+      (e: Error) => e instanceof ConfigError && /bits must be an integer in 2\.\.8/.test(e.message));
     assert.equal(maxAbsDiff(model.linearParams(0, 'q').weight.dataSync(), q0), 0, 'a rejected spec must not quantise anything');
+    model.dispose();
+  });
+
+  it("group quantisation adapts every linear: down's input width 172 = 5 groups of 32 + one of 12", () => {
+    const { model } = loadModel(STORIES_BIN);
+    const set = LoraSet.create(model, spec(model, { quant: { bits: 4, groupSize: 32 } }));
+    assert.equal(set.adapters.length, model.numLayers * ALL.length);
+    assert.deepEqual(set.get(0, 'down')?.A.shape, [6, 4]);
+    assert.deepEqual(set.get(0, 'q')?.A.shape, [2, 4]);
+    randomizeB(set, 'partial');
+    const hooked = hookedOutputs(model, set);
+    set.merge(model);
+    assertLinearsMatch(model, hooked);
     model.dispose();
   });
 });

@@ -6,7 +6,7 @@
  */
 import { ConfigError } from '../util/errors.ts';
 import { canonicalJson, shortHash } from './hash.ts';
-import { zeroshotId, type LoadedExperiment, type RecoveryEntry } from './schema.ts';
+import { recipeOfEntry, zeroshotId, type LoadedExperiment, type RecoveryEntry } from './schema.ts';
 import type { Pattern, RunCalibration, RunEvaluations, RunRecovery, RunSpec } from './types.ts';
 
 export interface GridOptions {
@@ -59,7 +59,8 @@ function patternSegment(p: Pattern | null): string {
 }
 
 function recoveryOf(r: RecoveryEntry, abs: RecoveryEntry): RunRecovery {
-  return r.schedule === 'none' || abs.schedule === 'none' ? { schedule: 'none' } : { ...abs };
+  if (r.schedule === 'none' || !('data' in abs)) return { schedule: 'none' };
+  return { schedule: abs.schedule, data: abs.data, recipe: recipeOfEntry(abs) };
 }
 
 /** Target sparsity of an N:M pattern: N of every M are zero. */

@@ -115,14 +115,17 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
       timings.pruneS = (performance.now() - t0) / 1000;
     }
     let recovery: RunResult['recovery'];
-    if ('steps' in run.recovery) {
+    if ('recipe' in run.recovery) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
       const t0 = performance.now();
       const r = recover(model, tokenizer, {
-        schedule: await resolveRecoverySchedule(run.recovery.schedule), rank: run.recovery.rank, steps: run.recovery.steps, lr: run.recovery.lr,
+        schedule: await resolveRecoverySchedule(run.recovery.schedule), recipe: run.recovery.recipe,
         data: run.recovery.data, seed: run.seed, pruneReport: report ?? undefined,
       });
-      recovery = { merged: true, log: { heldOut: r.heldOut, schedule: r.schedule, losses: r.log.map((e) => e.loss), skippedTargets: r.skippedTargets } };
+      recovery = {
+        merged: true, evaluated: r.evaluated, recipe: r.recipe,
+        log: { heldOut: r.heldOut, schedule: r.schedule, losses: r.log.map((e) => e.loss), skippedTargets: r.skippedTargets },
+      };
       timings.recoverS = (performance.now() - t0) / 1000;
     }
     if (ctx.signal.aborted) throw ctx.signal.reason;

@@ -131,7 +131,7 @@ export function metricColumns(rows: readonly ResultRow[], opts: { metrics?: Metr
 
 const ENTRY_KEYS = [
   'model', 'model_path', 'method', 'options', 'pattern', 'target_sparsity', 'calib_text', 'calib_nsamples', 'calib_seqlen', 'calib_mode',
-  'recovery_schedule', 'recovery_steps', 'recovery_lr', 'recovery_rank', 'recovery_data',
+  'recovery_schedule', 'recovery_steps', 'recovery_lr', 'recovery_rank', 'recovery_data', 'recovery_recipe',
 ];
 
 /** What a result removed: nothing, unstructured zeros, an N:M pattern, or whole structures. */

@@ -32,7 +32,7 @@ const IDENTITY_COLUMNS = [
   'run_id', 'experiment', 'model', 'model_path', 'model_hash', 'family', 'dtype', 'tokenizer', 'tokenizer_hash',
   'method', 'options', 'kind', 'pattern', 'target_sparsity', 'removed_decoder', 'removed_all', 'scope', 'removed_scope', 'params_before', 'params_after',
   'calib_text', 'calib_nsamples', 'calib_seqlen', 'calib_seed', 'calib_offsets_hash', 'calib_mode',
-  'recovery_schedule', 'recovery_steps', 'recovery_lr', 'recovery_rank', 'recovery_data', 'recovery_merged',
+  'recovery_schedule', 'recovery_steps', 'recovery_lr', 'recovery_rank', 'recovery_data', 'recovery_merged', 'recovery_recipe', 'recovery_evaluated',
 ];
 const TRAILING_COLUMNS = ['backend', 'device', 'seed'];
 /** Columns that legitimately differ between two executions of the same run. */
@@ -76,6 +76,16 @@ function cell(v: unknown): string {
   return typeof v === 'string' ? v : String(v);
 }
 
+/**
+ * The recipe a row records: as run (steps from epochs, warm-up, data sizes) when the run reports
+ * it, else as resolved; a template file keeps its path as written (rows compare across machines).
+ */
+function recipeRow(run: RunSpec, result: RunResult): Record<string, unknown> | null {
+  if (!('recipe' in run.recovery)) return null;
+  const written = (run.settings as { recovery?: { template?: string } }).recovery?.template;
+  return { ...run.recovery.recipe, ...result.recovery?.recipe, ...(written?.endsWith('.json') ? { template: written } : {}) };
+}
+
 export interface RowTiming {
   totalS: number;
   finished: Date;
@@ -88,6 +98,7 @@ export function buildRow(run: RunSpec, result: RunResult, config: ExperimentConf
   const cal = run.calibration;
   const offsetsHash = settings.calibration?.offsets ?? (result.calibration ? shortHash(canonicalJson(result.calibration.offsets), 12) : null);
   const rec = settings.recovery ?? { schedule: 'none' };
+  const recipe = recipeRow(run, result);
   const row: ResultRow = {
     run_id: run.id,
     experiment: run.experiment,
@@ -117,11 +128,13 @@ export function buildRow(run: RunSpec, result: RunResult, config: ExperimentConf
     // The mode actually used: the YAML's, else the one the engine chose (reported).
     calib_mode: cell(cal?.mode ?? (result.pruningReport as { mode?: string } | undefined)?.mode),
     recovery_schedule: cell(rec.schedule),
-    recovery_steps: cell(rec.steps),
-    recovery_lr: cell(rec.lr),
-    recovery_rank: cell(rec.rank),
+    recovery_steps: cell(recipe?.steps),
+    recovery_lr: cell(recipe?.lr),
+    recovery_rank: cell(recipe?.rank),
     recovery_data: cell(rec.data),
     recovery_merged: rec.schedule === 'none' ? '' : cell(result.recovery?.merged),
+    recovery_recipe: recipe ? canonicalJson(recipe) : '',
+    recovery_evaluated: rec.schedule === 'none' ? '' : cell(result.recovery?.evaluated),
   };
   for (const p of run.evaluations.perplexity) {
     const m = result.perplexity[p.id];

@@ -13,6 +13,9 @@ import { ConfigError } from '../util/errors.ts';
 import { canonicalJson } from './hash.ts';
 import { formatLocated, issuesToLocated, type KeyPath, type Located } from './yaml-location.ts';
 import { defaultZeroshotDir, isTaskName, TASKS } from '../eval/zeroshot.ts';
+import { RecipeSettingsSchema, recipeProblems, resolveRecipe, scheduleOf, type Recipe, type RecipeInput } from '../finetune/recipes.ts';
+import { readInstructionFile } from '../finetune/instruction-data.ts';
+import { resolvePromptTemplate } from '../finetune/prompt-template.ts';
 
 const posInt = z.number().int().min(1);
 const nonNegInt = z.number().int().min(0);
@@ -44,27 +47,44 @@ const CalibrationSchema = z.strictObject({
 
 
 /**
- * `none`, or a schedule name (`uniform`, or a method that declares one; checked against the
- * registry) with its training settings. One strict object (so an unknown key lists every valid
- * one), refined per case and turned into the tagged form the grid uses.
+ * `none`, or a recovery recipe (finetune/recipes.ts): a schedule name (`uniform`, or a method that
+ * declares one; checked against the registry) or a `preset`, the training settings that override
+ * it, and the data. One strict object (so an unknown key lists every valid one), refined per case.
+ * Entries written with only the original keys (schedule, steps, lr, rank, data) keep their exact
+ * original form, so their run ids do not change; others keep what was written (the preset is
+ * resolved where runs are expanded).
  */
+const LEGACY_RECOVERY_KEYS = new Set(['schedule', 'steps', 'lr', 'rank', 'data']);
+const { schedule: scheduleField, ...recipeFields } = RecipeSettingsSchema.shape;
 const RecoverySchema = z.strictObject({
-  schedule: z.string().min(1),
-  steps: posInt.optional(),
-  lr: z.number().gt(0).optional(),
-  rank: posInt.optional(),
+  schedule: scheduleField,
+  preset: z.string().min(1).optional(),
+  ...recipeFields,
   data: pathString.optional(),
 }).superRefine((r, ctx) => {
   if (r.schedule === 'none') {
-    for (const k of ['steps', 'lr', 'rank', 'data'] as const) {
-      if (r[k] !== undefined) ctx.addIssue({ code: 'custom', path: [k], message: "schedule 'none' takes no training settings" });
+    for (const k of Object.keys(r)) {
+      if (k !== 'schedule') ctx.addIssue({ code: 'custom', path: [k], message: "schedule 'none' takes no training settings" });
     }
     return;
   }
-  if (r.steps === undefined) ctx.addIssue({ code: 'custom', path: ['steps'], message: `schedule '${r.schedule}' needs steps (a positive integer)` });
-  if (r.data === undefined) ctx.addIssue({ code: 'custom', path: ['data'], message: `schedule '${r.schedule}' needs data (a training text file)` });
-}).transform((r): { schedule: 'none' } | { schedule: string; steps: number; lr: number; rank: number; data: string } => (
-  r.schedule === 'none' ? { schedule: 'none' } : { schedule: r.schedule, steps: r.steps!, lr: r.lr ?? 1e-4, rank: r.rank ?? 8, data: r.data! }));
+  for (const p of recipeProblems(r)) ctx.addIssue({ code: 'custom', path: [p.key], message: p.message });
+  if (r.data === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['data'], message: `schedule '${r.schedule ?? r.preset}' needs data (a training text file, or instruction JSON/JSONL for format alpaca-json)` });
+  }
+}).transform((r): { schedule: 'none' } | (RecipeInput & { schedule: string; data: string }) => {
+  if (r.schedule === 'none') return { schedule: 'none' };
+  if (Object.keys(r).every((k) => LEGACY_RECOVERY_KEYS.has(k))) {
+    return { schedule: r.schedule!, steps: r.steps!, lr: r.lr ?? 1e-4, rank: r.rank ?? 8, data: r.data! };
+  }
+  return { ...r, schedule: scheduleOf(r) ?? '', data: r.data! };
+});
+
+/** The resolved recipe of a recovery entry that trains (as written: paths are not part of it). */
+export function recipeOfEntry(entry: RecipeInput & { data: string }): Recipe {
+  const { data: _data, ...input } = entry;
+  return resolveRecipe(input);
+}
 
 /** A method; `sparsities` and `recovery` override the experiment-wide lists for its runs. */
 const MethodSchema = z.strictObject({
@@ -234,6 +254,47 @@ function scheduleChecks(c: ExperimentConfig, schedules: RecoveryScheduleInfo): L
   return out;
 }
 
+/** Every recovery entry (experiment-wide and per method), where it is and how to reach it in a config. */
+function recoveryEntries(c: ExperimentConfig): { at: KeyPath; entry: (x: ExperimentConfig) => RecoveryEntry }[] {
+  return [
+    ...c.recovery.map((_, i) => ({ at: ['recovery', i] as KeyPath, entry: (x: ExperimentConfig) => x.recovery[i] })),
+    ...c.methods.flatMap((m, k) => (m.recovery ?? []).map((_, i) => ({
+      at: ['methods', k, 'recovery', i] as KeyPath, entry: (x: ExperimentConfig) => x.methods[k].recovery![i],
+    }))),
+  ];
+}
+
+/**
+ * Instruction data is read and checked at load (every record, every field), as is a template
+ * file, so bad data fails before any run starts or anything is written.
+ */
+function instructionDataChecks(resolved: ExperimentConfig): Located[] {
+  const out: Located[] = [];
+  const checked = new Map<string, string | null>();
+  const check = (key: string, fn: () => unknown): string | null => {
+    if (!checked.has(key)) {
+      try {
+        fn();
+        checked.set(key, null);
+      } catch (err) {
+        checked.set(key, err instanceof Error ? err.message : String(err));
+      }
+    }
+    return checked.get(key) ?? null;
+  };
+  for (const { at, entry } of recoveryEntries(resolved)) {
+    const r = entry(resolved);
+    if (!('data' in r)) continue;
+    const recipe = recipeOfEntry(r);
+    if (recipe.format !== 'alpaca-json') continue;
+    const dataProblem = check(`data:${r.data}`, () => readInstructionFile(r.data));
+    if (dataProblem) out.push({ path: [...at, 'data'], message: dataProblem });
+    const templateProblem = check(`template:${recipe.template}`, () => resolvePromptTemplate(recipe.template as string));
+    if (templateProblem) out.push({ path: [...at, r.template !== undefined ? 'template' : 'preset'], message: templateProblem });
+  }
+  return out;
+}
+
 interface PathField {
   at: KeyPath;
   get: (c: ExperimentConfig) => string | undefined;
@@ -312,24 +373,15 @@ function pathFields(c: ExperimentConfig): PathField[] {
       set: (x, v) => { x.calibration!.offsets = v; },
     });
   }
-  c.recovery.forEach((r, i) => {
-    if (r.schedule !== 'none') fields.push({ at: ['recovery', i, 'data'], get: (x) => (x.recovery[i] as { data: string }).data, set: (x, v) => { (x.recovery[i] as { data: string }).data = v; } });
-    if (isModulePath(r.schedule)) fields.push({ at: ['recovery', i, 'schedule'], get: (x) => x.recovery[i].schedule, set: (x, v) => { x.recovery[i].schedule = v; } });
-  });
-  c.methods.forEach((m, k) => {
-    (m.recovery ?? []).forEach((r, i) => {
-      if (isModulePath(r.schedule)) {
-        fields.push({ at: ['methods', k, 'recovery', i, 'schedule'], get: (x) => x.methods[k].recovery![i].schedule, set: (x, v) => { x.methods[k].recovery![i].schedule = v; } });
-      }
-      if (r.schedule !== 'none') {
-        fields.push({
-          at: ['methods', k, 'recovery', i, 'data'],
-          get: (x) => (x.methods[k].recovery![i] as { data: string }).data,
-          set: (x, v) => { (x.methods[k].recovery![i] as { data: string }).data = v; },
-        });
-      }
-    });
-  });
+  for (const { at, entry } of recoveryEntries(c)) {
+    const r = entry(c);
+    if (isModulePath(r.schedule)) fields.push({ at: [...at, 'schedule'], get: (x) => entry(x).schedule, set: (x, v) => { entry(x).schedule = v; } });
+    if (!('data' in r)) continue;
+    const trains = (x: ExperimentConfig) => entry(x) as RecipeInput & { data: string };
+    fields.push({ at: [...at, 'data'], get: (x) => trains(x).data, set: (x, v) => { trains(x).data = v; } });
+    // A template file (not a registered name) is a path like any other.
+    if (r.template?.endsWith('.json')) fields.push({ at: [...at, 'template'], get: (x) => trains(x).template, set: (x, v) => { trains(x).template = v; } });
+  }
   c.methods.forEach((m, k) => {
     // A method given as a module path (a plug-in folder or file) is a path like any other.
     if (isModulePath(m.name)) fields.push({ at: ['methods', k, 'name'], get: (x) => x.methods[k].name, set: (x, v) => { x.methods[k].name = v; } });
@@ -428,6 +480,7 @@ export function loadExperiment(file: string, opts: LoadOptions = {}): LoadedExpe
     else if (!fs.existsSync(abs)) problems.push({ path: f.at, message: `path not found: ${abs}` });
     f.set(resolved, abs);
   }
+  if (problems.length === 0) problems.push(...instructionDataChecks(resolved));
   let calibrationOffsets: number[] | null = null;
   const offsets = resolved.calibration?.offsets;
   if (offsets !== undefined && problems.length === 0) {

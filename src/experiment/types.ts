@@ -3,6 +3,7 @@
  * The runner knows nothing about models: it hands a `RunSpec` to an injected `ExecuteRun`
  * and turns the returned `RunResult` into a CSV row and a JSON record.
  */
+import type { Recipe, RecipeRecord } from '../finetune/recipes.ts';
 
 /** `unstructured`, or `N:M` = N of every M consecutive input weights of a row are zero. */
 export type Pattern = 'unstructured' | `${number}:${number}`;
@@ -24,9 +25,10 @@ export interface RunCalibration {
   mode: CalibrationMode | null;
 }
 
+/** Recovery of a run: none, or a resolved recipe (finetune/recipes.ts) with its data. */
 export type RunRecovery =
   | { schedule: 'none' }
-  | { schedule: RecoverySchedule; steps: number; lr: number; rank: number; /** absolute */ data: string };
+  | { schedule: RecoverySchedule; /** absolute */ data: string; /** template files absolute */ recipe: Recipe };
 
 export interface PerplexityEval {
   id: string;
@@ -130,7 +132,11 @@ export interface RunResult {
   calibration?: { offsets: number[] };
   /** The prune engine's report (per-matrix sparsity, kept counts, peak memory ...): JSON-serialisable. */
   pruningReport?: unknown;
-  recovery?: { merged: boolean; log?: unknown };
+  /**
+   * `recipe`: the recipe as run (steps from epochs, warm-up, data sizes filled in); `evaluated`:
+   * which model the evaluations saw (`fp32-merged`, or `int4-dequantized` after group fine-tuning).
+   */
+  recovery?: { merged: boolean; evaluated?: string; recipe?: RecipeRecord; log?: unknown };
   perplexity: Record<string, PerplexityMeasure>;
   zeroshot: Record<string, ZeroShotMeasure>;
   speed?: SpeedMeasure;

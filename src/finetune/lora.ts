@@ -7,8 +7,9 @@
  * so training starts exactly at the base model.
  *
  * QA-LoRA form (group fine-tuning on a quantised base): the base is replaced by its group-wise
- * fake-quantised copy Ŵ and A: `[in/groupSize, r]` acts on the input average-pooled within each
- * group; merging is the exact update β += s·(A·B)/groupSize of the quantised form.
+ * fake-quantised copy Ŵ and A: `[G, r]` (G = ⌈in/groupSize⌉, the last group possibly shorter)
+ * acts on the input average-pooled within each group; merging is the exact update
+ * β += s·(A·B)/n_g of the quantised form (quant.ts).
  *
  * Masks (unstructured / N:M sparsity): LoRA's dense update would fill pruned zeros. When
  * `preserveMasks` is on, the mask of a linear is "base weight ≠ 0" taken when the adapters are
@@ -29,8 +30,8 @@ import type { NamedTensors } from '../model/tensor-data.ts';
 import { hostCopy, restoreVariable } from '../train/checkpoint.ts';
 import { ConfigError } from '../util/errors.ts';
 import {
-  checkGroupDivides, dequantizeHost, mergeIntoBeta, poolGroups, qaLoraGroupDelta, quantizeGroupwise,
-  type GroupQuantized,
+  dequantizeHost, expandGroupRows, groupLayout, mergeIntoBeta, poolGroups, qaLoraGroupDelta, quantizeGroupwise,
+  resolveQuantOptions, type GroupQuantized,
 } from './quant.ts';
 
 export interface LoraSpec {
@@ -58,7 +59,7 @@ export class LoraAdapter {
     readonly scale: number,
     readonly inFeatures: number,
     readonly outFeatures: number,
-    /** `[in, r]`, or `[in/groupSize, r]` in the QA-LoRA form. */
+    /** `[in, r]`, or `[G, r]` (one row per input group) in the QA-LoRA form. */
     readonly A: tf.Variable<tf.Rank.R2>,
     /** `[r, out]`. */
     readonly B: tf.Variable<tf.Rank.R2>,
@@ -72,13 +73,9 @@ export class LoraAdapter {
     return adapterKey(this.layer, this.role);
   }
 
-  /** A expanded to act on the raw input: QA-LoRA's pooling is A repeated per group / groupSize. */
+  /** A expanded to act on the raw input: QA-LoRA's pooling is A repeated per group / group size. */
   private expandedA(): tf.Tensor2D {
-    if (!this.quantized) return this.A;
-    const gs = this.quantized.groupSize;
-    const [G, r] = this.A.shape;
-    // Broadcast instead of gather: gather's gradient has no WebAssembly kernel.
-    return tf.tidy(() => tf.mul(this.A.reshape([G, 1, r]), tf.fill([1, gs, 1], 1 / gs)).reshape([G * gs, r]) as tf.Tensor2D);
+    return this.quantized ? expandGroupRows(this.A, this.quantized.groupSize, this.inFeatures) : this.A;
   }
 
   /** ΔW = s·A·B (masked when a mask is kept), `[in, out]`. Differentiable in A and B. */
@@ -206,19 +203,20 @@ export class LoraSet {
 
   /**
    * Fold every adapter into the base weights of `model`, detach and dispose the adapters.
-   * Plain: W ← W + s·A·B. QA-LoRA: β ← β + s·(A·B)/groupSize, W ← α·q + β. Masks are re-applied
+   * Plain: W ← W + s·A·B. QA-LoRA: β ← β + s·(A·B)/n_g, W ← α·q + β. Masks are re-applied
    * (zero where the base weight was zero). Returns the updated quantised weights (QA-LoRA form)
-   * by adapter key, for a quantised export.
+   * by adapter key, for a quantised export — of the linears without a mask: a masked linear's
+   * merged weight (zeros put back) is no longer what its codes dequantise to.
    */
   merge(model: CausalLM): Map<string, GroupQuantized> {
     const quantized = new Map<string, GroupQuantized>();
     for (const a of this.adapters) {
       let merged: tf.Tensor2D;
       if (a.quantized) {
-        const d = qaLoraGroupDelta(a.A, a.B, a.scale, a.quantized.groupSize);
+        const d = qaLoraGroupDelta(a.A, a.B, a.scale, a.quantized.groupSize, a.inFeatures);
         const qw = mergeIntoBeta(a.quantized, d.dataSync() as Float32Array);
         d.dispose();
-        quantized.set(a.key, qw);
+        if (!a.mask) quantized.set(a.key, qw);
         const w = tf.tensor2d(dequantizeHost(qw), [a.inFeatures, a.outFeatures]);
         merged = a.mask ? tf.tidy(() => tf.mul(w, a.mask as tf.Tensor2D) as tf.Tensor2D) : w;
         if (merged !== w) w.dispose();
@@ -279,23 +277,14 @@ function validateSpec(model: CausalLM, spec: LoraSpec): void {
       throw new ConfigError(`lora: target '${t}' is not a linear of the ${model.config.family} family (valid: ${roles.join(', ')})`);
     }
   }
-  // Check every group size up front: a failure half-way would leave the model partly quantised.
-  const q = spec.quant;
-  if (q) {
-    spec.ranks.forEach((r, layer) => {
-      if (r === 0) return;
-      for (const role of spec.targets) {
-        checkGroupDivides(model.linearParams(layer, role).weight.shape[0], q.groupSize, `layer ${layer} '${role}'`);
-      }
-    });
-  }
+  // Checked up front: a failure half-way would leave the model partly quantised.
+  if (spec.quant) resolveQuantOptions(spec.quant);
 }
 
 function makeAdapter(model: CausalLM, spec: LoraSpec, layer: number, role: LinearRole, r: number, scale: number): LoraAdapter {
   const p = model.linearParams(layer, role);
   const [inF, outF] = p.weight.shape;
-  const what = `layer ${layer} '${role}'`;
-  const fanIn = spec.quant ? inF / spec.quant.groupSize : inF;
+  const fanIn = spec.quant ? groupLayout(inF, spec.quant.groupSize).groups : inF;
   // Per-adapter stream: the init does not depend on creation order or on other adapters.
   const rng = seedrandom.alea(`${spec.seed}:lora-init:${layer}:${role}`);
   const bound = 1 / Math.sqrt(fanIn);
@@ -307,7 +296,7 @@ function makeAdapter(model: CausalLM, spec: LoraSpec, layer: number, role: Linea
   }
   let quantized: GroupQuantized | null = null;
   if (spec.quant) {
-    quantized = quantizeGroupwise(p.weight, spec.quant, what);
+    quantized = quantizeGroupwise(p.weight, spec.quant);
     const wq = tf.tensor2d(dequantizeHost(quantized), [inF, outF]);
     model.setLinear(layer, role, mask ? tf.tidy(() => tf.mul(wq, mask as tf.Tensor2D) as tf.Tensor2D) : wq);
     if (mask) wq.dispose();

@@ -1,9 +1,9 @@
 /**
- * The recovery step as the CLI and the experiment runner ask for it: a schedule plus the usual
- * knobs, turned into trainer options. A schedule is `uniform` or a method's own
- * (`RecoverySchedule` in the plug-in contract); a method schedule with a report schema reads the
- * method's report from the pruning report that travels with a pruned checkpoint
- * (`prune_report.json`), validated before use.
+ * The recovery step as the CLI and the experiment runner ask for it: a schedule, a recipe
+ * (recipes.ts: every training setting, resolved) and a data file, turned into trainer options.
+ * A schedule is `uniform` or a method's own (`RecoverySchedule` in the plug-in contract); a method
+ * schedule with a report schema reads the method's report from the pruning report that travels
+ * with a pruned checkpoint (`prune_report.json`), validated before use.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -14,7 +14,10 @@ import type { MethodReport, PruningMethod, RecoveryPlan, RecoverySchedule } from
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { readText } from '../data/text.ts';
 import { ConfigError } from '../util/errors.ts';
-import { finetune, type FinetuneOptions, type FinetuneResult } from './trainer.ts';
+import { readInstructionFile } from './instruction-data.ts';
+import { resolvePromptTemplate } from './prompt-template.ts';
+import type { Recipe, RecipeRecord } from './recipes.ts';
+import { finetune, type FinetuneConfig, type FinetuneData, type FinetuneOptions, type FinetuneResult, type TrainingLayout } from './trainer.ts';
 
 /** The built-in schedule's name; every other name is a method's. */
 export const UNIFORM_SCHEDULE = 'uniform';
@@ -25,16 +28,12 @@ export type RecoveryScheduleRef =
   | { name: string; method: PruningMethod<unknown, MethodReport> };
 
 export interface RecoveryRequest {
+  /** The schedule `recipe.schedule` names (a method name or module path), resolved by the registry. */
   schedule: RecoveryScheduleRef;
-  rank: number;
-  /** α at r̄ (default 16, as the trainer's). */
-  alpha?: number;
-  steps: number;
-  lr: number;
-  /** Training text file. */
+  recipe: Recipe;
+  /** Training data: a text file, or instruction JSON/JSONL for format `alpaca-json`. */
   data: string;
   seed: number;
-  seqLen?: number;
   /** The pruning report of the model (prune_report.json), for schedules that read their method's report. */
   pruneReport?: unknown;
   checkpointDir?: string;
@@ -42,7 +41,17 @@ export interface RecoveryRequest {
   onProgress?: FinetuneOptions['onProgress'];
 }
 
-const DEFAULT_ALPHA = 16;
+export interface RecoveryResult extends FinetuneResult {
+  /** Targets the schedule or recipe left out. */
+  skippedTargets: LinearRole[];
+  recipe: RecipeRecord;
+  /**
+   * What the returned model is: `fp32-merged` (LoRA folded into the weights), or under group
+   * quantisation `int<bits>-dequantized` — the quantised model with the adapters merged into its
+   * zeros, dequantised to fp32, i.e. exactly what its quantised export loads as.
+   */
+  evaluated: string;
+}
 
 /** The pruning report saved beside a pruned checkpoint, if any. */
 export function readPruneReport(modelPath: string): unknown {
@@ -76,19 +85,58 @@ export function planRecovery(model: CausalLM, ref: RecoveryScheduleRef, opts: { 
   return withReport.plan({ model: view, report: parsed.data, rank: opts.rank, alpha: opts.alpha });
 }
 
-export function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequest): FinetuneResult & { skippedTargets: LinearRole[] } {
-  const alpha = req.alpha ?? DEFAULT_ALPHA;
-  const plan = planRecovery(model, req.schedule, { rank: req.rank, alpha, pruneReport: req.pruneReport });
+/** The trainer settings of a recipe (schedule, data and run settings aside). */
+export function trainerSettings(recipe: Recipe): Partial<FinetuneConfig> {
+  return {
+    rank: recipe.rank, alpha: recipe.alpha, dropout: recipe.dropout, lr: recipe.lr, lrSchedule: recipe.lrSchedule,
+    microBatchSize: recipe.microBatch, gradAccum: recipe.gradAccum, seqLen: recipe.seqlen,
+    ...(recipe.steps !== null ? { steps: recipe.steps } : { epochs: recipe.epochs as number }),
+    ...(recipe.warmup !== null ? { warmupSteps: recipe.warmup } : {}),
+    ...(recipe.heldOut < 1 ? { heldOutFraction: recipe.heldOut } : { heldOutCount: recipe.heldOut }),
+  };
+}
+
+/** The training data of a recipe: the text file, or the instruction records with their template. */
+export function recoveryData(recipe: Recipe, file: string, tokenizer: Tokenizer): FinetuneData {
+  if (recipe.format === 'text') return { text: readText(file), tokenizer };
+  return {
+    instructions: readInstructionFile(file), tokenizer,
+    template: resolvePromptTemplate(recipe.template as string), trainOnInputs: recipe.trainOnInputs as boolean,
+  };
+}
+
+/** Targets: the recipe's (default all) within the plan's (default all); the rest is recorded as skipped. */
+function targetsOf(recipe: Recipe, plan: RecoveryPlan | null): { targets?: LinearRole[]; skipped: LinearRole[] } {
+  const planned = plan?.targets;
+  const skipped = [...(plan?.skippedTargets ?? [])];
+  if (!recipe.targets) return { ...(planned ? { targets: planned } : {}), skipped };
+  const targets = planned ? recipe.targets.filter((t) => planned.includes(t)) : recipe.targets;
+  for (const t of recipe.targets) if (!targets.includes(t) && !skipped.includes(t)) skipped.push(t);
+  if (targets.length === 0) throw new ConfigError(`recovery: schedule '${recipe.schedule}' adapts none of the recipe's targets ${recipe.targets.join(', ')}`);
+  return { targets, skipped };
+}
+
+export function recordOf(recipe: Recipe, layout: TrainingLayout): RecipeRecord {
+  return {
+    ...recipe, steps: layout.steps, warmup: layout.warmupSteps, stepsPerEpoch: layout.stepsPerEpoch,
+    epochsRun: layout.epochs, trainItems: layout.trainItems, heldOutItems: layout.heldOutItems,
+  };
+}
+
+export function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequest): RecoveryResult {
+  const { recipe } = req;
+  const plan = planRecovery(model, req.schedule, { rank: recipe.rank, alpha: recipe.alpha, pruneReport: req.pruneReport });
   const schedule: FinetuneOptions['schedule'] = plan
     ? { name: req.schedule.name, ranks: plan.ranks, alphas: plan.alphas, quant: plan.quant, allocation: plan.allocation }
     : UNIFORM_SCHEDULE;
+  const { targets, skipped } = targetsOf(recipe, plan);
   const result = finetune(model, {
-    data: { text: readText(req.data), tokenizer },
-    schedule, rank: req.rank, alpha, steps: req.steps, lr: req.lr, seed: req.seed,
-    ...(plan?.targets ? { targets: plan.targets } : {}),
-    ...(req.seqLen ? { seqLen: req.seqLen } : {}),
-    ...(req.checkpointDir ? { checkpointDir: req.checkpointDir, checkpointEvery: Math.max(1, Math.floor(req.steps / 10)), resume: req.resume ?? false } : {}),
+    data: recoveryData(recipe, req.data, tokenizer),
+    schedule, ...trainerSettings(recipe), seed: req.seed,
+    ...(targets ? { targets } : {}),
+    ...(req.checkpointDir ? { checkpointDir: req.checkpointDir, resume: req.resume ?? false } : {}),
     onProgress: req.onProgress,
   });
-  return { ...result, skippedTargets: plan?.skippedTargets ?? [] };
+  const evaluated = plan?.quant ? `int${plan.quant.bits}-dequantized` : 'fp32-merged';
+  return { ...result, skippedTargets: skipped, recipe: recordOf(recipe, result.layout), evaluated };
 }

@@ -1,18 +1,22 @@
 /**
- * Recovery fine-tuning: LoRA (or QA-LoRA) adapters trained with the causal-LM loss on token
- * windows of a text corpus, then merged into the base weights.
+ * Recovery fine-tuning: LoRA (or QA-LoRA) adapters trained with the causal-LM loss on text
+ * windows or instruction examples (training-data.ts), then merged into the base weights.
  *
- * - Data: the corpus is tokenised once and cut into non-overlapping windows of `seqLen` tokens
- *   (last partial window dropped). The *last* `heldOutFraction` of the windows is held out (a
- *   contiguous tail, so no held-out text is also trained on); training windows are visited in a
- *   seeded random order, reshuffled every epoch (`SeededOrder`, train/window-sampler.ts).
- * - Loss: mean next-token NLL over all tokens of one optimiser step (micro-batches of
- *   `microBatchSize` windows, `gradAccum` of them per step).
+ * - Data: see training-data.ts (windows of `seqLen` tokens with a held-out tail, or instruction
+ *   examples cut at `seqLen` with prompt tokens masked out of the loss). Training items are visited
+ *   in a seeded random order, reshuffled every epoch (`SeededOrder`, train/window-sampler.ts);
+ *   micro-batches run on across epoch boundaries.
+ * - Length: `steps` optimiser steps, or `epochs` passes counted as Hugging Face's Trainer counts
+ *   them: steps = ceil(epochs × max(1, floor(ceil(items/microBatchSize)/gradAccum))).
+ * - Loss: mean next-token NLL of each micro-batch (of `microBatchSize` items) over its predicted
+ *   tokens, averaged over the `gradAccum` micro-batches of one optimiser step (effective batch
+ *   microBatchSize × gradAccum items), as HF's Trainer averages accumulated micro-batches.
  * - Optimiser: the training kit's (src/train/): AdamW as torch.optim.AdamW computes it
- *   (decoupled weight decay p ← p·(1 − lr·wd), bias-corrected moments). Learning rate: linear warm-up over
- *   `warmupSteps` (step s ≤ W gets lr·s/W, steps counted from 1), then cosine decay to
- *   `lr·minLrRatio` at the last step. Gradients are clipped by global norm (`maxGradNorm`, 0 = off)
- *   as torch's clip_grad_norm_ does (factor max_norm/(norm + 1e-6), capped at 1).
+ *   (decoupled weight decay p ← p·(1 − lr·wd), bias-corrected moments). Learning rate
+ *   (train/lr-schedule.ts): `cosine` (default: linear warm-up over `warmupSteps`, step s ≤ W gets
+ *   lr·s/W, then cosine decay to `lr·minLrRatio`), or HF's `linear` / `constant` with warm-up.
+ *   Gradients are clipped by global norm (`maxGradNorm`, 0 = off) as torch's clip_grad_norm_ does
+ *   (factor max_norm/(norm + 1e-6), capped at 1).
  * - Base weights are frozen: only the adapter variables are passed to `tf.variableGrads`.
  * - Masks: see lora.ts — zeros of the base weights stay zero through training and merge.
  * - Checkpoints (`checkpointDir`, every `checkpointEvery` steps and at the end): adapter weights and
@@ -26,28 +30,25 @@
 import * as tf from '@tensorflow/tfjs';
 import seedrandom from 'seedrandom';
 import { z } from 'zod';
-import { meanTokenNll } from '../eval/perplexity.ts';
 import type { CausalLM } from '../model/causal-lm.ts';
-import type { LinearRole } from '../model/family.ts';
+import { LINEAR_ROLES, type LinearRole } from '../model/family.ts';
 import { withFastMatMulGradient } from '../model/matmul-grad.ts';
-import type { Tokenizer } from '../tokenizer/types.ts';
 import { checkCheckpointSettings, checkpointDue, checkpointToResume, saveCheckpoint, type CheckpointKind, type TrainingState } from '../train/checkpoint.ts';
-import { lrAt } from '../train/lr-schedule.ts';
+import { LR_SCHEDULES, lrAt } from '../train/lr-schedule.ts';
 import { AdamW, clipFactor, globalNorm } from '../train/optimizer.ts';
 import { lossAndGradients } from '../train/step.ts';
 import { SeededOrder, type Cursor } from '../train/window-sampler.ts';
-import { DataError } from '../util/errors.ts';
-import { tokensFingerprint } from '../util/fnv.ts';
+import { ConfigError } from '../util/errors.ts';
 import { parseOptions } from '../util/options.ts';
 import { LoraSet } from './lora.ts';
 import { resolveSchedule, type ResolvedSchedule, type ScheduleSpec } from './schedule.ts';
 import type { GroupQuantized } from './quant.ts';
+import { prepareTrainingSet, type FinetuneData } from './training-data.ts';
 
 // The kit's optimiser and schedule, re-exported where recovery code has always found them.
 export { AdamW, type AdamWOptions } from '../train/optimizer.ts';
 export { lrAt } from '../train/lr-schedule.ts';
-
-const ROLES = ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc1', 'fc2'] as const;
+export { splitWindows, tokenize, type FinetuneData } from './training-data.ts';
 
 /** `uniform`, or a resolved method schedule (see schedule.ts): per-layer ranks, alphas, quantisation. */
 const scheduleSchema = z.union([
@@ -73,49 +74,79 @@ export const finetuneConfigSchema = z.strictObject({
   alpha: z.number().positive().default(16),
   dropout: z.number().min(0).lt(1).default(0.05),
   /** Linear roles to adapt; default all linears of the family. */
-  targets: z.array(z.enum(ROLES)).min(1).optional(),
+  targets: z.array(z.enum(LINEAR_ROLES)).min(1).optional(),
   /** Layers to adapt; default all. */
   layers: z.array(z.number().int().nonnegative()).optional(),
-  steps: z.number().int().positive(),
+  /** Optimiser steps; give this or `epochs`. */
+  steps: z.number().int().positive().optional(),
+  /** Passes over the training items (steps counted as HF's Trainer counts them); give this or `steps`. */
+  epochs: z.number().positive().optional(),
   lr: z.number().positive().default(1e-4),
+  /** Learning-rate schedule after the warm-up (train/lr-schedule.ts). */
+  lrSchedule: z.enum(LR_SCHEDULES).default('cosine'),
   weightDecay: z.number().min(0).default(0),
   beta1: z.number().min(0).lt(1).default(0.9),
   beta2: z.number().min(0).lt(1).default(0.999),
   eps: z.number().positive().default(1e-8),
   /** Default: min(100, 10 % of steps). */
   warmupSteps: z.number().int().nonnegative().optional(),
+  /** Final learning rate as a fraction of `lr` (cosine only). */
   minLrRatio: z.number().min(0).max(1).default(0),
+  /** Window length of text; maximum tokens per example (the cutoff) of instruction data. */
   seqLen: z.number().int().min(2).default(128),
   microBatchSize: z.number().int().positive().default(4),
   gradAccum: z.number().int().positive().default(1),
   maxGradNorm: z.number().min(0).default(1),
   heldOutFraction: z.number().gt(0).lt(1).default(0.1),
-  /** Cap on held-out windows scored (cost control); default all. */
+  /** Held-out items (windows or examples); replaces `heldOutFraction` when given. */
+  heldOutCount: z.number().int().positive().optional(),
+  /** Cap on held-out windows (or examples) scored (cost control); default all. */
   maxHeldOutWindows: z.number().int().positive().optional(),
   seed: z.number().int().default(0),
   preserveMasks: z.boolean().default(true),
   /** Fold adapters into the base weights at the end (default true). */
   merge: z.boolean().default(true),
   checkpointDir: z.string().min(1).optional(),
+  /** Default: every 10 % of the steps (and at the end). */
   checkpointEvery: z.number().int().positive().optional(),
   resume: z.boolean().default(false),
   /** Stop this call once this global step is done (checkpoint written, nothing merged). */
   stopAfterStep: z.number().int().positive().optional(),
+}).superRefine((c, ctx) => {
+  if ((c.steps === undefined) === (c.epochs === undefined)) {
+    ctx.addIssue({ code: 'custom', path: ['steps'], message: c.steps === undefined ? 'give steps or epochs' : 'give steps or epochs, not both' });
+  }
 });
 
 export type FinetuneConfig = z.input<typeof finetuneConfigSchema>;
 type ResolvedConfig = z.output<typeof finetuneConfigSchema>;
-
-/** Training text: token ids, or text (one string, or documents each encoded with BOS). */
-export type FinetuneData =
-  | { tokens: ArrayLike<number> }
-  | { text: string | readonly string[]; tokenizer: Tokenizer; addBos?: boolean };
 
 export interface TrainLogEntry {
   step: number;
   loss: number;
   lr: number;
   gradNorm: number;
+  /** Predicted tokens of the step (all micro-batches). */
+  tokens: number;
+}
+
+/** How the run was laid out, once the data was read: recorded with results. */
+export interface TrainingLayout {
+  format: 'text' | 'instructions';
+  trainItems: number;
+  heldOutItems: number;
+  microBatchSize: number;
+  gradAccum: number;
+  /** Items per optimiser step: microBatchSize × gradAccum. */
+  effectiveBatch: number;
+  seqLen: number;
+  /** Optimiser steps per epoch as HF's Trainer counts them. */
+  stepsPerEpoch: number;
+  steps: number;
+  /** Passes over the training items the steps make (steps × effectiveBatch / trainItems). */
+  epochs: number;
+  lrSchedule: (typeof LR_SCHEDULES)[number];
+  warmupSteps: number;
 }
 
 export interface FinetuneProgress extends TrainLogEntry {
@@ -141,7 +172,9 @@ export interface FinetuneResult {
    * (merged, or with adapters attached when `merge` is false; null when not completed).
    */
   heldOut: { before: number; start: number; after: number | null; tokens: number; windows: number };
+  /** Training windows (or examples). */
   trainWindows: number;
+  layout: TrainingLayout;
   schedule: ResolvedSchedule;
   trainableParams: number;
   /** QA-LoRA form after merge: the quantised weights (updated β) by `<layer>.<role>`. */
@@ -154,25 +187,10 @@ export function parseFinetuneConfig(raw: unknown): ResolvedConfig {
   return parseOptions(finetuneConfigSchema, raw, 'recovery', 'recovery');
 }
 
-export function tokenize(data: FinetuneData): number[] {
-  if ('tokens' in data) return Array.from(data.tokens);
-  const docs = typeof data.text === 'string' ? [data.text] : data.text;
-  const addBos = data.addBos ?? true;
-  const out: number[] = [];
-  for (const d of docs) if (d.length > 0) out.push(...data.tokenizer.encode(d, { addBos }));
-  return out;
-}
-
-/** Non-overlapping windows of `seqLen` tokens; the last `fraction` (at least one) is held out. */
-export function splitWindows(tokens: readonly number[], seqLen: number, fraction: number): { train: number[][]; heldOut: number[][] } {
-  const n = Math.floor(tokens.length / seqLen);
-  const windows = Array.from({ length: n }, (_, i) => tokens.slice(i * seqLen, (i + 1) * seqLen));
-  const held = Math.max(1, Math.round(n * fraction));
-  if (n - held < 1) {
-    throw new DataError(`corpus too small: ${tokens.length} tokens give ${n} windows of ${seqLen}, ` +
-      `need at least one training and one held-out window (lower seqLen or heldOutFraction, or give more text)`);
-  }
-  return { train: windows.slice(0, n - held), heldOut: windows.slice(n - held) };
+/** Optimiser steps of `epochs` passes over `items`, as HF's Trainer counts them. */
+export function stepsForEpochs(epochs: number, items: number, microBatchSize: number, gradAccum: number): { steps: number; stepsPerEpoch: number } {
+  const stepsPerEpoch = Math.max(1, Math.floor(Math.ceil(items / microBatchSize) / gradAccum));
+  return { steps: Math.ceil(epochs * stepsPerEpoch), stepsPerEpoch };
 }
 
 /** Per-linear Σ|w| of the targeted base weights: detects resuming onto a different model. */
@@ -210,35 +228,47 @@ export function finetune(model: CausalLM, options: FinetuneOptions): FinetuneRes
 function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult {
   const { data, onProgress, ...raw } = options;
   const cfg = parseFinetuneConfig(raw);
-  const warmupSteps = cfg.warmupSteps ?? Math.min(100, Math.floor(cfg.steps * 0.1));
   checkCheckpointSettings(cfg);
   const schedule = resolveSchedule(cfg.schedule satisfies ScheduleSpec, {
     rank: cfg.rank, alpha: cfg.alpha, numLayers: model.numLayers, layers: cfg.layers,
   });
   const targets: LinearRole[] = cfg.targets ?? model.spec.linears.map((l) => l.role);
 
-  const tokens = tokenize(data);
-  const vocab = model.config.vocabSize;
-  const badTok = tokens.find((t) => !Number.isInteger(t) || t < 0 || t >= vocab);
-  if (badTok !== undefined) throw new DataError(`token id ${badTok} is outside the model's vocabulary 0..${vocab - 1}`);
-  const { train, heldOut: heldAll } = splitWindows(tokens, cfg.seqLen, cfg.heldOutFraction);
-  const heldOut = cfg.maxHeldOutWindows ? heldAll.slice(0, cfg.maxHeldOutWindows) : heldAll;
+  const dataset = prepareTrainingSet(data, {
+    seqLen: cfg.seqLen, heldOutFraction: cfg.heldOutFraction, heldOutCount: cfg.heldOutCount,
+    maxHeldOut: cfg.maxHeldOutWindows, seed: cfg.seed, vocabSize: model.config.vocabSize,
+  });
+  const perEpoch = stepsForEpochs(1, dataset.trainItems, cfg.microBatchSize, cfg.gradAccum).stepsPerEpoch;
+  const steps = cfg.steps ?? stepsForEpochs(cfg.epochs as number, dataset.trainItems, cfg.microBatchSize, cfg.gradAccum).steps;
+  const warmupSteps = cfg.warmupSteps ?? Math.min(100, Math.floor(steps * 0.1));
+  if (dataset.format === 'instructions' && cfg.seqLen > model.config.maxPositionEmbeddings) {
+    throw new ConfigError(`seqLen (cutoff) ${cfg.seqLen} exceeds the model's ${model.config.maxPositionEmbeddings} positions`);
+  }
+  const layout: TrainingLayout = {
+    format: dataset.format, trainItems: dataset.trainItems, heldOutItems: dataset.heldOutItems,
+    microBatchSize: cfg.microBatchSize, gradAccum: cfg.gradAccum, effectiveBatch: cfg.microBatchSize * cfg.gradAccum,
+    seqLen: cfg.seqLen, stepsPerEpoch: perEpoch, steps,
+    epochs: (steps * cfg.microBatchSize * cfg.gradAccum) / dataset.trainItems, lrSchedule: cfg.lrSchedule, warmupSteps,
+  };
   const evalBatch = cfg.microBatchSize;
 
+  // Keys only a non-default setting adds keep older checkpoints resumable.
   const fingerprint: Record<string, unknown> = {
     family: model.config.family, numLayers: model.numLayers, schedule: schedule, targets,
-    dropout: cfg.dropout, steps: cfg.steps, lr: cfg.lr, weightDecay: cfg.weightDecay,
+    dropout: cfg.dropout, steps, lr: cfg.lr, weightDecay: cfg.weightDecay,
     betas: [cfg.beta1, cfg.beta2], eps: cfg.eps, warmupSteps, minLrRatio: cfg.minLrRatio,
     seqLen: cfg.seqLen, microBatchSize: cfg.microBatchSize, gradAccum: cfg.gradAccum,
     maxGradNorm: cfg.maxGradNorm, heldOutFraction: cfg.heldOutFraction, seed: cfg.seed,
-    preserveMasks: cfg.preserveMasks, tokens: tokensFingerprint(tokens),
+    preserveMasks: cfg.preserveMasks, tokens: dataset.fingerprint,
     weights: weightChecksum(model, schedule.ranks, targets),
+    ...(cfg.lrSchedule !== 'cosine' ? { lrSchedule: cfg.lrSchedule } : {}),
+    ...(cfg.heldOutCount !== undefined ? { heldOutCount: cfg.heldOutCount } : {}),
   };
   const ckpt = checkpointToResume<RecoveryState>(cfg.checkpointDir, cfg.resume, CHECKPOINT, fingerprint,
     { weights: 'base weights (resume needs the same, unmodified base model as the original run)' });
 
   const savedHook = model.linearHook;
-  const before = meanTokenNll(model, heldOut, evalBatch);
+  const before = dataset.heldOutNll(model, evalBatch);
 
   const set = LoraSet.create(model, {
     ranks: schedule.ranks, alphas: schedule.alphas, dropout: cfg.dropout, targets,
@@ -250,12 +280,12 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
 
   try {
     set.attach(model, { training: false });
-    const start = meanTokenNll(model, heldOut, evalBatch).nll;
+    const start = dataset.heldOutNll(model, evalBatch).nll;
 
     let step = 0;
     let log: TrainLogEntry[] = [];
     let rng = seedrandom.alea(`${cfg.seed}:train`, { state: true });
-    const order = new SeededOrder(cfg.seed, train.length);
+    const order = new SeededOrder(cfg.seed, dataset.trainItems);
     let resumedFromStep: number | null = null;
     if (ckpt) {
       set.loadNamedTensors(ckpt.tensors, ckpt.file);
@@ -273,13 +303,14 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
       saveCheckpoint<RecoveryState>(cfg.checkpointDir, CHECKPOINT, { step, rng: rng.state(), cursor: order.cursor, log, fingerprint }, t);
     };
 
-    const stopAt = Math.min(cfg.steps, cfg.stopAfterStep ?? cfg.steps);
+    const stopAt = Math.min(steps, cfg.stopAfterStep ?? steps);
+    const checkpointEvery = cfg.checkpointEvery ?? Math.max(1, Math.floor(steps / 10));
     set.setMode({ training: true });
     while (step < stopAt) {
       step += 1;
-      const lr = lrAt(step, { lr: cfg.lr, steps: cfg.steps, warmupSteps, minLrRatio: cfg.minLrRatio });
-      const { loss, grads: gList } = lossAndGradients(model, vars, cfg.gradAccum, () => {
-        const batch = order.next(cfg.microBatchSize).map((v) => train[v.item]);
+      const lr = lrAt(step, { lr: cfg.lr, steps, warmupSteps, minLrRatio: cfg.minLrRatio, kind: cfg.lrSchedule });
+      const { loss, grads: gList, tokens } = lossAndGradients(model, vars, cfg.gradAccum, () => {
+        const batch = dataset.batch(order.next(cfg.microBatchSize).map((v) => v.item));
         set.dropoutSeed = rng.int32();
         return batch;
       });
@@ -287,19 +318,19 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
       const clip = clipFactor(gradNorm, cfg.maxGradNorm);
       adam.step(gList, lr, clip);
       tf.dispose(gList);
-      const entry: TrainLogEntry = { step, loss, lr, gradNorm };
+      const entry: TrainLogEntry = { step, loss, lr, gradNorm, tokens };
       log.push(entry);
-      onProgress?.({ ...entry, steps: cfg.steps });
-      if (checkpointDue(step, cfg.checkpointEvery, stopAt)) save();
+      onProgress?.({ ...entry, steps });
+      if (checkpointDue(step, checkpointEvery, stopAt)) save();
     }
     set.setMode({ training: false });
 
     const base = {
-      step, resumedFromStep, log, trainWindows: train.length, schedule,
+      step, resumedFromStep, log, trainWindows: dataset.trainItems, layout, schedule,
       trainableParams: set.numTrainableParams,
     };
-    const heldInfo = { before: before.nll, start, tokens: before.tokens, windows: heldOut.length };
-    if (step < cfg.steps) {
+    const heldInfo = { before: before.nll, start, tokens: before.tokens, windows: dataset.heldOutItems };
+    if (step < steps) {
       return { ...base, completed: false, heldOut: { ...heldInfo, after: null }, quantized: null, adapters: null };
     }
     let quantized: Map<string, GroupQuantized> | null = null;
@@ -309,7 +340,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
     } else {
       keepAdapters = true;
     }
-    const after = meanTokenNll(model, heldOut, evalBatch).nll;
+    const after = dataset.heldOutNll(model, evalBatch).nll;
     return {
       ...base, completed: true, heldOut: { ...heldInfo, after }, quantized,
       adapters: keepAdapters ? set : null,

@@ -13,6 +13,7 @@ import { CheckpointError } from '../util/errors.ts';
 import { openHfCheckpoint, writeHfCheckpoint, assertFinite } from './hf-checkpoint.ts';
 import { openLlama2cCheckpoint } from './llama2c.ts';
 import { toHalfSplitLayout } from './rope-layout.ts';
+import { dequantizePart, openQuantizedPart, type QuantizedPart } from './quantized-checkpoint.ts';
 import { readAllF32, refsNumel, type TensorRefs } from './stored-tensor.ts';
 import { numel } from '../model/tensor-data.ts';
 
@@ -31,6 +32,8 @@ export interface Checkpoint {
   /** As stored (llama2.c: interleaved RoPE layout). */
   config: ModelConfig;
   tensors: TensorRefs;
+  /** The codes of a quantised export (quantized-checkpoint.ts), else null. */
+  quantized: QuantizedPart | null;
 }
 
 export function checkpointKind(modelPath: string): CheckpointKind {
@@ -44,8 +47,9 @@ export function checkpointKind(modelPath: string): CheckpointKind {
 export function openCheckpoint(modelPath: string): Checkpoint {
   const kind = checkpointKind(modelPath);
   const { config, tensors } = kind === 'hf' ? openHfCheckpoint(modelPath) : openLlama2cCheckpoint(modelPath);
-  checkTensorShapes(config, (name) => tensors.get(name)?.shape, modelPath);
-  return { path: modelPath, kind, config, tensors };
+  const quantized = kind === 'hf' ? openQuantizedPart(modelPath, config, tensors) : null;
+  checkTensorShapes(config, (name) => quantized?.weights.get(name) ?? tensors.get(name)?.shape, modelPath);
+  return { path: modelPath, kind, config, tensors, quantized };
 }
 
 /**
@@ -73,6 +77,7 @@ export function loadModel(modelPath: string): LoadedModel {
   assertFinite(tensors, modelPath);
   // Run llama2.c models in the HF layout, so an exported copy computes bit-identical logits.
   if (ckpt.kind === 'llama2c') ({ config, tensors } = toHalfSplitLayout(config, tensors));
+  if (ckpt.quantized) ({ config, tensors } = dequantizePart(ckpt.quantized, config, tensors, modelPath));
   return { model: CausalLM.fromNamedTensors(config, tensors, modelPath), path: modelPath, kind: ckpt.kind };
 }
 

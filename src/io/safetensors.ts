@@ -1,6 +1,6 @@
 /**
- * safetensors reader (header first, each tensor's bytes on demand; F32/F16/BF16) and writer
- * (F32/F16).
+ * safetensors reader (header first, each tensor's bytes on demand; F32/F16/BF16, and U8 codes) and
+ * writer (F32/F16, and tensors given as stored bytes).
  *
  * Written by hand: the format is an 8-byte header length, a JSON header and raw little-endian
  * data, and no maintained npm package reads it lazily by byte ranges with the validation we
@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import { CheckpointError } from '../util/errors.ts';
 import { readRange, fileSize } from './byte-range.ts';
-import { DTYPE_BYTES, isStoredDtype, readAllF32, STORED_DTYPES, type StoredDtype, type TensorRefs } from './stored-tensor.ts';
+import { DTYPE_BYTES, isStoredDtype, readAllF32, STORED_DTYPES, type StoredDtype, type StoredTensor, type TensorRefs } from './stored-tensor.ts';
 import { numel, type HostTensor, type NamedTensors } from '../model/tensor-data.ts';
 
 export type SafetensorsDtype = StoredDtype;
@@ -135,16 +135,21 @@ export function readSafetensors(file: string, only?: (name: string) => boolean):
   return readAllF32(readSafetensorsHeader(file).tensors, only);
 }
 
-/** Write tensors (sorted by name, as the reference writer does) in F32 or F16. */
-export function writeSafetensors(file: string, tensors: NamedTensors, dtype: 'F32' | 'F16' = 'F32',
+/**
+ * Write tensors (sorted by name, as the reference writer does): fp32 host tensors in F32 or F16,
+ * and tensors given as stored bytes (`StoredTensor`, e.g. U8 codes) as they are.
+ */
+export function writeSafetensors(file: string, tensors: ReadonlyMap<string, HostTensor | StoredTensor>, dtype: 'F32' | 'F16' = 'F32',
   metadata: Record<string, string> = { format: 'pt' }): void {
   const names = [...tensors.keys()].sort();
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const name of names) {
-    const t = tensors.get(name) as HostTensor;
-    const bytes = numel(t.shape) * DTYPE_BYTES[dtype];
-    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    const t = tensors.get(name) as HostTensor | StoredTensor;
+    const own = 'bytes' in t ? t.dtype : dtype;
+    const bytes = numel(t.shape) * DTYPE_BYTES[own];
+    if ('bytes' in t && t.bytes.byteLength !== bytes) throw new Error(`writeSafetensors: '${name}' [${t.shape}] ${own} needs ${bytes} bytes, got ${t.bytes.byteLength}`);
+    header[name] = { dtype: own, shape: t.shape, data_offsets: [offset, offset + bytes] };
     offset += bytes;
   }
   let headerStr = JSON.stringify(header);
@@ -155,7 +160,13 @@ export function writeSafetensors(file: string, tensors: NamedTensors, dtype: 'F3
   headerBuf.copy(out, 8);
   let pos = 8 + headerBuf.length;
   for (const name of names) {
-    const { data } = tensors.get(name) as HostTensor;
+    const t = tensors.get(name) as HostTensor | StoredTensor;
+    if ('bytes' in t) {
+      Buffer.from(t.bytes.buffer, t.bytes.byteOffset, t.bytes.byteLength).copy(out, pos);
+      pos += t.bytes.byteLength;
+      continue;
+    }
+    const { data } = t;
     if (dtype === 'F32') {
       Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(out, pos);
       pos += data.byteLength;

@@ -7,9 +7,10 @@
 import { readRange, readRangeInto } from './byte-range.ts';
 import { numel, type NamedTensors } from '../model/tensor-data.ts';
 
-export type StoredDtype = 'F32' | 'F16' | 'BF16';
-export const STORED_DTYPES: readonly StoredDtype[] = ['F32', 'F16', 'BF16'];
-export const DTYPE_BYTES: Record<StoredDtype, number> = { F32: 4, F16: 2, BF16: 2 };
+/** U8: packed integer codes of a quantised export (io/quantized-checkpoint.ts). */
+export type StoredDtype = 'F32' | 'F16' | 'BF16' | 'U8';
+export const STORED_DTYPES: readonly StoredDtype[] = ['F32', 'F16', 'BF16', 'U8'];
+export const DTYPE_BYTES: Record<StoredDtype, number> = { F32: 4, F16: 2, BF16: 2, U8: 1 };
 
 export function isStoredDtype(s: string): s is StoredDtype {
   return (STORED_DTYPES as readonly string[]).includes(s);
@@ -70,6 +71,7 @@ export function widenToF32(t: StoredTensor): Float32Array {
     new Uint8Array(out.buffer).set(t.bytes);
     return out;
   }
+  if (t.dtype === 'U8') return Float32Array.from(t.bytes);
   // A Uint16Array view needs an even byte offset; copy only when the bytes are not so placed.
   const b = t.bytes.byteOffset % 2 === 0 ? t.bytes : t.bytes.slice();
   return widenHalves(t.dtype, new Uint16Array(b.buffer, b.byteOffset, n));

@@ -5,7 +5,8 @@
  */
 import type { Family, LayerShape, ModelConfig } from './config.ts';
 
-export type LinearRole = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down' | 'fc1' | 'fc2';
+export const LINEAR_ROLES = ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc1', 'fc2'] as const;
+export type LinearRole = (typeof LINEAR_ROLES)[number];
 
 /**
  * Named activations inside a block. `attnIn` feeds q/k/v, `attnCtx` (heads concatenated) feeds

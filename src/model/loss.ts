@@ -15,15 +15,23 @@ export function tokenNll(logits: tf.Tensor2D, targets: Int32Array | readonly num
 }
 
 /**
- * Rows and targets for next-token prediction over B windows of T tokens laid out as `[B*T]`:
- * row b*T+t predicts ids[b][t+1], for t < T-1.
+ * Which tokens are predicted, per window, aligned with its ids: token t (t ≥ 1) counts in the loss
+ * when `mask[b][t]` is non-zero (token 0 is never predicted). Used for instruction data (loss on the
+ * response only) and for padding; without a mask every token after the first counts.
  */
-export function nextTokenTargets(ids: readonly (readonly number[])[]): { rows: Int32Array; targets: Int32Array } {
+export type LossMask = readonly (readonly number[])[];
+
+/**
+ * Rows and targets for next-token prediction over B windows of T tokens laid out as `[B*T]`:
+ * row b*T+t predicts ids[b][t+1], for t < T-1 (and, with a mask, only where mask[b][t+1] ≠ 0).
+ */
+export function nextTokenTargets(ids: readonly (readonly number[])[], mask?: LossMask): { rows: Int32Array; targets: Int32Array } {
   const T = ids[0].length;
   const rows: number[] = [];
   const targets: number[] = [];
   ids.forEach((row, b) => {
     for (let t = 0; t + 1 < T; t++) {
+      if (mask && !mask[b][t + 1]) continue;
       rows.push(b * T + t);
       targets.push(row[t + 1]);
     }
@@ -31,9 +39,10 @@ export function nextTokenTargets(ids: readonly (readonly number[])[]): { rows: I
   return { rows: Int32Array.from(rows), targets: Int32Array.from(targets) };
 }
 
-/** Sum of next-token NLLs over the rows of `logits` `[B*T, V]` (scalar) and the count. */
-export function causalLmNllSum(logits: tf.Tensor2D, ids: readonly (readonly number[])[]): { sum: tf.Scalar; count: number } {
-  const { rows, targets } = nextTokenTargets(ids);
+/** Sum of next-token NLLs over the rows of `logits` `[B*T, V]` (scalar) and the count (see `LossMask`). */
+export function causalLmNllSum(logits: tf.Tensor2D, ids: readonly (readonly number[])[], mask?: LossMask): { sum: tf.Scalar; count: number } {
+  const { rows, targets } = nextTokenTargets(ids, mask);
+  if (rows.length === 0) return { sum: tf.scalar(0), count: 0 };
   const sum = tf.tidy(() => tf.sum(tokenNll(tf.gather(logits, tf.tensor1d(rows, 'int32')) as tf.Tensor2D, targets)) as tf.Scalar);
   return { sum, count: rows.length };
 }
@@ -44,10 +53,10 @@ export function causalLmNllSum(logits: tf.Tensor2D, ids: readonly (readonly numb
  * gradient (UnsortedSegmentSum) has no WebAssembly kernel, and a one-hot product's gradient goes
  * through a slow broadcast. Forward: p = softmax(logits) (one fused kernel), log-sum-exp =
  * max(logits) − log(max(p)) (max(p) ≥ 1/V cannot underflow), NLL = lse − logit[target].
- * Backward: (p − one-hot) ⊙ weight · dy, weight 0 on rows without a target.
+ * Backward: (p − one-hot) ⊙ weight · dy, weight 0 on rows without a target (and rows a mask drops).
  */
-export function trainingNllSum(logits: tf.Tensor2D, ids: readonly (readonly number[])[]): { sum: tf.Scalar; count: number } {
-  const { rows, targets } = nextTokenTargets(ids);
+export function trainingNllSum(logits: tf.Tensor2D, ids: readonly (readonly number[])[], mask?: LossMask): { sum: tf.Scalar; count: number } {
+  const { rows, targets } = nextTokenTargets(ids, mask);
   const [N, V] = logits.shape;
   const tgt = new Int32Array(N);
   const w = new Float32Array(N);

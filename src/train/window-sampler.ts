@@ -13,7 +13,12 @@ export interface Cursor {
 
 /** A Fisher–Yates permutation of 0..n−1 from the alea stream `<seed>:order:<epoch>`. */
 export function epochPermutation(n: number, seed: number, epoch: number): Uint32Array {
-  const rng = seedrandom.alea(`${seed}:order:${epoch}`);
+  return seededPermutation(n, `${seed}:order:${epoch}`);
+}
+
+/** A Fisher–Yates permutation of 0..n−1 from the alea stream named `stream`. */
+export function seededPermutation(n: number, stream: string): Uint32Array {
+  const rng = seedrandom.alea(stream);
   const p = new Uint32Array(n);
   for (let i = 0; i < n; i++) p[i] = i;
   for (let i = n - 1; i > 0; i--) {
