@@ -249,7 +249,7 @@ describe('prunelab finetune: recipe flags and bad input', () => {
     const cases: [string[], RegExp][] = [
       [['--preset', 'alpaca'], /unknown recovery preset 'alpaca'; valid: llm-pruner, cfsp, saap/],
       [['--preset', 'llm-pruner', '--template', 'vicuna'], /unknown prompt template 'vicuna'/],
-      [['--preset', 'llm-pruner', '--held-out', '1'], new RegExp(`${data.replace(/[.]/g, '\\.')}: line 2 \\(row 2\\): missing field 'output'`)],
+      [['--preset', 'llm-pruner', '--held-out', '1', '--seqlen', '64'], new RegExp(`${data.replace(/[.]/g, '\\.')}: line 2 \\(row 2\\): missing field 'output'`)],
     ];
     for (const [flags, re] of cases) {
       const r = runCli(['finetune', '--model', MODEL, '--data', data, ...flags, '--out', out]);
