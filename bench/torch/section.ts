@@ -1,0 +1,408 @@
+/**
+ * `npm run bench -- --only torch`: PruneLab (WebAssembly backend) side by side with a small PyTorch
+ * reference (`bench/torch/*.py`) on the same machine, the same HF checkpoints and the same
+ * operator, in one run. Each figure is taken alternately (PruneLab, PyTorch on 1 thread, PyTorch on
+ * every core, repeated) so load changes on a shared machine hit both sides; the ratio is
+ * PruneLab ÷ PyTorch at PyTorch's best thread setting, with its spread over the rounds. Both
+ * sides' logits are compared first: a timing is only reported when they compute the same.
+ */
+import * as tf from '@tensorflow/tfjs';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { initBackend } from '../../src/backend/index.ts';
+import { flopsPerToken, measureSpeed, median } from '../../src/eval/speed.ts';
+import { writeHfCheckpoint } from '../../src/io/hf-checkpoint.ts';
+import { loadModel, saveModel } from '../../src/io/load-model.ts';
+import { writeSafetensors } from '../../src/io/safetensors.ts';
+import type { ModelConfig } from '../../src/model/config.ts';
+import { buildSyntheticLlama, syntheticLlamaConfig, syntheticLlamaTensors, type SyntheticLlamaOptions } from '../../src/model/synthetic.ts';
+import { modelView } from '../../src/model/view.ts';
+import type { OperatorContext } from '../../src/prune/method.ts';
+import { parseMethodOptions, resolveMethod } from '../../src/prune/registry.ts';
+import { gaussian } from '../../src/util/random.ts';
+import { matmulGflops, table, type Cell } from '../util.ts';
+import { TorchBridge, type TorchInfo } from './bridge.ts';
+
+export interface TorchSectionOptions {
+  quick: boolean;
+  print: (s: string) => void;
+  /** The bench's synthetic model (512×8, or 256×4 with --quick). */
+  synth: SyntheticLlamaOptions;
+  /** stories260K as llama2.c `.bin`, when the shared data is there. */
+  stories: string | null;
+  /** The shared golden HF fixtures folder, when there. */
+  golden: string | null;
+}
+
+/** SmolLM-135M's shape (HuggingFaceTB/SmolLM-135M config.json), random weights. */
+export const SMOLLM_135M_SHAPE: SyntheticLlamaOptions = {
+  hidden: 576, layers: 30, heads: 9, kvHeads: 3, ffn: 1536, vocab: 49152, tied: true, maxPositions: 2048, seed: 2,
+};
+
+/** Relative logit difference (max |Δ| / max |logit|) above which two implementations disagree. */
+const PARITY_TOL = 1e-4;
+
+interface ModelCase {
+  name: string;
+  /** Writes the HF checkpoint folder both sides load. */
+  write: (dir: string) => void;
+  tokens: number;
+}
+
+interface SpeedSample {
+  prefillTps: number;
+  decodeTps: number;
+}
+
+interface OpCase {
+  rows: number;
+  cols: number;
+  tokens: number;
+}
+
+interface SolveSample {
+  hessianS: number;
+  solveS: number;
+}
+
+type Side<T> = { label: string; sample: () => Promise<T> };
+
+/** `rounds` rounds of every side in turn, after one unmeasured warm-up of each: samples per side. */
+async function alternate<T>(sides: Side<T>[], rounds: number, warmup: boolean): Promise<T[][]> {
+  if (warmup) for (const s of sides) await s.sample();
+  const out: T[][] = sides.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < sides.length; i++) out[i].push(await sides[i].sample());
+  }
+  return out;
+}
+
+/** PruneLab ÷ PyTorch for one metric: the best PyTorch side by median, the ratio's spread over rounds. */
+interface Versus {
+  prunelab: number;
+  torch: number[];
+  best: number;
+  ratio: number;
+  lo: number;
+  hi: number;
+}
+
+function versus<T>(samples: T[][], metric: (s: T) => number, higherIsBetter: boolean): Versus {
+  const med = samples.map((ss) => median(ss.map(metric)));
+  const torch = med.slice(1);
+  const better = (a: number, b: number) => (higherIsBetter ? a > b : a < b);
+  let best = 1;
+  for (let i = 2; i < med.length; i++) if (better(med[i], med[best])) best = i;
+  // Throughputs compare as PruneLab / PyTorch, times as PyTorch / PruneLab: > 1 = PruneLab faster.
+  const rel = (p: number, t: number) => (higherIsBetter ? p / t : t / p);
+  const perRound = samples[0].map((s, r) => rel(metric(s), metric(samples[best][r])));
+  return {
+    prunelab: med[0], torch, best: best - 1, ratio: rel(med[0], med[best]),
+    lo: Math.min(...perRound), hi: Math.max(...perRound),
+  };
+}
+
+const fmtRatio = (v: Versus) => `${v.ratio.toFixed(2)}× (${v.lo.toFixed(2)}–${v.hi.toFixed(2)})`;
+const pct = (x: number) => `${(100 * x).toFixed(x < 0.1 ? 2 : 1)}%`;
+
+function readF32(file: string): Float32Array {
+  const b = fs.readFileSync(file);
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+}
+
+/** max |a − b| / max |b|. */
+function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  if (a.length !== b.length) return Infinity;
+  let d = 0;
+  let m = 0;
+  for (let i = 0; i < a.length; i++) {
+    d = Math.max(d, Math.abs(a[i] - b[i]));
+    m = Math.max(m, Math.abs(b[i]));
+  }
+  return d / Math.max(m, 1e-30);
+}
+
+function parityIds(vocab: number, T: number): number[] {
+  return Array.from({ length: T }, (_, t) => 3 + ((t * 31 + 7) % (vocab - 3)));
+}
+
+function prunelabLogits(dir: string, ids: number[]): Float32Array {
+  const { model } = loadModel(dir);
+  try {
+    let out: Float32Array = new Float32Array(0);
+    tf.tidy(() => { out = model.forward([ids]).dataSync() as Float32Array; });
+    return out;
+  } finally {
+    model.dispose();
+  }
+}
+
+export async function runTorchSection(o: TorchSectionOptions): Promise<void> {
+  const { print, quick } = o;
+  print('## PruneLab vs PyTorch (same machine, same checkpoints)\n');
+  const started = TorchBridge.start();
+  if ('skip' in started) {
+    print(`Skipped: ${started.skip}.\n`);
+    return;
+  }
+  const torch = started.bridge;
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prunelab-bench-torch-'));
+  try {
+    await initBackend('wasm', true);
+    const info = await torch.request<TorchInfo>({ cmd: 'info' });
+    const cores = Math.max(1, info.cores);
+    const threads = [...new Set([1, cores])];
+    print(`PyTorch ${info.torch} (Python ${info.python}, ${info.executable}), numpy ${info.numpy}; BLAS: ${info.blas};`
+      + ` OMP_WAIT_POLICY=${info.omp_wait_policy}.`);
+    print(`${os.cpus()[0]?.model ?? 'unknown CPU'}, ${cores} cores; PruneLab on the ${tf.getBackend()} backend.`);
+    if (/\/blas\/libblas\.so/.test(info.blas)) {
+      print('**Warning:** PyTorch runs on the reference (netlib) BLAS, ~50–100× slower than OpenBLAS; '
+        + 'install `libopenblas0-openmp` for the figures a PyTorch user would see.');
+    }
+    print('');
+
+    const peak = await gemmPeak(torch, threads, quick, print);
+    await modelRows(torch, o, threads, tmp, peak);
+    await sparsegptRows(torch, o, threads, tmp, peak);
+  } finally {
+    await torch.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+/** The machine's fp32 GEMM peak as measured now: the best of PyTorch (each thread setting) and wasm. */
+async function gemmPeak(torch: TorchBridge, threads: number[], quick: boolean, print: (s: string) => void): Promise<number> {
+  const n = quick ? 1024 : 2048;
+  const rows: Cell[][] = [];
+  let peak = 0;
+  for (const t of threads) {
+    const r = await torch.request<{ gflops: number }>({ cmd: 'gemm', n, threads: t, repeats: 3 });
+    rows.push([`PyTorch, ${t} thread${t > 1 ? 's' : ''}`, r.gflops]);
+    peak = Math.max(peak, r.gflops);
+  }
+  const wasm = matmulGflops(n, 3);
+  rows.push(['PruneLab (tf.matMul, wasm)', wasm]);
+  peak = Math.max(peak, wasm);
+  print(`### fp32 GEMM ${n}×${n}\n`);
+  print(table(['', 'GFLOP/s'], rows));
+  print(`\nMachine GEMM peak for the "% of peak" columns below: ${peak.toFixed(1)} GFLOP/s (best of the above, this run).\n`);
+  return peak;
+}
+
+function modelCases(o: TorchSectionOptions): ModelCase[] {
+  const synthetic = (s: SyntheticLlamaOptions) => (dir: string) => {
+    const config = syntheticLlamaConfig(s);
+    writeHfCheckpoint(dir, config, syntheticLlamaTensors(config, s.seed, s.std ?? 0.02));
+  };
+  const cases: ModelCase[] = [];
+  if (o.stories) {
+    const src = o.stories;
+    // What `prunelab convert` does: the llama2.c model as an HF folder (half-split RoPE layout).
+    cases.push({ name: 'stories260K', tokens: 128, write: (dir) => { const { model } = loadModel(src); saveModel(model, dir); model.dispose(); } });
+  }
+  cases.push({ name: `synthetic ${o.synth.hidden}×${o.synth.layers}`, tokens: 128, write: synthetic(o.synth) });
+  if (!o.quick) cases.push({ name: 'SmolLM-135M shape', tokens: 512, write: synthetic(SMOLLM_135M_SHAPE) });
+  return cases;
+}
+
+async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: number[], tmp: string, peak: number): Promise<void> {
+  const { print, quick } = o;
+  const rounds = quick ? 1 : 3;
+  const newTokens = quick ? 8 : 16;
+  const parity: Cell[][] = [];
+  const prefill: Cell[][] = [];
+  const decode: Cell[][] = [];
+
+  // The golden fixtures check the PyTorch reference itself against independently computed logits.
+  if (o.golden) {
+    for (const name of ['llama-tiny', 'llama-tiny-sharded-f16', 'llama-tiny-bias-tied']) {
+      const dir = path.join(o.golden, name);
+      if (!fs.existsSync(dir)) continue;
+      const ref = JSON.parse(fs.readFileSync(path.join(dir, 'reference.json'), 'utf8')) as { sequences: { input_ids: number[]; logits: number[][] }[] };
+      const seq = ref.sequences[ref.sequences.length - 1];
+      const file = path.join(tmp, 'logits.f32');
+      await torch.request({ cmd: 'load', key: name, model: dir });
+      await torch.request({ cmd: 'logits', key: name, ids: seq.input_ids, out: file });
+      await torch.request({ cmd: 'unload', key: name });
+      const pt = readF32(file);
+      const pl = prunelabLogits(dir, seq.input_ids);
+      parity.push([`golden ${name} (${seq.input_ids.length} tokens)`, relDiff(pt, seq.logits.flat()).toExponential(1), relDiff(pl, pt).toExponential(1)]);
+    }
+  }
+
+  for (const c of modelCases(o)) {
+    const dir = path.join(tmp, c.name.replace(/[^A-Za-z0-9]+/g, '-'));
+    console.error(`bench: writing the ${c.name} checkpoint`);
+    c.write(dir);
+    await torch.request({ cmd: 'load', key: c.name, model: dir });
+    const model = loadModel(dir).model;
+    try {
+      const cfg: ModelConfig = model.config;
+      const ids = parityIds(cfg.vocabSize, 24);
+      const file = path.join(tmp, 'logits.f32');
+      await torch.request({ cmd: 'logits', key: c.name, ids, out: file });
+      let pl: Float32Array = new Float32Array(0);
+      tf.tidy(() => { pl = model.forward([ids]).dataSync() as Float32Array; });
+      const diff = relDiff(pl, readF32(file));
+      parity.push([`${c.name} (${ids.length} tokens)`, '–', diff.toExponential(1)]);
+      if (!(diff <= PARITY_TOL)) {
+        prefill.push([c.name, c.tokens, `not compared: logits differ (${diff.toExponential(1)} > ${PARITY_TOL})`]);
+        continue;
+      }
+      console.error(`bench: timing ${c.name}, ${c.tokens} tokens, ${rounds} round(s)`);
+      const sides: Side<SpeedSample>[] = [
+        {
+          label: 'PruneLab', sample: async () => {
+            const r = measureSpeed(model, { promptTokens: c.tokens, newTokens, repeats: 1, warmup: 0 });
+            return { prefillTps: r.prefill_tps, decodeTps: r.decode_tps };
+          },
+        },
+        ...threads.map((t): Side<SpeedSample> => ({
+          label: `PyTorch ${t}`, sample: async () => {
+            const r = await torch.request<{ prefill_ms: number; step_ms: number[] }>(
+              { cmd: 'speed', key: c.name, prompt_tokens: c.tokens, new_tokens: newTokens, threads: t });
+            return { prefillTps: c.tokens / (r.prefill_ms / 1000), decodeTps: newTokens / (r.step_ms.reduce((a, b) => a + b, 0) / 1000) };
+          },
+        })),
+      ];
+      const samples = await alternate(sides, rounds, true);
+      // Prefill FLOPs: the mean attention context of a causal prompt of T tokens is (T + 1) / 2.
+      const fPrefill = flopsPerToken(cfg, (c.tokens + 1) / 2);
+      const fDecode = flopsPerToken(cfg, c.tokens + (newTokens + 1) / 2);
+      for (const [rowsOut, metric, flops] of [[prefill, (s: SpeedSample) => s.prefillTps, fPrefill], [decode, (s: SpeedSample) => s.decodeTps, fDecode]] as const) {
+        const v = versus(samples, metric, true);
+        rowsOut.push([c.name, c.tokens, v.prunelab, ...v.torch, fmtRatio(v), `${threads[v.best]}`,
+          pct((v.prunelab * flops) / 1e9 / peak), pct((v.torch[v.best] * flops) / 1e9 / peak)]);
+      }
+    } finally {
+      model.dispose();
+      await torch.request({ cmd: 'unload', key: c.name });
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  }
+
+  print('### Same logits\n');
+  print(table(['checkpoint', 'PyTorch vs reference.json', 'PruneLab vs PyTorch'], parity));
+  print(`\nmax |Δlogit| / max |logit| over every position; timings below are only taken when PruneLab vs PyTorch ≤ ${PARITY_TOL}.`
+    + ' The golden references were computed in float64 by the fixtures\' authors (F16/BF16 weights decoded exactly).\n');
+  const tHeads = threads.map((t) => `PyTorch ${t} thr`);
+  const heads = ['model', 'prompt tokens', 'PruneLab', ...tHeads, 'PruneLab ÷ PyTorch (spread)', 'PyTorch best thr', 'PruneLab % of peak', 'PyTorch % of peak'];
+  print('### Prefill tokens/s (one sequence, into a KV cache, logits of every position)\n');
+  print(table(heads, prefill));
+  print(`\n### Decode tokens/s (${newTokens} greedy steps after the prompt, KV cache)\n`);
+  print(table(heads, decode));
+  print(`\nMedian of ${rounds} round(s) after a warm-up, the sides alternating in each round; the spread is the ratio's min–max`
+    + ' over rounds. % of peak: analytic FLOPs (eval/speed.ts flopsPerToken; attention context (T+1)/2 for prefill) per second'
+    + ' ÷ the GEMM peak above. Issue 12 targets PruneLab ÷ PyTorch ≥ 1.0× on prefill (SmolLM-135M shape, stories260K).\n');
+}
+
+/** Seeded weights (std 0.02) and calibration inputs with per-column scales spread over ~2 decades, as activations are. */
+function operatorData(c: OpCase, seed: number): { W: Float32Array; X: Float32Array } {
+  const g = gaussian(seed);
+  const W = new Float32Array(c.rows * c.cols);
+  for (let i = 0; i < W.length; i++) W[i] = 0.02 * g();
+  const scale = Float64Array.from({ length: c.cols }, () => Math.exp(1.2 * g()));
+  const X = new Float32Array(c.tokens * c.cols);
+  for (let i = 0; i < X.length; i++) X[i] = scale[i % c.cols] * g();
+  return { W, X };
+}
+
+/** PruneLab's SparseGPT on one operator: the Gram matrix on the backend as the engine's statistics do, then the plug-in. */
+async function prunelabSparsegpt(c: OpCase, W: Float32Array, X: Float32Array, sparsity: number): Promise<SolveSample & { weight: Float32Array; loss: number }> {
+  const method = await resolveMethod('sparsegpt');
+  if (method.kind !== 'layerwise') throw new Error('sparsegpt is expected to be a layer-wise method');
+  const t0 = performance.now();
+  let gram = new Float64Array(0);
+  tf.tidy(() => {
+    const x = tf.tensor2d(X, [c.tokens, c.cols]);
+    gram = Float64Array.from(tf.matMul(tf.transpose(x), x).dataSync());
+  });
+  const t1 = performance.now();
+  // The plug-in reads no model field; any view satisfies the contract.
+  const tiny = buildSyntheticLlama({ hidden: 8, layers: 1, heads: 2, kvHeads: 1, ffn: 8, vocab: 8, seed: 0 });
+  const view = modelView(tiny);
+  tiny.dispose();
+  const ctx: OperatorContext<unknown> = {
+    model: view, options: parseMethodOptions(method, {}), target: { sparsity, pattern: { kind: 'unstructured' } },
+    log: () => {}, layer: 0, state: undefined,
+    operators: [{ role: 'gate', weight: W, rows: c.rows, cols: c.cols, input: 'mlpIn' }],
+    stats: { mlpIn: { tokens: c.tokens, inDim: c.cols, gram } },
+  };
+  const t2 = performance.now();
+  const [d] = await method.pruneOperators(ctx);
+  const t3 = performance.now();
+  const weight = d.weight ?? W.map((w, i) => (d.mask[i] ? w : 0));
+  return { hessianS: (t1 - t0) / 1000, solveS: (t3 - t2) / 1000, weight, loss: Number(d.info?.loss ?? NaN) };
+}
+
+async function sparsegptRows(torch: TorchBridge, o: TorchSectionOptions, threads: number[], tmp: string, peak: number): Promise<void> {
+  const { print, quick } = o;
+  const sparsity = 0.5;
+  const file = path.join(tmp, 'operator.safetensors');
+  const writeOp = (c: OpCase, seed: number) => {
+    const { W, X } = operatorData(c, seed);
+    writeSafetensors(file, new Map([['weight', { shape: [c.rows, c.cols], data: W }], ['x', { shape: [c.tokens, c.cols], data: X }]]));
+    return { W, X };
+  };
+
+  // Same result first: a small operator through both, PyTorch in float64 (PruneLab's precision) and float32 (what is timed).
+  const pc: OpCase = { rows: 256, cols: 512, tokens: 1024 };
+  const { W, X } = writeOp(pc, 11);
+  const pl = await prunelabSparsegpt(pc, W, X, sparsity);
+  const parity: Cell[][] = [];
+  for (const dtype of ['float64', 'float32']) {
+    const out = path.join(tmp, 'sparsegpt.f32');
+    const r = await torch.request<{ loss: number }>({ cmd: 'sparsegpt', file, sparsity, dtype, threads: 1, out });
+    const pt = readF32(out);
+    let agree = 0;
+    let num = 0;
+    let den = 0;
+    for (let i = 0; i < pt.length; i++) {
+      if ((pt[i] === 0) === (pl.weight[i] === 0)) agree++;
+      num += (pt[i] - pl.weight[i]) ** 2;
+      den += W[i] ** 2;
+    }
+    parity.push([`PyTorch ${dtype}`, `${agree} of ${pt.length}`, Math.sqrt(num / den).toExponential(1), Math.abs(r.loss / pl.loss - 1).toExponential(1)]);
+  }
+  print(`### SparseGPT, same result (${pc.rows}×${pc.cols} operator, ${pc.tokens} tokens, ${sparsity * 100}%)\n`);
+  print(table(['PruneLab vs', 'same mask', '‖ΔW‖ / ‖W‖', 'loss, relative'], parity));
+  print('');
+
+  const cases: OpCase[] = quick
+    ? [{ rows: 576, cols: 1536, tokens: 1024 }]
+    : [{ rows: 1536, cols: 576, tokens: 4096 }, { rows: 576, cols: 1536, tokens: 4096 }, { rows: 4096, cols: 4096, tokens: 4096 }];
+  const rounds = quick ? 1 : 2;
+  const rows: Cell[][] = [];
+  for (const c of cases) {
+    console.error(`bench: SparseGPT ${c.rows}×${c.cols}, ${c.tokens} tokens, ${rounds} round(s)`);
+    const { W: w, X: x } = writeOp(c, 12);
+    const sides: Side<SolveSample>[] = [
+      { label: 'PruneLab', sample: () => prunelabSparsegpt(c, w, x, sparsity) },
+      ...threads.map((t): Side<SolveSample> => ({
+        label: `PyTorch ${t}`, sample: async () => {
+          const r = await torch.request<{ hessian_s: number; solve_s: number }>({ cmd: 'sparsegpt', file, sparsity, dtype: 'float32', threads: t });
+          return { hessianS: r.hessian_s, solveS: r.solve_s };
+        },
+      })),
+    ];
+    // No warm-up: the same-result check above already ran both sides once.
+    const samples = await alternate(sides, rounds, false);
+    const solve = versus(samples, (s) => s.solveS, false);
+    const hess = versus(samples, (s) => s.hessianS, false);
+    // Nominal solve FLOPs: one Cholesky and a triangular inverse (2/3·n³) plus the dense lazy-update sweep (rows·cols²).
+    const solveFlops = (2 / 3) * c.cols ** 3 + c.rows * c.cols ** 2;
+    rows.push([`${c.rows}×${c.cols}, ${c.tokens} tok`, solve.prunelab, ...solve.torch, fmtRatio(solve), `${threads[solve.best]}`,
+      pct(solveFlops / solve.prunelab / 1e9 / peak), pct(solveFlops / solve.torch[solve.best] / 1e9 / peak),
+      hess.prunelab, hess.torch[hess.best], fmtRatio(hess)]);
+  }
+  fs.rmSync(file, { force: true });
+  const tHeads = threads.map((t) => `PyTorch ${t} thr s`);
+  print(`### SparseGPT on one operator, ${sparsity * 100}% unstructured, blocksize 128 (seconds)\n`);
+  print(table(['operator [out×in]', 'PruneLab solve s', ...tHeads, 'PyTorch ÷ PruneLab time (spread)', 'PyTorch best thr',
+    'PruneLab % of peak', 'PyTorch % of peak', 'PruneLab H s', 'PyTorch H s', 'H: PyTorch ÷ PruneLab'], rows));
+  print(`\nSolve = damped Hessian → Cholesky factor of its inverse → OBS sweep (PruneLab: the sparsegpt plug-in; PyTorch: fp32,`
+    + ' lazy batch updates as one matmul per block). H = 2/N·XᵀX from N calibration tokens (PruneLab: tf.matMul on the backend'
+    + ` as the engine's statistics; PyTorch: fp32 matmul). Median of ${rounds} round(s), sides alternating; ratio > 1 = PruneLab faster.`
+    + ' % of peak: nominal FLOPs 2/3·in³ + out·in² ÷ time ÷ the GEMM peak. Issue 12 targets ≥ 1.0× on 4096×4096.\n');
+}
