@@ -14,15 +14,11 @@ import { initBackend } from '../../src/backend/index.ts';
 import { flopsPerToken, measureSpeed, median } from '../../src/eval/speed.ts';
 import { writeHfCheckpoint } from '../../src/io/hf-checkpoint.ts';
 import { loadModel, saveModel } from '../../src/io/load-model.ts';
-import { writeSafetensors } from '../../src/io/safetensors.ts';
-import type { ModelConfig } from '../../src/model/config.ts';
-import { buildSyntheticLlama, syntheticLlamaConfig, syntheticLlamaTensors, type SyntheticLlamaOptions } from '../../src/model/synthetic.ts';
-import { modelView } from '../../src/model/view.ts';
-import type { OperatorContext } from '../../src/prune/method.ts';
-import { parseMethodOptions, resolveMethod } from '../../src/prune/registry.ts';
-import { gaussian } from '../../src/util/random.ts';
+import { syntheticLlamaConfig, syntheticLlamaTensors, type SyntheticLlamaOptions } from '../../src/model/synthetic.ts';
 import { matmulGflops, table, type Cell } from '../util.ts';
 import { TorchBridge, type TorchInfo } from './bridge.ts';
+import { operatorData, prunelabSparsegpt, writeOperator, type OpCase, type SolveTimes } from './operator.ts';
+import { modelLogits, prunelabLogits, relDiff, sparsegptParity, torchLogits } from './parity.ts';
 
 export interface TorchSectionOptions {
   quick: boolean;
@@ -33,6 +29,8 @@ export interface TorchSectionOptions {
   stories: string | null;
   /** The shared golden HF fixtures folder, when there. */
   golden: string | null;
+  /** Interpreters to try (default: `pythonCandidates()`). */
+  pythons?: string[];
 }
 
 /** SmolLM-135M's shape (HuggingFaceTB/SmolLM-135M config.json), random weights. */
@@ -53,17 +51,6 @@ interface ModelCase {
 interface SpeedSample {
   prefillTps: number;
   decodeTps: number;
-}
-
-interface OpCase {
-  rows: number;
-  cols: number;
-  tokens: number;
-}
-
-interface SolveSample {
-  hessianS: number;
-  solveS: number;
 }
 
 type Side<T> = { label: string; sample: () => Promise<T> };
@@ -106,42 +93,14 @@ function versus<T>(samples: T[][], metric: (s: T) => number, higherIsBetter: boo
 const fmtRatio = (v: Versus) => `${v.ratio.toFixed(2)}× (${v.lo.toFixed(2)}–${v.hi.toFixed(2)})`;
 const pct = (x: number) => `${(100 * x).toFixed(x < 0.1 ? 2 : 1)}%`;
 
-function readF32(file: string): Float32Array {
-  const b = fs.readFileSync(file);
-  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-/** max |a − b| / max |b|. */
-function relDiff(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  if (a.length !== b.length) return Infinity;
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return d / Math.max(m, 1e-30);
-}
-
 function parityIds(vocab: number, T: number): number[] {
   return Array.from({ length: T }, (_, t) => 3 + ((t * 31 + 7) % (vocab - 3)));
-}
-
-function prunelabLogits(dir: string, ids: number[]): Float32Array {
-  const { model } = loadModel(dir);
-  try {
-    let out: Float32Array = new Float32Array(0);
-    tf.tidy(() => { out = model.forward([ids]).dataSync() as Float32Array; });
-    return out;
-  } finally {
-    model.dispose();
-  }
 }
 
 export async function runTorchSection(o: TorchSectionOptions): Promise<void> {
   const { print, quick } = o;
   print('## PruneLab vs PyTorch (same machine, same checkpoints)\n');
-  const started = TorchBridge.start();
+  const started = TorchBridge.start(o.pythons);
   if ('skip' in started) {
     print(`Skipped: ${started.skip}.\n`);
     return;
@@ -221,11 +180,9 @@ async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: nu
       if (!fs.existsSync(dir)) continue;
       const ref = JSON.parse(fs.readFileSync(path.join(dir, 'reference.json'), 'utf8')) as { sequences: { input_ids: number[]; logits: number[][] }[] };
       const seq = ref.sequences[ref.sequences.length - 1];
-      const file = path.join(tmp, 'logits.f32');
       await torch.request({ cmd: 'load', key: name, model: dir });
-      await torch.request({ cmd: 'logits', key: name, ids: seq.input_ids, out: file });
+      const pt = await torchLogits(torch, name, seq.input_ids, tmp);
       await torch.request({ cmd: 'unload', key: name });
-      const pt = readF32(file);
       const pl = prunelabLogits(dir, seq.input_ids);
       parity.push([`golden ${name} (${seq.input_ids.length} tokens)`, relDiff(pt, seq.logits.flat()).toExponential(1), relDiff(pl, pt).toExponential(1)]);
     }
@@ -238,13 +195,9 @@ async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: nu
     await torch.request({ cmd: 'load', key: c.name, model: dir });
     const model = loadModel(dir).model;
     try {
-      const cfg: ModelConfig = model.config;
+      const cfg = model.config;
       const ids = parityIds(cfg.vocabSize, 24);
-      const file = path.join(tmp, 'logits.f32');
-      await torch.request({ cmd: 'logits', key: c.name, ids, out: file });
-      let pl: Float32Array = new Float32Array(0);
-      tf.tidy(() => { pl = model.forward([ids]).dataSync() as Float32Array; });
-      const diff = relDiff(pl, readF32(file));
+      const diff = relDiff(modelLogits(model, ids), await torchLogits(torch, c.name, ids, tmp));
       parity.push([`${c.name} (${ids.length} tokens)`, '–', diff.toExponential(1)]);
       if (!(diff <= PARITY_TOL)) {
         prefill.push([c.name, c.tokens, `not compared: logits differ (${diff.toExponential(1)} > ${PARITY_TOL})`]);
@@ -297,76 +250,18 @@ async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: nu
     + ' ÷ the GEMM peak above. Issue 12 targets PruneLab ÷ PyTorch ≥ 1.0× on prefill (SmolLM-135M shape, stories260K).\n');
 }
 
-/** Seeded weights (std 0.02) and calibration inputs with per-column scales spread over ~2 decades, as activations are. */
-function operatorData(c: OpCase, seed: number): { W: Float32Array; X: Float32Array } {
-  const g = gaussian(seed);
-  const W = new Float32Array(c.rows * c.cols);
-  for (let i = 0; i < W.length; i++) W[i] = 0.02 * g();
-  const scale = Float64Array.from({ length: c.cols }, () => Math.exp(1.2 * g()));
-  const X = new Float32Array(c.tokens * c.cols);
-  for (let i = 0; i < X.length; i++) X[i] = scale[i % c.cols] * g();
-  return { W, X };
-}
-
-/** PruneLab's SparseGPT on one operator: the Gram matrix on the backend as the engine's statistics do, then the plug-in. */
-async function prunelabSparsegpt(c: OpCase, W: Float32Array, X: Float32Array, sparsity: number): Promise<SolveSample & { weight: Float32Array; loss: number }> {
-  const method = await resolveMethod('sparsegpt');
-  if (method.kind !== 'layerwise') throw new Error('sparsegpt is expected to be a layer-wise method');
-  const t0 = performance.now();
-  let gram = new Float64Array(0);
-  tf.tidy(() => {
-    const x = tf.tensor2d(X, [c.tokens, c.cols]);
-    gram = Float64Array.from(tf.matMul(tf.transpose(x), x).dataSync());
-  });
-  const t1 = performance.now();
-  // The plug-in reads no model field; any view satisfies the contract.
-  const tiny = buildSyntheticLlama({ hidden: 8, layers: 1, heads: 2, kvHeads: 1, ffn: 8, vocab: 8, seed: 0 });
-  const view = modelView(tiny);
-  tiny.dispose();
-  const ctx: OperatorContext<unknown> = {
-    model: view, options: parseMethodOptions(method, {}), target: { sparsity, pattern: { kind: 'unstructured' } },
-    log: () => {}, layer: 0, state: undefined,
-    operators: [{ role: 'gate', weight: W, rows: c.rows, cols: c.cols, input: 'mlpIn' }],
-    stats: { mlpIn: { tokens: c.tokens, inDim: c.cols, gram } },
-  };
-  const t2 = performance.now();
-  const [d] = await method.pruneOperators(ctx);
-  const t3 = performance.now();
-  const weight = d.weight ?? W.map((w, i) => (d.mask[i] ? w : 0));
-  return { hessianS: (t1 - t0) / 1000, solveS: (t3 - t2) / 1000, weight, loss: Number(d.info?.loss ?? NaN) };
-}
-
 async function sparsegptRows(torch: TorchBridge, o: TorchSectionOptions, threads: number[], tmp: string, peak: number): Promise<void> {
   const { print, quick } = o;
   const sparsity = 0.5;
   const file = path.join(tmp, 'operator.safetensors');
-  const writeOp = (c: OpCase, seed: number) => {
-    const { W, X } = operatorData(c, seed);
-    writeSafetensors(file, new Map([['weight', { shape: [c.rows, c.cols], data: W }], ['x', { shape: [c.tokens, c.cols], data: X }]]));
-    return { W, X };
-  };
 
   // Same result first: a small operator through both, PyTorch in float64 (PruneLab's precision) and float32 (what is timed).
   const pc: OpCase = { rows: 256, cols: 512, tokens: 1024 };
-  const { W, X } = writeOp(pc, 11);
-  const pl = await prunelabSparsegpt(pc, W, X, sparsity);
-  const parity: Cell[][] = [];
-  for (const dtype of ['float64', 'float32']) {
-    const out = path.join(tmp, 'sparsegpt.f32');
-    const r = await torch.request<{ loss: number }>({ cmd: 'sparsegpt', file, sparsity, dtype, threads: 1, out });
-    const pt = readF32(out);
-    let agree = 0;
-    let num = 0;
-    let den = 0;
-    for (let i = 0; i < pt.length; i++) {
-      if ((pt[i] === 0) === (pl.weight[i] === 0)) agree++;
-      num += (pt[i] - pl.weight[i]) ** 2;
-      den += W[i] ** 2;
-    }
-    parity.push([`PyTorch ${dtype}`, `${agree} of ${pt.length}`, Math.sqrt(num / den).toExponential(1), Math.abs(r.loss / pl.loss - 1).toExponential(1)]);
-  }
+  const dtypes = ['float64', 'float32'] as const;
+  const par = await sparsegptParity(torch, pc, operatorData(pc, 11), sparsity, dtypes, tmp);
   print(`### SparseGPT, same result (${pc.rows}×${pc.cols} operator, ${pc.tokens} tokens, ${sparsity * 100}%)\n`);
-  print(table(['PruneLab vs', 'same mask', '‖ΔW‖ / ‖W‖', 'loss, relative'], parity));
+  print(table(['PruneLab vs', 'same keep/prune decision', '‖ΔW‖ / ‖W‖', 'loss, relative'],
+    par.map((p, i) => [`PyTorch ${dtypes[i]}`, `${p.sameMask} of ${p.total}`, p.relWeight.toExponential(1), p.relLoss.toExponential(1)])));
   print('');
 
   const cases: OpCase[] = quick
@@ -376,10 +271,16 @@ async function sparsegptRows(torch: TorchBridge, o: TorchSectionOptions, threads
   const rows: Cell[][] = [];
   for (const c of cases) {
     console.error(`bench: SparseGPT ${c.rows}×${c.cols}, ${c.tokens} tokens, ${rounds} round(s)`);
-    const { W: w, X: x } = writeOp(c, 12);
-    const sides: Side<SolveSample>[] = [
-      { label: 'PruneLab', sample: () => prunelabSparsegpt(c, w, x, sparsity) },
-      ...threads.map((t): Side<SolveSample> => ({
+    const data = operatorData(c, 12);
+    writeOperator(file, c, data);
+    const sides: Side<SolveTimes>[] = [
+      {
+        label: 'PruneLab', sample: async () => {
+          const r = await prunelabSparsegpt(c, data, sparsity);
+          return { hessianS: r.hessianS, solveS: r.solveS };
+        },
+      },
+      ...threads.map((t): Side<SolveTimes> => ({
         label: `PyTorch ${t}`, sample: async () => {
           const r = await torch.request<{ hessian_s: number; solve_s: number }>({ cmd: 'sparsegpt', file, sparsity, dtype: 'float32', threads: t });
           return { hessianS: r.hessian_s, solveS: r.solve_s };
