@@ -53,14 +53,28 @@ interface SpeedSample {
   decodeTps: number;
 }
 
-type Side<T> = { label: string; sample: () => Promise<T> };
+/** One side of a comparison; a sample is the median of `repeats` runs. */
+type Side<T> = { label: string; sample: (repeats: number) => Promise<T> };
 
-/** `rounds` rounds of every side in turn, after one unmeasured warm-up of each: samples per side. */
+/** Runs shorter than this are repeated inside a sample, so scheduler noise on a shared machine averages out. */
+const MIN_SAMPLE_MS = 300;
+
+/**
+ * `rounds` rounds of every side in turn: samples per side. With `warmup`, each side runs once
+ * unmeasured first, and that run's duration sets its repeats per sample (up to 32).
+ */
 async function alternate<T>(sides: Side<T>[], rounds: number, warmup: boolean): Promise<T[][]> {
-  if (warmup) for (const s of sides) await s.sample();
+  const repeats = sides.map(() => 1);
+  if (warmup) {
+    for (let i = 0; i < sides.length; i++) {
+      const t0 = performance.now();
+      await sides[i].sample(1);
+      repeats[i] = Math.min(32, Math.max(1, Math.ceil(MIN_SAMPLE_MS / (performance.now() - t0))));
+    }
+  }
   const out: T[][] = sides.map(() => []);
   for (let r = 0; r < rounds; r++) {
-    for (let i = 0; i < sides.length; i++) out[i].push(await sides[i].sample());
+    for (let i = 0; i < sides.length; i++) out[i].push(await sides[i].sample(repeats[i]));
   }
   return out;
 }
@@ -206,16 +220,16 @@ async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: nu
       console.error(`bench: timing ${c.name}, ${c.tokens} tokens, ${rounds} round(s)`);
       const sides: Side<SpeedSample>[] = [
         {
-          label: 'PruneLab', sample: async () => {
-            const r = measureSpeed(model, { promptTokens: c.tokens, newTokens, repeats: 1, warmup: 0 });
+          label: 'PruneLab', sample: async (repeats) => {
+            const r = measureSpeed(model, { promptTokens: c.tokens, newTokens, repeats, warmup: 0 });
             return { prefillTps: r.prefill_tps, decodeTps: r.decode_tps };
           },
         },
         ...threads.map((t): Side<SpeedSample> => ({
-          label: `PyTorch ${t}`, sample: async () => {
-            const r = await torch.request<{ prefill_ms: number; step_ms: number[] }>(
-              { cmd: 'speed', key: c.name, prompt_tokens: c.tokens, new_tokens: newTokens, threads: t });
-            return { prefillTps: c.tokens / (r.prefill_ms / 1000), decodeTps: newTokens / (r.step_ms.reduce((a, b) => a + b, 0) / 1000) };
+          label: `PyTorch ${t}`, sample: async (repeats) => {
+            const r = await torch.request<{ prefill_ms: number; decode_ms: number }>(
+              { cmd: 'speed', key: c.name, prompt_tokens: c.tokens, new_tokens: newTokens, threads: t, repeats });
+            return { prefillTps: c.tokens / (r.prefill_ms / 1000), decodeTps: newTokens / (r.decode_ms / 1000) };
           },
         })),
       ];
@@ -245,8 +259,9 @@ async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: nu
   print(table(heads, prefill));
   print(`\n### Decode tokens/s (${newTokens} greedy steps after the prompt, KV cache)\n`);
   print(table(heads, decode));
-  print(`\nMedian of ${rounds} round(s) after a warm-up, the sides alternating in each round; the spread is the ratio's min–max`
-    + ' over rounds. % of peak: analytic FLOPs (eval/speed.ts flopsPerToken; attention context (T+1)/2 for prefill) per second'
+  print(`\nMedian of ${rounds} round(s) after a warm-up, the sides alternating in each round (a sample repeats runs shorter than`
+    + ` ${MIN_SAMPLE_MS} ms and takes their median, as eval/speed.ts does); the spread is the ratio's min–max over rounds.`
+    + ' % of peak: analytic FLOPs (eval/speed.ts flopsPerToken; attention context (T+1)/2 for prefill) per second'
     + ' ÷ the GEMM peak above. Issue 12 targets PruneLab ÷ PyTorch ≥ 1.0× on prefill (SmolLM-135M shape, stories260K).\n');
 }
 

@@ -6,7 +6,7 @@ Requests (`threads` sets torch.set_num_threads first):
   {"cmd": "info"}
   {"cmd": "load", "key": K, "model": DIR}
   {"cmd": "logits", "key": K, "ids": [...], "out": FILE}          raw fp32 [T, vocab] to FILE
-  {"cmd": "speed", "key": K, "prompt_tokens": T, "new_tokens": N, "threads": n}
+  {"cmd": "speed", "key": K, "prompt_tokens": T, "new_tokens": N, "threads": n, "repeats": R}
   {"cmd": "gemm", "n": N, "threads": n, "repeats": R}
   {"cmd": "sparsegpt", "file": F, "sparsity": s, "blocksize": B, "percdamp": p, "dtype": "float32"|"float64",
    "threads": n, "out": FILE?}                                   F holds `weight` [rows, cols] and `x` [N, cols]
@@ -14,6 +14,7 @@ Requests (`threads` sets torch.set_num_threads first):
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 
@@ -43,20 +44,24 @@ def prompt_ids(T: int, vocab: int) -> list:
     return [3 + (t * 31) % max(1, vocab - 3) for t in range(T)]
 
 
-def speed(m: Llama, T: int, new_tokens: int) -> dict:
-    """One prefill into a fresh KV cache and `new_tokens` greedy decode steps, each timed
-    around the forward including reading the argmax back (as PruneLab's measureSpeed)."""
+def speed(m: Llama, T: int, new_tokens: int, repeats: int) -> dict:
+    """Medians over `repeats` runs of: one prefill into a fresh KV cache, and the total of
+    `new_tokens` greedy decode steps; each forward is timed including reading the argmax back
+    (as PruneLab's measureSpeed)."""
     vocab = m.embed.shape[0]
-    cache = m.new_cache()
-    t0 = time.perf_counter()
-    nxt = int(torch.argmax(m.forward(prompt_ids(T, vocab), cache)[-1]))
-    prefill_ms = (time.perf_counter() - t0) * 1000
-    steps = []
-    for _ in range(new_tokens):
+    prefill, decode = [], []
+    for _ in range(repeats):
+        cache = m.new_cache()
         t0 = time.perf_counter()
-        nxt = int(torch.argmax(m.forward([nxt], cache)[-1]))
-        steps.append((time.perf_counter() - t0) * 1000)
-    return {"prefill_ms": prefill_ms, "step_ms": steps}
+        nxt = int(torch.argmax(m.forward(prompt_ids(T, vocab), cache)[-1]))
+        prefill.append((time.perf_counter() - t0) * 1000)
+        total = 0.0
+        for _ in range(new_tokens):
+            t0 = time.perf_counter()
+            nxt = int(torch.argmax(m.forward([nxt], cache)[-1]))
+            total += (time.perf_counter() - t0) * 1000
+        decode.append(total)
+    return {"prefill_ms": statistics.median(prefill), "decode_ms": statistics.median(decode)}
 
 
 def gemm(n: int, repeats: int) -> dict:
@@ -69,8 +74,8 @@ def gemm(n: int, repeats: int) -> dict:
         t0 = time.perf_counter()
         a @ b
         ms.append((time.perf_counter() - t0) * 1000)
-    ms.sort()
-    return {"ms": ms[len(ms) // 2], "gflops": 2 * n ** 3 / (ms[len(ms) // 2] * 1e6)}
+    med = statistics.median(ms)
+    return {"ms": med, "gflops": 2 * n ** 3 / (med * 1e6)}
 
 
 def run_sparsegpt(req: dict) -> dict:
@@ -106,7 +111,7 @@ def handle(req: dict) -> dict:
         write_f32(req["out"], models[req["key"]].forward(req["ids"]))
         return {}
     if cmd == "speed":
-        return speed(models[req["key"]], req["prompt_tokens"], req["new_tokens"])
+        return speed(models[req["key"]], req["prompt_tokens"], req["new_tokens"], req.get("repeats", 1))
     if cmd == "gemm":
         return gemm(req["n"], req.get("repeats", 3))
     if cmd == "sparsegpt":
