@@ -53,30 +53,34 @@ interface SpeedSample {
   decodeTps: number;
 }
 
-/** One side of a comparison; a sample is the median of `repeats` runs. */
-type Side<T> = { label: string; sample: (repeats: number) => Promise<T> };
+type Side<T> = { label: string; sample: () => Promise<T> };
 
-/** Runs shorter than this are repeated inside a sample, so scheduler noise on a shared machine averages out. */
-const MIN_SAMPLE_MS = 300;
+const MAX_ROUNDS = 40;
 
 /**
- * `rounds` rounds of every side in turn: samples per side. With `warmup`, each side runs once
- * unmeasured first, and that run's duration sets its repeats per sample (up to 32).
+ * Rounds of every side in turn (one run each), so load changes on a shared machine hit all sides
+ * alike: samples per side. With a budget, each side first runs once unmeasured, and short runs
+ * get more rounds (up to MAX_ROUNDS) until a case takes about `budgetMs`.
  */
-async function alternate<T>(sides: Side<T>[], rounds: number, warmup: boolean): Promise<T[][]> {
-  const repeats = sides.map(() => 1);
-  if (warmup) {
-    for (let i = 0; i < sides.length; i++) {
-      const t0 = performance.now();
-      await sides[i].sample(1);
-      repeats[i] = Math.min(32, Math.max(1, Math.ceil(MIN_SAMPLE_MS / (performance.now() - t0))));
-    }
+async function alternate<T>(sides: Side<T>[], minRounds: number, budgetMs: number): Promise<T[][]> {
+  let rounds = minRounds;
+  if (budgetMs > 0) {
+    const t0 = performance.now();
+    for (const s of sides) await s.sample();
+    rounds = Math.min(MAX_ROUNDS, Math.max(minRounds, Math.ceil(budgetMs / (performance.now() - t0))));
   }
   const out: T[][] = sides.map(() => []);
   for (let r = 0; r < rounds; r++) {
-    for (let i = 0; i < sides.length; i++) out[i].push(await sides[i].sample(repeats[i]));
+    for (let i = 0; i < sides.length; i++) out[i].push(await sides[i].sample());
   }
   return out;
+}
+
+/** Linear-interpolated quantile of sorted values. */
+function quantile(sorted: number[], q: number): number {
+  const x = q * (sorted.length - 1);
+  const i = Math.floor(x);
+  return i + 1 < sorted.length ? sorted[i] + (x - i) * (sorted[i + 1] - sorted[i]) : sorted[i];
 }
 
 /** PruneLab ÷ PyTorch for one metric: the best PyTorch side by median, the ratio's spread over rounds. */
@@ -85,8 +89,10 @@ interface Versus {
   torch: number[];
   best: number;
   ratio: number;
+  /** min–max of the per-round ratios, the interquartile range from 5 rounds on. */
   lo: number;
   hi: number;
+  rounds: number;
 }
 
 function versus<T>(samples: T[][], metric: (s: T) => number, higherIsBetter: boolean): Versus {
@@ -97,14 +103,16 @@ function versus<T>(samples: T[][], metric: (s: T) => number, higherIsBetter: boo
   for (let i = 2; i < med.length; i++) if (better(med[i], med[best])) best = i;
   // Throughputs compare as PruneLab / PyTorch, times as PyTorch / PruneLab: > 1 = PruneLab faster.
   const rel = (p: number, t: number) => (higherIsBetter ? p / t : t / p);
-  const perRound = samples[0].map((s, r) => rel(metric(s), metric(samples[best][r])));
+  const perRound = samples[0].map((s, r) => rel(metric(s), metric(samples[best][r]))).sort((a, b) => a - b);
+  const iqr = perRound.length >= 5;
   return {
-    prunelab: med[0], torch, best: best - 1, ratio: rel(med[0], med[best]),
-    lo: Math.min(...perRound), hi: Math.max(...perRound),
+    prunelab: med[0], torch, best: best - 1, ratio: rel(med[0], med[best]), rounds: perRound.length,
+    lo: iqr ? quantile(perRound, 0.25) : perRound[0], hi: iqr ? quantile(perRound, 0.75) : perRound[perRound.length - 1],
   };
 }
 
-const fmtRatio = (v: Versus) => `${v.ratio.toFixed(2)}× (${v.lo.toFixed(2)}–${v.hi.toFixed(2)})`;
+const fmtRatio = (v: Versus) => `${v.ratio.toFixed(2)}× (${v.lo.toFixed(2)}–${v.hi.toFixed(2)}, ${v.rounds} rounds)`;
+const SPREAD_NOTE = 'The spread is the min–max of the ratios taken within each round (the interquartile range from 5 rounds on).';
 const pct = (x: number) => `${(100 * x).toFixed(x < 0.1 ? 2 : 1)}%`;
 
 function parityIds(vocab: number, T: number): number[] {
@@ -181,7 +189,8 @@ function modelCases(o: TorchSectionOptions): ModelCase[] {
 
 async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: number[], tmp: string, peak: number): Promise<void> {
   const { print, quick } = o;
-  const rounds = quick ? 1 : 3;
+  const minRounds = quick ? 1 : 3;
+  const budgetMs = quick ? 2000 : 10_000;
   const newTokens = quick ? 8 : 16;
   const parity: Cell[][] = [];
   const prefill: Cell[][] = [];
@@ -217,23 +226,23 @@ async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: nu
         prefill.push([c.name, c.tokens, `not compared: logits differ (${diff.toExponential(1)} > ${PARITY_TOL})`]);
         continue;
       }
-      console.error(`bench: timing ${c.name}, ${c.tokens} tokens, ${rounds} round(s)`);
+      console.error(`bench: timing ${c.name}, ${c.tokens} tokens`);
       const sides: Side<SpeedSample>[] = [
         {
-          label: 'PruneLab', sample: async (repeats) => {
-            const r = measureSpeed(model, { promptTokens: c.tokens, newTokens, repeats, warmup: 0 });
+          label: 'PruneLab', sample: async () => {
+            const r = measureSpeed(model, { promptTokens: c.tokens, newTokens, repeats: 1, warmup: 0 });
             return { prefillTps: r.prefill_tps, decodeTps: r.decode_tps };
           },
         },
         ...threads.map((t): Side<SpeedSample> => ({
-          label: `PyTorch ${t}`, sample: async (repeats) => {
+          label: `PyTorch ${t}`, sample: async () => {
             const r = await torch.request<{ prefill_ms: number; decode_ms: number }>(
-              { cmd: 'speed', key: c.name, prompt_tokens: c.tokens, new_tokens: newTokens, threads: t, repeats });
+              { cmd: 'speed', key: c.name, prompt_tokens: c.tokens, new_tokens: newTokens, threads: t });
             return { prefillTps: c.tokens / (r.prefill_ms / 1000), decodeTps: newTokens / (r.decode_ms / 1000) };
           },
         })),
       ];
-      const samples = await alternate(sides, rounds, true);
+      const samples = await alternate(sides, minRounds, budgetMs);
       // Prefill FLOPs: the mean attention context of a causal prompt of T tokens is (T + 1) / 2.
       const fPrefill = flopsPerToken(cfg, (c.tokens + 1) / 2);
       const fDecode = flopsPerToken(cfg, c.tokens + (newTokens + 1) / 2);
@@ -259,8 +268,8 @@ async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: nu
   print(table(heads, prefill));
   print(`\n### Decode tokens/s (${newTokens} greedy steps after the prompt, KV cache)\n`);
   print(table(heads, decode));
-  print(`\nMedian of ${rounds} round(s) after a warm-up, the sides alternating in each round (a sample repeats runs shorter than`
-    + ` ${MIN_SAMPLE_MS} ms and takes their median, as eval/speed.ts does); the spread is the ratio's min–max over rounds.`
+  print(`\nMedians over rounds after a warm-up; in each round every side runs once, in turn (at least ${minRounds}, more for short`
+    + ` runs, up to about ${budgetMs / 1000} s per model). ${SPREAD_NOTE}`
     + ' % of peak: analytic FLOPs (eval/speed.ts flopsPerToken; attention context (T+1)/2 for prefill) per second'
     + ' ÷ the GEMM peak above. Issue 12 targets PruneLab ÷ PyTorch ≥ 1.0× on prefill (SmolLM-135M shape, stories260K).\n');
 }
@@ -303,7 +312,7 @@ async function sparsegptRows(torch: TorchBridge, o: TorchSectionOptions, threads
       })),
     ];
     // No warm-up: the same-result check above already ran both sides once.
-    const samples = await alternate(sides, rounds, false);
+    const samples = await alternate(sides, rounds, 0);
     const solve = versus(samples, (s) => s.solveS, false);
     const hess = versus(samples, (s) => s.hessianS, false);
     // Nominal solve FLOPs: one Cholesky and a triangular inverse (2/3·n³) plus the dense lazy-update sweep (rows·cols²).
@@ -319,6 +328,6 @@ async function sparsegptRows(torch: TorchBridge, o: TorchSectionOptions, threads
     'PruneLab % of peak', 'PyTorch % of peak', 'PruneLab H s', 'PyTorch H s', 'H: PyTorch ÷ PruneLab'], rows));
   print(`\nSolve = damped Hessian → Cholesky factor of its inverse → OBS sweep (PruneLab: the sparsegpt plug-in; PyTorch: fp32,`
     + ' lazy batch updates as one matmul per block). H = 2/N·XᵀX from N calibration tokens (PruneLab: tf.matMul on the backend'
-    + ` as the engine's statistics; PyTorch: fp32 matmul). Median of ${rounds} round(s), sides alternating; ratio > 1 = PruneLab faster.`
+    + ` as the engine's statistics; PyTorch: fp32 matmul). Median of ${rounds} round(s), sides alternating; ratio > 1 = PruneLab faster. ${SPREAD_NOTE}`
     + ' % of peak: nominal FLOPs 2/3·in³ + out·in² ÷ time ÷ the GEMM peak. Issue 12 targets ≥ 1.0× on 4096×4096.\n');
 }

@@ -6,8 +6,8 @@ Requests (`threads` sets torch.set_num_threads first):
   {"cmd": "info"}
   {"cmd": "load", "key": K, "model": DIR}
   {"cmd": "logits", "key": K, "ids": [...], "out": FILE}          raw fp32 [T, vocab] to FILE
-  {"cmd": "speed", "key": K, "prompt_tokens": T, "new_tokens": N, "threads": n, "repeats": R}
-  {"cmd": "gemm", "n": N, "threads": n, "repeats": R}
+  {"cmd": "speed", "key": K, "prompt_tokens": T, "new_tokens": N, "threads": n}
+  {"cmd": "gemm", "n": N, "threads": n}
   {"cmd": "sparsegpt", "file": F, "sparsity": s, "blocksize": B, "percdamp": p, "dtype": "float32"|"float64",
    "threads": n, "out": FILE?}                                   F holds `weight` [rows, cols] and `x` [N, cols]
 """
@@ -44,24 +44,20 @@ def prompt_ids(T: int, vocab: int) -> list:
     return [3 + (t * 31) % max(1, vocab - 3) for t in range(T)]
 
 
-def speed(m: Llama, T: int, new_tokens: int, repeats: int) -> dict:
-    """Medians over `repeats` runs of: one prefill into a fresh KV cache, and the total of
-    `new_tokens` greedy decode steps; each forward is timed including reading the argmax back
-    (as PruneLab's measureSpeed)."""
+def speed(m: Llama, T: int, new_tokens: int) -> dict:
+    """One prefill into a fresh KV cache and `new_tokens` greedy decode steps, each forward timed
+    including reading the argmax back (as PruneLab's measureSpeed)."""
     vocab = m.embed.shape[0]
-    prefill, decode = [], []
-    for _ in range(repeats):
-        cache = m.new_cache()
+    cache = m.new_cache()
+    t0 = time.perf_counter()
+    nxt = int(torch.argmax(m.forward(prompt_ids(T, vocab), cache)[-1]))
+    prefill_ms = (time.perf_counter() - t0) * 1000
+    decode_ms = 0.0
+    for _ in range(new_tokens):
         t0 = time.perf_counter()
-        nxt = int(torch.argmax(m.forward(prompt_ids(T, vocab), cache)[-1]))
-        prefill.append((time.perf_counter() - t0) * 1000)
-        total = 0.0
-        for _ in range(new_tokens):
-            t0 = time.perf_counter()
-            nxt = int(torch.argmax(m.forward([nxt], cache)[-1]))
-            total += (time.perf_counter() - t0) * 1000
-        decode.append(total)
-    return {"prefill_ms": statistics.median(prefill), "decode_ms": statistics.median(decode)}
+        nxt = int(torch.argmax(m.forward([nxt], cache)[-1]))
+        decode_ms += (time.perf_counter() - t0) * 1000
+    return {"prefill_ms": prefill_ms, "decode_ms": decode_ms}
 
 
 def gemm(n: int, repeats: int) -> dict:
@@ -111,7 +107,7 @@ def handle(req: dict) -> dict:
         write_f32(req["out"], models[req["key"]].forward(req["ids"]))
         return {}
     if cmd == "speed":
-        return speed(models[req["key"]], req["prompt_tokens"], req["new_tokens"], req.get("repeats", 1))
+        return speed(models[req["key"]], req["prompt_tokens"], req["new_tokens"])
     if cmd == "gemm":
         return gemm(req["n"], req.get("repeats", 3))
     if cmd == "sparsegpt":
