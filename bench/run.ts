@@ -3,7 +3,7 @@
  * within the run (absolute times depend on the machine and its load; ratios much less).
  *
  *   npm run bench                      # all sections
- *   npm run bench -- --only forward    # matmul | forward | prune | parallel (comma list)
+ *   npm run bench -- --only forward    # matmul | forward | prune | parallel | torch (comma list)
  *   npm run bench -- --quick           # fewer repeats, smaller synthetic model
  */
 import * as tf from '@tensorflow/tfjs';
@@ -20,6 +20,8 @@ import { pruneModel } from '../src/prune/engine.ts';
 import type { PruneTarget } from '../src/prune/method.ts';
 import { writeFileAtomic } from '../src/util/atomic.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
+import { matmulGflops, table, time } from './util.ts';
+import { runTorchSection } from './torch/section.ts';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -36,38 +38,8 @@ const SYNTH = quick
   : { hidden: 512, layers: 8, heads: 8, kvHeads: 4, ffn: 1408, vocab: 512, seed: 1 };
 const synthName = `synthetic-${SYNTH.hidden}x${SYNTH.layers}`;
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-}
-
-function time(fn: () => void, repeats: number): number {
-  fn();
-  const ms: number[] = [];
-  for (let i = 0; i < repeats; i++) {
-    const t0 = performance.now();
-    fn();
-    ms.push(performance.now() - t0);
-  }
-  return median(ms);
-}
-
-function table(headers: string[], rows: (string | number)[][]): string {
-  const fmt = (v: string | number) => (typeof v === 'number' ? (Math.abs(v) >= 100 ? v.toFixed(0) : v.toPrecision(3)) : v);
-  return [`| ${headers.join(' | ')} |`, `|${headers.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(fmt).join(' | ')} |`)].join('\n');
-}
-
 async function use(backend: ConcreteBackend): Promise<void> {
   await initBackend(backend, true);
-}
-
-function matmulGflops(n: number, repeats: number): number {
-  const a = tf.randomNormal([n, n]);
-  const b = tf.randomNormal([n, n]);
-  // The callback returns nothing: tidy would otherwise walk a returned typed array element by element.
-  const ms = time(() => tf.tidy(() => { tf.matMul(a, b).dataSync(); }), repeats);
-  tf.dispose([a, b]);
-  return (2 * n ** 3) / (ms * 1e6);
 }
 
 function forwardTps(model: CausalLM, B: number, T: number, repeats: number): number {
@@ -183,6 +155,13 @@ if (want('parallel')) {
     print(table(['model', '1 worker s', '2 workers s', 'speed-up'], rows));
     print('\nLimited by: the machine\'s cores (2 in CI) and the serial dense pass that captures every layer\'s inputs.\n');
   }
+}
+
+if (want('torch')) {
+  await runTorchSection({
+    quick, print, synth: SYNTH, stories: haveShared ? STORIES : null,
+    golden: fs.existsSync(path.join(SHARED, 'golden')) ? path.join(SHARED, 'golden') : null,
+  });
 }
 
 const file = path.join(process.cwd(), 'bench', 'last-run.md');
