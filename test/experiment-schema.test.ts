@@ -255,7 +255,7 @@ colour: blue
 
   it('recovery recipes, bad input: unknown preset located, instruction data missing a field named with file and row at load', () => {
     const bad = errorOf(root, VALID + 'recovery: [{preset: lora, data: ../data/calib.txt}]\n');
-    assert.match(bad.message, new RegExp(`${file}:17:21: recovery\\[0\\]\\.preset: unknown recovery preset 'lora'; valid: llm-pruner, cfsp, saap`));
+    assert.match(bad.message, new RegExp(`${file}:17:21: recovery\\[0\\]\\.preset: unknown recovery preset 'lora'; valid: cfsp, llm-pruner, saap`));
     const conflict = errorOf(root, VALID + 'recovery: [{schedule: uniform, steps: 3, template: alpaca, data: ../data/calib.txt}]\n');
     assert.match(conflict.message, /:17:52: recovery\[0\]\.template: applies to instruction data only/);
     const data = path.join(root, 'data', 'broken.jsonl');

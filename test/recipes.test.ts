@@ -19,7 +19,11 @@ import { lrAt } from '../src/train/lr-schedule.ts';
 import { stepsForEpochs } from '../src/finetune/trainer.ts';
 import { formatPrompt, PROMPT_TEMPLATES, resolvePromptTemplate } from '../src/finetune/prompt-template.ts';
 import { readInstructionFile, tokenizeInstruction, type InstructionExample } from '../src/finetune/instruction-data.ts';
-import { RECIPE_PRESETS, resolveRecipe } from '../src/finetune/recipes.ts';
+import { recipePresetNames, resolveRecipe } from '../src/finetune/recipes.ts';
+import { listMethods } from '../src/prune/registry.ts';
+
+// The presets come from the methods that declare their paper's recipe.
+await listMethods();
 import { recover } from '../src/finetune/recovery.ts';
 import type { Tokenizer } from '../src/tokenizer/types.ts';
 import { ConfigError, DataError } from '../src/util/errors.ts';
@@ -168,7 +172,7 @@ describe('recipes and presets', () => {
     const o = resolveRecipe({ preset: 'saap', steps: 20, format: 'text', seqlen: 128 });
     assert.deepEqual([o.schedule, o.steps, o.epochs, o.format, o.template, o.trainOnInputs, o.effectiveBatch], ['saap', 20, null, 'text', null, null, 64]);
     assert.equal(resolveRecipe({ preset: 'cfsp' }).schedule, 'cfsp');
-    assert.deepEqual(Object.keys(RECIPE_PRESETS), ['llm-pruner', 'cfsp', 'saap']);
+    assert.deepEqual(recipePresetNames().sort(), ['cfsp', 'llm-pruner', 'saap']);
   });
 
   it("without a preset: today's defaults (uniform cosine, 4 × 1, 128 tokens, text, 10 % held out)", () => {
@@ -178,7 +182,7 @@ describe('recipes and presets', () => {
   });
 
   it('bad input: unknown preset or template, steps with epochs, template on text, nothing to train for', () => {
-    assert.throws(() => resolveRecipe({ preset: 'lora' }), (e: Error) => e instanceof ConfigError && /preset: unknown recovery preset 'lora'; valid: llm-pruner, cfsp, saap/.test(e.message));
+    assert.throws(() => resolveRecipe({ preset: 'lora' }), (e: Error) => e instanceof ConfigError && /preset: unknown recovery preset 'lora'; valid: cfsp, llm-pruner, saap/.test(e.message));
     assert.throws(() => resolveRecipe({ preset: 'llm-pruner', template: 'chatml' }), /template: unknown prompt template 'chatml'/);
     assert.throws(() => resolveRecipe({ preset: 'llm-pruner', steps: 3, epochs: 1 }), /epochs: give steps or epochs, not both/);
     assert.throws(() => resolveRecipe({ schedule: 'uniform', steps: 3, template: 'alpaca' }), /template: applies to instruction data only/);
@@ -247,7 +251,7 @@ describe('prunelab finetune: recipe flags and bad input', () => {
     fs.writeFileSync(data, '{"instruction": "a", "output": "b"}\n{"instruction": "c", "input": "d"}\n');
     const out = path.join(dir, 'out');
     const cases: [string[], RegExp][] = [
-      [['--preset', 'alpaca'], /unknown recovery preset 'alpaca'; valid: llm-pruner, cfsp, saap/],
+      [['--preset', 'alpaca'], /unknown recovery preset 'alpaca'; valid: cfsp, llm-pruner, saap/],
       [['--preset', 'llm-pruner', '--template', 'vicuna'], /unknown prompt template 'vicuna'/],
       [['--preset', 'llm-pruner', '--held-out', '1', '--seqlen', '64'], new RegExp(`${data.replace(/[.]/g, '\\.')}: line 2 \\(row 2\\): missing field 'output'`)],
     ];

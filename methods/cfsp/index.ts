@@ -98,4 +98,10 @@ export default defineMethod<CfspOptions, CfspReport>({
   stats: (o) => ({ perLayer: { colSqSum: ['downIn'] }, blockDistance: o.globalMetric }),
   plan,
   recovery: cfspRecovery,
+  recoveryRecipe: {
+    description: "CFSP's IG-LoRA ranks on LLM-Pruner's recipe (the paper's data and steps are not published)",
+    source: "cfsp.md §8: ranks from the block scores; data and schedule LLM-Pruner's (baselines.md §8.6)",
+    basedOn: 'llm-pruner',
+    settings: { schedule: 'cfsp' },
+  },
 });

@@ -45,6 +45,17 @@ export default defineMethod<Options>({
   description: 'LLM-Pruner (block-wise): Taylor importance of KV head groups and FFN channels, same ratio per layer in a layer range',
   reference: 'Ma, Fang, Wang, arXiv 2305.11627 (NeurIPS 2023); horseee/LLM-Pruner @ 128a07d hf_prune.py, LLMPruner/pruner/hf_llama_pruner.py, metapruner.py; baselines.md §8',
   granularity: ['ffn-channels', 'attention-heads'],
+  // Checked against horseee/LLM-Pruner: README §3.2 command line, post_training.py defaults for what
+  // it leaves out, HF Trainer's default linear schedule; LoRA on every linear of a LLaMA block.
+  recoveryRecipe: {
+    description: 'LLM-Pruner post-training: plain LoRA, batch 64 (4 × 16), cutoff 256, 2 epochs of Alpaca, lr 1e-4 linear, warm-up 100',
+    source: 'horseee/LLM-Pruner README (post_training.py --lora_r 8 --num_epochs 2 --learning_rate 1e-4 --batch_size 64) and post_training.py defaults',
+    settings: {
+      schedule: 'uniform', rank: 8, alpha: 16, dropout: 0.05, lr: 1e-4, lrSchedule: 'linear', warmup: 100,
+      microBatch: 4, gradAccum: 16, seqlen: 256, epochs: 2, format: 'alpaca-json', template: 'alpaca',
+      trainOnInputs: false, heldOut: 2000,
+    },
+  },
   options,
   kind: 'structured',
   stats: (o) => o.importance === 'taylor'

@@ -139,6 +139,12 @@ export default defineMethod<SaapOptions>({
   name: 'saap',
   displayName: 'SAAP',
   recovery: saapRecovery,
+  recoveryRecipe: {
+    description: "SAAP's group fine-tuning (INT4 groups of 32, QA-LoRA) on LLM-Pruner's recipe",
+    source: 'saap.md §6: "Data and schedule: LLM-Pruner\'s recipe"',
+    basedOn: 'llm-pruner',
+    settings: { schedule: 'saap' },
+  },
   description: 'SAAP: fused vector/element Taylor importances of KV head groups and FFN channels, fluctuation-guided layer ratios',
   reference: 'Zheng, Ren et al., arXiv 2412.15127 (SAAP); groups and Taylor estimators after LLM-Pruner (Ma et al., arXiv 2305.11627, horseee/LLM-Pruner @ 128a07d)',
   granularity: ['ffn-channels', 'attention-heads'],

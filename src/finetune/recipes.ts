@@ -64,39 +64,37 @@ export interface RecipePreset {
   description: string;
   /** Where each value comes from. */
   source: string;
+  /** Another preset this one starts from (its settings first, then these). */
+  basedOn?: string;
   settings: RecipeSettings;
 }
 
 /**
- * LLM-Pruner's post-training (README §3.2 command line, `post_training.py` defaults for what it
- * leaves out; checked against horseee/LLM-Pruner): batch 64 = micro-batch 4 × 16 accumulated,
- * cutoff 256, 2 epochs, lr 1e-4, HF Trainer's default linear schedule with warm-up 100, LoRA r 8
- * α 16 dropout 0.05 on q,k,v,o,gate,down,up (every linear of a LLaMA block, so left as the
- * default), Alpaca-cleaned with the Alpaca template, train_on_inputs off, 2000 examples held out.
+ * Presets by name. They are declared by the method plug-ins (`recoveryRecipe` in the contract:
+ * a method's paper's recovery recipe under the method's name) and registered here by the method
+ * registry as methods load; this module names none itself.
  */
-const LLM_PRUNER: RecipeSettings = {
-  schedule: 'uniform', rank: 8, alpha: 16, dropout: 0.05, lr: 1e-4, lrSchedule: 'linear', warmup: 100,
-  microBatch: 4, gradAccum: 16, seqlen: 256, epochs: 2, format: 'alpaca-json', template: 'alpaca',
-  trainOnInputs: false, heldOut: 2000,
-};
+const presets = new Map<string, RecipePreset>();
 
-export const RECIPE_PRESETS: Readonly<Record<string, RecipePreset>> = Object.freeze({
-  'llm-pruner': {
-    description: 'LLM-Pruner post-training: plain LoRA, batch 64 (4 × 16), cutoff 256, 2 epochs of Alpaca, lr 1e-4 linear, warm-up 100',
-    source: 'horseee/LLM-Pruner README (post_training.py --lora_r 8 --num_epochs 2 --learning_rate 1e-4 --batch_size 64) and post_training.py defaults',
-    settings: LLM_PRUNER,
-  },
-  cfsp: {
-    description: "CFSP's IG-LoRA ranks on LLM-Pruner's recipe (the paper's data and steps are not published)",
-    source: 'cfsp.md §8: ranks from the block scores; data and schedule LLM-Pruner\'s (baselines.md §8.6)',
-    settings: { ...LLM_PRUNER, schedule: 'cfsp' },
-  },
-  saap: {
-    description: "SAAP's group fine-tuning (INT4 groups of 32, QA-LoRA) on LLM-Pruner's recipe",
-    source: 'saap.md §6: "Data and schedule: LLM-Pruner\'s recipe"',
-    settings: { ...LLM_PRUNER, schedule: 'saap' },
-  },
-});
+export function registerRecipePreset(name: string, preset: RecipePreset): void {
+  presets.set(name, preset);
+}
+
+/** Registered preset names, sorted. */
+export function recipePresetNames(): string[] {
+  return [...presets.keys()].sort();
+}
+
+/** A preset's settings with what it is based on applied first; undefined for an unknown name. */
+function presetSettings(name: string, seen: readonly string[] = []): RecipeSettings | undefined {
+  const p = presets.get(name);
+  if (!p) return undefined;
+  if (!p.basedOn) return p.settings;
+  if (seen.includes(p.basedOn)) throw new ConfigError(`recovery preset '${name}': presets based on each other in a cycle (${[...seen, name].join(' → ')})`);
+  const base = presetSettings(p.basedOn, [...seen, name]);
+  if (!base) throw new ConfigError(`recovery preset '${name}' is based on '${p.basedOn}', which no loaded method declares`);
+  return { ...base, ...p.settings };
+}
 
 /** Every setting resolved: what a recovery run trains with and what rows record. */
 export interface Recipe {
@@ -158,12 +156,11 @@ export interface RecipeProblem {
 /** What is wrong with written settings (unknown preset, conflicting or missing settings). */
 export function recipeProblems(input: RecipeInput, fallbacks: RecipeFallbacks = {}): RecipeProblem[] {
   const out: RecipeProblem[] = [];
-  const preset = input.preset === undefined ? undefined : RECIPE_PRESETS[input.preset];
+  const base = input.preset === undefined ? {} : presetSettings(input.preset);
   // What else is missing depends on the preset: say only what is wrong with it.
-  if (input.preset !== undefined && !preset) {
-    return [{ key: 'preset', message: `unknown recovery preset '${input.preset}'; valid: ${Object.keys(RECIPE_PRESETS).join(', ')}` }];
+  if (!base) {
+    return [{ key: 'preset', message: `unknown recovery preset '${input.preset}'; valid: ${recipePresetNames().join(', ') || 'none loaded'}` }];
   }
-  const base = preset?.settings ?? {};
   const schedule = scheduleOf(input, fallbacks);
   if (schedule === null) out.push({ key: 'schedule', message: "give a schedule ('uniform' or a method that declares one) or a preset" });
   if (input.steps !== undefined && input.epochs !== undefined) out.push({ key: 'epochs', message: 'give steps or epochs, not both' });
@@ -185,8 +182,8 @@ export function recipeProblems(input: RecipeInput, fallbacks: RecipeFallbacks = 
 
 /** The schedule settings name (written, else the preset's, else the fallback), or null when none does. */
 export function scheduleOf(input: RecipeInput, fallbacks: RecipeFallbacks = {}): string | null {
-  const preset = input.preset === undefined ? undefined : RECIPE_PRESETS[input.preset];
-  return input.schedule ?? preset?.settings.schedule ?? fallbacks.schedule ?? null;
+  const preset = input.preset === undefined ? undefined : presetSettings(input.preset);
+  return input.schedule ?? preset?.schedule ?? fallbacks.schedule ?? null;
 }
 
 /** Preset, then written settings, then defaults (see `recipeProblems` for what is refused). */
@@ -198,7 +195,7 @@ export function resolveRecipe(input: RecipeInput, fallbacks: RecipeFallbacks = {
     throw new ConfigError(`recovery recipe: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(recipe)'}: ${i.message}`).join('; ')}`);
   }
   const written = parsed.data;
-  const base: RecipeSettings = input.preset ? RECIPE_PRESETS[input.preset].settings : {};
+  const base: RecipeSettings = (input.preset ? presetSettings(input.preset) : undefined) ?? {};
   // Written steps replace a preset's epochs and the other way round.
   const length = written.steps !== undefined || written.epochs !== undefined
     ? { steps: written.steps ?? null, epochs: written.epochs ?? null }

@@ -18,6 +18,7 @@
  */
 import type { z } from 'zod';
 import type { ModelView } from '../model/view.ts';
+import type { RecipePreset } from '../finetune/recipes.ts';
 import type { LinearRole, TapName } from '../model/family.ts';
 import type { SparsityPattern } from './masks.ts';
 
@@ -243,6 +244,11 @@ export interface MethodMeta<O, R> {
   targetScope?: TargetScope;
   /** Validated options with defaults; strict (unknown keys are errors). */
   options: z.ZodType<O>;
+  /**
+   * The recovery recipe of the method's paper (batch, length, data format, LR schedule …), offered
+   * as the preset named after the method (`--preset NAME`, YAML `preset: NAME`).
+   */
+  recoveryRecipe?: RecipePreset;
   /** The method's own recovery schedule, if it has one. */
   recovery?: RecoverySchedule<R> | RecoverySchedule<undefined>;
 }

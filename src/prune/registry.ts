@@ -10,6 +10,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import type { PruningMethod } from './method.ts';
 import { ConfigError } from '../util/errors.ts';
+import { registerRecipePreset } from '../finetune/recipes.ts';
 
 export const METHODS_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../methods');
 
@@ -58,6 +59,7 @@ async function importMethod(file: string, label: string): Promise<PruningMethod>
     throw new ConfigError(`${label} does not default-export a pruning method (name, kind, options, …)`, file);
   }
   modules.set(m, file);
+  if (m.recoveryRecipe) registerRecipePreset(m.name, m.recoveryRecipe);
   return m;
 }
 

@@ -5,9 +5,9 @@ import {
   checkpointBytes, emit, handler, log, namedInputs, openModel, startBackend, withCommon, withLongContext, withModel, withOverwrite, type CommonArgs,
 } from '../common.ts';
 import { readPruneReport, recover } from '../../finetune/recovery.ts';
-import { DATA_FORMATS, RECIPE_PRESETS, resolveRecipe, type RecipeInput } from '../../finetune/recipes.ts';
+import { DATA_FORMATS, resolveRecipe, type RecipeInput } from '../../finetune/recipes.ts';
 import { LR_SCHEDULES } from '../../train/lr-schedule.ts';
-import { resolveRecoverySchedule } from '../../prune/registry.ts';
+import { listMethods, resolveRecoverySchedule } from '../../prune/registry.ts';
 import { saveModel } from '../../io/load-model.ts';
 import { writeQuantizedCheckpoint } from '../../io/quantized-checkpoint.ts';
 import { copyTokenizerFiles } from '../../tokenizer/files.ts';
@@ -48,7 +48,7 @@ export const finetuneCommand: CommandModule<object, Args> = {
   describe: 'recover a pruned model with LoRA (uniform ranks, or the schedule a pruning method declares), merged',
   builder: (y) => withLongContext(withOverwrite(withModel(withCommon(y))))
     .option('data', { type: 'string', demandOption: true, describe: 'training data: a text file (a held-out split is kept), or instruction JSON/JSONL with --format alpaca-json' })
-    .option('preset', { type: 'string', describe: `a named recipe, every flag below overriding it: ${Object.keys(RECIPE_PRESETS).join(', ')}` })
+    .option('preset', { type: 'string', describe: 'a named recipe: a method that declares its paper\'s recovery recipe (see `prunelab methods`); every flag below overrides it' })
     .option('schedule', { type: 'string', describe: "'uniform' (default), or the name of a method that declares a recovery schedule (see `prunelab methods`)" })
     .option('rank', { type: 'number', describe: 'LoRA rank r̄ (the mean rank for schedules that allocate ranks per layer; default 8)' })
     .option('alpha', { type: 'number', describe: 'LoRA α at r̄ (default 16)' })
@@ -71,6 +71,7 @@ export const finetuneCommand: CommandModule<object, Args> = {
     .option('out', { type: 'string', demandOption: true }),
   handler: handler<Args>(async (args) => {
     if (!fs.existsSync(args.data)) throw new ConfigError(`--data ${args.data} not found`);
+    await listMethods(); // the methods declare the presets
     const recipe = recipeFromArgs(args);
     const schedule = await resolveRecoverySchedule(recipe.schedule);
     const inputs = namedInputs(args, ['model', 'tokenizer', 'data']);

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { emit, handler, log, startBackend, withCommon, type CommonArgs } from '../common.ts';
 import { runExperiment, ExperimentInterrupted } from '../../experiment/runner.ts';
 import { executeRun, methodRegistryInfo, pluginModulesOf } from '../../experiment/pipeline.ts';
+import { listMethods } from '../../prune/registry.ts';
 import { readResults, readResultsFile } from '../../experiment/results.ts';
 import { renderTable } from '../../experiment/table.ts';
 import { plotResults } from '../../experiment/plot.ts';
@@ -21,6 +22,7 @@ export const runCommand: CommandModule<object, RunArgs> = {
     .option('shard', { type: 'string', describe: 'run slice i/n of the grid (0-based i)' })
     .option('format', { choices: ['md', 'latex'] as const, default: 'md' as const, describe: 'table printed at the end' }),
   handler: handler<RunArgs>(async (args) => {
+    await listMethods(); // the methods declare the recovery presets the file may name
     const registry = await methodRegistryInfo(pluginModulesOf(args.file));
     const backend = await startBackend(args);
     try {
