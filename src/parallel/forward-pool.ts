@@ -12,6 +12,8 @@
 import type { Worker } from 'node:worker_threads';
 import type { CausalLM } from '../model/causal-lm.ts';
 import { activeBackend, type ConcreteBackend } from '../backend/index.ts';
+import type { LinearRole } from '../model/family.ts';
+import type { LayerStats, LayerStatsRequest, StructuredStatsRequest } from '../prune/method.ts';
 import { shareModel, type SharedModel } from './shared-params.ts';
 import { closeWorker, errorFromWorker, spawnModuleWorker, type WorkerErrorMessage } from './spawn.ts';
 
@@ -21,19 +23,46 @@ export interface ForwardWorkerInit {
   model: SharedModel;
 }
 
-/** A unit of work: the summed next-token NLL of a batch of windows (one forward pass). */
-export interface NllTask {
-  type: 'nll';
-  rows: number[][];
+/** A batch of hidden states `[B*T, D]` on the host (the engine's `HiddenStates` batch). */
+export interface HostBatch {
+  data: Float32Array;
+  B: number;
 }
 
-export type ForwardTask = NllTask;
+/** A linear's weight as the device holds it (`[in, out]`) and its bias. */
+export interface HostLinear {
+  weight: Float32Array;
+  shape: [number, number];
+  bias: Float32Array | null;
+}
+
+/** The tasks a worker runs; each names the in-process function it calls. */
+export type DistanceMetric = NonNullable<StructuredStatsRequest['blockDistance']>;
+
+export type ForwardTask =
+  /** `batchNllSum`: the summed next-token NLL of a batch of windows (one forward pass). */
+  | { type: 'nll'; rows: number[][] }
+  /** Replace layer i's linears (after pruning) and set its dense snapshot (null: none). */
+  | { type: 'set-layer'; layer: number; linears: [LinearRole, HostLinear][]; dense: [LinearRole, HostLinear][] | null }
+  /** `collectLayerStats` on one batch (`withDense`: with the dense snapshot set by `set-layer`). */
+  | { type: 'layer-stats'; layer: number; batch: HostBatch; T: number; D: number; req: LayerStatsRequest; withDense: boolean }
+  /** `runLayer` on one batch, and `blockDistanceSum` of its input and output when `distance` is set. */
+  | { type: 'run-layer'; layer: number; batch: HostBatch; T: number; D: number; distance: DistanceMetric | null };
+
+export interface ForwardResults {
+  'nll': number;
+  'set-layer': null;
+  'layer-stats': LayerStats;
+  'run-layer': { batch: HostBatch; distance: number };
+}
+
+export type TaskOf<K extends ForwardTask['type']> = Extract<ForwardTask, { type: K }>;
 
 export type ForwardMainMessage = { type: 'task'; id: number; task: ForwardTask } | { type: 'close' };
 
 export type ForwardWorkerMessage =
   | { type: 'ready' }
-  | { type: 'result'; id: number; value: number }
+  | { type: 'result'; id: number; value: ForwardResults[ForwardTask['type']] }
   | WorkerErrorMessage;
 
 function spawn(init: ForwardWorkerInit): Worker {
@@ -47,7 +76,7 @@ class PoolWorker {
   exited = false;
   private readonly ready: Promise<void>;
   private onReady: { resolve: () => void; reject: (e: Error) => void } | null = null;
-  private pending: { id: number; resolve: (v: number) => void; reject: (e: Error) => void } | null = null;
+  private pending: { id: number; resolve: (v: unknown) => void; reject: (e: Error) => void } | null = null;
   private failure: Error | null = null;
 
   constructor(init: ForwardWorkerInit) {
@@ -78,11 +107,11 @@ class PoolWorker {
     p?.reject(this.failure);
   }
 
-  async run(id: number, task: ForwardTask): Promise<number> {
+  async run<K extends ForwardTask['type']>(id: number, task: TaskOf<K>): Promise<ForwardResults[K]> {
     await this.ready;
     if (this.failure) throw this.failure;
-    return new Promise<number>((resolve, reject) => {
-      this.pending = { id, resolve, reject };
+    return new Promise<ForwardResults[K]>((resolve, reject) => {
+      this.pending = { id, resolve: (v) => resolve(v as ForwardResults[K]), reject };
       const msg: ForwardMainMessage = { type: 'task', id, task };
       this.worker.postMessage(msg);
     });
@@ -123,9 +152,9 @@ export class ForwardPool {
    * Run every task; `results[i]` is task i's value. Workers take the next task as they finish
    * (dynamic scheduling); the first error stops every worker loop and is thrown.
    */
-  async run(tasks: readonly ForwardTask[], onDone?: (done: number, total: number) => void): Promise<number[]> {
+  async run<K extends ForwardTask['type']>(tasks: readonly TaskOf<K>[], onDone?: (done: number, total: number) => void): Promise<ForwardResults[K][]> {
     if (this.closed) throw new Error('forward pool: already closed');
-    const results = new Array<number>(tasks.length);
+    const results = new Array<ForwardResults[K]>(tasks.length);
     let next = 0;
     let done = 0;
     let failed = false;
@@ -133,7 +162,7 @@ export class ForwardPool {
       while (next < tasks.length && !failed) {
         const id = next++;
         try {
-          results[id] = await w.run(id, tasks[id]!);
+          results[id] = await w.run<K>(id, tasks[id]!);
         } catch (e) {
           failed = true;
           throw e;
@@ -142,6 +171,12 @@ export class ForwardPool {
       }
     }));
     return results;
+  }
+
+  /** Run `task` once on every worker (state every later task relies on, e.g. `set-layer`). */
+  async broadcast<K extends ForwardTask['type']>(task: TaskOf<K>): Promise<void> {
+    if (this.closed) throw new Error('forward pool: already closed');
+    await Promise.all(this.workers.map((w) => w.run<K>(-1, task)));
   }
 
   /** Stop every worker and wait until all have exited (`graceMs` 0: terminate at once). */

@@ -10,9 +10,10 @@ import { saveModel } from '../../io/load-model.ts';
 import { copyTokenizerFiles } from '../../tokenizer/files.ts';
 import { ConfigError } from '../../util/errors.ts';
 import type { InputMode } from '../../prune/method.ts';
+import { resolveThreads } from '../../parallel/threads.ts';
 
 type Args = CommonArgs & {
-  model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number;
+  model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number; threads: number | undefined;
   calib: string | undefined; nsamples: number; seqlen: number; seed: number; 'calib-offsets': string | undefined;
   mode: InputMode | undefined; option: string[]; out: string; dtype: 'f32' | 'f16';
 };
@@ -31,6 +32,7 @@ export const pruneCommand: CommandModule<object, Args> = {
     .option('calib-offsets', { type: 'string', describe: 'explicit window start offsets (comma list or file)' })
     .option('mode', { choices: ['sequential', 'dense-parallel'] as const, describe: 'input mode across layers (default: the method\'s)' })
     .option('workers', { type: 'number', default: 1, describe: 'worker threads pruning layers concurrently (layer-wise methods, dense-parallel mode)' })
+    .option('threads', { type: 'number', describe: 'worker threads for the calibration forward passes, batches split between them (default: all cores; native TensorFlow: 1)' })
     .option('option', { type: 'string', array: true, default: [] as string[], describe: 'method option key=value (repeatable)' })
     .option('out', { type: 'string', demandOption: true, describe: 'output checkpoint directory' })
     .option('dtype', { choices: ['f32', 'f16'] as const, default: 'f32' as const }),
@@ -45,6 +47,7 @@ export const pruneCommand: CommandModule<object, Args> = {
       throw new ConfigError(`--out ${args.out} exists and is not empty; choose a new directory`);
     }
     const backend = await startBackend(args);
+    const threads = resolveThreads(args.threads, backend);
     const { model, tokenizer } = await openModel(args);
     const offsets = args['calib-offsets'] ? parseOffsets(args['calib-offsets']) : undefined;
     const calib = args.calib
@@ -53,7 +56,7 @@ export const pruneCommand: CommandModule<object, Args> = {
     log(`prune: ${method.name} at ${sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
     const report = await pruneModel(model, {
       method, options, target: { sparsity, pattern }, windows: calib?.windows ?? [],
-      calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, log: (m) => log(`prune: ${m}`),
+      calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, threads, log: (m) => log(`prune: ${m}`),
     });
     // Write to a temporary sibling and rename, so an interrupted save leaves no half checkpoint.
     const tmp = `${path.resolve(args.out)}.partial-${process.pid}`;
@@ -63,7 +66,7 @@ export const pruneCommand: CommandModule<object, Args> = {
     fs.rmSync(args.out, { recursive: true, force: true });
     fs.renameSync(tmp, args.out);
     model.dispose();
-    emit(args, { ...report, out: args.out, backend } as unknown as Record<string, unknown>, () =>
+    emit(args, { ...report, out: args.out, backend, threads } as unknown as Record<string, unknown>, () =>
       `${method.name}: removed ${(report.removed.allParameters * 100).toFixed(2)}% of all parameters, `
       + `${(report.zeros.overall.sparsity * 100).toFixed(2)}% zeros in decoder linears, in ${report.seconds.toFixed(2)} s → ${args.out}`);
   }),
