@@ -188,6 +188,49 @@ if (want('threads')) {
     + ` Load average ${load0.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end.\n`);
 }
 
+if (want('threads') && haveShared) {
+  // Pruning stories260K with its calibration passes on n threads (the solvers stay on the main thread).
+  await use('wasm');
+  const cores = defaultThreads();
+  const tok = await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin'));
+  const methods = await listMethods();
+  const rows: (string | number)[][] = [];
+  const cpuSeconds = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1e6;
+  for (const name of ['wanda', 'sparsegpt']) {
+    const method = methods.find((x) => x.name === name);
+    if (!method) continue;
+    for (const n of [...new Set([2, cores])].filter((k) => k >= 2)) {
+      // 2 batches of 16 × 256 tokens per thread.
+      const windows = calibrationFromText(tok, { text: TEXT, nsamples: 32 * n, seqlen: 256, seed: 0 }).windows;
+      const secs: Record<number, number[]> = { 1: [], [n]: [] };
+      const obtained: Record<number, number[]> = { 1: [], [n]: [] };
+      for (let r = 0; r < (quick ? 1 : 2); r++) {
+        for (const threads of [1, n]) {
+          const model = loadModel(STORIES).model;
+          const t0 = performance.now();
+          const cpu = process.cpuUsage();
+          await pruneModel(model, { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows, threads });
+          const s = (performance.now() - t0) / 1000;
+          secs[threads]!.push(s);
+          obtained[threads]!.push(cpuSeconds(process.cpuUsage(cpu)) / s);
+          model.dispose();
+        }
+      }
+      const ratios = secs[1]!.map((s, i) => s / secs[n]![i]!);
+      const efficiency = secs[1]!.map((s, i) => (s * obtained[1]![i]!) / (secs[n]![i]! * obtained[n]![i]!));
+      rows.push([name, n, windows.length * 256, median(secs[1]!), median(secs[n]!), median(ratios),
+        `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`, `${median(obtained[1]!).toFixed(2)} / ${median(obtained[n]!).toFixed(2)}`,
+        median(efficiency)]);
+    }
+  }
+  print('## Pruning stories260K with the calibration passes on n threads\n');
+  print(table(['method', 'threads', 'calibration tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'cores obtained 1 / n', 'CPU efficiency'], rows));
+  print('\n`prune --threads n` at 50%, the method\'s default mode, pool start included. Limited by: the per-operator solvers and mask'
+    + ' selection, which run on the main thread while the workers wait (Amdahl), the weights of each layer sent to every'
+    + ' worker after it is pruned, starting the workers (each loads tsx, TensorFlow.js and the weights), and the cores the'
+    + ' machine actually gives (see above).\n');
+}
+
 if (want('wasm-threads')) {
   const c = compareThreads(quick ? 2 : 3);
   print('## Threaded WebAssembly build (XNNPACK threads) vs single-threaded\n');
