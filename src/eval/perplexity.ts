@@ -94,21 +94,30 @@ function batchesOf<T>(xs: readonly T[], size: number): T[][] {
 
 const scored = (rows: readonly (readonly number[])[]): number => rows.reduce((n, r) => n + Math.max(0, r.length - 1), 0);
 
+/** Mean NLL from per-batch sums, added in batch order (the one place both paths combine them). */
+function meanOf(batches: readonly (readonly (readonly number[])[])[], sums: readonly number[]): { nll: number; tokens: number } {
+  let sum = 0;
+  let tokens = 0;
+  batches.forEach((rows, b) => {
+    sum += sums[b]!;
+    tokens += scored(rows);
+  });
+  return { nll: sum / tokens, tokens };
+}
+
 /**
  * Mean next-token NLL of `model` (with whatever hook it has) over `windows`, each scored on its
  * own (its first token not predicted), `batchSize` windows per forward pass.
  */
 export function meanTokenNll(model: CausalLM, windows: readonly (readonly number[])[], batchSize: number,
   onProgress?: (done: number, total: number) => void): { nll: number; tokens: number } {
-  let sum = 0;
-  let tokens = 0;
-  for (let b = 0; b < windows.length; b += batchSize) {
-    const rows = windows.slice(b, b + batchSize);
-    sum += batchNllSum(model, rows);
-    tokens += scored(rows);
-    onProgress?.(Math.min(b + batchSize, windows.length), windows.length);
-  }
-  return { nll: sum / tokens, tokens };
+  const batches = batchesOf(windows, batchSize);
+  const sums = batches.map((rows, k) => {
+    const v = batchNllSum(model, rows);
+    onProgress?.(Math.min((k + 1) * batchSize, windows.length), windows.length);
+    return v;
+  });
+  return meanOf(batches, sums);
 }
 
 /**
@@ -126,13 +135,7 @@ export async function meanTokenNllParallel(model: CausalLM, windows: readonly (r
     // Progress counts finished batches, in whatever order they finish.
     (done, total) => onProgress?.(done === total ? windows.length : Math.min(done * batchSize, windows.length), windows.length),
   ));
-  let sum = 0;
-  let tokens = 0;
-  batches.forEach((rows, b) => {
-    sum += sums[b]!;
-    tokens += scored(rows);
-  });
-  return { nll: sum / tokens, tokens, threadsUsed: n };
+  return { ...meanOf(batches, sums), threadsUsed: n };
 }
 
 /** `perplexityOfTokens` on `threads` worker threads (see `meanTokenNllParallel`). */
