@@ -3,11 +3,12 @@
  * within the run (absolute times depend on the machine and its load; ratios much less).
  *
  *   npm run bench                      # all sections
- *   npm run bench -- --only forward    # matmul | forward | prune | parallel | torch (comma list)
+ *   npm run bench -- --only forward    # matmul | forward | threads | wasm-threads | prune | parallel | torch (comma list)
  *   npm run bench -- --quick           # fewer repeats, smaller synthetic model
  */
 import * as tf from '@tensorflow/tfjs';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { initBackend, type ConcreteBackend } from '../src/backend/index.ts';
 import { loadModel } from '../src/io/load-model.ts';
@@ -22,6 +23,11 @@ import { writeFileAtomic } from '../src/util/atomic.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
 import { matmulGflops, table, time } from './util.ts';
 import { runTorchSection } from './torch/section.ts';
+import { batchNllSum } from '../src/eval/perplexity.ts';
+import { median } from '../src/eval/speed.ts';
+import { ForwardPool } from '../src/parallel/forward-pool.ts';
+import { defaultThreads } from '../src/parallel/threads.ts';
+import { compareThreads } from './wasm-threads.ts';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -86,6 +92,126 @@ if (want('forward')) {
   print(table(['', 'wasm', 'cpu', 'wasm / cpu'], rows));
   print('\nwasm: B×T = 4×256 (stories260K), 1×128 (synthetic); cpu: 1×64. Small models are limited by per-op overhead'
     + ' (tens of µs per kernel call, ~25 kernels per layer plus 6 per key/value group of attention), large ones by matMul.\n');
+}
+
+if (want('threads')) {
+  await use('wasm');
+  const cores = defaultThreads();
+  const counts = [...new Set([2, cores])].filter((n) => n >= 2);
+  const repeats = quick ? 2 : 3;
+  const rows: (string | number)[][] = [];
+  const cpuSeconds = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1e6;
+  const load0 = os.loadavg()[0]!;
+  for (const m of models) {
+    const model = m.make();
+    const T = m.name === 'stories260K' ? 256 : 128;
+    const perBatch = m.name === 'stories260K' ? Math.floor(4096 / T) : 4;
+    for (const n of counts) {
+      // 2 batches per thread, the perplexity protocol's batches: the same work on 1 and n threads.
+      const batches = Array.from({ length: 2 * n }, (_, b) => Array.from({ length: perBatch }, (_, w) =>
+        Array.from({ length: T }, (_, t) => 3 + ((b * 7919 + w * 131 + t * 17) % (model.config.vocabSize - 3)))));
+      const tasks = batches.map((rows) => ({ type: 'nll' as const, rows }));
+      const t0 = performance.now();
+      const pool = ForwardPool.start(model, n);
+      let pooled: number[] = [];
+      try {
+        pooled = await pool.run(tasks); // includes starting the workers
+        const startS = (performance.now() - t0) / 1000;
+        const one: number[] = [];
+        const many: number[] = [];
+        // Cores this process obtained (CPU time of all its threads ÷ wall time): the ceiling of any speed-up.
+        const cores1: number[] = [];
+        const coresN: number[] = [];
+        let local: number[] = [];
+        for (let r = 0; r < repeats; r++) {
+          let t = performance.now();
+          let cpu = process.cpuUsage();
+          local = batches.map((rows) => batchNllSum(model, rows));
+          one.push((performance.now() - t) / 1000);
+          cores1.push(cpuSeconds(process.cpuUsage(cpu)) / one[r]!);
+          t = performance.now();
+          cpu = process.cpuUsage();
+          pooled = await pool.run(tasks);
+          many.push((performance.now() - t) / 1000);
+          coresN.push(cpuSeconds(process.cpuUsage(cpu)) / many[r]!);
+        }
+        const ratios = one.map((s, i) => s / many[i]!);
+        // CPU seconds of the 1-thread pass ÷ those of the n-thread pass: the overhead of splitting the work, whatever the load.
+        const efficiency = one.map((s, i) => (s * cores1[i]!) / (many[i]! * coresN[i]!));
+        const tokens = 2 * n * perBatch * T;
+        rows.push([m.name, n, tokens, median(one), median(many), median(ratios),
+          `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`, median(one) / startS,
+          `${median(cores1).toFixed(2)} / ${median(coresN).toFixed(2)}`, median(efficiency), local.every((v, i) => v === pooled[i]) ? 'yes' : 'NO']);
+      } finally {
+        await pool.close();
+      }
+    }
+    model.dispose();
+  }
+  print(`## Data-parallel forward passes: worker threads vs one thread (${cores} cores)\n`);
+  print(table(['model', 'threads', 'tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'incl. start', 'cores obtained 1 / n', 'CPU efficiency', 'same sums'], rows));
+  print(`\nThe perplexity pass (\`eval ppl --threads n\`): 2 batches per thread, ${repeats} alternating repeats; speed-up = 1-thread`
+    + ' time ÷ n-thread time in the same repeat, median and range; "incl. start" counts starting the workers (each loads'
+    + ' tsx, TensorFlow.js and its copy of the weights) in the n-thread time. Limited by: free cores (on a shared machine the'
+    + ' other jobs take their share), the main thread idling while it waits, batches not divisible among threads, and,'
+    + ' for short passes, worker start-up. "cores obtained" is the CPU time all the process\'s threads got ÷ wall time:'
+    + ' under Linux\'s autogroup scheduling each busy session gets an equal share of the machine, so on a loaded machine n'
+    + ' threads obtain little more than one. "CPU efficiency" = CPU time of the 1-thread pass ÷ CPU time of the n-thread pass'
+    + ' (1.0: splitting costs nothing); speed-up ≈ CPU efficiency × cores obtained with n ÷ with 1.'
+    + ` Load average ${load0.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end.\n`);
+}
+
+if (want('threads') && haveShared) {
+  // Pruning stories260K with its calibration passes on n threads (the solvers stay on the main thread).
+  await use('wasm');
+  const cores = defaultThreads();
+  const tok = await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin'));
+  const methods = await listMethods();
+  const rows: (string | number)[][] = [];
+  const cpuSeconds = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1e6;
+  for (const name of ['wanda', 'sparsegpt']) {
+    const method = methods.find((x) => x.name === name);
+    if (!method) continue;
+    for (const n of [...new Set([2, cores])].filter((k) => k >= 2)) {
+      // 2 batches of 16 × 256 tokens per thread.
+      const windows = calibrationFromText(tok, { text: TEXT, nsamples: 32 * n, seqlen: 256, seed: 0 }).windows;
+      const secs: Record<number, number[]> = { 1: [], [n]: [] };
+      const obtained: Record<number, number[]> = { 1: [], [n]: [] };
+      for (let r = 0; r < (quick ? 1 : 2); r++) {
+        for (const threads of [1, n]) {
+          const model = loadModel(STORIES).model;
+          const t0 = performance.now();
+          const cpu = process.cpuUsage();
+          await pruneModel(model, { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows, threads });
+          const s = (performance.now() - t0) / 1000;
+          secs[threads]!.push(s);
+          obtained[threads]!.push(cpuSeconds(process.cpuUsage(cpu)) / s);
+          model.dispose();
+        }
+      }
+      const ratios = secs[1]!.map((s, i) => s / secs[n]![i]!);
+      const efficiency = secs[1]!.map((s, i) => (s * obtained[1]![i]!) / (secs[n]![i]! * obtained[n]![i]!));
+      rows.push([name, n, windows.length * 256, median(secs[1]!), median(secs[n]!), median(ratios),
+        `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`, `${median(obtained[1]!).toFixed(2)} / ${median(obtained[n]!).toFixed(2)}`,
+        median(efficiency)]);
+    }
+  }
+  print('## Pruning stories260K with the calibration passes on n threads\n');
+  print(table(['method', 'threads', 'calibration tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'cores obtained 1 / n', 'CPU efficiency'], rows));
+  print('\n`prune --threads n` at 50%, the method\'s default mode, pool start included. Limited by: the per-operator solvers and mask'
+    + ' selection, which run on the main thread while the workers wait (Amdahl), the weights of each layer sent to every'
+    + ' worker after it is pruned, starting the workers (each loads tsx, TensorFlow.js and the weights), and the cores the'
+    + ' machine actually gives (see above).\n');
+}
+
+if (want('wasm-threads')) {
+  const c = compareThreads(quick ? 2 : 3);
+  print('## Threaded WebAssembly build (XNNPACK threads) vs single-threaded\n');
+  print(table(['', 'single ms', '2 threads: speed-up per repeat', 'bit-identical'],
+    c.rows.map((r) => [r.label, r.singleMs, r.threadedMs.map((t) => (r.singleMs / t).toFixed(2)).join(', '), r.identical ? 'yes' : 'NO'])));
+  print(`\nXNNPACK threads: ${c.stockThreads} with the threaded build as shipped (its cap is logical cores ÷ 2), ${c.xnnpackThreads} with`
+    + ' the cap lifted (bench/wasm-threads.ts, which also explains the changes needed to load it under Node). Separate processes,'
+    + ' alternating. Limited by: a thread barrier per kernel (small kernels pay it in full), and single-threaded non-matMul kernels.\n');
 }
 
 if (want('prune')) {

@@ -3,6 +3,10 @@
  * non-overlapping windows of `seqlen`, tail dropped, each window scored on its own (its first
  * token is not predicted), ppl = exp(mean token NLL over all scored tokens). Windows are
  * processed in small batches, so memory is bounded by one batch's activations and logits.
+ *
+ * The batches are the same whatever the number of threads, and their NLL sums are added in batch
+ * order, so a pass split over worker threads (`perplexityOfTextParallel`) gives bit-identical
+ * numbers to the in-process one.
  */
 import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../model/causal-lm.ts';
@@ -11,6 +15,7 @@ import type { Tokenizer } from '../tokenizer/types.ts';
 import { tokenizeText, windowStarts } from '../data/text.ts';
 import { ConfigError } from '../util/errors.ts';
 import { checkContextLength } from '../util/context-length.ts';
+import { withForwardPool } from '../parallel/forward-pool.ts';
 
 export interface PerplexityProtocol {
   text: string;
@@ -56,24 +61,63 @@ export function checkPerplexityOptions(opts: Pick<PerplexityOptions, 'seqlen' | 
   }
 }
 
-export function perplexityOfTokens(model: CausalLM, tokens: readonly number[], source: string, tokenizerId: string,
-  opts: PerplexityOptions): PerplexityResult {
+interface Prepared {
+  windows: number[][];
+  batchSize: number;
+  protocol: PerplexityProtocol;
+}
+
+function prepare(model: CausalLM, tokens: readonly number[], source: string, tokenizerId: string, opts: PerplexityOptions): Prepared {
   checkPerplexityOptions(opts);
   const { seqlen } = opts;
-  const maxWindows = opts.maxWindows ?? null;
   const beyond = checkContextLength(model.config, seqlen, '--seqlen', { allow: opts.allowBeyondContext ?? false, allowFlag: '--allow-long-context' });
-  const starts = windowStarts(tokens.length, seqlen, maxWindows, source);
-  const batch = opts.batchSize ?? Math.max(1, Math.floor(4096 / seqlen));
-  const windows = starts.map((s) => tokens.slice(s, s + seqlen));
-  const { nll, tokens: count } = meanTokenNll(model, windows, batch, opts.onProgress);
+  const starts = windowStarts(tokens.length, seqlen, opts.maxWindows ?? null, source);
   return {
-    ppl: Math.exp(nll), nll, tokens: count, windows: starts.length, seqlen,
+    windows: starts.map((s) => tokens.slice(s, s + seqlen)),
+    batchSize: opts.batchSize ?? Math.max(1, Math.floor(4096 / seqlen)),
     protocol: {
       text: source, tokenizer: tokenizerId, seqlen, stride: seqlen, bos: 'once-at-text-start', tail: 'drop',
-      loss: 'exp-mean-token-nll', maxWindows,
+      loss: 'exp-mean-token-nll', maxWindows: opts.maxWindows ?? null,
       ...(beyond ? { beyondContext: true as const, contextLength: model.config.maxPositionEmbeddings } : {}),
     },
   };
+}
+
+function result(p: Prepared, r: { nll: number; tokens: number }): PerplexityResult {
+  return { ppl: Math.exp(r.nll), nll: r.nll, tokens: r.tokens, windows: p.windows.length, seqlen: p.protocol.seqlen, protocol: p.protocol };
+}
+
+export function perplexityOfTokens(model: CausalLM, tokens: readonly number[], source: string, tokenizerId: string,
+  opts: PerplexityOptions): PerplexityResult {
+  const p = prepare(model, tokens, source, tokenizerId, opts);
+  return result(p, meanTokenNll(model, p.windows, p.batchSize, opts.onProgress));
+}
+
+/** Summed next-token NLL of one batch of windows (one forward pass), as the device computes it. */
+export function batchNllSum(model: CausalLM, rows: readonly (readonly number[])[]): number {
+  const part = tf.tidy(() => causalLmNllSum(model.forward(rows), rows).sum);
+  const v = part.dataSync()[0]!;
+  part.dispose();
+  return v;
+}
+
+function batchesOf<T>(xs: readonly T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let b = 0; b < xs.length; b += size) out.push(xs.slice(b, b + size));
+  return out;
+}
+
+const scored = (rows: readonly (readonly number[])[]): number => rows.reduce((n, r) => n + Math.max(0, r.length - 1), 0);
+
+/** Mean NLL from per-batch sums, added in batch order (the one place both paths combine them). */
+function meanOf(batches: readonly (readonly (readonly number[])[])[], sums: readonly number[]): { nll: number; tokens: number } {
+  let sum = 0;
+  let tokens = 0;
+  batches.forEach((rows, b) => {
+    sum += sums[b]!;
+    tokens += scored(rows);
+  });
+  return { nll: sum / tokens, tokens };
 }
 
 /**
@@ -82,17 +126,44 @@ export function perplexityOfTokens(model: CausalLM, tokens: readonly number[], s
  */
 export function meanTokenNll(model: CausalLM, windows: readonly (readonly number[])[], batchSize: number,
   onProgress?: (done: number, total: number) => void): { nll: number; tokens: number } {
-  let sum = 0;
-  let tokens = 0;
-  for (let b = 0; b < windows.length; b += batchSize) {
-    const rows = windows.slice(b, b + batchSize);
-    const part = tf.tidy(() => causalLmNllSum(model.forward(rows), rows).sum);
-    sum += part.dataSync()[0];
-    part.dispose();
-    tokens += rows.reduce((n, r) => n + Math.max(0, r.length - 1), 0);
-    onProgress?.(Math.min(b + batchSize, windows.length), windows.length);
-  }
-  return { nll: sum / tokens, tokens };
+  const batches = batchesOf(windows, batchSize);
+  const sums = batches.map((rows, k) => {
+    const v = batchNllSum(model, rows);
+    onProgress?.(Math.min((k + 1) * batchSize, windows.length), windows.length);
+    return v;
+  });
+  return meanOf(batches, sums);
+}
+
+/**
+ * `meanTokenNll` with the batches spread over `threads` worker threads (1: in process; never
+ * more threads than batches). The batches and the order their sums are added in are those of
+ * the in-process path.
+ */
+export async function meanTokenNllParallel(model: CausalLM, windows: readonly (readonly number[])[], batchSize: number,
+  threads: number, onProgress?: (done: number, total: number) => void): Promise<{ nll: number; tokens: number; threadsUsed: number }> {
+  const batches = batchesOf(windows, batchSize);
+  const n = Math.min(threads, batches.length);
+  if (n <= 1) return { ...meanTokenNll(model, windows, batchSize, onProgress), threadsUsed: 1 };
+  const sums = await withForwardPool(model, n, (pool) => pool.run(
+    batches.map((rows) => ({ type: 'nll' as const, rows: rows.map((r) => [...r]) })),
+    // Progress counts finished batches, in whatever order they finish.
+    (done, total) => onProgress?.(done === total ? windows.length : Math.min(done * batchSize, windows.length), windows.length),
+  ));
+  return { ...meanOf(batches, sums), threadsUsed: n };
+}
+
+/** `perplexityOfTokens` on `threads` worker threads (see `meanTokenNllParallel`). */
+export async function perplexityOfTokensParallel(model: CausalLM, tokens: readonly number[], source: string, tokenizerId: string,
+  opts: PerplexityOptions & { threads: number }): Promise<PerplexityResult & { threadsUsed: number }> {
+  const p = prepare(model, tokens, source, tokenizerId, opts);
+  const r = await meanTokenNllParallel(model, p.windows, p.batchSize, opts.threads, opts.onProgress);
+  return { ...result(p, r), threadsUsed: r.threadsUsed };
+}
+
+export async function perplexityOfTextParallel(model: CausalLM, tokenizer: Tokenizer, file: string,
+  opts: PerplexityOptions & { threads: number }): Promise<PerplexityResult & { threadsUsed: number }> {
+  return perplexityOfTokensParallel(model, tokenizeText(tokenizer, file), file, tokenizer.id, opts);
 }
 
 export function perplexityOfText(model: CausalLM, tokenizer: Tokenizer, file: string, opts: PerplexityOptions): PerplexityResult {

@@ -13,7 +13,7 @@ import type {
 } from './method.ts';
 import { checkTarget, validatePlan } from './contract.ts';
 import { moduleOf } from './registry.ts';
-import { collectLayerStats, embedWindows, runLayer, blockDistanceSum, type HiddenStates } from './stats.ts';
+import { embedWindows, type HiddenStates } from './stats.ts';
 import { readLinear, writeLinear } from './linear-io.ts';
 import { addBias, removeFfnChannels, removeKvGroups } from './surgery.ts';
 import { linearGradients } from './gradients.ts';
@@ -21,6 +21,9 @@ import { buildReport, type PruneReport } from './report.ts';
 import { ConfigError } from '../util/errors.ts';
 import { pruneLayersParallel } from './parallel.ts';
 import { statsNeedData } from './needs-calibration.ts';
+import { inProcessPasses, layerPasses, type LayerPasses } from '../parallel/layer-passes.ts';
+import { resolveThreads } from '../parallel/threads.ts';
+import { activeBackend } from '../backend/index.ts';
 
 export interface PruneRequest<O, R extends MethodReport = MethodReport> {
   method: PruningMethod<O, R>;
@@ -32,6 +35,12 @@ export interface PruneRequest<O, R extends MethodReport = MethodReport> {
   mode?: InputMode;
   /** Worker threads pruning layers concurrently (layer-wise methods, dense-parallel mode); default 1 (in-process). */
   workers?: number;
+  /**
+   * Threads for the calibration forward passes run in this process (statistics and layer
+   * outputs, split by batch over worker threads each with its own backend); default 1 (in
+   * process). Results do not depend on it.
+   */
+  threads?: number;
   log?: (msg: string) => void;
   onLayer?: (layer: number, total: number) => void;
 }
@@ -83,6 +92,8 @@ export interface LayerJob<O> {
   state: unknown;
   /** Sees every decision as it is applied. */
   onDecision?: (d: OperatorDecision) => void;
+  /** Where the statistics passes run (default in process). */
+  passes?: LayerPasses;
 }
 
 /**
@@ -100,10 +111,11 @@ export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: H
   try {
     const info: Record<string, unknown> = { layer: i, operators: {} as Record<string, unknown> };
     let stats: LayerStats = {};
-    if (states && !grouped) stats = collectLayerStats(model, i, states, statsReq);
+    const passes = job.passes ?? inProcessPasses;
+    if (states && !grouped) stats = await passes.stats(model, i, states, statsReq);
     for (const group of groups) {
       // A group's operators read only their own input tap: collect just that one.
-      if (states && grouped) stats = collectLayerStats(model, i, states, statsForTap(statsReq, group.input), dense);
+      if (states && grouped) stats = await passes.stats(model, i, states, statsForTap(statsReq, group.input), dense);
       const ops = group.roles.map((role) => {
         const h = readLinear(model, i, role);
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
@@ -148,17 +160,30 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
     return;
   }
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
-  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state };
-  for (let i = 0; i < model.numLayers; i++) {
-    const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? runLayer(model, i, states) : null;
-    perLayer.push(await pruneLayerInPlace(model, i, states, job));
-    if (states) {
-      const next = mode === 'dense-parallel' ? denseNext : i + 1 < model.numLayers ? runLayer(model, i, states) : null;
-      states = next;
+  // Never more threads than batches: each thread runs whole batches.
+  const passes = states ? layerPasses(model, Math.min(threadCount(req.threads), states.batches.length)) : inProcessPasses;
+  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes };
+  try {
+    for (let i = 0; i < model.numLayers; i++) {
+      const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? (await passes.run(model, i, states)).states : null;
+      perLayer.push(await pruneLayerInPlace(model, i, states, job));
+      if (states) {
+        const next = mode === 'dense-parallel' ? denseNext : i + 1 < model.numLayers ? (await passes.run(model, i, states)).states : null;
+        states = next;
+      }
+      req.onLayer?.(i + 1, model.numLayers);
+      log(`layer ${i + 1}/${model.numLayers} pruned`);
     }
-    req.onLayer?.(i + 1, model.numLayers);
-    log(`layer ${i + 1}/${model.numLayers} pruned`);
+  } finally {
+    await passes.close();
   }
+}
+
+/** `threads` of a request: a positive integer, 1 on native TensorFlow (its own thread pool). */
+function threadCount(n: number | undefined): number {
+  let backend: ReturnType<typeof activeBackend>;
+  try { backend = activeBackend(); } catch { backend = 'wasm'; }
+  return resolveThreads(n ?? 1, backend, 'threads');
 }
 
 async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: PruneRequest<O, R>, m: StructuredMethod<O, R>,
@@ -175,15 +200,17 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   if (needsPass) {
     // One dense pass: every statistic comes from the unpruned model.
     let states: HiddenStates | null = embedWindows(model, req.windows);
-    for (let i = 0; i < model.numLayers && states; i++) {
-      stats.push(collectLayerStats(model, i, states, sreq.perLayer));
-      let dsum = 0;
-      const next = runLayer(model, i, states, (x, out) => {
-        if (distance) dsum += blockDistanceSum(x, out, sreq.blockDistance!);
-      });
-      if (distance) distance[i] = dsum / (req.windows.length * req.windows[0].length);
-      states = next;
-      req.onLayer?.(i + 1, model.numLayers);
+    const passes = layerPasses(model, Math.min(threadCount(req.threads), states.batches.length));
+    try {
+      for (let i = 0; i < model.numLayers && states; i++) {
+        stats.push(await passes.stats(model, i, states, sreq.perLayer));
+        const next = await passes.run(model, i, states, sreq.blockDistance);
+        if (distance) distance[i] = next.distance / (req.windows.length * req.windows[0].length);
+        states = next.states;
+        req.onLayer?.(i + 1, model.numLayers);
+      }
+    } finally {
+      await passes.close();
     }
   } else {
     for (let i = 0; i < model.numLayers; i++) stats.push({});

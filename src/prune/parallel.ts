@@ -8,7 +8,7 @@
  */
 import { modelViewData, type ModelViewData } from '../model/view.ts';
 import type { RunSettings } from './method.ts';
-import { Worker } from 'node:worker_threads';
+import type { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM } from '../model/causal-lm.ts';
 import type { ModelConfig } from '../model/config.ts';
@@ -19,7 +19,7 @@ import { activeBackend, type ConcreteBackend } from '../backend/index.ts';
 import type { PruneTarget } from './method.ts';
 import { embedWindows, runLayer, type HiddenStates } from './stats.ts';
 import { readBias, readLinear, writeLinear } from './linear-io.ts';
-import { ConfigError } from '../util/errors.ts';
+import { closeWorker, errorFromWorker, spawnModuleWorker } from '../parallel/spawn.ts';
 
 /** Sent once, as `workerData`. */
 export interface WorkerInit {
@@ -138,28 +138,10 @@ export function disposeLayerModel(model: CausalLM, i: number): void {
   for (const t of ts) if (t && !t.isDisposed) t.dispose();
 }
 
-/**
- * Start a worker on parallel-worker.ts. Node 20 does not apply `execArgv: ['--import', 'tsx']`
- * to a worker's entry module (it fails with ERR_UNKNOWN_FILE_EXTENSION), so a small bootstrap
- * registers tsx in the worker first and then imports the TypeScript entry.
- */
+/** Start a worker on parallel-worker.ts (tsx bootstrap: `src/parallel/spawn.ts`). */
 function spawn(init: WorkerInit): Worker {
   const ts = import.meta.url.endsWith('.ts');
-  const entry = new URL(ts ? './parallel-worker.ts' : './parallel-worker.js', import.meta.url).href;
-  const load = ts
-    ? `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((m) => { m.register(); return import(${JSON.stringify(entry)}); })`
-    : `import(${JSON.stringify(entry)})`;
-  const boot = `${load}.catch((e) => { require('node:worker_threads').parentPort.postMessage({ type: 'error', `
-    + `name: (e && e.name) || 'Error', message: String((e && e.message) || e), stack: e && e.stack }); });`;
-  return new Worker(boot, { eval: true, workerData: init });
-}
-
-function errorFrom(m: { name: string; message: string; stack?: string }): Error {
-  if (m.name === 'ConfigError') return new ConfigError(m.message);
-  const e = new Error(`worker: ${m.message}`);
-  e.name = m.name;
-  if (m.stack) e.stack = `${e.name}: worker: ${m.stack}`;
-  return e;
+  return spawnModuleWorker(new URL(ts ? './parallel-worker.ts' : './parallel-worker.js', import.meta.url), init);
 }
 
 type Done = Extract<WorkerMessage, { type: 'done' }>;
@@ -183,7 +165,7 @@ class LayerWorker {
         const p = this.pending;
         this.pending = null;
         p?.resolve(m);
-      } else this.fail(errorFrom(m));
+      } else this.fail(errorFromWorker(m));
     });
     this.worker.on('error', (e) => this.fail(e));
     this.worker.on('exit', (code) => this.fail(new Error(`worker thread exited (code ${code})`)));
@@ -209,26 +191,10 @@ class LayerWorker {
     });
   }
 
-  /**
-   * Ask the worker to close its port and exit on its own (a clean teardown of its backend and
-   * loader thread); terminate it if it has not exited within `graceMs` or has failed. Finally
-   * unref it, so nothing left of it can keep the process alive. `graceMs` 0: terminate now.
-   */
+  /** Let the worker finish and exit (`closeWorker`); `graceMs` 0 or a failed worker: terminate now. */
   async close(graceMs = 2000): Promise<void> {
-    const exited = new Promise<void>((resolve) => this.worker.once('exit', () => resolve()));
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      if (!this.failure && graceMs > 0) {
-        const msg: MainMessage = { type: 'close' };
-        this.worker.postMessage(msg);
-        const late = await Promise.race([exited.then(() => false), new Promise<boolean>((r) => { timer = setTimeout(() => r(true), graceMs); })]);
-        if (!late) return;
-      }
-      await this.worker.terminate();
-    } finally {
-      clearTimeout(timer);
-      this.worker.unref();
-    }
+    const msg: MainMessage = { type: 'close' };
+    await closeWorker(this.worker, this.failure ? null : () => this.worker.postMessage(msg), graceMs);
   }
 }
 

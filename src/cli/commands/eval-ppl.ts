@@ -1,10 +1,12 @@
 import type { CommandModule } from 'yargs';
 import * as tf from '@tensorflow/tfjs';
-import { checkPerplexityOptions, perplexityOfText } from '../../eval/perplexity.ts';
+import { checkPerplexityOptions, perplexityOfTextParallel } from '../../eval/perplexity.ts';
+import { resolveThreads } from '../../parallel/threads.ts';
 import { emit, handler, log, openModel, startBackend, withCommon, withLongContext, withModel, type CommonArgs } from '../common.ts';
 
 type Args = CommonArgs & {
   model: string; tokenizer: string | undefined; text: string; seqlen: number; 'max-windows': number | undefined; 'allow-long-context': boolean;
+  threads: number | undefined;
 };
 
 export const evalPplCommand: CommandModule<object, Args> = {
@@ -13,19 +15,21 @@ export const evalPplCommand: CommandModule<object, Args> = {
   builder: (y) => withLongContext(withModel(withCommon(y)))
     .option('text', { type: 'string', demandOption: true, describe: 'text file' })
     .option('seqlen', { type: 'number', demandOption: true, describe: 'window length in tokens' })
-    .option('max-windows', { type: 'number', describe: 'score only the first K windows' }),
+    .option('max-windows', { type: 'number', describe: 'score only the first K windows' })
+    .option('threads', { type: 'number', describe: 'worker threads, each with its own backend, windows split between them (default: all cores; native TensorFlow: 1)' }),
   handler: handler<Args>(async (args) => {
     checkPerplexityOptions({ seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null });
     const backend = await startBackend(args);
+    const threads = resolveThreads(args.threads, backend);
     const { model, tokenizer } = await openModel(args);
     const t0 = performance.now();
-    const r = perplexityOfText(model, tokenizer, args.text, {
-      seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null, allowBeyondContext: args['allow-long-context'],
+    const r = await perplexityOfTextParallel(model, tokenizer, args.text, {
+      seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null, allowBeyondContext: args['allow-long-context'], threads,
       onProgress: (d, n) => { if (!args.json || process.stderr.isTTY) log(`ppl: window ${d}/${n}`); },
     });
     const seconds = (performance.now() - t0) / 1000;
     model.dispose();
-    emit(args, { ...r, backend, seconds, tensorsAfter: tf.memory().numTensors },
-      () => `perplexity ${r.ppl.toFixed(4)} (mean NLL ${r.nll.toFixed(5)}) over ${r.windows} windows of ${r.seqlen} tokens [${backend}, ${seconds.toFixed(2)} s]`);
+    emit(args, { ...r, backend, threads, seconds, tensorsAfter: tf.memory().numTensors },
+      () => `perplexity ${r.ppl.toFixed(4)} (mean NLL ${r.nll.toFixed(5)}) over ${r.windows} windows of ${r.seqlen} tokens [${backend}, ${r.threadsUsed} of ${threads} threads, ${seconds.toFixed(2)} s]`);
   }),
 };

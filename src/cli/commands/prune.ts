@@ -16,9 +16,10 @@ import { withCheckpointWriter } from '../../io/checkpoint-writer.ts';
 import { needsCalibration } from '../../prune/needs-calibration.ts';
 import { countParameters } from '../../model/count.ts';
 import type { InputMode } from '../../prune/method.ts';
+import { resolveThreads } from '../../parallel/threads.ts';
 
 type Args = CommonArgs & {
-  model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number;
+  model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number; threads: number | undefined;
   calib: string | undefined; nsamples: number; seqlen: number; seed: number; 'calib-offsets': string | undefined;
   mode: InputMode | undefined; option: string[]; out: string; dtype: 'f32' | 'f16'; overwrite: boolean; 'allow-long-context': boolean;
 };
@@ -37,6 +38,7 @@ export const pruneCommand: CommandModule<object, Args> = {
     .option('calib-offsets', { type: 'string', describe: 'explicit window start offsets (comma list or file)' })
     .option('mode', { choices: ['sequential', 'dense-parallel'] as const, describe: 'input mode across layers (default: the method\'s)' })
     .option('workers', { type: 'number', default: 1, describe: 'worker threads pruning layers concurrently (layer-wise methods, dense-parallel mode)' })
+    .option('threads', { type: 'number', describe: 'worker threads for the calibration forward passes, batches split between them (default: all cores; native TensorFlow: 1)' })
     .option('option', { type: 'string', array: true, default: [] as string[], describe: 'method option key=value (repeatable)' })
     .option('out', { type: 'string', demandOption: true, describe: 'output checkpoint directory' })
     .option('dtype', { choices: ['f32', 'f16'] as const, default: 'f32' as const }),
@@ -55,6 +57,7 @@ export const pruneCommand: CommandModule<object, Args> = {
     const inputs = namedInputs(args, ['model', 'tokenizer', 'calib']);
     await withCheckpointWriter({ out: args.out, overwrite: args.overwrite, inputs }, async (w) => {
       const backend = await startBackend(args);
+      const threads = resolveThreads(args.threads, backend);
       const { model, tokenizer } = await openModel(args);
       try {
         const beyond = args.calib
@@ -66,7 +69,7 @@ export const pruneCommand: CommandModule<object, Args> = {
         log(`prune: ${method.name} at ${sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
         const pruned = await pruneModel(model, {
           method, options, target: { sparsity, pattern }, windows: calib?.windows ?? [],
-          calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, log: (m) => log(`prune: ${m}`),
+          calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, threads, log: (m) => log(`prune: ${m}`),
         });
         const report = beyond ? { ...pruned, beyondContext: { seqlen: args.seqlen, contextLength: model.config.maxPositionEmbeddings } } : pruned;
         w.ensureSpace(checkpointBytes(countParameters(model).total, args.dtype));
@@ -74,7 +77,7 @@ export const pruneCommand: CommandModule<object, Args> = {
         await copyTokenizerFiles(args.model, w.work, args.tokenizer);
         fs.writeFileSync(path.join(w.work, 'prune_report.json'), JSON.stringify(report, null, 2) + '\n');
         w.commit();
-        emit(args, { ...report, out: args.out, backend } as unknown as Record<string, unknown>, () =>
+        emit(args, { ...report, out: args.out, backend, threads } as unknown as Record<string, unknown>, () =>
           `${method.name}: removed ${(report.removed.allParameters * 100).toFixed(2)}% of all parameters, `
           + `${(report.zeros.overall.sparsity * 100).toFixed(2)}% zeros in decoder linears, in ${report.seconds.toFixed(2)} s → ${args.out}`);
       } finally {

@@ -1,0 +1,200 @@
+/**
+ * A pool of worker threads for data-parallel forward passes: each worker has its own
+ * TensorFlow.js backend and its own copy of the model, uploaded from one host copy in
+ * SharedArrayBuffers (`shared-params.ts`). Tasks are independent batches of windows; results
+ * come back indexed by task, so a caller that combines them in task order gets numbers that do
+ * not depend on the number of workers or on which worker ran which task.
+ *
+ * Why workers and not the threaded WebAssembly build: see README "Performance" (the threaded
+ * build needs patching to load under Node, and its XNNPACK pool slows the small kernels these
+ * models are made of).
+ */
+import type { Worker } from 'node:worker_threads';
+import type { CausalLM } from '../model/causal-lm.ts';
+import { activeBackend, type ConcreteBackend } from '../backend/index.ts';
+import type { LinearRole } from '../model/family.ts';
+import type { LayerStats, LayerStatsRequest, StructuredStatsRequest } from '../prune/method.ts';
+import { shareModel, type SharedModel } from './shared-params.ts';
+import { closeWorker, errorFromWorker, spawnModuleWorker, type WorkerErrorMessage } from './spawn.ts';
+
+/** Sent once, as `workerData`. */
+export interface ForwardWorkerInit {
+  backend: ConcreteBackend;
+  model: SharedModel;
+}
+
+/** A batch of hidden states `[B*T, D]` on the host (the engine's `HiddenStates` batch). */
+export interface HostBatch {
+  data: Float32Array;
+  B: number;
+}
+
+/** A linear's weight as the device holds it (`[in, out]`) and its bias. */
+export interface HostLinear {
+  weight: Float32Array;
+  shape: [number, number];
+  bias: Float32Array | null;
+}
+
+/** The tasks a worker runs; each names the in-process function it calls. */
+export type DistanceMetric = NonNullable<StructuredStatsRequest['blockDistance']>;
+
+export type ForwardTask =
+  /** `batchNllSum`: the summed next-token NLL of a batch of windows (one forward pass). */
+  | { type: 'nll'; rows: number[][] }
+  /** Replace layer i's linears (after pruning) and set its dense snapshot (null: none). */
+  | { type: 'set-layer'; layer: number; linears: [LinearRole, HostLinear][]; dense: [LinearRole, HostLinear][] | null }
+  /** `collectLayerStats` on one batch (`withDense`: with the dense snapshot set by `set-layer`). */
+  | { type: 'layer-stats'; layer: number; batch: HostBatch; T: number; D: number; req: LayerStatsRequest; withDense: boolean }
+  /** `runLayer` on one batch, and `blockDistanceSum` of its input and output when `distance` is set. */
+  | { type: 'run-layer'; layer: number; batch: HostBatch; T: number; D: number; distance: DistanceMetric | null };
+
+export interface ForwardResults {
+  'nll': number;
+  'set-layer': null;
+  'layer-stats': LayerStats;
+  'run-layer': { batch: HostBatch; distance: number };
+}
+
+export type TaskOf<K extends ForwardTask['type']> = Extract<ForwardTask, { type: K }>;
+
+export type ForwardMainMessage = { type: 'task'; id: number; task: ForwardTask } | { type: 'close' };
+
+export type ForwardWorkerMessage =
+  | { type: 'ready' }
+  | { type: 'result'; id: number; value: ForwardResults[ForwardTask['type']] }
+  | WorkerErrorMessage;
+
+function spawn(init: ForwardWorkerInit): Worker {
+  const ts = import.meta.url.endsWith('.ts');
+  return spawnModuleWorker(new URL(ts ? './forward-worker.ts' : './forward-worker.js', import.meta.url), init);
+}
+
+/** One worker thread, one task at a time. */
+class PoolWorker {
+  readonly worker: Worker;
+  exited = false;
+  private readonly ready: Promise<void>;
+  private onReady: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  private pending: { id: number; resolve: (v: unknown) => void; reject: (e: Error) => void } | null = null;
+  private failure: Error | null = null;
+
+  constructor(init: ForwardWorkerInit) {
+    this.ready = new Promise((resolve, reject) => { this.onReady = { resolve, reject }; });
+    this.ready.catch(() => {}); // observed through run()
+    this.worker = spawn(init);
+    this.worker.on('message', (m: ForwardWorkerMessage) => {
+      if (m.type === 'ready') this.onReady?.resolve();
+      else if (m.type === 'result') {
+        const p = this.pending;
+        this.pending = null;
+        if (p && p.id === m.id) p.resolve(m.value);
+        else this.fail(new Error(`forward pool: unexpected result for task ${m.id}`));
+      } else this.fail(errorFromWorker(m));
+    });
+    this.worker.on('error', (e) => this.fail(e));
+    this.worker.on('exit', (code) => {
+      this.exited = true;
+      this.fail(new Error(`forward pool: worker thread exited (code ${code})`));
+    });
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    this.onReady?.reject(this.failure);
+    const p = this.pending;
+    this.pending = null;
+    p?.reject(this.failure);
+  }
+
+  async run<K extends ForwardTask['type']>(id: number, task: TaskOf<K>): Promise<ForwardResults[K]> {
+    await this.ready;
+    if (this.failure) throw this.failure;
+    return new Promise<ForwardResults[K]>((resolve, reject) => {
+      this.pending = { id, resolve: (v) => resolve(v as ForwardResults[K]), reject };
+      const msg: ForwardMainMessage = { type: 'task', id, task };
+      this.worker.postMessage(msg);
+    });
+  }
+
+  async close(graceMs: number): Promise<void> {
+    const msg: ForwardMainMessage = { type: 'close' };
+    await closeWorker(this.worker, this.failure ? null : () => this.worker.postMessage(msg), graceMs);
+  }
+}
+
+export class ForwardPool {
+  private closed = false;
+
+  private constructor(private readonly workers: PoolWorker[]) {}
+
+  /**
+   * Start `threads` workers holding a snapshot of `model`'s weights (later changes to `model`
+   * are not seen). A model with a linear hook cannot be copied into workers (a hook is code).
+   */
+  static start(model: CausalLM, threads: number, backend?: ConcreteBackend): ForwardPool {
+    if (model.linearHook) throw new Error('forward pool: a model with a linear hook cannot run in worker threads');
+    if (!Number.isInteger(threads) || threads < 1) throw new Error(`forward pool: threads must be a positive integer (got ${threads})`);
+    const init: ForwardWorkerInit = { backend: backend ?? activeBackend(), model: shareModel(model) };
+    return new ForwardPool(Array.from({ length: threads }, () => new PoolWorker(init)));
+  }
+
+  get size(): number {
+    return this.workers.length;
+  }
+
+  /** Worker threads that have not exited yet. */
+  get running(): number {
+    return this.workers.filter((w) => !w.exited).length;
+  }
+
+  /**
+   * Run every task; `results[i]` is task i's value. Workers take the next task as they finish
+   * (dynamic scheduling); the first error stops every worker loop and is thrown.
+   */
+  async run<K extends ForwardTask['type']>(tasks: readonly TaskOf<K>[], onDone?: (done: number, total: number) => void): Promise<ForwardResults[K][]> {
+    if (this.closed) throw new Error('forward pool: already closed');
+    const results = new Array<ForwardResults[K]>(tasks.length);
+    let next = 0;
+    let done = 0;
+    let failed = false;
+    await Promise.all(this.workers.map(async (w) => {
+      while (next < tasks.length && !failed) {
+        const id = next++;
+        try {
+          results[id] = await w.run<K>(id, tasks[id]!);
+        } catch (e) {
+          failed = true;
+          throw e;
+        }
+        onDone?.(++done, tasks.length);
+      }
+    }));
+    return results;
+  }
+
+  /** Run `task` once on every worker (state every later task relies on, e.g. `set-layer`). */
+  async broadcast<K extends ForwardTask['type']>(task: TaskOf<K>): Promise<void> {
+    if (this.closed) throw new Error('forward pool: already closed');
+    await Promise.all(this.workers.map((w) => w.run<K>(-1, task)));
+  }
+
+  /** Stop every worker and wait until all have exited (`graceMs` 0: terminate at once). */
+  async close(graceMs = 2000): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.workers.map((w) => w.close(graceMs)));
+  }
+}
+
+/** Start a pool, run `fn` with it, always close it (at once after an error). */
+export async function withForwardPool<T>(model: CausalLM, threads: number, fn: (pool: ForwardPool) => Promise<T>): Promise<T> {
+  const pool = ForwardPool.start(model, threads);
+  let ok = false;
+  try {
+    const r = await fn(pool);
+    ok = true;
+    return r;
+  } finally {
+    await pool.close(ok ? 2000 : 0);
+  }
+}

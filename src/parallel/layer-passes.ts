@@ -1,0 +1,128 @@
+/**
+ * The engine's calibration passes over one decoder layer — statistics (`collectLayerStats`) and
+ * outputs (`runLayer`, with the block distance) — in process, or split by batch over a forward
+ * pool. The pooled version gives bit-identical results: each worker runs the in-process function
+ * on one batch, and the per-batch results are combined in batch order exactly as the in-process
+ * loop combines them (float32 running sums of the statistics, float64 sums of the distances).
+ */
+import * as tf from '@tensorflow/tfjs';
+import type { CausalLM } from '../model/causal-lm.ts';
+import type { LinearRole, TapName } from '../model/family.ts';
+import type { LayerStats, LayerStatsRequest, TapStats } from '../prune/method.ts';
+import { blockDistanceSum, collectLayerStats, requestByTap, runLayer, type HiddenStates } from '../prune/stats.ts';
+import { ForwardPool, type DistanceMetric, type HostLinear } from './forward-pool.ts';
+
+export interface LayerPasses {
+  /** `collectLayerStats(model, layer, states, req, dense)`. */
+  stats(model: CausalLM, layer: number, states: HiddenStates, req: LayerStatsRequest,
+    dense?: Partial<Record<LinearRole, tf.Tensor2D>>): Promise<LayerStats>;
+  /** `runLayer(model, layer, states)`; with `distance`, also the summed block distance of every batch. */
+  run(model: CausalLM, layer: number, states: HiddenStates, distance?: DistanceMetric): Promise<{ states: HiddenStates; distance: number }>;
+  close(): Promise<void>;
+}
+
+export const inProcessPasses: LayerPasses = {
+  stats: async (model, layer, states, req, dense) => collectLayerStats(model, layer, states, req, dense),
+  run: async (model, layer, states, metric) => {
+    let distance = 0;
+    const next = runLayer(model, layer, states, metric ? (x, out) => { distance += blockDistanceSum(x, out, metric); } : undefined)!;
+    return { states: next, distance };
+  },
+  close: async () => {},
+};
+
+const STAT_KEYS = ['colSqSum', 'colSum', 'gram', 'cross', 'denseGram'] as const;
+
+/**
+ * Per-batch statistics → the statistics of all batches, as `collectLayerStats` accumulates them:
+ * a float32 running sum in batch order (a Float32Array store rounds each addition exactly as the
+ * device's float32 add does), widened to float64 at the end.
+ */
+export function combineBatchStats(parts: readonly LayerStats[]): LayerStats {
+  const out: LayerStats = {};
+  const first = parts[0];
+  if (!first) return out;
+  for (const tap of Object.keys(first) as TapName[]) {
+    const t0 = first[tap]!;
+    const tapOut: TapStats = { tokens: 0, inDim: t0.inDim };
+    for (const p of parts) tapOut.tokens += p[tap]!.tokens;
+    for (const key of STAT_KEYS) {
+      if (!t0[key]) continue;
+      const acc = Float32Array.from(t0[key]);
+      for (let b = 1; b < parts.length; b++) {
+        const x = parts[b]![tap]![key]!;
+        for (let j = 0; j < acc.length; j++) acc[j] = acc[j]! + x[j]!;
+      }
+      tapOut[key] = Float64Array.from(acc);
+    }
+    out[tap] = tapOut;
+  }
+  return out;
+}
+
+function hostLinear(w: tf.Tensor2D, bias: tf.Tensor1D | null): HostLinear {
+  return {
+    weight: w.dataSync() as Float32Array, shape: [w.shape[0], w.shape[1]],
+    bias: bias ? (bias.dataSync() as Float32Array) : null,
+  };
+}
+
+/** The passes on a pool; the workers' copy of a layer is refreshed whenever its tensors changed. */
+export class PooledPasses implements LayerPasses {
+  /** The tensors each worker last received, by layer: identity tells whether they changed. */
+  private readonly sent = new Map<number, tf.Tensor[]>();
+
+  constructor(private readonly pool: ForwardPool) {}
+
+  static start(model: CausalLM, threads: number): PooledPasses {
+    return new PooledPasses(ForwardPool.start(model, threads));
+  }
+
+  private async sync(model: CausalLM, layer: number, dense: Partial<Record<LinearRole, tf.Tensor2D>> | null): Promise<void> {
+    const roles = model.spec.linears.map((l) => l.role);
+    const current = roles.flatMap((r) => {
+      const p = model.linearParams(layer, r);
+      return p.bias ? [p.weight, p.bias] : [p.weight];
+    });
+    const denseTs = dense ? roles.flatMap((r) => (dense[r] ? [dense[r]] : [])) : [];
+    const key = [...current, ...denseTs];
+    const prev = this.sent.get(layer);
+    if (prev && prev.length === key.length && prev.every((t, i) => t === key[i])) return;
+    await this.pool.broadcast({
+      type: 'set-layer', layer,
+      linears: roles.map((r) => { const p = model.linearParams(layer, r); return [r, hostLinear(p.weight, p.bias)]; }),
+      dense: dense ? (Object.entries(dense) as [LinearRole, tf.Tensor2D][]).map(([r, w]) => [r, hostLinear(w, null)]) : null,
+    });
+    this.sent.set(layer, key);
+  }
+
+  async stats(model: CausalLM, layer: number, states: HiddenStates, req: LayerStatsRequest,
+    dense?: Partial<Record<LinearRole, tf.Tensor2D>>): Promise<LayerStats> {
+    const byTap = requestByTap(req);
+    if (byTap.size === 0) return {};
+    // As collectLayerStats: the dense snapshot is used only when a tap asks for X vs X* statistics.
+    const withDense = dense !== undefined && [...byTap.values()].some((s) => s.has('cross') || s.has('denseGram'));
+    await this.sync(model, layer, withDense ? dense : null);
+    const { T, D } = states;
+    const parts = await this.pool.run(states.batches.map((batch) => ({ type: 'layer-stats' as const, layer, batch, T, D, req, withDense })));
+    return combineBatchStats(parts);
+  }
+
+  async run(model: CausalLM, layer: number, states: HiddenStates, distance?: DistanceMetric): Promise<{ states: HiddenStates; distance: number }> {
+    await this.sync(model, layer, null);
+    const { T, D } = states;
+    const outs = await this.pool.run(states.batches.map((batch) => ({ type: 'run-layer' as const, layer, batch, T, D, distance: distance ?? null })));
+    let sum = 0;
+    for (const o of outs) sum += o.distance;
+    return { states: { batches: outs.map((o) => o.batch), T, D }, distance: sum };
+  }
+
+  close(): Promise<void> {
+    return this.pool.close();
+  }
+}
+
+/** In-process passes for 1 thread, else a pool of `threads` workers (close it when done). */
+export function layerPasses(model: CausalLM, threads: number): LayerPasses {
+  return threads > 1 ? PooledPasses.start(model, threads) : inProcessPasses;
+}
