@@ -1,17 +1,17 @@
 /**
  * `npm run bench -- --only torch`: PruneLab (WebAssembly backend) side by side with a small PyTorch
  * reference (`bench/torch/*.py`) on the same machine, the same HF checkpoints and the same
- * operator, in one run. Each figure is taken alternately (PruneLab, PyTorch on 1 thread, PyTorch on
- * every core, repeated) so load changes on a shared machine hit both sides; the ratio is
- * PruneLab ÷ PyTorch at PyTorch's best thread setting, with its spread over the rounds. Both
- * sides' logits are compared first: a timing is only reported when they compute the same.
+ * operator, in one run. Figures are taken in alternating rounds (PruneLab, PyTorch on 1 thread,
+ * PyTorch on every core; `rounds.ts`); the ratio is PruneLab ÷ PyTorch at PyTorch's best thread
+ * setting, with its spread over the rounds. Both sides' logits and SparseGPT results are compared
+ * first: a timing is only reported when they compute the same.
  */
 import * as tf from '@tensorflow/tfjs';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { initBackend } from '../../src/backend/index.ts';
-import { flopsPerToken, measureSpeed, median } from '../../src/eval/speed.ts';
+import { flopsPerToken, measureSpeed } from '../../src/eval/speed.ts';
 import { writeHfCheckpoint } from '../../src/io/hf-checkpoint.ts';
 import { loadModel, saveModel } from '../../src/io/load-model.ts';
 import { syntheticLlamaConfig, syntheticLlamaTensors, type SyntheticLlamaOptions } from '../../src/model/synthetic.ts';
@@ -19,6 +19,7 @@ import { matmulGflops, table, type Cell } from '../util.ts';
 import { TorchBridge, type TorchInfo } from './bridge.ts';
 import { operatorData, prunelabSparsegpt, writeOperator, type OpCase, type SolveTimes } from './operator.ts';
 import { modelLogits, prunelabLogits, relDiff, sparsegptParity, torchLogits } from './parity.ts';
+import { alternate, fmtRatio, SPREAD_NOTE, versus, type Side } from './rounds.ts';
 
 export interface TorchSectionOptions {
   quick: boolean;
@@ -41,86 +42,55 @@ export const SMOLLM_135M_SHAPE: SyntheticLlamaOptions = {
 /** Relative logit difference (max |Δ| / max |logit|) above which two implementations disagree. */
 const PARITY_TOL = 1e-4;
 
-interface ModelCase {
-  name: string;
-  /** Writes the HF checkpoint folder both sides load. */
-  write: (dir: string) => void;
-  tokens: number;
+/** Markdown rendered once the run's GEMM peak is known (the "% of peak" columns need it). */
+type Block = (peakGflops: number) => string;
+
+interface Ctx {
+  torch: TorchBridge;
+  o: TorchSectionOptions;
+  /** PyTorch thread settings tried: 1 and every core. */
+  threads: number[];
+  tmp: string;
+  gemm: GemmProbes;
 }
 
-interface SpeedSample {
-  prefillTps: number;
-  decodeTps: number;
-}
-
-type Side<T> = { label: string; sample: () => Promise<T> };
-
-const MAX_ROUNDS = 40;
-
-/**
- * Rounds of every side in turn (one run each), so load changes on a shared machine hit all sides
- * alike: samples per side. With a budget, each side first runs once unmeasured, and short runs
- * get more rounds (up to MAX_ROUNDS) until a case takes about `budgetMs`.
- */
-async function alternate<T>(sides: Side<T>[], minRounds: number, budgetMs: number): Promise<T[][]> {
-  let rounds = minRounds;
-  if (budgetMs > 0) {
-    const t0 = performance.now();
-    for (const s of sides) await s.sample();
-    rounds = Math.min(MAX_ROUNDS, Math.max(minRounds, Math.ceil(budgetMs / (performance.now() - t0))));
-  }
-  const out: T[][] = sides.map(() => []);
-  for (let r = 0; r < rounds; r++) {
-    for (let i = 0; i < sides.length; i++) out[i].push(await sides[i].sample());
-  }
-  return out;
-}
-
-/** Linear-interpolated quantile of sorted values. */
-function quantile(sorted: number[], q: number): number {
-  const x = q * (sorted.length - 1);
-  const i = Math.floor(x);
-  return i + 1 < sorted.length ? sorted[i] + (x - i) * (sorted[i + 1] - sorted[i]) : sorted[i];
-}
-
-/** PruneLab ÷ PyTorch for one metric: the best PyTorch side by median, the ratio's spread over rounds. */
-interface Versus {
-  prunelab: number;
-  torch: number[];
-  best: number;
-  ratio: number;
-  /** min–max of the per-round ratios, the interquartile range from 5 rounds on. */
-  lo: number;
-  hi: number;
-  rounds: number;
-}
-
-function versus<T>(samples: T[][], metric: (s: T) => number, higherIsBetter: boolean): Versus {
-  const med = samples.map((ss) => median(ss.map(metric)));
-  const torch = med.slice(1);
-  const better = (a: number, b: number) => (higherIsBetter ? a > b : a < b);
-  let best = 1;
-  for (let i = 2; i < med.length; i++) if (better(med[i], med[best])) best = i;
-  // Throughputs compare as PruneLab / PyTorch, times as PyTorch / PruneLab: > 1 = PruneLab faster.
-  const rel = (p: number, t: number) => (higherIsBetter ? p / t : t / p);
-  const perRound = samples[0].map((s, r) => rel(metric(s), metric(samples[best][r]))).sort((a, b) => a - b);
-  const iqr = perRound.length >= 5;
-  return {
-    prunelab: med[0], torch, best: best - 1, ratio: rel(med[0], med[best]), rounds: perRound.length,
-    lo: iqr ? quantile(perRound, 0.25) : perRound[0], hi: iqr ? quantile(perRound, 0.75) : perRound[perRound.length - 1],
-  };
-}
-
-const fmtRatio = (v: Versus) => `${v.ratio.toFixed(2)}× (${v.lo.toFixed(2)}–${v.hi.toFixed(2)}, ${v.rounds} rounds)`;
-const SPREAD_NOTE = 'The spread is the min–max of the ratios taken within each round (the interquartile range from 5 rounds on).';
 const pct = (x: number) => `${(100 * x).toFixed(x < 0.1 ? 2 : 1)}%`;
 
-function parityIds(vocab: number, T: number): number[] {
-  return Array.from({ length: T }, (_, t) => 3 + ((t * 31 + 7) % (vocab - 3)));
+/**
+ * The machine's fp32 GEMM peak: PyTorch's best thread setting, probed before every case and at
+ * the end (load on a shared machine changes during a run; the best probe is the peak), and
+ * PruneLab's wasm matMul once.
+ */
+class GemmProbes {
+  readonly probes: { when: string; gflops: number }[] = [];
+  first: Cell[][] = [];
+
+  constructor(private readonly torch: TorchBridge, private readonly threads: number[], readonly n: number) {}
+
+  async probe(when: string): Promise<void> {
+    let best = 0;
+    for (const t of this.threads) {
+      const r = await this.torch.request<{ gflops: number }>({ cmd: 'gemm', n: this.n, threads: t, repeats: 3 });
+      if (this.probes.length === 0) this.first.push([`PyTorch, ${t} thread${t > 1 ? 's' : ''}`, r.gflops]);
+      best = Math.max(best, r.gflops);
+    }
+    if (this.probes.length === 0) this.first.push(['PruneLab (tf.matMul, wasm)', matmulGflops(this.n, 3)]);
+    this.probes.push({ when, gflops: best });
+  }
+
+  get peak(): number {
+    return Math.max(...this.probes.map((p) => p.gflops), ...this.first.map((r) => r[1] as number));
+  }
+
+  render(): string {
+    return [`### fp32 GEMM ${this.n}×${this.n}, GFLOP/s\n`, table(['first probe', 'GFLOP/s'], this.first), '',
+      `PyTorch's best, probed before each case: ${this.probes.map((p) => `${p.gflops.toFixed(1)} (${p.when})`).join(', ')}.`,
+      `Peak for the "% of peak" columns: ${this.peak.toFixed(1)} GFLOP/s, the best of all probes in this run.\n`].join('\n');
+  }
 }
 
 export async function runTorchSection(o: TorchSectionOptions): Promise<void> {
-  const { print, quick } = o;
+  const { print } = o;
   print('## PruneLab vs PyTorch (same machine, same checkpoints)\n');
   const started = TorchBridge.start(o.pythons);
   if ('skip' in started) {
@@ -142,33 +112,22 @@ export async function runTorchSection(o: TorchSectionOptions): Promise<void> {
         + 'install `libopenblas0-openmp` for the figures a PyTorch user would see.');
     }
     print('');
-
-    const peak = await gemmPeak(torch, threads, quick, print);
-    await modelRows(torch, o, threads, tmp, peak);
-    await sparsegptRows(torch, o, threads, tmp, peak);
+    const ctx: Ctx = { torch, o, threads, tmp, gemm: new GemmProbes(torch, threads, o.quick ? 1024 : 2048) };
+    const blocks = [...await modelBlocks(ctx), ...await sparsegptBlocks(ctx)];
+    await ctx.gemm.probe('end');
+    print(ctx.gemm.render());
+    for (const b of blocks) print(b(ctx.gemm.peak));
   } finally {
     await torch.close();
     fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
 
-/** The machine's fp32 GEMM peak as measured now: the best of PyTorch (each thread setting) and wasm. */
-async function gemmPeak(torch: TorchBridge, threads: number[], quick: boolean, print: (s: string) => void): Promise<number> {
-  const n = quick ? 1024 : 2048;
-  const rows: Cell[][] = [];
-  let peak = 0;
-  for (const t of threads) {
-    const r = await torch.request<{ gflops: number }>({ cmd: 'gemm', n, threads: t, repeats: 3 });
-    rows.push([`PyTorch, ${t} thread${t > 1 ? 's' : ''}`, r.gflops]);
-    peak = Math.max(peak, r.gflops);
-  }
-  const wasm = matmulGflops(n, 3);
-  rows.push(['PruneLab (tf.matMul, wasm)', wasm]);
-  peak = Math.max(peak, wasm);
-  print(`### fp32 GEMM ${n}×${n}\n`);
-  print(table(['', 'GFLOP/s'], rows));
-  print(`\nMachine GEMM peak for the "% of peak" columns below: ${peak.toFixed(1)} GFLOP/s (best of the above, this run).\n`);
-  return peak;
+interface ModelCase {
+  name: string;
+  /** Writes the HF checkpoint folder both sides load. */
+  write: (dir: string) => void;
+  tokens: number;
 }
 
 function modelCases(o: TorchSectionOptions): ModelCase[] {
@@ -187,14 +146,26 @@ function modelCases(o: TorchSectionOptions): ModelCase[] {
   return cases;
 }
 
-async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: number[], tmp: string, peak: number): Promise<void> {
-  const { print, quick } = o;
-  const minRounds = quick ? 1 : 3;
-  const budgetMs = quick ? 2000 : 10_000;
-  const newTokens = quick ? 8 : 16;
+function parityIds(vocab: number, T: number): number[] {
+  return Array.from({ length: T }, (_, t) => 3 + ((t * 31 + 7) % (vocab - 3)));
+}
+
+interface SpeedSample {
+  prefillTps: number;
+  decodeTps: number;
+}
+
+/** A table row whose last two cells (PruneLab and PyTorch % of the GEMM peak) need the peak. */
+type Row = (peakGflops: number) => Cell[];
+
+async function modelBlocks(c: Ctx): Promise<Block[]> {
+  const { torch, o, threads, tmp } = c;
+  const minRounds = o.quick ? 1 : 3;
+  const budgetMs = o.quick ? 2000 : 10_000;
+  const newTokens = o.quick ? 8 : 16;
   const parity: Cell[][] = [];
-  const prefill: Cell[][] = [];
-  const decode: Cell[][] = [];
+  const prefill: Row[] = [];
+  const decode: Row[] = [];
 
   // The golden fixtures check the PyTorch reference itself against independently computed logits.
   if (o.golden) {
@@ -211,71 +182,71 @@ async function modelRows(torch: TorchBridge, o: TorchSectionOptions, threads: nu
     }
   }
 
-  for (const c of modelCases(o)) {
-    const dir = path.join(tmp, c.name.replace(/[^A-Za-z0-9]+/g, '-'));
-    console.error(`bench: writing the ${c.name} checkpoint`);
-    c.write(dir);
-    await torch.request({ cmd: 'load', key: c.name, model: dir });
+  for (const mc of modelCases(o)) {
+    const dir = path.join(tmp, mc.name.replace(/[^A-Za-z0-9]+/g, '-'));
+    console.error(`bench: writing the ${mc.name} checkpoint`);
+    mc.write(dir);
+    await torch.request({ cmd: 'load', key: mc.name, model: dir });
     const model = loadModel(dir).model;
     try {
       const cfg = model.config;
       const ids = parityIds(cfg.vocabSize, 24);
-      const diff = relDiff(modelLogits(model, ids), await torchLogits(torch, c.name, ids, tmp));
-      parity.push([`${c.name} (${ids.length} tokens)`, '–', diff.toExponential(1)]);
+      const diff = relDiff(modelLogits(model, ids), await torchLogits(torch, mc.name, ids, tmp));
+      parity.push([`${mc.name} (${ids.length} tokens)`, '–', diff.toExponential(1)]);
       if (!(diff <= PARITY_TOL)) {
-        prefill.push([c.name, c.tokens, `not compared: logits differ (${diff.toExponential(1)} > ${PARITY_TOL})`]);
+        prefill.push(() => [mc.name, mc.tokens, `not compared: logits differ (${diff.toExponential(1)} > ${PARITY_TOL})`]);
         continue;
       }
-      console.error(`bench: timing ${c.name}, ${c.tokens} tokens`);
+      await c.gemm.probe(`before ${mc.name}`);
+      console.error(`bench: timing ${mc.name}, ${mc.tokens} tokens`);
       const sides: Side<SpeedSample>[] = [
         {
           label: 'PruneLab', sample: async () => {
-            const r = measureSpeed(model, { promptTokens: c.tokens, newTokens, repeats: 1, warmup: 0 });
+            const r = measureSpeed(model, { promptTokens: mc.tokens, newTokens, repeats: 1, warmup: 0 });
             return { prefillTps: r.prefill_tps, decodeTps: r.decode_tps };
           },
         },
         ...threads.map((t): Side<SpeedSample> => ({
           label: `PyTorch ${t}`, sample: async () => {
             const r = await torch.request<{ prefill_ms: number; decode_ms: number }>(
-              { cmd: 'speed', key: c.name, prompt_tokens: c.tokens, new_tokens: newTokens, threads: t });
-            return { prefillTps: c.tokens / (r.prefill_ms / 1000), decodeTps: newTokens / (r.decode_ms / 1000) };
+              { cmd: 'speed', key: mc.name, prompt_tokens: mc.tokens, new_tokens: newTokens, threads: t });
+            return { prefillTps: mc.tokens / (r.prefill_ms / 1000), decodeTps: newTokens / (r.decode_ms / 1000) };
           },
         })),
       ];
       const samples = await alternate(sides, minRounds, budgetMs);
       // Prefill FLOPs: the mean attention context of a causal prompt of T tokens is (T + 1) / 2.
-      const fPrefill = flopsPerToken(cfg, (c.tokens + 1) / 2);
-      const fDecode = flopsPerToken(cfg, c.tokens + (newTokens + 1) / 2);
+      const fPrefill = flopsPerToken(cfg, (mc.tokens + 1) / 2);
+      const fDecode = flopsPerToken(cfg, mc.tokens + (newTokens + 1) / 2);
       for (const [rowsOut, metric, flops] of [[prefill, (s: SpeedSample) => s.prefillTps, fPrefill], [decode, (s: SpeedSample) => s.decodeTps, fDecode]] as const) {
         const v = versus(samples, metric, true);
-        rowsOut.push([c.name, c.tokens, v.prunelab, ...v.torch, fmtRatio(v), `${threads[v.best]}`,
+        rowsOut.push((peak) => [mc.name, mc.tokens, v.prunelab, ...v.torch, fmtRatio(v), `${threads[v.best]}`,
           pct((v.prunelab * flops) / 1e9 / peak), pct((v.torch[v.best] * flops) / 1e9 / peak)]);
       }
     } finally {
       model.dispose();
-      await torch.request({ cmd: 'unload', key: c.name });
+      await torch.request({ cmd: 'unload', key: mc.name });
       fs.rmSync(dir, { recursive: true, force: true });
     }
   }
 
-  print('### Same logits\n');
-  print(table(['checkpoint', 'PyTorch vs reference.json', 'PruneLab vs PyTorch'], parity));
-  print(`\nmax |Δlogit| / max |logit| over every position; timings below are only taken when PruneLab vs PyTorch ≤ ${PARITY_TOL}.`
-    + ' The golden references were computed in float64 by the fixtures\' authors (F16/BF16 weights decoded exactly).\n');
-  const tHeads = threads.map((t) => `PyTorch ${t} thr`);
-  const heads = ['model', 'prompt tokens', 'PruneLab', ...tHeads, 'PruneLab ÷ PyTorch (spread)', 'PyTorch best thr', 'PruneLab % of peak', 'PyTorch % of peak'];
-  print('### Prefill tokens/s (one sequence, into a KV cache, logits of every position)\n');
-  print(table(heads, prefill));
-  print(`\n### Decode tokens/s (${newTokens} greedy steps after the prompt, KV cache)\n`);
-  print(table(heads, decode));
-  print(`\nMedians over rounds after a warm-up; in each round every side runs once, in turn (at least ${minRounds}, more for short`
-    + ` runs, up to about ${budgetMs / 1000} s per model). ${SPREAD_NOTE}`
-    + ' % of peak: analytic FLOPs (eval/speed.ts flopsPerToken; attention context (T+1)/2 for prefill) per second'
-    + ' ÷ the GEMM peak above. Issue 12 targets PruneLab ÷ PyTorch ≥ 1.0× on prefill (SmolLM-135M shape, stories260K).\n');
+  const heads = ['model', 'prompt tokens', 'PruneLab', ...threads.map((t) => `PyTorch ${t} thr`), 'PruneLab ÷ PyTorch (spread)',
+    'PyTorch best thr', 'PruneLab % of peak', 'PyTorch % of peak'];
+  return [
+    () => ['### Same logits\n', table(['checkpoint', 'PyTorch vs reference.json', 'PruneLab vs PyTorch'], parity), '',
+      `max |Δlogit| / max |logit| over every position; timings are only taken when PruneLab vs PyTorch ≤ ${PARITY_TOL}.`
+      + ' The golden references were computed in float64 by the fixtures\' authors (F16/BF16 weights decoded exactly).\n'].join('\n'),
+    (peak) => ['### Prefill tokens/s (one sequence, into a KV cache, logits of every position)\n', table(heads, prefill.map((r) => r(peak))),
+      `\n### Decode tokens/s (${newTokens} greedy steps after the prompt, KV cache)\n`, table(heads, decode.map((r) => r(peak))), '',
+      `Medians over rounds after a warm-up; in each round every side runs once, in turn (at least ${minRounds}, more for short`
+      + ` runs, up to about ${budgetMs / 1000} s per model). ${SPREAD_NOTE} % of peak: analytic FLOPs (eval/speed.ts flopsPerToken;`
+      + ' attention context (T+1)/2 for prefill) per second ÷ the GEMM peak. Issue 12 targets PruneLab ÷ PyTorch ≥ 1.0× on'
+      + ' prefill (SmolLM-135M shape, stories260K).\n'].join('\n'),
+  ];
 }
 
-async function sparsegptRows(torch: TorchBridge, o: TorchSectionOptions, threads: number[], tmp: string, peak: number): Promise<void> {
-  const { print, quick } = o;
+async function sparsegptBlocks(c: Ctx): Promise<Block[]> {
+  const { torch, o, threads, tmp } = c;
   const sparsity = 0.5;
   const file = path.join(tmp, 'operator.safetensors');
 
@@ -283,24 +254,26 @@ async function sparsegptRows(torch: TorchBridge, o: TorchSectionOptions, threads
   const pc: OpCase = { rows: 256, cols: 512, tokens: 1024 };
   const dtypes = ['float64', 'float32'] as const;
   const par = await sparsegptParity(torch, pc, operatorData(pc, 11), sparsity, dtypes, tmp);
-  print(`### SparseGPT, same result (${pc.rows}×${pc.cols} operator, ${pc.tokens} tokens, ${sparsity * 100}%)\n`);
-  print(table(['PruneLab vs', 'same keep/prune decision', '‖ΔW‖ / ‖W‖', 'loss, relative'],
-    par.map((p, i) => [`PyTorch ${dtypes[i]}`, `${p.sameMask} of ${p.total}`, p.relWeight.toExponential(1), p.relLoss.toExponential(1)])));
-  print('');
+  const parity = [`### SparseGPT, same result (${pc.rows}×${pc.cols} operator, ${pc.tokens} tokens, ${sparsity * 100}%)\n`,
+    table(['PruneLab vs', 'same keep/prune decision', 'pruned (PyTorch / PruneLab)', '‖ΔW‖ / ‖W‖', 'loss, relative'],
+      par.map((p, i) => [`PyTorch ${dtypes[i]}`, `${p.sameMask} of ${p.total}`, `${p.prunedTorch} / ${p.prunedPrunelab}`,
+        p.relWeight.toExponential(1), p.relLoss.toExponential(1)])), ''].join('\n');
 
-  const cases: OpCase[] = quick
+  const cases: OpCase[] = o.quick
     ? [{ rows: 576, cols: 1536, tokens: 1024 }]
     : [{ rows: 1536, cols: 576, tokens: 4096 }, { rows: 576, cols: 1536, tokens: 4096 }, { rows: 4096, cols: 4096, tokens: 4096 }];
-  const rounds = quick ? 1 : 2;
-  const rows: Cell[][] = [];
-  for (const c of cases) {
-    console.error(`bench: SparseGPT ${c.rows}×${c.cols}, ${c.tokens} tokens, ${rounds} round(s)`);
-    const data = operatorData(c, 12);
-    writeOperator(file, c, data);
+  const rounds = o.quick ? 1 : 2;
+  const rows: Row[] = [];
+  for (const oc of cases) {
+    const name = `${oc.rows}×${oc.cols}`;
+    await c.gemm.probe(`before SparseGPT ${name}`);
+    console.error(`bench: SparseGPT ${name}, ${oc.tokens} tokens, ${rounds} round(s)`);
+    const data = operatorData(oc, 12);
+    writeOperator(file, oc, data);
     const sides: Side<SolveTimes>[] = [
       {
         label: 'PruneLab', sample: async () => {
-          const r = await prunelabSparsegpt(c, data, sparsity);
+          const r = await prunelabSparsegpt(oc, data, sparsity);
           return { hessianS: r.hessianS, solveS: r.solveS };
         },
       },
@@ -316,18 +289,19 @@ async function sparsegptRows(torch: TorchBridge, o: TorchSectionOptions, threads
     const solve = versus(samples, (s) => s.solveS, false);
     const hess = versus(samples, (s) => s.hessianS, false);
     // Nominal solve FLOPs: one Cholesky and a triangular inverse (2/3·n³) plus the dense lazy-update sweep (rows·cols²).
-    const solveFlops = (2 / 3) * c.cols ** 3 + c.rows * c.cols ** 2;
-    rows.push([`${c.rows}×${c.cols}, ${c.tokens} tok`, solve.prunelab, ...solve.torch, fmtRatio(solve), `${threads[solve.best]}`,
-      pct(solveFlops / solve.prunelab / 1e9 / peak), pct(solveFlops / solve.torch[solve.best] / 1e9 / peak),
-      hess.prunelab, hess.torch[hess.best], fmtRatio(hess)]);
+    const gflop = ((2 / 3) * oc.cols ** 3 + oc.rows * oc.cols ** 2) / 1e9;
+    rows.push((peak) => [`${name}, ${oc.tokens} tok`, solve.prunelab, ...solve.torch, fmtRatio(solve), `${threads[solve.best]}`,
+      pct(gflop / solve.prunelab / peak), pct(gflop / solve.torch[solve.best] / peak), hess.prunelab, hess.torch[hess.best], fmtRatio(hess)]);
   }
   fs.rmSync(file, { force: true });
-  const tHeads = threads.map((t) => `PyTorch ${t} thr s`);
-  print(`### SparseGPT on one operator, ${sparsity * 100}% unstructured, blocksize 128 (seconds)\n`);
-  print(table(['operator [out×in]', 'PruneLab solve s', ...tHeads, 'PyTorch ÷ PruneLab time (spread)', 'PyTorch best thr',
-    'PruneLab % of peak', 'PyTorch % of peak', 'PruneLab H s', 'PyTorch H s', 'H: PyTorch ÷ PruneLab'], rows));
-  print(`\nSolve = damped Hessian → Cholesky factor of its inverse → OBS sweep (PruneLab: the sparsegpt plug-in; PyTorch: fp32,`
-    + ' lazy batch updates as one matmul per block). H = 2/N·XᵀX from N calibration tokens (PruneLab: tf.matMul on the backend'
-    + ` as the engine's statistics; PyTorch: fp32 matmul). Median of ${rounds} round(s), sides alternating; ratio > 1 = PruneLab faster. ${SPREAD_NOTE}`
-    + ' % of peak: nominal FLOPs 2/3·in³ + out·in² ÷ time ÷ the GEMM peak. Issue 12 targets ≥ 1.0× on 4096×4096.\n');
+  return [
+    () => parity,
+    (peak) => [`### SparseGPT on one operator, ${sparsity * 100}% unstructured, blocksize 128\n`,
+      table(['operator [out×in]', 'PruneLab solve s', ...threads.map((t) => `PyTorch ${t} thr s`), 'PyTorch ÷ PruneLab time (spread)',
+        'PyTorch best thr', 'PruneLab % of peak', 'PyTorch % of peak', 'PruneLab H s', 'PyTorch H s', 'H: PyTorch ÷ PruneLab'], rows.map((r) => r(peak))),
+      '', 'Solve = damped Hessian → Cholesky factor of its inverse → OBS sweep (PruneLab: the sparsegpt plug-in; PyTorch: fp32,'
+      + ' lazy batch updates as one matmul per block). H = 2/N·XᵀX from N calibration tokens (PruneLab: tf.matMul on the backend'
+      + ` as the engine's statistics; PyTorch: fp32 matmul). Median of ${rounds} round(s), sides alternating; ratio > 1 = PruneLab`
+      + ` faster. ${SPREAD_NOTE} % of peak: nominal FLOPs 2/3·in³ + out·in² ÷ time ÷ the GEMM peak. Issue 12 targets ≥ 1.0× on 4096×4096.\n`].join('\n'),
+  ];
 }

@@ -1,0 +1,67 @@
+/**
+ * Alternating measurement for side-by-side figures on a shared machine: every side runs once per
+ * round, in turn, so load changes hit all sides alike; figures are medians over rounds and the
+ * PruneLab ÷ PyTorch ratio comes with its spread over rounds.
+ */
+import { median } from '../../src/eval/speed.ts';
+
+export type Side<T> = { label: string; sample: () => Promise<T> };
+
+export const MAX_ROUNDS = 40;
+
+/**
+ * Samples per side. With a budget, each side first runs once unmeasured, and short runs get more
+ * rounds (up to MAX_ROUNDS) until a case takes about `budgetMs`.
+ */
+export async function alternate<T>(sides: Side<T>[], minRounds: number, budgetMs: number): Promise<T[][]> {
+  let rounds = minRounds;
+  if (budgetMs > 0) {
+    const t0 = performance.now();
+    for (const s of sides) await s.sample();
+    rounds = Math.min(MAX_ROUNDS, Math.max(minRounds, Math.ceil(budgetMs / (performance.now() - t0))));
+  }
+  const out: T[][] = sides.map(() => []);
+  for (let r = 0; r < rounds; r++) {
+    for (let i = 0; i < sides.length; i++) out[i].push(await sides[i].sample());
+  }
+  return out;
+}
+
+/** Linear-interpolated quantile of ascending values. */
+export function quantile(sorted: readonly number[], q: number): number {
+  const x = q * (sorted.length - 1);
+  const i = Math.floor(x);
+  return i + 1 < sorted.length ? sorted[i] + (x - i) * (sorted[i + 1] - sorted[i]) : sorted[i];
+}
+
+/** PruneLab (side 0) against the PyTorch sides for one metric. */
+export interface Versus {
+  /** Medians over rounds. */
+  prunelab: number;
+  torch: number[];
+  /** Index into `torch` of the best PyTorch side (by median). */
+  best: number;
+  /** > 1 = PruneLab faster: PruneLab / PyTorch for throughputs, PyTorch / PruneLab for times. */
+  ratio: number;
+  /** min–max of the per-round ratios; the interquartile range from 5 rounds on. */
+  lo: number;
+  hi: number;
+  rounds: number;
+}
+
+export function versus<T>(samples: T[][], metric: (s: T) => number, higherIsBetter: boolean): Versus {
+  const med = samples.map((ss) => median(ss.map(metric)));
+  const better = (a: number, b: number) => (higherIsBetter ? a > b : a < b);
+  let best = 1;
+  for (let i = 2; i < med.length; i++) if (better(med[i], med[best])) best = i;
+  const rel = (p: number, t: number) => (higherIsBetter ? p / t : t / p);
+  const perRound = samples[0].map((s, r) => rel(metric(s), metric(samples[best][r]))).sort((a, b) => a - b);
+  const iqr = perRound.length >= 5;
+  return {
+    prunelab: med[0], torch: med.slice(1), best: best - 1, ratio: rel(med[0], med[best]), rounds: perRound.length,
+    lo: iqr ? quantile(perRound, 0.25) : perRound[0], hi: iqr ? quantile(perRound, 0.75) : perRound[perRound.length - 1],
+  };
+}
+
+export const fmtRatio = (v: Versus) => `${v.ratio.toFixed(2)}× (${v.lo.toFixed(2)}–${v.hi.toFixed(2)}, ${v.rounds} rounds)`;
+export const SPREAD_NOTE = 'The spread is the min–max of the ratios taken within each round (the interquartile range from 5 rounds on).';
