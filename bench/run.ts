@@ -270,7 +270,7 @@ if (want('parallel')) {
       const model = m.make();
       const t0 = performance.now();
       await pruneModel(model, {
-        method: fista, options: parseMethodOptions(fista, { workers, warmStart: 'wanda' }),
+        method: fista, options: parseMethodOptions(fista, { warmStart: 'wanda' }), workers,
         target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows, mode: 'dense-parallel',
       });
       secs.push((performance.now() - t0) / 1000);
