@@ -32,6 +32,9 @@ import { loadModel } from '../src/io/load-model.ts';
 import { buildSyntheticLlama } from '../src/model/synthetic.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
+import { median } from '../src/eval/speed.ts';
+import { time } from './util.ts';
+import { fnv1a } from '../src/util/fnv.ts';
 
 const require = createRequire(import.meta.url);
 const PKG = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
@@ -76,27 +79,9 @@ function registerThreadedWasm(threads: number, doubleCores: boolean): void {
   }, 2);
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[(s.length - 1) >> 1]!;
-}
-
-function timeMs(fn: () => void, repeats: number): number {
-  fn();
-  const ms: number[] = [];
-  for (let i = 0; i < repeats; i++) {
-    const t0 = performance.now();
-    fn();
-    ms.push(performance.now() - t0);
-  }
-  return median(ms);
-}
-
-/** FNV-1a of the result's bits: equal hashes ⇒ bit-identical results across configurations. */
-function bitsHash(x: Float32Array): number {
-  let h = 0x811c9dc5;
-  for (const u of new Uint32Array(x.buffer, x.byteOffset, x.length)) h = Math.imul(h ^ u, 16777619) >>> 0;
-  return h;
+/** The project's FNV-1a over the result's bits: equal hashes ⇒ bit-identical results across configurations. */
+function bitsHash(x: Float32Array): string {
+  return fnv1a(new Uint32Array(x.buffer, x.byteOffset, x.length));
 }
 
 export const MATMULS: [number, number, number][] = [[512, 512, 512], [1024, 64, 64], [1024, 64, 512], [128, 512, 1408], [512, 576, 1536]];
@@ -106,7 +91,7 @@ export interface ChildResult {
   xnnpackThreads: number;
   /** Milliseconds per call, by label. */
   ms: Record<string, number>;
-  hash: Record<string, number>;
+  hash: Record<string, string>;
 }
 
 async function child(mode: 'single' | 'threaded', threads: number): Promise<ChildResult> {
@@ -120,7 +105,7 @@ async function child(mode: 'single' | 'threaded', threads: number): Promise<Chil
     const a = tf.randomNormal([m, k], 0, 1, 'float32', 1);
     const b = tf.randomNormal([k, n], 0, 1, 'float32', 2);
     const label = `matMul ${m}×${k}×${n}`;
-    res.ms[label] = timeMs(() => tf.tidy(() => { tf.matMul(a, b).dataSync(); }), m * k * n < 1e7 ? 50 : 10);
+    res.ms[label] = time(() => tf.tidy(() => { tf.matMul(a, b).dataSync(); }), m * k * n < 1e7 ? 50 : 10);
     res.hash[label] = bitsHash(tf.tidy(() => tf.matMul(a, b).dataSync() as Float32Array));
     tf.dispose([a, b]);
   }
@@ -132,7 +117,7 @@ async function child(mode: 'single' | 'threaded', threads: number): Promise<Chil
   for (const [label, make, B, T] of models) {
     const model = make();
     const ids = Array.from({ length: B }, (_, r) => Array.from({ length: T }, (_, t) => 3 + ((r * 131 + t * 17) % (model.config.vocabSize - 3))));
-    res.ms[label] = timeMs(() => tf.tidy(() => { model.forward(ids).dataSync(); }), 5);
+    res.ms[label] = time(() => tf.tidy(() => { model.forward(ids).dataSync(); }), 5);
     res.hash[label] = bitsHash(tf.tidy(() => model.forward(ids).dataSync() as Float32Array));
     model.dispose();
   }
