@@ -15,7 +15,7 @@ import { activeBackend, type ConcreteBackend } from '../backend/index.ts';
 import type { LinearRole } from '../model/family.ts';
 import type { LayerStats, LayerStatsRequest, StructuredStatsRequest } from '../prune/method.ts';
 import { shareModel, type SharedModel } from './shared-params.ts';
-import { closeWorker, errorFromWorker, spawnModuleWorker, type WorkerErrorMessage } from './spawn.ts';
+import { errorFromWorker, spawnModuleWorker, TaskWorker, type WorkerErrorMessage } from './spawn.ts';
 
 /** Sent once, as `workerData`. */
 export interface ForwardWorkerInit {
@@ -70,56 +70,31 @@ function spawn(init: ForwardWorkerInit): Worker {
   return spawnModuleWorker(new URL(ts ? './forward-worker.ts' : './forward-worker.js', import.meta.url), init);
 }
 
-/** One worker thread, one task at a time. */
+/** One worker thread, one task at a time (`TaskWorker` over the forward protocol). */
 class PoolWorker {
-  readonly worker: Worker;
-  exited = false;
-  private readonly ready: Promise<void>;
-  private onReady: { resolve: () => void; reject: (e: Error) => void } | null = null;
-  private pending: { id: number; resolve: (v: unknown) => void; reject: (e: Error) => void } | null = null;
-  private failure: Error | null = null;
+  private readonly channel: TaskWorker<unknown>;
 
   constructor(init: ForwardWorkerInit) {
-    this.ready = new Promise((resolve, reject) => { this.onReady = { resolve, reject }; });
-    this.ready.catch(() => {}); // observed through run()
-    this.worker = spawn(init);
-    this.worker.on('message', (m: ForwardWorkerMessage) => {
-      if (m.type === 'ready') this.onReady?.resolve();
-      else if (m.type === 'result') {
-        const p = this.pending;
-        this.pending = null;
-        if (p && p.id === m.id) p.resolve(m.value);
-        else this.fail(new Error(`forward pool: unexpected result for task ${m.id}`));
-      } else this.fail(errorFromWorker(m));
-    });
-    this.worker.on('error', (e) => this.fail(e));
-    this.worker.on('exit', (code) => {
-      this.exited = true;
-      this.fail(new Error(`forward pool: worker thread exited (code ${code})`));
-    });
+    this.channel = new TaskWorker<unknown>(spawn(init), (raw) => {
+      const m = raw as ForwardWorkerMessage;
+      if (m.type === 'ready') return { kind: 'ready' };
+      if (m.type === 'result') return { kind: 'result', id: m.id, value: m.value };
+      return { kind: 'error', error: errorFromWorker(m) };
+    }, 'forward pool: ');
   }
 
-  private fail(e: Error): void {
-    this.failure ??= e;
-    this.onReady?.reject(this.failure);
-    const p = this.pending;
-    this.pending = null;
-    p?.reject(this.failure);
+  get exited(): boolean {
+    return this.channel.exited;
   }
 
   async run<K extends ForwardTask['type']>(id: number, task: TaskOf<K>): Promise<ForwardResults[K]> {
-    await this.ready;
-    if (this.failure) throw this.failure;
-    return new Promise<ForwardResults[K]>((resolve, reject) => {
-      this.pending = { id, resolve: (v) => resolve(v as ForwardResults[K]), reject };
-      const msg: ForwardMainMessage = { type: 'task', id, task };
-      this.worker.postMessage(msg);
-    });
+    const msg: ForwardMainMessage = { type: 'task', id, task };
+    return (await this.channel.send(id, msg)) as ForwardResults[K];
   }
 
   async close(graceMs: number): Promise<void> {
     const msg: ForwardMainMessage = { type: 'close' };
-    await closeWorker(this.worker, this.failure ? null : () => this.worker.postMessage(msg), graceMs);
+    await this.channel.close(msg, graceMs);
   }
 }
 

@@ -67,3 +67,64 @@ export async function closeWorker(worker: Worker, askToClose: (() => void) | nul
     worker.unref();
   }
 }
+
+/** What one message from a task worker means: start-up done, a task's result, or a failure. */
+export type Routed<R> = { kind: 'ready' } | { kind: 'result'; id: number; value: R } | { kind: 'error'; error: Error } | { kind: 'other' };
+
+/**
+ * One worker thread running one task at a time — the plumbing both worker protocols share: the
+ * start-up handshake, the pending task, the first failure (which rejects the pending task and
+ * every later one), and a clean close. `route` reads a protocol's messages.
+ */
+export class TaskWorker<R> {
+  exited = false;
+  private readonly ready: Promise<void>;
+  private onReady: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  private pending: { id: number; resolve: (v: R) => void; reject: (e: Error) => void } | null = null;
+  private failure: Error | null = null;
+
+  /** `prefix` starts the main thread's own error messages (e.g. `forward pool: `). */
+  constructor(readonly worker: Worker, route: (m: unknown) => Routed<R>, prefix = '') {
+    this.ready = new Promise((resolve, reject) => { this.onReady = { resolve, reject }; });
+    this.ready.catch(() => {}); // observed through send()
+    worker.on('message', (m: unknown) => {
+      const r = route(m);
+      if (r.kind === 'ready') this.onReady?.resolve();
+      else if (r.kind === 'error') this.fail(r.error);
+      else if (r.kind === 'result') {
+        const p = this.pending;
+        this.pending = null;
+        if (p && p.id === r.id) p.resolve(r.value);
+        else this.fail(new Error(`${prefix}unexpected result for task ${r.id}`));
+      }
+    });
+    worker.on('error', (e) => this.fail(e));
+    worker.on('exit', (code) => {
+      this.exited = true;
+      this.fail(new Error(`${prefix}worker thread exited (code ${code})`));
+    });
+  }
+
+  private fail(e: Error): void {
+    this.failure ??= e;
+    this.onReady?.reject(this.failure);
+    const p = this.pending;
+    this.pending = null;
+    p?.reject(this.failure);
+  }
+
+  /** Post task `id` (once the worker is ready) and wait for its result. */
+  async send(id: number, message: unknown, transfer: ArrayBuffer[] = []): Promise<R> {
+    await this.ready;
+    if (this.failure) throw this.failure;
+    return new Promise<R>((resolve, reject) => {
+      this.pending = { id, resolve, reject };
+      this.worker.postMessage(message, transfer);
+    });
+  }
+
+  /** Let the worker finish and exit (`closeWorker`); `graceMs` 0 or a failed worker: terminate now. */
+  async close(closeMessage: unknown, graceMs: number): Promise<void> {
+    await closeWorker(this.worker, this.failure ? null : () => this.worker.postMessage(closeMessage), graceMs);
+  }
+}

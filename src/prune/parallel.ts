@@ -19,7 +19,7 @@ import { activeBackend, type ConcreteBackend } from '../backend/index.ts';
 import type { PruneTarget } from './method.ts';
 import { embedWindows, runLayer, type HiddenStates } from './stats.ts';
 import { readBias, readLinear, writeLinear } from './linear-io.ts';
-import { closeWorker, errorFromWorker, spawnModuleWorker } from '../parallel/spawn.ts';
+import { TaskWorker, errorFromWorker, spawnModuleWorker } from '../parallel/spawn.ts';
 
 /** Sent once, as `workerData`. */
 export interface WorkerInit {
@@ -146,55 +146,31 @@ function spawn(init: WorkerInit): Worker {
 
 type Done = Extract<WorkerMessage, { type: 'done' }>;
 
-/** One worker thread running one task at a time. */
+/** One worker thread running one layer at a time (`TaskWorker` over the layer protocol). */
 class LayerWorker {
-  private readonly worker: Worker;
-  private readonly ready: Promise<void>;
-  private pending: { resolve: (d: Done) => void; reject: (e: Error) => void } | null = null;
-  private failure: Error | null = null;
-  private onReady: { resolve: () => void; reject: (e: Error) => void } | null = null;
+  private readonly channel: TaskWorker<Done>;
 
   constructor(init: WorkerInit, log: (msg: string) => void) {
-    this.ready = new Promise((resolve, reject) => { this.onReady = { resolve, reject }; });
-    this.ready.catch(() => {}); // observed through run()
-    this.worker = spawn(init);
-    this.worker.on('message', (m: WorkerMessage) => {
-      if (m.type === 'ready') this.onReady?.resolve();
-      else if (m.type === 'log') log(m.msg);
-      else if (m.type === 'done') {
-        const p = this.pending;
-        this.pending = null;
-        p?.resolve(m);
-      } else this.fail(errorFromWorker(m));
+    this.channel = new TaskWorker<Done>(spawn(init), (raw) => {
+      const m = raw as WorkerMessage;
+      if (m.type === 'ready') return { kind: 'ready' };
+      if (m.type === 'log') { log(m.msg); return { kind: 'other' }; }
+      if (m.type === 'done') return { kind: 'result', id: m.layer, value: m };
+      return { kind: 'error', error: errorFromWorker(m) };
     });
-    this.worker.on('error', (e) => this.fail(e));
-    this.worker.on('exit', (code) => this.fail(new Error(`worker thread exited (code ${code})`)));
-  }
-
-  private fail(e: Error): void {
-    this.failure ??= e;
-    this.onReady?.reject(this.failure);
-    const p = this.pending;
-    this.pending = null;
-    p?.reject(this.failure);
   }
 
   async run(task: LayerTask): Promise<Done> {
-    await this.ready;
-    if (this.failure) throw this.failure;
     const transfer: ArrayBuffer[] = task.weights.map(([, t]) => t.data.buffer as ArrayBuffer);
     for (const b of task.states?.batches ?? []) transfer.push(b.data.buffer as ArrayBuffer);
-    return new Promise<Done>((resolve, reject) => {
-      this.pending = { resolve, reject };
-      const msg: MainMessage = { type: 'layer', ...task };
-      this.worker.postMessage(msg, transfer);
-    });
+    const msg: MainMessage = { type: 'layer', ...task };
+    return this.channel.send(task.layer, msg, transfer);
   }
 
-  /** Let the worker finish and exit (`closeWorker`); `graceMs` 0 or a failed worker: terminate now. */
+  /** Let the worker finish and exit; `graceMs` 0 or a failed worker: terminate now. */
   async close(graceMs = 2000): Promise<void> {
     const msg: MainMessage = { type: 'close' };
-    await closeWorker(this.worker, this.failure ? null : () => this.worker.postMessage(msg), graceMs);
+    await this.channel.close(msg, graceMs);
   }
 }
 
