@@ -9,9 +9,9 @@ import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
-import { execFile } from 'node:child_process';
 import * as tf from '@tensorflow/tfjs';
-import { HAVE_SHARED, NO_SHARED_REASON, REPO_ROOT, STORIES_BIN, STORIES_TOK, maxAbsDiff, setupBackend, shared, tmpDir } from '../support.ts';
+import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, STORIES_TOK, maxAbsDiff, setupBackend, shared, tmpDir } from '../support.ts';
+import { runCliAsync, type CliRun } from '../cli-support.ts';
 import magnitudeSp, { columnL2Norms } from '../../methods/magnitude-sp/index.ts';
 import wandaSp, { wandaSpScores } from '../../methods/wanda-sp/index.ts';
 import flap from '../../methods/flap/index.ts';
@@ -225,18 +225,11 @@ function recount(dir: string): { total: number; decoderLinears: number; ffn: num
   return { total, decoderLinears, ffn, biases: nonZeroBiases };
 }
 
-function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [path.join(REPO_ROOT, 'bin/prunelab.js'), ...args], { cwd: REPO_ROOT, maxBuffer: 64 << 20 },
-      (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }));
-  });
-}
-
 const TEXT = shared('text', 'tinystories-sample.txt');
 const CALIB = ['--calib', TEXT, '--nsamples', '8', '--seqlen', '64', '--seed', '0'];
 
 describe('structured baselines end to end from the CLI (stories260K)', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
-  const runs = new Map<string, { code: number; stdout: string; stderr: string; out: string }>();
+  const runs = new Map<string, CliRun & { out: string }>();
   const cases = ['magnitude-sp', 'wanda-sp', 'flap', 'llm-pruner'].flatMap((m) => [0.2, 0.5].map((s) => ({ m, s })));
   const root = tmpDir('baselines-cli');
 
@@ -250,7 +243,7 @@ describe('structured baselines end to end from the CLI (stories260K)', { skip: H
     const worker = async () => {
       for (let c = queue.shift(); c; c = queue.shift()) {
         const out = path.join(root, `${c.m}-${c.s}`);
-        const r = await cli(['prune', '--model', STORIES_BIN, '--method', c.m, '--sparsity', String(c.s), ...CALIB, '--out', out, '--json']);
+        const r = await runCliAsync(['prune', '--model', STORIES_BIN, '--method', c.m, '--sparsity', String(c.s), ...CALIB, '--out', out], { timeoutMs: 300_000 });
         runs.set(`${c.m}@${c.s}`, { ...r, out });
       }
     };
@@ -262,8 +255,8 @@ describe('structured baselines end to end from the CLI (stories260K)', { skip: H
   for (const { m, s } of cases) {
     it(`${m} at ${s}: prunes, reports what the checkpoint holds, finite perplexity`, () => {
       const r = runs.get(`${m}@${s}`)!;
-      assert.equal(r.code, 0, r.stderr);
-      const report = JSON.parse(r.stdout) as {
+      assert.equal(r.status, 0, r.stderr);
+      const report = r.json as unknown as {
         method: string; parameters: { before: { total: number; decoderLinears: number }; after: { total: number; decoderLinears: number } };
         removed: { allParameters: number; decoderLinears: number; ffnChannels: number }; methodReport: Record<string, unknown>;
         layers: { after: { numHeads: number; numKvHeads: number; intermediateSize: number } }[];
@@ -319,12 +312,12 @@ describe('structured baselines end to end from the CLI (stories260K)', { skip: H
 
   it('a ratio that would empty a layer is refused before anything is written', async () => {
     const out = path.join(root, 'refused');
-    const r = await cli(['prune', '--model', STORIES_BIN, '--method', 'llm-pruner', '--sparsity', '0.99', ...CALIB, '--out', out]);
-    assert.notEqual(r.code, 0);
+    const r = await runCliAsync(['prune', '--model', STORIES_BIN, '--method', 'llm-pruner', '--sparsity', '0.99', ...CALIB, '--out', out]);
+    assert.notEqual(r.status, 0);
     assert.match(r.stderr, /would remove all 4 head groups of layer 1/);
     assert.equal(fs.existsSync(out), false);
-    const r2 = await cli(['prune', '--model', STORIES_BIN, '--method', 'flap', '--sparsity', '0.2', '--option', 'structure=UL-MM', '--option', 'removeHeads=20', ...CALIB, '--out', out]);
-    assert.notEqual(r2.code, 0);
+    const r2 = await runCliAsync(['prune', '--model', STORIES_BIN, '--method', 'flap', '--sparsity', '0.2', '--option', 'structure=UL-MM', '--option', 'removeHeads=20', ...CALIB, '--out', out]);
+    assert.notEqual(r2.status, 0);
     assert.match(r2.stderr, /would lose all 4 head groups/);
     assert.equal(fs.existsSync(out), false);
     assert.deepEqual(fs.readdirSync(root).filter((f) => f.startsWith('refused')), []);
