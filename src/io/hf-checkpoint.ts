@@ -48,7 +48,7 @@ export function weightFiles(dir: string): string[] {
   if (map) {
     const shards = [...new Set(Object.values(map))].sort();
     for (const s of shards) {
-      if (!fs.existsSync(path.join(dir, s))) throw new CheckpointError(`missing shard '${s}' listed in ${INDEX_FILE}`, dir);
+      if (!fs.existsSync(path.join(dir, s))) throw new CheckpointError(`missing shard '${s}' listed in ${INDEX_FILE}: the checkpoint is incomplete (download the shard again, or fix the index's weight_map)`, dir);
     }
     return shards.map((s) => path.join(dir, s));
   }
@@ -96,7 +96,7 @@ export function openHfCheckpoint(dir: string): { config: ModelConfig; tensors: T
     for (const [name, shard] of Object.entries(map)) {
       const ref = tensors.get(normaliseName(name));
       if (!ref || path.resolve(ref.file) !== path.resolve(dir, shard)) {
-        throw new CheckpointError(`tensor '${name}' listed in ${INDEX_FILE} is not in shard '${shard}'`, dir);
+        throw new CheckpointError(`tensor '${name}' listed in ${INDEX_FILE} is not in shard '${shard}': the index and the shards disagree (download the checkpoint again, or fix the index's weight_map)`, dir);
       }
     }
   }

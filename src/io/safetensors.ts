@@ -29,6 +29,9 @@ export interface SafetensorsHeader {
   metadata: Record<string, unknown> | null;
 }
 
+/** What to do about a damaged file. */
+const REDO = 'download or write the file again';
+
 const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
 
 /**
@@ -76,11 +79,12 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
     const [begin, end] = offsets as [number, number];
     if (dataStart + end > size) {
       throw new CheckpointError(
-        `truncated: tensor '${name}' ends at byte ${dataStart + end} but the file has ${size} bytes`, file);
+        `truncated: tensor '${name}' ends at byte ${dataStart + end} but the file has ${size} bytes (${REDO})`, file);
     }
     if (!isStoredDtype(e.dtype)) {
       throw new CheckpointError(
-        `tensor '${name}' has unsupported dtype ${e.dtype} (supported: ${STORED_DTYPES.join(', ')})`, file);
+        `tensor '${name}' has unsupported dtype ${e.dtype} (supported: ${STORED_DTYPES.join(', ')}): save the checkpoint with F32, F16 or BF16 `
+          + 'weights (in transformers: model.to(torch.bfloat16).save_pretrained(dir))', file);
     }
     const expected = numel(shape as number[]) * DTYPE_BYTES[e.dtype];
     if (end - begin !== expected) {
@@ -96,7 +100,7 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
     const [p, q] = [spans[i - 1], spans[i]];
     if (q.begin < p.end) {
       throw new CheckpointError(
-        `tensors '${p.name}' (data bytes ${p.begin}–${p.end}) and '${q.name}' (${q.begin}–${q.end}) overlap`, file);
+        `tensors '${p.name}' (data bytes ${p.begin}–${p.end}) and '${q.name}' (${q.begin}–${q.end}) overlap: the header is corrupt (${REDO})`, file);
     }
   }
   return { file, size, dataStart, tensors, metadata };
