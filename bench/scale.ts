@@ -62,7 +62,8 @@ function runTimed(argv: string[], timeoutS: number): StepResult {
   const why = r.error ? `${(r.error as NodeJS.ErrnoException).code === 'ETIMEDOUT' ? `timed out after ${timeoutS} s` : r.error.message}`
     : (json?.error as string | undefined) ?? lastErr.replace(/^prunelab: /, '');
   // The checkpoint's path leads most messages; the table already names it.
-  const short = why.replace(/^\/\S+: /, '');
+  // The first sentence says what failed; the options after it are in the command's own output.
+  const short = why.replace(/^\/\S+: /, '').replace(/\. [A-Z].*$/s, '.');
   const line = ok ? '' : short.length > 220 ? `${short.slice(0, 217)}…` : short;
   return { ok, seconds, rss, json, line };
 }
@@ -145,8 +146,13 @@ export async function runScaleSection(o: ScaleOptions): Promise<void> {
       for (const [ck, what] of [[one, 'one file'], [sharded, '1.5 GB shards']] as const) {
         notes.push(`${TINYLLAMA.label} (${what}): ${(ck.bytes / GB).toFixed(2)} GB in ${ck.files} file(s), ${ck.buildSeconds > 0 ? `built in ${ck.buildSeconds.toFixed(0)} s this run` : 'from the cache'} (${ck.dir})`);
       }
-      runSteps(one, `${TINYLLAMA.label}, one file`, [inspect(one.dir)]);
       const m = sharded.dir;
+      runSteps(one, `${TINYLLAMA.label}, one file`, [inspect(one.dir), {
+        // The one file runs past 2 GiB: its tensors there must read back as the shards hold them.
+        label: 'read every tensor, compared with the shards', needs: 'tensor by tensor',
+        summary: (j) => (j?.identical ? `${String(j?.tensors)} tensors bit-identical` : `DIFFERENT: ${JSON.stringify(j?.differ)}`),
+        argv: ['--import', 'tsx', path.join(ROOT, 'bench/scale-reload.ts'), m, one.dir],
+      }]);
       runSteps(sharded, `${TINYLLAMA.label}, shards`, [
         inspect(m),
         {
@@ -203,8 +209,9 @@ export async function runScaleSection(o: ScaleOptions): Promise<void> {
   o.print(table(['checkpoint', 'step', 'needs', 'result', 'wall s', 'peak RSS GB', 'RSS ÷ checkpoint', '≤ 1.5 × ckpt + 1 GB'], rows));
   o.print('');
   for (const n of notes) o.print(`* ${n}`);
-  o.print(`\nEach step is \`prunelab …\` run as a child (wall time includes Node/tsx start-up, ≈3 s); peak RSS from \`${TIME} -f %M\``
-    + ' (the largest process of the command). "streamed execution" steps need one layer on the backend at a time: until that lands they'
-    + ' stop up front with the WebAssembly heap error shown. Limited by: disk read speed for inspect-free steps (save/reload move every'
-    + ' byte once), the 4 GiB WebAssembly heap for anything that loads the whole model, and wasm matMul speed for the forward passes.\n');
+  o.print('\nEach step is `prunelab …` (or bench/scale-reload.ts) run as a child: wall time includes process start-up (the baseline'
+    + ` row), peak RSS is \`${TIME} -f %M\` (the largest process of the command). What limits each figure: inspect reads kilobytes of`
+    + ' headers, so it costs the start-up; save reads and writes every byte once and widens each tensor to fp32 for the NaN/Inf check'
+    + ' (disk and that pass; RSS: the runtime plus the largest tensor, stored and widened); reload reads both copies. Steps that need'
+    + ' streamed execution (one layer on the backend at a time) stop up front at the 4 GiB WebAssembly heap until it lands.\n');
 }
