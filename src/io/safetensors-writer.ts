@@ -262,7 +262,16 @@ export class ShardedSafetensorsWriter {
 
   /** Close every shard (all tensors written) and write the index when there are several; returns the file names. */
   finish(): string[] {
-    for (const w of this.writers) w.close();
+    // Every file closed before the first complaint is raised.
+    const failures: unknown[] = [];
+    for (const w of this.writers) {
+      try {
+        w.close();
+      } catch (e) {
+        failures.push(e);
+      }
+    }
+    if (failures.length > 0) throw failures[0];
     if (this.files.length > 1) {
       const sorted = Object.fromEntries(Object.entries(this.weightMap).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
       const index = { metadata: { total_size: this.totalSize }, weight_map: sorted };
