@@ -18,6 +18,7 @@ import { readStored, widenToF32, type TensorRef } from '../src/io/stored-tensor.
 import { openHfCheckpoint, readHfCheckpoint, writeHfCheckpoint, writeHfCheckpointFrom, storedWeightDtype } from '../src/io/hf-checkpoint.ts';
 import { checkpointSource } from '../src/io/checkpoint-source.ts';
 import { loadModel, openCheckpoint, saveModel } from '../src/io/load-model.ts';
+import { checkpointFormat, parseByteSize } from '../src/cli/common.ts';
 
 const withDir = async (prefix: string, fn: (dir: string) => void | Promise<void>) => {
   const dir = tmpDir(prefix);
@@ -56,6 +57,27 @@ describe('fp32 → bf16 rounding', () => {
       if (Number.isNaN(wide[i])) assert.ok(Number.isNaN(widenToF32({ dtype: 'BF16', shape: [1], bytes: new Uint8Array(Uint16Array.of(f32ToBf16(wide[i])).buffer) })[0]));
       else assert.equal(f32ToBf16(wide[i]), i, `bits 0x${i.toString(16)}`);
     }
+  });
+});
+
+describe('--shard-size and --dtype values', () => {
+  it('sizes: decimal units as HF writes them, binary ones, plain bytes', () => {
+    const cases: [string, number][] = [['2GB', 2e9], ['1.5GB', 1.5e9], ['500mb', 5e8], ['1GiB', 2 ** 30], ['64 KiB', 65536], ['123', 123], ['7B', 7]];
+    for (const [v, bytes] of cases) assert.equal(parseByteSize(v, '--shard-size'), bytes, v);
+    for (const bad of ['', '0', '-1GB', '2XB', 'GB', '0.1']) assert.throws(() => parseByteSize(bad, '--shard-size'), /expected a size such as 2GB/, bad);
+  });
+
+  it('the dtype: --dtype when given, else the fallback (the input\'s stored dtype)', () => {
+    assert.deepEqual(checkpointFormat({ dtype: undefined, 'shard-size': '2GB' }, 'bf16'), { dtype: 'bf16', shardBytes: 2e9 });
+    assert.deepEqual(checkpointFormat({ dtype: 'f16', 'shard-size': '1GiB' }, 'bf16'), { dtype: 'f16', shardBytes: 2 ** 30 });
+  });
+
+  it('the stored dtype: the one the float weights share (quantised U8 codes aside), else f32', () => {
+    const refs = (...dtypes: TensorRef['dtype'][]) => new Map(dtypes.map((dtype, i) => [`t${i}`, { name: `t${i}`, dtype, shape: [1], file: 'x', offset: 0, byteLength: 2 }]));
+    assert.equal(storedWeightDtype(refs('BF16', 'BF16')), 'bf16');
+    assert.equal(storedWeightDtype(refs('F16', 'U8')), 'f16');
+    assert.equal(storedWeightDtype(refs('F32')), 'f32');
+    assert.equal(storedWeightDtype(refs('BF16', 'F32')), 'f32');
   });
 });
 
