@@ -4,6 +4,7 @@
  *
  *   npm run bench                      # all sections
  *   npm run bench -- --only forward    # matmul | forward | threads | wasm-threads | prune | parallel | torch (comma list)
+ *   npm run bench -- --only scale      # real model shapes from disk (writes gigabytes: only when named)
  *   npm run bench -- --quick           # fewer repeats, smaller synthetic model
  */
 import * as tf from '@tensorflow/tfjs';
@@ -23,6 +24,7 @@ import { writeFileAtomic } from '../src/util/atomic.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
 import { matmulGflops, table, time } from './util.ts';
 import { runTorchSection } from './torch/section.ts';
+import { runScaleSection } from './scale.ts';
 import { batchNllSum } from '../src/eval/perplexity.ts';
 import { median } from '../src/eval/speed.ts';
 import { ForwardPool } from '../src/parallel/forward-pool.ts';
@@ -289,6 +291,9 @@ if (want('torch')) {
     golden: fs.existsSync(path.join(SHARED, 'golden')) ? path.join(SHARED, 'golden') : null,
   });
 }
+
+// Builds multi-gigabyte checkpoints on disk: never part of a plain run.
+if (only?.has('scale')) await runScaleSection({ quick, print });
 
 const file = path.join(process.cwd(), 'bench', 'last-run.md');
 writeFileAtomic(file, out.join('\n') + '\n');

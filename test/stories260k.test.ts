@@ -81,8 +81,8 @@ describe('stories260K', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => 
     const { model } = loadModel(STORIES_BIN);
     const d32 = tmpDir('stories-f32s');
     const d16 = tmpDir('stories-f16');
-    saveModel(model, d32, 'f32');
-    saveModel(model, d16, 'f16');
+    saveModel(model, d32, { dtype: 'f32' });
+    saveModel(model, d16, { dtype: 'f16' });
     const size = (d: string) => fs.statSync(`${d}/model.safetensors`).size;
     assert.ok(Math.abs(size(d16) / size(d32) - 0.5) < 0.01, `${size(d16)} vs ${size(d32)}`);
     assert.equal(JSON.parse(fs.readFileSync(`${d16}/config.json`, 'utf8')).torch_dtype, 'float16');

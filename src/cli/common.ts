@@ -7,7 +7,8 @@ import { BACKEND_CHOICES, initBackend, type BackendChoice, type ConcreteBackend 
 import { loadModel, type LoadedModel } from '../io/load-model.ts';
 import { checkTokenizerMatchesModel, findTokenizerForModel } from '../tokenizer/load.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
-import { FileSystemError, isErrnoException, PruneLabError } from '../util/errors.ts';
+import { ConfigError, FileSystemError, isErrnoException, PruneLabError } from '../util/errors.ts';
+import { WEIGHT_DTYPES, type CheckpointFormat, type WeightDtype } from '../io/hf-checkpoint.ts';
 import { reportProgress } from '../util/supervision.ts';
 
 export interface CommonArgs {
@@ -49,8 +50,39 @@ export function namedInputs<A extends object>(args: A, flags: readonly (keyof A 
 }
 
 /** A checkpoint's bytes on disk, near enough for a free-space check: its weights at the dtype plus 64 KiB. */
-export function checkpointBytes(params: number, dtype: 'f32' | 'f16'): number {
-  return params * (dtype === 'f16' ? 2 : 4) + 65_536;
+export function checkpointBytes(params: number, dtype: WeightDtype): number {
+  return params * (dtype === 'f32' ? 4 : 2) + 65_536;
+}
+
+export interface FormatArgs {
+  dtype: WeightDtype | undefined;
+  'shard-size': string;
+}
+
+/** `--dtype` and `--shard-size` of every command that writes a model folder. */
+export function withCheckpointFormat<T>(y: Argv<T>, defaultDtype = "the input's stored dtype"): Argv<T & FormatArgs> {
+  return y
+    .option('dtype', { choices: WEIGHT_DTYPES, describe: `weight dtype written (default: ${defaultDtype})` })
+    .option('shard-size', {
+      type: 'string', default: '2GB',
+      describe: 'most bytes per safetensors shard (e.g. 2GB, 500MB, 1GiB); one model.safetensors when everything fits',
+    }) as Argv<T & FormatArgs>;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** `--shard-size`: a byte count with an optional unit (decimal KB/MB/GB/TB as HF writes them, or KiB/MiB/GiB/TiB). */
+export function parseByteSize(value: string, flag: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
+  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
+  const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN;
+  if (!(bytes >= 1)) throw new ConfigError(`${flag} ${value}: expected a size such as 2GB, 500MB, 1.5GB or 1GiB (a positive number of bytes)`);
+  return bytes;
+}
+
+/** The format to write: `--dtype` or else `fallback` (the input's stored dtype), and the shard size. */
+export function checkpointFormat(args: FormatArgs, fallback: WeightDtype): CheckpointFormat {
+  return { dtype: args.dtype ?? fallback, shardBytes: parseByteSize(args['shard-size'], '--shard-size') };
 }
 
 /** A progress line on stderr; the last one is what an interrupt reports as done. */

@@ -8,12 +8,13 @@ import type { ModelConfig } from '../model/config.ts';
 import { familySpec } from '../model/family.ts';
 import { CheckpointError } from '../util/errors.ts';
 import { parseHfConfig, serializeHfConfig } from './hf-config.ts';
-import { readSafetensorsHeader, writeSafetensors } from './safetensors.ts';
+import { readSafetensorsHeader } from './safetensors.ts';
+import { INDEX_FILE, SINGLE_FILE, ShardedSafetensorsWriter, type WritableTensor } from './safetensors-writer.ts';
 import { readAllF32, type TensorRefs } from './stored-tensor.ts';
 import type { NamedTensors } from '../model/tensor-data.ts';
 import { toHalfSplitLayout } from './rope-layout.ts';
 
-export const INDEX_FILE = 'model.safetensors.index.json';
+export { INDEX_FILE };
 
 export function readConfigJson(dir: string): Record<string, unknown> {
   const file = path.join(dir, 'config.json');
@@ -47,11 +48,11 @@ export function weightFiles(dir: string): string[] {
   if (map) {
     const shards = [...new Set(Object.values(map))].sort();
     for (const s of shards) {
-      if (!fs.existsSync(path.join(dir, s))) throw new CheckpointError(`missing shard '${s}' listed in ${INDEX_FILE}`, dir);
+      if (!fs.existsSync(path.join(dir, s))) throw new CheckpointError(`missing shard '${s}' listed in ${INDEX_FILE}: the checkpoint is incomplete (download the shard again, or fix the index's weight_map)`, dir);
     }
     return shards.map((s) => path.join(dir, s));
   }
-  const single = path.join(dir, 'model.safetensors');
+  const single = path.join(dir, SINGLE_FILE);
   if (fs.existsSync(single)) return [single];
   throw new CheckpointError('no model.safetensors or model.safetensors.index.json (PyTorch .bin weights are not supported)', dir);
 }
@@ -95,7 +96,7 @@ export function openHfCheckpoint(dir: string): { config: ModelConfig; tensors: T
     for (const [name, shard] of Object.entries(map)) {
       const ref = tensors.get(normaliseName(name));
       if (!ref || path.resolve(ref.file) !== path.resolve(dir, shard)) {
-        throw new CheckpointError(`tensor '${name}' listed in ${INDEX_FILE} is not in shard '${shard}'`, dir);
+        throw new CheckpointError(`tensor '${name}' listed in ${INDEX_FILE} is not in shard '${shard}': the index and the shards disagree (download the checkpoint again, or fix the index's weight_map)`, dir);
       }
     }
   }
@@ -110,37 +111,125 @@ export function readHfCheckpoint(dir: string): { config: ModelConfig; tensors: N
   return { config, tensors };
 }
 
+/** Weight dtypes a checkpoint can be written in (`--dtype`). */
+export const WEIGHT_DTYPES = ['f32', 'f16', 'bf16'] as const;
+export type WeightDtype = (typeof WEIGHT_DTYPES)[number];
+const STORED: Record<WeightDtype, 'F32' | 'F16' | 'BF16'> = { f32: 'F32', f16: 'F16', bf16: 'BF16' };
+const TORCH_DTYPE: Record<WeightDtype, string> = { f32: 'float32', f16: 'float16', bf16: 'bfloat16' };
+
+/** HF's usual shard limit is a decimal size too ("5GB"); PruneLab's default is 2 GB. */
+export const DEFAULT_SHARD_BYTES = 2e9;
+
+export interface CheckpointFormat {
+  dtype: WeightDtype;
+  /** Most bytes of tensor data per shard; everything in one `model.safetensors` when it fits. */
+  shardBytes: number;
+}
+
+const DEFAULT_FORMAT: CheckpointFormat = { dtype: 'f32', shardBytes: DEFAULT_SHARD_BYTES };
+
+/** A tensor the checkpoint will hold, in the order shards are filled (the model's order). */
+export interface TensorEntry {
+  name: string;
+  shape: readonly number[];
+}
+
+/** The dtype a checkpoint's floating-point weights are stored in: the one dtype they share, else F32's. */
+export function storedWeightDtype(refs: TensorRefs): WeightDtype {
+  const seen = new Set<string>();
+  for (const ref of refs.values()) if (ref.dtype !== 'U8') seen.add(ref.dtype);
+  if (seen.size !== 1) return 'f32';
+  const only = [...seen][0];
+  return only === 'BF16' ? 'bf16' : only === 'F16' ? 'f16' : 'f32';
+}
+
+/** Old weight files in `dir`: a stale index or shard set would shadow or mix with the new one. */
+function removeOldWeights(dir: string): void {
+  for (const f of fs.readdirSync(dir)) {
+    if (f === INDEX_FILE || f === SINGLE_FILE || /^model-\d{5}-of-\d{5}\.safetensors$/.test(f)) fs.rmSync(path.join(dir, f), { force: true });
+  }
+}
+
+/** A checkpoint being written: `put` each tensor of its entries once (any order), then `finish`. */
+interface HfCheckpointSink {
+  put(name: string, t: WritableTensor): void;
+  /** Returns the weight files written (and the index if any). */
+  finish(): string[];
+  abandon(): void;
+}
+
 /**
- * Write a checkpoint directory, always in the HF half-split RoPE layout so standard tools load it.
- * LLaMA linears that gained a bias (FLAP's compensation) get zero biases on their siblings,
- * because HF's `attention_bias`/`mlp_bias` switch all projections of a module at once.
+ * Start writing an HF checkpoint directory: config.json now, the weight files laid out from
+ * `entries` (plus padding biases), ready for the tensors. LLaMA linears that gained a bias
+ * (FLAP's compensation) get zero biases on their siblings, because HF's `attention_bias` /
+ * `mlp_bias` switch all projections of a module at once.
  */
-export function writeHfCheckpoint(dir: string, config: ModelConfig, tensors: NamedTensors, dtype: 'f32' | 'f16' = 'f32'): void {
+function beginHfCheckpoint(dir: string, config: ModelConfig, entries: readonly TensorEntry[], format: CheckpointFormat): HfCheckpointSink {
   const spec = familySpec(config.family);
-  const half = toHalfSplitLayout(config, tensors);
-  config = half.config;
-  const out: NamedTensors = new Map(half.tensors);
+  const present = new Set(entries.map((e) => e.name));
+  const padding: TensorEntry[] = [];
   const biases = { attention: false, mlp: false };
   // Only LlamaConfig has these switches; Qwen2 carries q/k/v biases natively.
   if (config.family === 'llama' && config.hfConfig['model_type'] === 'llama') {
     for (const module of ['attn', 'mlp'] as const) {
       const linears = spec.linears.filter((l) => l.module === module);
-      const anyBias = config.layers.some((_, i) => linears.some((l) => out.has(`${l.hfName(i)}.bias`)));
+      const anyBias = config.layers.some((_, i) => linears.some((l) => present.has(`${l.hfName(i)}.bias`)));
       if (!anyBias) continue;
       biases[module === 'attn' ? 'attention' : 'mlp'] = true;
       config.layers.forEach((shape, i) => {
         for (const l of linears) {
           const name = `${l.hfName(i)}.bias`;
-          const dim = l.outDim(shape, config);
-          if (!out.has(name)) out.set(name, { shape: [dim], data: new Float32Array(dim) });
+          if (!present.has(name)) padding.push({ name, shape: [l.outDim(shape, config)] });
         }
       });
     }
   }
   fs.mkdirSync(dir, { recursive: true });
-  const hf = serializeHfConfig(config, dtype === 'f16' ? 'float16' : 'float32', biases);
+  const hf = serializeHfConfig(config, TORCH_DTYPE[format.dtype], biases);
   fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(hf, null, 2) + '\n');
-  // A stale shard index from an earlier save would shadow the new single file.
-  fs.rmSync(path.join(dir, INDEX_FILE), { force: true });
-  writeSafetensors(path.join(dir, 'model.safetensors'), out, dtype === 'f16' ? 'F16' : 'F32');
+  removeOldWeights(dir);
+  const dtype = STORED[format.dtype];
+  const writer = new ShardedSafetensorsWriter(dir, [...entries, ...padding].map((e) => ({ name: e.name, shape: e.shape, dtype })), format.shardBytes);
+  return {
+    put: (name, t) => writer.put(name, t),
+    finish: () => {
+      for (const p of padding) writer.put(p.name, { shape: p.shape.slice(), data: new Float32Array(p.shape[0]) });
+      return writer.finish();
+    },
+    abandon: () => writer.abandon(),
+  };
+}
+
+/**
+ * Write a checkpoint directory, always in the HF half-split RoPE layout so standard tools load it
+ * (F32 by default; sharded when the weights exceed the shard size).
+ */
+export function writeHfCheckpoint(dir: string, config: ModelConfig, tensors: NamedTensors, format: Partial<CheckpointFormat> = {}): string[] {
+  const half = toHalfSplitLayout(config, tensors);
+  const sink = beginHfCheckpoint(dir, half.config, [...half.tensors].map(([name, t]) => ({ name, shape: t.shape })), { ...DEFAULT_FORMAT, ...format });
+  try {
+    for (const [name, t] of half.tensors) sink.put(name, t);
+  } catch (e) {
+    sink.abandon();
+    throw e;
+  }
+  return sink.finish();
+}
+
+/**
+ * Write a checkpoint from tensors that arrive one at a time (a model streamed layer by layer, or
+ * another checkpoint read tensor by tensor): `entries` lists them all up front, in model order,
+ * and `source` yields each once, in any order. `config` must already be in the half-split layout.
+ */
+export async function writeHfCheckpointFrom(dir: string, config: ModelConfig, entries: readonly TensorEntry[],
+  source: AsyncIterable<readonly [string, WritableTensor]>, format: Partial<CheckpointFormat> = {}): Promise<string[]> {
+  if (config.family === 'llama' && config.ropeLayout !== 'half') throw new Error('writeHfCheckpointFrom: the config must be in the half-split RoPE layout');
+  const sink = beginHfCheckpoint(dir, config, entries, { ...DEFAULT_FORMAT, ...format });
+  try {
+    for await (const [name, t] of source) sink.put(name, t);
+  } catch (e) {
+    sink.abandon();
+    throw e;
+  }
+  return sink.finish();
 }

@@ -10,7 +10,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { checkTensorShapes, expectedTensors } from '../model/params.ts';
 import { assertLoadFits, backendOnHost, type LoadNeed } from '../backend/memory.ts';
 import { CheckpointError } from '../util/errors.ts';
-import { openHfCheckpoint, writeHfCheckpoint, assertFinite } from './hf-checkpoint.ts';
+import { openHfCheckpoint, writeHfCheckpoint, assertFinite, type CheckpointFormat } from './hf-checkpoint.ts';
 import { openLlama2cCheckpoint } from './llama2c.ts';
 import { toHalfSplitLayout } from './rope-layout.ts';
 import { dequantizePart, openQuantizedPart, type QuantizedPart } from './quantized-checkpoint.ts';
@@ -81,7 +81,7 @@ export function loadModel(modelPath: string): LoadedModel {
   return { model: CausalLM.fromNamedTensors(config, tensors, modelPath), path: modelPath, kind: ckpt.kind };
 }
 
-/** Save any model as an HF directory (F32 or F16 weights). */
-export function saveModel(model: CausalLM, dir: string, dtype: 'f32' | 'f16' = 'f32'): void {
-  writeHfCheckpoint(dir, model.config, model.toNamedTensors(), dtype);
+/** Save any model as an HF directory (F32 by default; sharded beyond the shard size); returns the weight files. */
+export function saveModel(model: CausalLM, dir: string, format: Partial<CheckpointFormat> = {}): string[] {
+  return writeHfCheckpoint(dir, model.config, model.toNamedTensors(), format);
 }

@@ -111,7 +111,7 @@ export function writeQuantizedCheckpoint(dir: string, model: CausalLM, quantized
     modules.push(m);
   }
   modules.sort();
-  writeHfCheckpoint(dir, model.config, tensors, 'f32');
+  writeHfCheckpoint(dir, model.config, tensors);
   writeSafetensors(path.join(dir, QUANT_FILE), codes, 'F32', { format: QUANT_FORMAT });
   const configFile = path.join(dir, 'config.json');
   const config = JSON.parse(fs.readFileSync(configFile, 'utf8')) as Record<string, unknown>;

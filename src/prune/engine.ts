@@ -43,6 +43,8 @@ export interface PruneRequest<O, R extends MethodReport = MethodReport> {
   threads?: number;
   log?: (msg: string) => void;
   onLayer?: (layer: number, total: number) => void;
+  /** Prune only decoder layers first..last (inclusive; layer-wise methods, in process); default all. */
+  layers?: { first: number; last: number };
 }
 
 /** Operators of a layer grouped by shared input, in forward order (q,k,v → o → gate,up → down). */
@@ -163,17 +165,25 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   // Never more threads than batches: each thread runs whole batches.
   const passes = states ? layerPasses(model, Math.min(threadCount(req.threads), states.batches.length)) : inProcessPasses;
   const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes };
+  const { first, last } = req.layers ?? { first: 0, last: model.numLayers - 1 };
   try {
-    for (let i = 0; i < model.numLayers; i++) {
-      const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? (await passes.run(model, i, states)).states : null;
+    for (let i = 0; i <= last; i++) {
+      // Layers before the range only carry the states forward.
+      if (i < first) {
+        if (states) states = (await passes.run(model, i, states)).states;
+        perLayer.push({ layer: i, pruned: false });
+        continue;
+      }
+      const denseNext = states && mode === 'dense-parallel' && i < last ? (await passes.run(model, i, states)).states : null;
       perLayer.push(await pruneLayerInPlace(model, i, states, job));
       if (states) {
-        const next = mode === 'dense-parallel' ? denseNext : i + 1 < model.numLayers ? (await passes.run(model, i, states)).states : null;
+        const next = mode === 'dense-parallel' ? denseNext : i < last ? (await passes.run(model, i, states)).states : null;
         states = next;
       }
       req.onLayer?.(i + 1, model.numLayers);
       log(`layer ${i + 1}/${model.numLayers} pruned`);
     }
+    for (let i = last + 1; i < model.numLayers; i++) perLayer.push({ layer: i, pruned: false });
   } finally {
     await passes.close();
   }
@@ -236,6 +246,15 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   return plan.report;
 }
 
+/** A layer range is for layer-wise methods run in process, and must lie inside the model. */
+function checkLayerRange(r: { first: number; last: number }, layers: number, workers: number | null, method: string): void {
+  if (workers === null) throw new ConfigError(`method '${method}' is structured: it plans all layers at once, so a layer range does not apply`);
+  if (workers > 1) throw new ConfigError('a layer range prunes in process: use workers = 1');
+  if (!Number.isInteger(r.first) || !Number.isInteger(r.last) || r.first < 0 || r.first > r.last || r.last >= layers) {
+    throw new ConfigError(`layer range ${r.first}-${r.last} is not within the model's layers 0-${layers - 1}`);
+  }
+}
+
 export async function pruneModel<O, R extends MethodReport = MethodReport>(model: CausalLM, req: PruneRequest<O, R>): Promise<PruneReport<R>> {
   checkTarget(req.method, req.target, modelView(model));
   const t0 = performance.now();
@@ -249,6 +268,7 @@ export async function pruneModel<O, R extends MethodReport = MethodReport>(model
   const onLayer = req.onLayer;
   const wrapped = { ...req, onLayer: (i: number, n: number) => { sample(); onLayer?.(i, n); } };
   let mode: InputMode | 'global';
+  if (req.layers) checkLayerRange(req.layers, model.numLayers, m.kind === 'layerwise' ? (req.workers ?? 1) : null, m.name);
   if (m.kind === 'layerwise') {
     mode = req.mode ?? m.defaultMode(req.options);
     await pruneLayerwise(model, wrapped, m, mode, perLayer);

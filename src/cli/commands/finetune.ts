@@ -2,7 +2,8 @@ import type { CommandModule } from 'yargs';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  checkpointBytes, emit, handler, log, namedInputs, openModel, startBackend, withCommon, withLongContext, withModel, withOverwrite, type CommonArgs,
+  checkpointBytes, checkpointFormat, emit, handler, log, namedInputs, openModel, parseByteSize, startBackend, withCheckpointFormat, withCommon,
+  withLongContext, withModel, withOverwrite, type CommonArgs, type FormatArgs,
 } from '../common.ts';
 import { readPruneReport, recover } from '../../finetune/recovery.ts';
 import { DATA_FORMATS, resolveRecipe, type RecipeInput } from '../../finetune/recipes.ts';
@@ -26,7 +27,7 @@ const RECIPE_FLAGS = {
   seqlen: 'seqlen', format: 'format', template: 'template', 'train-on-inputs': 'trainOnInputs', 'held-out': 'heldOut',
 } as const;
 
-type Args = CommonArgs & {
+type Args = CommonArgs & FormatArgs & {
   model: string; tokenizer: string | undefined; data: string; preset: string | undefined; seed: number; out: string; resume: boolean;
   overwrite: boolean; 'allow-long-context': boolean;
 } & { [K in keyof typeof RECIPE_FLAGS]?: string | number | boolean };
@@ -46,7 +47,7 @@ function recipeFromArgs(args: Args): ReturnType<typeof resolveRecipe> {
 export const finetuneCommand: CommandModule<object, Args> = {
   command: 'finetune',
   describe: 'recover a pruned model with LoRA (uniform ranks, or the schedule a pruning method declares), merged',
-  builder: (y) => withLongContext(withOverwrite(withModel(withCommon(y))))
+  builder: (y) => withCheckpointFormat(withLongContext(withOverwrite(withModel(withCommon(y)))), 'f32: small merged LoRA updates would round away in 16 bits')
     .option('data', { type: 'string', demandOption: true, describe: 'training data: a text file (a held-out split is kept), or instruction JSON/JSONL with --format alpaca-json' })
     .option('preset', { type: 'string', describe: 'a named recipe: a method that declares its paper\'s recovery recipe (see `prunelab methods`); every flag below overrides it' })
     .option('schedule', { type: 'string', describe: "'uniform' (default), or the name of a method that declares a recovery schedule (see `prunelab methods`)" })
@@ -73,6 +74,7 @@ export const finetuneCommand: CommandModule<object, Args> = {
     if (!fs.existsSync(args.data)) throw new ConfigError(`--data ${args.data} not found`);
     await listMethods(); // the methods declare the presets
     const recipe = recipeFromArgs(args);
+    parseByteSize(args['shard-size'], '--shard-size');
     const schedule = await resolveRecoverySchedule(recipe.schedule);
     const inputs = namedInputs(args, ['model', 'tokenizer', 'data']);
     const resumable = { resume: args.resume, state: TRAIN_STATE };
@@ -87,8 +89,10 @@ export const finetuneCommand: CommandModule<object, Args> = {
           checkpointDir: trainState, resume: args.resume,
           onProgress: (p) => { if (p.step % 10 === 0 || p.step === p.steps) log(`finetune: step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)}`); },
         });
-        w.ensureSpace(checkpointBytes(countParameters(model).total, 'f32'));
-        saveModel(model, w.work);
+        // f32 unless asked: small merged LoRA updates would round away in a 16-bit dtype.
+        const format = checkpointFormat(args, 'f32');
+        w.ensureSpace(checkpointBytes(countParameters(model).total, format.dtype));
+        saveModel(model, w.work, format);
         await copyTokenizerFiles(args.model, w.work, args.tokenizer);
         // Group fine-tuning: the quantised model itself beside the fp32 merge (io/quantized-checkpoint.ts).
         const quantized = r.quantized && r.quantized.size > 0 ? r.quantized : null;

@@ -2,13 +2,15 @@ import type { CommandModule } from 'yargs';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
-  checkpointBytes, emit, handler, log, namedInputs, openModel, startBackend, withCommon, withLongContext, withModel, withOverwrite, type CommonArgs,
+  checkpointBytes, checkpointFormat, emit, handler, log, namedInputs, openModel, parseByteSize, startBackend, withCheckpointFormat, withCommon,
+  withLongContext, withModel, withOverwrite, type CommonArgs, type FormatArgs,
 } from '../common.ts';
 import { parseMethodOptions, parseOptionArgs, resolveMethod } from '../../prune/registry.ts';
 import { parsePattern, validateSparsity } from '../../prune/masks.ts';
 import { calibrationFromText, parseOffsets } from '../../prune/calibration.ts';
 import { pruneModel } from '../../prune/engine.ts';
-import { saveModel } from '../../io/load-model.ts';
+import { openCheckpoint, saveModel } from '../../io/load-model.ts';
+import { storedWeightDtype } from '../../io/hf-checkpoint.ts';
 import { copyTokenizerFiles } from '../../tokenizer/files.ts';
 import { ConfigError } from '../../util/errors.ts';
 import { checkContextLength } from '../../util/context-length.ts';
@@ -18,16 +20,16 @@ import { countParameters } from '../../model/count.ts';
 import type { InputMode } from '../../prune/method.ts';
 import { resolveThreads } from '../../parallel/threads.ts';
 
-type Args = CommonArgs & {
+type Args = CommonArgs & FormatArgs & {
   model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number; threads: number | undefined;
   calib: string | undefined; nsamples: number; seqlen: number; seed: number; 'calib-offsets': string | undefined;
-  mode: InputMode | undefined; option: string[]; out: string; dtype: 'f32' | 'f16'; overwrite: boolean; 'allow-long-context': boolean;
+  mode: InputMode | undefined; option: string[]; layers: string | undefined; out: string; overwrite: boolean; 'allow-long-context': boolean;
 };
 
 export const pruneCommand: CommandModule<object, Args> = {
   command: 'prune',
   describe: 'prune a model with a method plug-in and write the pruned checkpoint',
-  builder: (y) => withLongContext(withOverwrite(withModel(withCommon(y))))
+  builder: (y) => withCheckpointFormat(withLongContext(withOverwrite(withModel(withCommon(y)))))
     .option('method', { type: 'string', demandOption: true, describe: 'method name (see `prunelab methods`) or module path' })
     .option('sparsity', { type: 'number', describe: 'target sparsity / pruning ratio in [0, 1) (default 0.5; N/M for an N:M pattern)' })
     .option('pattern', { type: 'string', default: 'unstructured', describe: "'unstructured' or N:M such as 2:4" })
@@ -39,9 +41,9 @@ export const pruneCommand: CommandModule<object, Args> = {
     .option('mode', { choices: ['sequential', 'dense-parallel'] as const, describe: 'input mode across layers (default: the method\'s)' })
     .option('workers', { type: 'number', default: 1, describe: 'worker threads pruning layers concurrently (layer-wise methods, dense-parallel mode)' })
     .option('threads', { type: 'number', describe: 'worker threads for the calibration forward passes, batches split between them (default: all cores; native TensorFlow: 1)' })
+    .option('layers', { type: 'string', describe: 'prune only decoder layers A-B (inclusive, from 0; e.g. 0-1) or one layer A: layer-wise methods' })
     .option('option', { type: 'string', array: true, default: [] as string[], describe: 'method option key=value (repeatable)' })
-    .option('out', { type: 'string', demandOption: true, describe: 'output checkpoint directory' })
-    .option('dtype', { choices: ['f32', 'f16'] as const, default: 'f32' as const }),
+    .option('out', { type: 'string', demandOption: true, describe: 'output checkpoint directory' }),
   handler: handler<Args>(async (args) => {
     // Everything is validated before any work, and nothing is written to --out on error.
     const pattern = parsePattern(args.pattern);
@@ -54,6 +56,8 @@ export const pruneCommand: CommandModule<object, Args> = {
     }
     if (args['calib-offsets'] && !args.calib) throw new ConfigError('--calib-offsets needs --calib: the offsets index into its tokens');
     const offsets = args['calib-offsets'] ? offsetsArg(args['calib-offsets']) : undefined;
+    parseByteSize(args['shard-size'], '--shard-size');
+    const layers = args.layers === undefined ? undefined : layerRangeArg(args.layers);
     const inputs = namedInputs(args, ['model', 'tokenizer', 'calib']);
     await withCheckpointWriter({ out: args.out, overwrite: args.overwrite, inputs }, async (w) => {
       const backend = await startBackend(args);
@@ -69,11 +73,16 @@ export const pruneCommand: CommandModule<object, Args> = {
         log(`prune: ${method.name} at ${sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
         const pruned = await pruneModel(model, {
           method, options, target: { sparsity, pattern }, windows: calib?.windows ?? [],
-          calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, threads, log: (m) => log(`prune: ${m}`),
+          calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, threads, layers, log: (m) => log(`prune: ${m}`),
         });
-        const report = beyond ? { ...pruned, beyondContext: { seqlen: args.seqlen, contextLength: model.config.maxPositionEmbeddings } } : pruned;
-        w.ensureSpace(checkpointBytes(countParameters(model).total, args.dtype));
-        saveModel(model, w.work, args.dtype);
+        const report = {
+          ...pruned,
+          ...(beyond ? { beyondContext: { seqlen: args.seqlen, contextLength: model.config.maxPositionEmbeddings } } : {}),
+          ...(layers ? { layerRange: layers } : {}),
+        };
+        const format = checkpointFormat(args, storedWeightDtype(openCheckpoint(args.model).tensors));
+        w.ensureSpace(checkpointBytes(countParameters(model).total, format.dtype));
+        saveModel(model, w.work, format);
         await copyTokenizerFiles(args.model, w.work, args.tokenizer);
         fs.writeFileSync(path.join(w.work, 'prune_report.json'), JSON.stringify(report, null, 2) + '\n');
         w.commit();
@@ -86,6 +95,16 @@ export const pruneCommand: CommandModule<object, Args> = {
     });
   }),
 };
+
+/** `--layers A-B` or `--layers A` (decoder layers, from 0); the model's own bound is checked by the engine. */
+function layerRangeArg(value: string): { first: number; last: number } {
+  const m = /^\s*(\d+)\s*(?:-\s*(\d+)\s*)?$/.exec(value);
+  if (!m) throw new ConfigError(`--layers ${value}: expected a layer range such as 0-1 (first-last, inclusive, from 0) or one layer such as 3`);
+  const first = Number(m[1]);
+  const last = m[2] === undefined ? first : Number(m[2]);
+  if (last < first) throw new ConfigError(`--layers ${value}: the last layer comes before the first`);
+  return { first, last };
+}
 
 /** `--calib-offsets`: a comma list, or a file holding one (a missing file is named as such). */
 function offsetsArg(value: string): number[] {
