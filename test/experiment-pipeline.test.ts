@@ -99,6 +99,8 @@ describe('shipped experiment files', () => {
           if (m[1] === 'DATA') fs.writeFileSync(p, p.endsWith('.json') ? '[{"instruction": "a", "input": "", "output": "b"}]' : 'text\n');
         }
         const runs = gridOf(loadExperiment(path.join(REPO_ROOT, 'experiments', f), { validateMethod, recoverySchedules }));
+        // Like with like: every SAAP-paper row prunes to the same budget of all parameters.
+        if (f === 'paper-saap.yaml') for (const r of runs) if (r.kind === 'pruned') assert.equal(r.method?.budget, 'all-parameters', r.id);
         for (const r of runs) {
           if (!('recipe' in r.recovery)) continue;
           const key = `${f}:${r.method?.name}`;

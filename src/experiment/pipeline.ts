@@ -109,6 +109,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
       report = await pruneModel(model, {
         method, options, windows: calib?.windows ?? [], calibration: calib?.protocol ?? null,
         target: { sparsity: run.sparsity, pattern: parsePattern(run.pattern ?? 'unstructured') },
+        budget: run.method.budget ? { scope: run.method.budget, fraction: run.sparsity } : undefined,
         mode: method.kind === 'layerwise' ? run.calibration?.mode ?? undefined : undefined,
         workers: method.kind === 'layerwise' ? run.method.workers ?? undefined : undefined,
       });

@@ -16,6 +16,7 @@ import { defaultZeroshotDir, isTaskName, TASKS } from '../eval/zeroshot.ts';
 import { RecipeSettingsSchema, recipeProblems, resolveRecipe, scheduleOf, type Recipe, type RecipeInput } from '../finetune/recipes.ts';
 import { readInstructionFile } from '../finetune/instruction-data.ts';
 import { resolvePromptTemplate } from '../finetune/prompt-template.ts';
+import { BUDGET_SCOPES } from '../prune/budget.ts';
 
 const posInt = z.number().int().min(1);
 const nonNegInt = z.number().int().min(0);
@@ -92,6 +93,11 @@ const MethodSchema = z.strictObject({
   options: z.record(z.string(), z.unknown()).default({}),
   /** Run setting (not an option): worker threads pruning layers concurrently (layer-wise methods, dense-parallel). */
   workers: posInt.optional(),
+  /**
+   * Structured methods: the sparsities are parameter budgets, fractions of these parameters to
+   * remove; the engine finds each method's own sparsity that meets them (prune/budget.ts).
+   */
+  budget: z.enum(BUDGET_SCOPES).optional(),
   sparsities: z.array(z.number().gte(0).lt(1)).min(1).optional(),
   recovery: z.array(RecoverySchema).min(1).optional(),
 });
@@ -186,6 +192,13 @@ function semanticChecks(c: ExperimentConfig): Located[] {
     ...duplicates(c.recovery, canonicalJson, (i) => ['recovery', i], 'recovery entry'),
     ...duplicates(c.evaluations.zeroshot, (z) => zeroshotId(z.task), (i) => ['evaluations', 'zeroshot', i, 'task'], 'zero-shot task'),
   ];
+  c.methods.forEach((m, i) => {
+    if (m.budget === undefined) return;
+    const own = m.sparsities !== undefined;
+    (m.sparsities ?? c.sparsities).forEach((s, k) => {
+      if (s <= 0) out.push({ path: own ? ['methods', i, 'sparsities', k] : ['sparsities', k], message: `methods[${i}] (${m.name}) takes its sparsities as budgets, which must be > 0` });
+    });
+  });
   const cal = c.calibration;
   if (cal?.seed !== undefined && cal.offsets !== undefined) out.push({ path: ['calibration', 'offsets'], message: 'give either seed or offsets, not both' });
   if (c.methods.length > 0 && c.sparsities.length === 0 && c.patterns.includes('unstructured')) {

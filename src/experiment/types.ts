@@ -4,6 +4,7 @@
  * and turns the returned `RunResult` into a CSV row and a JSON record.
  */
 import type { Recipe, RecipeRecord } from '../finetune/recipes.ts';
+import type { BudgetScope } from '../prune/budget.ts';
 
 /** `unstructured`, or `N:M` = N of every M consecutive input weights of a row are zero. */
 export type Pattern = 'unstructured' | `${number}:${number}`;
@@ -69,7 +70,8 @@ export interface RunSpec {
   model: { id: string; path: string; tokenizer: string | null };
   /** Null for the dense run. */
   /** `workers`: a run setting (not part of the run's identity: results do not depend on it). */
-  method: { name: string; options: Record<string, unknown>; workers?: number } | null;
+  /** `budget`: the sparsity is a parameter budget of this scope (structured methods). */
+  method: { name: string; options: Record<string, unknown>; workers?: number; budget?: BudgetScope } | null;
   /** Null for the dense run and for methods that do not take patterns (structured). */
   pattern: Pattern | null;
   /** Target sparsity (N/M for an N:M pattern, 0 for dense). */

@@ -17,11 +17,12 @@ import { needsCalibration } from '../../prune/needs-calibration.ts';
 import { countParameters } from '../../model/count.ts';
 import type { InputMode } from '../../prune/method.ts';
 import { resolveThreads } from '../../parallel/threads.ts';
+import { BUDGET_SCOPES, checkBudget, type BudgetScope } from '../../prune/budget.ts';
 
 type Args = CommonArgs & {
   model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number; threads: number | undefined;
   calib: string | undefined; nsamples: number; seqlen: number; seed: number; 'calib-offsets': string | undefined;
-  mode: InputMode | undefined; option: string[]; out: string; dtype: 'f32' | 'f16'; overwrite: boolean; 'allow-long-context': boolean;
+  mode: InputMode | undefined; budget: BudgetScope | undefined; option: string[]; out: string; dtype: 'f32' | 'f16'; overwrite: boolean; 'allow-long-context': boolean;
 };
 
 export const pruneCommand: CommandModule<object, Args> = {
@@ -30,6 +31,9 @@ export const pruneCommand: CommandModule<object, Args> = {
   builder: (y) => withLongContext(withOverwrite(withModel(withCommon(y))))
     .option('method', { type: 'string', demandOption: true, describe: 'method name (see `prunelab methods`) or module path' })
     .option('sparsity', { type: 'number', describe: 'target sparsity / pruning ratio in [0, 1) (default 0.5; N/M for an N:M pattern)' })
+    .option('budget', {
+      choices: BUDGET_SCOPES, describe: 'structured methods: --sparsity is a budget, the fraction of these parameters to remove; the method\'s own sparsity is found to meet it',
+    })
     .option('pattern', { type: 'string', default: 'unstructured', describe: "'unstructured' or N:M such as 2:4" })
     .option('calib', { type: 'string', describe: 'calibration text file' })
     .option('nsamples', { type: 'number', default: 128 })
@@ -48,6 +52,11 @@ export const pruneCommand: CommandModule<object, Args> = {
     const sparsity = args.sparsity ?? (pattern.kind === 'nm' ? pattern.n / pattern.m : 0.5);
     validateSparsity(sparsity, '--sparsity');
     const method = await resolveMethod(args.method);
+    const budget = args.budget ? { scope: args.budget, fraction: sparsity } : undefined;
+    if (budget) {
+      checkBudget(budget);
+      if (method.kind !== 'structured') throw new ConfigError(`--budget applies to structured methods; '${method.name}' is layer-wise and its --sparsity already is a fraction of decoder-linear weights`);
+    }
     const options = parseMethodOptions(method, parseOptionArgs(args.option));
     if (!args.calib && needsCalibration(method, options)) {
       throw new ConfigError(`method '${method.name}' needs calibration data: pass --calib FILE (a text file; --nsamples and --seqlen set the windows)`);
@@ -66,9 +75,9 @@ export const pruneCommand: CommandModule<object, Args> = {
         const calib = args.calib
           ? calibrationFromText(tokenizer, { text: args.calib, nsamples: args.nsamples, seqlen: args.seqlen, seed: args.seed, offsets })
           : null;
-        log(`prune: ${method.name} at ${sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
+        log(`prune: ${method.name} at ${budget ? `a budget of ${sparsity} of ${budget.scope}` : sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
         const pruned = await pruneModel(model, {
-          method, options, target: { sparsity, pattern }, windows: calib?.windows ?? [],
+          method, options, target: { sparsity, pattern }, budget, windows: calib?.windows ?? [],
           calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, threads, log: (m) => log(`prune: ${m}`),
         });
         const report = beyond ? { ...pruned, beyondContext: { seqlen: args.seqlen, contextLength: model.config.maxPositionEmbeddings } } : pruned;
