@@ -130,7 +130,10 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions): RunSpec[] 
             const cal = config.calibration;
             const calSeed = cal && cal.offsets === undefined ? (cal.seed ?? seed) : null;
             const calibration: RunCalibration | null = cal && resolved.calibration
-              ? { text: resolved.calibration.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: exp.calibrationOffsets, mode: cal.mode ?? null }
+              ? {
+                text: resolved.calibration.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: exp.calibrationOffsets, mode: cal.mode ?? null,
+                ...(cal.sampling ? { sampling: cal.sampling } : {}), ...(cal.field ? { field: cal.field } : {}),
+              }
               : null;
             const settings = {
               v: 1,
@@ -140,7 +143,11 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions): RunSpec[] 
               pattern,
               sparsity,
               seed,
-              calibration: cal ? { text: cal.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: offsetsHash, mode: cal.mode ?? null } : null,
+              // Sampling and field are part of a run's identity only when written (ids of older configs stay).
+              calibration: cal ? {
+                text: cal.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: offsetsHash, mode: cal.mode ?? null,
+                ...(cal.sampling ? { sampling: cal.sampling } : {}), ...(cal.field ? { field: cal.field } : {}),
+              } : null,
               recovery: rec,
             };
             const prefix = [segment(model.id), segment(method.name), `${method.budget ? 'b' : 's'}${+sparsity.toFixed(4)}`, patternSegment(pattern), `seed${seed}`, rec.schedule].join('.');

@@ -100,6 +100,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
         ? calibrationFromText(tokenizer, {
           text: run.calibration.text, nsamples: run.calibration.nsamples, seqlen: run.calibration.seqlen,
           seed: run.calibration.seed ?? run.seed, offsets: run.calibration.offsets ?? undefined,
+          sampling: run.calibration.sampling, field: run.calibration.field,
         })
         : null;
       offsets = calib?.offsets;

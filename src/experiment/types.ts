@@ -5,6 +5,7 @@
  */
 import type { Recipe, RecipeRecord } from '../finetune/recipes.ts';
 import type { BudgetScope } from '../prune/budget.ts';
+import type { CalibSampling } from '../prune/calibration.ts';
 
 /** `unstructured`, or `N:M` = N of every M consecutive input weights of a row are zero. */
 export type Pattern = 'unstructured' | `${number}:${number}`;
@@ -24,6 +25,9 @@ export interface RunCalibration {
   offsets: number[] | null;
   /** Null: each method's default input mode. */
   mode: CalibrationMode | null;
+  /** As written in the YAML (absent: the corpus's default, prune/calibration.ts). */
+  sampling?: CalibSampling;
+  field?: string;
 }
 
 /** Recovery of a run: none, or a resolved recipe (finetune/recipes.ts) with its data. */

@@ -6,7 +6,7 @@ import {
 } from '../common.ts';
 import { parseMethodOptions, parseOptionArgs, resolveMethod } from '../../prune/registry.ts';
 import { parsePattern, validateSparsity } from '../../prune/masks.ts';
-import { calibrationFromText, parseOffsets } from '../../prune/calibration.ts';
+import { CALIB_SAMPLINGS, calibrationFromText, parseOffsets, type CalibSampling } from '../../prune/calibration.ts';
 import { pruneModel } from '../../prune/engine.ts';
 import { saveModel } from '../../io/load-model.ts';
 import { copyTokenizerFiles } from '../../tokenizer/files.ts';
@@ -21,7 +21,7 @@ import { BUDGET_SCOPES, checkBudget, type BudgetScope } from '../../prune/budget
 
 type Args = CommonArgs & {
   model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number; threads: number | undefined;
-  calib: string | undefined; nsamples: number; seqlen: number; seed: number; 'calib-offsets': string | undefined;
+  calib: string | undefined; 'calib-sampling': CalibSampling | undefined; 'calib-field': string | undefined; nsamples: number; seqlen: number; seed: number; 'calib-offsets': string | undefined;
   mode: InputMode | undefined; budget: BudgetScope | undefined; option: string[]; out: string; dtype: 'f32' | 'f16'; overwrite: boolean; 'allow-long-context': boolean;
 };
 
@@ -35,7 +35,11 @@ export const pruneCommand: CommandModule<object, Args> = {
       choices: BUDGET_SCOPES, describe: 'structured methods: --sparsity is a budget, the fraction of these parameters to remove; the method\'s own sparsity is found to meet it',
     })
     .option('pattern', { type: 'string', default: 'unstructured', describe: "'unstructured' or N:M such as 2:4" })
-    .option('calib', { type: 'string', describe: 'calibration text file' })
+    .option('calib', { type: 'string', describe: 'calibration corpus: a text file, or JSON/JSONL documents' })
+    .option('calib-sampling', {
+      choices: CALIB_SAMPLINGS, describe: 'stream: windows of the whole corpus as one text; documents: one window from one random document long enough (default: documents for .json/.jsonl, else stream)',
+    })
+    .option('calib-field', { type: 'string', describe: 'the document field of a JSON/JSONL corpus (default text)' })
     .option('nsamples', { type: 'number', default: 128 })
     .option('seqlen', { type: 'number', default: 128 })
     .option('seed', { type: 'number', default: 0 })
@@ -62,6 +66,7 @@ export const pruneCommand: CommandModule<object, Args> = {
       throw new ConfigError(`method '${method.name}' needs calibration data: pass --calib FILE (a text file; --nsamples and --seqlen set the windows)`);
     }
     if (args['calib-offsets'] && !args.calib) throw new ConfigError('--calib-offsets needs --calib: the offsets index into its tokens');
+    if ((args['calib-sampling'] || args['calib-field']) && !args.calib) throw new ConfigError('--calib-sampling and --calib-field need --calib: they say how its windows are taken');
     const offsets = args['calib-offsets'] ? offsetsArg(args['calib-offsets']) : undefined;
     const inputs = namedInputs(args, ['model', 'tokenizer', 'calib']);
     await withCheckpointWriter({ out: args.out, overwrite: args.overwrite, inputs }, async (w) => {
@@ -73,7 +78,9 @@ export const pruneCommand: CommandModule<object, Args> = {
           ? checkContextLength(model.config, args.seqlen, '--seqlen', { allow: args['allow-long-context'], allowFlag: '--allow-long-context' })
           : false;
         const calib = args.calib
-          ? calibrationFromText(tokenizer, { text: args.calib, nsamples: args.nsamples, seqlen: args.seqlen, seed: args.seed, offsets })
+          ? calibrationFromText(tokenizer, {
+            text: args.calib, nsamples: args.nsamples, seqlen: args.seqlen, seed: args.seed, offsets, sampling: args['calib-sampling'], field: args['calib-field'],
+          })
           : null;
         log(`prune: ${method.name} at ${budget ? `a budget of ${sparsity} of ${budget.scope}` : sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
         const pruned = await pruneModel(model, {
