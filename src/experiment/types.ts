@@ -110,9 +110,21 @@ export interface ZeroShotMeasure {
   protocol?: ProtocolFields;
 }
 
+/** A ratio to the dense model with its spread over interleaved repeats (src/eval/spread.ts). */
+export interface RatioWithSpread {
+  ratio: number;
+  lo: number;
+  hi: number;
+}
+
 export interface SpeedMeasure {
   prefillTokensPerS: number;
   decodeTokensPerS: number;
+  /**
+   * Structured models: throughput relative to the dense model, both measured in alternation in the
+   * same run (> 1 = faster than dense).
+   */
+  vsDense?: { prefill: RatioWithSpread; decode: RatioWithSpread; rounds: number; statistic: string };
   protocol?: ProtocolFields;
 }
 
