@@ -11,7 +11,9 @@ import { runCli } from './cli-support.ts';
 import { loadExperiment } from '../src/experiment/schema.ts';
 import { gridOf, registry } from './experiment-fixtures.ts';
 import { methodNames } from '../src/prune/registry.ts';
-import { REPO_ROOT } from './support.ts';
+import { REPO_ROOT, setupBackend } from './support.ts';
+import { executeRun } from '../src/experiment/pipeline.ts';
+import { buildRow } from '../src/experiment/results.ts';
 
 describe('experiment pipeline (CLI)', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
   it('runs two methods on stories260K, renders the table, and resumes without work', () => {
@@ -51,6 +53,36 @@ describe('experiment pipeline (CLI)', { skip: HAVE_SHARED ? false : NO_SHARED_RE
     assert.equal(again.status, 0, again.stderr);
     assert.deepEqual((again.json as { completed: string[] }).completed, []);
     assert.deepEqual(fs.readFileSync(csv), bytes, 'results.csv unchanged by a re-run');
+  });
+});
+
+describe('speed relative to dense (pipeline)', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
+  it('a structured run measures its speed in alternation with the dense model: ratio and spread in the row; layer-wise runs do not', async () => {
+    await setupBackend();
+    const dir = tmpDir('exp-speed');
+    const yaml = path.join(dir, 'speed.yaml');
+    fs.writeFileSync(yaml, [
+      'name: speed', 'output: out', 'models:', '  - id: stories260K', '    path: $SHARED/models/stories260K/stories260K.bin',
+      'methods: [{name: magnitude-sp}, {name: magnitude}]', 'sparsities: [0.5]',
+      'evaluations:', '  speed: {promptTokens: 8, newTokens: 4, repeats: 3, warmup: 0}', '',
+    ].join('\n'));
+    const exp = loadExperiment(yaml, { validateMethod: registry.validateMethod, recoverySchedules: registry.recoverySchedules });
+    const ctx = { signal: new AbortController().signal, log: () => {} } as unknown as Parameters<typeof executeRun>[1];
+    for (const run of gridOf(exp)) {
+      const result = await executeRun(run, ctx);
+      const row = buildRow(run, result, exp.config, { totalS: 1, finished: new Date(0) });
+      if (run.method?.name === 'magnitude-sp') {
+        const v = result.speed?.vsDense;
+        assert.ok(v, 'structured run has a ratio to dense');
+        assert.equal(v.rounds, 3);
+        for (const k of ['prefill', 'decode'] as const) assert.ok(v[k].lo > 0 && v[k].lo <= v[k].hi, `${k}: ${v[k].lo}–${v[k].hi}`);
+        assert.equal(Number(row['speed:decode_vs_dense']), v.decode.ratio);
+        assert.equal(Number(row['speed:decode_vs_dense_hi']), v.decode.hi);
+      } else {
+        assert.equal(result.speed?.vsDense, undefined);
+        assert.equal(row['speed:decode_vs_dense'], run.kind === 'dense' ? '1' : '');
+      }
+    }
   });
 });
 
@@ -99,6 +131,8 @@ describe('shipped experiment files', () => {
           if (m[1] === 'DATA') fs.writeFileSync(p, p.endsWith('.json') ? '[{"instruction": "a", "input": "", "output": "b"}]' : 'text\n');
         }
         const runs = gridOf(loadExperiment(path.join(REPO_ROOT, 'experiments', f), { validateMethod, recoverySchedules }));
+        // Like with like: every SAAP-paper row prunes to the same budget of all parameters.
+        if (f === 'paper-saap.yaml') for (const r of runs) if (r.kind === 'pruned') assert.equal(r.method?.budget, 'all-parameters', r.id);
         for (const r of runs) {
           if (!('recipe' in r.recovery)) continue;
           const key = `${f}:${r.method?.name}`;

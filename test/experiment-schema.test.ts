@@ -70,7 +70,7 @@ describe('experiment schema', () => {
     // Line 11 is "    optins: {alpha: 1}"; the key starts at column 5.
     const yaml = VALID.replace('    options: {alpha: 1}', '    optins: {alpha: 1}');
     const err = errorOf(root, yaml);
-    assert.equal(err.message, `${file}:11:5: methods[1].optins: unknown key (valid: name, options, workers, sparsities, recovery)`);
+    assert.equal(err.message, `${file}:11:5: methods[1].optins: unknown key (valid: name, options, workers, budget, sparsities, recovery)`);
   });
 
   it('unknown top-level key and unknown key in a recovery entry', () => {

@@ -9,6 +9,7 @@ import * as tf from '@tensorflow/tfjs';
 import { setupBackend } from './support.ts';
 import { buildSyntheticLlama } from './synthetic-model.ts';
 import { compareSpeed, flopsPerToken, measureSpeed, median } from '../src/eval/speed.ts';
+import { quantile, roundSpread } from '../src/eval/spread.ts';
 import { countParameters } from '../src/model/count.ts';
 import type { ModelConfig } from '../src/model/config.ts';
 
@@ -31,6 +32,15 @@ describe('speed', () => {
     // Attention at L = 5: 4·H·hd·L = 4·4·2·5 = 160 and 4·2·2·5 = 80 → 240. Total 2032.
     assert.equal(flopsPerToken(config, 5), 2032);
     assert.equal(flopsPerToken(config, 0), 1792);
+  });
+
+  it('the spread of per-round ratios: min–max below 5 rounds, the interquartile range from 5 on', () => {
+    assert.deepEqual(roundSpread([3, 1, 2]), { lo: 1, hi: 3, rounds: 3 });
+    // Sorted 1 2 3 4 5: quantiles at positions 1 and 3.
+    assert.deepEqual(roundSpread([5, 1, 4, 2, 3]), { lo: 2, hi: 4, rounds: 5 });
+    // Six values: positions 1.25 and 3.75, interpolated.
+    assert.deepEqual(roundSpread([1, 2, 3, 4, 5, 10]), { lo: 2.25, hi: 4.75, rounds: 6 });
+    assert.equal(quantile([0, 10], 0.3), 3);
   });
 
   it('median', () => {
@@ -81,6 +91,13 @@ describe('speed', () => {
       );
       assert.ok(c.params_ratio < 1 && c.flops_ratio < 1);
       assert.ok(c.speedup.decode > 1, `decode speedup ${c.speedup.decode} should be > 1`);
+      // The per-repeat ratios: 5 repeats give an interquartile range, which holds positive values.
+      for (const k of ['prefill', 'decode'] as const) {
+        const sp = c.spread[k];
+        assert.equal(sp.rounds, 5);
+        assert.ok(sp.lo > 0 && sp.lo <= sp.hi, `${k}: ${sp.lo}–${sp.hi}`);
+      }
+      console.log(`decode ratio spread ${c.spread.decode.lo.toFixed(2)}–${c.spread.decode.hi.toFixed(2)} (${c.spread.statistic})`);
     } finally {
       dense.dispose();
       pruned.dispose();

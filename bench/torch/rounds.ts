@@ -4,6 +4,7 @@
  * PruneLab ÷ PyTorch ratio comes with its spread over rounds.
  */
 import { median } from '../../src/eval/speed.ts';
+import { roundSpread } from '../../src/eval/spread.ts';
 
 export type Side<T> = { label: string; sample: () => Promise<T> };
 
@@ -27,13 +28,6 @@ export async function alternate<T>(sides: Side<T>[], minRounds: number, budgetMs
   return out;
 }
 
-/** Linear-interpolated quantile of ascending values. */
-export function quantile(sorted: readonly number[], q: number): number {
-  const x = q * (sorted.length - 1);
-  const i = Math.floor(x);
-  return i + 1 < sorted.length ? sorted[i] + (x - i) * (sorted[i + 1] - sorted[i]) : sorted[i];
-}
-
 /** PruneLab (side 0) against the PyTorch sides for one metric. */
 export interface Versus {
   /** Medians over rounds. */
@@ -55,12 +49,8 @@ export function versus<T>(samples: T[][], metric: (s: T) => number, higherIsBett
   let best = 1;
   for (let i = 2; i < med.length; i++) if (better(med[i], med[best])) best = i;
   const rel = (p: number, t: number) => (higherIsBetter ? p / t : t / p);
-  const perRound = samples[0].map((s, r) => rel(metric(s), metric(samples[best][r]))).sort((a, b) => a - b);
-  const iqr = perRound.length >= 5;
-  return {
-    prunelab: med[0], torch: med.slice(1), best: best - 1, ratio: rel(med[0], med[best]), rounds: perRound.length,
-    lo: iqr ? quantile(perRound, 0.25) : perRound[0], hi: iqr ? quantile(perRound, 0.75) : perRound[perRound.length - 1],
-  };
+  const spread = roundSpread(samples[0].map((s, r) => rel(metric(s), metric(samples[best][r]))));
+  return { prunelab: med[0], torch: med.slice(1), best: best - 1, ratio: rel(med[0], med[best]), ...spread };
 }
 
 export const fmtRatio = (v: Versus) => `${v.ratio.toFixed(2)}× (${v.lo.toFixed(2)}–${v.hi.toFixed(2)}, ${v.rounds} rounds)`;

@@ -19,6 +19,8 @@ const options = z.object({
   tol: z.number().min(0).default(1e-4).describe('early stop: relative iterate change (Eq. 6)'),
   powerIters: z.number().int().min(1).default(30).describe('power iterations for L = 1.01·λ_max(G)'),
   warmStart: z.enum(WARM_STARTS).optional().describe('W₀; default wanda (LLaMA), sparsegpt (OPT)'),
+  intraLayerCorrection: z.boolean().default(true)
+    .describe('operators in forward groups, each fitted on inputs from the already pruned ones (false: all from the unpruned layer, Fig. 4a ablation)'),
   cut: z.enum(['row', 'matrix']).default('row').describe('exact unstructured cut: per output row or per matrix'),
   projectEveryIteration: z.boolean().default(false).describe('apply the cut after every FISTA step (projected FISTA)'),
   warmStartCandidate: z.boolean().default(false).describe('H(W₀) competes for W_best'),
@@ -44,8 +46,9 @@ export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaSt
   granularity: ['unstructured', 'n:m'],
   options,
   kind: 'layerwise',
-  stats: () => ({ gram: TAP_NAMES, cross: TAP_NAMES, denseGram: TAP_NAMES }),
-  operatorOrder: () => 'grouped',
+  // Without correction X* = X at every tap, so G alone serves as C and H_d (one product, not three).
+  stats: (o) => (o.intraLayerCorrection ? { gram: TAP_NAMES, cross: TAP_NAMES, denseGram: TAP_NAMES } : { gram: TAP_NAMES }),
+  operatorOrder: (o) => (o.intraLayerCorrection ? 'grouped' : 'together'),
   defaultMode: () => 'dense-parallel',
   setup: ({ options: o, run }) => {
     if (o.lambdaInit === 'previous-layer' && run.workers > 1) {
@@ -61,11 +64,14 @@ export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaSt
     const out: OperatorDecision[] = [];
     for (const op of operators) {
       const st = stats[op.input];
-      if (!st?.gram || !st.cross || !st.denseGram) throw new Error(`fistapruner: no Gram statistics for ${op.role} (${op.input})`);
+      const gram = st?.gram;
+      const cross = o.intraLayerCorrection ? st?.cross : gram;
+      const denseGram = o.intraLayerCorrection ? st?.denseGram : gram;
+      if (!gram || !cross || !denseGram) throw new Error(`fistapruner: no Gram statistics for ${op.role} (${op.input})`);
       const t0 = performance.now();
-      const W0 = warmStartWeights(warmStart, { weight: op.weight, rows: op.rows, cols: op.cols, gram: st.gram, cut });
+      const W0 = warmStartWeights(warmStart, { weight: op.weight, rows: op.rows, cols: op.cols, gram, cut });
       const r = solveOperator(
-        { rows: op.rows, cols: op.cols, weight: op.weight, gram: st.gram, cross: st.cross, denseGram: st.denseGram },
+        { rows: op.rows, cols: op.cols, weight: op.weight, gram, cross, denseGram },
         W0,
         {
           cut, itersPerRound: o.itersPerRound, maxRounds: o.maxRounds, ratioThreshold: o.ratioThreshold, tol: o.tol,

@@ -15,6 +15,7 @@ import { disposeCache, type CausalLM } from '../model/causal-lm.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { familySpec } from '../model/family.ts';
 import { ConfigError } from '../util/errors.ts';
+import { ROUND_SPREAD_STATISTIC, roundSpread, type RoundSpread } from './spread.ts';
 
 export interface SpeedOptions {
   /** Prompt length T of the prefill forward. */
@@ -70,8 +71,13 @@ export interface SpeedResult {
 export interface SpeedComparison {
   dense: SpeedResult;
   pruned: SpeedResult;
-  /** pruned / dense for throughputs, dense / pruned for latency (> 1 = pruned faster). */
+  /** pruned / dense for throughputs, dense / pruned for latency (> 1 = pruned faster): ratios of the medians. */
   speedup: { prefill: number; decode: number; latency: number };
+  /**
+   * How far noise moves the throughput ratios: pruned / dense taken within each repeat (the two
+   * runs of a repeat are adjacent in time), spread over the repeats.
+   */
+  spread: { prefill: RoundSpread; decode: RoundSpread; statistic: string };
   /** pruned / dense. */
   params_ratio: number;
   flops_ratio: number;
@@ -239,6 +245,9 @@ export function compareSpeed(dense: CausalLM, pruned: CausalLM, opts: SpeedOptio
   }
   const d = summarize(dense, od, sd);
   const p = summarize(pruned, op, sp);
+  const decodeMs = (x: Sample) => x.stepMs.reduce((a, b) => a + b, 0);
+  // Same tokens on both sides, so the throughput ratio of a repeat is dense time / pruned time.
+  const perRound = (t: (x: Sample) => number) => roundSpread(sd.map((x, i) => t(x) / t(sp[i])));
   return {
     dense: d,
     pruned: p,
@@ -247,6 +256,7 @@ export function compareSpeed(dense: CausalLM, pruned: CausalLM, opts: SpeedOptio
       decode: p.decode_tps / d.decode_tps,
       latency: d.latency_ms / p.latency_ms,
     },
+    spread: { prefill: perRound((x) => x.prefillMs), decode: perRound(decodeMs), statistic: ROUND_SPREAD_STATISTIC },
     params_ratio: p.params.total / d.params.total,
     flops_ratio: p.flops_per_token / d.flops_per_token,
   };

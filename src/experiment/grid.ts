@@ -107,6 +107,9 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions): RunSpec[] 
     config.methods.forEach((method, ki) => {
       const cells: { pattern: Pattern | null; sparsity: number }[] = [];
       const sparsities = method.sparsities ?? config.sparsities;
+      if (method.budget && usesPatterns(method.name)) {
+        throw new ConfigError(`methods[${ki}] (${method.name}): budget applies to structured methods; a layer-wise method's sparsity already is a fraction of decoder-linear weights`, exp.file);
+      }
       if (usesPatterns(method.name)) {
         for (const p of config.patterns as Pattern[]) {
           const s = patternSparsity(p);
@@ -127,25 +130,36 @@ export function expandGrid(exp: LoadedExperiment, opts: GridOptions): RunSpec[] 
             const cal = config.calibration;
             const calSeed = cal && cal.offsets === undefined ? (cal.seed ?? seed) : null;
             const calibration: RunCalibration | null = cal && resolved.calibration
-              ? { text: resolved.calibration.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: exp.calibrationOffsets, mode: cal.mode ?? null }
+              ? {
+                text: resolved.calibration.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: exp.calibrationOffsets, mode: cal.mode ?? null,
+                ...(cal.sampling ? { sampling: cal.sampling } : {}), ...(cal.field ? { field: cal.field } : {}),
+              }
               : null;
             const settings = {
               v: 1,
               model: modelSettings,
-              method: { name: method.name, options: method.options },
+              // The budget is part of a run's identity; absent, ids stay as they were.
+              method: { name: method.name, options: method.options, ...(method.budget ? { budget: method.budget } : {}) },
               pattern,
               sparsity,
               seed,
-              calibration: cal ? { text: cal.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: offsetsHash, mode: cal.mode ?? null } : null,
+              // Sampling and field are part of a run's identity only when written (ids of older configs stay).
+              calibration: cal ? {
+                text: cal.text, nsamples: cal.nsamples, seqlen: cal.seqlen, seed: calSeed, offsets: offsetsHash, mode: cal.mode ?? null,
+                ...(cal.sampling ? { sampling: cal.sampling } : {}), ...(cal.field ? { field: cal.field } : {}),
+              } : null,
               recovery: rec,
             };
-            const prefix = [segment(model.id), segment(method.name), `s${+sparsity.toFixed(4)}`, patternSegment(pattern), `seed${seed}`, rec.schedule].join('.');
+            const prefix = [segment(model.id), segment(method.name), `${method.budget ? 'b' : 's'}${+sparsity.toFixed(4)}`, patternSegment(pattern), `seed${seed}`, rec.schedule].join('.');
             runs.push({
               ...base,
               id: `${prefix}-${shortHash(canonicalJson(settings))}`,
               kind: 'pruned',
               // Executed by its resolved name (a module path made absolute); identified by the written one.
-              method: { name: resolved.methods[ki].name, options: method.options, ...(method.workers ? { workers: method.workers } : {}) },
+              method: {
+                name: resolved.methods[ki].name, options: method.options,
+                ...(method.workers ? { workers: method.workers } : {}), ...(method.budget ? { budget: method.budget } : {}),
+              },
               pattern,
               sparsity,
               seed,

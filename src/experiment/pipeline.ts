@@ -6,7 +6,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import * as tf from '@tensorflow/tfjs';
-import type { ExecuteRun, RunResult, RunSpec } from './types.ts';
+import type { ExecuteRun, RunResult, RunSpec, SpeedEval, SpeedMeasure } from './types.ts';
 import { loadModel } from '../io/load-model.ts';
 import { findTokenizerForModel, checkTokenizerMatchesModel } from '../tokenizer/load.ts';
 import { calibrationFromText } from '../prune/calibration.ts';
@@ -19,7 +19,8 @@ import type { PruneReport } from '../prune/report.ts';
 import { recover } from '../finetune/recovery.ts';
 import { perplexityOfText } from '../eval/perplexity.ts';
 import { evaluateTask } from '../eval/zeroshot.ts';
-import { measureSpeed } from '../eval/speed.ts';
+import { compareSpeed, measureSpeed, type SpeedResult } from '../eval/speed.ts';
+import type { CausalLM } from '../model/causal-lm.ts';
 import { countParameters } from '../model/count.ts';
 import { activeBackend } from '../backend/index.ts';
 
@@ -83,6 +84,29 @@ export async function methodRegistryInfo(modules: ReadonlyMap<string, string> = 
   };
 }
 
+function measuredSpeed(s: SpeedResult): SpeedMeasure {
+  return { prefillTokensPerS: s.prefill_tps, decodeTokensPerS: s.decode_tps, protocol: s.protocol };
+}
+
+/**
+ * A structured model's speed, measured in alternation with the dense model loaded beside it (each
+ * repeat runs both), so the ratio to dense and its spread come from one machine state; zeros do
+ * not change speed, so only structured runs need it.
+ */
+function speedVsDense(run: RunSpec, pruned: CausalLM, opts: SpeedEval): SpeedMeasure {
+  const { model: dense } = loadModel(run.model.path);
+  try {
+    const c = compareSpeed(dense, pruned, opts);
+    const of = (k: 'prefill' | 'decode') => ({ ratio: c.speedup[k], lo: c.spread[k].lo, hi: c.spread[k].hi });
+    return {
+      ...measuredSpeed(c.pruned),
+      vsDense: { prefill: of('prefill'), decode: of('decode'), rounds: c.spread.decode.rounds, statistic: c.spread.statistic },
+    };
+  } finally {
+    dense.dispose();
+  }
+}
+
 export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResult> => {
   const timings: RunResult['timings'] = {};
   const { model } = loadModel(run.model.path);
@@ -91,15 +115,18 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     checkTokenizerMatchesModel(tokenizer, model.config.vocabSize, run.model.path);
     const paramsBefore = countParameters(model).total;
     let report: PruneReport | null = null;
+    let structured = false;
     let offsets: number[] | undefined;
     if (run.kind === 'pruned' && run.method) {
       const method = await resolveMethod(run.method.name);
+      structured = method.kind === 'structured';
       const options = parseMethodOptions(method, run.method.options);
       let t0 = performance.now();
       const calib = run.calibration
         ? calibrationFromText(tokenizer, {
           text: run.calibration.text, nsamples: run.calibration.nsamples, seqlen: run.calibration.seqlen,
           seed: run.calibration.seed ?? run.seed, offsets: run.calibration.offsets ?? undefined,
+          sampling: run.calibration.sampling, field: run.calibration.field,
         })
         : null;
       offsets = calib?.offsets;
@@ -109,6 +136,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
       report = await pruneModel(model, {
         method, options, windows: calib?.windows ?? [], calibration: calib?.protocol ?? null,
         target: { sparsity: run.sparsity, pattern: parsePattern(run.pattern ?? 'unstructured') },
+        budget: run.method.budget ? { scope: run.method.budget, fraction: run.sparsity } : undefined,
         mode: method.kind === 'layerwise' ? run.calibration?.mode ?? undefined : undefined,
         workers: method.kind === 'layerwise' ? run.method.workers ?? undefined : undefined,
       });
@@ -141,10 +169,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
       zeroshot[z.id] = { acc: r.acc, acc_norm: r.acc_norm, n: r.n, protocol: r.protocol };
     }
     let speed: RunResult['speed'];
-    if (run.evaluations.speed) {
-      const s = measureSpeed(model, run.evaluations.speed);
-      speed = { prefillTokensPerS: s.prefill_tps, decodeTokensPerS: s.decode_tps, protocol: s.protocol };
-    }
+    if (run.evaluations.speed) speed = structured ? speedVsDense(run, model, run.evaluations.speed) : measuredSpeed(measureSpeed(model, run.evaluations.speed));
     timings.evalS = (performance.now() - t0) / 1000;
     return {
       backend: activeBackend(),

@@ -5,14 +5,16 @@
  *   so different sparsity meanings never share axes; a distinct colour and marker per method,
  *   recovery as a dashed twin of its method's line, dense as a grey rule, log y;
  * - speed vs quality for structured models only (zeros do not change speed): decode tokens/s
- *   relative to the dense model's, vs perplexity.
+ *   relative to the dense model's, vs perplexity — the ratio measured in alternation with the
+ *   dense model in the same run, with its spread as an error bar (older results: divided by the
+ *   dense row's rate, no bar).
  * One chart per model and perplexity column, so numbers under different protocols never share axes.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import * as vega from 'vega';
 import { compile, type TopLevelSpec } from 'vega-lite';
-import { AXIS_TITLE, axisValue, entries, entryValue, methodName, metricColumns, type DisplayName, type Entry, type MetricColumn, type ResultKind, type SparsityAxis } from './report-data.ts';
+import { AXIS_TITLE, axisValue, entries, entryValue, methodName, metricColumns, num, type DisplayName, type Entry, type MetricColumn, type ResultKind, type SparsityAxis } from './report-data.ts';
 import type { ResultRow } from './results.ts';
 
 interface Point {
@@ -25,6 +27,9 @@ interface Point {
   x: number;
   ppl: number;
   decode?: number;
+  /** Spread of `decode` over interleaved repeats (when measured so). */
+  decodeLo?: number;
+  decodeHi?: number;
 }
 
 function fileSafe(s: string): string {
@@ -82,6 +87,15 @@ function speedSpec(title: string, points: Point[]): TopLevelSpec {
         },
       },
       {
+        mark: { type: 'rule' },
+        encoding: {
+          x: { field: 'decodeLo', type: 'quantitative' },
+          x2: { field: 'decodeHi' },
+          y: { field: 'ppl', type: 'quantitative', scale: { type: 'log' } },
+          color: methodEncoding.color,
+        },
+      },
+      {
         mark: { type: 'text', dx: 6, align: 'left', fontSize: 9 },
         encoding: {
           x: { field: 'decode', type: 'quantitative' },
@@ -131,12 +145,22 @@ export async function plotResults(rows: readonly ResultRow[], outDir: string, di
         if (points.length > 0) await write(`sparsity-ppl.${kind === 'n:m' ? 'nm' : kind}.${stem}.svg`, sparsitySpec(kindTitle, AXIS_TITLE[axis], points, denseVal));
       }
 
-      // Speed only where it can change: structured models, relative to the dense model's speed.
+      // Speed only where it can change: structured models, relative to the dense model's speed —
+      // the interleaved ratio with its spread where the rows have it, else this row ÷ the dense row.
       const rateOf = (e: Entry) => decode.map((d: MetricColumn) => entryValue(e, d)).find((v) => v !== undefined && Number.isFinite(v));
+      const ratioOf = (e: Entry, key: string) => {
+        const vals = e.rows.map((r) => num(r[key]));
+        return vals.every((v) => v !== undefined && Number.isFinite(v)) ? (vals as number[]).reduce((a, b) => a + b, 0) / vals.length : undefined;
+      };
       const denseRate = mine.filter((e) => e.dense).map(rateOf).find((v) => v !== undefined);
-      const speedPoints = denseRate === undefined ? [] : mine.filter((e) => e.kind === 'structured' || e.dense).flatMap((e): Point[] => {
+      const speedPoints = mine.filter((e) => e.kind === 'structured' || e.dense).flatMap((e): Point[] => {
+        const dense = e.dense ? { series: 'Dense', method: 'Dense' } : {};
+        const ratio = ratioOf(e, 'speed:decode_vs_dense');
+        if (ratio !== undefined) {
+          return point(e, { decode: ratio, decodeLo: ratioOf(e, 'speed:decode_vs_dense_lo'), decodeHi: ratioOf(e, 'speed:decode_vs_dense_hi'), ...dense });
+        }
         const rate = rateOf(e);
-        return rate === undefined ? [] : point(e, { decode: rate / denseRate, ...(e.dense ? { series: 'Dense', method: 'Dense' } : {}) });
+        return rate === undefined || denseRate === undefined ? [] : point(e, { decode: rate / denseRate, ...dense });
       });
       if (speedPoints.some((p) => p.method !== 'Dense')) await write(`speed-quality.structured.${stem}.svg`, speedSpec(`${title} — structured`, speedPoints));
     }

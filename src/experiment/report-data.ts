@@ -125,6 +125,7 @@ export function metricColumns(rows: readonly ResultRow[], opts: { metrics?: Metr
   }
   if (names.includes('speed:prefill_tok_s')) add('speed', 'prefill', 'speed:prefill_tok_s', 'speed:protocol', 'Prefill tok/s');
   if (names.includes('speed:decode_tok_s')) add('speed', 'decode', 'speed:decode_tok_s', 'speed:protocol', 'Decode tok/s');
+  if (names.includes('speed:decode_vs_dense')) add('speed', 'decode_vs_dense', 'speed:decode_vs_dense', 'speed:protocol', 'Decode ÷ dense');
   distinguish(cols);
   return cols;
 }

@@ -38,6 +38,9 @@ const TRAILING_COLUMNS = ['backend', 'device', 'seed'];
 /** Columns that legitimately differ between two executions of the same run. */
 export const TIMING_COLUMNS: readonly string[] = ['time_calibrate_s', 'time_prune_s', 'time_recover_s', 'time_eval_s', 'time_total_s', 'time_finished'];
 
+/** Throughput ÷ dense, measured in alternation with the dense model (structured runs; 1 for dense), with its spread. */
+export const SPEED_RATIO_COLUMNS: readonly string[] = ['prefill', 'decode'].flatMap((k) => [`speed:${k}_vs_dense`, `speed:${k}_vs_dense_lo`, `speed:${k}_vs_dense_hi`]);
+
 /** The header, from the experiment's declared evaluations: the same for every row of the experiment. */
 export function resultColumns(config: ExperimentConfig): string[] {
   const cols = [...IDENTITY_COLUMNS];
@@ -46,7 +49,7 @@ export function resultColumns(config: ExperimentConfig): string[] {
     const id = zeroshotId(z.task);
     cols.push(`acc:${id}`, `acc_norm:${id}`, `n:${id}`, `zs:${id}:protocol`);
   }
-  if (config.evaluations.speed) cols.push('speed:prefill_tok_s', 'speed:decode_tok_s', 'speed:protocol');
+  if (config.evaluations.speed) cols.push('speed:prefill_tok_s', 'speed:decode_tok_s', ...SPEED_RATIO_COLUMNS, 'speed:protocol');
   return [...cols, ...TRAILING_COLUMNS, ...TIMING_COLUMNS];
 }
 
@@ -155,6 +158,12 @@ export function buildRow(run: RunSpec, result: RunResult, config: ExperimentConf
     if (!result.speed) throw new PruneLabError(`run ${run.id}: the result has no speed measurement`);
     row['speed:prefill_tok_s'] = cell(result.speed.prefillTokensPerS);
     row['speed:decode_tok_s'] = cell(result.speed.decodeTokensPerS);
+    for (const k of ['prefill', 'decode'] as const) {
+      const v = run.kind === 'dense' ? { ratio: 1, lo: 1, hi: 1 } : result.speed.vsDense?.[k];
+      row[`speed:${k}_vs_dense`] = cell(v?.ratio);
+      row[`speed:${k}_vs_dense_lo`] = cell(v?.lo);
+      row[`speed:${k}_vs_dense_hi`] = cell(v?.hi);
+    }
     row['speed:protocol'] = protocolJson({ ...declared.speed, backend: result.backend }, result.speed.protocol);
   }
   Object.assign(row, {

@@ -16,6 +16,9 @@ import { defaultZeroshotDir, isTaskName, TASKS } from '../eval/zeroshot.ts';
 import { RecipeSettingsSchema, recipeProblems, resolveRecipe, scheduleOf, type Recipe, type RecipeInput } from '../finetune/recipes.ts';
 import { readInstructionFile } from '../finetune/instruction-data.ts';
 import { resolvePromptTemplate } from '../finetune/prompt-template.ts';
+import { BUDGET_SCOPES } from '../prune/budget.ts';
+import { CALIB_SAMPLINGS, defaultSampling } from '../prune/calibration.ts';
+import { isJsonCorpus, readDocuments } from '../data/documents.ts';
 
 const posInt = z.number().int().min(1);
 const nonNegInt = z.number().int().min(0);
@@ -43,6 +46,10 @@ const CalibrationSchema = z.strictObject({
   offsets: z.union([z.array(nonNegInt), pathString], { error: 'expected a list of window start offsets or a path to a JSON file of them' }).optional(),
   /** Input mode across layers for layer-wise methods; default: each method's own. */
   mode: z.enum(['sequential', 'dense-parallel']).optional(),
+  /** `stream` or `documents` (one window from one document); default by the file: documents for .json/.jsonl. */
+  sampling: z.enum(CALIB_SAMPLINGS).optional(),
+  /** The document field of a JSON/JSONL corpus (default `text`). */
+  field: z.string().min(1).optional(),
 });
 
 
@@ -92,6 +99,11 @@ const MethodSchema = z.strictObject({
   options: z.record(z.string(), z.unknown()).default({}),
   /** Run setting (not an option): worker threads pruning layers concurrently (layer-wise methods, dense-parallel). */
   workers: posInt.optional(),
+  /**
+   * Structured methods: the sparsities are parameter budgets, fractions of these parameters to
+   * remove; the engine finds each method's own sparsity that meets them (prune/budget.ts).
+   */
+  budget: z.enum(BUDGET_SCOPES).optional(),
   sparsities: z.array(z.number().gte(0).lt(1)).min(1).optional(),
   recovery: z.array(RecoverySchema).min(1).optional(),
 });
@@ -186,8 +198,22 @@ function semanticChecks(c: ExperimentConfig): Located[] {
     ...duplicates(c.recovery, canonicalJson, (i) => ['recovery', i], 'recovery entry'),
     ...duplicates(c.evaluations.zeroshot, (z) => zeroshotId(z.task), (i) => ['evaluations', 'zeroshot', i, 'task'], 'zero-shot task'),
   ];
+  c.methods.forEach((m, i) => {
+    if (m.budget === undefined) return;
+    const own = m.sparsities !== undefined;
+    (m.sparsities ?? c.sparsities).forEach((s, k) => {
+      if (s <= 0) out.push({ path: own ? ['methods', i, 'sparsities', k] : ['sparsities', k], message: `methods[${i}] (${m.name}) takes its sparsities as budgets, which must be > 0` });
+    });
+  });
   const cal = c.calibration;
   if (cal?.seed !== undefined && cal.offsets !== undefined) out.push({ path: ['calibration', 'offsets'], message: 'give either seed or offsets, not both' });
+  if (cal && !isJsonCorpus(cal.text)) {
+    if (cal.sampling === 'documents') out.push({ path: ['calibration', 'sampling'], message: 'documents sampling needs a JSON or JSON Lines corpus (.json/.jsonl); this is a text file (use stream)' });
+    if (cal.field !== undefined) out.push({ path: ['calibration', 'field'], message: 'field applies to JSON/JSONL corpora; this is a text file' });
+  }
+  if (cal && cal.offsets !== undefined && (cal.sampling ?? defaultSampling(cal.text)) === 'documents') {
+    out.push({ path: ['calibration', 'offsets'], message: 'offsets replay stream windows; documents sampling is reproduced by its seed' });
+  }
   if (c.methods.length > 0 && c.sparsities.length === 0 && c.patterns.includes('unstructured')) {
     out.push({ path: ['sparsities'], message: 'at least one sparsity is needed when methods are given' });
   }
@@ -293,6 +319,18 @@ function instructionDataChecks(resolved: ExperimentConfig): Located[] {
     if (templateProblem) out.push({ path: [...at, r.template !== undefined ? 'template' : 'preset'], message: templateProblem });
   }
   return out;
+}
+
+/** A JSON/JSONL calibration corpus is read and checked at load (every record has its field), naming the row. */
+function corpusChecks(resolved: ExperimentConfig): Located[] {
+  const cal = resolved.calibration;
+  if (!cal || !isJsonCorpus(cal.text)) return [];
+  try {
+    readDocuments(cal.text, cal.field ?? 'text');
+    return [];
+  } catch (err) {
+    return [{ path: ['calibration', 'text'], message: err instanceof Error ? err.message : String(err) }];
+  }
 }
 
 interface PathField {
@@ -480,7 +518,7 @@ export function loadExperiment(file: string, opts: LoadOptions = {}): LoadedExpe
     else if (!fs.existsSync(abs)) problems.push({ path: f.at, message: `path not found: ${abs}` });
     f.set(resolved, abs);
   }
-  if (problems.length === 0) problems.push(...instructionDataChecks(resolved));
+  if (problems.length === 0) problems.push(...instructionDataChecks(resolved), ...corpusChecks(resolved));
   let calibrationOffsets: number[] | null = null;
   const offsets = resolved.calibration?.offsets;
   if (offsets !== undefined && problems.length === 0) {

@@ -39,6 +39,14 @@ function fmt(col: MetricColumn, v: number | undefined): string {
   return col.kind === 'ppl' ? fmtPpl(v) : col.kind === 'zs' ? fmtPct(v) : fmtRate(v);
 }
 
+/** A speed cell; a ratio to dense (measured in alternation) with its spread: `1.12 (1.05–1.20)`. */
+function speedCell(col: MetricColumn, r: ResultRow): string {
+  const v = valueIn(r, col);
+  if (!col.valueKey.endsWith('_vs_dense') || v === undefined) return fmt(col, v);
+  const [lo, hi] = [num(r[`${col.valueKey}_lo`]), num(r[`${col.valueKey}_hi`])];
+  return `${v.toFixed(2)}${lo !== undefined && hi !== undefined ? ` (${lo.toFixed(2)}–${hi.toFixed(2)})` : ''}`;
+}
+
 /** Mean of the zero-shot values; undefined unless every zero-shot column has one. */
 export function average(values: readonly (number | undefined)[]): number | undefined {
   if (values.length === 0 || values.some((v) => v === undefined)) return undefined;
@@ -103,7 +111,7 @@ function wideTable(rows: readonly ResultRow[], metrics: MetricChoice, displayNam
     { text: r.seed ?? '', numeric: true },
     ...cols.filter((c) => c.kind !== 'speed').map((c) => ({ text: fmt(c, valueIn(r, c)), numeric: true })),
     ...(chosen.length ? [{ text: fmtPct(average(chosen.map((c) => valueIn(r, c)))), numeric: true }] : []),
-    ...cols.filter((c) => c.kind === 'speed').map((c) => ({ text: fmt(c, valueIn(r, c)), numeric: true })),
+    ...cols.filter((c) => c.kind === 'speed').map((c) => ({ text: speedCell(c, r), numeric: true })),
   ]);
   return { header, numeric, blocks: [lines] };
 }

@@ -4,6 +4,8 @@
  * and turns the returned `RunResult` into a CSV row and a JSON record.
  */
 import type { Recipe, RecipeRecord } from '../finetune/recipes.ts';
+import type { BudgetScope } from '../prune/budget.ts';
+import type { CalibSampling } from '../prune/calibration.ts';
 
 /** `unstructured`, or `N:M` = N of every M consecutive input weights of a row are zero. */
 export type Pattern = 'unstructured' | `${number}:${number}`;
@@ -23,6 +25,9 @@ export interface RunCalibration {
   offsets: number[] | null;
   /** Null: each method's default input mode. */
   mode: CalibrationMode | null;
+  /** As written in the YAML (absent: the corpus's default, prune/calibration.ts). */
+  sampling?: CalibSampling;
+  field?: string;
 }
 
 /** Recovery of a run: none, or a resolved recipe (finetune/recipes.ts) with its data. */
@@ -69,7 +74,8 @@ export interface RunSpec {
   model: { id: string; path: string; tokenizer: string | null };
   /** Null for the dense run. */
   /** `workers`: a run setting (not part of the run's identity: results do not depend on it). */
-  method: { name: string; options: Record<string, unknown>; workers?: number } | null;
+  /** `budget`: the sparsity is a parameter budget of this scope (structured methods). */
+  method: { name: string; options: Record<string, unknown>; workers?: number; budget?: BudgetScope } | null;
   /** Null for the dense run and for methods that do not take patterns (structured). */
   pattern: Pattern | null;
   /** Target sparsity (N/M for an N:M pattern, 0 for dense). */
@@ -104,9 +110,21 @@ export interface ZeroShotMeasure {
   protocol?: ProtocolFields;
 }
 
+/** A ratio to the dense model with its spread over interleaved repeats (src/eval/spread.ts). */
+export interface RatioWithSpread {
+  ratio: number;
+  lo: number;
+  hi: number;
+}
+
 export interface SpeedMeasure {
   prefillTokensPerS: number;
   decodeTokensPerS: number;
+  /**
+   * Structured models: throughput relative to the dense model, both measured in alternation in the
+   * same run (> 1 = faster than dense).
+   */
+  vsDense?: { prefill: RatioWithSpread; decode: RatioWithSpread; rounds: number; statistic: string };
   protocol?: ProtocolFields;
 }
 

@@ -8,10 +8,10 @@
  * - with `trainOnInputs` off, the first len(BOS + prompt, truncated) tokens are not predicted
  *   (their labels are −100 there): the loss covers the response (and EOS) only.
  */
-import fs from 'node:fs';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { DataError } from '../util/errors.ts';
 import { formatPrompt, type PromptTemplate } from './prompt-template.ts';
+import { readJsonRecords } from '../data/json-records.ts';
 
 export interface InstructionExample {
   instruction: string;
@@ -42,34 +42,7 @@ function checkRecord(raw: unknown, where: string, file: string): InstructionExam
 
 /** Every record of an instruction file, checked; errors name the file and the row (and line). */
 export function readInstructionFile(file: string): InstructionExample[] {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new DataError(code === 'ENOENT' ? 'instruction data file not found' : `cannot read instruction data (${code ?? String(e)})`, file);
-  }
-  const out: InstructionExample[] = [];
-  if (text.trimStart().startsWith('[')) {
-    let data: unknown;
-    try {
-      data = JSON.parse(text);
-    } catch (e) {
-      throw new DataError(`not valid JSON (${(e as Error).message}); give a JSON array of records or JSON Lines`, file);
-    }
-    (data as unknown[]).forEach((r, i) => out.push(checkRecord(r, `row ${i + 1}`, file)));
-  } else {
-    text.split('\n').forEach((line, i) => {
-      if (line.trim() === '') return;
-      let r: unknown;
-      try {
-        r = JSON.parse(line);
-      } catch (e) {
-        throw new DataError(`line ${i + 1} (row ${out.length + 1}): not valid JSON (${(e as Error).message}); give a JSON array of records or JSON Lines`, file);
-      }
-      out.push(checkRecord(r, `line ${i + 1} (row ${out.length + 1})`, file));
-    });
-  }
+  const out = readJsonRecords(file, 'instruction data').map((r) => checkRecord(r.value, r.where, file));
   if (out.length === 0) throw new DataError('no instruction records', file);
   return out;
 }

@@ -9,7 +9,7 @@ import type { LinearRole, TapName } from '../model/family.ts';
 import { countParameters } from '../model/count.ts';
 import { modelView, type ModelView } from '../model/view.ts';
 import type {
-  InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, MethodReport, OperatorDecision, PruneTarget, PruningMethod, StructuredMethod,
+  InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, MethodReport, OperatorDecision, PruneTarget, PruningMethod, StructuralPlan, StructuredMethod,
 } from './method.ts';
 import { checkTarget, validatePlan } from './contract.ts';
 import { moduleOf } from './registry.ts';
@@ -24,11 +24,17 @@ import { statsNeedData } from './needs-calibration.ts';
 import { inProcessPasses, layerPasses, type LayerPasses } from '../parallel/layer-passes.ts';
 import { resolveThreads } from '../parallel/threads.ts';
 import { activeBackend } from '../backend/index.ts';
+import { checkBudget, searchKnob, type BudgetRecord, type ParamBudget } from './budget.ts';
 
 export interface PruneRequest<O, R extends MethodReport = MethodReport> {
   method: PruningMethod<O, R>;
   options: O;
   target: PruneTarget;
+  /**
+   * A parameter budget (structured methods): the engine finds the method's own sparsity knob that
+   * removes this fraction of the named scope; `target.sparsity` is then replaced by that knob.
+   */
+  budget?: ParamBudget;
   /** Calibration windows (may be empty for data-free methods). */
   windows: number[][];
   calibration?: object | null;
@@ -197,7 +203,7 @@ function threadCount(n: number | undefined): number {
 }
 
 async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: PruneRequest<O, R>, m: StructuredMethod<O, R>,
-  perLayer: Record<string, unknown>[]): Promise<R | undefined> {
+  perLayer: Record<string, unknown>[]): Promise<{ report: R | undefined; budget: BudgetRecord | undefined }> {
   const log = req.log ?? (() => {});
   const sreq = m.stats(req.options);
   const needsPass = statsNeedData(sreq.perLayer) || sreq.blockDistance !== undefined;
@@ -227,15 +233,29 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   }
   const gradients = sreq.gradients ? linearGradients(model, req.windows, sreq.gradients) : undefined;
   const view = modelView(model);
-  const plan = await m.plan({
-    model: view, options: req.options, target: req.target, log, stats, blockDistance: distance, gradients,
-    weight: (layer, role) => {
-      const h = readLinear(model, layer, role);
-      return { data: h.data, rows: h.rows, cols: h.cols };
-    },
-  });
-  // Validate the whole plan before touching any weight, so a bad plan changes nothing.
-  validatePlan(plan, view, req.method.name);
+  const planAt = async (sparsity: number, planLog: (msg: string) => void) => {
+    const p = await m.plan({
+      model: view, options: req.options, target: { ...req.target, sparsity }, log: planLog, stats, blockDistance: distance, gradients,
+      weight: (layer, role) => {
+        const h = readLinear(model, layer, role);
+        return { data: h.data, rows: h.rows, cols: h.cols };
+      },
+    });
+    // Validate the whole plan before touching any weight, so a bad plan changes nothing.
+    validatePlan(p, view, req.method.name);
+    return p;
+  };
+  let plan: StructuralPlan<R>;
+  let budget: BudgetRecord | undefined;
+  if (req.budget) {
+    // Plans are searched silently; the choice is logged once.
+    const found = await searchKnob(req.method.name, view, req.budget, (k) => planAt(k, () => {}));
+    plan = found.plan as StructuralPlan<R>;
+    budget = found.record;
+    log(`budget ${req.budget.fraction} of ${req.budget.scope}: ${req.method.name} sparsity ${found.knob.toPrecision(6)} removes ${found.record.planned.toFixed(6)} (${found.record.evaluations} plans)`);
+  } else {
+    plan = await planAt(req.target.sparsity, log);
+  }
   plan.layers.forEach((lp, i) => {
     const before = { ...model.config.layers[i] };
     for (const [role, delta] of Object.entries(lp.biasDelta ?? {}) as [LinearRole, Float32Array][]) addBias(model, i, role, delta);
@@ -243,7 +263,7 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
     if (lp.keepKvGroups) removeKvGroups(model, i, lp.keepKvGroups);
     perLayer.push({ layer: i, before, after: { ...model.config.layers[i] } });
   });
-  return plan.report;
+  return { report: plan.report, budget };
 }
 
 /** A layer range is for layer-wise methods run in process, and must lie inside the model. */
@@ -257,6 +277,12 @@ function checkLayerRange(r: { first: number; last: number }, layers: number, wor
 
 export async function pruneModel<O, R extends MethodReport = MethodReport>(model: CausalLM, req: PruneRequest<O, R>): Promise<PruneReport<R>> {
   checkTarget(req.method, req.target, modelView(model));
+  if (req.budget) {
+    checkBudget(req.budget);
+    if (req.method.kind !== 'structured') {
+      throw new ConfigError(`a parameter budget applies to structured methods; '${req.method.name}' is layer-wise and its sparsity already is a fraction of decoder-linear weights (drop the budget)`);
+    }
+  }
   const t0 = performance.now();
   const paramsBefore = countParameters(model);
   const shapesBefore = model.config.layers.map((l) => ({ ...l }));
@@ -265,6 +291,7 @@ export async function pruneModel<O, R extends MethodReport = MethodReport>(model
   const perLayer: Record<string, unknown>[] = [];
   const m = req.method;
   let methodReport: R | undefined;
+  let budget: BudgetRecord | undefined;
   const onLayer = req.onLayer;
   const wrapped = { ...req, onLayer: (i: number, n: number) => { sample(); onLayer?.(i, n); } };
   let mode: InputMode | 'global';
@@ -277,12 +304,13 @@ export async function pruneModel<O, R extends MethodReport = MethodReport>(model
       throw new ConfigError(`method '${m.name}' decides all layers from one dense calibration pass; --mode sequential does not apply`);
     }
     mode = 'global';
-    methodReport = await pruneStructured(model, wrapped, m, perLayer);
+    ({ report: methodReport, budget } = await pruneStructured(model, wrapped, m, perLayer));
   }
   sample();
   return buildReport(model, {
-    method: m.name, options: req.options as Record<string, unknown>, target: req.target, mode, calibration: req.calibration ?? null,
+    method: m.name, options: req.options as Record<string, unknown>, target: budget ? { ...req.target, sparsity: budget.knob } : req.target, mode, calibration: req.calibration ?? null,
     paramsBefore, shapesBefore, perLayer, methodReport, seconds: (performance.now() - t0) / 1000, peakTensorBytes: peakBytes,
-    targetScope: m.targetScope ?? (m.kind === 'layerwise' ? 'decoder-linears' : undefined),
+    // A budgeted run's target is the budget: its scope is what the run is measured against.
+    targetScope: budget?.scope ?? m.targetScope ?? (m.kind === 'layerwise' ? 'decoder-linears' : undefined), budget,
   });
 }

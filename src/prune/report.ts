@@ -7,6 +7,7 @@ import type { CausalLM } from '../model/causal-lm.ts';
 import type { LayerShape } from '../model/config.ts';
 import { countParameters, type ParameterCount } from '../model/count.ts';
 import type { MethodReport, PruneTarget, TargetScope } from './method.ts';
+import type { BudgetRecord } from './budget.ts';
 
 export interface SparsityByType {
   /** Zeros / entries of that matrix type over all layers (entries counted in the pruned shapes). */
@@ -32,6 +33,8 @@ export interface PruneReport<R extends MethodReport = MethodReport> {
   measured: { allParameters: number; decoderLayers: number; scope: { name: TargetScope; fraction: number } | null };
   layers: { before: LayerShape; after: LayerShape; detail: Record<string, unknown> }[];
   methodReport?: R;
+  /** A budgeted run (structured): the budget, the method's sparsity it came to, the planned fraction. */
+  budget?: BudgetRecord;
   calibration: object | null;
   seconds: number;
   peakTensorBytes: number;
@@ -61,7 +64,7 @@ export function countZeros(model: CausalLM): { byType: SparsityByType; overall: 
 export function buildReport<R extends MethodReport>(model: CausalLM, r: {
   method: string; options: Record<string, unknown>; target: PruneTarget; mode: string; calibration: object | null;
   paramsBefore: ParameterCount; shapesBefore: LayerShape[]; perLayer: Record<string, unknown>[];
-  methodReport?: R; seconds: number; peakTensorBytes: number; targetScope?: TargetScope;
+  methodReport?: R; seconds: number; peakTensorBytes: number; targetScope?: TargetScope; budget?: BudgetRecord;
 }): PruneReport<R> {
   const after = countParameters(model);
   const z = countZeros(model);
@@ -94,6 +97,7 @@ export function buildReport<R extends MethodReport>(model: CausalLM, r: {
     },
     layers: r.shapesBefore.map((before, i) => ({ before, after: { ...model.config.layers[i] }, detail: r.perLayer[i] ?? {} })),
     methodReport: r.methodReport,
+    ...(r.budget ? { budget: r.budget } : {}),
     calibration: r.calibration,
     seconds: r.seconds,
     peakTensorBytes: r.peakTensorBytes,

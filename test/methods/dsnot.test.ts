@@ -24,6 +24,7 @@ import { collectLayerStats, embedWindows, runLayer, type HiddenStates } from '..
 import { readLinear } from '../../src/prune/linear-io.ts';
 import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, STORIES_TOK, setupBackend, tmpDir, shared } from '../support.ts';
 import { runCli } from '../cli-support.ts';
+import { applyMask, reconstructionError } from '../reconstruction.ts';
 
 const DEFAULTS: DsnotParams = { maxCycleTime: 50, updateThreshold: 0.1, powOfVarRegrowing: 1, sameSign: false };
 
@@ -230,21 +231,9 @@ test('plug-in: defaults, Gram statistics requested, skip_layer mlp keeps Wanda\'
 
 const skip = HAVE_SHARED ? false : NO_SHARED_REASON;
 
-/** Σ_rows δGδᵀ, δ = W on pruned entries: ‖(W − Ŵ)X‖² from the Gram matrix, as a full quadratic form. */
+/** ‖(W − Ŵ)X‖² from the Gram matrix, Ŵ = W masked. */
 function objective(op: OperatorView, mask: Uint8Array, G: Float64Array): number {
-  const { rows, cols, weight } = op;
-  let total = 0;
-  const d = new Float64Array(cols);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < cols; j++) d[j] = mask[r * cols + j] ? 0 : weight[r * cols + j]!;
-    for (let i = 0; i < cols; i++) {
-      if (d[i] === 0) continue;
-      let t = 0;
-      for (let j = 0; j < cols; j++) t += G[i * cols + j]! * d[j]!;
-      total += d[i]! * t;
-    }
-  }
-  return total;
+  return reconstructionError(op.weight, applyMask(op.weight, mask), op.rows, op.cols, G);
 }
 
 test('stories260K, every operator of every layer on real activations: ‖(W − Ŵ)X‖² after DSnoT ≤ its Wanda start (50 % and 2:4)', { skip }, async () => {

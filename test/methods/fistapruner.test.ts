@@ -17,6 +17,7 @@ import { BlockContext } from '../../src/model/causal-lm.ts';
 import { collectLayerStats, embedWindows, withLinearWeights } from '../../src/prune/stats.ts';
 import { readLinear, writeLinear } from '../../src/prune/linear-io.ts';
 import { buildSyntheticLlama } from '../synthetic-model.ts';
+import { TAP_NAMES } from '../../src/model/family.ts';
 import { pruneModel } from '../../src/prune/engine.ts';
 
 function rng(seed: number): () => number {
@@ -350,7 +351,7 @@ test('options: spec defaults, strict keys, family default warm start, sparsegpt 
   const o = parseMethodOptions(fistapruner, {});
   assert.deepEqual({ ...o }, {
     itersPerRound: 20, maxRounds: 3, ratioThreshold: 0.3, tol: 1e-4, powerIters: 30, cut: 'row',
-    projectEveryIteration: false, warmStartCandidate: false, refit: false, monotone: false, lambdaInit: 'scaled',
+    intraLayerCorrection: true, projectEveryIteration: false, warmStartCandidate: false, refit: false, monotone: false, lambdaInit: 'scaled',
   });
   assert.throws(() => parseMethodOptions(fistapruner, { iters: 3 }), ConfigError);
   assert.throws(() => parseMethodOptions(fistapruner, { warmStart: 'random' }), ConfigError);
@@ -414,6 +415,40 @@ test('monotone: true end to end on the synthetic model: exact 50 % per row and 2
   // Standard FISTA rises a few times on these operators (4 of 840 steps at 50 %), so the
   // safeguard must have rejected some candidates.
   assert.ok(rejected > 0, 'no MFISTA candidate was rejected');
+});
+
+test('intraLayerCorrection: false fits every operator on the unpruned layer (Fig. 4a): q/k/v as with correction, later groups on dense inputs', async () => {
+  const r = rng(31);
+  const windows = [0, 1, 2, 3].map(() => Array.from({ length: 8 }, () => Math.floor(r() * 40)));
+  const shape = { hidden: 16, layers: 1, heads: 4, kvHeads: 2, ffn: 24, vocab: 40, seed: 7, std: 0.3 };
+  const target = { sparsity: 0.5, pattern: { kind: 'unstructured' } } as const;
+  const off = parseMethodOptions(fistapruner, { intraLayerCorrection: false });
+  assert.ok(fistapruner.kind === 'layerwise');
+  if (fistapruner.kind !== 'layerwise') return;
+  assert.equal(fistapruner.operatorOrder(off), 'together');
+  assert.deepEqual(fistapruner.stats(off), { gram: TAP_NAMES });
+  const prune = async (options: typeof off) => {
+    const model = buildSyntheticLlama(shape);
+    await pruneModel(model, { method: fistapruner, options, target, windows });
+    const w = Object.fromEntries(model.spec.linears.map((l) => [l.role, readLinear(model, 0, l.role).data]));
+    model.dispose();
+    return w;
+  };
+  const [withC, withoutC] = [await prune(parseMethodOptions(fistapruner, {})), await prune(off)];
+  // q, k, v read the layer input, which no operator of the layer changes: X* = X either way.
+  for (const role of ['q', 'k', 'v']) assert.deepEqual(withoutC[role], withC[role], role);
+  // down without correction is the solve on the dense layer's own statistics, by hand.
+  const dense = buildSyntheticLlama(shape);
+  const states = embedWindows(dense, windows);
+  const st = collectLayerStats(dense, 0, states, { gram: ['downIn'] }).downIn!;
+  const down = readLinear(dense, 0, 'down');
+  dense.dispose();
+  const W0 = warmStartWeights('wanda', { weight: down.data, rows: down.rows, cols: down.cols, gram: st.gram!, cut: { kind: 'row', sparsity: 0.5 } as Cut });
+  const solved = solveOperator({ rows: down.rows, cols: down.cols, weight: down.data, gram: st.gram!, cross: st.gram!, denseGram: st.gram! }, W0,
+    { ...DEFAULTS, cut: { kind: 'row', sparsity: 0.5 } as Cut });
+  assert.deepEqual(withoutC.down, Float32Array.from(solved.weight, (x, i) => (solved.mask[i] ? x : 0)));
+  // With correction, down sees the pruned gate/up outputs: a different problem, a different result.
+  assert.notDeepEqual(withC.down, withoutC.down);
 });
 
 // ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import {
 } from '../common.ts';
 import { parseMethodOptions, parseOptionArgs, resolveMethod } from '../../prune/registry.ts';
 import { parsePattern, validateSparsity } from '../../prune/masks.ts';
-import { calibrationFromText, parseOffsets } from '../../prune/calibration.ts';
+import { CALIB_SAMPLINGS, calibrationFromText, parseOffsets, type CalibSampling } from '../../prune/calibration.ts';
 import { pruneModel } from '../../prune/engine.ts';
 import { openCheckpoint, saveModel } from '../../io/load-model.ts';
 import { storedWeightDtype } from '../../io/hf-checkpoint.ts';
@@ -19,11 +19,12 @@ import { needsCalibration } from '../../prune/needs-calibration.ts';
 import { countParameters } from '../../model/count.ts';
 import type { InputMode } from '../../prune/method.ts';
 import { resolveThreads } from '../../parallel/threads.ts';
+import { BUDGET_SCOPES, checkBudget, type BudgetScope } from '../../prune/budget.ts';
 
 type Args = CommonArgs & FormatArgs & {
   model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number; threads: number | undefined;
-  calib: string | undefined; nsamples: number; seqlen: number; seed: number; 'calib-offsets': string | undefined;
-  mode: InputMode | undefined; option: string[]; layers: string | undefined; out: string; overwrite: boolean; 'allow-long-context': boolean;
+  calib: string | undefined; 'calib-sampling': CalibSampling | undefined; 'calib-field': string | undefined; nsamples: number; seqlen: number; seed: number; 'calib-offsets': string | undefined;
+  mode: InputMode | undefined; budget: BudgetScope | undefined; option: string[]; layers: string | undefined; out: string; overwrite: boolean; 'allow-long-context': boolean;
 };
 
 export const pruneCommand: CommandModule<object, Args> = {
@@ -32,8 +33,15 @@ export const pruneCommand: CommandModule<object, Args> = {
   builder: (y) => withCheckpointFormat(withLongContext(withOverwrite(withModel(withCommon(y)))))
     .option('method', { type: 'string', demandOption: true, describe: 'method name (see `prunelab methods`) or module path' })
     .option('sparsity', { type: 'number', describe: 'target sparsity / pruning ratio in [0, 1) (default 0.5; N/M for an N:M pattern)' })
+    .option('budget', {
+      choices: BUDGET_SCOPES, describe: 'structured methods: --sparsity is a budget, the fraction of these parameters to remove; the method\'s own sparsity is found to meet it',
+    })
     .option('pattern', { type: 'string', default: 'unstructured', describe: "'unstructured' or N:M such as 2:4" })
-    .option('calib', { type: 'string', describe: 'calibration text file' })
+    .option('calib', { type: 'string', describe: 'calibration corpus: a text file, or JSON/JSONL documents' })
+    .option('calib-sampling', {
+      choices: CALIB_SAMPLINGS, describe: 'stream: windows of the whole corpus as one text; documents: one window from one random document long enough (default: documents for .json/.jsonl, else stream)',
+    })
+    .option('calib-field', { type: 'string', describe: 'the document field of a JSON/JSONL corpus (default text)' })
     .option('nsamples', { type: 'number', default: 128 })
     .option('seqlen', { type: 'number', default: 128 })
     .option('seed', { type: 'number', default: 0 })
@@ -50,11 +58,17 @@ export const pruneCommand: CommandModule<object, Args> = {
     const sparsity = args.sparsity ?? (pattern.kind === 'nm' ? pattern.n / pattern.m : 0.5);
     validateSparsity(sparsity, '--sparsity');
     const method = await resolveMethod(args.method);
+    const budget = args.budget ? { scope: args.budget, fraction: sparsity } : undefined;
+    if (budget) {
+      checkBudget(budget);
+      if (method.kind !== 'structured') throw new ConfigError(`--budget applies to structured methods; '${method.name}' is layer-wise and its --sparsity already is a fraction of decoder-linear weights`);
+    }
     const options = parseMethodOptions(method, parseOptionArgs(args.option));
     if (!args.calib && needsCalibration(method, options)) {
       throw new ConfigError(`method '${method.name}' needs calibration data: pass --calib FILE (a text file; --nsamples and --seqlen set the windows)`);
     }
     if (args['calib-offsets'] && !args.calib) throw new ConfigError('--calib-offsets needs --calib: the offsets index into its tokens');
+    if ((args['calib-sampling'] || args['calib-field']) && !args.calib) throw new ConfigError('--calib-sampling and --calib-field need --calib: they say how its windows are taken');
     const offsets = args['calib-offsets'] ? offsetsArg(args['calib-offsets']) : undefined;
     parseByteSize(args['shard-size'], '--shard-size');
     const layers = args.layers === undefined ? undefined : layerRangeArg(args.layers);
@@ -68,11 +82,13 @@ export const pruneCommand: CommandModule<object, Args> = {
           ? checkContextLength(model.config, args.seqlen, '--seqlen', { allow: args['allow-long-context'], allowFlag: '--allow-long-context' })
           : false;
         const calib = args.calib
-          ? calibrationFromText(tokenizer, { text: args.calib, nsamples: args.nsamples, seqlen: args.seqlen, seed: args.seed, offsets })
+          ? calibrationFromText(tokenizer, {
+            text: args.calib, nsamples: args.nsamples, seqlen: args.seqlen, seed: args.seed, offsets, sampling: args['calib-sampling'], field: args['calib-field'],
+          })
           : null;
-        log(`prune: ${method.name} at ${sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
+        log(`prune: ${method.name} at ${budget ? `a budget of ${sparsity} of ${budget.scope}` : sparsity} (${args.pattern})${calib ? `, ${calib.windows.length} × ${args.seqlen} calibration tokens` : ''}`);
         const pruned = await pruneModel(model, {
-          method, options, target: { sparsity, pattern }, windows: calib?.windows ?? [],
+          method, options, target: { sparsity, pattern }, budget, windows: calib?.windows ?? [],
           calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, threads, layers, log: (m) => log(`prune: ${m}`),
         });
         const report = {
