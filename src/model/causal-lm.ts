@@ -46,7 +46,6 @@ export class BlockContext {
       r = makeRope(this.past, this.T, heads, c.headDim, c.ropeTheta, c.ropeLayout);
       tf.keep(r.cos);
       tf.keep(r.sin);
-      tf.keep(r.rot);
       this.ropes.set(heads, r);
     }
     return r;

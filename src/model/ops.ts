@@ -50,18 +50,22 @@ export function ropeTables(start: number, length: number, headDim: number, theta
 }
 
 /**
- * RoPE for one head count, as three tensors: x' = x ⊙ cos + (x · R) ⊙ sin, where R is the
- * constant signed permutation that pairs the rotated dimensions (block-diagonal over heads).
- * Both layouts share this path and differ only in R and the table layout: `half` pairs i with
- * i + hd/2 (HF rotate_half), `interleaved` pairs 2i with 2i+1 (Meta/llama2.c). Written as one
- * 2-D matMul because splitting/concatenating 4-D tensors is slow on the WebAssembly backend.
+ * RoPE for one head count: x' = x ⊙ cos + (x · R) ⊙ sin, where R is the constant signed
+ * permutation that pairs the rotated dimensions (block-diagonal over heads). Both layouts share
+ * this path and differ only in the pairing: `half` pairs i with i + hd/2 (HF rotate_half),
+ * `interleaved` pairs 2i with 2i+1 (Meta/llama2.c). Viewing each head's dimensions as `[2, s]`
+ * blocks (s = hd/2 for `half`, 1 for `interleaved`), x · R swaps the two rows of every block and
+ * negates the new first row: one `reverse` of a 3-D view, with the sign folded into the sin
+ * table. It used to be a `[width, width]` matMul (10% of a SmolLM-135M layer's products); a
+ * permutation with signs is exact either way, so the values are the same bit for bit.
  */
 export interface Rope {
   /** `[T, heads*hd]`, broadcast over the batch. */
   cos: tf.Tensor2D;
+  /** `[T, heads*hd]`: sin with the sign of R's entry of each dimension (−sin for the first of a pair). */
   sin: tf.Tensor2D;
-  /** `[heads*hd, heads*hd]`. */
-  rot: tf.Tensor2D;
+  /** Width of a swapped block: hd/2 (`half`) or 1 (`interleaved`). */
+  span: number;
 }
 
 export function makeRope(start: number, length: number, heads: number, headDim: number, theta: number, layout: RopeLayout): Rope {
@@ -70,18 +74,15 @@ export function makeRope(start: number, length: number, heads: number, headDim: 
   const width = heads * headDim;
   const c = new Float32Array(length * width);
   const s = new Float32Array(length * width);
-  // partner[d] = the dimension d is rotated with; sign = the sign of that partner's term.
-  const partner = new Int32Array(headDim);
-  const sign = new Float32Array(headDim);
+  // freq[d]: the frequency index of dimension d; sign[d]: the sign of its partner's term in x · R.
   const freq = new Int32Array(headDim);
+  const sign = new Float32Array(headDim);
   for (let d = 0; d < headDim; d++) {
     if (layout === 'half') {
       freq[d] = d % half;
-      partner[d] = d < half ? d + half : d - half;
       sign[d] = d < half ? -1 : 1;
     } else {
       freq[d] = d >> 1;
-      partner[d] = d % 2 === 0 ? d + 1 : d - 1;
       sign[d] = d % 2 === 0 ? -1 : 1;
     }
   }
@@ -89,30 +90,23 @@ export function makeRope(start: number, length: number, heads: number, headDim: 
     for (let h = 0; h < heads; h++) {
       for (let d = 0; d < headDim; d++) {
         c[t * width + h * headDim + d] = cos[t * half + freq[d]];
-        s[t * width + h * headDim + d] = sin[t * half + freq[d]];
+        s[t * width + h * headDim + d] = sign[d] * sin[t * half + freq[d]];
       }
     }
   }
-  const r = new Float32Array(width * width);
-  for (let h = 0; h < heads; h++) {
-    for (let d = 0; d < headDim; d++) {
-      // (x · R)[d] = sign[d] · x[partner[d]]  ⇒  R[partner[d], d] = sign[d]
-      r[(h * headDim + partner[d]) * width + h * headDim + d] = sign[d];
-    }
-  }
-  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), rot: tf.tensor2d(r, [width, width]) };
+  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), span: layout === 'half' ? half : 1 };
 }
 
 export function disposeRope(r: Rope): void {
-  tf.dispose([r.cos, r.sin, r.rot]);
+  tf.dispose([r.cos, r.sin]);
 }
 
 /** Rotate `x: [B*T, heads*hd]` by RoPE; returns the same shape. */
 export function applyRope(x: tf.Tensor2D, B: number, T: number, rope: Rope): tf.Tensor2D {
   return tf.tidy(() => {
     const width = x.shape[1];
-    const rotated = tf.matMul(x, rope.rot);
-    const y = tf.add(tf.mul(x.reshape([B, T, width]), rope.cos), tf.mul(rotated.reshape([B, T, width]), rope.sin));
+    const swapped = tf.reverse(x.reshape([(B * T * width) / (2 * rope.span), 2, rope.span]), 1);
+    const y = tf.add(tf.mul(x.reshape([B, T, width]), rope.cos), tf.mul(swapped.reshape([B, T, width]), rope.sin));
     return y.reshape([B * T, width]) as tf.Tensor2D;
   });
 }
