@@ -12,7 +12,7 @@ import {
   disposeParams, paramsFromNamedTensors, paramsToNamedTensors,
   type LayerParams, type LinearParams, type ModelParams,
 } from './params.ts';
-import { attention, applyRope, causalMask, disposeRope, layerNorm, linear, makeRope, rmsNorm, silu, type Rope } from './ops.ts';
+import { attention, applyRope, causalMask, disposeRope, layerNorm, linear, makeRope, matMulWide, rmsNorm, silu, type Rope } from './ops.ts';
 import type { NamedTensors } from './tensor-data.ts';
 
 export type BlockTaps = Record<TapName, tf.Tensor2D>;
@@ -226,7 +226,7 @@ export class CausalLM {
       const n = this.config.family === 'llama'
         ? rmsNorm(x, this.params.finalNorm, this.config.normEps)
         : layerNorm(x, this.params.finalNorm, this.config.normEps);
-      return tf.matMul(n, this.params.lmHead);
+      return matMulWide(n, this.params.lmHead);
     });
   }
 
