@@ -1,13 +1,13 @@
 /**
  * The faster paths of the forward pass compute the same values as the plain ones, bit for bit:
- * a wide product split by columns (`matMulWide`) against one `tf.matMul`, and RoPE (a reverse
+ * a wide head through its transposed layout (`headProduct`) against one `tf.matMul`, and RoPE (a reverse
  * with signed sin) against the definition written out per element.
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { setupBackend } from './support.ts';
-import { applyRope, makeRope, matMulWide, ropeTables } from '../src/model/ops.ts';
+import { applyRope, headProduct, makeRope, ropeTables } from '../src/model/ops.ts';
 import { mulberry32 } from '../src/util/random.ts';
 
 function randomTensor(shape: [number, number], seed: number): tf.Tensor2D {
@@ -18,18 +18,20 @@ function randomTensor(shape: [number, number], seed: number): tf.Tensor2D {
 describe('forward speed paths', () => {
   before(setupBackend);
 
-  it('matMulWide splits a 17 MB weight by columns (with a short last slice) and equals one matMul bit for bit', () => {
-    // [256, 16500] fp32 is 16.9 MB, above the split threshold; slices of 2048 columns, the last 116.
+  it('headProduct through the transposed head equals one matMul bit for bit (17 MB head, 96 rows)', () => {
+    // [256, 16500] fp32 is 16.9 MB, above the threshold.
     const x = randomTensor([96, 256], 1);
     const w = randomTensor([256, 16500], 2);
+    const wT = tf.transpose(w) as tf.Tensor2D;
     const whole = tf.matMul(x, w);
-    const split = matMulWide(x, w);
-    assert.deepEqual(split.shape, [96, 16500]);
-    assert.ok(Buffer.from((split.dataSync() as Float32Array).buffer).equals(Buffer.from((whole.dataSync() as Float32Array).buffer)));
-    // Few rows (a decode step): one product, same values.
+    const viaT = headProduct(x, w, wT);
+    assert.deepEqual(viaT.shape, [96, 16500]);
+    assert.ok(Buffer.from((viaT.dataSync() as Float32Array).buffer).equals(Buffer.from((whole.dataSync() as Float32Array).buffer)));
+    // Few rows (a decode step), or no transposed head: one plain product.
     const x1 = tf.slice(x, [0, 0], [2, 256]);
-    assert.deepEqual(matMulWide(x1, w).dataSync(), tf.matMul(x1, w).dataSync());
-    tf.dispose([x, w, whole, split, x1]);
+    assert.deepEqual(headProduct(x1, w, wT).dataSync(), tf.matMul(x1, w).dataSync());
+    assert.deepEqual(headProduct(x, w, null).dataSync(), whole.dataSync());
+    tf.dispose([x, w, wT, whole, viaT, x1]);
   });
 
   for (const layout of ['half', 'interleaved'] as const) {

@@ -22,36 +22,29 @@ export function layerNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor
   });
 }
 
-/** Products with fewer rows than this stay whole (a decode step keeps the backend's cached packed weight). */
-const SPLIT_MIN_ROWS = 64;
-/** Weights larger than this are split by columns… */
-const SPLIT_MIN_BYTES = 16 * 2 ** 20;
-/** …into slices of about this size, which stay in a core's L2 cache while every row block passes. */
-const SPLIT_SLICE_BYTES = 2 * 2 ** 20;
+/** Products with fewer rows than this stay as they are (a decode step keeps the backend's cached packed weight). */
+const WIDE_MIN_ROWS = 64;
+/** Weights above this size are past the L2 cache many times over. */
+const WIDE_MIN_BYTES = 16 * 2 ** 20;
 
 /**
- * `x · w` for `w: [in, out]`. The WebAssembly backend's single-threaded GEMM streams the whole
- * packed weight once per few rows of x; past the L2 cache that traffic dominates (measured on the
- * SmolLM-135M head, 512×576×49152: 10.7 GFLOP/s whole, 31 in 896-column slices, as fast as a
- * 576×1536 projection). So wide weights are multiplied slice by slice and the results concatenated.
- * Each output column is the same dot product in the same order either way (same values bit for
- * bit); while gradients are recorded the product stays whole, so gradients keep their summation.
+ * `x · w` for an output head `w: [D, V]`, given `wT = wᵀ` (`[V, D]`: the embedding of a tied
+ * model) or null. The WebAssembly backend's single-threaded GEMM streams the whole packed
+ * weight once per few rows of x, so a weight far past the L2 cache is read from memory hundreds
+ * of times: the SmolLM-135M head (512×576×49152) ran at 10.7 GFLOP/s. As `(wT · xᵀ)ᵀ` the small
+ * xᵀ is the packed operand and wT streams once: 25 GFLOP/s with the transposes (measured in CPU
+ * time; column slices of w would need a sliced copy of w each call, since the backend's slice
+ * reads its whole input to the host). Each logit is the same dot product in the same order,
+ * so the values are equal bit for bit; while gradients are recorded the product stays as it is.
  */
-export function matMulWide(x: tf.Tensor2D, w: tf.Tensor2D): tf.Tensor2D {
+export function headProduct(x: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | null): tf.Tensor2D {
   const [inDim, outDim] = w.shape;
-  const cols = Math.max(64, Math.floor(SPLIT_SLICE_BYTES / (4 * inDim) / 64) * 64);
-  if (x.shape[0] < SPLIT_MIN_ROWS || 4 * inDim * outDim <= SPLIT_MIN_BYTES || cols >= outDim || tf.engine().isTapeOn()) {
-    return tf.matMul(x, w);
-  }
-  return tf.tidy(() => {
-    const parts: tf.Tensor2D[] = [];
-    for (let c = 0; c < outDim; c += cols) parts.push(tf.matMul(x, tf.slice(w, [0, c], [inDim, Math.min(cols, outDim - c)])));
-    return tf.concat(parts, 1);
-  });
+  if (!wT || x.shape[0] < WIDE_MIN_ROWS || 4 * inDim * outDim <= WIDE_MIN_BYTES || tf.engine().isTapeOn()) return tf.matMul(x, w);
+  return tf.tidy(() => tf.transpose(tf.matMul(wT, tf.transpose(x))) as tf.Tensor2D);
 }
 
 export function linear(x: tf.Tensor2D, p: LinearParams): tf.Tensor2D {
-  const y = matMulWide(x, p.weight);
+  const y = tf.matMul(x, p.weight) as tf.Tensor2D;
   if (!p.bias) return y;
   const yb = tf.add(y, p.bias) as tf.Tensor2D;
   y.dispose();
