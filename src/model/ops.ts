@@ -166,20 +166,34 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
     const g = H / KV;
     // Lay out q as row blocks [g*Tq, hd] per (batch, kv head), k as [hd, Tk] and v as [Tk, hd]
-    // blocks, all stacked along rows of 2-D tensors: contiguous 2-D slices are cheap copies.
-    const qg = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV * g * Tq, hd]);
-    const kt = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV * hd, Tk]);
-    const vg = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV * Tk, hd]);
-    // One split per operand instead of a slice per block: B·KV times fewer kernel calls (each a
-    // few tens of µs of dispatch on this backend), the same copies.
-    const qs = tf.split(qg, B * KV, 0);
-    const ks = tf.split(kt, B * KV, 0);
-    const vs = tf.split(vg, B * KV, 0);
+    // blocks, all stacked along rows of 2-D tensors.
+    const qg: tf.Tensor2D = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV * g * Tq, hd]);
+    const kt: tf.Tensor2D = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV * hd, Tk]);
+    const vg: tf.Tensor2D = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV * Tk, hd]);
+    // Blocks are taken with a row gather, not a slice: the WebAssembly backend's slice (and split)
+    // first copies its whole input to the host, once per block — 44% of a stories260K
+    // perplexity batch (16 × 256 tokens, 64 blocks per operand) went there. Gather has no
+    // gradient kernel there, so while gradients are recorded the blocks come from one split each.
+    const n = B * KV;
+    const taping = tf.engine().isTapeOn();
+    const blocks = (t: tf.Tensor2D, rowsPerBlock: number): ((i: number) => tf.Tensor2D) => {
+      const cols = t.shape[1];
+      if (taping) {
+        const parts = tf.split(t, n, 0) as tf.Tensor2D[];
+        return (i) => parts[i]!;
+      }
+      const flat = t.reshape([n, rowsPerBlock * cols]);
+      return (i) => tf.gather(flat, tf.tensor1d([i], 'int32'), 0).reshape([rowsPerBlock, cols]) as tf.Tensor2D;
+    };
+    const qBlock = blocks(qg, g * Tq);
+    const kBlock = blocks(kt, hd);
+    const vBlock = blocks(vg, Tk);
     const outs: tf.Tensor2D[] = [];
-    for (let i = 0; i < B * KV; i++) {
-      let scores = tf.matMul(qs[i]!, ks[i]!);
+    for (let i = 0; i < n; i++) {
+      const vi = vBlock(i);
+      let scores = tf.matMul(qBlock(i), kBlock(i));
       if (mask) scores = tf.add(scores, mask);
-      outs.push(tf.matMul(tf.softmax(scores), vs[i]!));
+      outs.push(tf.matMul(tf.softmax(scores), vi));
     }
     return tf.concat(outs, 0).reshape([B, KV, g, Tq, hd]).transpose([0, 3, 1, 2, 4]).reshape([B * Tq, H * hd]) as tf.Tensor2D;
   });
