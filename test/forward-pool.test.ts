@@ -6,9 +6,9 @@ import { loadModel } from '../src/io/load-model.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
 import { tokenizeText } from '../src/data/text.ts';
 import { batchNllSum, perplexityOfTokens, perplexityOfTokensParallel } from '../src/eval/perplexity.ts';
-import { ForwardPool } from '../src/parallel/forward-pool.ts';
+import { ForwardPool, runBatches } from '../src/parallel/forward-pool.ts';
 import { modelFromShared, shareModel } from '../src/parallel/shared-params.ts';
-import { resolveThreads } from '../src/parallel/threads.ts';
+import { poolPays, POOL_START_SECONDS, resolveThreads } from '../src/parallel/threads.ts';
 import { ConfigError } from '../src/util/errors.ts';
 import { buildSyntheticLlama } from './synthetic-model.ts';
 import { runCli } from './cli-support.ts';
@@ -62,6 +62,40 @@ test('perplexity on stories260K: 1, 2 and 3 worker threads give the in-process n
     assert.ok(Math.abs(r.ppl - ref.ppl) <= 1e-6 * ref.ppl);
   }
   assert.equal(tf.memory().numTensors, before, 'no tensor leak');
+  model.dispose();
+});
+
+test('a pool pays when start-up + work/n < work: above 2 s of work for two threads, 1.5 s for three, never for one', () => {
+  assert.equal(POOL_START_SECONDS, 1);
+  assert.equal(poolPays(1.99, 2), false);
+  assert.equal(poolPays(2.01, 2), true);
+  assert.equal(poolPays(1.49, 3), false);
+  assert.equal(poolPays(1.51, 3), true);
+  assert.equal(poolPays(1000, 1), false);
+});
+
+test('automatic threads: a short pass stays in process, a long one moves its remaining batches to a pool; same sums', { skip }, async () => {
+  const { model } = loadModel(STORIES_BIN);
+  const rows = [[1, 30, 40, 50], [1, 60, 70, 80], [1, 90, 100, 110], [1, 120, 130, 140]];
+  const tasks = rows.map((r) => ({ type: 'nll' as const, rows: [r] }));
+  const expected = rows.map((r) => batchNllSum(model, [r]));
+  const short = await runBatches(model, tasks, 2, true, (t) => batchNllSum(model, t.rows));
+  assert.equal(short.threadsUsed, 1);
+  assert.deepEqual(short.results, expected);
+  // The first task made to look slow (2.1 s): 3 more such tasks are 6.3 s of estimated work, which pays for two workers.
+  let calls = 0;
+  const slowFirst = (t: (typeof tasks)[number]) => {
+    if (calls++ === 0) { const until = performance.now() + 2100; while (performance.now() < until); }
+    return batchNllSum(model, t.rows);
+  };
+  const long = await runBatches(model, tasks, 2, true, slowFirst);
+  assert.equal(calls, 1, 'only the first task ran in process');
+  assert.equal(long.threadsUsed, 2);
+  assert.deepEqual(long.results, expected);
+  // Not automatic: the threads asked for, from the first task.
+  const asked = await runBatches(model, tasks, 2, false, () => { throw new Error('not in process'); });
+  assert.equal(asked.threadsUsed, 2);
+  assert.deepEqual(asked.results, expected);
   model.dispose();
 });
 

@@ -15,7 +15,7 @@ import type { Tokenizer } from '../tokenizer/types.ts';
 import { tokenizeText, windowStarts } from '../data/text.ts';
 import { ConfigError } from '../util/errors.ts';
 import { checkContextLength } from '../util/context-length.ts';
-import { withForwardPool } from '../parallel/forward-pool.ts';
+import { runBatches } from '../parallel/forward-pool.ts';
 
 export interface PerplexityProtocol {
   text: string;
@@ -141,28 +141,30 @@ export function meanTokenNll(model: CausalLM, windows: readonly (readonly number
  * the in-process path.
  */
 export async function meanTokenNllParallel(model: CausalLM, windows: readonly (readonly number[])[], batchSize: number,
-  threads: number, onProgress?: (done: number, total: number) => void): Promise<{ nll: number; tokens: number; threadsUsed: number }> {
+  threads: number, onProgress?: (done: number, total: number) => void, auto = false): Promise<{ nll: number; tokens: number; threadsUsed: number }> {
   const batches = batchesOf(windows, batchSize);
-  const n = Math.min(threads, batches.length);
-  if (n <= 1) return { ...meanTokenNll(model, windows, batchSize, onProgress), threadsUsed: 1 };
-  const sums = await withForwardPool(model, n, (pool) => pool.run(
-    batches.map((rows) => ({ type: 'nll' as const, rows: rows.map((r) => [...r]) })),
-    // Progress counts finished batches, in whatever order they finish.
-    (done, total) => onProgress?.(done === total ? windows.length : Math.min(done * batchSize, windows.length), windows.length),
-  ));
-  return { ...meanOf(batches, sums), threadsUsed: n };
+  const progress = (done: number) => onProgress?.(Math.min(done * batchSize, windows.length), windows.length);
+  const { results: sums, threadsUsed } = await runBatches(model, batches.map((rows) => ({ type: 'nll' as const, rows: rows.map((r) => [...r]) })),
+    threads, auto, (t) => batchNllSum(model, t.rows), progress);
+  return { ...meanOf(batches, sums), threadsUsed };
+}
+
+export interface ParallelOptions {
+  threads: number;
+  /** `threads` is a default, not a request: use a pool only when the pass pays for its start-up. */
+  autoThreads?: boolean;
 }
 
 /** `perplexityOfTokens` on `threads` worker threads (see `meanTokenNllParallel`). */
 export async function perplexityOfTokensParallel(model: CausalLM, tokens: readonly number[], source: string, tokenizerId: string,
-  opts: PerplexityOptions & { threads: number }): Promise<PerplexityResult & { threadsUsed: number }> {
+  opts: PerplexityOptions & ParallelOptions): Promise<PerplexityResult & { threadsUsed: number }> {
   const p = prepare(model, tokens, source, tokenizerId, opts);
-  const r = await meanTokenNllParallel(model, p.windows, p.batchSize, opts.threads, opts.onProgress);
+  const r = await meanTokenNllParallel(model, p.windows, p.batchSize, opts.threads, opts.onProgress, opts.autoThreads);
   return { ...result(p, r), threadsUsed: r.threadsUsed };
 }
 
 export async function perplexityOfTextParallel(model: CausalLM, tokenizer: Tokenizer, file: string,
-  opts: PerplexityOptions & { threads: number }): Promise<PerplexityResult & { threadsUsed: number }> {
+  opts: PerplexityOptions & ParallelOptions): Promise<PerplexityResult & { threadsUsed: number }> {
   return perplexityOfTokensParallel(model, tokenizeText(tokenizer, file), file, tokenizer.id, opts);
 }
 

@@ -12,7 +12,7 @@ import {
   disposeParams, paramsFromNamedTensors, paramsToNamedTensors,
   type LayerParams, type LinearParams, type ModelParams,
 } from './params.ts';
-import { attention, applyRope, causalMask, disposeRope, layerNorm, linear, makeRope, rmsNorm, silu, type Rope } from './ops.ts';
+import { attention, applyRope, causalMask, disposeRope, layerNorm, linear, makeRope, headProduct, rmsNorm, silu, type Rope } from './ops.ts';
 import type { NamedTensors } from './tensor-data.ts';
 
 export type BlockTaps = Record<TapName, tf.Tensor2D>;
@@ -46,7 +46,6 @@ export class BlockContext {
       r = makeRope(this.past, this.T, heads, c.headDim, c.ropeTheta, c.ropeLayout);
       tf.keep(r.cos);
       tf.keep(r.sin);
-      tf.keep(r.rot);
       this.ropes.set(heads, r);
     }
     return r;
@@ -227,7 +226,8 @@ export class CausalLM {
       const n = this.config.family === 'llama'
         ? rmsNorm(x, this.params.finalNorm, this.config.normEps)
         : layerNorm(x, this.params.finalNorm, this.config.normEps);
-      return tf.matMul(n, this.params.lmHead);
+      // A tied head is the embedding transposed: the embedding is the head's [V, D] layout at hand.
+      return headProduct(n, this.params.lmHead, this.config.tieWordEmbeddings ? this.params.embed : null);
     });
   }
 

@@ -22,6 +22,27 @@ export function layerNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor
   });
 }
 
+/** Products with fewer rows than this stay as they are (a decode step keeps the backend's cached packed weight). */
+const WIDE_MIN_ROWS = 64;
+/** Weights above this size are past the L2 cache many times over. */
+const WIDE_MIN_BYTES = 16 * 2 ** 20;
+
+/**
+ * `x · w` for an output head `w: [D, V]`, given `wT = wᵀ` (`[V, D]`: the embedding of a tied
+ * model) or null. The WebAssembly backend's single-threaded GEMM streams the whole packed
+ * weight once per few rows of x, so a weight far past the L2 cache is read from memory hundreds
+ * of times: the SmolLM-135M head (512×576×49152) ran at 10.7 GFLOP/s. As `(wT · xᵀ)ᵀ` the small
+ * xᵀ is the packed operand and wT streams once: 25 GFLOP/s with the transposes (measured in CPU
+ * time; column slices of w would need a sliced copy of w each call, since the backend's slice
+ * reads its whole input to the host). Each logit is the same dot product in the same order,
+ * so the values are equal bit for bit; while gradients are recorded the product stays as it is.
+ */
+export function headProduct(x: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | null): tf.Tensor2D {
+  const [inDim, outDim] = w.shape;
+  if (!wT || x.shape[0] < WIDE_MIN_ROWS || 4 * inDim * outDim <= WIDE_MIN_BYTES || tf.engine().isTapeOn()) return tf.matMul(x, w);
+  return tf.tidy(() => tf.transpose(tf.matMul(wT, tf.transpose(x))) as tf.Tensor2D);
+}
+
 export function linear(x: tf.Tensor2D, p: LinearParams): tf.Tensor2D {
   const y = tf.matMul(x, p.weight) as tf.Tensor2D;
   if (!p.bias) return y;
@@ -50,18 +71,22 @@ export function ropeTables(start: number, length: number, headDim: number, theta
 }
 
 /**
- * RoPE for one head count, as three tensors: x' = x ⊙ cos + (x · R) ⊙ sin, where R is the
- * constant signed permutation that pairs the rotated dimensions (block-diagonal over heads).
- * Both layouts share this path and differ only in R and the table layout: `half` pairs i with
- * i + hd/2 (HF rotate_half), `interleaved` pairs 2i with 2i+1 (Meta/llama2.c). Written as one
- * 2-D matMul because splitting/concatenating 4-D tensors is slow on the WebAssembly backend.
+ * RoPE for one head count: x' = x ⊙ cos + (x · R) ⊙ sin, where R is the constant signed
+ * permutation that pairs the rotated dimensions (block-diagonal over heads). Both layouts share
+ * this path and differ only in the pairing: `half` pairs i with i + hd/2 (HF rotate_half),
+ * `interleaved` pairs 2i with 2i+1 (Meta/llama2.c). Viewing each head's dimensions as `[2, s]`
+ * blocks (s = hd/2 for `half`, 1 for `interleaved`), x · R swaps the two rows of every block and
+ * negates the new first row: one `reverse` of a 3-D view, with the sign folded into the sin
+ * table. It used to be a `[width, width]` matMul (10% of a SmolLM-135M layer's products); a
+ * permutation with signs is exact either way, so the values are the same bit for bit.
  */
 export interface Rope {
   /** `[T, heads*hd]`, broadcast over the batch. */
   cos: tf.Tensor2D;
+  /** `[T, heads*hd]`: sin with the sign of R's entry of each dimension (−sin for the first of a pair). */
   sin: tf.Tensor2D;
-  /** `[heads*hd, heads*hd]`. */
-  rot: tf.Tensor2D;
+  /** Width of a swapped block: hd/2 (`half`) or 1 (`interleaved`). */
+  span: number;
 }
 
 export function makeRope(start: number, length: number, heads: number, headDim: number, theta: number, layout: RopeLayout): Rope {
@@ -70,18 +95,15 @@ export function makeRope(start: number, length: number, heads: number, headDim: 
   const width = heads * headDim;
   const c = new Float32Array(length * width);
   const s = new Float32Array(length * width);
-  // partner[d] = the dimension d is rotated with; sign = the sign of that partner's term.
-  const partner = new Int32Array(headDim);
-  const sign = new Float32Array(headDim);
+  // freq[d]: the frequency index of dimension d; sign[d]: the sign of its partner's term in x · R.
   const freq = new Int32Array(headDim);
+  const sign = new Float32Array(headDim);
   for (let d = 0; d < headDim; d++) {
     if (layout === 'half') {
       freq[d] = d % half;
-      partner[d] = d < half ? d + half : d - half;
       sign[d] = d < half ? -1 : 1;
     } else {
       freq[d] = d >> 1;
-      partner[d] = d % 2 === 0 ? d + 1 : d - 1;
       sign[d] = d % 2 === 0 ? -1 : 1;
     }
   }
@@ -89,30 +111,23 @@ export function makeRope(start: number, length: number, heads: number, headDim: 
     for (let h = 0; h < heads; h++) {
       for (let d = 0; d < headDim; d++) {
         c[t * width + h * headDim + d] = cos[t * half + freq[d]];
-        s[t * width + h * headDim + d] = sin[t * half + freq[d]];
+        s[t * width + h * headDim + d] = sign[d] * sin[t * half + freq[d]];
       }
     }
   }
-  const r = new Float32Array(width * width);
-  for (let h = 0; h < heads; h++) {
-    for (let d = 0; d < headDim; d++) {
-      // (x · R)[d] = sign[d] · x[partner[d]]  ⇒  R[partner[d], d] = sign[d]
-      r[(h * headDim + partner[d]) * width + h * headDim + d] = sign[d];
-    }
-  }
-  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), rot: tf.tensor2d(r, [width, width]) };
+  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), span: layout === 'half' ? half : 1 };
 }
 
 export function disposeRope(r: Rope): void {
-  tf.dispose([r.cos, r.sin, r.rot]);
+  tf.dispose([r.cos, r.sin]);
 }
 
 /** Rotate `x: [B*T, heads*hd]` by RoPE; returns the same shape. */
 export function applyRope(x: tf.Tensor2D, B: number, T: number, rope: Rope): tf.Tensor2D {
   return tf.tidy(() => {
     const width = x.shape[1];
-    const rotated = tf.matMul(x, rope.rot);
-    const y = tf.add(tf.mul(x.reshape([B, T, width]), rope.cos), tf.mul(rotated.reshape([B, T, width]), rope.sin));
+    const swapped = tf.reverse(x.reshape([(B * T * width) / (2 * rope.span), 2, rope.span]), 1);
+    const y = tf.add(tf.mul(x.reshape([B, T, width]), rope.cos), tf.mul(swapped.reshape([B, T, width]), rope.sin));
     return y.reshape([B * T, width]) as tf.Tensor2D;
   });
 }
@@ -151,16 +166,32 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
     const g = H / KV;
     // Lay out q as row blocks [g*Tq, hd] per (batch, kv head), k as [hd, Tk] and v as [Tk, hd]
-    // blocks, all stacked along rows of 2-D tensors: contiguous 2-D slices are cheap copies.
-    const qg = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV * g * Tq, hd]);
-    const kt = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV * hd, Tk]);
-    const vg = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV * Tk, hd]);
+    // blocks, all stacked along rows of 2-D tensors.
+    const qg: tf.Tensor2D = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV * g * Tq, hd]);
+    const kt: tf.Tensor2D = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV * hd, Tk]);
+    const vg: tf.Tensor2D = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV * Tk, hd]);
+    // Blocks are taken with a row gather, not a slice: the WebAssembly backend's slice (and split)
+    // first copies its whole input to the host, once per block — 44% of a stories260K
+    // perplexity batch (16 × 256 tokens, 64 blocks per operand) went there. Gather has no
+    // gradient kernel there, so while gradients are recorded the blocks come from one split each.
+    const n = B * KV;
+    const taping = tf.engine().isTapeOn();
+    const blocks = (t: tf.Tensor2D, rowsPerBlock: number): ((i: number) => tf.Tensor2D) => {
+      const cols = t.shape[1];
+      if (taping) {
+        const parts = tf.split(t, n, 0) as tf.Tensor2D[];
+        return (i) => parts[i]!;
+      }
+      const flat = t.reshape([n, rowsPerBlock * cols]);
+      return (i) => tf.gather(flat, tf.tensor1d([i], 'int32'), 0).reshape([rowsPerBlock, cols]) as tf.Tensor2D;
+    };
+    const qBlock = blocks(qg, g * Tq);
+    const kBlock = blocks(kt, hd);
+    const vBlock = blocks(vg, Tk);
     const outs: tf.Tensor2D[] = [];
-    for (let i = 0; i < B * KV; i++) {
-      const qi = tf.slice(qg, [i * g * Tq, 0], [g * Tq, hd]);
-      const ki = tf.slice(kt, [i * hd, 0], [hd, Tk]);
-      const vi = tf.slice(vg, [i * Tk, 0], [Tk, hd]);
-      let scores = tf.matMul(qi, ki);
+    for (let i = 0; i < n; i++) {
+      const vi = vBlock(i);
+      let scores = tf.matMul(qBlock(i), kBlock(i));
       if (mask) scores = tf.add(scores, mask);
       outs.push(tf.matMul(tf.softmax(scores), vi));
     }

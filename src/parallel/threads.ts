@@ -19,3 +19,19 @@ export function resolveThreads(requested: number | undefined, backend: ConcreteB
   if (backend === 'node' || backend === 'node-gpu') return 1;
   return requested ?? defaultThreads();
 }
+
+/**
+ * Start-up of one pool worker (tsx, TensorFlow.js and its copy of the weights), in seconds: measured
+ * 0.85–0.97 CPU-s per worker on stories260K and the 256×4 bench model (`bench/prefill-profile.ts`
+ * notes in README "Every core"); with free cores the workers start side by side.
+ */
+export const POOL_START_SECONDS = 1;
+
+/**
+ * Whether `threads` workers pay for their start-up on work that takes `seconds` in process:
+ * start-up + seconds/threads < seconds, i.e. seconds > start-up × threads / (threads − 1)
+ * (2 s for two threads). Assumes free cores; on a busy machine a pool gains less.
+ */
+export function poolPays(seconds: number, threads: number): boolean {
+  return threads > 1 && seconds > (POOL_START_SECONDS * threads) / (threads - 1);
+}

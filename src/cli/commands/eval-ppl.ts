@@ -16,7 +16,7 @@ export const evalPplCommand: CommandModule<object, Args> = {
     .option('text', { type: 'string', demandOption: true, describe: 'text file' })
     .option('seqlen', { type: 'number', demandOption: true, describe: 'window length in tokens' })
     .option('max-windows', { type: 'number', describe: 'score only the first K windows' })
-    .option('threads', { type: 'number', describe: 'worker threads, each with its own backend, windows split between them (default: all cores; native TensorFlow: 1)' }),
+    .option('threads', { type: 'number', describe: 'worker threads, each with its own backend, windows split between them (default: all cores when the pass is long enough to pay for starting them; native TensorFlow: 1)' }),
   handler: handler<Args>(async (args) => {
     checkPerplexityOptions({ seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null });
     const backend = await startBackend(args);
@@ -25,6 +25,8 @@ export const evalPplCommand: CommandModule<object, Args> = {
     const t0 = performance.now();
     const r = await perplexityOfTextParallel(model, tokenizer, args.text, {
       seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null, allowBeyondContext: args['allow-long-context'], threads,
+      // The default (all cores) only where the pass pays for the pool's start-up; an explicit --threads is used as given.
+      autoThreads: args.threads === undefined,
       onProgress: (d, n) => { if (!args.json || process.stderr.isTTY) log(`ppl: window ${d}/${n}`); },
     });
     const seconds = (performance.now() - t0) / 1000;

@@ -1,0 +1,62 @@
+/**
+ * The faster paths of the forward pass compute the same values as the plain ones, bit for bit:
+ * a wide head through its transposed layout (`headProduct`) against one `tf.matMul`, and RoPE (a reverse
+ * with signed sin) against the definition written out per element.
+ */
+import { describe, it, before } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { setupBackend } from './support.ts';
+import { applyRope, headProduct, makeRope, ropeTables } from '../src/model/ops.ts';
+import { mulberry32 } from '../src/util/random.ts';
+
+function randomTensor(shape: [number, number], seed: number): tf.Tensor2D {
+  const rng = mulberry32(seed);
+  return tf.tensor2d(Float32Array.from({ length: shape[0] * shape[1] }, () => rng() * 2 - 1), shape);
+}
+
+describe('forward speed paths', () => {
+  before(setupBackend);
+
+  it('headProduct through the transposed head equals one matMul bit for bit (17 MB head, 96 rows)', () => {
+    // [256, 16500] fp32 is 16.9 MB, above the threshold.
+    const x = randomTensor([96, 256], 1);
+    const w = randomTensor([256, 16500], 2);
+    const wT = tf.transpose(w) as tf.Tensor2D;
+    const whole = tf.matMul(x, w);
+    const viaT = headProduct(x, w, wT);
+    assert.deepEqual(viaT.shape, [96, 16500]);
+    assert.ok(Buffer.from((viaT.dataSync() as Float32Array).buffer).equals(Buffer.from((whole.dataSync() as Float32Array).buffer)));
+    // Few rows (a decode step), or no transposed head: one plain product.
+    const x1 = tf.slice(x, [0, 0], [2, 256]);
+    assert.deepEqual(headProduct(x1, w, wT).dataSync(), tf.matMul(x1, w).dataSync());
+    assert.deepEqual(headProduct(x, w, null).dataSync(), whole.dataSync());
+    tf.dispose([x, w, wT, whole, viaT, x1]);
+  });
+
+  for (const layout of ['half', 'interleaved'] as const) {
+    it(`RoPE (${layout}) equals x·cos + rotate(x)·sin written per element`, () => {
+      const B = 2, T = 5, heads = 3, hd = 8, start = 7, width = heads * hd;
+      const x = randomTensor([B * T, width], 3);
+      const rope = makeRope(start, T, heads, hd, 10000, layout);
+      const got = applyRope(x, B, T, rope).dataSync();
+      const xs = x.dataSync();
+      const { cos, sin } = ropeTables(start, T, hd, 10000);
+      const half = hd / 2;
+      for (let n = 0; n < B * T; n++) {
+        const t = n % T;
+        for (let h = 0; h < heads; h++) {
+          for (let i = 0; i < half; i++) {
+            // The pair (a, b) rotated by angle i: a' = a cos − b sin, b' = b cos + a sin.
+            const [da, db] = layout === 'half' ? [i, i + half] : [2 * i, 2 * i + 1];
+            const a = xs[n * width + h * hd + da]!, b = xs[n * width + h * hd + db]!;
+            const c = cos[t * half + i]!, s = sin[t * half + i]!;
+            assert.equal(got[n * width + h * hd + da], Math.fround(Math.fround(a * c) + Math.fround(-b * s)));
+            assert.equal(got[n * width + h * hd + db], Math.fround(Math.fround(b * c) + Math.fround(a * s)));
+          }
+        }
+      }
+      tf.dispose([x, rope.cos, rope.sin]);
+    });
+  }
+});
