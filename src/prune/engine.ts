@@ -101,6 +101,11 @@ export interface LayerJob<O> {
  * methods), group by group; returns the layer's report entry.
  */
 export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: HiddenStates | null, job: LayerJob<O>): Promise<Record<string, unknown>> {
+  // Streamed weights: the layer stays on the backend while it is pruned, then goes back to the host.
+  return model.withParts([i], () => pruneHeldLayer(model, i, states, job));
+}
+
+async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenStates | null, job: LayerJob<O>): Promise<Record<string, unknown>> {
   const m = job.method;
   const statsReq = m.stats(job.options);
   const grouped = m.operatorOrder(job.options) === 'grouped';
@@ -165,12 +170,13 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes };
   try {
     for (let i = 0; i < model.numLayers; i++) {
-      const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? (await passes.run(model, i, states)).states : null;
-      perLayer.push(await pruneLayerInPlace(model, i, states, job));
-      if (states) {
-        const next = mode === 'dense-parallel' ? denseNext : i + 1 < model.numLayers ? (await passes.run(model, i, states)).states : null;
-        states = next;
-      }
+      // One upload of the layer (streamed weights) for its dense pass, its pruning and its output pass.
+      states = await model.withParts([i], async () => {
+        const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? (await passes.run(model, i, states)).states : null;
+        perLayer.push(await pruneLayerInPlace(model, i, states, job));
+        if (!states) return null;
+        return mode === 'dense-parallel' ? denseNext : i + 1 < model.numLayers ? (await passes.run(model, i, states)).states : null;
+      });
       req.onLayer?.(i + 1, model.numLayers);
       log(`layer ${i + 1}/${model.numLayers} pruned`);
     }
@@ -226,13 +232,13 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   });
   // Validate the whole plan before touching any weight, so a bad plan changes nothing.
   validatePlan(plan, view, req.method.name);
-  plan.layers.forEach((lp, i) => {
+  plan.layers.forEach((lp, i) => model.withParts([i], () => {
     const before = { ...model.config.layers[i] };
     for (const [role, delta] of Object.entries(lp.biasDelta ?? {}) as [LinearRole, Float32Array][]) addBias(model, i, role, delta);
     if (lp.keepChannels) removeFfnChannels(model, i, lp.keepChannels);
     if (lp.keepKvGroups) removeKvGroups(model, i, lp.keepKvGroups);
     perLayer.push({ layer: i, before, after: { ...model.config.layers[i] } });
-  });
+  }));
   return plan.report;
 }
 

@@ -41,7 +41,7 @@ export function countZeros(model: CausalLM): { byType: SparsityByType; overall: 
   const byType: SparsityByType = {};
   let zeros = 0;
   let total = 0;
-  model.config.layers.forEach((_, i) => {
+  model.config.layers.forEach((_, i) => model.withParts([i], () => {
     for (const l of model.spec.linears) {
       const w = model.linearParams(i, l.role).weight;
       const z = tf.tidy(() => tf.sum(tf.cast(tf.equal(w, 0), 'int32')));
@@ -53,7 +53,7 @@ export function countZeros(model: CausalLM): { byType: SparsityByType; overall: 
       zeros += n;
       total += w.size;
     }
-  });
+  }));
   for (const e of Object.values(byType)) e.sparsity = e.total ? e.zeros / e.total : 0;
   return { byType, overall: { zeros, total, sparsity: total ? zeros / total : 0 } };
 }
