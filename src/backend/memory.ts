@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
-import { ResourceError } from '../util/errors.ts';
+import { ConfigError, ResourceError } from '../util/errors.ts';
 
 /**
  * The WebAssembly backend's heap: memory32, 4 GiB of address space at most. Measured with
@@ -39,7 +39,48 @@ export function hostMemoryBytes(): number {
   return limit > 0 && limit < os.totalmem() ? limit : os.totalmem();
 }
 
-const STREAMING_NOTE = 'keeping weights on the host and one layer on the backend (--device-memory) is planned but not available yet';
+const STREAMING_NOTE = 'a model over the backend memory budget is streamed (weights on the host, one layer on the backend; --device-memory sets the budget)';
+
+/**
+ * Room the wasm default budget leaves for activations, logits and statistics beside the
+ * weights: a 4096-token batch of a 32,000-word vocabulary alone is 0.5 GiB of logits.
+ */
+export const WASM_ACTIVATION_HEADROOM = 2 ** 30;
+
+let deviceMemoryFlag: number | null = null;
+
+/** `--device-memory` of this process (null: the backend's default). */
+export function setDeviceMemory(bytes: number | null): void {
+  deviceMemoryFlag = bytes;
+}
+
+/**
+ * Bytes of weights the backend may hold: `--device-memory` when given (on wasm never above the
+ * heap), else for wasm the heap minus room for activations, and no limit for the other backends
+ * (their memory is not known up front: native TensorFlow, plain JS on the host).
+ */
+export function deviceMemoryBudget(backend: string = tf.getBackend()): { bytes: number; source: 'flag' | 'default' } {
+  if (deviceMemoryFlag !== null) {
+    return { bytes: backend === 'wasm' ? Math.min(deviceMemoryFlag, WASM_HEAP_BYTES) : deviceMemoryFlag, source: 'flag' };
+  }
+  return { bytes: backend === 'wasm' ? WASM_HEAP_BYTES - WASM_ACTIVATION_HEADROOM : Infinity, source: 'default' };
+}
+
+const UNITS: Record<string, number> = {
+  '': 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40,
+};
+
+/** `--device-memory`: bytes, or a number with a unit (KB MB GB: powers of 1000; KiB MiB GiB: of 1024). */
+export function parseByteSize(value: string, flag = '--device-memory'): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(value);
+  const unit = m ? UNITS[m[2]!.toLowerCase()] : undefined;
+  const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN;
+  if (!Number.isFinite(bytes) || bytes <= 0) {
+    throw new ConfigError(`${flag} must be a positive size in bytes, or with a unit such as 512MiB or 2.5GiB (got '${value}')`);
+  }
+  return bytes;
+}
 
 /**
  * Throw a ResourceError when `need` cannot fit: the WebAssembly heap for the wasm backend, the

@@ -5,6 +5,7 @@
 import type { Argv } from 'yargs';
 import { BACKEND_CHOICES, initBackend, type BackendChoice, type ConcreteBackend } from '../backend/index.ts';
 import { loadModel, type LoadedModel } from '../io/load-model.ts';
+import { parseByteSize, setDeviceMemory } from '../backend/memory.ts';
 import { checkTokenizerMatchesModel, findTokenizerForModel } from '../tokenizer/load.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { FileSystemError, isErrnoException, PruneLabError } from '../util/errors.ts';
@@ -13,12 +14,17 @@ import { reportProgress } from '../util/supervision.ts';
 export interface CommonArgs {
   backend: BackendChoice;
   json: boolean;
+  'device-memory'?: string | undefined;
 }
 
 export function withCommon<T>(y: Argv<T>): Argv<T & CommonArgs> {
   return y
     .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto = fastest that loads)' })
-    .option('json', { type: 'boolean', default: false, describe: 'print exactly one JSON object on stdout' });
+    .option('json', { type: 'boolean', default: false, describe: 'print exactly one JSON object on stdout' })
+    .option('device-memory', {
+      type: 'string',
+      describe: 'backend memory budget for weights, e.g. 2GiB or 500MB (default for wasm: its 4 GiB heap minus 1 GiB): a model over it is streamed, one layer at a time on the backend',
+    });
 }
 
 export function withModel<T>(y: Argv<T>): Argv<T & { model: string; tokenizer: string | undefined }> {
@@ -60,6 +66,8 @@ export function log(msg: string): void {
 }
 
 export async function startBackend(args: CommonArgs): Promise<ConcreteBackend> {
+  const budget = args['device-memory'];
+  setDeviceMemory(budget === undefined ? null : parseByteSize(budget));
   return initBackend(args.backend, false);
 }
 
@@ -75,6 +83,7 @@ export async function openModel(args: { model: string; tokenizer?: string }): Pr
     loaded.model.dispose();
     throw e;
   }
+  if (loaded.model.mode === 'streamed') log(`weights streamed: on the host, one layer at a time on the backend (over the backend memory budget; --device-memory sets it)`);
   if (padding > 0) {
     log(`note: the model's vocabulary (${loaded.model.config.vocabSize}) has ${padding} padding id(s) beyond the tokenizer's ${tokenizer.vocabSize}; the tokenizer never produces them`);
   }

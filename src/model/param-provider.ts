@@ -19,6 +19,7 @@ import {
 } from './params.ts';
 import type { HostStore } from './host-store.ts';
 import type { NamedTensors } from './tensor-data.ts';
+import { ResourceError } from '../util/errors.ts';
 
 export type ExecutionMode = 'resident' | 'streamed';
 
@@ -43,6 +44,17 @@ export interface ParamProvider {
   /** Every weight in HF names and layouts, fp32. */
   toNamedTensors(): NamedTensors;
   dispose(): void;
+}
+
+/**
+ * Refuse work that needs every weight on the backend at once (gradients through the whole model,
+ * worker threads with their own copy) when the weights are streamed; `what` names the work.
+ */
+export function assertResident(mode: ExecutionMode, what: string): void {
+  if (mode === 'resident') return;
+  throw new ResourceError(`${what} needs every weight on the backend at once, but this model's weights are streamed (they are over the ` +
+    `backend memory budget, so only one layer at a time is on the backend). Options: a larger --device-memory when the backend can hold ` +
+    `the whole model (wasm: the WebAssembly heap's 4 GiB at most), or --backend node / node-gpu with --device-memory set to their memory.`);
 }
 
 export class ResidentParams implements ParamProvider {

@@ -22,7 +22,8 @@ import { ConfigError } from '../util/errors.ts';
 import { pruneLayersParallel } from './parallel.ts';
 import { statsNeedData } from './needs-calibration.ts';
 import { inProcessPasses, layerPasses, type LayerPasses } from '../parallel/layer-passes.ts';
-import { resolveThreads } from '../parallel/threads.ts';
+import { resolveThreads, threadsForModel } from '../parallel/threads.ts';
+import { assertResident } from '../model/param-provider.ts';
 import { activeBackend } from '../backend/index.ts';
 
 export interface PruneRequest<O, R extends MethodReport = MethodReport> {
@@ -157,6 +158,7 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   // Set up once here even when workers do the layers: a method refuses a run it cannot do before any work.
   const state = m.setup?.({ model: view, options: req.options, target: req.target, log, run: { mode, workers } });
   if (workers > 1) {
+    assertResident(model.mode, `pruning layers on ${workers} worker threads (workers)`);
     if (mode !== 'dense-parallel') throw new ConfigError(`workers = ${workers} needs --mode dense-parallel: in sequential mode each layer waits for the previous one`);
     await pruneLayersParallel(model, {
       methodName: moduleOf(req.method) ?? req.method.name, options: req.options, target: req.target, windows: needsData ? req.windows : null,
@@ -166,7 +168,7 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   }
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
   // Never more threads than batches: each thread runs whole batches.
-  const passes = states ? layerPasses(model, Math.min(threadCount(req.threads), states.batches.length)) : inProcessPasses;
+  const passes = states ? layerPasses(model, Math.min(threadsForModel(model.mode, threadCount(req.threads), req.threads, 'threads'), states.batches.length)) : inProcessPasses;
   const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes };
   try {
     for (let i = 0; i < model.numLayers; i++) {
@@ -206,7 +208,7 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   if (needsPass) {
     // One dense pass: every statistic comes from the unpruned model.
     let states: HiddenStates | null = embedWindows(model, req.windows);
-    const passes = layerPasses(model, Math.min(threadCount(req.threads), states.batches.length));
+    const passes = layerPasses(model, Math.min(threadsForModel(model.mode, threadCount(req.threads), req.threads, 'threads'), states.batches.length));
     try {
       for (let i = 0; i < model.numLayers && states; i++) {
         stats.push(await passes.stats(model, i, states, sreq.perLayer));

@@ -37,7 +37,7 @@ export const convertCommand: CommandModule<object, Args> = {
           for (const f of CARRIED) if (fs.existsSync(path.join(args.model, f))) fs.copyFileSync(path.join(args.model, f), path.join(w.work, f));
         }
         const { files, bytes } = w.commit();
-        emit(args, { out: args.out, dtype: args.dtype, files, bytes, tokenizerFiles, backend },
+        emit(args, { out: args.out, dtype: args.dtype, files, bytes, tokenizerFiles, backend, execution: model.mode },
           () => `wrote ${args.out} (${files.join(', ')}; ${bytes} bytes)`);
       } finally {
         model.dispose();

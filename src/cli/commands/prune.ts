@@ -16,7 +16,7 @@ import { withCheckpointWriter } from '../../io/checkpoint-writer.ts';
 import { needsCalibration } from '../../prune/needs-calibration.ts';
 import { countParameters } from '../../model/count.ts';
 import type { InputMode } from '../../prune/method.ts';
-import { resolveThreads } from '../../parallel/threads.ts';
+import { resolveThreads, threadsForModel } from '../../parallel/threads.ts';
 
 type Args = CommonArgs & {
   model: string; tokenizer: string | undefined; method: string; sparsity: number | undefined; pattern: string; workers: number; threads: number | undefined;
@@ -57,9 +57,9 @@ export const pruneCommand: CommandModule<object, Args> = {
     const inputs = namedInputs(args, ['model', 'tokenizer', 'calib']);
     await withCheckpointWriter({ out: args.out, overwrite: args.overwrite, inputs }, async (w) => {
       const backend = await startBackend(args);
-      const threads = resolveThreads(args.threads, backend);
       const { model, tokenizer } = await openModel(args);
       try {
+        const threads = threadsForModel(model.mode, resolveThreads(args.threads, backend), args.threads);
         const beyond = args.calib
           ? checkContextLength(model.config, args.seqlen, '--seqlen', { allow: args['allow-long-context'], allowFlag: '--allow-long-context' })
           : false;
@@ -71,7 +71,7 @@ export const pruneCommand: CommandModule<object, Args> = {
           method, options, target: { sparsity, pattern }, windows: calib?.windows ?? [],
           calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, threads, log: (m) => log(`prune: ${m}`),
         });
-        const report = beyond ? { ...pruned, beyondContext: { seqlen: args.seqlen, contextLength: model.config.maxPositionEmbeddings } } : pruned;
+        const report = { ...(beyond ? { ...pruned, beyondContext: { seqlen: args.seqlen, contextLength: model.config.maxPositionEmbeddings } } : pruned), execution: model.mode };
         w.ensureSpace(checkpointBytes(countParameters(model).total, args.dtype));
         saveModel(model, w.work, args.dtype);
         await copyTokenizerFiles(args.model, w.work, args.tokenizer);

@@ -1,0 +1,186 @@
+/**
+ * Streamed weights (host store, one layer on the backend) against resident ones: the same
+ * perplexities and the same pruned weights for every method that runs streamed, a backend
+ * working set that stays flat across layers, and clear refusals (a budget below one layer,
+ * whole-model gradients, worker threads).
+ */
+import { describe, it, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { setupBackend, HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, shared } from './support.ts';
+import { syntheticLlamaConfig, syntheticLlamaTensors, type SyntheticLlamaOptions } from '../src/model/synthetic.ts';
+import { CausalLM } from '../src/model/causal-lm.ts';
+import { cloneConfig } from '../src/model/config.ts';
+import { loadModel, openCheckpoint, streamedFromNamedTensors, streamedNeed, loadNeed } from '../src/io/load-model.ts';
+import { setDeviceMemory } from '../src/backend/memory.ts';
+import { meanTokenNll, perplexityOfText } from '../src/eval/perplexity.ts';
+import { embedWindows, runLayer } from '../src/prune/stats.ts';
+import { pruneModel } from '../src/prune/engine.ts';
+import { parseMethodOptions, resolveMethod } from '../src/prune/registry.ts';
+import type { PruneTarget } from '../src/prune/method.ts';
+import { findTokenizerForModel } from '../src/tokenizer/load.ts';
+import { calibrationFromText } from '../src/prune/calibration.ts';
+import { ConfigError, ResourceError } from '../src/util/errors.ts';
+import { mulberry32 } from '../src/util/random.ts';
+import type { NamedTensors } from '../src/model/tensor-data.ts';
+
+const SHAPE: SyntheticLlamaOptions = { hidden: 32, layers: 3, heads: 4, kvHeads: 2, ffn: 64, vocab: 64, seed: 11 };
+
+function windows(n: number, T: number, seed = 3): number[][] {
+  const r = mulberry32(seed);
+  return Array.from({ length: n }, () => Array.from({ length: T }, () => Math.floor(r() * SHAPE.vocab)));
+}
+
+/** The same weights twice: all on the backend, and streamed from the host. */
+function pair(): { resident: CausalLM; streamed: CausalLM } {
+  const config = syntheticLlamaConfig(SHAPE);
+  const tensors = syntheticLlamaTensors(config, SHAPE.seed);
+  return {
+    resident: CausalLM.fromNamedTensors(cloneConfig(config), tensors, 'synthetic'),
+    streamed: streamedFromNamedTensors(cloneConfig(config), tensors, 'synthetic'),
+  };
+}
+
+/** Same tensor names, same zeros (masks), same values within 1e-6 of the largest. */
+function assertSameWeights(a: NamedTensors, b: NamedTensors, what: string): void {
+  assert.deepEqual([...a.keys()].sort(), [...b.keys()].sort(), `${what}: tensor names`);
+  for (const [name, t] of a) {
+    const u = b.get(name)!;
+    assert.deepEqual(u.shape, t.shape, `${what} ${name}: shape`);
+    let scale = 0;
+    for (const x of t.data) scale = Math.max(scale, Math.abs(x));
+    for (let i = 0; i < t.data.length; i++) {
+      assert.equal(u.data[i] === 0, t.data[i] === 0, `${what} ${name}[${i}]: mask differs`);
+      assert.ok(Math.abs(u.data[i]! - t.data[i]!) <= 1e-6 * scale, `${what} ${name}[${i}]: ${u.data[i]} vs ${t.data[i]}`);
+    }
+  }
+}
+
+function assertRelClose(a: number, b: number, what: string): void {
+  assert.ok(Math.abs(a - b) <= 1e-6 * Math.abs(b), `${what}: ${a} vs ${b}`);
+}
+
+const PER_LAYER_METHODS = ['magnitude', 'wanda', 'sparsegpt', 'fistapruner', 'dsnot', 'wanda-sp', 'magnitude-sp', 'flap', 'cfsp'];
+
+describe('streamed weights (synthetic model)', () => {
+  before(setupBackend);
+
+  it('a streamed model keeps no weight on the backend between calls, and scores the same perplexity', () => {
+    const t0 = tf.memory().numTensors;
+    const { resident, streamed } = pair();
+    assert.equal(streamed.mode, 'streamed');
+    assert.equal(resident.mode, 'resident');
+    const tResident = tf.memory().numTensors;
+    assert.ok(tResident > t0, 'the resident model holds its tensors');
+    const ws = windows(5, 16);
+    const a = meanTokenNll(resident, ws, 2);
+    const countBefore = tf.memory().numTensors;
+    const b = meanTokenNll(streamed, ws, 2);
+    assert.equal(tf.memory().numTensors, countBefore, 'the streamed pass leaves nothing on the backend');
+    assert.equal(a.tokens, b.tokens);
+    assertRelClose(b.nll, a.nll, 'mean NLL');
+    // The whole-model forward (decode, zero-shot) works streamed too, one layer uploaded at a time.
+    const la = resident.forward([ws[0]!]);
+    const lb = streamed.forward([ws[0]!]);
+    const [diff, scale] = tf.tidy(() => [tf.max(tf.abs(tf.sub(la, lb))).dataSync()[0]!, tf.max(tf.abs(la)).dataSync()[0]!]);
+    assert.ok(diff! <= 1e-6 * scale!, `logits differ by ${diff}`);
+    tf.dispose([la, lb]);
+    resident.dispose();
+    streamed.dispose();
+    assert.equal(tf.memory().numTensors, t0);
+  });
+
+  it('numTensors stays flat across layers of a layer-major pass', () => {
+    const { resident, streamed } = pair();
+    resident.dispose();
+    const base = tf.memory().numTensors;
+    let states = embedWindows(streamed, windows(4, 16));
+    for (let i = 0; i < streamed.numLayers; i++) {
+      states = runLayer(streamed, i, states)!;
+      assert.equal(tf.memory().numTensors, base, `after layer ${i}`);
+    }
+    streamed.dispose();
+  });
+
+  for (const name of PER_LAYER_METHODS) {
+    it(`${name}: the same pruned weights and perplexity streamed as resident`, async () => {
+      const method = await resolveMethod(name);
+      const options = parseMethodOptions(method, {});
+      const target: PruneTarget = method.kind === 'structured'
+        ? { sparsity: 0.2, pattern: { kind: 'unstructured' } }
+        : { sparsity: 0.5, pattern: { kind: 'unstructured' } };
+      const { resident, streamed } = pair();
+      const calib = windows(4, 16, 9);
+      const ra = await pruneModel(resident, { method, options, target, windows: calib });
+      const perLayer: number[] = [];
+      const rb = await pruneModel(streamed, { method, options, target, windows: calib, onLayer: () => perLayer.push(tf.memory().numTensors) });
+      assert.ok(perLayer.every((n) => n === perLayer[0]), `${name}: tensors per layer ${perLayer}`);
+      assert.deepEqual(streamed.config.layers, resident.config.layers, `${name}: layer shapes`);
+      assert.deepEqual(rb.zeros, ra.zeros);
+      assert.deepEqual(rb.removed, ra.removed);
+      assertSameWeights(resident.toNamedTensors(), streamed.toNamedTensors(), name);
+      const ws = windows(3, 16, 5);
+      assertRelClose(meanTokenNll(streamed, ws, 2).nll, meanTokenNll(resident, ws, 2).nll, `${name} NLL`);
+      resident.dispose();
+      streamed.dispose();
+    });
+  }
+
+  it('gradient methods and worker threads refuse streamed weights with what to do', async () => {
+    const { resident, streamed } = pair();
+    resident.dispose();
+    for (const name of ['saap', 'llm-pruner']) {
+      const method = await resolveMethod(name);
+      await assert.rejects(
+        pruneModel(streamed, { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.2, pattern: { kind: 'unstructured' } }, windows: windows(4, 16) }),
+        (e: Error) => e instanceof ResourceError && /streamed/.test(e.message) && /--device-memory/.test(e.message), name);
+    }
+    const wanda = await resolveMethod('wanda');
+    await assert.rejects(
+      pruneModel(streamed, { method: wanda, options: parseMethodOptions(wanda, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows: windows(4, 16), threads: 2 }),
+      (e: Error) => e instanceof ConfigError && /streamed/.test(e.message));
+    streamed.dispose();
+  });
+});
+
+describe('streamed weights (stories260K, forced by a tiny --device-memory)', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
+  before(setupBackend);
+  after(() => setDeviceMemory(null));
+  const text = shared('text/tinystories-sample.txt');
+
+  it('a budget below the model streams it; the same perplexity and wanda / sparsegpt masks', async () => {
+    setDeviceMemory(null);
+    const ckpt = openCheckpoint(STORIES_BIN);
+    const need = streamedNeed(ckpt);
+    assert.ok(need.backendBytes < loadNeed(ckpt).backendBytes, 'streaming needs less than residency');
+    const tokenizer = await findTokenizerForModel(STORIES_BIN);
+    const calib = calibrationFromText(tokenizer, { text, nsamples: 8, seqlen: 128, seed: 0 });
+    for (const name of ['wanda', 'sparsegpt']) {
+      setDeviceMemory(null);
+      const { model: resident } = loadModel(STORIES_BIN);
+      setDeviceMemory(need.backendBytes);
+      const { model: streamed } = loadModel(STORIES_BIN);
+      assert.equal(resident.mode, 'resident');
+      assert.equal(streamed.mode, 'streamed');
+      const opts = { seqlen: 128, maxWindows: 6 };
+      if (name === 'wanda') {
+        assertRelClose(perplexityOfText(streamed, tokenizer, text, opts).ppl, perplexityOfText(resident, tokenizer, text, opts).ppl, 'dense ppl');
+      }
+      const method = await resolveMethod(name);
+      const req = { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } } as const, windows: calib.windows };
+      await pruneModel(resident, req);
+      await pruneModel(streamed, req);
+      assertSameWeights(resident.toNamedTensors(), streamed.toNamedTensors(), name);
+      assertRelClose(perplexityOfText(streamed, tokenizer, text, opts).ppl, perplexityOfText(resident, tokenizer, text, opts).ppl, `${name} ppl`);
+      resident.dispose();
+      streamed.dispose();
+    }
+  });
+
+  it('a budget below one layer is refused before any weight is read, saying what is needed', () => {
+    setDeviceMemory(1000);
+    assert.throws(() => loadModel(STORIES_BIN), (e: Error) =>
+      e instanceof ResourceError && /one decoder layer/.test(e.message) && /--device-memory/.test(e.message) && /0\.00 GiB/.test(e.message));
+    setDeviceMemory(null);
+  });
+});
