@@ -8,6 +8,7 @@ import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { setupBackend, HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, shared } from './support.ts';
+import { runCli } from './cli-support.ts';
 import { syntheticLlamaConfig, syntheticLlamaTensors, type SyntheticLlamaOptions } from '../src/model/synthetic.ts';
 import { CausalLM } from '../src/model/causal-lm.ts';
 import { cloneConfig } from '../src/model/config.ts';
@@ -182,5 +183,30 @@ describe('streamed weights (stories260K, forced by a tiny --device-memory)', { s
     assert.throws(() => loadModel(STORIES_BIN), (e: Error) =>
       e instanceof ResourceError && /one decoder layer/.test(e.message) && /--device-memory/.test(e.message) && /0\.00 GiB/.test(e.message));
     setDeviceMemory(null);
+  });
+
+  it('the CLI: eval ppl, generate and eval speed record the execution mode; streamed gives the same perplexity and tokens', () => {
+    const budget = String(streamedNeed(openCheckpoint(STORIES_BIN)).backendBytes);
+    const ppl = ['eval', 'ppl', '--model', STORIES_BIN, '--text', text, '--seqlen', '128', '--max-windows', '4'];
+    const a = runCli(ppl);
+    const b = runCli([...ppl, '--device-memory', budget]);
+    assert.equal(a.status, 0, a.stderr);
+    assert.equal(b.status, 0, b.stderr);
+    assert.equal(a.json?.execution, 'resident');
+    assert.equal(b.json?.execution, 'streamed');
+    assert.equal(b.json?.threads, 1, 'streamed passes run in process');
+    assertRelClose(b.json?.ppl as number, a.json?.ppl as number, 'CLI ppl');
+    const gen = ['generate', '--model', STORIES_BIN, '--greedy', '--max-new-tokens', '12'];
+    const ga = runCli(gen);
+    const gb = runCli([...gen, '--device-memory', budget]);
+    assert.equal(gb.status, 0, gb.stderr);
+    assert.equal(gb.json?.execution, 'streamed');
+    assert.deepEqual(gb.json?.ids, ga.json?.ids);
+    const refused = runCli([...ppl, '--device-memory', budget, '--threads', '2']);
+    assert.equal(refused.status, 2);
+    assert.match(refused.stderr, /--threads 2: this model's weights are streamed/);
+    const bad = runCli([...ppl, '--device-memory', 'lots']);
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--device-memory must be a positive size/);
   });
 });
