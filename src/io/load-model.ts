@@ -5,6 +5,7 @@
  * else on the host with one layer at a time on the backend (streamed) — checks that this fits,
  * then reads every tensor.
  */
+import buffer from 'node:buffer';
 import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM } from '../model/causal-lm.ts';
@@ -19,6 +20,7 @@ import { dequantizePart, openQuantizedPart, type QuantizedPart } from './quantiz
 import { readAllF32, readF32, readStored, refsNumel, DTYPE_BYTES, type TensorRefs } from './stored-tensor.ts';
 import { numel, type NamedTensors } from '../model/tensor-data.ts';
 import { HostStore } from '../model/host-store.ts';
+import { countParameters } from '../model/count.ts';
 import { StreamedParams, type ExecutionMode } from '../model/param-provider.ts';
 
 export type CheckpointKind = 'hf' | 'llama2c';
@@ -193,7 +195,22 @@ export function streamedFromNamedTensors(config: ModelConfig, tensors: NamedTens
   return new CausalLM(config, new StreamedParams(config, hostStoreOf(null, config, kept)));
 }
 
+/** The most one safetensors file may hold here: the writer builds it in one Node buffer. */
+export const SINGLE_FILE_LIMIT = buffer.constants.MAX_LENGTH;
+
+/** Refuse, before any work, a checkpoint of `parameters` that cannot be written as one file at `dtype`. */
+export function assertWritableAsOneFile(parameters: number, dtype: 'f32' | 'f16', source: string): void {
+  const bytes = parameters * (dtype === 'f16' ? 2 : 4);
+  if (bytes <= SINGLE_FILE_LIMIT - 2 ** 20) return;
+  throw new ResourceError(
+    `writing this model (${parameters.toLocaleString('en-US')} parameters) as ${dtype} needs one safetensors file of ${gib(bytes)}, ` +
+      `but the checkpoint writer holds a file in one buffer of at most ${gib(SINGLE_FILE_LIMIT)}. Options: --dtype f16 ` +
+      `(${gib(parameters * 2)})${dtype === 'f16' ? ' is already too large: the model must be written in shards, which this writer does not do yet' : ''}.`,
+    source);
+}
+
 /** Save any model as an HF directory (F32 or F16 weights). */
 export function saveModel(model: CausalLM, dir: string, dtype: 'f32' | 'f16' = 'f32'): void {
+  assertWritableAsOneFile(countParameters(model).total, dtype, dir);
   writeHfCheckpoint(dir, model.config, model.toNamedTensors(), dtype);
 }

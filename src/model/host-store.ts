@@ -96,6 +96,20 @@ export class HostStore {
     return n;
   }
 
+  /**
+   * Every tensor for an export, each widened to fp32 only when its `data` is read, and again on
+   * every read (read it once into a local): writing a checkpoint holds one widened tensor at a
+   * time, never a whole-model fp32 copy.
+   */
+  lazyNamedTensors(): NamedTensors {
+    const out: NamedTensors = new Map();
+    for (const [name, e] of this.entries) {
+      const get = () => this.get(name)!.data;
+      out.set(name, { shape: e.shape.slice(), get data() { return get(); } });
+    }
+    return out;
+  }
+
   /** Every tensor as fp32 (a whole-model copy: for small models and exports). */
   toNamedTensors(): NamedTensors {
     const out: NamedTensors = new Map();

@@ -41,7 +41,7 @@ export interface ParamProvider {
   hasPositions(): boolean;
   /** Bytes of the weights as fp32 (what the backend holds of them when resident). */
   weightBytes(): number;
-  /** Every weight in HF names and layouts, fp32. */
+  /** Every weight in HF names and layouts, fp32 (streamed: widened when each `data` is read, on every read). */
   toNamedTensors(): NamedTensors;
   dispose(): void;
 }
@@ -204,7 +204,7 @@ export class StreamedParams implements ParamProvider {
   }
   toNamedTensors(): NamedTensors {
     if (this.layers.size > 0) throw new Error('export of streamed weights while a layer is on the backend');
-    return this.store.toNamedTensors();
+    return this.store.lazyNamedTensors();
   }
   dispose(): void {
     for (const h of this.layers.values()) tf.dispose(layerTensors(h.params));

@@ -8,7 +8,7 @@ import { parseMethodOptions, parseOptionArgs, resolveMethod } from '../../prune/
 import { parsePattern, validateSparsity } from '../../prune/masks.ts';
 import { calibrationFromText, parseOffsets } from '../../prune/calibration.ts';
 import { pruneModel } from '../../prune/engine.ts';
-import { saveModel } from '../../io/load-model.ts';
+import { assertWritableAsOneFile, saveModel } from '../../io/load-model.ts';
 import { copyTokenizerFiles } from '../../tokenizer/files.ts';
 import { ConfigError } from '../../util/errors.ts';
 import { checkContextLength } from '../../util/context-length.ts';
@@ -60,6 +60,8 @@ export const pruneCommand: CommandModule<object, Args> = {
       const { model, tokenizer } = await openModel(args);
       try {
         const threads = threadsForModel(model.mode, resolveThreads(args.threads, backend), args.threads);
+        // Before pruning: a checkpoint that could not be written is refused now, not after the work.
+        assertWritableAsOneFile(countParameters(model).total, args.dtype, args.out);
         const beyond = args.calib
           ? checkContextLength(model.config, args.seqlen, '--seqlen', { allow: args['allow-long-context'], allowFlag: '--allow-long-context' })
           : false;
