@@ -18,7 +18,7 @@ import {
   type EmbeddingParams, type HeadParams, type LayerParams, type ModelParams,
 } from './params.ts';
 import type { HostStore } from './host-store.ts';
-import type { NamedTensors } from './tensor-data.ts';
+import type { HostTensor, NamedTensors } from './tensor-data.ts';
 import { ResourceError } from '../util/errors.ts';
 
 export type ExecutionMode = 'resident' | 'streamed';
@@ -39,6 +39,11 @@ export interface ParamProvider {
   /** Whether layer i's linear `role` has a bias, without touching the backend. */
   hasBias(i: number, role: LinearRole): boolean;
   hasPositions(): boolean;
+  /**
+   * Layer i's linear `role` as HF `[out, in]` fp32 values straight from the host, when that is
+   * where its current values are (streamed and not on the backend); else null.
+   */
+  hostWeight(i: number, role: LinearRole): HostTensor | null;
   /** Bytes of the weights as fp32 (what the backend holds of them when resident). */
   weightBytes(): number;
   /** Every weight in HF names and layouts, fp32 (streamed: widened when each `data` is read, on every read). */
@@ -76,6 +81,9 @@ export class ResidentParams implements ParamProvider {
   }
   hasPositions(): boolean {
     return this.params.positions !== null;
+  }
+  hostWeight(): HostTensor | null {
+    return null;
   }
   weightBytes(): number {
     let bytes = 0;
@@ -198,6 +206,13 @@ export class StreamedParams implements ParamProvider {
   hasPositions(): boolean {
     const name = familySpec(this.config.family).positionsName;
     return name !== null && this.store.has(name);
+  }
+  hostWeight(i: number, role: LinearRole): HostTensor | null {
+    if (this.layers.has(i)) return null;
+    const l = familySpec(this.config.family).linears.find((s) => s.role === role);
+    const t = l ? this.store.get(`${l.hfName(i)}.weight`) : undefined;
+    // A copy: the store's fp32 arrays are its own, and callers may change what they get.
+    return t ? { shape: t.shape, data: this.store.dtypeOf(`${l!.hfName(i)}.weight`) === 'F32' ? t.data.slice() : t.data } : null;
   }
   weightBytes(): number {
     return 4 * this.store.numel();

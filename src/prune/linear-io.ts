@@ -14,6 +14,9 @@ export interface HostLinear {
 }
 
 export function readLinear(model: CausalLM, layer: number, role: LinearRole): HostLinear {
+  // Streamed weights not on the backend are read from the host as they are: no upload.
+  const host = model.weights.hostWeight(layer, role);
+  if (host) return { data: host.data, rows: host.shape[0]!, cols: host.shape[1]! };
   return model.withParts([layer], () => {
     const w = model.linearParams(layer, role).weight;
     const [inDim, outDim] = w.shape;
