@@ -174,5 +174,11 @@ export function writeSafetensors(file: string, tensors: ReadonlyMap<string, Host
       for (let i = 0; i < data.length; i++, pos += 2) out.writeUInt16LE(f32ToF16(data[i]), pos);
     }
   }
-  fs.writeFileSync(file, out);
+  // In pieces: one write call takes at most 2 GiB - 1 bytes (writeFileSync refuses a larger buffer).
+  const fd = fs.openSync(file, 'w');
+  try {
+    for (let done = 0; done < out.length;) done += fs.writeSync(fd, out, done, Math.min(2 ** 30, out.length - done));
+  } finally {
+    fs.closeSync(fd);
+  }
 }
