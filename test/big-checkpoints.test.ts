@@ -13,9 +13,9 @@ import { setupBackend, tmpDir } from './support.ts';
 import { runCli } from './cli-support.ts';
 import { readSafetensorsHeader } from '../src/io/safetensors.ts';
 import { readF32, type TensorRef } from '../src/io/stored-tensor.ts';
-import { loadModel, openCheckpoint } from '../src/io/load-model.ts';
+import { chooseMode, loadModel, openCheckpoint } from '../src/io/load-model.ts';
 import { checkpointParameters } from '../src/io/checkpoint-summary.ts';
-import { assertLoadFits, WASM_HEAP_BYTES } from '../src/backend/memory.ts';
+import { assertLoadFits, setDeviceMemory, WASM_HEAP_BYTES } from '../src/backend/memory.ts';
 import { ResourceError } from '../src/util/errors.ts';
 
 const TWO_GIB = 2 ** 31;
@@ -216,38 +216,45 @@ describe('a checkpoint over 2 GiB (sparse TinyLlama-1.1B-shaped bf16 file)', () 
     assert.ok(seconds < 30, `inspect took ${seconds.toFixed(1)} s`);
   });
 
-  it('loading it onto the wasm backend fails up front, before reading any weight', () => {
+  it('on the wasm backend it is streamed (chosen from headers); a budget below one layer fails up front, before reading any weight', () => {
+    // fp32 of 1,100,048,384 parameters plus the 32000 × 2048 embedding's load-time copy (4.34 GiB) is over the wasm budget.
+    let mode: string | undefined;
+    const chosen = bytesReadDuring(() => { mode = chooseMode(openCheckpoint(ck.dir)); });
+    assert.equal(mode, 'streamed');
+    assert.ok(chosen < 2 ** 20, `read ${chosen} bytes to choose`);
     let err: unknown;
+    setDeviceMemory(2 ** 20);
     const read = bytesReadDuring(() => {
       try {
         loadModel(ck.dir);
       } catch (e) {
         err = e;
+      } finally {
+        setDeviceMemory(null);
       }
     });
     assert.ok(err instanceof ResourceError, `expected ResourceError, got ${String(err)}`);
     const m = (err as Error).message;
-    // fp32 of 1,100,048,384 parameters plus the 32000 × 2048 embedding's load-time copy: 4.34 GiB.
-    for (const f of [ck.dir, '1,100,048,384 parameters', '4.34 GiB', '4.00 GiB', 'WebAssembly heap', '--backend node', '--device-memory']) {
+    for (const f of [ck.dir, '1,100,048,384 parameters', 'one decoder layer', '--device-memory', 'WebAssembly heap', '--backend node']) {
       assert.ok(m.includes(f), `message ${JSON.stringify(m)} lacks ${JSON.stringify(f)}`);
     }
     assert.ok(read < 2 ** 20, `read ${read} bytes before failing`);
   });
 
-  it('`prunelab eval ppl` on it exits 2 with that message and no stack trace', () => {
+  it('`prunelab eval ppl --device-memory 1MiB` on it exits 2 with that message and no stack trace', () => {
     const text = path.join(ck.dir, 'text.txt');
     fs.writeFileSync(text, 'Once upon a time.');
-    const r = runCli(['eval', 'ppl', '--model', ck.dir, '--text', text, '--seqlen', '8']);
+    const r = runCli(['eval', 'ppl', '--model', ck.dir, '--text', text, '--seqlen', '8', '--device-memory', '1MiB']);
     assert.equal(r.status, 2, r.stderr);
     assert.equal(r.json?.kind, 'ResourceError');
-    assert.match(r.stderr, /needs 4\.34 GiB of backend memory/);
+    assert.match(r.stderr, /does not fit the --device-memory budget of 0\.00 GiB, even streamed/);
     assert.doesNotMatch(r.stderr, /^\s+at /m);
     assert.doesNotMatch(r.stderr, /Aborted/);
   });
 });
 
 describe('the same weights in three sparse shards with an index', () => {
-  it('inspect counts them from headers; loading fails up front with the memory error', async () => {
+  it('inspect counts them from headers; they are streamed, and too small a budget fails up front', async () => {
     await setupBackend();
     const dir = writeShardedSparseTinyLlama(3);
     try {
@@ -255,7 +262,13 @@ describe('the same weights in three sparse shards with an index', () => {
       const read = bytesReadDuring(() => { counts = checkpointParameters(openCheckpoint(dir)); });
       assert.ok(read < 2 ** 20, `read ${read} bytes`);
       assert.equal(counts?.total, TOTAL);
-      assert.throws(() => loadModel(dir), (e: Error) => e instanceof ResourceError && e.message.includes('4.34 GiB'));
+      assert.equal(chooseMode(openCheckpoint(dir)), 'streamed');
+      setDeviceMemory(2 ** 20);
+      try {
+        assert.throws(() => loadModel(dir), (e: Error) => e instanceof ResourceError && e.message.includes('one decoder layer'));
+      } finally {
+        setDeviceMemory(null);
+      }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true });
     }

@@ -39,7 +39,32 @@ export function hostMemoryBytes(): number {
   return limit > 0 && limit < os.totalmem() ? limit : os.totalmem();
 }
 
-const STREAMING_NOTE = 'keeping weights on the host and one layer on the backend (--device-memory) is planned but not available yet';
+const STREAMING_NOTE = 'a model over the backend memory budget is streamed (weights on the host, one layer on the backend; --device-memory sets the budget)';
+
+/**
+ * Room the wasm default budget leaves for activations, logits and statistics beside the
+ * weights: a 4096-token batch of a 32,000-word vocabulary alone is 0.5 GiB of logits.
+ */
+export const WASM_ACTIVATION_HEADROOM = 2 ** 30;
+
+let deviceMemoryFlag: number | null = null;
+
+/** `--device-memory` of this process (null: the backend's default). */
+export function setDeviceMemory(bytes: number | null): void {
+  deviceMemoryFlag = bytes;
+}
+
+/**
+ * Bytes of weights the backend may hold: `--device-memory` when given (on wasm never above the
+ * heap), else for wasm the heap minus room for activations, and no limit for the other backends
+ * (their memory is not known up front: native TensorFlow, plain JS on the host).
+ */
+export function deviceMemoryBudget(backend: string = tf.getBackend()): { bytes: number; source: 'flag' | 'default' } {
+  if (deviceMemoryFlag !== null) {
+    return { bytes: backend === 'wasm' ? Math.min(deviceMemoryFlag, WASM_HEAP_BYTES) : deviceMemoryFlag, source: 'flag' };
+  }
+  return { bytes: backend === 'wasm' ? WASM_HEAP_BYTES - WASM_ACTIVATION_HEADROOM : Infinity, source: 'default' };
+}
 
 /**
  * Throw a ResourceError when `need` cannot fit: the WebAssembly heap for the wasm backend, the

@@ -5,21 +5,30 @@
 import type { Argv } from 'yargs';
 import { BACKEND_CHOICES, initBackend, type BackendChoice, type ConcreteBackend } from '../backend/index.ts';
 import { loadModel, type LoadedModel } from '../io/load-model.ts';
+import { setDeviceMemory } from '../backend/memory.ts';
+import { parseByteSize } from '../util/byte-size.ts';
+
+export { parseByteSize };
 import { checkTokenizerMatchesModel, findTokenizerForModel } from '../tokenizer/load.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
-import { ConfigError, FileSystemError, isErrnoException, PruneLabError } from '../util/errors.ts';
+import { FileSystemError, isErrnoException, PruneLabError } from '../util/errors.ts';
 import { WEIGHT_DTYPES, type CheckpointFormat, type WeightDtype } from '../io/hf-checkpoint.ts';
 import { reportProgress } from '../util/supervision.ts';
 
 export interface CommonArgs {
   backend: BackendChoice;
   json: boolean;
+  'device-memory'?: string | undefined;
 }
 
 export function withCommon<T>(y: Argv<T>): Argv<T & CommonArgs> {
   return y
     .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto = fastest that loads)' })
-    .option('json', { type: 'boolean', default: false, describe: 'print exactly one JSON object on stdout' });
+    .option('json', { type: 'boolean', default: false, describe: 'print exactly one JSON object on stdout' })
+    .option('device-memory', {
+      type: 'string',
+      describe: 'backend memory budget for weights, e.g. 2GiB or 500MB (default for wasm: its 4 GiB heap minus 1 GiB): a model over it is streamed, one layer at a time on the backend',
+    });
 }
 
 export function withModel<T>(y: Argv<T>): Argv<T & { model: string; tokenizer: string | undefined }> {
@@ -69,17 +78,6 @@ export function withCheckpointFormat<T>(y: Argv<T>, defaultDtype = "the input's 
     }) as Argv<T & FormatArgs>;
 }
 
-const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kb: 1e3, mb: 1e6, gb: 1e9, tb: 1e12, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
-
-/** `--shard-size`: a byte count with an optional unit (decimal KB/MB/GB/TB as HF writes them, or KiB/MiB/GiB/TiB). */
-export function parseByteSize(value: string, flag: string): number {
-  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(value);
-  const unit = m ? SIZE_UNITS[m[2].toLowerCase()] : undefined;
-  const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : NaN;
-  if (!(bytes >= 1)) throw new ConfigError(`${flag} ${value}: expected a size such as 2GB, 500MB, 1.5GB or 1GiB (a positive number of bytes)`);
-  return bytes;
-}
-
 /** The format to write: `--dtype` or else `fallback` (the input's stored dtype), and the shard size. */
 export function checkpointFormat(args: FormatArgs, fallback: WeightDtype): CheckpointFormat {
   return { dtype: args.dtype ?? fallback, shardBytes: parseByteSize(args['shard-size'], '--shard-size') };
@@ -92,6 +90,8 @@ export function log(msg: string): void {
 }
 
 export async function startBackend(args: CommonArgs): Promise<ConcreteBackend> {
+  const budget = args['device-memory'];
+  setDeviceMemory(budget === undefined ? null : parseByteSize(budget, '--device-memory'));
   return initBackend(args.backend, false);
 }
 
@@ -107,6 +107,7 @@ export async function openModel(args: { model: string; tokenizer?: string }): Pr
     loaded.model.dispose();
     throw e;
   }
+  if (loaded.model.mode === 'streamed') log(`weights streamed: on the host, one layer at a time on the backend (over the backend memory budget; --device-memory sets it)`);
   if (padding > 0) {
     log(`note: the model's vocabulary (${loaded.model.config.vocabSize}) has ${padding} padding id(s) beyond the tokenizer's ${tokenizer.vocabSize}; the tokenizer never produces them`);
   }

@@ -16,6 +16,7 @@ import { tokenizeText, windowStarts } from '../data/text.ts';
 import { ConfigError } from '../util/errors.ts';
 import { checkContextLength } from '../util/context-length.ts';
 import { runBatches } from '../parallel/forward-pool.ts';
+import { embedBatches, runLayer } from '../prune/stats.ts';
 
 export interface PerplexityProtocol {
   text: string;
@@ -127,12 +128,43 @@ function meanOf(batches: readonly (readonly (readonly number[])[])[], sums: read
 export function meanTokenNll(model: CausalLM, windows: readonly (readonly number[])[], batchSize: number,
   onProgress?: (done: number, total: number) => void): { nll: number; tokens: number } {
   const batches = batchesOf(windows, batchSize);
+  if (model.mode === 'streamed') return meanOf(batches, layerMajorNllSums(model, batches, batchSize, windows.length, onProgress));
   const sums = batches.map((rows, k) => {
     const v = batchNllSum(model, rows);
     onProgress?.(Math.min((k + 1) * batchSize, windows.length), windows.length);
     return v;
   });
   return meanOf(batches, sums);
+}
+
+/** Hidden states a layer-major pass keeps on the host at once (streamed weights): 1 GiB. */
+export const LAYER_MAJOR_CHUNK_BYTES = 2 ** 30;
+
+/**
+ * `batchNllSum` of every batch, computed layer-major for streamed weights: the calibration
+ * driver (embedBatches, runLayer) carries the hidden states of a chunk of batches on the host
+ * through one layer at a time, so each layer goes onto the backend once per chunk rather than
+ * once per batch; then the head scores each batch. Every batch sees the kernels the whole-model
+ * forward runs, in the same order.
+ */
+function layerMajorNllSums(model: CausalLM, batches: readonly (readonly (readonly number[])[])[], batchSize: number, total: number,
+  onProgress?: (done: number, total: number) => void): number[] {
+  const T = batches[0]?.[0]?.length ?? 0;
+  const perChunk = Math.max(1, Math.floor(LAYER_MAJOR_CHUNK_BYTES / (4 * batchSize * T * model.config.hiddenSize)));
+  const sums: number[] = [];
+  for (let c = 0; c < batches.length; c += perChunk) {
+    const chunk = batches.slice(c, c + perChunk);
+    let states = embedBatches(model, chunk);
+    for (let i = 0; i < model.numLayers; i++) states = runLayer(model, i, states)!;
+    model.withParts(['head'], () => chunk.forEach((rows, k) => {
+      const b = states.batches[k]!;
+      const part = tf.tidy(() => causalLmNllSum(model.head(tf.tensor2d(b.data, [b.B * states.T, states.D])), rows).sum);
+      sums.push(part.dataSync()[0]!);
+      part.dispose();
+      onProgress?.(Math.min((c + k + 1) * batchSize, total), total);
+    }));
+  }
+  return sums;
 }
 
 /**

@@ -10,7 +10,6 @@
 import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { countParameters, type ParameterCount } from '../model/count.ts';
-import { paramTensors } from '../model/params.ts';
 import { disposeCache, type CausalLM } from '../model/causal-lm.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { familySpec } from '../model/family.ts';
@@ -86,9 +85,7 @@ export interface SpeedComparison {
 /** Parameters from the model's actual tensors (so per-layer pruned shapes count as they are). */
 
 function weightBytes(model: CausalLM): number {
-  let bytes = 0;
-  for (const t of paramTensors(model.params)) bytes += t.size * (t.dtype === 'float32' || t.dtype === 'int32' ? 4 : 1);
-  return bytes;
+  return model.weights.weightBytes();
 }
 
 export const FLOPS_FORMULA =

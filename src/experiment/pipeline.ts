@@ -173,6 +173,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     timings.evalS = (performance.now() - t0) / 1000;
     return {
       backend: activeBackend(),
+      execution: model.mode,
       model: { hash: checkpointHash(run.model.path), family: model.config.family, dtype: 'float32', tokenizerHash: tokenizer.id },
       sparsity: {
         decoderLayers: report?.measured.decoderLayers ?? 0, allParameters: report?.measured.allParameters ?? 0,

@@ -132,6 +132,8 @@ export interface SpeedMeasure {
 export interface RunResult {
   /** Backend the run executed on (`wasm`, `node-gpu` ...). */
   backend: string;
+  /** Where the weights lived: all on the backend, or streamed from the host one layer at a time. */
+  execution?: 'resident' | 'streamed';
   device?: string;
   model: { hash: string; family: string; dtype: string; tokenizerHash?: string };
   /**

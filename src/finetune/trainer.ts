@@ -27,6 +27,7 @@
  *   Resume expects the same base model as the original run (a fresh load): it is checked by a
  *   weight checksum.
  */
+import { assertResident } from '../model/param-provider.ts';
 import * as tf from '@tensorflow/tfjs';
 import seedrandom from 'seedrandom';
 import { z } from 'zod';
@@ -221,6 +222,7 @@ const CHECKPOINT: CheckpointKind = { format: 'prunelab-lora-trainer', label: 're
  * them into its weights. The model's previous `linearHook` is restored at the end.
  */
 export function finetune(model: CausalLM, options: FinetuneOptions): FinetuneResult {
+  assertResident(model.mode, 'LoRA fine-tuning (finetune, recovery)');
   // Attention, output head and RoPE products train through the fast explicit-transpose gradient.
   return withFastMatMulGradient(() => finetuneImpl(model, options));
 }

@@ -8,11 +8,9 @@
 import * as tf from '@tensorflow/tfjs';
 import type { LayerShape, ModelConfig } from './config.ts';
 import { familySpec, OPT_POSITION_OFFSET, type FamilySpec, type LinearRole, type TapName } from './family.ts';
-import {
-  disposeParams, paramsFromNamedTensors, paramsToNamedTensors,
-  type LayerParams, type LinearParams, type ModelParams,
-} from './params.ts';
-import { attention, applyRope, causalMask, disposeRope, layerNorm, linear, makeRope, headProduct, rmsNorm, silu, type Rope } from './ops.ts';
+import { paramsFromNamedTensors, type LayerParams, type LinearParams, type ModelParams } from './params.ts';
+import { ResidentParams, type ExecutionMode, type ModelPart, type ParamProvider } from './param-provider.ts';
+import { attention, applyRope, causalMask, disposeRope, headProduct, layerNorm, linear, makeRope, rmsNorm, silu, type Rope } from './ops.ts';
 import type { NamedTensors } from './tensor-data.ts';
 
 export type BlockTaps = Record<TapName, tf.Tensor2D>;
@@ -83,16 +81,54 @@ export class CausalLM {
    */
   differentiableEmbedding = false;
 
-  constructor(readonly config: ModelConfig, readonly params: ModelParams) {
+  /** Where the weights live (resident on the backend, or streamed from the host one part at a time). */
+  readonly weights: ParamProvider;
+
+  constructor(readonly config: ModelConfig, params: ModelParams | ParamProvider) {
     this.spec = familySpec(config.family);
+    this.weights = 'acquire' in params ? params : new ResidentParams(config, params);
   }
 
   static fromNamedTensors(config: ModelConfig, tensors: NamedTensors, source: string): CausalLM {
     return new CausalLM(config, paramsFromNamedTensors(config, tensors, source));
   }
 
+  get mode(): ExecutionMode {
+    return this.weights.mode;
+  }
+
+  /** Every weight as backend tensors: resident models only (training, worker pools, pretraining). */
+  get params(): ModelParams {
+    if (!(this.weights instanceof ResidentParams)) throw new Error('model.params of a streamed model: its weights are on the host (use withParts)');
+    return this.weights.params;
+  }
+
+  /**
+   * Run `fn` with `parts` on the backend (streamed: uploaded once for the whole call, written
+   * back if changed and freed after it; resident: free). An async `fn` holds them until it settles.
+   */
+  withParts<T>(parts: readonly ModelPart[], fn: () => T): T {
+    const held: ModelPart[] = [];
+    const releaseAll = () => { for (const p of held.reverse()) this.weights.release(p); };
+    let pending = false;
+    try {
+      for (const p of parts) {
+        this.weights.acquire(p);
+        held.push(p);
+      }
+      const r = fn();
+      if (r instanceof Promise) {
+        pending = true;
+        return r.finally(releaseAll) as T;
+      }
+      return r;
+    } finally {
+      if (!pending) releaseAll();
+    }
+  }
+
   toNamedTensors(): NamedTensors {
-    return paramsToNamedTensors(this.config, this.params);
+    return this.weights.toNamedTensors();
   }
 
   get numLayers(): number {
@@ -104,11 +140,11 @@ export class CausalLM {
   }
 
   layer(i: number): LayerParams {
-    return this.params.layers[i];
+    return this.weights.layer(i);
   }
 
   linearParams(i: number, role: LinearRole): LinearParams {
-    const p = this.params.layers[i].linears[role];
+    const p = this.weights.layer(i).linears[role];
     if (!p) throw new Error(`layer ${i} has no linear '${role}'`);
     return p;
   }
@@ -126,25 +162,26 @@ export class CausalLM {
 
   /** Token (and, for OPT, position) embeddings of `ids` (B rows of T ids) → `[B*T, D]`. */
   embed(ids: readonly (readonly number[])[], past = 0): tf.Tensor2D {
-    return tf.tidy(() => {
+    return this.withParts(['embed'], () => tf.tidy(() => {
+      const { embed, positions } = this.weights.embedding();
       const B = ids.length;
       const T = ids[0].length;
       if (this.differentiableEmbedding) {
-        let x = differentiableLookup(this.params.embed, Int32Array.from(ids.flat()));
-        if (this.params.positions) {
+        let x = differentiableLookup(embed, Int32Array.from(ids.flat()));
+        if (positions) {
           const pos = Int32Array.from({ length: B * T }, (_, n) => (n % T) + past + OPT_POSITION_OFFSET);
-          x = tf.add(x, differentiableLookup(this.params.positions, pos));
+          x = tf.add(x, differentiableLookup(positions, pos));
         }
         return x;
       }
       const flat = tf.tensor1d(ids.flat(), 'int32');
-      let x = tf.gather(this.params.embed, flat) as tf.Tensor2D;
-      if (this.params.positions) {
+      let x = tf.gather(embed, flat) as tf.Tensor2D;
+      if (positions) {
         const pos = Array.from({ length: B * T }, (_, n) => (n % T) + past + OPT_POSITION_OFFSET);
-        x = x.add(tf.gather(this.params.positions, tf.tensor1d(pos, 'int32')));
+        x = x.add(tf.gather(positions, tf.tensor1d(pos, 'int32')));
       }
       return x;
-    });
+    }));
   }
 
   private applyLinear(i: number, role: LinearRole, x: tf.Tensor2D): tf.Tensor2D {
@@ -157,8 +194,12 @@ export class CausalLM {
    * (caller disposes). With `cache` the block attends to cached keys/values and appends its own.
    */
   runBlock(i: number, x: tf.Tensor2D, ctx: BlockContext, opts: { taps?: boolean; cache?: KvCache } = {}): BlockResult {
+    return this.withParts([i], () => this.runHeldBlock(i, x, ctx, opts));
+  }
+
+  private runHeldBlock(i: number, x: tf.Tensor2D, ctx: BlockContext, opts: { taps?: boolean; cache?: KvCache }): BlockResult {
     const shape = this.config.layers[i];
-    const layer = this.params.layers[i];
+    const layer = this.weights.layer(i);
     const cfg = this.config;
     const hd = cfg.headDim;
     let newK: tf.Tensor3D | null = null;
@@ -222,13 +263,15 @@ export class CausalLM {
 
   /** Final norm and output head: `[N, D]` → logits `[N, vocab]`. */
   head(x: tf.Tensor2D): tf.Tensor2D {
-    return tf.tidy(() => {
+    return this.withParts(['head'], () => tf.tidy(() => {
+      const { finalNorm, lmHead } = this.weights.head();
       const n = this.config.family === 'llama'
-        ? rmsNorm(x, this.params.finalNorm, this.config.normEps)
-        : layerNorm(x, this.params.finalNorm, this.config.normEps);
-      // A tied head is the embedding transposed: the embedding is the head's [V, D] layout at hand.
-      return headProduct(n, this.params.lmHead, this.config.tieWordEmbeddings ? this.params.embed : null);
-    });
+        ? rmsNorm(x, finalNorm, this.config.normEps)
+        : layerNorm(x, finalNorm, this.config.normEps);
+      // A tied head is the embedding transposed: when resident, the embedding is the head's [V, D] layout at hand.
+      const tied = this.config.tieWordEmbeddings && this.weights.mode === 'resident' ? this.weights.embedding().embed : null;
+      return headProduct(n, lmHead, tied);
+    }));
   }
 
   /** Logits `[B*T, vocab]` for B equal-length rows of ids (positions past..past+T-1). */
@@ -259,7 +302,7 @@ export class CausalLM {
   }
 
   dispose(): void {
-    disposeParams(this.params);
+    this.weights.dispose();
   }
 }
 

@@ -17,8 +17,8 @@ export interface ParameterCount {
 }
 
 export function countParameters(model: CausalLM): ParameterCount {
-  return countParametersOf(model.config, (i, role) => !!model.params.layers[i].linears[role]?.bias,
-    model.params.positions?.shape[0] ?? null);
+  return countParametersOf(model.config, (i, role) => model.weights.hasBias(i, role),
+    model.weights.hasPositions() ? model.config.maxPositionEmbeddings + 2 : null);
 }
 
 /**

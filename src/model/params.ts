@@ -109,62 +109,85 @@ export function isPaddingBias(config: ModelConfig, data: Float32Array): boolean 
   return config.family === 'llama' && data.every((x) => x === 0);
 }
 
+/** Reads a checkpoint tensor by HF name (from loaded tensors or a host store alike). */
+export type TensorGetter = (name: string) => HostTensor | undefined;
+
 /** A tensor known to be present (shapes were checked by {@link checkTensorShapes}). */
-function take(tensors: NamedTensors, name: string): HostTensor {
-  return tensors.get(name) as HostTensor;
+function take(get: TensorGetter, name: string): HostTensor {
+  return get(name) as HostTensor;
 }
 
 function toTensor1d(t: HostTensor): tf.Tensor1D {
   return tf.tensor1d(t.data);
 }
 
-function loadNorm(tensors: NamedTensors, spec: NormSpec | { hfName: string; hasBias: boolean },
-  layer: number): NormParams {
-  const base = typeof spec.hfName === 'string' ? spec.hfName : spec.hfName(layer);
-  const weight = toTensor1d(take(tensors, `${base}.weight`));
-  const bias = spec.hasBias ? toTensor1d(take(tensors, `${base}.bias`)) : null;
+function loadNorm(get: TensorGetter, base: string, hasBias: boolean): NormParams {
+  const weight = toTensor1d(take(get, `${base}.weight`));
+  const bias = hasBias ? toTensor1d(take(get, `${base}.bias`)) : null;
   return { weight, bias };
+}
+
+/** The token (and OPT position) embeddings of a model. */
+export interface EmbeddingParams {
+  embed: tf.Tensor2D;
+  positions: tf.Tensor2D | null;
+}
+
+/** The final norm and output head of a model. */
+export interface HeadParams {
+  finalNorm: NormParams;
+  lmHead: tf.Tensor2D;
+}
+
+export function embeddingFromNamed(config: ModelConfig, get: TensorGetter): EmbeddingParams {
+  const spec = familySpec(config.family);
+  const D = config.hiddenSize;
+  const embed = tf.tensor2d(take(get, spec.embedName).data, [config.vocabSize, D]);
+  const positions = spec.positionsName
+    ? tf.tensor2d(take(get, spec.positionsName).data, [config.maxPositionEmbeddings + 2, D])
+    : null;
+  return { embed, positions };
+}
+
+/** Final norm and head; a tied head is the transposed embedding (`embed` when it is already on the backend). */
+export function headFromNamed(config: ModelConfig, get: TensorGetter, embed?: tf.Tensor2D): HeadParams {
+  const spec = familySpec(config.family);
+  const finalNorm = loadNorm(get, spec.finalNormName, spec.finalNormHasBias);
+  const lmHead = config.tieWordEmbeddings
+    ? (embed ? tf.transpose(embed) : transposed(take(get, spec.embedName).data, config.vocabSize, config.hiddenSize))
+    : transposed(take(get, 'lm_head.weight').data, config.vocabSize, config.hiddenSize);
+  return { finalNorm, lmHead };
+}
+
+/** Decoder layer i on the backend, linears transposed to `[in, out]`, padding biases dropped. */
+export function layerFromNamed(config: ModelConfig, get: TensorGetter, i: number): LayerParams {
+  const spec = familySpec(config.family);
+  const shape = config.layers[i];
+  const linears: Partial<Record<LinearRole, LinearParams>> = {};
+  for (const l of spec.linears) {
+    const w = take(get, `${l.hfName(i)}.weight`);
+    const b = get(`${l.hfName(i)}.bias`) ?? null;
+    linears[l.role] = {
+      weight: transposed(w.data, l.outDim(shape, config), l.inDim(shape, config)),
+      bias: b && !isPaddingBias(config, b.data) ? toTensor1d(b) : null,
+    };
+  }
+  return {
+    linears,
+    attnNorm: loadNorm(get, spec.attnNorm.hfName(i), spec.attnNorm.hasBias),
+    mlpNorm: loadNorm(get, spec.mlpNorm.hfName(i), spec.mlpNorm.hasBias),
+  };
 }
 
 /** Build device tensors from checkpoint tensors, checking every shape against the config. */
 export function paramsFromNamedTensors(config: ModelConfig, tensors: NamedTensors, source: string): ModelParams {
   checkTensorShapes(config, (name) => tensors.get(name)?.shape, source);
-  const spec = familySpec(config.family);
-  const D = config.hiddenSize;
+  const get: TensorGetter = (name) => tensors.get(name);
   // Not a tf.tidy: the returned structure holds nulls, which tidy cannot pass through.
-  {
-    const embedHost = take(tensors, spec.embedName);
-    const embed = tf.tensor2d(embedHost.data, [config.vocabSize, D]);
-    const positions = spec.positionsName
-      ? tf.tensor2d(take(tensors, spec.positionsName).data, [config.maxPositionEmbeddings + 2, D])
-      : null;
-    const layers: LayerParams[] = config.layers.map((shape, i) => {
-      const linears: Partial<Record<LinearRole, LinearParams>> = {};
-      for (const l of spec.linears) {
-        const out = l.outDim(shape, config);
-        const inn = l.inDim(shape, config);
-        const w = take(tensors, `${l.hfName(i)}.weight`);
-        const b = tensors.get(`${l.hfName(i)}.bias`) ?? null;
-        linears[l.role] = {
-          weight: transposed(w.data, out, inn),
-          bias: b && !isPaddingBias(config, b.data) ? toTensor1d(b) : null,
-        };
-      }
-      return {
-        linears,
-        attnNorm: loadNorm(tensors, spec.attnNorm, i),
-        mlpNorm: loadNorm(tensors, spec.mlpNorm, i),
-      };
-    });
-    const finalNorm = loadNorm(tensors, { hfName: spec.finalNormName, hasBias: spec.finalNormHasBias }, 0);
-    let lmHead: tf.Tensor2D;
-    if (config.tieWordEmbeddings) {
-      lmHead = tf.transpose(embed);
-    } else {
-      lmHead = transposed(take(tensors, 'lm_head.weight').data, config.vocabSize, D);
-    }
-    return { embed, positions, layers, finalNorm, lmHead };
-  }
+  const { embed, positions } = embeddingFromNamed(config, get);
+  const layers = config.layers.map((_, i) => layerFromNamed(config, get, i));
+  const { finalNorm, lmHead } = headFromNamed(config, get, embed);
+  return { embed, positions, layers, finalNorm, lmHead };
 }
 
 /** `[rows, cols]` host data → device tensor `[cols, rows]`. */
@@ -176,6 +199,24 @@ function host(t: tf.Tensor): HostTensor {
   return { shape: t.shape.slice(), data: t.dataSync() as Float32Array };
 }
 
+/** Decoder layer i in HF names and layouts (linears back to `[out, in]`), handed to `put`. */
+export function layerToNamed(config: ModelConfig, layer: LayerParams, i: number, put: (name: string, t: HostTensor) => void): void {
+  const spec = familySpec(config.family);
+  for (const l of spec.linears) {
+    const p = layer.linears[l.role];
+    if (!p) continue;
+    const wt = tf.transpose(p.weight);
+    put(`${l.hfName(i)}.weight`, host(wt));
+    wt.dispose();
+    if (p.bias) put(`${l.hfName(i)}.bias`, host(p.bias));
+  }
+  const norms: [NormSpec, NormParams][] = [[spec.attnNorm, layer.attnNorm], [spec.mlpNorm, layer.mlpNorm]];
+  for (const [ns, np] of norms) {
+    put(`${ns.hfName(i)}.weight`, host(np.weight));
+    if (np.bias) put(`${ns.hfName(i)}.bias`, host(np.bias));
+  }
+}
+
 /** Export to HF names and layouts (linears back to `[out, in]`). */
 export function paramsToNamedTensors(config: ModelConfig, params: ModelParams): NamedTensors {
   const spec = familySpec(config.family);
@@ -183,21 +224,7 @@ export function paramsToNamedTensors(config: ModelConfig, params: ModelParams): 
   const put = (name: string, t: tf.Tensor) => out.set(name, host(t));
   put(spec.embedName, params.embed);
   if (spec.positionsName && params.positions) put(spec.positionsName, params.positions);
-  params.layers.forEach((layer, i) => {
-    for (const l of spec.linears) {
-      const p = layer.linears[l.role];
-      if (!p) continue;
-      const wt = tf.transpose(p.weight);
-      put(`${l.hfName(i)}.weight`, wt);
-      wt.dispose();
-      if (p.bias) put(`${l.hfName(i)}.bias`, p.bias);
-    }
-    const norms: [NormSpec, NormParams][] = [[spec.attnNorm, layer.attnNorm], [spec.mlpNorm, layer.mlpNorm]];
-    for (const [ns, np] of norms) {
-      put(`${ns.hfName(i)}.weight`, np.weight);
-      if (np.bias) put(`${ns.hfName(i)}.bias`, np.bias);
-    }
-  });
+  params.layers.forEach((layer, i) => layerToNamed(config, layer, i, (name, t) => out.set(name, t)));
   put(`${spec.finalNormName}.weight`, params.finalNorm.weight);
   if (params.finalNorm.bias) put(`${spec.finalNormName}.bias`, params.finalNorm.bias);
   if (!config.tieWordEmbeddings) {
@@ -208,22 +235,27 @@ export function paramsToNamedTensors(config: ModelConfig, params: ModelParams): 
   return out;
 }
 
+/** The tensors of one decoder layer, once each. */
+export function layerTensors(layer: LayerParams): tf.Tensor[] {
+  const all: tf.Tensor[] = [];
+  for (const p of Object.values(layer.linears)) {
+    if (!p) continue;
+    all.push(p.weight);
+    if (p.bias) all.push(p.bias);
+  }
+  for (const n of [layer.attnNorm, layer.mlpNorm]) {
+    all.push(n.weight);
+    if (n.bias) all.push(n.bias);
+  }
+  return all;
+}
+
 /** Every tensor a model owns, once each (the tied head is a separate transposed copy). */
 export function paramTensors(params: ModelParams): tf.Tensor[] {
   const all: tf.Tensor[] = [params.embed, params.lmHead, params.finalNorm.weight];
   if (params.positions) all.push(params.positions);
   if (params.finalNorm.bias) all.push(params.finalNorm.bias);
-  for (const layer of params.layers) {
-    for (const p of Object.values(layer.linears)) {
-      if (!p) continue;
-      all.push(p.weight);
-      if (p.bias) all.push(p.bias);
-    }
-    for (const n of [layer.attnNorm, layer.mlpNorm]) {
-      all.push(n.weight);
-      if (n.bias) all.push(n.bias);
-    }
-  }
+  for (const layer of params.layers) all.push(...layerTensors(layer));
   return all;
 }
 

@@ -33,7 +33,7 @@ export interface ModelViewData {
 export function modelViewData(model: CausalLM): ModelViewData {
   return {
     config: structuredClone(model.config),
-    biases: model.config.layers.map((_, i) => model.spec.linears.filter((l) => model.linearParams(i, l.role).bias).map((l) => l.role)),
+    biases: model.config.layers.map((_, i) => model.spec.linears.filter((l) => model.weights.hasBias(i, l.role)).map((l) => l.role)),
     parameters: countParameters(model),
   };
 }

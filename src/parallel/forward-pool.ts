@@ -9,6 +9,7 @@
  * build needs patching to load under Node, and its XNNPACK pool slows the small kernels these
  * models are made of).
  */
+import { assertResident } from '../model/param-provider.ts';
 import type { Worker } from 'node:worker_threads';
 import type { CausalLM } from '../model/causal-lm.ts';
 import { activeBackend, type ConcreteBackend } from '../backend/index.ts';
@@ -110,6 +111,7 @@ export class ForwardPool {
    */
   static start(model: CausalLM, threads: number, backend?: ConcreteBackend): ForwardPool {
     if (model.linearHook) throw new Error('forward pool: a model with a linear hook cannot run in worker threads');
+    assertResident(model.mode, 'worker threads (--threads N, each with its own copy of the model)');
     if (!Number.isInteger(threads) || threads < 1) throw new Error(`forward pool: threads must be a positive integer (got ${threads})`);
     const init: ForwardWorkerInit = { backend: backend ?? activeBackend(), model: shareModel(model) };
     return new ForwardPool(Array.from({ length: threads }, () => new PoolWorker(init)));

@@ -35,3 +35,17 @@ export const POOL_START_SECONDS = 1;
 export function poolPays(seconds: number, threads: number): boolean {
   return threads > 1 && seconds > (POOL_START_SECONDS * threads) / (threads - 1);
 }
+
+/**
+ * Threads for a model's passes: `threads` (already resolved), except for streamed weights, which
+ * run in this process (each worker would need its own copy of the whole model): 1 by default,
+ * and an explicit `--threads` above 1 is refused.
+ */
+export function threadsForModel(mode: 'resident' | 'streamed', threads: number, requested: number | undefined, what = '--threads'): number {
+  if (mode === 'resident') return threads;
+  if (requested !== undefined && requested > 1) {
+    throw new ConfigError(`${what} ${requested}: this model's weights are streamed (over the backend memory budget), and worker threads would each hold `
+      + `a copy of the whole model. Omit ${what} (or pass 1), or raise --device-memory so the model is resident.`);
+  }
+  return 1;
+}

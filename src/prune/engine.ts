@@ -22,7 +22,8 @@ import { ConfigError } from '../util/errors.ts';
 import { pruneLayersParallel } from './parallel.ts';
 import { statsNeedData } from './needs-calibration.ts';
 import { inProcessPasses, layerPasses, type LayerPasses } from '../parallel/layer-passes.ts';
-import { resolveThreads } from '../parallel/threads.ts';
+import { resolveThreads, threadsForModel } from '../parallel/threads.ts';
+import { assertResident } from '../model/param-provider.ts';
 import { activeBackend } from '../backend/index.ts';
 import { checkBudget, searchKnob, type BudgetRecord, type ParamBudget } from './budget.ts';
 
@@ -109,6 +110,11 @@ export interface LayerJob<O> {
  * methods), group by group; returns the layer's report entry.
  */
 export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: HiddenStates | null, job: LayerJob<O>): Promise<Record<string, unknown>> {
+  // Streamed weights: the layer stays on the backend while it is pruned, then goes back to the host.
+  return model.withParts([i], () => pruneHeldLayer(model, i, states, job));
+}
+
+async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenStates | null, job: LayerJob<O>): Promise<Record<string, unknown>> {
   const m = job.method;
   const statsReq = m.stats(job.options);
   const grouped = m.operatorOrder(job.options) === 'grouped';
@@ -160,6 +166,7 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   // Set up once here even when workers do the layers: a method refuses a run it cannot do before any work.
   const state = m.setup?.({ model: view, options: req.options, target: req.target, log, run: { mode, workers } });
   if (workers > 1) {
+    assertResident(model.mode, `pruning layers on ${workers} worker threads (workers)`);
     if (mode !== 'dense-parallel') throw new ConfigError(`workers = ${workers} needs --mode dense-parallel: in sequential mode each layer waits for the previous one`);
     await pruneLayersParallel(model, {
       methodName: moduleOf(req.method) ?? req.method.name, options: req.options, target: req.target, windows: needsData ? req.windows : null,
@@ -169,23 +176,24 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   }
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
   // Never more threads than batches: each thread runs whole batches.
-  const passes = states ? layerPasses(model, Math.min(threadCount(req.threads), states.batches.length)) : inProcessPasses;
+  const passes = states ? layerPasses(model, Math.min(threadsForModel(model.mode, threadCount(req.threads), req.threads, 'threads'), states.batches.length)) : inProcessPasses;
   const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes };
   const { first, last } = req.layers ?? { first: 0, last: model.numLayers - 1 };
   try {
     for (let i = 0; i <= last; i++) {
       // Layers before the range only carry the states forward.
       if (i < first) {
-        if (states) states = (await passes.run(model, i, states)).states;
+        if (states) states = await model.withParts([i], async () => (await passes.run(model, i, states!)).states);
         perLayer.push({ layer: i, pruned: false });
         continue;
       }
-      const denseNext = states && mode === 'dense-parallel' && i < last ? (await passes.run(model, i, states)).states : null;
-      perLayer.push(await pruneLayerInPlace(model, i, states, job));
-      if (states) {
-        const next = mode === 'dense-parallel' ? denseNext : i < last ? (await passes.run(model, i, states)).states : null;
-        states = next;
-      }
+      // One upload of the layer (streamed weights) for its dense pass, its pruning and its output pass.
+      states = await model.withParts([i], async () => {
+        const denseNext = states && mode === 'dense-parallel' && i < last ? (await passes.run(model, i, states)).states : null;
+        perLayer.push(await pruneLayerInPlace(model, i, states, job));
+        if (!states) return null;
+        return mode === 'dense-parallel' ? denseNext : i < last ? (await passes.run(model, i, states)).states : null;
+      });
       req.onLayer?.(i + 1, model.numLayers);
       log(`layer ${i + 1}/${model.numLayers} pruned`);
     }
@@ -216,7 +224,7 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   if (needsPass) {
     // One dense pass: every statistic comes from the unpruned model.
     let states: HiddenStates | null = embedWindows(model, req.windows);
-    const passes = layerPasses(model, Math.min(threadCount(req.threads), states.batches.length));
+    const passes = layerPasses(model, Math.min(threadsForModel(model.mode, threadCount(req.threads), req.threads, 'threads'), states.batches.length));
     try {
       for (let i = 0; i < model.numLayers && states; i++) {
         stats.push(await passes.stats(model, i, states, sreq.perLayer));
@@ -256,13 +264,13 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   } else {
     plan = await planAt(req.target.sparsity, log);
   }
-  plan.layers.forEach((lp, i) => {
+  plan.layers.forEach((lp, i) => model.withParts([i], () => {
     const before = { ...model.config.layers[i] };
     for (const [role, delta] of Object.entries(lp.biasDelta ?? {}) as [LinearRole, Float32Array][]) addBias(model, i, role, delta);
     if (lp.keepChannels) removeFfnChannels(model, i, lp.keepChannels);
     if (lp.keepKvGroups) removeKvGroups(model, i, lp.keepKvGroups);
     perLayer.push({ layer: i, before, after: { ...model.config.layers[i] } });
-  });
+  }));
   return { report: plan.report, budget };
 }
 

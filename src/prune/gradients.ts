@@ -9,6 +9,7 @@ import type { LinearRole } from '../model/family.ts';
 import { trainingNllSum } from '../model/loss.ts';
 import { withFastMatMulGradient } from '../model/matmul-grad.ts';
 import type { GradientRequest, LinearGradient } from './method.ts';
+import { assertResident } from '../model/param-provider.ts';
 
 type Slot = { layer: number; role: LinearRole; variable: tf.Variable; original: tf.Tensor2D };
 
@@ -37,6 +38,7 @@ function accumulate(slots: Slot[], f: () => tf.Scalar, into: Float32Array[], squ
 }
 
 export function linearGradients(model: CausalLM, windows: number[][], req: GradientRequest, batchSize = 8): Partial<Record<LinearRole, LinearGradient>>[] {
+  assertResident(model.mode, 'a method with whole-model gradients (SAAP, LLM-Pruner)');
   return withFastMatMulGradient(() => gradientsImpl(model, windows, req, batchSize));
 }
 

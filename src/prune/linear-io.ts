@@ -14,20 +14,30 @@ export interface HostLinear {
 }
 
 export function readLinear(model: CausalLM, layer: number, role: LinearRole): HostLinear {
-  const w = model.linearParams(layer, role).weight;
-  const [inDim, outDim] = w.shape;
-  const t = tf.transpose(w);
-  const data = t.dataSync() as Float32Array;
-  t.dispose();
-  return { data: Float32Array.from(data), rows: outDim, cols: inDim };
+  // Streamed weights not on the backend are read from the host as they are: no upload.
+  const host = model.weights.hostWeight(layer, role);
+  if (host) return { data: host.data, rows: host.shape[0]!, cols: host.shape[1]! };
+  return model.withParts([layer], () => {
+    const w = model.linearParams(layer, role).weight;
+    const [inDim, outDim] = w.shape;
+    const t = tf.transpose(w);
+    const data = t.dataSync() as Float32Array;
+    t.dispose();
+    return { data: Float32Array.from(data), rows: outDim, cols: inDim };
+  });
 }
 
+/** Replace a linear's weight (streamed models: the layer is written back to the host once no one holds it). */
 export function writeLinear(model: CausalLM, layer: number, role: LinearRole, data: Float32Array, rows: number, cols: number): void {
-  const w = tf.tidy(() => tf.transpose(tf.tensor2d(data, [rows, cols])) as tf.Tensor2D);
-  model.setLinear(layer, role, w);
+  model.withParts([layer], () => {
+    const w = tf.tidy(() => tf.transpose(tf.tensor2d(data, [rows, cols])) as tf.Tensor2D);
+    model.setLinear(layer, role, w);
+  });
 }
 
 export function readBias(model: CausalLM, layer: number, role: LinearRole): Float32Array | null {
-  const b = model.linearParams(layer, role).bias;
-  return b ? Float32Array.from(b.dataSync()) : null;
+  return model.withParts([layer], () => {
+    const b = model.linearParams(layer, role).bias;
+    return b ? Float32Array.from(b.dataSync()) : null;
+  });
 }

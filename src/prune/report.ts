@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { CausalLM } from '../model/causal-lm.ts';
 import type { LayerShape } from '../model/config.ts';
+import type { LinearRole } from '../model/family.ts';
 import { countParameters, type ParameterCount } from '../model/count.ts';
 import type { MethodReport, PruneTarget, TargetScope } from './method.ts';
 import type { BudgetRecord } from './budget.ts';
@@ -44,17 +45,30 @@ export function countZeros(model: CausalLM): { byType: SparsityByType; overall: 
   const byType: SparsityByType = {};
   let zeros = 0;
   let total = 0;
+  /** Zeros and size of one linear: on the host for streamed weights there (no upload), else on the backend. */
+  const count = (i: number, role: LinearRole): [number, number] => {
+    const host = model.weights.hostWeight(i, role);
+    if (host) {
+      let n = 0;
+      for (const x of host.data) if (x === 0) n++;
+      return [n, host.data.length];
+    }
+    return model.withParts([i], () => {
+      const w = model.linearParams(i, role).weight;
+      const z = tf.tidy(() => tf.sum(tf.cast(tf.equal(w, 0), 'int32')));
+      const n = z.dataSync()[0]!;
+      z.dispose();
+      return [n, w.size];
+    });
+  };
   model.config.layers.forEach((_, i) => {
     for (const l of model.spec.linears) {
-      const w = model.linearParams(i, l.role).weight;
-      const z = tf.tidy(() => tf.sum(tf.cast(tf.equal(w, 0), 'int32')));
-      const n = z.dataSync()[0];
-      z.dispose();
+      const [n, size] = count(i, l.role);
       const e = (byType[l.role] ??= { zeros: 0, total: 0, sparsity: 0 });
       e.zeros += n;
-      e.total += w.size;
+      e.total += size;
       zeros += n;
-      total += w.size;
+      total += size;
     }
   });
   for (const e of Object.values(byType)) e.sparsity = e.total ? e.zeros / e.total : 0;

@@ -24,13 +24,18 @@ export function batchWindows(windows: number[][], tokensPerBatch = 4096): number
 }
 
 export function embedWindows(model: CausalLM, windows: number[][]): HiddenStates {
-  const batches = batchWindows(windows).map((rows) => {
+  return embedBatches(model, batchWindows(windows));
+}
+
+/** The embeddings of batches of equal-length windows, on the host (the start of a layer-major pass). */
+export function embedBatches(model: CausalLM, batches: readonly (readonly (readonly number[])[])[]): HiddenStates {
+  const out = model.withParts(['embed'], () => batches.map((rows) => {
     const x = model.embed(rows);
     const data = x.dataSync() as Float32Array;
     x.dispose();
     return { data: Float32Array.from(data), B: rows.length };
-  });
-  return { batches, T: windows[0].length, D: model.config.hiddenSize };
+  }));
+  return { batches: out, T: batches[0]![0]!.length, D: model.config.hiddenSize };
 }
 
 /** Temporarily swap in other weights for some linears of layer i (e.g. the dense snapshot). */
@@ -58,7 +63,8 @@ export function runLayer(model: CausalLM, layer: number, states: HiddenStates,
   opts: { taps?: boolean; keepOutput?: boolean } = {}): HiddenStates | null {
   const keep = opts.keepOutput ?? true;
   const out: HiddenStates['batches'] = [];
-  states.batches.forEach((batch, b) => {
+  // The layer goes onto the backend once for all batches (streamed weights).
+  model.withParts([layer], () => states.batches.forEach((batch, b) => {
     const ctx = new BlockContext(batch.B, states.T, 0, model.config);
     try {
       tf.tidy(() => {
@@ -70,7 +76,7 @@ export function runLayer(model: CausalLM, layer: number, states: HiddenStates,
     } finally {
       ctx.dispose();
     }
-  });
+  }));
   return keep ? { batches: out, T: states.T, D: states.D } : null;
 }
 
@@ -136,7 +142,7 @@ export function collectLayerStats(model: CausalLM, layer: number, states: Hidden
   if (byTap.size === 0) return {};
   const needDense = denseWeights !== undefined && [...byTap.values()].some((s) => s.has('cross') || s.has('denseGram'));
   const acc = new Map<TapName, TapAccumulator>();
-  for (const batch of states.batches) {
+  model.withParts([layer], () => { for (const batch of states.batches) {
     const ctx = new BlockContext(batch.B, states.T, 0, model.config);
     try {
       tf.tidy(() => {
@@ -153,7 +159,7 @@ export function collectLayerStats(model: CausalLM, layer: number, states: Hidden
     } finally {
       ctx.dispose();
     }
-  }
+  } });
   const out: LayerStats = {};
   for (const [tap, a] of acc) out[tap] = a.finish();
   return out;

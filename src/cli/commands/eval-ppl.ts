@@ -1,7 +1,7 @@
 import type { CommandModule } from 'yargs';
 import * as tf from '@tensorflow/tfjs';
 import { checkPerplexityOptions, perplexityOfTextParallel } from '../../eval/perplexity.ts';
-import { resolveThreads } from '../../parallel/threads.ts';
+import { resolveThreads, threadsForModel } from '../../parallel/threads.ts';
 import { emit, handler, log, openModel, startBackend, withCommon, withLongContext, withModel, type CommonArgs } from '../common.ts';
 
 type Args = CommonArgs & {
@@ -20,8 +20,8 @@ export const evalPplCommand: CommandModule<object, Args> = {
   handler: handler<Args>(async (args) => {
     checkPerplexityOptions({ seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null });
     const backend = await startBackend(args);
-    const threads = resolveThreads(args.threads, backend);
     const { model, tokenizer } = await openModel(args);
+    const threads = threadsForModel(model.mode, resolveThreads(args.threads, backend), args.threads);
     const t0 = performance.now();
     const r = await perplexityOfTextParallel(model, tokenizer, args.text, {
       seqlen: args.seqlen, maxWindows: args['max-windows'] ?? null, allowBeyondContext: args['allow-long-context'], threads,
@@ -30,8 +30,9 @@ export const evalPplCommand: CommandModule<object, Args> = {
       onProgress: (d, n) => { if (!args.json || process.stderr.isTTY) log(`ppl: window ${d}/${n}`); },
     });
     const seconds = (performance.now() - t0) / 1000;
+    const execution = model.mode;
     model.dispose();
-    emit(args, { ...r, backend, threads, seconds, tensorsAfter: tf.memory().numTensors },
-      () => `perplexity ${r.ppl.toFixed(4)} (mean NLL ${r.nll.toFixed(5)}) over ${r.windows} windows of ${r.seqlen} tokens [${backend}, ${r.threadsUsed} of ${threads} threads, ${seconds.toFixed(2)} s]`);
+    emit(args, { ...r, backend, execution, threads, seconds, tensorsAfter: tf.memory().numTensors },
+      () => `perplexity ${r.ppl.toFixed(4)} (mean NLL ${r.nll.toFixed(5)}) over ${r.windows} windows of ${r.seqlen} tokens [${backend}, ${execution}, ${r.threadsUsed} of ${threads} threads, ${seconds.toFixed(2)} s]`);
   }),
 };

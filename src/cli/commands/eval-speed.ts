@@ -26,13 +26,13 @@ export const evalSpeedCommand: CommandModule<object, Args> = {
       const c = compareSpeed(base, model, opts);
       base.dispose();
       model.dispose();
-      emit(args, { ...c, backend } as unknown as Record<string, unknown>, () =>
+      emit(args, { ...c, backend, execution: model.mode } as unknown as Record<string, unknown>, () =>
         `decode speed-up ${c.speedup.decode.toFixed(3)}×, prefill ${c.speedup.prefill.toFixed(3)}× (${args.model} vs ${args.compare}) [${backend}]`);
       return;
     }
     const r = measureSpeed(model, opts);
     model.dispose();
-    emit(args, { ...r, backend } as unknown as Record<string, unknown>, () =>
+    emit(args, { ...r, backend, execution: model.mode } as unknown as Record<string, unknown>, () =>
       `prefill ${r.prefill_tps.toFixed(0)} tok/s, decode ${r.decode_tps.toFixed(0)} tok/s, latency ${r.latency_ms.toFixed(2)} ms/token, `
       + `${r.params.total} parameters, ${r.flops_per_token} FLOPs/token [${backend}]`);
   }),

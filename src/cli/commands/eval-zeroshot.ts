@@ -31,7 +31,7 @@ export const evalZeroshotCommand: CommandModule<object, Args> = {
     });
     const seconds = (performance.now() - t0) / 1000;
     model.dispose();
-    emit(args, { ...r, backend, seconds } as unknown as Record<string, unknown>, () =>
+    emit(args, { ...r, backend, execution: model.mode, seconds } as unknown as Record<string, unknown>, () =>
       `${r.task}: acc ${r.acc.toFixed(4)}${r.acc_norm !== null ? `, acc_norm ${r.acc_norm.toFixed(4)}` : ''} over ${r.n} rows [${backend}, ${seconds.toFixed(1)} s]`);
   }),
 };

@@ -38,6 +38,6 @@ export const generateCommand: CommandModule<object, Args> = {
     });
     model.dispose();
     const text = tokenizer.decode(r.ids);
-    emit(args, { text, ids: r.ids, backend, greedy, seed: greedy ? null : args.seed }, () => text);
+    emit(args, { text, ids: r.ids, backend, execution: model.mode, greedy, seed: greedy ? null : args.seed }, () => text);
   }),
 };

@@ -18,7 +18,7 @@ import { withCheckpointWriter } from '../../io/checkpoint-writer.ts';
 import { needsCalibration } from '../../prune/needs-calibration.ts';
 import { countParameters } from '../../model/count.ts';
 import type { InputMode } from '../../prune/method.ts';
-import { resolveThreads } from '../../parallel/threads.ts';
+import { resolveThreads, threadsForModel } from '../../parallel/threads.ts';
 import { BUDGET_SCOPES, checkBudget, type BudgetScope } from '../../prune/budget.ts';
 
 type Args = CommonArgs & FormatArgs & {
@@ -75,9 +75,9 @@ export const pruneCommand: CommandModule<object, Args> = {
     const inputs = namedInputs(args, ['model', 'tokenizer', 'calib']);
     await withCheckpointWriter({ out: args.out, overwrite: args.overwrite, inputs }, async (w) => {
       const backend = await startBackend(args);
-      const threads = resolveThreads(args.threads, backend);
       const { model, tokenizer } = await openModel(args);
       try {
+        const threads = threadsForModel(model.mode, resolveThreads(args.threads, backend), args.threads);
         const beyond = args.calib
           ? checkContextLength(model.config, args.seqlen, '--seqlen', { allow: args['allow-long-context'], allowFlag: '--allow-long-context' })
           : false;
@@ -95,6 +95,7 @@ export const pruneCommand: CommandModule<object, Args> = {
           ...pruned,
           ...(beyond ? { beyondContext: { seqlen: args.seqlen, contextLength: model.config.maxPositionEmbeddings } } : {}),
           ...(layers ? { layerRange: layers } : {}),
+          execution: model.mode,
         };
         const format = checkpointFormat(args, storedWeightDtype(openCheckpoint(args.model).tensors));
         w.ensureSpace(checkpointBytes(countParameters(model).total, format.dtype));
