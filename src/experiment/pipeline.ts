@@ -21,7 +21,7 @@ import { perplexityOfText } from '../eval/perplexity.ts';
 import { evaluateTask } from '../eval/zeroshot.ts';
 import { measureSpeed } from '../eval/speed.ts';
 import { countParameters } from '../model/count.ts';
-import { activeBackend } from '../backend/index.ts';
+import { activeAdapter, activeBackend, deviceDescription } from '../backend/index.ts';
 
 const hashCache = new Map<string, string>();
 
@@ -148,6 +148,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     timings.evalS = (performance.now() - t0) / 1000;
     return {
       backend: activeBackend(),
+      ...(activeAdapter() ? { device: deviceDescription(), adapter: activeAdapter()! } : {}),
       model: { hash: checkpointHash(run.model.path), family: model.config.family, dtype: 'float32', tokenizerHash: tokenizer.id },
       sparsity: {
         decoderLayers: report?.measured.decoderLayers ?? 0, allParameters: report?.measured.allParameters ?? 0,

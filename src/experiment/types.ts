@@ -4,6 +4,7 @@
  * and turns the returned `RunResult` into a CSV row and a JSON record.
  */
 import type { Recipe, RecipeRecord } from '../finetune/recipes.ts';
+import type { WebGPUAdapter } from '../backend/webgpu.ts';
 
 /** `unstructured`, or `N:M` = N of every M consecutive input weights of a row are zero. */
 export type Pattern = 'unstructured' | `${number}:${number}`;
@@ -114,7 +115,10 @@ export interface SpeedMeasure {
 export interface RunResult {
   /** Backend the run executed on (`wasm`, `node-gpu` ...). */
   backend: string;
+  /** What it ran on, in words; set on WebGPU (the adapter). */
   device?: string;
+  /** The WebGPU adapter, when the backend is webgpu. */
+  adapter?: WebGPUAdapter;
   model: { hash: string; family: string; dtype: string; tokenizerHash?: string };
   /**
    * Measured fractions removed, zeros counted as removed, so every kind of result shares one axis:

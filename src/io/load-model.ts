@@ -9,6 +9,7 @@ import { CausalLM } from '../model/causal-lm.ts';
 import type { ModelConfig } from '../model/config.ts';
 import { checkTensorShapes, expectedTensors } from '../model/params.ts';
 import { assertLoadFits, backendOnHost, type LoadNeed } from '../backend/memory.ts';
+import { assertTensorsFitWebGPU } from '../backend/webgpu.ts';
 import { CheckpointError } from '../util/errors.ts';
 import { openHfCheckpoint, writeHfCheckpoint, assertFinite } from './hf-checkpoint.ts';
 import { openLlama2cCheckpoint } from './llama2c.ts';
@@ -72,6 +73,7 @@ export function loadModel(modelPath: string): LoadedModel {
   const ckpt = openCheckpoint(modelPath);
   // Before any weight is read: a model that cannot fit fails in seconds with what would help.
   assertLoadFits(loadNeed(ckpt), modelPath);
+  assertTensorsFitWebGPU(ckpt.tensors, modelPath);
   let config = ckpt.config;
   let tensors = readAllF32(ckpt.tensors);
   assertFinite(tensors, modelPath);

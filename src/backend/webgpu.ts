@@ -1,0 +1,211 @@
+/**
+ * The WebGPU backend in Node: Google's Dawn (npm `webgpu`, a prebuilt `dawn.node`) under
+ * `@tensorflow/tfjs-backend-webgpu`, both optional dependencies. Dawn speaks Vulkan on Linux,
+ * Metal on macOS, D3D12 on Windows. This module finds an adapter, says what it is (and whether
+ * it is a software rasteriser such as llvmpipe), and registers a tfjs backend whose synchronous
+ * reads work in Node (./webgpu-sync.ts) and whose limits fail loudly instead of silently.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { ResourceError } from '../util/errors.ts';
+import { deviceLostError, hookDawnScheduling, mapReadSync, type LossRecord } from './webgpu-sync.ts';
+
+/** The adapter a run used, recorded beside the backend in every result. */
+export interface WebGPUAdapter {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** A CPU implementation (llvmpipe, lavapipe, SwiftShader, WARP): correct, not fast. */
+  software: boolean;
+  /** The two limits that bound one tensor, in bytes. */
+  maxBufferSize: number;
+  maxStorageBufferBindingSize: number;
+}
+
+const SOFTWARE_NAMES = /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic render|\bwarp\b/i;
+
+export const WEBGPU_PACKAGES = 'webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0';
+export const VULKAN_HINT =
+  'a Vulkan driver: the GPU vendor\'s (NVIDIA, AMD: mesa-vulkan-drivers, Intel: mesa-vulkan-drivers), or for a ' +
+  'software adapter on Debian bookworm `mesa-vulkan-drivers` from bookworm-backports (Mesa ≥ 24; `scripts/install-vulkan.sh` does it)';
+
+let adapterInUse: WebGPUAdapter | null = null;
+
+/** The adapter of the active webgpu backend, or null on every other backend. */
+export function webgpuAdapter(): WebGPUAdapter | null {
+  return tf.getBackend() === 'webgpu' ? adapterInUse : null;
+}
+
+/** One line for logs and result fields: `NVIDIA ampere (NVIDIA A100)`, `mesa software (llvmpipe …) [software]`. */
+export function describeAdapter(a: WebGPUAdapter): string {
+  const name = [a.vendor, a.architecture].filter((s) => s !== '').join(' ') || 'unknown adapter';
+  const detail = a.description || a.device;
+  return `${name}${detail ? ` (${detail})` : ''}${a.software ? ' [software]' : ''}`;
+}
+
+type DawnModule = typeof import('webgpu');
+
+async function importDawn(): Promise<DawnModule | string> {
+  try {
+    return await import('webgpu');
+  } catch (e) {
+    return `the optional package 'webgpu' (Dawn for Node) is not installed or does not load here ` +
+      `(${e instanceof Error ? e.message.split('\n')[0] : String(e)}); install it with npm install ${WEBGPU_PACKAGES}`;
+  }
+}
+
+function adapterOf(adapter: GPUAdapter): WebGPUAdapter {
+  const info = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean };
+  const described = `${info.vendor} ${info.architecture} ${info.device} ${info.description}`;
+  return {
+    vendor: info.vendor, architecture: info.architecture, device: info.device, description: info.description,
+    software: info.isFallbackAdapter === true || info.architecture === 'software' || SOFTWARE_NAMES.test(described),
+    maxBufferSize: adapter.limits.maxBufferSize,
+    maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+  };
+}
+
+/**
+ * Load the webgpu backend. `explicit`: the user asked for it, so a software adapter is used
+ * (and failures say what to install); otherwise (`auto`) only a hardware adapter is taken.
+ * Returns the adapter, or why not.
+ */
+export async function loadWebGPU(explicit: boolean): Promise<WebGPUAdapter | string> {
+  const dawn = await importDawn();
+  if (typeof dawn === 'string') return dawn;
+  hookDawnScheduling();
+  Object.assign(globalThis, dawn.globals);
+  const gpu = dawn.create([]);
+  const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+  if (adapter === null) {
+    return `no WebGPU adapter found (Dawn saw no usable Vulkan/Metal/D3D12 device); install ${VULKAN_HINT}`;
+  }
+  const found = adapterOf(adapter);
+  if (found.software && !explicit) return `only a software adapter (${describeAdapter(found)}); use --backend webgpu to run on it anyway`;
+  const backendModule = await import('@tensorflow/tfjs-backend-webgpu');
+  const device = await adapter.requestDevice({
+    requiredFeatures: adapter.features.has('timestamp-query') ? ['timestamp-query'] : [],
+    // The adapter's own limits, not WebGPU's defaults (128 MiB buffers): tfjs asks the same.
+    requiredLimits: {
+      maxComputeWorkgroupStorageSize: adapter.limits.maxComputeWorkgroupStorageSize,
+      maxComputeWorkgroupsPerDimension: adapter.limits.maxComputeWorkgroupsPerDimension,
+      maxStorageBufferBindingSize: adapter.limits.maxStorageBufferBindingSize,
+      maxBufferSize: adapter.limits.maxBufferSize,
+      maxComputeWorkgroupSizeX: adapter.limits.maxComputeWorkgroupSizeX,
+      maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup,
+    },
+  });
+  exposeGpu(gpu); // tfjs's backend checks navigator.gpu
+  const backend = nodeBackend(backendModule.WebGPUBackend, device, adapter.info, found);
+  tf.registerBackend('webgpu', () => backend, 3);
+  if (!(await tf.setBackend('webgpu'))) return 'the tfjs webgpu backend did not initialise on this adapter';
+  adapterInUse = found;
+  return found;
+}
+
+/** `navigator.gpu` as in a browser (Node 20 has no navigator; Node 21+ has one without gpu). */
+function exposeGpu(gpu: GPU): void {
+  const g = globalThis as { navigator?: object };
+  if (g.navigator === undefined) Object.defineProperty(globalThis, 'navigator', { value: {}, configurable: true, writable: true });
+  Object.defineProperty(g.navigator!, 'gpu', { value: gpu, configurable: true, writable: true });
+}
+
+type WebGPUBackendClass = typeof import('@tensorflow/tfjs-backend-webgpu').WebGPUBackend;
+type BackendValues = ReturnType<InstanceType<WebGPUBackendClass>['readSync']>;
+
+/** The pieces of tfjs-webgpu's backend a synchronous read needs (`commandEncoder` is private there). */
+interface Internals {
+  commandEncoder: GPUCommandEncoder;
+}
+
+/**
+ * tfjs's WebGPUBackend with Node-ready synchronous reads, buffers checked against the adapter's
+ * limits before they are made, and a lost device or a GPU validation error turned into a
+ * clear error at the next read instead of zeros.
+ */
+function nodeBackend(Base: WebGPUBackendClass, device: GPUDevice, info: GPUAdapterInfo, adapter: WebGPUAdapter): InstanceType<WebGPUBackendClass> {
+  let loss: LossRecord | null = null;
+  let gpuError: string | null = null;
+  void device.lost.then((l) => { loss = { reason: l.reason, message: l.message }; });
+  device.onuncapturederror = (e) => { gpuError ??= e.error.message; };
+  const check = () => {
+    if (loss !== null && loss.reason !== 'destroyed') throw deviceLostError(loss);
+    if (gpuError !== null) {
+      throw new ResourceError(`the WebGPU device reported an error, so the results cannot be trusted: ${gpuError.trim()} ` +
+        `(adapter ${describeAdapter(adapter)}). Run with --backend wasm, or report this with the command line.`);
+    }
+  };
+
+  class NodeWebGPUBackend extends Base {
+    override readSync(dataId: object): BackendValues {
+      const data = this.tensorMap.get(dataId);
+      const resource = data.resource;
+      if (data.values != null || data.dtype === 'complex64' || !(resource instanceof GPUBuffer)) return super.readSync(dataId);
+      check();
+      const staging = this.bufferManager.acquireBuffer(resource.size, GPUBufferUsage.COPY_DST | GPUBufferUsage.MAP_READ);
+      this.ensureCommandEncoderReady();
+      this.endComputePassEncoder();
+      (this as unknown as Internals).commandEncoder.copyBufferToBuffer(resource, 0, staging, 0, resource.size);
+      this.submitQueue();
+      const bytes = mapReadSync(staging, () => loss);
+      this.bufferManager.releaseBuffer(staging);
+      check();
+      data.values = tf.util.convertBackendValuesAndArrayBuffer(bytes, data.dtype);
+      return data.values;
+    }
+
+    override async read(dataId: object): Promise<BackendValues> {
+      check();
+      try {
+        return await super.read(dataId);
+      } catch (e) {
+        check();
+        throw e;
+      }
+    }
+  }
+
+  const backend = new NodeWebGPUBackend(device, info);
+  const acquire = backend.bufferManager.acquireBuffer.bind(backend.bufferManager);
+  backend.bufferManager.acquireBuffer = (size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean) => {
+    const storage = (usage & GPUBufferUsage.STORAGE) !== 0;
+    const limit = storage ? Math.min(adapter.maxStorageBufferBindingSize, adapter.maxBufferSize) : adapter.maxBufferSize;
+    if (size > limit) throw bufferLimitError('a tensor computed during the run', size, adapter);
+    return acquire(size, usage, mappedAtCreation, reuse);
+  };
+  return backend;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+}
+
+/** The limit one tensor meets on this adapter, named. */
+function tensorLimit(adapter: WebGPUAdapter): { bytes: number; name: string } {
+  return adapter.maxStorageBufferBindingSize <= adapter.maxBufferSize
+    ? { bytes: adapter.maxStorageBufferBindingSize, name: 'maxStorageBufferBindingSize' }
+    : { bytes: adapter.maxBufferSize, name: 'maxBufferSize' };
+}
+
+export function bufferLimitError(what: string, bytes: number, adapter: WebGPUAdapter): ResourceError {
+  const limit = tensorLimit(adapter);
+  return new ResourceError(
+    `${what} needs one WebGPU buffer of ${mib(bytes)}, but this adapter (${describeAdapter(adapter)}) allows at most ` +
+      `${mib(limit.bytes)} per buffer (its ${limit.name}). Options: a GPU whose ${limit.name} is larger, ` +
+      `a smaller --seqlen or batch where the tensor is an activation, or --backend wasm / node.`);
+}
+
+/**
+ * Refuse up front, from the checkpoint's headers, a model whose largest tensor (as fp32) cannot
+ * be one WebGPU buffer: nothing is loaded yet. No-op on other backends.
+ */
+export function assertTensorsFitWebGPU(tensors: ReadonlyMap<string, { shape: readonly number[] }>, source: string): void {
+  const adapter = webgpuAdapter();
+  if (adapter === null) return;
+  for (const [name, ref] of tensors) {
+    const bytes = 4 * ref.shape.reduce((a, b) => a * b, 1);
+    if (bytes > tensorLimit(adapter).bytes) {
+      throw new ResourceError(bufferLimitError(`the model's tensor ${name} [${ref.shape.join(', ')}] (fp32)`, bytes, adapter).message, source);
+    }
+  }
+}
