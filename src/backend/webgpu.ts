@@ -93,8 +93,10 @@ export async function loadWebGPU(explicit: boolean): Promise<WebGPUAdapter | str
       maxBufferSize: adapter.limits.maxBufferSize,
       maxComputeWorkgroupSizeX: adapter.limits.maxComputeWorkgroupSizeX,
       maxComputeInvocationsPerWorkgroup: adapter.limits.maxComputeInvocationsPerWorkgroup,
+      maxStorageBuffersPerShaderStage: adapter.limits.maxStorageBuffersPerShaderStage,
     },
   });
+  chunkAddN(device.limits.maxStorageBuffersPerShaderStage - 1);
   exposeGpu(gpu); // tfjs's backend checks navigator.gpu
   const backend = nodeBackend(backendModule.WebGPUBackend, device, adapter.info, found);
   tf.registerBackend('webgpu', () => backend, 3);
@@ -108,6 +110,29 @@ function exposeGpu(gpu: GPU): void {
   const g = globalThis as { navigator?: object };
   if (g.navigator === undefined) Object.defineProperty(globalThis, 'navigator', { value: {}, configurable: true, writable: true });
   Object.defineProperty(g.navigator!, 'gpu', { value: gpu, configurable: true, writable: true });
+}
+
+let addNChunked = false;
+
+/**
+ * tfjs-webgpu's AddN binds every input as a storage buffer in one shader, so summing more
+ * tensors than the device's per-stage limit (8 by default; a LoRA step's gradient norm sums
+ * dozens) fails validation. Sum in chunks of at most `maxInputs`, then sum the partial sums.
+ */
+function chunkAddN(maxInputs: number): void {
+  if (addNChunked) return;
+  addNChunked = true;
+  const original = tf.getKernel('AddN', 'webgpu')!.kernelFunc;
+  const sum = (inputs: tf.TensorInfo[], args: Parameters<tf.KernelFunc>[0]): tf.TensorInfo => {
+    if (inputs.length <= maxInputs) return original({ ...args, inputs: inputs as unknown as tf.NamedTensorInfoMap }) as tf.TensorInfo;
+    const partial: tf.TensorInfo[] = [];
+    for (let i = 0; i < inputs.length; i += maxInputs) partial.push(sum(inputs.slice(i, i + maxInputs), args));
+    const out = sum(partial, args);
+    for (const p of partial) (args.backend as tf.KernelBackend).disposeData(p.dataId);
+    return out;
+  };
+  tf.unregisterKernel('AddN', 'webgpu');
+  tf.registerKernel({ kernelName: 'AddN', backendName: 'webgpu', kernelFunc: (args) => sum(args.inputs as unknown as tf.TensorInfo[], args) });
 }
 
 type WebGPUBackendClass = typeof import('@tensorflow/tfjs-backend-webgpu').WebGPUBackend;
