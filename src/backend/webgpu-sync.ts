@@ -67,7 +67,8 @@ export function mapReadSync(staging: GPUBuffer, lost: () => LossRecord | null): 
   }
   if (staging.mapState !== 'mapped') {
     const loss = lost();
-    throw deviceLostError(loss ?? { reason: 'unknown', message: failure instanceof Error ? failure.message : 'the buffer mapping failed' });
+    // The device's own `lost` report arrives through the event loop, so it may not be in yet.
+    throw deviceLostError(loss ?? { reason: 'a read from the GPU failed', message: failure instanceof Error ? failure.message : '' });
   }
   const bytes = staging.getMappedRange().slice(0);
   staging.unmap();

@@ -26,8 +26,9 @@ const SOFTWARE_NAMES = /llvmpipe|lavapipe|softpipe|swiftshader|microsoft basic r
 
 export const WEBGPU_PACKAGES = 'webgpu@0.6.2 @tensorflow/tfjs-backend-webgpu@4.22.0';
 export const VULKAN_HINT =
-  'a Vulkan driver: the GPU vendor\'s (NVIDIA, AMD: mesa-vulkan-drivers, Intel: mesa-vulkan-drivers), or for a ' +
-  'software adapter on Debian bookworm `mesa-vulkan-drivers` from bookworm-backports (Mesa ≥ 24; `scripts/install-vulkan.sh` does it)';
+  'a Vulkan driver: for an NVIDIA GPU the NVIDIA driver\'s Vulkan part (in a container: NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics), ' +
+  'for AMD or Intel Mesa\'s mesa-vulkan-drivers; for a software adapter (correct, slow) Mesa ≥ 24\'s mesa-vulkan-drivers ' +
+  '(on Debian bookworm from bookworm-backports: sudo scripts/install-vulkan.sh) with --backend webgpu';
 
 let adapterInUse: WebGPUAdapter | null = null;
 
