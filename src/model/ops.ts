@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { RopeLayout } from './config.ts';
 import type { LinearParams, NormParams } from './params.ts';
+import { modelLayout } from '../backend/layout.ts';
 
 export function rmsNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor2D {
   return tf.tidy(() => {
@@ -155,6 +156,13 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     const qg = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV * g * Tq, hd]);
     const kt = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV * hd, Tk]);
     const vg = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV * Tk, hd]);
+    if (modelLayout().batchedAttention) {
+      // GPU: the same blocks as one batched matMul each (src/backend/layout.ts).
+      let scores = tf.matMul(qg.reshape([B * KV, g * Tq, hd]), kt.reshape([B * KV, hd, Tk]));
+      if (mask) scores = tf.add(scores, mask);
+      const ctx = tf.matMul(tf.softmax(scores), vg.reshape([B * KV, Tk, hd]));
+      return ctx.reshape([B, KV, g, Tq, hd]).transpose([0, 3, 1, 2, 4]).reshape([B * Tq, H * hd]) as tf.Tensor2D;
+    }
     const outs: tf.Tensor2D[] = [];
     for (let i = 0; i < B * KV; i++) {
       const qi = tf.slice(qg, [i * g * Tq, 0], [g * Tq, hd]);
