@@ -191,6 +191,7 @@ function nodeBackend(Base: WebGPUBackendClass, device: GPUDevice, info: GPUAdapt
     }
   }
 
+  if (adapter.software) limitBindGroupsPerTurn(device, adapter);
   const backend = new NodeWebGPUBackend(device, info);
   const acquire = backend.bufferManager.acquireBuffer.bind(backend.bufferManager);
   backend.bufferManager.acquireBuffer = (size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean) => {
@@ -199,7 +200,69 @@ function nodeBackend(Base: WebGPUBackendClass, device: GPUDevice, info: GPUAdapt
     if (size > limit) throw bufferLimitError('a tensor computed during the run', size, adapter);
     return acquire(size, usage, mappedAtCreation, reuse);
   };
+  capFreeBuffers(backend.bufferManager);
   return backend;
+}
+
+/**
+ * Bind groups a software adapter may create between two turns of the event loop. Node runs
+ * dawn.node's finalizers (which free each GPU object) only when the event loop turns, and
+ * PruneLab's synchronous loops do not yield: every dispatch's bind group stays alive. On
+ * llvmpipe each holds one memory mapping, and at the kernel's vm.max_map_count (65,530) the
+ * driver crashes (SIGSEGV): measured at 63,194 bind groups, 191 tokens into stories260K's
+ * KV-cache decoding. Stop before that with a clear error instead.
+ */
+const SOFTWARE_BIND_GROUPS_PER_TURN = 50_000;
+
+function limitBindGroupsPerTurn(device: GPUDevice, adapter: WebGPUAdapter): void {
+  let count = 0;
+  const create = device.createBindGroup.bind(device);
+  device.createBindGroup = (descriptor: GPUBindGroupDescriptor) => {
+    // A plain JS immediate runs only once the event loop turns; it resets the count.
+    if (count === 0) setImmediate(() => { count = 0; });
+    if (++count > SOFTWARE_BIND_GROUPS_PER_TURN) {
+      throw new ResourceError(
+        `this computation dispatched more than ${SOFTWARE_BIND_GROUPS_PER_TURN.toLocaleString('en-US')} GPU kernels without a pause, ` +
+          `the most the software adapter ${describeAdapter(adapter)} survives: Node frees WebGPU objects only between event-loop turns, ` +
+          'and the driver runs out of memory mappings (vm.max_map_count) before that. Use fewer windows or tokens per command ' +
+          '(--max-windows, --new-tokens, --limit), or --backend wasm, which is faster on a CPU anyway.');
+    }
+    return create(descriptor);
+  };
+}
+
+/** Free buffers tfjs may keep for reuse; past this the pool is emptied (see capFreeBuffers). */
+const MAX_FREE_BUFFERS = 1024;
+
+/** The parts of tfjs-webgpu's BufferManager the cap touches (private in its typings). */
+interface BufferPool {
+  freeBuffers: Map<string, GPUBuffer[]>;
+  numFreeBuffers: number;
+  numBytesAllocated: number;
+  releaseBuffer(buffer: GPUBuffer, reuse?: boolean): void;
+}
+
+/**
+ * tfjs-webgpu keeps every released buffer for reuse by exact size and never frees one. Decoding
+ * with a KV cache makes new sizes at every step, so the pool grows without bound: on llvmpipe the
+ * process died (SIGSEGV) near 4,700 free buffers, 190 tokens into stories260K's generation.
+ * Empty the pool whenever it holds more than MAX_FREE_BUFFERS (buffers in use are untouched).
+ */
+function capFreeBuffers(manager: unknown): void {
+  const pool = manager as BufferPool;
+  const release = pool.releaseBuffer.bind(pool);
+  pool.releaseBuffer = (buffer: GPUBuffer, reuse = true) => {
+    release(buffer, reuse);
+    if (pool.numFreeBuffers <= MAX_FREE_BUFFERS) return;
+    for (const buffers of pool.freeBuffers.values()) {
+      for (const b of buffers) {
+        pool.numBytesAllocated -= b.size;
+        b.destroy();
+      }
+      buffers.length = 0;
+    }
+    pool.numFreeBuffers = 0;
+  };
 }
 
 function mib(bytes: number): string {
