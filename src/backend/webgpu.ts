@@ -5,6 +5,7 @@
  * it is a software rasteriser such as llvmpipe), and registers a tfjs backend whose synchronous
  * reads work in Node (./webgpu-sync.ts) and whose limits fail loudly instead of silently.
  */
+import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { ResourceError } from '../util/errors.ts';
 import { deviceLostError, hookDawnScheduling, mapReadSync, type LossRecord } from './webgpu-sync.ts';
@@ -46,6 +47,19 @@ export function describeAdapter(a: WebGPUAdapter): string {
 
 type DawnModule = typeof import('webgpu');
 
+/** Whether a hardware adapter is possible: on Linux a GPU's device node must exist. */
+function gpuDeviceNodes(): boolean {
+  if (process.platform !== 'linux') return true;
+  const any = (dir: string, name: RegExp) => {
+    try {
+      return fs.readdirSync(dir).some((f) => name.test(f));
+    } catch {
+      return false;
+    }
+  };
+  return any('/dev/dri', /^renderD\d+$/) || any('/dev', /^nvidia\d+$/);
+}
+
 async function importDawn(): Promise<DawnModule | string> {
   try {
     return await import('webgpu');
@@ -72,6 +86,8 @@ function adapterOf(adapter: GPUAdapter): WebGPUAdapter {
  * Returns the adapter, or why not.
  */
 export async function loadWebGPU(explicit: boolean): Promise<WebGPUAdapter | string> {
+  // `auto` on a Linux machine without a GPU device: skip Dawn (its start-up logs Vulkan warnings).
+  if (!explicit && !gpuDeviceNodes()) return 'no GPU device (/dev/dri/renderD*, /dev/nvidia*)';
   const dawn = await importDawn();
   if (typeof dawn === 'string') return dawn;
   hookDawnScheduling();
