@@ -10,9 +10,9 @@ export interface CliRun {
   json: Record<string, unknown> | null;
 }
 
-/** The node arguments of one CLI call (always `--json --backend wasm`). */
-function cliArgs(args: string[]): string[] {
-  return [path.join(REPO_ROOT, 'bin/prunelab.js'), ...args, '--json', '--backend', 'wasm'];
+/** The node arguments of one CLI call (`--json --backend wasm` unless another backend is named). */
+function cliArgs(args: string[], backend = 'wasm'): string[] {
+  return [path.join(REPO_ROOT, 'bin/prunelab.js'), ...args, '--json', '--backend', backend];
 }
 
 function parsed(status: number | null, stdout: string, stderr: string): CliRun {
@@ -27,9 +27,16 @@ function parsed(status: number | null, stdout: string, stderr: string): CliRun {
  * (node and the CLI arguments follow it).
  */
 export function runCli(args: string[], timeoutMs = 120_000, wrap: string[] = []): CliRun {
-  const argv = [process.execPath, ...cliArgs(args)];
-  const [cmd, ...rest] = [...wrap, ...argv];
-  const r = spawnSync(cmd, rest, { cwd: REPO_ROOT, encoding: 'utf8', timeout: timeoutMs, maxBuffer: 256 << 20 });
+  return runCliOn('wasm', args, { timeoutMs, wrap });
+}
+
+/** `runCli` on another backend, with extra environment variables. */
+export function runCliOn(backend: string, args: string[], opts: { timeoutMs?: number; wrap?: string[]; env?: Record<string, string> } = {}): CliRun {
+  const argv = [process.execPath, ...cliArgs(args, backend)];
+  const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv];
+  const r = spawnSync(cmd, rest, {
+    cwd: REPO_ROOT, encoding: 'utf8', timeout: opts.timeoutMs ?? 120_000, maxBuffer: 256 << 20, env: { ...process.env, ...opts.env },
+  });
   return parsed(r.status, r.stdout, r.stderr);
 }
 

@@ -1,19 +1,24 @@
 /**
  * Backend selection: `auto` takes the fastest backend that loads — native TensorFlow with CUDA,
- * native TensorFlow on CPU (both optional peer dependencies), WebAssembly, then plain JS.
+ * WebGPU on a hardware adapter, native TensorFlow on CPU (optional dependencies all three),
+ * WebAssembly, then plain JS. A software WebGPU adapter (llvmpipe) only when asked for by name.
  */
 import * as tf from '@tensorflow/tfjs';
 import { setWasmPaths } from '@tensorflow/tfjs-backend-wasm';
 import { createRequire } from 'node:module';
+import os from 'node:os';
 import path from 'node:path';
 import { ConfigError } from '../util/errors.ts';
+import { describeAdapter, loadWebGPU, webgpuAdapter, type WebGPUAdapter } from './webgpu.ts';
 
-export const BACKEND_CHOICES = ['auto', 'node-gpu', 'node', 'wasm', 'cpu'] as const;
+export const BACKEND_CHOICES = ['auto', 'node-gpu', 'webgpu', 'node', 'wasm', 'cpu'] as const;
 export type BackendChoice = (typeof BACKEND_CHOICES)[number];
 export type ConcreteBackend = Exclude<BackendChoice, 'auto'>;
 
 const require = createRequire(import.meta.url);
 let active: ConcreteBackend | null = null;
+/** Why an explicitly requested backend did not load, for its error message. */
+let whyNot: string | null = null;
 
 async function tryNative(pkg: string): Promise<boolean> {
   try {
@@ -35,8 +40,19 @@ async function tryWasm(): Promise<boolean> {
   }
 }
 
-async function load(choice: ConcreteBackend): Promise<boolean> {
+async function tryWebGPU(explicit: boolean): Promise<boolean> {
+  const r = await loadWebGPU(explicit);
+  if (typeof r === 'string') {
+    whyNot = r;
+    return false;
+  }
+  return true;
+}
+
+async function load(choice: ConcreteBackend, explicit: boolean): Promise<boolean> {
   switch (choice) {
+    case 'webgpu':
+      return tryWebGPU(explicit);
     case 'node-gpu':
       return tryNative('@tensorflow/tfjs-node-gpu');
     case 'node':
@@ -58,24 +74,40 @@ export async function initBackend(choice: BackendChoice = 'auto', quiet = false)
   }
   // tfjs prints a "use tfjs-node" banner through its warn hook in non-production mode.
   tf.enableProdMode();
-  const order: ConcreteBackend[] = choice === 'auto' ? ['node-gpu', 'node', 'wasm', 'cpu'] : [choice];
+  const order: ConcreteBackend[] = choice === 'auto' ? ['node-gpu', 'webgpu', 'node', 'wasm', 'cpu'] : [choice];
   for (const candidate of order) {
     if (active === candidate) return candidate;
-    if (await load(candidate)) {
+    if (await load(candidate, choice !== 'auto')) {
       await tf.ready();
       active = candidate;
-      if (!quiet) process.stderr.write(`prunelab: backend ${candidate}\n`);
+      const adapter = webgpuAdapter();
+      if (!quiet) process.stderr.write(`prunelab: backend ${candidate}${adapter ? ` on ${describeAdapter(adapter)}` : ''}\n`);
       return candidate;
     }
   }
   throw new ConfigError(
     choice === 'node' || choice === 'node-gpu'
       ? `backend '${choice}' could not be loaded: install @tensorflow/tfjs-${choice === 'node' ? 'node' : 'node-gpu'}@4.22.0`
-      : `backend '${choice}' could not be loaded`,
+      : `backend '${choice}' could not be loaded${whyNot ? `: ${whyNot}` : ''}`,
   );
+}
+
+/** The WebGPU adapter in use (null on other backends), for results: what `backend` ran on. */
+export function activeAdapter(): WebGPUAdapter | null {
+  return active === 'webgpu' ? webgpuAdapter() : null;
+}
+
+/** What the computation ran on, in words: the WebGPU adapter, or the CPU. */
+export function deviceDescription(): string {
+  const adapter = activeAdapter();
+  if (adapter) return describeAdapter(adapter);
+  const cpus = os.cpus();
+  return `${cpus[0]?.model ?? 'unknown cpu'} (${cpus.length} logical cores)`;
 }
 
 export function activeBackend(): ConcreteBackend {
   if (active === null) throw new Error('initBackend() has not been called');
   return active;
 }
+
+export type { WebGPUAdapter } from './webgpu.ts';

@@ -3,7 +3,7 @@
  * that stdout carries exactly one JSON object (logs go to stderr).
  */
 import type { Argv } from 'yargs';
-import { BACKEND_CHOICES, initBackend, type BackendChoice, type ConcreteBackend } from '../backend/index.ts';
+import { activeAdapter, BACKEND_CHOICES, initBackend, type BackendChoice, type ConcreteBackend } from '../backend/index.ts';
 import { loadModel, type LoadedModel } from '../io/load-model.ts';
 import { setDeviceMemory } from '../backend/memory.ts';
 import { parseByteSize } from '../util/byte-size.ts';
@@ -23,7 +23,7 @@ export interface CommonArgs {
 
 export function withCommon<T>(y: Argv<T>): Argv<T & CommonArgs> {
   return y
-    .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto = fastest that loads)' })
+    .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto = fastest that loads; webgpu on a software adapter only when named)' })
     .option('json', { type: 'boolean', default: false, describe: 'print exactly one JSON object on stdout' })
     .option('device-memory', {
       type: 'string',
@@ -114,8 +114,13 @@ export async function openModel(args: { model: string; tokenizer?: string }): Pr
   return { ...loaded, tokenizer, vocabPadding: padding };
 }
 
-/** Print a result: one JSON object with --json, else a readable rendering. */
+/**
+ * Print a result: one JSON object with --json, else a readable rendering. On WebGPU the
+ * adapter it ran on is recorded beside `backend`.
+ */
 export function emit(args: CommonArgs, result: Record<string, unknown>, human?: () => string): void {
+  const adapter = activeAdapter();
+  if (adapter && 'backend' in result) result = { ...result, adapter };
   if (args.json) process.stdout.write(JSON.stringify(result) + '\n');
   else process.stdout.write((human ? human() : JSON.stringify(result, null, 2)) + '\n');
 }

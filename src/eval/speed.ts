@@ -7,7 +7,6 @@
  * Unstructured sparsity stored as dense zeros does not change these numbers; report speed only
  * for structurally pruned models.
  */
-import os from 'node:os';
 import * as tf from '@tensorflow/tfjs';
 import { countParameters, type ParameterCount } from '../model/count.ts';
 import { disposeCache, type CausalLM } from '../model/causal-lm.ts';
@@ -15,6 +14,7 @@ import type { ModelConfig } from '../model/config.ts';
 import { familySpec } from '../model/family.ts';
 import { ConfigError } from '../util/errors.ts';
 import { ROUND_SPREAD_STATISTIC, roundSpread, type RoundSpread } from './spread.ts';
+import { deviceDescription } from '../backend/index.ts';
 
 export interface SpeedOptions {
   /** Prompt length T of the prefill forward. */
@@ -178,7 +178,6 @@ function summarize(model: CausalLM, o: Required<SpeedOptions>, samples: Sample[]
   const decodeMs = median(samples.map((s) => s.stepMs.reduce((a, b) => a + b, 0)));
   const wBytes = weightBytes(model);
   const kvBytes = Math.max(...samples.map((s) => s.kvBytes));
-  const cpus = os.cpus();
   return {
     prefill_tps: (o.batch * o.promptTokens) / (prefillMs / 1000),
     decode_tps: (o.batch * o.newTokens) / (decodeMs / 1000),
@@ -191,7 +190,7 @@ function summarize(model: CausalLM, o: Required<SpeedOptions>, samples: Sample[]
     kv_cache_bytes: kvBytes,
     protocol: {
       backend: tf.getBackend(),
-      device: `${cpus[0]?.model ?? 'unknown cpu'} (${cpus.length} logical cores)`,
+      device: deviceDescription(),
       batch: o.batch,
       prompt_tokens: o.promptTokens,
       new_tokens: o.newTokens,

@@ -22,7 +22,7 @@ import { evaluateTask } from '../eval/zeroshot.ts';
 import { compareSpeed, measureSpeed, type SpeedResult } from '../eval/speed.ts';
 import type { CausalLM } from '../model/causal-lm.ts';
 import { countParameters } from '../model/count.ts';
-import { activeBackend } from '../backend/index.ts';
+import { activeAdapter, activeBackend, deviceDescription } from '../backend/index.ts';
 
 const hashCache = new Map<string, string>();
 
@@ -174,6 +174,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     return {
       backend: activeBackend(),
       execution: model.mode,
+      ...(activeAdapter() ? { device: deviceDescription(), adapter: activeAdapter()! } : {}),
       model: { hash: checkpointHash(run.model.path), family: model.config.family, dtype: 'float32', tokenizerHash: tokenizer.id },
       sparsity: {
         decoderLayers: report?.measured.decoderLayers ?? 0, allParameters: report?.measured.allParameters ?? 0,

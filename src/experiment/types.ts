@@ -6,6 +6,7 @@
 import type { Recipe, RecipeRecord } from '../finetune/recipes.ts';
 import type { BudgetScope } from '../prune/budget.ts';
 import type { CalibSampling } from '../prune/calibration.ts';
+import type { WebGPUAdapter } from '../backend/webgpu.ts';
 
 /** `unstructured`, or `N:M` = N of every M consecutive input weights of a row are zero. */
 export type Pattern = 'unstructured' | `${number}:${number}`;
@@ -134,7 +135,10 @@ export interface RunResult {
   backend: string;
   /** Where the weights lived: all on the backend, or streamed from the host one layer at a time. */
   execution?: 'resident' | 'streamed';
+  /** What it ran on, in words; set on WebGPU (the adapter). */
   device?: string;
+  /** The WebGPU adapter, when the backend is webgpu. */
+  adapter?: WebGPUAdapter;
   model: { hash: string; family: string; dtype: string; tokenizerHash?: string };
   /**
    * Measured fractions removed, zeros counted as removed, so every kind of result shares one axis:

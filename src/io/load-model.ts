@@ -13,6 +13,7 @@ import { checkTensorShapes, expectedTensors, isPaddingBias } from '../model/para
 import { assertLoadFits, backendOnHost, deviceMemoryBudget, gib, hostMemoryBytes, WASM_HEAP_BYTES as WASM_HEAP_LIMIT, type LoadNeed } from '../backend/memory.ts';
 import { CheckpointError, ResourceError } from '../util/errors.ts';
 import { openHfCheckpoint, writeHfCheckpoint, assertFinite, type CheckpointFormat } from './hf-checkpoint.ts';
+import { assertTensorsFitWebGPU } from '../backend/webgpu.ts';
 import { openLlama2cCheckpoint } from './llama2c.ts';
 import { toHalfSplitLayout } from './rope-layout.ts';
 import { dequantizePart, openQuantizedPart, type QuantizedPart } from './quantized-checkpoint.ts';
@@ -169,6 +170,7 @@ export function loadModel(modelPath: string): LoadedModel {
   // Before any weight is read: a model that cannot fit fails in seconds with what would help.
   const mode = chooseMode(ckpt);
   if (mode === 'resident') assertLoadFits(loadNeed(ckpt), modelPath);
+  assertTensorsFitWebGPU(ckpt.tensors, modelPath);
   let config = ckpt.config;
   // Streamed 16-bit HF weights are read tensor by tensor in their dtype; everything else through fp32.
   const eager = mode === 'resident' || ckpt.kind === 'llama2c' || ckpt.quantized !== null;

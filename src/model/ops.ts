@@ -6,6 +6,7 @@
 import * as tf from '@tensorflow/tfjs';
 import type { RopeLayout } from './config.ts';
 import type { LinearParams, NormParams } from './params.ts';
+import { modelLayout } from '../backend/layout.ts';
 
 export function rmsNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor2D {
   return tf.tidy(() => {
@@ -170,6 +171,13 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     const qg: tf.Tensor2D = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV * g * Tq, hd]);
     const kt: tf.Tensor2D = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV * hd, Tk]);
     const vg: tf.Tensor2D = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV * Tk, hd]);
+    if (modelLayout().batchedAttention) {
+      // GPU: the same blocks as one batched matMul each (src/backend/layout.ts).
+      let scores = tf.matMul(qg.reshape([B * KV, g * Tq, hd]), kt.reshape([B * KV, hd, Tk]));
+      if (mask) scores = tf.add(scores, mask);
+      const ctx = tf.matMul(tf.softmax(scores), vg.reshape([B * KV, Tk, hd]));
+      return ctx.reshape([B, KV, g, Tq, hd]).transpose([0, 3, 1, 2, 4]).reshape([B * Tq, H * hd]) as tf.Tensor2D;
+    }
     // Blocks are taken with a row gather, not a slice: the WebAssembly backend's slice (and split)
     // first copies its whole input to the host, once per block — 44% of a stories260K
     // perplexity batch (16 × 256 tokens, 64 blocks per operand) went there. Gather has no

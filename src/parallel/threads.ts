@@ -1,7 +1,7 @@
 /**
  * How many threads a data-parallel pass uses. Default: every core the process may use. Native
  * TensorFlow (tfjs-node, tfjs-node-gpu) runs its own intra-op thread pool (or the GPU), so it
- * gets one: a pool of workers would only duplicate the model.
+ * gets one: a pool of workers would only duplicate the model. So does WebGPU (one device).
  */
 import os from 'node:os';
 import type { ConcreteBackend } from '../backend/index.ts';
@@ -16,7 +16,7 @@ export function resolveThreads(requested: number | undefined, backend: ConcreteB
   if (requested !== undefined && (!Number.isInteger(requested) || requested < 1)) {
     throw new ConfigError(`${what} must be a positive integer (got ${requested}); omit it to use all ${defaultThreads()} cores`);
   }
-  if (backend === 'node' || backend === 'node-gpu') return 1;
+  if (backend === 'node' || backend === 'node-gpu' || backend === 'webgpu') return 1;
   return requested ?? defaultThreads();
 }
 

@@ -1,0 +1,174 @@
+/**
+ * `npm run gpu-check`: on a GPU machine, one command that answers "how fast on a GPU". It prints
+ * the WebGPU adapter, then runs the same sections on WebGPU and on the WebAssembly backend (each
+ * in its own process: a backend is per process) and prints them side by side with ratios:
+ *
+ *   prefill      forward tokens/s of a synthetic LLaMA (hidden 2048, 4 layers) at 1×256 and 4×256,
+ *                and on WebGPU both attention layouts (src/backend/layout.ts), to confirm its choice
+ *   logits       the same forward's logits on both backends (max |Δ|, a correctness check)
+ *   sparsegpt    SparseGPT on one 4096×4096 operator with 1024 calibration tokens (Gram matrix, solve)
+ *   prune        pruning stories260K (or, without the shared data, a small synthetic model) with
+ *                wanda and sparsegpt at 50%, calibration included
+ *
+ * It fails (exit 2) when no *hardware* adapter is found: a software one (llvmpipe) measures the
+ * CPU, not a GPU. `--allow-software` runs anyway (to try the script on a machine without a GPU);
+ * `--quick` shrinks every section.
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import * as tf from '@tensorflow/tfjs';
+import { activeAdapter, deviceDescription, initBackend, type ConcreteBackend } from '../src/backend/index.ts';
+import { describeAdapter, type WebGPUAdapter } from '../src/backend/webgpu.ts';
+import { setModelLayout } from '../src/backend/layout.ts';
+import { buildSyntheticLlama } from '../src/model/synthetic.ts';
+import type { CausalLM } from '../src/model/causal-lm.ts';
+import { loadModel } from '../src/io/load-model.ts';
+import { loadTokenizer } from '../src/tokenizer/load.ts';
+import { calibrationFromText } from '../src/prune/calibration.ts';
+import { parseMethodOptions, resolveMethod } from '../src/prune/registry.ts';
+import { pruneModel } from '../src/prune/engine.ts';
+import { sharedDataDir } from '../src/util/paths.ts';
+import { operatorData, prunelabSparsegpt } from './torch/operator.ts';
+import { table, time } from './util.ts';
+
+const argv = process.argv.slice(2);
+const quick = argv.includes('--quick');
+const allowSoftware = argv.includes('--allow-software');
+const sideArg = argv.includes('--side') ? argv[argv.indexOf('--side') + 1] : undefined;
+
+const SYNTH = quick
+  ? { hidden: 512, layers: 2, heads: 8, kvHeads: 4, ffn: 1408, vocab: 2048, seed: 1 }
+  : { hidden: 2048, layers: 4, heads: 16, kvHeads: 4, ffn: 5632, vocab: 8192, seed: 1 };
+const OPERATOR = quick ? { rows: 1024, cols: 1024, tokens: 256 } : { rows: 4096, cols: 4096, tokens: 1024 };
+const SHARED = sharedDataDir();
+const STORIES = path.join(SHARED, 'models/stories260K/stories260K.bin');
+const TEXT = path.join(SHARED, 'text/tinystories-sample.txt');
+
+/** What one side (one backend, one process) measured. */
+interface SideResult {
+  backend: string;
+  device: string;
+  adapter: WebGPUAdapter | null;
+  prefill: { label: string; tokensPerS: number }[];
+  logits: number[];
+  sparsegpt: { hessianS: number; solveS: number };
+  prune: { model: string; method: string; seconds: number }[];
+}
+
+function ids(B: number, T: number, vocab: number): number[][] {
+  return Array.from({ length: B }, (_, b) => Array.from({ length: T }, (_, t) => 3 + ((b * 131 + t * 17) % (vocab - 3))));
+}
+
+function tokensPerS(model: CausalLM, B: number, T: number, repeats: number): number {
+  const x = ids(B, T, model.config.vocabSize);
+  const ms = time(() => tf.tidy(() => { model.forward(x).dataSync(); }), repeats);
+  return (B * T) / (ms / 1000);
+}
+
+async function runSide(backend: ConcreteBackend): Promise<SideResult | { adapterOnly: WebGPUAdapter }> {
+  await initBackend(backend, true);
+  // A software adapter measures the CPU: report it before spending minutes on it.
+  const adapter = activeAdapter();
+  if (adapter?.software && !allowSoftware) return { adapterOnly: adapter };
+  const log = (s: string) => process.stderr.write(`gpu-check [${backend}]: ${s}\n`);
+  const repeats = quick ? 2 : 3;
+  const model = buildSyntheticLlama(SYNTH);
+  const prefill: SideResult['prefill'] = [];
+  const shapes: [number, number][] = quick ? [[1, 128]] : [[1, 256], [4, 256]];
+  const layouts = backend === 'webgpu' ? [false, true] : [null];
+  for (const [B, T] of shapes) {
+    for (const batched of layouts) {
+      if (batched !== null) setModelLayout({ batchedAttention: batched });
+      const tps = tokensPerS(model, B, T, repeats);
+      prefill.push({ label: `${B}×${T}${batched === null ? '' : batched ? ', batched attention' : ', per-group attention'}`, tokensPerS: tps });
+      log(`prefill ${prefill.at(-1)!.label}: ${tps.toFixed(0)} tokens/s`);
+    }
+  }
+  setModelLayout(null);
+  const logits = tf.tidy(() => Array.from(model.forward(ids(1, 64, SYNTH.vocab)).dataSync().slice(0, 4096)));
+  model.dispose();
+
+  const op = await prunelabSparsegpt(OPERATOR, operatorData(OPERATOR, 7), 0.5);
+  log(`sparsegpt ${OPERATOR.rows}×${OPERATOR.cols}: Gram ${op.hessianS.toFixed(2)} s, solve ${op.solveS.toFixed(2)} s`);
+
+  const prune: SideResult['prune'] = [];
+  const haveStories = fs.existsSync(STORIES);
+  const small = { hidden: 256, layers: 2, heads: 4, kvHeads: 2, ffn: 688, vocab: 512, seed: 2 };
+  const make = () => (haveStories ? loadModel(STORIES).model : buildSyntheticLlama(small));
+  const windows = haveStories
+    ? calibrationFromText(await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin')), { text: TEXT, nsamples: 16, seqlen: 128, seed: 0 }).windows
+    : ids(16, 128, small.vocab);
+  for (const name of ['wanda', 'sparsegpt']) {
+    const method = await resolveMethod(name);
+    const m = make();
+    const t0 = performance.now();
+    await pruneModel(m, { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows });
+    prune.push({ model: haveStories ? 'stories260K' : 'synthetic 256×2', method: name, seconds: (performance.now() - t0) / 1000 });
+    log(`prune ${name}: ${prune.at(-1)!.seconds.toFixed(2)} s`);
+    m.dispose();
+  }
+  return { backend, device: deviceDescription(), adapter: activeAdapter(), prefill, logits, sparsegpt: { hessianS: op.hessianS, solveS: op.solveS }, prune };
+}
+
+/** Run one side in a child process; its result is the last line of its stdout. */
+function child(backend: ConcreteBackend): SideResult | { adapterOnly: WebGPUAdapter } | string {
+  const script = fileURLToPath(import.meta.url);
+  const flags = [...(quick ? ['--quick'] : []), ...(allowSoftware ? ['--allow-software'] : [])];
+  const r = spawnSync(process.execPath, ['--import', 'tsx', script, '--side', backend, ...flags], {
+    encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20,
+  });
+  const last = r.stdout.trim().split('\n').at(-1) ?? '';
+  try {
+    const parsed = JSON.parse(last) as SideResult | { adapterOnly: WebGPUAdapter } | { error: string };
+    return 'error' in parsed ? parsed.error : parsed;
+  } catch {
+    return `the ${backend} side ended with exit ${r.status} and no result`;
+  }
+}
+
+function fail(message: string): never {
+  process.stderr.write(`gpu-check: ${message}\n`);
+  process.exit(2);
+}
+
+if (sideArg !== undefined) {
+  try {
+    process.stdout.write(JSON.stringify(await runSide(sideArg as ConcreteBackend)) + '\n');
+  } catch (e) {
+    process.stdout.write(JSON.stringify({ error: e instanceof Error ? e.message : String(e) }) + '\n');
+  }
+  process.exit(0);
+}
+
+const gpu = child('webgpu');
+if (typeof gpu === 'string') fail(`no WebGPU: ${gpu}`);
+const adapter = 'adapterOnly' in gpu ? gpu.adapterOnly : gpu.adapter;
+if (adapter === null) fail('the webgpu side reported no adapter');
+console.log(`# gpu-check (${new Date().toISOString()}${quick ? ', quick' : ''})\n\nWebGPU adapter: ${describeAdapter(adapter)}`);
+console.log(`  vendor ${adapter.vendor}, architecture ${adapter.architecture}, device ${adapter.device}; `
+  + `maxBufferSize ${adapter.maxBufferSize}, maxStorageBufferBindingSize ${adapter.maxStorageBufferBindingSize}\n`);
+if ('adapterOnly' in gpu) {
+  fail(`only a software adapter (${describeAdapter(adapter)}): it measures the CPU, not a GPU. On a GPU machine this means `
+    + 'Dawn found no Vulkan driver for the GPU: install the vendor\'s Vulkan driver (NVIDIA: the driver\'s Vulkan ICD, '
+    + '/usr/share/vulkan/icd.d/nvidia_icd.json; in a container also NVIDIA_DRIVER_CAPABILITIES=compute,utility,graphics), '
+    + 'check with `vulkaninfo --summary`, then run again. --allow-software runs anyway.');
+}
+const cpu = child('wasm');
+if (typeof cpu === 'string' || 'adapterOnly' in cpu) fail(`the wasm side failed: ${typeof cpu === 'string' ? cpu : 'no result'}`);
+
+const rows: (string | number)[][] = [];
+const wasmPrefill = (label: string) => cpu.prefill.find((p) => label.startsWith(p.label))?.tokensPerS ?? NaN;
+for (const p of gpu.prefill) rows.push([`prefill tokens/s ${p.label}`, p.tokensPerS, wasmPrefill(p.label), p.tokensPerS / wasmPrefill(p.label)]);
+rows.push([`sparsegpt ${OPERATOR.rows}×${OPERATOR.cols} Gram s (lower is better)`, gpu.sparsegpt.hessianS, cpu.sparsegpt.hessianS, cpu.sparsegpt.hessianS / gpu.sparsegpt.hessianS]);
+rows.push([`sparsegpt ${OPERATOR.rows}×${OPERATOR.cols} solve s (lower is better)`, gpu.sparsegpt.solveS, cpu.sparsegpt.solveS, cpu.sparsegpt.solveS / gpu.sparsegpt.solveS]);
+for (const [i, p] of gpu.prune.entries()) rows.push([`prune ${p.model} ${p.method} 50% s (lower is better)`, p.seconds, cpu.prune[i].seconds, cpu.prune[i].seconds / p.seconds]);
+console.log(table(['', 'webgpu', 'wasm', 'speed-up'], rows));
+let maxDiff = 0;
+let scale = 0;
+gpu.logits.forEach((v, i) => { maxDiff = Math.max(maxDiff, Math.abs(v - cpu.logits[i])); scale = Math.max(scale, Math.abs(cpu.logits[i])); });
+console.log(`\nLogits of the synthetic model (1×64 tokens, first 4096 values): max |Δ| ${maxDiff.toExponential(2)} at max |logit| ${scale.toFixed(3)}.`);
+console.log(`wasm side: ${cpu.device}. Synthetic LLaMA: hidden ${SYNTH.hidden}, ${SYNTH.layers} layers, ${SYNTH.heads} heads / ${SYNTH.kvHeads} kv, `
+  + `FFN ${SYNTH.ffn}, vocab ${SYNTH.vocab}; medians of ${quick ? 2 : 3} after a warm-up. Speed-up: webgpu over wasm.`);
+if (maxDiff > 1e-4 * Math.max(1, scale)) fail(`the logits differ beyond 1e-4 relative (max |Δ| ${maxDiff})`);
