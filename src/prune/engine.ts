@@ -24,6 +24,8 @@ import { statsNeedData } from './needs-calibration.ts';
 import { inProcessPasses, layerPasses, type LayerPasses } from '../parallel/layer-passes.ts';
 import { resolveThreads } from '../parallel/threads.ts';
 import { activeBackend } from '../backend/index.ts';
+import { backendLinAlg } from '../linalg/backend.ts';
+import type { LinAlg, Numerics } from '../linalg/linalg.ts';
 
 export interface PruneRequest<O, R extends MethodReport = MethodReport> {
   method: PruningMethod<O, R>;
@@ -41,6 +43,8 @@ export interface PruneRequest<O, R extends MethodReport = MethodReport> {
    * process). Results do not depend on it.
    */
   threads?: number;
+  /** The per-operator solvers' numerics (layer-wise methods): float32 on the backend (default) or the host float64 reference. */
+  numerics?: Numerics;
   log?: (msg: string) => void;
   onLayer?: (layer: number, total: number) => void;
 }
@@ -94,6 +98,8 @@ export interface LayerJob<O> {
   onDecision?: (d: OperatorDecision) => void;
   /** Where the statistics passes run (default in process). */
   passes?: LayerPasses;
+  /** The solvers' linear algebra (default: float32 on the active backend). */
+  linalg?: LinAlg;
 }
 
 /**
@@ -112,6 +118,7 @@ export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: H
     const info: Record<string, unknown> = { layer: i, operators: {} as Record<string, unknown> };
     let stats: LayerStats = {};
     const passes = job.passes ?? inProcessPasses;
+  const linalg = job.linalg ?? backendLinAlg();
     if (states && !grouped) stats = await passes.stats(model, i, states, statsReq);
     for (const group of groups) {
       // A group's operators read only their own input tap: collect just that one.
@@ -120,7 +127,7 @@ export async function pruneLayerInPlace<O>(model: CausalLM, i: number, states: H
         const h = readLinear(model, i, role);
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
       });
-      const decisions = await m.pruneOperators({ model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats, state: job.state });
+      const decisions = await m.pruneOperators({ model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats, state: job.state, linalg });
       for (const d of decisions) {
         const op = ops.find((o) => o.role === d.role);
         if (!op) throw new Error(`method returned a decision for '${d.role}', not in this group`);
@@ -150,19 +157,19 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   const workers = workerCount(req.workers);
   const view = modelView(model);
   // Set up once here even when workers do the layers: a method refuses a run it cannot do before any work.
-  const state = m.setup?.({ model: view, options: req.options, target: req.target, log, run: { mode, workers } });
+  const state = m.setup?.({ model: view, options: req.options, target: req.target, log, run: { mode, workers, numerics: req.numerics } });
   if (workers > 1) {
     if (mode !== 'dense-parallel') throw new ConfigError(`workers = ${workers} needs --mode dense-parallel: in sequential mode each layer waits for the previous one`);
     await pruneLayersParallel(model, {
       methodName: moduleOf(req.method) ?? req.method.name, options: req.options, target: req.target, windows: needsData ? req.windows : null,
-      workers, log, onLayer: req.onLayer,
+      workers, numerics: req.numerics, log, onLayer: req.onLayer,
     }, perLayer);
     return;
   }
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
   // Never more threads than batches: each thread runs whole batches.
   const passes = states ? layerPasses(model, Math.min(threadCount(req.threads), states.batches.length)) : inProcessPasses;
-  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes };
+  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes, linalg: backendLinAlg(req.numerics) };
   try {
     for (let i = 0; i < model.numLayers; i++) {
       const denseNext = states && mode === 'dense-parallel' && i + 1 < model.numLayers ? (await passes.run(model, i, states)).states : null;
