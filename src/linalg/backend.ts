@@ -110,6 +110,7 @@ export function backendLinAlg(numerics: Numerics = 'float32', leaf = LEAF): LinA
     subMatMul: (c, a, b) => M(tf.tidy(() => tf.sub(T(c), tf.matMul(T(a), T(b))))),
     slice: (a, row, col, rows, cols) => M(T(a).slice([row, col], [rows, cols])),
     transpose: (a) => M(tf.transpose(T(a))),
+    concatCols: (a, b) => M(tf.concat2d([T(a), T(b)], 1)),
     axpby: (alpha, a, beta, b) => M(tf.tidy(() => tf.add(tf.mul(T(a), alpha), tf.mul(T(b), beta)))),
     mul: (a, b) => M(tf.mul(T(a), T(b))),
     softThreshold: (a, t) => M(tf.tidy(() => tf.mul(tf.sign(T(a)), tf.relu(tf.sub(tf.abs(T(a)), t))))),

@@ -51,6 +51,8 @@ export interface LinAlg {
   /** The `[rows, cols]` block at (row, col). */
   slice(a: Matrix, row: number, col: number, rows: number, cols: number): Matrix;
   transpose(a: Matrix): Matrix;
+  /** [a b]: b's columns appended right of a's. */
+  concatCols(a: Matrix, b: Matrix): Matrix;
   /** α·a + β·b. */
   axpby(alpha: number, a: Matrix, beta: number, b: Matrix): Matrix;
   /** Elementwise a ⊙ b (b a 0/1 mask: masking). */

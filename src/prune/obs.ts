@@ -9,9 +9,10 @@
  *
  * Two numerics (`LinAlg.numerics`), one sweep (`sweepBlock`):
  * - float32 (default; `obsFactor`, `obsSweep`, `obsPrune`): U is factored on the backend
- *   (src/linalg/backend.ts) and W stays there; each block of B columns is read to the host for
- *   its mask and in-block OBS updates (float64, O(rows·B²)), and the lazy update of every later
- *   column is one backend matMul (the O(rows·cols²) part). Masks on stories260K are identical to
+ *   (src/linalg/backend.ts); the lazy batch updates are applied left-looking, each block's
+ *   pending update Err[:, <i1]·U[<i1, i1:i2] being one backend matMul (the O(rows·cols²) part)
+ *   subtracted on the host, where the block's mask and in-block OBS updates run in float64
+ *   (O(rows·B²) per block, sequential over columns). Masks on stories260K are identical to
  *   float64's (test/linalg-numerics.test.ts).
  * - float64 (`hessianFactor`, `sparsegptSweep`, `sparsegptPrune`): everything on the host, the
  *   reference the tests compare with. In-block updates run row by row over a contiguous segment
@@ -335,11 +336,9 @@ export function obsFactorSaliency(weight: Float32Array, rows: number, cols: numb
 }
 
 /**
- * Step 5 of §3 on `la`'s numerics. float32: W and U stay on the backend; each sweep block is read
- * to the host, where its mask is chosen and its in-block OBS updates run in float64 (O(rows·B²)
- * per block, sequential over columns), and the lazy batch update of all later columns,
- * W[:, i2:] −= Err·U[i1:i2, i2:] (O(rows·B·cols) per block: the O(rows·cols²) of the sweep), is
- * one matMul on the backend.
+ * Step 5 of §3 on `la`'s numerics. float32: U and the errors of swept columns stay on the
+ * backend; the lazy updates reach block [i1, i2) as one matMul, then its mask and in-block OBS
+ * updates run on the host in float64 (O(rows·B²) per block, sequential over columns).
  */
 export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number, f: ObsFactor, opts: SparseGptOptions): SparseGptResult {
   if (f.host) return sparsegptSweep(W, rows, cols, f.host, opts);
@@ -353,13 +352,22 @@ export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number
   const weight = new Float32Array(rows * cols);
   const e = blockErrors(rows, B);
   let loss = 0;
-  // The columns not swept yet, [i1, cols).
-  let rest = la.upload(w0, rows, cols);
+  // Left-looking: block [i1, i2)'s pending lazy update is Err[:, <i1]·U[<i1, i1:i2], one plain
+  // matMul whose [rows, count] result lands in the block's own layout; Err grows by columns.
+  // W itself never goes to the backend.
+  let E: Matrix | null = null;
   try {
     for (let i1 = 0; i1 < cols; i1 += B) {
       const i2 = Math.min(i1 + B, cols);
       const count = i2 - i1;
-      const wb = Float64Array.from(readSlice(la, rest, 0, 0, rows, count));
+      const wb = new Float64Array(rows * count);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < count; c++) wb[r * count + c] = w0[r * cols + i1 + c]!;
+      if (E) {
+        const upd = la.scope(() => la.matMul(E!, la.slice(f.U!, 0, i1, i1, count)));
+        const u = la.read(upd);
+        la.dispose(upd);
+        for (let i = 0; i < wb.length; i++) wb[i]! -= u[i]!;
+      }
       const Ub = readSlice(la, f.U, i1, i1, count, count);
       loss = sweepBlock({ w: wb, stride: count, col0: 0 }, rows, cols, i1, count, Ub, 0, count, invD2, opts, nm, mask, e, loss);
       for (let r = 0; r < rows; r++) {
@@ -373,12 +381,13 @@ export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number
           err[r * count + c] = e.err[r * B + c]!;
         }
       }
-      const next = la.scope(() => la.subMatMul(la.slice(rest, 0, count, rows, cols - i2), la.upload(err, rows, count), la.slice(f.U!, i1, i2, count, cols - i2)));
-      la.dispose(rest);
-      rest = next;
+      const blk = la.upload(err, rows, count);
+      const grown: Matrix = E ? la.scope(() => la.concatCols(E!, blk)) : blk;
+      if (E) la.dispose(E, blk);
+      E = grown;
     }
   } finally {
-    la.dispose(rest);
+    if (E) la.dispose(E);
   }
   return { weight, mask, loss };
 }
