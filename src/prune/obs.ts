@@ -310,9 +310,7 @@ export function obsFactor(la: LinAlg, H: Float64Array, cols: number, percdamp = 
   const step = 256;
   for (let j0 = 0; j0 < cols; j0 += step) {
     const nb = Math.min(step, cols - j0);
-    const blk = la.slice(U, j0, j0, nb, nb);
-    const d = la.read(blk);
-    la.dispose(blk);
+    const d = readSlice(la, U, j0, j0, nb, nb);
     for (let j = 0; j < nb; j++) diag[j0 + j] = d[j * nb + j]!;
   }
   return { cols, dead, damp, diag, U, dispose: () => la.dispose(U) };
@@ -353,8 +351,15 @@ export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number
   const e = blockErrors(rows, B);
   let loss = 0;
   // Left-looking: block [i1, i2)'s pending lazy update is Err[:, <i1]·U[<i1, i1:i2], one plain
-  // matMul whose [rows, count] result lands in the block's own layout; Err grows by columns.
-  // W itself never goes to the backend.
+  // matMul whose [rows, count] result lands in the block's own layout; Err grows by columns on the
+  // backend. U is read to the host once: its blocks go up from there (a column slice on the
+  // WebAssembly backend costs as much as the block's product). W never goes to the backend.
+  const Uh = la.read(f.U);
+  const blockOfU = (r0: number, r1: number, c0: number, c1: number): Float32Array => {
+    const out = new Float32Array((r1 - r0) * (c1 - c0));
+    for (let r = r0; r < r1; r++) out.set(Uh.subarray(r * cols + c0, r * cols + c1), (r - r0) * (c1 - c0));
+    return out;
+  };
   let E: Matrix | null = null;
   try {
     for (let i1 = 0; i1 < cols; i1 += B) {
@@ -363,12 +368,12 @@ export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number
       const wb = new Float64Array(rows * count);
       for (let r = 0; r < rows; r++) for (let c = 0; c < count; c++) wb[r * count + c] = w0[r * cols + i1 + c]!;
       if (E) {
-        const upd = la.scope(() => la.matMul(E!, la.slice(f.U!, 0, i1, i1, count)));
+        const upd = la.scope(() => la.matMul(E!, la.upload(blockOfU(0, i1, i1, i2), i1, count)));
         const u = la.read(upd);
         la.dispose(upd);
         for (let i = 0; i < wb.length; i++) wb[i]! -= u[i]!;
       }
-      const Ub = readSlice(la, f.U, i1, i1, count, count);
+      const Ub = blockOfU(i1, i2, i1, i2);
       loss = sweepBlock({ w: wb, stride: count, col0: 0 }, rows, cols, i1, count, Ub, 0, count, invD2, opts, nm, mask, e, loss);
       for (let r = 0; r < rows; r++) {
         for (let c = 0; c < count; c++) if (mask[r * cols + i1 + c]) weight[r * cols + i1 + c] = wb[r * count + c]!;
