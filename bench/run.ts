@@ -3,7 +3,7 @@
  * within the run (absolute times depend on the machine and its load; ratios much less).
  *
  *   npm run bench                      # all sections
- *   npm run bench -- --only forward    # matmul | forward | threads | wasm-threads | prune | parallel | torch (comma list)
+ *   npm run bench -- --only forward    # matmul | forward | threads | wasm-threads | prune | parallel | solvers | torch (comma list)
  *   npm run bench -- --quick           # fewer repeats, smaller synthetic model
  */
 import * as tf from '@tensorflow/tfjs';
@@ -23,6 +23,7 @@ import { writeFileAtomic } from '../src/util/atomic.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
 import { matmulGflops, table, time } from './util.ts';
 import { runTorchSection } from './torch/section.ts';
+import { runSolversSection } from './solvers.ts';
 import { batchNllSum } from '../src/eval/perplexity.ts';
 import { median } from '../src/eval/speed.ts';
 import { ForwardPool } from '../src/parallel/forward-pool.ts';
@@ -281,6 +282,11 @@ if (want('parallel')) {
     print(table(['model', '1 worker s', '2 workers s', 'speed-up'], rows));
     print('\nLimited by: the machine\'s cores (2 in CI) and the serial dense pass that captures every layer\'s inputs.\n');
   }
+}
+
+if (want('solvers')) {
+  await use('wasm');
+  await runSolversSection({ synth: SYNTH, name: synthName, print });
 }
 
 if (want('torch')) {
