@@ -29,10 +29,11 @@ export async function runSolversSection(o: { synth: SyntheticLlamaOptions; name:
   const heldOut = ids(vocab, 4, 7919);
   const rows: (string | number)[][] = [];
   const secs: Record<string, number> = {};
-  for (const name of ['sparsegpt', 'fistapruner']) {
-    const method = methods.find((m) => m.name === name);
-    if (!method) continue;
-    for (const numerics of ['float32', 'float64'] as Numerics[]) {
+  // float32 first: the ratio in the same stretch of machine load, then the float64 reference.
+  for (const numerics of ['float32', 'float64'] as Numerics[]) {
+    for (const name of ['sparsegpt', 'fistapruner']) {
+      const method = methods.find((m) => m.name === name);
+      if (!method) continue;
       const model = buildSyntheticLlama(o.synth);
       const t0 = performance.now();
       const c0 = process.cpuUsage();
@@ -41,6 +42,7 @@ export async function runSolversSection(o: { synth: SyntheticLlamaOptions; name:
       const s = (performance.now() - t0) / 1000;
       secs[`${name} ${numerics}`] = s;
       rows.push([name, numerics, s, (c.user + c.system) / 1e6, ppl(model, heldOut)]);
+      console.error(`bench: solvers ${rows[rows.length - 1]!.join(' ')}`);
       model.dispose();
     }
   }
