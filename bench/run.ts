@@ -3,7 +3,7 @@
  * within the run (absolute times depend on the machine and its load; ratios much less).
  *
  *   npm run bench                      # all sections
- *   npm run bench -- --only forward    # matmul | forward | threads | wasm-threads | prune | parallel | torch (comma list)
+ *   npm run bench -- --only forward    # matmul | forward | threads | wasm-threads | prune | parallel | solvers | torch (comma list)
  *   npm run bench -- --only scale      # real model shapes from disk (writes gigabytes: only when named)
  *   npm run bench -- --quick           # fewer repeats, smaller synthetic model
  */
@@ -25,6 +25,7 @@ import { sharedDataDir } from '../src/util/paths.ts';
 import { matmulGflops, table, time } from './util.ts';
 import { runTorchSection } from './torch/section.ts';
 import { runScaleSection } from './scale.ts';
+import { runSolversSection } from './solvers.ts';
 import { batchNllSum } from '../src/eval/perplexity.ts';
 import { median } from '../src/eval/speed.ts';
 import { ForwardPool } from '../src/parallel/forward-pool.ts';
@@ -283,6 +284,11 @@ if (want('parallel')) {
     print(table(['model', '1 worker s', '2 workers s', 'speed-up'], rows));
     print('\nLimited by: the machine\'s cores (2 in CI) and the serial dense pass that captures every layer\'s inputs.\n');
   }
+}
+
+if (want('solvers')) {
+  await use('wasm');
+  await runSolversSection({ synth: SYNTH, name: synthName, print });
 }
 
 if (want('torch')) {

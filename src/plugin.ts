@@ -5,7 +5,8 @@
  * imports only from here: the contract types, the option-schema library (`z`, so the plug-in needs
  * no dependency of its own), and the engine's shared, TensorFlow.js-free primitives (exact masks,
  * structured selection, Wanda scores, SparseGPT's OBS solver, Taylor group scores, the coupled
- * structures of a layer, dense linear algebra, rank allocation for recovery schedules). PruneLab
+ * structures of a layer, dense linear algebra, rank allocation for recovery schedules) and the type
+ * of the backend linear algebra a method gets in its context (`LinAlg`). PruneLab
  * resolves `prunelab` and `prunelab/plugin` for plug-ins outside the repository itself.
  */
 export { z } from 'zod';
@@ -26,5 +27,6 @@ export {
   type GlobalSelection,
 } from './prune/structured.ts';
 export * as dense from './linalg/dense.ts';
+export type { LinAlg, Matrix, MatMulOptions, Numerics } from './linalg/linalg.ts';
 export { allocateRanks, RANK_ALLOCATIONS, type RankAllocation } from './finetune/ranks.ts';
 export { ConfigError, PruneLabError } from './util/errors.ts';

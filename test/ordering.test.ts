@@ -27,6 +27,7 @@ import { pruneModel } from '../src/prune/engine.ts';
 import type { OperatorView, PruneTarget } from '../src/prune/method.ts';
 import { perplexityOfText } from '../src/eval/perplexity.ts';
 import { applyMask, reconstructionError } from './reconstruction.ts';
+import { backendLinAlg } from '../src/linalg/backend.ts';
 
 const skip = HAVE_SHARED ? false : NO_SHARED_REASON;
 const TEXT = shared('text/tinystories-sample.txt');
@@ -71,7 +72,7 @@ test('stories260K: SparseGPT reconstructs every operator better than magnitude, 
           if (m.kind !== 'layerwise') throw new Error(`${m.name} must be layer-wise`);
           const options = parseMethodOptions(m, v.options);
           const state = m.setup?.({ model: view, options, target, log: () => {}, run: { mode: 'dense-parallel', workers: 1 } });
-          const out = await m.pruneOperators({ model: view, options, target, log: () => {}, layer, operators, stats, state });
+          const out = await m.pruneOperators({ model: view, options, target, log: () => {}, layer, operators, stats, state, linalg: backendLinAlg() });
           errors[v.id] = out.map((d, i) => {
             const op = operators[i]!;
             return reconstructionError(op.weight, applyMask(d.weight ?? op.weight, d.mask), op.rows, op.cols, stats[op.input]!.gram!);

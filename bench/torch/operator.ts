@@ -7,6 +7,7 @@ import { writeSafetensors } from '../../src/io/safetensors.ts';
 import { buildSyntheticLlama } from '../../src/model/synthetic.ts';
 import { modelView } from '../../src/model/view.ts';
 import type { OperatorContext } from '../../src/prune/method.ts';
+import { backendLinAlg } from '../../src/linalg/backend.ts';
 import { parseMethodOptions, resolveMethod } from '../../src/prune/registry.ts';
 import { gaussian } from '../../src/util/random.ts';
 
@@ -65,7 +66,7 @@ export async function prunelabSparsegpt(c: OpCase, d: OpData, sparsity: number):
   tiny.dispose();
   const ctx: OperatorContext<unknown> = {
     model: view, options: parseMethodOptions(method, {}), target: { sparsity, pattern: { kind: 'unstructured' } },
-    log: () => {}, layer: 0, state: undefined,
+    log: () => {}, layer: 0, state: undefined, linalg: backendLinAlg(),
     operators: [{ role: 'gate', weight: d.W, rows: c.rows, cols: c.cols, input: 'mlpIn' }],
     stats: { mlpIn: { tokens: c.tokens, inDim: c.cols, gram } },
   };

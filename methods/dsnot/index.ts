@@ -6,12 +6,13 @@
  * (`skip_layer: mlp`).
  */
 import { z } from 'zod';
-import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
+import { defineMethod, type OperatorDecision, type OperatorView } from '../../src/prune/method.ts';
 import { TAP_NAMES, type TapName } from '../../src/model/family.ts';
 import { PruneLabError } from '../../src/util/errors.ts';
 import { cutOf } from '../../src/prune/masks.ts';
 import { wandaScores } from '../../src/prune/scores.ts';
-import { hessianFactor, obsSaliency, type HessianFactor } from '../../src/prune/obs.ts';
+import { obsFactor, obsFactorSaliency, type ObsFactor } from '../../src/prune/obs.ts';
+import type { LinAlg } from '../../src/linalg/linalg.ts';
 import { dsnotRefine, initialMask, type DsnotInputs } from './refine.ts';
 
 const ROLES = ['q', 'k', 'v', 'o', 'gate', 'up', 'down', 'fc1', 'fc2'] as const;
@@ -42,11 +43,17 @@ export default defineMethod<Options>({
   stats: () => ({ colSqSum: TAP_NAMES, colSum: TAP_NAMES, gram: TAP_NAMES }),
   operatorOrder: () => 'together',
   defaultMode: () => 'sequential',
-  pruneOperators: ({ operators, stats, target, options: o, model }) => {
-    const factors = new Map<TapName, HessianFactor>();
+  pruneOperators: ({ operators, stats, target, options: o, model, linalg }) => {
+    const factors = new Map<TapName, ObsFactor>();
     // DSnoT swaps within a row, so an unstructured target is a per-row cut.
     const cut = cutOf(target, 'row');
-    return operators.map((op): OperatorDecision => {
+    try {
+      return operators.map((op) => pruneOne(op));
+    } finally {
+      for (const f of factors.values()) f.dispose();
+    }
+
+    function pruneOne(op: OperatorView): OperatorDecision {
       const st = stats[op.input];
       if (!st?.colSqSum || !st.colSum || !st.gram) throw new PruneLabError(`dsnot: no input statistics for ${op.role} (tap ${op.input})`);
       const N = Math.max(1, st.tokens);
@@ -60,7 +67,7 @@ export default defineMethod<Options>({
       const wanda = wandaScores(op.weight, op.rows, op.cols, st.colSqSum);
       const inp: DsnotInputs = {
         weight: op.weight, rows: op.rows, cols: op.cols, mu, variance, wanda, gram: st.gram,
-        initial: initialMetric(o.initial_method, op, wanda, st.gram, factors),
+        initial: initialMetric(o.initial_method, op, wanda, st.gram, factors, linalg),
       };
       const module = model.spec.linears.find((l) => l.role === op.role)?.module;
       const skipped = (o.skip_layer === 'mlp' && module === 'mlp') || (o.skip_layer === 'self_attn' && module === 'attn')
@@ -78,20 +85,20 @@ export default defineMethod<Options>({
           objectiveChange: r.objectiveChange, objectiveStops: r.objectiveStops,
         },
       };
-    });
+    }
   },
 });
 
 function initialMetric(kind: Options['initial_method'], op: { weight: Float32Array; rows: number; cols: number; input: TapName; role: string },
-  wanda: Float64Array, gram: Float64Array | undefined, factors: Map<TapName, HessianFactor>): Float64Array {
+  wanda: Float64Array, gram: Float64Array | undefined, factors: Map<TapName, ObsFactor>, linalg: LinAlg): Float64Array {
   if (kind === 'wanda') return wanda;
   if (kind === 'magnitude') return Float64Array.from(op.weight, Math.abs);
   // SparseGPT's score w² / U_jj² (percdamp 0.01, dead inputs zeroed), without the OBS update.
   if (!gram) throw new PruneLabError(`dsnot: no Gram matrix for ${op.role} (tap ${op.input})`);
   let f = factors.get(op.input);
   if (!f) {
-    f = hessianFactor(gram, op.cols, 0.01);
+    f = obsFactor(linalg, gram, op.cols, 0.01);
     factors.set(op.input, f);
   }
-  return obsSaliency(op.weight, op.rows, op.cols, f);
+  return obsFactorSaliency(op.weight, op.rows, op.cols, f);
 }

@@ -6,10 +6,19 @@
  * The spec writes X as `[in, tokens]`; its X X*ᵀ is exactly our C, so with W `[out, in]`:
  *   B = W·C,  ∇f(W*) = W*·G − B,
  *   f(W*) = ½‖X*W*ᵀ − XWᵀ‖²_F = ½ tr(W*GW*ᵀ) − tr(BW*ᵀ) + ½ tr(WH_dWᵀ).
- * Everything here runs in float64 on the host (the statistics were accumulated in fp32).
+ * Numerics (`LinAlg`, from the method's context): with float32 (default) every product with a
+ * `[cols, cols]` matrix — B = W·C, W·H_d, the W·G of each FISTA iteration and of each cut, and
+ * the power iteration for L — runs on the backend, G staying there for the whole solve. The
+ * O(rows·cols) elementwise work (gradient step, soft threshold, momentum, objective, errors)
+ * stays on the host in float64: the objective f = ½tr(W*GW*ᵀ) − tr(BW*ᵀ) + c0 is a small
+ * difference of large terms (c0 is the dense output energy), which float32 sums would cancel
+ * badly, and E_total decides the λ search and the winning round. Keeping it costs one upload
+ * and one read of `[rows, cols]` per product, O(1/cols) of the product's work.
+ * With float64 (or no LinAlg) everything runs on the host in float64: the reference.
  */
 import { fromArray, matmul, maxEigenvalueSym, type Mat } from '../../src/linalg/dense.ts';
 import { maskForCut, type Cut } from '../../src/prune/masks.ts';
+import type { LinAlg, Matrix } from '../../src/linalg/linalg.ts';
 
 /** One operator's least-squares problem, all row-major. */
 export interface GramProblem {
@@ -35,9 +44,29 @@ export interface PreparedProblem {
   B: Float64Array;
   /** ½ tr(W H_d Wᵀ): makes f the true output error, ≥ 0. */
   c0: number;
+  /** G on the backend (float32 numerics), else absent. */
+  backend?: { la: LinAlg; G: Matrix };
 }
 
-export function prepare(p: GramProblem): PreparedProblem {
+/** Frees the backend copy of G (no-op on the host). */
+export function release(pp: PreparedProblem): void {
+  if (pp.backend) pp.backend.la.dispose(pp.backend.G);
+}
+
+/** X·Y on `la` (X `[rows, n]` host, Y a backend matrix), read back in float64. */
+function productOn(la: LinAlg, X: ArrayLike<number>, rows: number, Y: Matrix): Float64Array {
+  const x = la.upload(X, rows, Y.rows);
+  try {
+    const xy = la.matMul(x, Y);
+    const out = Float64Array.from(la.read(xy));
+    la.dispose(xy);
+    return out;
+  } finally {
+    la.dispose(x);
+  }
+}
+
+export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
   const { rows, cols } = p;
   checkLen(p.weight, rows * cols, 'weight');
   for (const k of ['gram', 'cross', 'denseGram'] as const) checkLen(p[k], cols * cols, k);
@@ -50,15 +79,26 @@ export function prepare(p: GramProblem): PreparedProblem {
     }
   }
   const W = fromArray(rows, cols, p.weight);
-  const B = matmul(W, fromArray(cols, cols, p.cross)).data;
-  const WH = matmul(W, fromArray(cols, cols, p.denseGram)).data;
+  const onBackend = la !== undefined && la.numerics === 'float32';
+  const times = (M: ArrayLike<number>): Float64Array => {
+    if (!onBackend) return matmul(W, fromArray(cols, cols, M)).data;
+    const m = la.upload(M, cols, cols);
+    try {
+      return productOn(la, W.data, rows, m);
+    } finally {
+      la.dispose(m);
+    }
+  };
+  const B = times(p.cross);
+  const WH = times(p.denseGram);
   let c0 = 0;
   for (let i = 0; i < WH.length; i++) c0 += WH[i]! * W.data[i]!;
-  return { rows, cols, G, B, c0: 0.5 * c0 };
+  return { rows, cols, G, B, c0: 0.5 * c0, backend: onBackend ? { la, G: la.upload(G.data, cols, cols) } : undefined };
 }
 
 /** X·G for a row-major `[rows, cols]` X. */
 export function timesGram(pp: PreparedProblem, X: Float64Array): Float64Array {
+  if (pp.backend) return productOn(pp.backend.la, X, pp.rows, pp.backend.G);
   return matmul({ rows: pp.rows, cols: pp.cols, data: X }, pp.G).data;
 }
 
@@ -87,7 +127,7 @@ export function objective(pp: PreparedProblem, Wstar: Float64Array, lambda: numb
 
 /** L = 1.01 · λ_max(G) by power iteration: an upper bound of the gradient's Lipschitz constant. */
 export function lipschitz(pp: PreparedProblem, powerIters: number): number {
-  return 1.01 * maxEigenvalueSym(pp.G, powerIters);
+  return 1.01 * (pp.backend ? pp.backend.la.maxEigenvalueSym(pp.backend.G, powerIters) : maxEigenvalueSym(pp.G, powerIters));
 }
 
 /** Smallest λ for which W* = 0 is optimal: ‖∇f(0)‖_∞ = max |B|. */
@@ -301,9 +341,17 @@ function errorRatio(eRound: number, eTotal: number): number {
   return eRound > 0 ? Infinity : 0;
 }
 
-/** Algorithm 1: FISTA rounds with λ bisection on E_round/E_total, returning W_best. */
-export function solveOperator(p: GramProblem, W0: Float64Array, o: SolveOptions): SolveResult {
-  const pp = prepare(p);
+/** Algorithm 1: FISTA rounds with λ bisection on E_round/E_total, returning W_best; products on `la` (see the header). */
+export function solveOperator(p: GramProblem, W0: Float64Array, o: SolveOptions, la?: LinAlg): SolveResult {
+  const pp = prepare(p, la);
+  try {
+    return solvePrepared(pp, W0, o);
+  } finally {
+    release(pp);
+  }
+}
+
+function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): SolveResult {
   const { rows, cols } = pp;
   checkLen(W0, rows * cols, 'warm start');
   const L = lipschitz(pp, o.powerIters);

@@ -56,7 +56,7 @@ export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaSt
     }
     return { lambdas: new Map() };
   },
-  pruneOperators: async ({ model, operators, stats, target, options: o, layer, log, state }) => {
+  pruneOperators: async ({ model, operators, stats, target, options: o, layer, log, state, linalg }) => {
     const warmStart = o.warmStart ?? (model.config.family === 'opt' ? 'sparsegpt' : 'wanda');
     const cut = cutOf(target, o.cut);
     const prev = state.lambdas;
@@ -78,6 +78,7 @@ export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaSt
           powerIters: o.powerIters, projectEveryIteration: o.projectEveryIteration, warmStartCandidate: o.warmStartCandidate,
           refit: o.refit, monotone: o.monotone, lambda0: o.lambdaInit === 'previous-layer' ? prev.get(op.role) : undefined,
         },
+        linalg,
       );
       prev.set(op.role, r.lambda);
       const seconds = (performance.now() - t0) / 1000;

@@ -4,11 +4,11 @@
  * prunes (unstructured per 128-column block, or N:M) and updates the remaining weights.
  */
 import { z } from 'zod';
-import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
+import { defineMethod, type OperatorDecision, type OperatorView } from '../../src/prune/method.ts';
 import { TAP_NAMES, type TapName } from '../../src/model/family.ts';
 import { NotPositiveDefiniteError } from '../../src/linalg/dense.ts';
 import { PruneLabError } from '../../src/util/errors.ts';
-import { hessianFactor, sparsegptSweep, type HessianFactor } from '../../src/prune/obs.ts';
+import { obsFactor, obsSweep, type ObsFactor } from '../../src/prune/obs.ts';
 import { cutOf } from '../../src/prune/masks.ts';
 
 const options = z.object({
@@ -27,12 +27,18 @@ export default defineMethod<z.infer<typeof options>>({
   stats: () => ({ gram: TAP_NAMES }),
   operatorOrder: () => 'together',
   defaultMode: () => 'sequential',
-  pruneOperators: ({ operators, stats, target, options: o, layer }) => {
+  pruneOperators: ({ operators, stats, target, options: o, layer, linalg }) => {
     // The factor depends on H only: q/k/v (and gate/up) share it.
-    const factors = new Map<TapName, HessianFactor>();
+    const factors = new Map<TapName, ObsFactor>();
     // Unstructured: one comparison over all rows of each sweep block (the reference).
     const cut = cutOf(target, 'matrix');
-    return operators.map((op): OperatorDecision => {
+    try {
+      return operators.map((op) => pruneOne(op));
+    } finally {
+      for (const f of factors.values()) f.dispose();
+    }
+
+    function pruneOne(op: OperatorView): OperatorDecision {
       const st = stats[op.input];
       if (!st?.gram) throw new PruneLabError(`sparsegpt: no Gram matrix for ${op.role} (tap ${op.input})`);
       let f = factors.get(op.input);
@@ -43,7 +49,7 @@ export default defineMethod<z.infer<typeof options>>({
         // which with this scale is ≈ the summed squared output error per token.
         const H = st.gram.map((v) => (2 * v) / Math.max(1, st.tokens));
         try {
-          f = hessianFactor(H, op.cols, o.percdamp);
+          f = obsFactor(linalg, H, op.cols, o.percdamp);
         } catch (e) {
           if (e instanceof NotPositiveDefiniteError) {
             throw new PruneLabError(`sparsegpt: layer ${layer} input '${op.input}': ${e.message}; raise percdamp (now ${o.percdamp})`);
@@ -54,11 +60,11 @@ export default defineMethod<z.infer<typeof options>>({
         factorSeconds = (performance.now() - t0) / 1000;
       }
       const t1 = performance.now();
-      const r = sparsegptSweep(op.weight, op.rows, op.cols, f, { ...cut, blocksize: o.blocksize });
+      const r = obsSweep(linalg, op.weight, op.rows, op.cols, f, { ...cut, blocksize: o.blocksize });
       const sweepSeconds = (performance.now() - t1) / 1000;
       let deadInputs = 0;
       for (const d of f.dead) deadInputs += d;
       return { role: op.role, mask: r.mask, weight: r.weight, info: { loss: r.loss, deadInputs, factorSeconds, sweepSeconds } };
-    });
+    }
   },
 });

@@ -26,6 +26,8 @@ import { resolveThreads, threadsForModel } from '../parallel/threads.ts';
 import { assertResident } from '../model/param-provider.ts';
 import { activeBackend } from '../backend/index.ts';
 import { checkBudget, searchKnob, type BudgetRecord, type ParamBudget } from './budget.ts';
+import { backendLinAlg } from '../linalg/backend.ts';
+import type { LinAlg, Numerics } from '../linalg/linalg.ts';
 
 export interface PruneRequest<O, R extends MethodReport = MethodReport> {
   method: PruningMethod<O, R>;
@@ -48,6 +50,8 @@ export interface PruneRequest<O, R extends MethodReport = MethodReport> {
    * process). Results do not depend on it.
    */
   threads?: number;
+  /** The per-operator solvers' numerics (layer-wise methods): float32 on the backend (default) or the host float64 reference. */
+  numerics?: Numerics;
   log?: (msg: string) => void;
   onLayer?: (layer: number, total: number) => void;
   /** Prune only decoder layers first..last (inclusive; layer-wise methods, in process); default all. */
@@ -103,6 +107,8 @@ export interface LayerJob<O> {
   onDecision?: (d: OperatorDecision) => void;
   /** Where the statistics passes run (default in process). */
   passes?: LayerPasses;
+  /** The solvers' linear algebra (default: float32 on the active backend). */
+  linalg?: LinAlg;
 }
 
 /**
@@ -126,6 +132,7 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
     const info: Record<string, unknown> = { layer: i, operators: {} as Record<string, unknown> };
     let stats: LayerStats = {};
     const passes = job.passes ?? inProcessPasses;
+  const linalg = job.linalg ?? backendLinAlg();
     if (states && !grouped) stats = await passes.stats(model, i, states, statsReq);
     for (const group of groups) {
       // A group's operators read only their own input tap: collect just that one.
@@ -134,7 +141,7 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
         const h = readLinear(model, i, role);
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
       });
-      const decisions = await m.pruneOperators({ model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats, state: job.state });
+      const decisions = await m.pruneOperators({ model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats, state: job.state, linalg });
       for (const d of decisions) {
         const op = ops.find((o) => o.role === d.role);
         if (!op) throw new Error(`method returned a decision for '${d.role}', not in this group`);
@@ -164,20 +171,20 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   const workers = workerCount(req.workers);
   const view = modelView(model);
   // Set up once here even when workers do the layers: a method refuses a run it cannot do before any work.
-  const state = m.setup?.({ model: view, options: req.options, target: req.target, log, run: { mode, workers } });
+  const state = m.setup?.({ model: view, options: req.options, target: req.target, log, run: { mode, workers, numerics: req.numerics } });
   if (workers > 1) {
     assertResident(model.mode, `pruning layers on ${workers} worker threads (workers)`);
     if (mode !== 'dense-parallel') throw new ConfigError(`workers = ${workers} needs --mode dense-parallel: in sequential mode each layer waits for the previous one`);
     await pruneLayersParallel(model, {
       methodName: moduleOf(req.method) ?? req.method.name, options: req.options, target: req.target, windows: needsData ? req.windows : null,
-      workers, log, onLayer: req.onLayer,
+      workers, numerics: req.numerics, log, onLayer: req.onLayer,
     }, perLayer);
     return;
   }
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
   // Never more threads than batches: each thread runs whole batches.
   const passes = states ? layerPasses(model, Math.min(threadsForModel(model.mode, threadCount(req.threads), req.threads, 'threads'), states.batches.length)) : inProcessPasses;
-  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes };
+  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes, linalg: backendLinAlg(req.numerics) };
   const { first, last } = req.layers ?? { first: 0, last: model.numLayers - 1 };
   try {
     for (let i = 0; i <= last; i++) {

@@ -21,6 +21,7 @@ import type { ModelView } from '../model/view.ts';
 import type { RecipePreset } from '../finetune/recipes.ts';
 import type { LinearRole, TapName } from '../model/family.ts';
 import type { SparsityPattern } from './masks.ts';
+import type { LinAlg, Numerics } from '../linalg/linalg.ts';
 
 export type Granularity = 'unstructured' | 'n:m' | 'ffn-channels' | 'attention-heads';
 export type InputMode = 'sequential' | 'dense-parallel';
@@ -93,6 +94,8 @@ export interface RunSettings {
   mode: InputMode;
   /** Worker threads pruning layers concurrently (1: in-process). */
   workers: number;
+  /** The solvers' numerics (`OperatorContext.linalg`); default float32 on the backend. */
+  numerics?: Numerics;
 }
 
 export interface SetupContext<O> extends MethodContext<O> {
@@ -105,6 +108,8 @@ export interface OperatorContext<O, S = unknown> extends MethodContext<O> {
   stats: LayerStats;
   /** What `setup` returned for this run (undefined without `setup`). */
   state: S;
+  /** Dense linear algebra on the active backend (or the host float64 reference, by the run's numerics). */
+  linalg: LinAlg;
 }
 
 export interface LayerwiseMethod<O, S = unknown> {

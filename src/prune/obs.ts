@@ -3,19 +3,27 @@
  * `fasterprune`): a left-to-right OBS sweep over the columns of W with the upper Cholesky factor
  * U of the damped inverse Hessian (H⁻¹ = UᵀU), blocked with lazy updates of later columns.
  *
- * An engine primitive, pure and host-only: the `sparsegpt` method, FISTAPruner's warm start and
- * DSnoT's SparseGPT-score initial mask use it. The factor depends only on H, so `hessianFactor`
- * is split out: operators sharing an input (q, k, v; gate, up) compute it once.
+ * An engine primitive: the `sparsegpt` method, FISTAPruner's warm start and DSnoT's
+ * SparseGPT-score initial mask use it. The factor depends only on H, so it is split out:
+ * operators sharing an input (q, k, v; gate, up) compute it once.
  *
- * Layout: W is row-major `[rows, cols]` (HF `[out, in]`), copied to float64 for the sweep. Given
- * the mask of a block, rows are independent inside it, so the in-block OBS updates run row by
- * row over a contiguous row segment against rows of U's diagonal block (cache-resident); the
- * lazy update W[:, i2:] −= Err·U[i1:i2, i2:] runs in column tiles so the tile of U stays in
- * cache while all rows stream past it, skipping the zero errors of kept weights.
+ * Two numerics (`LinAlg.numerics`), one sweep (`sweepBlock`):
+ * - float32 (default; `obsFactor`, `obsSweep`, `obsPrune`): U is factored on the backend
+ *   (src/linalg/backend.ts); the lazy batch updates are applied left-looking, each block's
+ *   pending update Err[:, <i1]·U[<i1, i1:i2] being one backend matMul (the O(rows·cols²) part)
+ *   subtracted on the host, where the block's mask and in-block OBS updates run in float64
+ *   (O(rows·B²) per block, sequential over columns). Masks on stories260K are identical to
+ *   float64's (test/linalg-numerics.test.ts).
+ * - float64 (`hessianFactor`, `sparsegptSweep`, `sparsegptPrune`): everything on the host, the
+ *   reference the tests compare with. In-block updates run row by row over a contiguous segment
+ *   against rows of U's diagonal block (cache-resident); the lazy update
+ *   W[:, i2:] −= Err·U[i1:i2, i2:] runs in column tiles so the tile of U stays in cache while
+ *   all rows stream past it, skipping the zero errors of kept weights.
  */
 import { upperCholeskyOfInverse } from '../linalg/dense.ts';
 import { maskForCut, validateSparsity, type Cut } from './masks.ts';
 import { ConfigError, PruneLabError } from '../util/errors.ts';
+import type { LinAlg, Matrix } from '../linalg/linalg.ts';
 
 /** U (upper, row-major `[cols, cols]`, H⁻¹ = UᵀU) and the dead inputs (H_jj = 0) of one tap. */
 export interface HessianFactor {
@@ -55,6 +63,13 @@ export interface SparseGptResult {
  * dead inputs get H_jj = 1, then H += percdamp·mean(diag H)·I, then U = upper Cholesky of H⁻¹.
  */
 export function hessianFactor(H: Float64Array, cols: number, percdamp = 0.01): HessianFactor {
+  const { h, dead, damp } = dampedHessian(H, cols, percdamp);
+  const U = upperCholeskyOfInverse({ rows: cols, cols, data: h }).data;
+  return { cols, U, dead, damp };
+}
+
+/** Steps 2–3 of §3 on a copy of H: dead inputs get H_jj = 1, then H += percdamp·mean(diag H)·I. */
+function dampedHessian(H: Float64Array, cols: number, percdamp: number): { h: Float64Array; dead: Uint8Array; damp: number } {
   if (H.length !== cols * cols) throw new PruneLabError(`sparsegpt: Hessian has ${H.length} entries, expected ${cols}×${cols}`);
   if (!(percdamp >= 0) || !Number.isFinite(percdamp)) throw new ConfigError(`sparsegpt: percdamp must be a finite number ≥ 0, got ${percdamp}`);
   const h = H.slice();
@@ -70,8 +85,7 @@ export function hessianFactor(H: Float64Array, cols: number, percdamp = 0.01): H
   }
   const damp = cols > 0 ? (percdamp * trace) / cols : 0;
   for (let j = 0; j < cols; j++) h[j * cols + j]! += damp;
-  const U = upperCholeskyOfInverse({ rows: cols, cols, data: h }).data;
-  return { cols, U, dead, damp };
+  return { h, dead, damp };
 }
 
 /**
@@ -98,10 +112,10 @@ export function sparsegptPrune(W: Float32Array, rows: number, cols: number, H: F
   return sparsegptSweep(W, rows, cols, hessianFactor(H, cols, opts.percdamp ?? 0.01), opts);
 }
 
-/** Step 5 of §3 with a precomputed factor. W is not modified. */
-export function sparsegptSweep(W: Float32Array, rows: number, cols: number, f: HessianFactor, opts: SparseGptOptions): SparseGptResult {
+/** Block width and N:M pattern of a sweep, after checking the shapes and the cut. */
+function sweepSettings(W: Float32Array, rows: number, cols: number, fcols: number, opts: SparseGptOptions): { B: number; nm: NM | null } {
   if (W.length !== rows * cols) throw new PruneLabError(`sparsegpt: ${W.length} weights for a ${rows}×${cols} matrix`);
-  if (f.cols !== cols) throw new PruneLabError(`sparsegpt: factor is for ${f.cols} inputs, the weight has ${cols}`);
+  if (fcols !== cols) throw new PruneLabError(`sparsegpt: factor is for ${fcols} inputs, the weight has ${cols}`);
   const B = opts.blocksize ?? 128;
   if (!Number.isInteger(B) || B < 1) throw new ConfigError(`sparsegpt: blocksize must be a positive integer, got ${B}`);
   if (opts.kind === 'nm') {
@@ -116,7 +130,55 @@ export function sparsegptSweep(W: Float32Array, rows: number, cols: number, f: H
   } else {
     validateSparsity(opts.sparsity, 'sparsity');
   }
-  const nm = opts.kind === 'nm' ? { n: opts.n, m: opts.m } : null;
+  return { B, nm: opts.kind === 'nm' ? { n: opts.n, m: opts.m } : null };
+}
+
+interface NM { n: number; m: number }
+
+/** Where one sweep block lives: element (r, c) of block columns [i1, i1 + count) is `w[r·stride + col0 + c]`. */
+interface BlockView { w: Float64Array; stride: number; col0: number }
+
+/** Per-row error buffers of one block: `err[r·B + c]`, the offsets with an error `nzIdx[r·B + t]`, t < `nzCnt[r]`. */
+interface BlockErrors { err: Float64Array; nzIdx: Int32Array; nzCnt: Int32Array; B: number }
+
+function blockErrors(rows: number, B: number): BlockErrors {
+  return { err: new Float64Array(rows * B), nzIdx: new Int32Array(rows * B), nzCnt: new Int32Array(rows), B };
+}
+
+/**
+ * The in-block part of step 5 (host, float64): selects the block's mask, then per row the OBS
+ * updates of later columns inside the block, from U's diagonal block (`U[u0 + c·uStride + c']`
+ * is U[i1 + c, i1 + c']). Fills `e` with the errors the lazy update propagates; returns `loss`
+ * plus this block's share (accumulated in sweep order, so the sum is the reference's).
+ */
+function sweepBlock(v: BlockView, rows: number, cols: number, i1: number, count: number, U: ArrayLike<number>, u0: number, uStride: number,
+  invD2: Float64Array, opts: SparseGptOptions, nm: NM | null, mask: Uint8Array, e: BlockErrors, loss: number): number {
+  if (opts.kind !== 'nm') selectBlockMask(v, rows, cols, i1, count, invD2, opts, mask);
+  const { w } = v;
+  for (let r = 0; r < rows; r++) {
+    const o = r * v.stride + v.col0;
+    const mo = r * cols + i1;
+    let nz = 0;
+    for (let c = 0; c < count; c++) {
+      if (nm && c % nm.m === 0) selectNM(w, o + c, mo + c, nm.n, nm.m, invD2, i1 + c, mask);
+      if (mask[mo + c]) continue; // q = w: zero error, nothing to propagate
+      const wi = w[o + c]!;
+      const ui = u0 + c * uStride;
+      const err = wi / U[ui + c]!;
+      loss += (err * err) / 2;
+      e.err[r * e.B + c] = err;
+      e.nzIdx[r * e.B + nz++] = c;
+      w[o + c] = 0;
+      if (err !== 0) for (let j = c + 1; j < count; j++) w[o + j]! -= err * U[ui + j]!;
+    }
+    e.nzCnt[r] = nz;
+  }
+  return loss;
+}
+
+/** Step 5 of §3 with a precomputed factor, all on the host in float64 (the reference). W is not modified. */
+export function sparsegptSweep(W: Float32Array, rows: number, cols: number, f: HessianFactor, opts: SparseGptOptions): SparseGptResult {
+  const { B, nm } = sweepSettings(W, rows, cols, f.cols, opts);
   const U = f.U;
   const w = new Float64Array(rows * cols);
   for (let i = 0; i < w.length; i++) w[i] = W[i]!;
@@ -127,33 +189,12 @@ export function sparsegptSweep(W: Float32Array, rows: number, cols: number, f: H
     invD2[j] = 1 / (d * d);
   }
   const mask = new Uint8Array(rows * cols).fill(1);
-  const err = new Float64Array(rows * B);
-  // Per row, the block offsets with non-zero error (only pruned weights have one).
-  const nzIdx = new Int32Array(rows * B);
-  const nzCnt = new Int32Array(rows);
+  const e = blockErrors(rows, B);
   let loss = 0;
   for (let i1 = 0; i1 < cols; i1 += B) {
     const i2 = Math.min(i1 + B, cols);
-    const count = i2 - i1;
-    if (opts.kind !== 'nm') selectBlockMask(w, rows, cols, i1, count, invD2, opts, mask);
-    for (let r = 0; r < rows; r++) {
-      const o = r * cols;
-      let nz = 0;
-      for (let i = i1; i < i2; i++) {
-        if (nm && (i - i1) % nm.m === 0) selectNM(w, o, i, nm.n, nm.m, invD2, mask);
-        if (mask[o + i]) continue; // q = w: zero error, nothing to propagate
-        const wi = w[o + i]!;
-        const ui = i * cols;
-        const e = wi / U[ui + i]!;
-        loss += (e * e) / 2;
-        err[r * B + (i - i1)] = e;
-        nzIdx[r * B + nz++] = i - i1;
-        w[o + i] = 0;
-        if (e !== 0) for (let j = i + 1; j < i2; j++) w[o + j]! -= e * U[ui + j]!;
-      }
-      nzCnt[r] = nz;
-    }
-    if (i2 < cols) lazyUpdate(w, rows, cols, i1, i2, U, err, nzIdx, nzCnt, B);
+    loss = sweepBlock({ w, stride: cols, col0: i1 }, rows, cols, i1, i2 - i1, U, i1 * cols + i1, cols, invD2, opts, nm, mask, e, loss);
+    if (i2 < cols) lazyUpdate(w, rows, cols, i1, i2, U, e.err, e.nzIdx, e.nzCnt, B);
   }
   const weight = new Float32Array(rows * cols);
   for (let i = 0; i < weight.length; i++) weight[i] = mask[i] ? w[i]! : 0;
@@ -161,35 +202,38 @@ export function sparsegptSweep(W: Float32Array, rows: number, cols: number, f: H
 }
 
 /** Unstructured: the cut on w²/U_jj² of the block [i1, i1+count) (rows × count). */
-function selectBlockMask(w: Float64Array, rows: number, cols: number, i1: number, count: number, invD2: Float64Array,
+function selectBlockMask(v: BlockView, rows: number, cols: number, i1: number, count: number, invD2: Float64Array,
   cut: Cut, mask: Uint8Array): void {
   const scores = new Float64Array(rows * count);
   for (let r = 0; r < rows; r++) {
-    const o = r * cols + i1;
+    const o = r * v.stride + v.col0;
     for (let c = 0; c < count; c++) {
-      const v = w[o + c]!;
-      scores[r * count + c] = v * v * invD2[i1 + c]!;
+      const x = v.w[o + c]!;
+      scores[r * count + c] = x * x * invD2[i1 + c]!;
     }
   }
   const bm = maskForCut(scores, rows, count, cut);
   for (let r = 0; r < rows; r++) mask.set(bm.subarray(r * count, (r + 1) * count), r * cols + i1);
 }
 
-/** N:M: in row offset o, among columns i … i+m−1 prune the n lowest current w²/U_jj² (ties: lower index). */
-function selectNM(w: Float64Array, o: number, i: number, n: number, m: number, invD2: Float64Array, mask: Uint8Array): void {
+/**
+ * N:M: among the m columns from global column j0 (weights at w[wo…], mask at mask[mo…]) prune
+ * the n lowest current w²/U_jj² (ties: lower index).
+ */
+function selectNM(w: Float64Array, wo: number, mo: number, n: number, m: number, invD2: Float64Array, j0: number, mask: Uint8Array): void {
   for (let p = 0; p < n; p++) {
     let best = -1;
     let bestV = Infinity;
-    for (let j = i; j < i + m; j++) {
-      if (mask[o + j] === 0) continue;
-      const v = w[o + j]! * w[o + j]! * invD2[j]!;
-      if (v !== v) throw new PruneLabError(`sparsegpt: NaN weight at flat index ${o + j} (NaN weights or activations upstream?)`);
+    for (let t = 0; t < m; t++) {
+      if (mask[mo + t] === 0) continue;
+      const v = w[wo + t]! * w[wo + t]! * invD2[j0 + t]!;
+      if (v !== v) throw new PruneLabError(`sparsegpt: NaN weight at flat index ${mo + t} (NaN weights or activations upstream?)`);
       if (best < 0 || v < bestV) {
-        best = j;
+        best = t;
         bestV = v;
       }
     }
-    mask[o + best] = 0;
+    mask[mo + best] = 0;
   }
 }
 
@@ -222,5 +266,152 @@ function lazyUpdate(w: Float64Array, rows: number, cols: number, i1: number, i2:
         for (let j = j0; j < j1; j++) w[o + j]! -= e * U[u + j]!;
       }
     }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// On the solvers' numerics (`LinAlg`): what methods call.
+
+/**
+ * H's factor on `la`'s numerics: `float32` keeps U on the backend (blocked factorisation,
+ * matMul updates), `float64` is the host reference above. `dispose` frees the backend copy.
+ */
+export interface ObsFactor {
+  cols: number;
+  dead: Uint8Array;
+  damp: number;
+  /** U_jj. */
+  diag: Float64Array;
+  /** The host float64 factor (numerics float64). */
+  host?: HessianFactor;
+  /** U on the backend (numerics float32). */
+  U?: Matrix;
+  dispose(): void;
+}
+
+/** Steps 2–4 of §3 (as `hessianFactor`) on `la`'s numerics. */
+export function obsFactor(la: LinAlg, H: Float64Array, cols: number, percdamp = 0.01): ObsFactor {
+  if (la.numerics === 'float64') {
+    const host = hessianFactor(H, cols, percdamp);
+    const diag = new Float64Array(cols);
+    for (let j = 0; j < cols; j++) diag[j] = host.U[j * cols + j]!;
+    return { cols, dead: host.dead, damp: host.damp, diag, host, dispose: () => {} };
+  }
+  const { h, dead, damp } = dampedHessian(H, cols, percdamp);
+  const Hm = la.upload(h, cols, cols);
+  let U: Matrix;
+  try {
+    U = la.upperCholeskyOfInverse(Hm);
+  } finally {
+    la.dispose(Hm);
+  }
+  const diag = new Float64Array(cols);
+  // The diagonal, one block row at a time (never the whole of U on the host).
+  const step = 256;
+  for (let j0 = 0; j0 < cols; j0 += step) {
+    const nb = Math.min(step, cols - j0);
+    const d = readSlice(la, U, j0, j0, nb, nb);
+    for (let j = 0; j < nb; j++) diag[j0 + j] = d[j * nb + j]!;
+  }
+  return { cols, dead, damp, diag, U, dispose: () => la.dispose(U) };
+}
+
+/** `obsSaliency` from an `ObsFactor`: w²/U_jj², dead inputs 0. */
+export function obsFactorSaliency(weight: Float32Array, rows: number, cols: number, f: ObsFactor): Float64Array {
+  if (f.host) return obsSaliency(weight, rows, cols, f.host);
+  if (weight.length !== rows * cols) throw new PruneLabError(`sparsegpt: ${weight.length} weights for a ${rows}×${cols} matrix`);
+  if (f.cols !== cols) throw new PruneLabError(`sparsegpt: factor is for ${f.cols} inputs, the weight has ${cols}`);
+  const s = new Float64Array(rows * cols);
+  for (let j = 0; j < cols; j++) {
+    const d = f.diag[j]!;
+    const inv = f.dead[j] ? 0 : 1 / (d * d);
+    for (let r = 0; r < rows; r++) {
+      const w = weight[r * cols + j]!;
+      s[r * cols + j] = w * w * inv;
+    }
+  }
+  return s;
+}
+
+/**
+ * Step 5 of §3 on `la`'s numerics. float32: U and the errors of swept columns stay on the
+ * backend; the lazy updates reach block [i1, i2) as one matMul, then its mask and in-block OBS
+ * updates run on the host in float64 (O(rows·B²) per block, sequential over columns).
+ */
+export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number, f: ObsFactor, opts: SparseGptOptions): SparseGptResult {
+  if (f.host) return sparsegptSweep(W, rows, cols, f.host, opts);
+  if (!f.U) throw new PruneLabError('sparsegpt: the factor was made for another numerics');
+  const { B, nm } = sweepSettings(W, rows, cols, f.cols, opts);
+  const w0 = Float32Array.from(W);
+  for (let j = 0; j < cols; j++) if (f.dead[j]) for (let r = 0; r < rows; r++) w0[r * cols + j] = 0;
+  const invD2 = new Float64Array(cols);
+  for (let j = 0; j < cols; j++) invD2[j] = 1 / (f.diag[j]! * f.diag[j]!);
+  const mask = new Uint8Array(rows * cols).fill(1);
+  const weight = new Float32Array(rows * cols);
+  const e = blockErrors(rows, B);
+  let loss = 0;
+  // Left-looking: block [i1, i2)'s pending lazy update is Err[:, <i1]·U[<i1, i1:i2], one plain
+  // matMul whose [rows, count] result lands in the block's own layout; Err grows by columns on the
+  // backend. U is read to the host once: its blocks go up from there (a column slice on the
+  // WebAssembly backend costs as much as the block's product). W never goes to the backend.
+  const Uh = la.read(f.U);
+  const blockOfU = (r0: number, r1: number, c0: number, c1: number): Float32Array => {
+    const out = new Float32Array((r1 - r0) * (c1 - c0));
+    for (let r = r0; r < r1; r++) out.set(Uh.subarray(r * cols + c0, r * cols + c1), (r - r0) * (c1 - c0));
+    return out;
+  };
+  let E: Matrix | null = null;
+  try {
+    for (let i1 = 0; i1 < cols; i1 += B) {
+      const i2 = Math.min(i1 + B, cols);
+      const count = i2 - i1;
+      const wb = new Float64Array(rows * count);
+      for (let r = 0; r < rows; r++) for (let c = 0; c < count; c++) wb[r * count + c] = w0[r * cols + i1 + c]!;
+      if (E) {
+        const upd = la.scope(() => la.matMul(E!, la.upload(blockOfU(0, i1, i1, i2), i1, count)));
+        const u = la.read(upd);
+        la.dispose(upd);
+        for (let i = 0; i < wb.length; i++) wb[i]! -= u[i]!;
+      }
+      const Ub = blockOfU(i1, i2, i1, i2);
+      loss = sweepBlock({ w: wb, stride: count, col0: 0 }, rows, cols, i1, count, Ub, 0, count, invD2, opts, nm, mask, e, loss);
+      for (let r = 0; r < rows; r++) {
+        for (let c = 0; c < count; c++) if (mask[r * cols + i1 + c]) weight[r * cols + i1 + c] = wb[r * count + c]!;
+      }
+      if (i2 === cols) break;
+      const err = new Float32Array(rows * count);
+      for (let r = 0; r < rows; r++) {
+        for (let t = 0; t < e.nzCnt[r]!; t++) {
+          const c = e.nzIdx[r * B + t]!;
+          err[r * count + c] = e.err[r * B + c]!;
+        }
+      }
+      const blk = la.upload(err, rows, count);
+      const grown: Matrix = E ? la.scope(() => la.concatCols(E!, blk)) : blk;
+      if (E) la.dispose(E, blk);
+      E = grown;
+    }
+  } finally {
+    if (E) la.dispose(E);
+  }
+  return { weight, mask, loss };
+}
+
+/** Prunes one operator on `la`'s numerics: `obsFactor` then `obsSweep`. */
+export function obsPrune(la: LinAlg, W: Float32Array, rows: number, cols: number, H: Float64Array, opts: SparseGptOptions): SparseGptResult {
+  const f = obsFactor(la, H, cols, opts.percdamp ?? 0.01);
+  try {
+    return obsSweep(la, W, rows, cols, f, opts);
+  } finally {
+    f.dispose();
+  }
+}
+
+function readSlice(la: LinAlg, a: Matrix, row: number, col: number, rows: number, cols: number): Float32Array {
+  const m = la.slice(a, row, col, rows, cols);
+  try {
+    return la.read(m);
+  } finally {
+    la.dispose(m);
   }
 }

@@ -9,6 +9,7 @@ import type { LayerwiseMethod } from './method.ts';
 import { initBackend } from '../backend/index.ts';
 import { resolveMethod } from './registry.ts';
 import { pruneLayerInPlace } from './engine.ts';
+import { backendLinAlg } from '../linalg/backend.ts';
 import { readLinear } from './linear-io.ts';
 import { viewFromData } from '../model/view.ts';
 import { disposeLayerModel, layerModel, type LayerTask, type MainMessage, type OperatorResult, type WorkerInit, type WorkerMessage } from './parallel.ts';
@@ -35,7 +36,7 @@ async function run(task: LayerTask): Promise<void> {
   try {
     const masks = new Map<LinearRole, Uint8Array>();
     const info = await pruneLayerInPlace(model, i, task.states, {
-      method, options: init.options, target: init.target, view, state,
+      method, options: init.options, target: init.target, view, state, linalg: backendLinAlg(init.run.numerics),
       log: (msg) => post({ type: 'log', msg }),
       onDecision: (d) => masks.set(d.role, d.mask),
     });

@@ -8,6 +8,7 @@
  */
 import { modelViewData, type ModelViewData } from '../model/view.ts';
 import type { RunSettings } from './method.ts';
+import type { Numerics } from '../linalg/linalg.ts';
 import type { Worker } from 'node:worker_threads';
 import * as tf from '@tensorflow/tfjs';
 import { CausalLM } from '../model/causal-lm.ts';
@@ -68,6 +69,7 @@ export interface ParallelJob<O> {
   /** Calibration windows, or null for a method that needs no statistics. */
   windows: number[][] | null;
   workers: number;
+  numerics?: Numerics;
   log: (msg: string) => void;
   onLayer?: (done: number, total: number) => void;
 }
@@ -187,7 +189,7 @@ export async function pruneLayersParallel<O>(model: CausalLM, job: ParallelJob<O
   const inputs: (HiddenStates | null)[] = job.windows ? denseInputs(model, job.windows) : new Array<null>(N).fill(null);
   let backend: ConcreteBackend;
   try { backend = activeBackend(); } catch { backend = 'wasm'; }
-  const init: WorkerInit = { backend, method: job.methodName, options: job.options, target: job.target, config: model.config, view: modelViewData(model), run: { mode: 'dense-parallel', workers: job.workers } };
+  const init: WorkerInit = { backend, method: job.methodName, options: job.options, target: job.target, config: model.config, view: modelViewData(model), run: { mode: 'dense-parallel', workers: job.workers, numerics: job.numerics } };
   const n = Math.min(job.workers, N);
   job.log(`dense pass done; pruning ${N} layers on ${n} worker threads (${backend})`);
   const pool = Array.from({ length: n }, () => new LayerWorker(init, job.log));

@@ -22,6 +22,7 @@ import { loadTokenizer } from '../../src/tokenizer/load.ts';
 import { calibrationFromText } from '../../src/prune/calibration.ts';
 import { collectLayerStats, embedWindows, runLayer, type HiddenStates } from '../../src/prune/stats.ts';
 import { readLinear } from '../../src/prune/linear-io.ts';
+import { backendLinAlg } from '../../src/linalg/backend.ts';
 import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, STORIES_TOK, setupBackend, tmpDir, shared } from '../support.ts';
 import { runCli } from '../cli-support.ts';
 import { applyMask, reconstructionError } from '../reconstruction.ts';
@@ -220,7 +221,7 @@ test('plug-in: defaults, Gram statistics requested, skip_layer mlp keeps Wanda\'
   const options = parseMethodOptions(dsnot, { error_seqlen: T });
   const out = await dsnot.pruneOperators({
     model, options, target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, log: () => {}, layer: 0, operators: ops,
-    stats: { attnIn: st, mlpIn: st }, state: undefined,
+    stats: { attnIn: st, mlpIn: st }, state: undefined, linalg: backendLinAlg(),
   });
   const wandaMask = maskPerRow(wandaScores(inp.weight, ROWS, COLS, colSqSum), ROWS, COLS, 0.5);
   assert.deepEqual(out[1]!.mask, wandaMask, 'gate (mlp) keeps the initial mask');
@@ -256,7 +257,7 @@ test('stories260K, every operator of every layer on real activations: ‖(W − 
         return { role: l.role, weight: h.data, rows: h.rows, cols: h.cols, input: l.input };
       });
       for (const target of targets) {
-        const out = await dsnot.pruneOperators({ model: view, options, target, log: () => {}, layer, operators, stats, state: undefined });
+        const out = await dsnot.pruneOperators({ model: view, options, target, log: () => {}, layer, operators, stats, state: undefined, linalg: backendLinAlg() });
         out.forEach((d, i) => {
           const op = operators[i]!;
           const st = stats[op.input]!;
