@@ -15,17 +15,13 @@ import { expectedTensors } from '../src/model/params.ts';
 import { numel } from '../src/model/tensor-data.ts';
 import { f32ToBf16, plannedBytes, ShardedSafetensorsWriter, type PlannedTensor } from '../src/io/safetensors-writer.ts';
 import { mulberry32 } from '../src/util/random.ts';
+import type { SyntheticLlamaOptions } from '../src/model/synthetic.ts';
 
-export interface ScaleShape {
+/** A real model's shape, in the synthetic model's terms. */
+export interface ScaleShape extends Pick<SyntheticLlamaOptions, 'hidden' | 'layers' | 'heads' | 'kvHeads' | 'ffn' | 'vocab'> {
   /** Folder-name stem. */
   name: string;
   label: string;
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
-  ffn: number;
-  vocab: number;
 }
 
 export const TINYLLAMA: ScaleShape = { name: 'tinyllama-1.1b', label: 'TinyLlama-1.1B', hidden: 2048, layers: 22, heads: 32, kvHeads: 4, ffn: 5632, vocab: 32000 };

@@ -16,6 +16,7 @@ import { upperCholeskyOfInverse } from '../../src/linalg/dense.ts';
 import { parseMethodOptions } from '../../src/prune/registry.ts';
 import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, tmpDir, shared } from '../support.ts';
 import { runCli } from '../cli-support.ts';
+import { reconstructionError } from '../reconstruction.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Helpers: seeded data, Gram matrices, reconstruction error
@@ -54,22 +55,6 @@ function gramOf(X: Float64Array, N: number, cols: number): Float64Array {
 function randomW(rows: number, cols: number, seed: number): Float32Array {
   const g = rng(seed);
   return Float32Array.from({ length: rows * cols }, () => g());
-}
-
-/** ‖(W − Ŵ)X‖_F² = Σ_rows δ G δᵀ. */
-function reconError(W: ArrayLike<number>, What: ArrayLike<number>, rows: number, cols: number, G: Float64Array): number {
-  let s = 0;
-  const d = new Float64Array(cols);
-  for (let r = 0; r < rows; r++) {
-    for (let j = 0; j < cols; j++) d[j] = W[r * cols + j]! - What[r * cols + j]!;
-    for (let i = 0; i < cols; i++) {
-      if (d[i] === 0) continue;
-      let t = 0;
-      for (let j = 0; j < cols; j++) t += G[i * cols + j]! * d[j]!;
-      s += d[i]! * t;
-    }
-  }
-  return s;
 }
 
 function applyMaskTo(W: Float32Array, mask: Uint8Array): Float32Array {
@@ -176,7 +161,7 @@ test('loss = ½·Σ_rows δ H_damped δᵀ (δ = total weight change), unstructu
     const r = sparsegptSweep(W, ROWS, COLS, f, t);
     const Hd = G.slice();
     for (let j = 0; j < COLS; j++) Hd[j * COLS + j]! += f.damp;
-    const q = reconError(W, r.weight, ROWS, COLS, Hd) / 2;
+    const q = reconstructionError(W, r.weight, ROWS, COLS, Hd) / 2;
     assert.ok(Math.abs(r.loss - q) / q < 1e-4, `${JSON.stringify(t)}: loss ${r.loss} vs ½δHδ ${q}`);
   }
 });
@@ -210,9 +195,9 @@ test('reconstruction error below Wanda and magnitude at 50 % and 2:4; exact per-
   const mag = W.map(Math.abs);
   // 50 % unstructured.
   const sg = sparsegptPrune(W, ROWS, COLS, G, { kind: 'matrix', sparsity: 0.5 });
-  const eS = reconError(W, sg.weight, ROWS, COLS, G);
-  const eW = reconError(W, applyMaskTo(W, maskPerRow(wanda, ROWS, COLS, 0.5)), ROWS, COLS, G);
-  const eM = reconError(W, applyMaskTo(W, maskPerMatrix(mag, ROWS, COLS, 0.5)), ROWS, COLS, G);
+  const eS = reconstructionError(W, sg.weight, ROWS, COLS, G);
+  const eW = reconstructionError(W, applyMaskTo(W, maskPerRow(wanda, ROWS, COLS, 0.5)), ROWS, COLS, G);
+  const eM = reconstructionError(W, applyMaskTo(W, maskPerMatrix(mag, ROWS, COLS, 0.5)), ROWS, COLS, G);
   assert.ok(eS < eW && eW < eM, `50%: sparsegpt ${eS}, wanda ${eW}, magnitude ${eM}`);
   for (const [i1, i2] of [[0, 128], [128, 256], [256, 300]]) {
     let z = 0;
@@ -222,9 +207,9 @@ test('reconstruction error below Wanda and magnitude at 50 % and 2:4; exact per-
   assert.equal(zerosIn(sg.weight), zerosIn(sg.mask), 'pruned weights are exactly zero, kept ones non-zero');
   // 2:4.
   const s24 = sparsegptPrune(W, ROWS, COLS, G, { kind: 'nm', n: 2, m: 4 });
-  const e24 = reconError(W, s24.weight, ROWS, COLS, G);
-  const w24 = reconError(W, applyMaskTo(W, maskNM(wanda, ROWS, COLS, 2, 4)), ROWS, COLS, G);
-  const m24 = reconError(W, applyMaskTo(W, maskNM(mag, ROWS, COLS, 2, 4)), ROWS, COLS, G);
+  const e24 = reconstructionError(W, s24.weight, ROWS, COLS, G);
+  const w24 = reconstructionError(W, applyMaskTo(W, maskNM(wanda, ROWS, COLS, 2, 4)), ROWS, COLS, G);
+  const m24 = reconstructionError(W, applyMaskTo(W, maskNM(mag, ROWS, COLS, 2, 4)), ROWS, COLS, G);
   assert.ok(e24 < w24 && e24 < m24, `2:4: sparsegpt ${e24}, wanda ${w24}, magnitude ${m24}`);
   for (let g = 0; g < ROWS * COLS; g += 4) {
     assert.equal(zerosIn(s24.mask, g, g + 4), 2, `group at ${g}`);
