@@ -71,6 +71,22 @@ test('products: plain, transposed, Gram, c − a·b, by hand', () => {
   la.dispose(a, b, c);
 });
 
+test('resident right operand: the same products as the matrix itself (panelled on wasm when wide), its own memory', () => {
+  const la = backendLinAlg();
+  for (const n of [3, 600]) {
+    const a = la.upload(Float32Array.from({ length: 5 * n }, (_, i) => ((i * 37) % 11) - 5), 5, n);
+    const b = la.upload(Float32Array.from({ length: n * n }, (_, i) => ((i * 13) % 7) / 3 - 1), n, n);
+    const before = tf.memory().numTensors;
+    const r = la.resident(b);
+    assert.deepEqual(take(la, la.matMul(a, r)), take(la, la.matMul(a, b)), `${n}: a·resident(b) = a·b`);
+    assert.deepEqual(take(la, la.matMul(a, r, { transposeB: true })), take(la, la.matMul(a, b, { transposeB: true })), `${n}: a·resident(b)ᵀ`);
+    la.dispose(r);
+    assert.equal(tf.memory().numTensors, before, `${n}: disposing the resident frees all it held`);
+    assert.equal(take(la, la.matMul(a, b)).length, 5 * n, `${n}: b stays valid`);
+    la.dispose(a, b);
+  }
+});
+
 test('a non-positive-definite matrix names its pivot in the caller’s order', () => {
   const la = backendLinAlg('float32', 1);
   const A = la.upload([4, 2, 0, 2, 1, 0, 0, 0, 1], 3, 3); // pivot 1: 1 − 1 = 0

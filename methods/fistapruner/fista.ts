@@ -13,7 +13,12 @@
  * stays on the host in float64: the objective f = ½tr(W*GW*ᵀ) − tr(BW*ᵀ) + c0 is a small
  * difference of large terms (c0 is the dense output energy), which float32 sums would cancel
  * badly, and E_total decides the λ search and the winning round. Keeping it costs one upload
- * and one read of `[rows, cols]` per product, O(1/cols) of the product's work.
+ * and one read of `[rows, cols]` per product, O(1/cols) of the product's work. G is made
+ * resident (`LinAlg.resident`: on WebAssembly its column panels are sliced and packed once, not
+ * per product), products are read back as float32 and widened exactly on use, and no product is
+ * computed twice: a round that restarts from W_best reuses W_best·G from its cut, the first round
+ * reuses H(W₀)·G when the cut leaves W₀ unchanged, and W·C doubles as W·H_d when C = H_d (q/k/v:
+ * X* = X). Each of these gives the values the recomputed product would, so results are unchanged.
  * With float64 (or no LinAlg) everything runs on the host in float64: the reference.
  */
 import { fromArray, matmul, maxEigenvalueSym, type Mat } from '../../src/linalg/dense.ts';
@@ -34,6 +39,9 @@ export interface GramProblem {
   denseGram: ArrayLike<number>;
 }
 
+/** A product read back from the backend (float32) or computed on the host (float64). */
+export type Vec = Float64Array | Float32Array;
+
 /** The Gram problem with everything FISTA needs precomputed. */
 export interface PreparedProblem {
   rows: number;
@@ -44,7 +52,7 @@ export interface PreparedProblem {
   B: Float64Array;
   /** ½ tr(W H_d Wᵀ): makes f the true output error, ≥ 0. */
   c0: number;
-  /** G on the backend (float32 numerics), else absent. */
+  /** G on the backend (float32 numerics, resident for repeated products), else absent. */
   backend?: { la: LinAlg; G: Matrix };
 }
 
@@ -53,17 +61,25 @@ export function release(pp: PreparedProblem): void {
   if (pp.backend) pp.backend.la.dispose(pp.backend.G);
 }
 
-/** X·Y on `la` (X `[rows, n]` host, Y a backend matrix), read back in float64. */
-function productOn(la: LinAlg, X: ArrayLike<number>, rows: number, Y: Matrix): Float64Array {
+/** X·Y on `la` (X `[rows, n]` host, Y a backend matrix), read back (float32, exact in float64 arithmetic). */
+function productOn(la: LinAlg, X: ArrayLike<number>, rows: number, Y: Matrix): Float32Array {
   const x = la.upload(X, rows, Y.rows);
   try {
     const xy = la.matMul(x, Y);
-    const out = Float64Array.from(la.read(xy));
+    // A copy: some backends (cpu) hand out their own storage, which the caller may not keep after dispose.
+    const out = la.read(xy).slice();
     la.dispose(xy);
     return out;
   } finally {
     la.dispose(x);
   }
+}
+
+function sameValues(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
 }
 
 export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
@@ -80,7 +96,7 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
   }
   const W = fromArray(rows, cols, p.weight);
   const onBackend = la !== undefined && la.numerics === 'float32';
-  const times = (M: ArrayLike<number>): Float64Array => {
+  const times = (M: ArrayLike<number>): Vec => {
     if (!onBackend) return matmul(W, fromArray(cols, cols, M)).data;
     const m = la.upload(M, cols, cols);
     try {
@@ -89,28 +105,39 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
       la.dispose(m);
     }
   };
-  const B = times(p.cross);
-  const WH = times(p.denseGram);
+  const WC = times(p.cross);
+  const B = Float64Array.from(WC);
+  // C = H_d where X* = X (the first group of a layer, or no correction): one product serves both.
+  const WH = sameValues(p.cross, p.denseGram) ? WC : times(p.denseGram);
   let c0 = 0;
   for (let i = 0; i < WH.length; i++) c0 += WH[i]! * W.data[i]!;
-  return { rows, cols, G, B, c0: 0.5 * c0, backend: onBackend ? { la, G: la.upload(G.data, cols, cols) } : undefined };
+  let backend: PreparedProblem['backend'];
+  if (onBackend) {
+    const g = la.upload(G.data, cols, cols);
+    try {
+      backend = { la, G: la.resident(g) };
+    } finally {
+      la.dispose(g);
+    }
+  }
+  return { rows, cols, G, B, c0: 0.5 * c0, backend };
 }
 
-/** X·G for a row-major `[rows, cols]` X. */
-export function timesGram(pp: PreparedProblem, X: Float64Array): Float64Array {
-  if (pp.backend) return productOn(pp.backend.la, X, pp.rows, pp.backend.G);
+/** X·G for a row-major `[rows, cols]` X; `X32`: X already rounded to float32 (saves the copy on upload). */
+export function timesGram(pp: PreparedProblem, X: Float64Array, X32?: Float32Array): Vec {
+  if (pp.backend) return productOn(pp.backend.la, X32 ?? X, pp.rows, pp.backend.G);
   return matmul({ rows: pp.rows, cols: pp.cols, data: X }, pp.G).data;
 }
 
 /** ∇f(W*) = W*G − B. */
 export function gradient(pp: PreparedProblem, Wstar: Float64Array): Float64Array {
-  const g = timesGram(pp, Wstar);
+  const g = Float64Array.from(timesGram(pp, Wstar));
   for (let i = 0; i < g.length; i++) g[i]! -= pp.B[i]!;
   return g;
 }
 
 /** f(W*) = ½ tr(W*GW*ᵀ) − tr(BW*ᵀ) + c0, given WG = W*·G; accumulated per row. */
-export function smoothObjective(pp: PreparedProblem, Wstar: Float64Array, WG: Float64Array): number {
+export function smoothObjective(pp: PreparedProblem, Wstar: Float64Array, WG: Vec): number {
   let total = 0;
   for (let r = 0; r < pp.rows; r++) {
     let s = 0;
@@ -154,7 +181,7 @@ export interface FistaRun {
   /** W_K (before the cut). */
   W: Float64Array;
   /** W_K·G. */
-  WG: Float64Array;
+  WG: Vec;
   iterations: number;
   /** F(W_k) for k = 0 … K (F includes λ‖·‖₁). */
   objective: number[];
@@ -165,6 +192,8 @@ export interface FistaRun {
 
 export interface FistaArgs {
   W0: Float64Array;
+  /** W₀·G when the caller already has it (the product is then not computed again). */
+  W0G?: Vec;
   lambda: number;
   L: number;
   iters: number;
@@ -199,79 +228,104 @@ export interface FistaArgs {
  */
 export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
   const n = pp.rows * pp.cols;
+  const B = pp.B;
   let W = Float64Array.from(a.W0);
-  let P = timesGram(pp, W);
+  let P = a.W0G ?? timesGram(pp, W);
   let F = objective1(pp, W, P, a.lambda);
   const objective = [F];
   if (!(a.L > 0)) return { W, WG: P, iterations: 0, objective, stoppedEarly: true, rejected: 0 };
-  const Y = Float64Array.from(W);
-  const YG = Float64Array.from(P);
   const monotone = a.monotone === true;
   let t = 1;
   const step = 1 / a.L;
   const thr = a.lambda * step;
+  // Z = prox(Y − ∇f(Y)/L) is formed in the pass that forms Y from the last iterates, so Y and Y·G
+  // are never stored; the same float64 operations in the same order as forming them first.
+  const prox = (y: number, yg: number, b: number): number => {
+    const v = y - step * (yg - b);
+    return v > thr ? v - thr : v < -thr ? v + thr : 0;
+  };
+  // Y₀ = W₀.
+  let Z = new Float64Array(n);
+  let Z32 = pp.backend ? new Float32Array(n) : null;
+  let l1 = 0;
+  for (let i = 0; i < n; i++) {
+    const z = prox(W[i]!, P[i]!, B[i]!);
+    Z[i] = z;
+    l1 += Math.abs(z);
+    if (Z32) Z32[i] = z;
+  }
   let k = 0;
   let rejected = 0;
   let stoppedEarly = false;
   while (k < a.iters) {
-    const Wn = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      const v = Y[i]! - step * (YG[i]! - pp.B[i]!);
-      Wn[i] = v > thr ? v - thr : v < -thr ? v + thr : 0;
+    if (a.project) {
+      a.project(Z);
+      l1 = 0;
+      for (let i = 0; i < n; i++) l1 += Math.abs(Z[i]!);
+      if (Z32) Z32.set(Z);
     }
-    a.project?.(Wn);
-    const Pn = timesGram(pp, Wn);
-    const Fn = objective1(pp, Wn, Pn, a.lambda);
+    const PZ = timesGram(pp, Z, Z32 ?? undefined);
+    const Fz = smoothObjective(pp, Z, PZ) + a.lambda * l1;
     const tn = a.momentum === false ? 1 : (1 + Math.sqrt(1 + 4 * t * t)) / 2;
     k++;
-    if (monotone && !(Fn <= F)) {
+    const next = new Float64Array(n);
+    const next32 = Z32 ? new Float32Array(n) : null;
+    let l1n = 0;
+    if (monotone && !(Fz <= F)) {
       // Rejected: W_k = W_{k−1}; Y_{k+1} = W_{k−1} + (t_k/t_{k+1})(Z_k − W_{k−1}).
       const c = t / tn;
       for (let i = 0; i < n; i++) {
-        Y[i] = W[i]! + c * (Wn[i]! - W[i]!);
-        YG[i] = P[i]! + c * (Pn[i]! - P[i]!);
+        const z = prox(W[i]! + c * (Z[i]! - W[i]!), P[i]! + c * (PZ[i]! - P[i]!), B[i]!);
+        next[i] = z;
+        l1n += Math.abs(z);
+        if (next32) next32[i] = z;
       }
       t = tn;
       rejected++;
       objective.push(F);
-      continue;
+    } else {
+      const beta = (t - 1) / tn;
+      let dd = 0;
+      let ww = 0;
+      for (let i = 0; i < n; i++) {
+        const d = Z[i]! - W[i]!;
+        dd += d * d;
+        ww += W[i]! * W[i]!;
+        const z = prox(Z[i]! + beta * d, PZ[i]! + beta * (PZ[i]! - P[i]!), B[i]!);
+        next[i] = z;
+        l1n += Math.abs(z);
+        if (next32) next32[i] = z;
+      }
+      W = Z;
+      P = PZ;
+      F = Fz;
+      t = tn;
+      objective.push(F);
+      if (Math.sqrt(dd) <= a.tol * Math.sqrt(ww) || (dd === 0 && ww === 0)) {
+        stoppedEarly = k < a.iters;
+        break;
+      }
     }
-    const beta = (t - 1) / tn;
-    let dd = 0;
-    let ww = 0;
-    for (let i = 0; i < n; i++) {
-      const d = Wn[i]! - W[i]!;
-      dd += d * d;
-      ww += W[i]! * W[i]!;
-      Y[i] = Wn[i]! + beta * d;
-      YG[i] = Pn[i]! + beta * (Pn[i]! - P[i]!);
-    }
-    W = Wn;
-    P = Pn;
-    F = Fn;
-    t = tn;
-    objective.push(F);
-    if (Math.sqrt(dd) <= a.tol * Math.sqrt(ww) || (dd === 0 && ww === 0)) {
-      stoppedEarly = k < a.iters;
-      break;
-    }
+    Z = next;
+    Z32 = next32;
+    l1 = l1n;
   }
   return { W, WG: P, iterations: k, objective, stoppedEarly, rejected };
 }
 
-function objective1(pp: PreparedProblem, W: Float64Array, WG: Float64Array, lambda: number): number {
+function objective1(pp: PreparedProblem, W: Float64Array, WG: Vec, lambda: number): number {
   let l1 = 0;
   for (let i = 0; i < W.length; i++) l1 += Math.abs(W[i]!);
   return smoothObjective(pp, W, WG) + lambda * l1;
 }
 
 /** E = ‖W'X* − WX‖²_F = 2 f(W'), given W'G. */
-export function outputError(pp: PreparedProblem, W: Float64Array, WG: Float64Array): number {
+export function outputError(pp: PreparedProblem, W: Float64Array, WG: Vec): number {
   return 2 * smoothObjective(pp, W, WG);
 }
 
 /** E_round = ‖(W' − W_K)X*‖²_F = tr(ΔGΔᵀ) with ΔG = W'G − W_K G. */
-export function roundingError(W1: Float64Array, W1G: Float64Array, WK: Float64Array, WKG: Float64Array): number {
+export function roundingError(W1: Float64Array, W1G: Vec, WK: Float64Array, WKG: Vec): number {
   let s = 0;
   for (let i = 0; i < W1.length; i++) s += (W1[i]! - WK[i]!) * (W1G[i]! - WKG[i]!);
   return s;
@@ -362,34 +416,39 @@ function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): 
     : undefined;
 
   const warm = hardThreshold(W0, rows, cols, o.cut);
-  const warmErr = outputError(pp, warm.W, timesGram(pp, warm.W));
-  let best: { W: Float64Array; mask: Uint8Array; e: number; lambda: number; tag: SolveResult['best'] } | null =
-    o.warmStartCandidate ? { W: warm.W, mask: warm.mask, e: warmErr, lambda, tag: 'warm-start' } : null;
+  const warmG = timesGram(pp, warm.W);
+  const warmErr = outputError(pp, warm.W, warmG);
+  type Candidate = { W: Float64Array; G: Vec; mask: Uint8Array; e: number; lambda: number; tag: SolveResult['best'] };
+  let best: Candidate | null =
+    o.warmStartCandidate ? { W: warm.W, G: warmG, mask: warm.mask, e: warmErr, lambda, tag: 'warm-start' } : null;
 
   const rounds: RoundLog[] = [];
   const bracket = { lo: null as number | null, hi: null as number | null };
   let start = W0;
+  // A warm start the cut leaves as it is (Wanda's, magnitude's) has its product already.
+  let startG: Vec | undefined = sameValues(warm.W, W0) ? warmG : undefined;
   for (let r = 0; r < o.maxRounds; r++) {
-    const run = fista(pp, { W0: start, lambda, L, iters: o.itersPerRound, tol: o.tol, project, monotone: o.monotone });
+    const run = fista(pp, { W0: start, W0G: startG, lambda, L, iters: o.itersPerRound, tol: o.tol, project, monotone: o.monotone });
     const cut = hardThreshold(run.W, rows, cols, o.cut);
     const cutG = timesGram(pp, cut.W);
     const eTotal = outputError(pp, cut.W, cutG);
     const eRound = roundingError(cut.W, cutG, run.W, run.WG);
     const ratio = errorRatio(eRound, eTotal);
     rounds.push({ lambda, iterations: run.iterations, eTotal, eRound, ratio, objective: run.objective, rejected: run.rejected });
-    if (!best || eTotal < best.e) best = { W: cut.W, mask: cut.mask, e: eTotal, lambda, tag: r };
+    if (!best || eTotal < best.e) best = { W: cut.W, G: cutG, mask: cut.mask, e: eTotal, lambda, tag: r };
     lambda = nextLambda(lambda, ratio, o.ratioThreshold, bracket);
     start = best.W;
+    startG = best.G;
   }
-  if (!best) best = { W: warm.W, mask: warm.mask, e: warmErr, lambda, tag: 'warm-start' };
+  if (!best) best = { W: warm.W, G: warmG, mask: warm.mask, e: warmErr, lambda, tag: 'warm-start' };
 
   let refitError: number | undefined;
   if (o.refit) {
     const mask = best.mask;
     const keep = (W: Float64Array) => { for (let i = 0; i < W.length; i++) if (!mask[i]) W[i] = 0; };
-    const run = fista(pp, { W0: best.W, lambda: 0, L, iters: o.itersPerRound, tol: o.tol, project: keep, monotone: o.monotone });
+    const run = fista(pp, { W0: best.W, W0G: best.G, lambda: 0, L, iters: o.itersPerRound, tol: o.tol, project: keep, monotone: o.monotone });
     refitError = outputError(pp, run.W, run.WG);
-    if (refitError < best.e) best = { W: run.W, mask, e: refitError, lambda: best.lambda, tag: 'refit' };
+    if (refitError < best.e) best = { W: run.W, G: run.WG, mask, e: refitError, lambda: best.lambda, tag: 'refit' };
   }
   return {
     weight: best.W, mask: best.mask, lambda: best.lambda, eTotal: best.e, warmStartError: warmErr,

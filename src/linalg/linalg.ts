@@ -44,6 +44,13 @@ export interface LinAlg {
 
   /** a·b (transposes are made explicit first where the backend's fast kernel is plain 2-D matMul). */
   matMul(a: Matrix, b: Matrix, o?: MatMulOptions): Matrix;
+  /**
+   * A new handle to b's values for use as the right operand of many products (an iterative
+   * solver's fixed matrix): kept in the layout the backend multiplies fastest, prepared once
+   * (on WebAssembly: column panels, each packed once by XNNPACK). Products give the same values
+   * as with b; b stays the caller's. May hold up to twice b's memory until disposed.
+   */
+  resident(b: Matrix): Matrix;
   /** xᵀx of `[tokens, n]` x: the `[n, n]` Gram matrix. */
   gram(x: Matrix): Matrix;
   /** c − a·b (the solvers' trailing and lazy updates). */

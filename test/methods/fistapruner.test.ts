@@ -2,7 +2,7 @@ import { before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import {
-  cutMask, fista, gradient, lambdaMax, lipschitz, nextLambda, outputError, prepare, roundingError, smoothObjective,
+  cutMask, fista, gradient, lambdaMax, lipschitz, nextLambda, outputError, prepare, release, roundingError, smoothObjective,
   solveOperator, timesGram, type GramProblem, type SolveOptions,
 } from '../../methods/fistapruner/fista.ts';
 import type { Cut } from '../../src/prune/masks.ts';
@@ -19,6 +19,8 @@ import { readLinear, writeLinear } from '../../src/prune/linear-io.ts';
 import { buildSyntheticLlama } from '../synthetic-model.ts';
 import { TAP_NAMES } from '../../src/model/family.ts';
 import { pruneModel } from '../../src/prune/engine.ts';
+import { backendLinAlg } from '../../src/linalg/backend.ts';
+import type { LinAlg } from '../../src/linalg/linalg.ts';
 
 function rng(seed: number): () => number {
   let s = seed >>> 0;
@@ -346,6 +348,46 @@ test('warmStartCandidate and refit never make the error worse; refit keeps the m
   assert.ok(refit.eTotal <= base.eTotal + 1e-9);
   assert.deepEqual(refit.mask, base.mask);
 });
+
+/** The backend LinAlg, counting its products. */
+function countingLinAlg(): { la: LinAlg; products: () => number } {
+  const inner = backendLinAlg();
+  let n = 0;
+  return { la: { ...inner, matMul: (a, b, o) => { n++; return inner.matMul(a, b, o); } }, products: () => n };
+}
+
+test('products on the backend: one per FISTA iteration, none computed twice, results as with every product recomputed', () => {
+  const cut: Cut = { kind: 'row', sparsity: 0.5 };
+  const iters = (r: ReturnType<typeof solveOperator>) => r.rounds.reduce((s, x) => s + x.iterations, 0);
+  // X* = X (C = H_d): W·C serves as W·H_d; Wanda's warm start is left as it is by the cut, so
+  // round 1 starts from H(W₀)·G; later rounds start from W_best, whose product their cut made.
+  const same = explicitProblem(11, 120, 24, 8, { noise: 0 });
+  const pSame = gramProblem(same);
+  assert.deepEqual(pSame.cross, pSame.denseGram);
+  const W0 = wandaWarmStart({ weight: same.W, rows: same.m, cols: same.n, gram: pSame.gram as Float64Array, cut });
+  let c = countingLinAlg();
+  let r = solveOperator(pSame, W0, { ...DEFAULTS, cut }, c.la);
+  assert.equal(c.products(), 1 + 1 + iters(r) + r.rounds.length);
+  // C ≠ H_d and a dense start the cut changes: W·C, W·H_d, H(W₀)·G and W₀·G; the refit starts from W_best too.
+  const diff = explicitProblem(12, 120, 24, 8);
+  const pDiff = gramProblem(diff);
+  c = countingLinAlg();
+  r = solveOperator(pDiff, Float64Array.from(diff.W), { ...DEFAULTS, cut, refit: true }, c.la);
+  assert.equal(c.products(), 2 + 2 + iters(r) + r.rounds.length + DEFAULTS.itersPerRound);
+  // A start's product handed in gives exactly the run that computes it.
+  const pp = prepare(pDiff, backendLinAlg());
+  const L = lipschitz(pp, 30);
+  const args = { W0: W0Of(diff), lambda: 0.01 * lambdaMax(pp), L, iters: 5, tol: 0 };
+  const fresh = fista(pp, args);
+  const given = fista(pp, { ...args, W0G: timesGram(pp, args.W0) });
+  assert.deepEqual(given.W, fresh.W);
+  assert.deepEqual(given.objective, fresh.objective);
+  release(pp);
+});
+
+function W0Of(e: ReturnType<typeof explicitProblem>): Float64Array {
+  return Float64Array.from(e.W, (v, i) => (i % 2 ? v : 0));
+}
 
 test('options: spec defaults, strict keys, family default warm start, sparsegpt warm start from obs.ts', async () => {
   const o = parseMethodOptions(fistapruner, {});
