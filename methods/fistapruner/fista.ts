@@ -66,8 +66,8 @@ function productOn(la: LinAlg, X: ArrayLike<number>, rows: number, Y: Matrix): F
   const x = la.upload(X, rows, Y.rows);
   try {
     const xy = la.matMul(x, Y);
-    // A copy: some backends (cpu) hand out their own storage, which the caller may not keep after dispose.
-    const out = la.read(xy).slice();
+    // Never written to: on the cpu backend this is the tensor's own storage, which outlives dispose unchanged.
+    const out = la.read(xy);
     la.dispose(xy);
     return out;
   } finally {
@@ -166,7 +166,10 @@ export function lambdaMax(pp: PreparedProblem): number {
 
 /** Keep-mask of the exact cut on |W| (ties: lower index pruned first, see masks.ts). */
 export function cutMask(W: ArrayLike<number>, rows: number, cols: number, cut: Cut): Uint8Array {
-  return maskForCut(Float64Array.from(W as ArrayLike<number>, Math.abs), rows, cols, cut);
+  // A plain loop: Float64Array.from with a map function is several times slower in V8.
+  const a = new Float64Array(W.length);
+  for (let i = 0; i < a.length; i++) a[i] = Math.abs(W[i]!);
+  return maskForCut(a, rows, cols, cut);
 }
 
 /** H(W): W with the cut applied (a new array) and its mask. */
@@ -228,25 +231,28 @@ export interface FistaArgs {
  */
 export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
   const n = pp.rows * pp.cols;
+  const cols = pp.cols;
   const B = pp.B;
-  let W = Float64Array.from(a.W0);
+  let W: Float64Array = Float64Array.from(a.W0);
   let P = a.W0G ?? timesGram(pp, W);
   let F = objective1(pp, W, P, a.lambda);
   const objective = [F];
   if (!(a.L > 0)) return { W, WG: P, iterations: 0, objective, stoppedEarly: true, rejected: 0 };
   const monotone = a.monotone === true;
+  const lambda = a.lambda;
   let t = 1;
   const step = 1 / a.L;
-  const thr = a.lambda * step;
+  const thr = lambda * step;
   // Z = prox(Y − ∇f(Y)/L) is formed in the pass that forms Y from the last iterates, so Y and Y·G
-  // are never stored; the same float64 operations in the same order as forming them first.
+  // are never stored; the same float64 operations in the same order as forming them first. Three
+  // float64 buffers rotate (W, Z and the next Z); Z's float32 copy is what is uploaded.
   const prox = (y: number, yg: number, b: number): number => {
     const v = y - step * (yg - b);
     return v > thr ? v - thr : v < -thr ? v + thr : 0;
   };
   // Y₀ = W₀.
-  let Z = new Float64Array(n);
-  let Z32 = pp.backend ? new Float32Array(n) : null;
+  let Z: Float64Array = new Float64Array(n);
+  const Z32 = pp.backend ? new Float32Array(n) : null;
   let l1 = 0;
   for (let i = 0; i < n; i++) {
     const z = prox(W[i]!, P[i]!, B[i]!);
@@ -254,6 +260,7 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
     l1 += Math.abs(z);
     if (Z32) Z32[i] = z;
   }
+  let spare: Float64Array | null = null;
   let k = 0;
   let rejected = 0;
   let stoppedEarly = false;
@@ -265,37 +272,52 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
       if (Z32) Z32.set(Z);
     }
     const PZ = timesGram(pp, Z, Z32 ?? undefined);
-    const Fz = smoothObjective(pp, Z, PZ) + a.lambda * l1;
     const tn = a.momentum === false ? 1 : (1 + Math.sqrt(1 + 4 * t * t)) / 2;
     k++;
-    const next = new Float64Array(n);
-    const next32 = Z32 ? new Float32Array(n) : null;
+    const next = spare ?? new Float64Array(n);
     let l1n = 0;
-    if (monotone && !(Fz <= F)) {
+    // F(Z) first only where it decides (MFISTA); otherwise it is summed in the update pass below.
+    const FzFirst = monotone ? smoothObjective(pp, Z, PZ) + lambda * l1 : NaN;
+    if (monotone && !(FzFirst <= F)) {
       // Rejected: W_k = W_{k−1}; Y_{k+1} = W_{k−1} + (t_k/t_{k+1})(Z_k − W_{k−1}).
       const c = t / tn;
       for (let i = 0; i < n; i++) {
         const z = prox(W[i]! + c * (Z[i]! - W[i]!), P[i]! + c * (PZ[i]! - P[i]!), B[i]!);
         next[i] = z;
         l1n += Math.abs(z);
-        if (next32) next32[i] = z;
+        if (Z32) Z32[i] = z;
       }
       t = tn;
       rejected++;
       objective.push(F);
+      spare = Z;
     } else {
       const beta = (t - 1) / tn;
       let dd = 0;
       let ww = 0;
-      for (let i = 0; i < n; i++) {
-        const d = Z[i]! - W[i]!;
-        dd += d * d;
-        ww += W[i]! * W[i]!;
-        const z = prox(Z[i]! + beta * d, PZ[i]! + beta * (PZ[i]! - P[i]!), B[i]!);
-        next[i] = z;
-        l1n += Math.abs(z);
-        if (next32) next32[i] = z;
+      // smoothObjective's per-row sums, in its order.
+      let smooth = 0;
+      for (let r = 0, i = 0; r < pp.rows; r++) {
+        let s = 0;
+        for (const end = i + cols; i < end; i++) {
+          const zi = Z[i]!;
+          const pzi = PZ[i]!;
+          const bi = B[i]!;
+          s += zi * (0.5 * pzi - bi);
+          const d = zi - W[i]!;
+          dd += d * d;
+          ww += W[i]! * W[i]!;
+          // prox(y, yg, b) written out: V8 did not inline the closure in this, the hot loop (profiled).
+          const v = zi + beta * d - step * (pzi + beta * (pzi - P[i]!) - bi);
+          const z = v > thr ? v - thr : v < -thr ? v + thr : 0;
+          next[i] = z;
+          l1n += Math.abs(z);
+          if (Z32) Z32[i] = z;
+        }
+        smooth += s;
       }
+      const Fz = monotone ? FzFirst : smooth + pp.c0 + lambda * l1;
+      spare = W;
       W = Z;
       P = PZ;
       F = Fz;
@@ -307,7 +329,6 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
       }
     }
     Z = next;
-    Z32 = next32;
     l1 = l1n;
   }
   return { W, WG: P, iterations: k, objective, stoppedEarly, rejected };
