@@ -10,8 +10,10 @@ import { pruneModel } from '../src/prune/engine.ts';
 import { parseMethodOptions, resolveMethod } from '../src/prune/registry.ts';
 import { readLinear } from '../src/prune/linear-io.ts';
 import type { LayerStats } from '../src/prune/method.ts';
-import { combineBatchStats } from '../src/parallel/layer-passes.ts';
+import { AutoPasses, combineBatchStats, inProcessPasses, type LayerPasses } from '../src/parallel/layer-passes.ts';
+import { embedWindows, type HiddenStates } from '../src/prune/stats.ts';
 import { ConfigError } from '../src/util/errors.ts';
+import { poolPays } from '../src/parallel/threads.ts';
 import { HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, STORIES_TOK, setupBackend, shared } from './support.ts';
 
 before(setupBackend);
@@ -76,6 +78,71 @@ test('pruning stories260K with calibration passes on 2 threads gives the in-proc
     assert.ok(osThreads() <= threadsBefore, `${label}: threads ${threadsBefore} before, ${osThreads()} after`);
     console.log(`# ${label}: 1 thread ${one.seconds.toFixed(2)} s, 2 threads ${two.seconds.toFixed(2)} s`);
   }
+});
+
+test('automatic threads: a pool started after the first layer gives the in-process statistics and states bit for bit', { skip }, async () => {
+  const tok = await loadTokenizer(STORIES_TOK);
+  // 17 × 256 tokens: two batches.
+  const windows = calibrationFromText(tok, { text: shared('text/tinystories-sample.txt'), nsamples: 17, seqlen: 256, seed: 0 }).windows;
+  const { model } = loadModel(STORIES_BIN);
+  const req = { gram: ['attnIn' as const, 'downIn' as const], colSqSum: ['attnCtx' as const] };
+  // The engine's order: each layer's statistics, then its outputs feed the next layer.
+  const sweep = async (passes: LayerPasses) => {
+    const stats: LayerStats[] = [];
+    const used: number[] = [];
+    let states: HiddenStates = embedWindows(model, windows);
+    for (let i = 0; i < model.numLayers; i++) {
+      stats.push(await passes.stats(model, i, states, req));
+      states = (await passes.run(model, i, states)).states;
+      used.push(passes.threads);
+    }
+    await passes.close();
+    return { stats, used, last: states.batches.map((b) => b.data) };
+  };
+  const threadsBefore = osThreads();
+  const ref = await sweep(inProcessPasses);
+  const logs: string[] = [];
+  const pooled = await sweep(new AutoPasses(2, model.numLayers - 1, (m) => logs.push(m), () => true));
+  const stayed = await sweep(new AutoPasses(2, model.numLayers - 1, (m) => logs.push(m), () => false));
+  assert.deepEqual(pooled.used, [1, ...Array<number>(model.numLayers - 1).fill(2)], 'in process for layer 0, then the pool');
+  assert.deepEqual(stayed.used, Array<number>(model.numLayers).fill(1));
+  for (const r of [pooled, stayed]) {
+    assert.deepEqual(r.stats, ref.stats);
+    assert.deepEqual(r.last, ref.last);
+  }
+  assert.match(logs[0]!, /layer 0's took .* s in process, the 4 left .*: 2 threads from layer 1 on/);
+  assert.match(logs[1]!, /staying in process/);
+  model.dispose();
+  await new Promise((r) => setTimeout(r, 100));
+  assert.ok(osThreads() <= threadsBefore, `threads ${threadsBefore} before, ${osThreads()} after`);
+});
+
+test('prune without --threads: the pool only when the rule says it pays, with the weights of an explicit single thread', { skip }, async () => {
+  const tok = await loadTokenizer(STORIES_TOK);
+  const windows = calibrationFromText(tok, { text: shared('text/tinystories-sample.txt'), nsamples: 17, seqlen: 256, seed: 0 }).windows;
+  const method = await resolveMethod('wanda');
+  const run = async (o: { threads: number; autoThreads?: boolean }) => {
+    const { model } = loadModel(STORIES_BIN);
+    const logs: string[] = [];
+    const r = await pruneModel(model, {
+      method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows, log: (m) => logs.push(m), ...o,
+    });
+    const w = allWeights(model);
+    model.dispose();
+    return { r, w, logs };
+  };
+  const auto = await run({ threads: 2, autoThreads: true });
+  const one = await run({ threads: 1 });
+  const two = await run({ threads: 2 });
+  // The decision follows poolPays on the logged estimate (a loaded machine may make even stories260K's passes long).
+  const line = auto.logs.find((m) => m.startsWith('calibration passes:'));
+  const estimate = Number(/≈ ([0-9.]+) s/.exec(line ?? '')?.[1]);
+  assert.ok(Number.isFinite(estimate), `decision logged: ${line}`);
+  assert.equal(auto.r.threadsUsed, poolPays(estimate, 2) ? 2 : 1, line);
+  assert.equal(one.r.threadsUsed, 1);
+  assert.equal(two.r.threadsUsed, 2, 'an explicit count is used as given');
+  assert.deepEqual(auto.w, one.w);
+  assert.deepEqual(two.w, one.w);
 });
 
 test('threads must be a positive integer', { skip }, async () => {

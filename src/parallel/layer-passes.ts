@@ -11,8 +11,11 @@ import type { LinearRole, TapName } from '../model/family.ts';
 import type { LayerStats, LayerStatsRequest, TapStats } from '../prune/method.ts';
 import { blockDistanceSum, collectLayerStats, requestByTap, runLayer, type HiddenStates } from '../prune/stats.ts';
 import { ForwardPool, type DistanceMetric, type HostLinear } from './forward-pool.ts';
+import { poolPays } from './threads.ts';
 
 export interface LayerPasses {
+  /** Threads the passes run on (1: in process); for `AutoPasses`, what it has chosen so far. */
+  readonly threads: number;
   /** `collectLayerStats(model, layer, states, req, dense)`. */
   stats(model: CausalLM, layer: number, states: HiddenStates, req: LayerStatsRequest,
     dense?: Partial<Record<LinearRole, tf.Tensor2D>>): Promise<LayerStats>;
@@ -22,6 +25,7 @@ export interface LayerPasses {
 }
 
 export const inProcessPasses: LayerPasses = {
+  threads: 1,
   stats: async (model, layer, states, req, dense) => collectLayerStats(model, layer, states, req, dense),
   run: async (model, layer, states, metric) => {
     let distance = 0;
@@ -72,10 +76,10 @@ export class PooledPasses implements LayerPasses {
   /** The tensors each worker last received, by layer: identity tells whether they changed. */
   private readonly sent = new Map<number, tf.Tensor[]>();
 
-  constructor(private readonly pool: ForwardPool) {}
+  constructor(private readonly pool: ForwardPool, readonly threads: number) {}
 
   static start(model: CausalLM, threads: number): PooledPasses {
-    return new PooledPasses(ForwardPool.start(model, threads));
+    return new PooledPasses(ForwardPool.start(model, threads), threads);
   }
 
   private async sync(model: CausalLM, layer: number, dense: Partial<Record<LinearRole, tf.Tensor2D>> | null): Promise<void> {
@@ -125,4 +129,70 @@ export class PooledPasses implements LayerPasses {
 /** In-process passes for 1 thread, else a pool of `threads` workers (close it when done). */
 export function layerPasses(model: CausalLM, threads: number): LayerPasses {
   return threads > 1 ? PooledPasses.start(model, threads) : inProcessPasses;
+}
+
+/**
+ * The passes of a pruning run: `threads` as given (explicit `--threads`), or with `auto` at most
+ * `threads`, decided by `AutoPasses`. Never more threads than batches: each thread runs whole batches.
+ */
+export function pruningPasses(model: CausalLM, o: { threads: number; auto: boolean; batches: number; lastLayer: number; log?: (msg: string) => void }): LayerPasses {
+  const n = Math.min(o.threads, o.batches);
+  return o.auto && n > 1 ? new AutoPasses(n, o.lastLayer, o.log) : layerPasses(model, n);
+}
+
+/**
+ * The default of `prune` (no `--threads`), decided as `eval ppl` decides: the passes of the first
+ * layer run in process and are timed; at the first pass of another layer, a pool of `threads`
+ * workers starts for the remaining layers only if their estimated in-process time (the first
+ * layer's × the layers left) pays for its start-up (`poolPays`). In-process and pooled passes give
+ * bit-identical results, so the choice changes only the time.
+ */
+export class AutoPasses implements LayerPasses {
+  private current: LayerPasses = inProcessPasses;
+  private measured: number | null = null;
+  private seconds = 0;
+  private decided: boolean;
+
+  /** `lastLayer`: the last layer whose passes will run; `pays`: the rule (tests replace it). */
+  constructor(private readonly maxThreads: number, private readonly lastLayer: number, private readonly log: (msg: string) => void = () => {},
+    private readonly pays: (seconds: number, threads: number) => boolean = poolPays) {
+    this.decided = maxThreads <= 1;
+  }
+
+  get threads(): number {
+    return this.current === inProcessPasses ? 1 : this.maxThreads;
+  }
+
+  private before(model: CausalLM, layer: number): void {
+    if (this.decided) return;
+    if (this.measured === null) this.measured = layer;
+    if (layer === this.measured) return;
+    this.decided = true;
+    const estimate = this.seconds * (this.lastLayer - layer + 1);
+    if (this.pays(estimate, this.maxThreads)) this.current = PooledPasses.start(model, this.maxThreads);
+    this.log(`calibration passes: layer ${this.measured}'s took ${this.seconds.toFixed(2)} s in process, the ${this.lastLayer - layer + 1} left ≈ ${estimate.toFixed(1)} s: `
+      + (this.threads > 1 ? `${this.threads} threads from layer ${layer} on` : 'staying in process (a pool would not pay for its start-up)'));
+  }
+
+  private async timed<T>(layer: number, f: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
+    const r = await f();
+    if (!this.decided && layer === this.measured) this.seconds += (performance.now() - t0) / 1000;
+    return r;
+  }
+
+  stats(model: CausalLM, layer: number, states: HiddenStates, req: LayerStatsRequest,
+    dense?: Partial<Record<LinearRole, tf.Tensor2D>>): Promise<LayerStats> {
+    this.before(model, layer);
+    return this.timed(layer, () => this.current.stats(model, layer, states, req, dense));
+  }
+
+  run(model: CausalLM, layer: number, states: HiddenStates, distance?: DistanceMetric): Promise<{ states: HiddenStates; distance: number }> {
+    this.before(model, layer);
+    return this.timed(layer, () => this.current.run(model, layer, states, distance));
+  }
+
+  close(): Promise<void> {
+    return this.current.close();
+  }
 }

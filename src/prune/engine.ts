@@ -21,7 +21,7 @@ import { buildReport, type PruneReport } from './report.ts';
 import { ConfigError } from '../util/errors.ts';
 import { pruneLayersParallel } from './parallel.ts';
 import { statsNeedData } from './needs-calibration.ts';
-import { inProcessPasses, layerPasses, type LayerPasses } from '../parallel/layer-passes.ts';
+import { inProcessPasses, pruningPasses, type LayerPasses } from '../parallel/layer-passes.ts';
 import { resolveThreads, threadsForModel } from '../parallel/threads.ts';
 import { assertResident } from '../model/param-provider.ts';
 import { activeBackend } from '../backend/index.ts';
@@ -50,6 +50,12 @@ export interface PruneRequest<O, R extends MethodReport = MethodReport> {
    * process). Results do not depend on it.
    */
   threads?: number;
+  /**
+   * `threads` is the most, not a given: the passes start in process and move to a pool for the
+   * remaining layers only when that pays for its start-up, as `eval ppl` decides (`AutoPasses`).
+   * The CLI's default (no `--threads`); an explicit count is used as given.
+   */
+  autoThreads?: boolean;
   /** The per-operator solvers' numerics (layer-wise methods): float32 on the backend (default) or the host float64 reference. */
   numerics?: Numerics;
   log?: (msg: string) => void;
@@ -162,8 +168,9 @@ function workerCount(n: number | undefined): number {
   return w;
 }
 
+/** Threads the calibration passes ran on, or undefined when there were none (data-free, or workers). */
 async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: LayerwiseMethod<O, unknown>, mode: InputMode,
-  perLayer: Record<string, unknown>[]): Promise<void> {
+  perLayer: Record<string, unknown>[]): Promise<number | undefined> {
   const log = req.log ?? (() => {});
   const statsReq = m.stats(req.options);
   const needsData = statsNeedData(statsReq);
@@ -179,13 +186,12 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
       methodName: moduleOf(req.method) ?? req.method.name, options: req.options, target: req.target, windows: needsData ? req.windows : null,
       workers, numerics: req.numerics, log, onLayer: req.onLayer,
     }, perLayer);
-    return;
+    return undefined;
   }
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
-  // Never more threads than batches: each thread runs whole batches.
-  const passes = states ? layerPasses(model, Math.min(threadsForModel(model.mode, threadCount(req.threads), req.threads, 'threads'), states.batches.length)) : inProcessPasses;
-  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes, linalg: backendLinAlg(req.numerics) };
   const { first, last } = req.layers ?? { first: 0, last: model.numLayers - 1 };
+  const passes = states ? calibrationPasses(model, req, states.batches.length, last, log) : inProcessPasses;
+  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes, linalg: backendLinAlg(req.numerics) };
   try {
     for (let i = 0; i <= last; i++) {
       // Layers before the range only carry the states forward.
@@ -208,6 +214,13 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   } finally {
     await passes.close();
   }
+  return needsData ? passes.threads : undefined;
+}
+
+/** The calibration passes of a run over layers ..lastLayer: `req.threads` as given, or decided when `req.autoThreads`. */
+function calibrationPasses(model: CausalLM, req: PruneRequest<unknown, MethodReport>, batches: number, lastLayer: number, log: (msg: string) => void): LayerPasses {
+  const threads = threadsForModel(model.mode, threadCount(req.threads), req.threads, 'threads');
+  return pruningPasses(model, { threads, auto: req.autoThreads === true, batches, lastLayer, log });
 }
 
 /** `threads` of a request: a positive integer, 1 on native TensorFlow (its own thread pool). */
@@ -231,7 +244,7 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   if (needsPass) {
     // One dense pass: every statistic comes from the unpruned model.
     let states: HiddenStates | null = embedWindows(model, req.windows);
-    const passes = layerPasses(model, Math.min(threadsForModel(model.mode, threadCount(req.threads), req.threads, 'threads'), states.batches.length));
+    const passes = calibrationPasses(model, req, states.batches.length, model.numLayers - 1, log);
     try {
       for (let i = 0; i < model.numLayers && states; i++) {
         stats.push(await passes.stats(model, i, states, sreq.perLayer));
@@ -310,10 +323,11 @@ export async function pruneModel<O, R extends MethodReport = MethodReport>(model
   const onLayer = req.onLayer;
   const wrapped = { ...req, onLayer: (i: number, n: number) => { sample(); onLayer?.(i, n); } };
   let mode: InputMode | 'global';
+  let threadsUsed: number | undefined;
   if (req.layers) checkLayerRange(req.layers, model.numLayers, m.kind === 'layerwise' ? (req.workers ?? 1) : null, m.name);
   if (m.kind === 'layerwise') {
     mode = req.mode ?? m.defaultMode(req.options);
-    await pruneLayerwise(model, wrapped, m, mode, perLayer);
+    threadsUsed = await pruneLayerwise(model, wrapped, m, mode, perLayer);
   } else {
     if (req.mode === 'sequential') {
       throw new ConfigError(`method '${m.name}' decides all layers from one dense calibration pass; --mode sequential does not apply`);
@@ -324,7 +338,7 @@ export async function pruneModel<O, R extends MethodReport = MethodReport>(model
   sample();
   return buildReport(model, {
     method: m.name, options: req.options as Record<string, unknown>, target: budget ? { ...req.target, sparsity: budget.knob } : req.target, mode, calibration: req.calibration ?? null,
-    paramsBefore, shapesBefore, perLayer, methodReport, seconds: (performance.now() - t0) / 1000, peakTensorBytes: peakBytes,
+    paramsBefore, shapesBefore, perLayer, methodReport, seconds: (performance.now() - t0) / 1000, peakTensorBytes: peakBytes, threadsUsed,
     // A budgeted run's target is the budget: its scope is what the run is measured against.
     targetScope: budget?.scope ?? m.targetScope ?? (m.kind === 'layerwise' ? 'decoder-linears' : undefined), budget,
   });

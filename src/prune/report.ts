@@ -39,6 +39,8 @@ export interface PruneReport<R extends MethodReport = MethodReport> {
   calibration: object | null;
   seconds: number;
   peakTensorBytes: number;
+  /** Threads the layer-wise calibration passes ran on (after the automatic choice, if any); absent without passes. */
+  threadsUsed?: number;
 }
 
 export function countZeros(model: CausalLM): { byType: SparsityByType; overall: { zeros: number; total: number; sparsity: number } } {
@@ -78,7 +80,7 @@ export function countZeros(model: CausalLM): { byType: SparsityByType; overall: 
 export function buildReport<R extends MethodReport>(model: CausalLM, r: {
   method: string; options: Record<string, unknown>; target: PruneTarget; mode: string; calibration: object | null;
   paramsBefore: ParameterCount; shapesBefore: LayerShape[]; perLayer: Record<string, unknown>[];
-  methodReport?: R; seconds: number; peakTensorBytes: number; targetScope?: TargetScope; budget?: BudgetRecord;
+  methodReport?: R; seconds: number; peakTensorBytes: number; targetScope?: TargetScope; budget?: BudgetRecord; threadsUsed?: number;
 }): PruneReport<R> {
   const after = countParameters(model);
   const z = countZeros(model);
@@ -115,5 +117,6 @@ export function buildReport<R extends MethodReport>(model: CausalLM, r: {
     calibration: r.calibration,
     seconds: r.seconds,
     peakTensorBytes: r.peakTensorBytes,
+    ...(r.threadsUsed !== undefined ? { threadsUsed: r.threadsUsed } : {}),
   };
 }

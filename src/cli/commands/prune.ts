@@ -48,7 +48,7 @@ export const pruneCommand: CommandModule<object, Args> = {
     .option('calib-offsets', { type: 'string', describe: 'explicit window start offsets (comma list or file)' })
     .option('mode', { choices: ['sequential', 'dense-parallel'] as const, describe: 'input mode across layers (default: the method\'s)' })
     .option('workers', { type: 'number', default: 1, describe: 'worker threads pruning layers concurrently (layer-wise methods, dense-parallel mode)' })
-    .option('threads', { type: 'number', describe: 'worker threads for the calibration forward passes, batches split between them (default: all cores; native TensorFlow: 1)' })
+    .option('threads', { type: 'number', describe: 'worker threads for the calibration forward passes, batches split between them (default: all cores when the passes are long enough to pay for starting them; native TensorFlow: 1)' })
     .option('layers', { type: 'string', describe: 'prune only decoder layers A-B (inclusive, from 0; e.g. 0-1) or one layer A: layer-wise methods' })
     .option('option', { type: 'string', array: true, default: [] as string[], describe: 'method option key=value (repeatable)' })
     .option('out', { type: 'string', demandOption: true, describe: 'output checkpoint directory' }),
@@ -90,6 +90,8 @@ export const pruneCommand: CommandModule<object, Args> = {
         const pruned = await pruneModel(model, {
           method, options, target: { sparsity, pattern }, budget, windows: calib?.windows ?? [],
           calibration: calib?.protocol ?? null, mode: args.mode, workers: args.workers, threads, layers, log: (m) => log(`prune: ${m}`),
+          // The default (all cores) only where the passes pay for the pool's start-up; an explicit --threads is used as given.
+          autoThreads: args.threads === undefined,
         });
         const report = {
           ...pruned,
