@@ -3,7 +3,8 @@
  * within the run (absolute times depend on the machine and its load; ratios much less).
  *
  *   npm run bench                      # all sections
- *   npm run bench -- --only forward    # matmul | forward | threads | wasm-threads | prune | parallel | solvers | torch (comma list)
+ *   npm run bench -- --only forward    # matmul | forward | threads | wasm-threads | prune | prune-threads | parallel | solvers | torch (comma list)
+ *   npm run bench -- --only solvers --float64   # also the solvers' host float64 reference (FISTAPruner's takes ~30 min on 512×8)
  *   npm run bench -- --only scale      # real model shapes from disk (writes gigabytes: only when named)
  *   npm run bench -- --quick           # fewer repeats, smaller synthetic model
  */
@@ -164,8 +165,9 @@ if (want('threads')) {
     + ` Load average ${load0.toFixed(1)} at the start, ${os.loadavg()[0]!.toFixed(1)} at the end.\n`);
 }
 
-if (want('threads') && haveShared) {
-  // Pruning stories260K with its calibration passes on n threads (the solvers stay on the main thread).
+// Part of `threads` and of `prune` (prune-threads alone: just this).
+if ((want('threads') || want('prune') || want('prune-threads')) && haveShared) {
+  // Pruning stories260K with its calibration passes on n threads (the solvers stay on the main thread), and the default.
   await use('wasm');
   const cores = defaultThreads();
   const tok = await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin'));
@@ -178,30 +180,39 @@ if (want('threads') && haveShared) {
     for (const n of [...new Set([2, cores])].filter((k) => k >= 2)) {
       // 2 batches of 16 × 256 tokens per thread.
       const windows = calibrationFromText(tok, { text: TEXT, nsamples: 32 * n, seqlen: 256, seed: 0 }).windows;
-      const secs: Record<number, number[]> = { 1: [], [n]: [] };
-      const obtained: Record<number, number[]> = { 1: [], [n]: [] };
+      const secs: Record<string, number[]> = { 1: [], [n]: [], auto: [] };
+      const obtained: Record<string, number[]> = { 1: [], [n]: [], auto: [] };
+      const autoUsed: number[] = [];
       for (let r = 0; r < (quick ? 1 : 2); r++) {
-        for (const threads of [1, n]) {
+        // 'auto': the CLI's default (no --threads), at most n threads, a pool only where it pays.
+        for (const threads of [1, n, 'auto'] as const) {
           const model = loadModel(STORIES).model;
           const t0 = performance.now();
           const cpu = process.cpuUsage();
-          await pruneModel(model, { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows, threads });
+          const report = await pruneModel(model, {
+            method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows,
+            threads: threads === 'auto' ? n : threads, autoThreads: threads === 'auto',
+          });
           const s = (performance.now() - t0) / 1000;
           secs[threads]!.push(s);
           obtained[threads]!.push(cpuSeconds(process.cpuUsage(cpu)) / s);
+          if (threads === 'auto') autoUsed.push(report.threadsUsed ?? 1);
           model.dispose();
         }
       }
       const ratios = secs[1]!.map((s, i) => s / secs[n]![i]!);
+      const autoRatios = secs[1]!.map((s, i) => s / secs.auto![i]!);
       const efficiency = secs[1]!.map((s, i) => (s * obtained[1]![i]!) / (secs[n]![i]! * obtained[n]![i]!));
       rows.push([name, n, windows.length * 256, median(secs[1]!), median(secs[n]!), median(ratios),
         `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`, `${median(obtained[1]!).toFixed(2)} / ${median(obtained[n]!).toFixed(2)}`,
-        median(efficiency)]);
+        median(efficiency), `${autoUsed.join(', ')}: ${median(autoRatios).toFixed(2)}`]);
     }
   }
   print('## Pruning stories260K with the calibration passes on n threads\n');
-  print(table(['method', 'threads', 'calibration tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'cores obtained 1 / n', 'CPU efficiency'], rows));
-  print('\n`prune --threads n` at 50%, the method\'s default mode, pool start included. Limited by: the per-operator solvers and mask'
+  print(table(['method', 'threads', 'calibration tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'cores obtained 1 / n', 'CPU efficiency',
+    'default: threads used: speed-up'], rows));
+  print('\n`prune --threads n` at 50%, the method\'s default mode, pool start included; "default" is `prune` without `--threads`'
+    + ' (the first layer\'s passes timed in process, a pool for the rest only where `poolPays`). Limited by: the per-operator solvers and mask'
     + ' selection, which run on the main thread while the workers wait (Amdahl), the weights of each layer sent to every'
     + ' worker after it is pruned, starting the workers (each loads tsx, TensorFlow.js and the weights), and the cores the'
     + ' machine actually gives (see above).\n');
@@ -288,7 +299,7 @@ if (want('parallel')) {
 
 if (want('solvers')) {
   await use('wasm');
-  await runSolversSection({ synth: SYNTH, name: synthName, print });
+  await runSolversSection({ synth: SYNTH, name: synthName, float64: argv.includes('--float64'), print });
 }
 
 if (want('torch')) {
