@@ -8,7 +8,7 @@ import { tokenizeText } from '../src/data/text.ts';
 import { batchNllSum, perplexityOfTokens, perplexityOfTokensParallel } from '../src/eval/perplexity.ts';
 import { ForwardPool, runBatches } from '../src/parallel/forward-pool.ts';
 import { modelFromShared, shareModel } from '../src/parallel/shared-params.ts';
-import { poolPays, POOL_START_SECONDS, resolveThreads } from '../src/parallel/threads.ts';
+import { coresFree, poolPays, POOL_START_SECONDS, resolveThreads } from '../src/parallel/threads.ts';
 import { ConfigError } from '../src/util/errors.ts';
 import { buildSyntheticLlama } from './synthetic-model.ts';
 import { runCli } from './cli-support.ts';
@@ -72,6 +72,19 @@ test('a pool pays when start-up + work/n < work: above 2 s of work for two threa
   assert.equal(poolPays(1.49, 3), false);
   assert.equal(poolPays(1.51, 3), true);
   assert.equal(poolPays(1000, 1), false);
+  // Fewer free cores than threads: the count that can run decides.
+  assert.equal(poolPays(1000, 2, 1), false);
+  assert.equal(poolPays(1.6, 3, 3), true);
+  assert.equal(poolPays(1.6, 3, 2), false);
+});
+
+test('free cores: all cores less the load beyond this process\'s own thread, rounded, at least 1', () => {
+  assert.equal(coresFree(2, 0.1), 2);
+  assert.equal(coresFree(2, 1.0), 2);
+  assert.equal(coresFree(2, 1.4), 2);
+  assert.equal(coresFree(2, 1.6), 1);
+  assert.equal(coresFree(2, 10.7), 1);
+  assert.equal(coresFree(16, 5), 12);
 });
 
 test('automatic threads: a short pass stays in process, a long one moves its remaining batches to a pool; same sums', { skip }, async () => {
@@ -88,7 +101,8 @@ test('automatic threads: a short pass stays in process, a long one moves its rem
     if (calls++ === 0) { const until = performance.now() + 2100; while (performance.now() < until); }
     return batchNllSum(model, t.rows);
   };
-  const long = await runBatches(model, tasks, 2, true, slowFirst);
+  // The rule on free cores (a loaded test machine has none to spare: poolPaysNow would keep it in process).
+  const long = await runBatches(model, tasks, 2, true, slowFirst, undefined, (sec, n) => poolPays(sec, n));
   assert.equal(calls, 1, 'only the first task ran in process');
   assert.equal(long.threadsUsed, 2);
   assert.deepEqual(long.results, expected);

@@ -17,7 +17,7 @@ import type { LinearRole } from '../model/family.ts';
 import type { LayerStats, LayerStatsRequest, StructuredStatsRequest } from '../prune/method.ts';
 import { shareModel, type SharedModel } from './shared-params.ts';
 import { errorFromWorker, spawnModuleWorker, TaskWorker, type WorkerErrorMessage } from './spawn.ts';
-import { poolPays } from './threads.ts';
+import { poolPaysNow } from './threads.ts';
 
 /** Sent once, as `workerData`. */
 export interface ForwardWorkerInit {
@@ -181,11 +181,12 @@ export async function withForwardPool<T>(model: CausalLM, threads: number, fn: (
  * Run independent tasks, `results[i]` being task i's value wherever it ran, on at most `threads`
  * threads (never more than tasks). With `auto` the first task runs in process and is timed; the
  * others go to a pool only when their estimated in-process time pays for its start-up
- * (`poolPays`), else they run in process too. `inProcess(task)` must compute what a worker computes
+ * on the cores free now (`poolPaysNow`; `pays` replaces it in tests), else they run in process too. `inProcess(task)` must compute what a worker computes
  * for it (the tasks' in-process functions), so the results do not depend on where they ran.
  */
 export async function runBatches<K extends ForwardTask['type']>(model: CausalLM, tasks: readonly TaskOf<K>[], threads: number, auto: boolean,
-  inProcess: (task: TaskOf<K>) => ForwardResults[K], onDone?: (done: number) => void): Promise<{ results: ForwardResults[K][]; threadsUsed: number }> {
+  inProcess: (task: TaskOf<K>) => ForwardResults[K], onDone?: (done: number) => void,
+  pays: (seconds: number, threads: number) => boolean = poolPaysNow): Promise<{ results: ForwardResults[K][]; threadsUsed: number }> {
   const results: ForwardResults[K][] = [];
   const local = (from: number) => {
     for (let i = from; i < tasks.length; i++) {
@@ -201,7 +202,7 @@ export async function runBatches<K extends ForwardTask['type']>(model: CausalLM,
     results.push(inProcess(tasks[0]!));
     onDone?.(1);
     first = 1;
-    if (!poolPays(((performance.now() - t0) / 1000) * (tasks.length - 1), Math.min(threads, tasks.length - 1))) return local(1);
+    if (!pays(((performance.now() - t0) / 1000) * (tasks.length - 1), Math.min(threads, tasks.length - 1))) return local(1);
   }
   const n = Math.min(threads, tasks.length - first);
   // Progress counts finished tasks, in whatever order they finish.

@@ -11,7 +11,7 @@ import type { LinearRole, TapName } from '../model/family.ts';
 import type { LayerStats, LayerStatsRequest, TapStats } from '../prune/method.ts';
 import { blockDistanceSum, collectLayerStats, requestByTap, runLayer, type HiddenStates } from '../prune/stats.ts';
 import { ForwardPool, type DistanceMetric, type HostLinear } from './forward-pool.ts';
-import { poolPays } from './threads.ts';
+import { coresFree, poolPays } from './threads.ts';
 
 export interface LayerPasses {
   /** Threads the passes run on (1: in process); for `AutoPasses`, what it has chosen so far. */
@@ -144,7 +144,7 @@ export function pruningPasses(model: CausalLM, o: { threads: number; auto: boole
  * The default of `prune` (no `--threads`), decided as `eval ppl` decides: the passes of the first
  * layer run in process and are timed; at the first pass of another layer, a pool of `threads`
  * workers starts for the remaining layers only if their estimated in-process time (the first
- * layer's × the layers left) pays for its start-up (`poolPays`). In-process and pooled passes give
+ * layer's × the layers left) pays for its start-up on the cores free now (`poolPaysNow`). In-process and pooled passes give
  * bit-identical results, so the choice changes only the time.
  */
 export class AutoPasses implements LayerPasses {
@@ -153,9 +153,9 @@ export class AutoPasses implements LayerPasses {
   private seconds = 0;
   private decided: boolean;
 
-  /** `lastLayer`: the last layer whose passes will run; `pays`: the rule (tests replace it). */
+  /** `lastLayer`: the last layer whose passes will run; `pays` and `free`: the rule and the free cores (`poolPaysNow`'s; tests replace them). */
   constructor(private readonly maxThreads: number, private readonly lastLayer: number, private readonly log: (msg: string) => void = () => {},
-    private readonly pays: (seconds: number, threads: number) => boolean = poolPays) {
+    private readonly pays: (seconds: number, threads: number, free: number) => boolean = poolPays, private readonly free: () => number = coresFree) {
     this.decided = maxThreads <= 1;
   }
 
@@ -169,8 +169,9 @@ export class AutoPasses implements LayerPasses {
     if (layer === this.measured) return;
     this.decided = true;
     const estimate = this.seconds * (this.lastLayer - layer + 1);
-    if (this.pays(estimate, this.maxThreads)) this.current = PooledPasses.start(model, this.maxThreads);
-    this.log(`calibration passes: layer ${this.measured}'s took ${this.seconds.toFixed(2)} s in process, the ${this.lastLayer - layer + 1} left ≈ ${estimate.toFixed(1)} s: `
+    const free = this.free();
+    if (this.pays(estimate, this.maxThreads, free)) this.current = PooledPasses.start(model, this.maxThreads);
+    this.log(`calibration passes: layer ${this.measured}'s took ${this.seconds.toFixed(2)} s in process, the ${this.lastLayer - layer + 1} left ≈ ${estimate.toFixed(1)} s, ${free} cores free: `
       + (this.threads > 1 ? `${this.threads} threads from layer ${layer} on` : 'staying in process (a pool would not pay for its start-up)'));
   }
 

@@ -29,11 +29,27 @@ export const POOL_START_SECONDS = 1;
 
 /**
  * Whether `threads` workers pay for their start-up on work that takes `seconds` in process:
- * start-up + seconds/threads < seconds, i.e. seconds > start-up × threads / (threads − 1)
- * (2 s for two threads). Assumes free cores; on a busy machine a pool gains less.
+ * start-up + seconds/n < seconds, i.e. seconds > start-up × n / (n − 1) (2 s for two threads),
+ * n being `threads` or, when fewer, the cores free to run them (`free`; default: all of them).
  */
-export function poolPays(seconds: number, threads: number): boolean {
-  return threads > 1 && seconds > (POOL_START_SECONDS * threads) / (threads - 1);
+export function poolPays(seconds: number, threads: number, free = threads): boolean {
+  const n = Math.min(threads, free);
+  return n > 1 && seconds > (POOL_START_SECONDS * n) / (n - 1);
+}
+
+/**
+ * Cores other processes leave to this one: all cores less the 1-minute load average beyond this
+ * process's own running thread, rounded, at least 1. On a shared machine a second thread gets no
+ * more CPU while others keep the cores busy (measured: 0.40 cores obtained with 1 thread, 0.41
+ * with 2, load ≈ 10 on 2 cores), so a pool would only add its start-up.
+ */
+export function coresFree(cores = defaultThreads(), load = os.loadavg()[0] ?? 0): number {
+  return Math.max(1, Math.min(cores, Math.round(cores - Math.max(0, load - 1))));
+}
+
+/** The rule both automatic choices (`eval ppl`, `prune` without `--threads`) use: `poolPays` on the cores free now. */
+export function poolPaysNow(seconds: number, threads: number): boolean {
+  return poolPays(seconds, threads, coresFree());
 }
 
 /**
