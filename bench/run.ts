@@ -212,7 +212,7 @@ if ((want('threads') || want('prune') || want('prune-threads')) && haveShared) {
   print(table(['method', 'threads', 'calibration tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'cores obtained 1 / n', 'CPU efficiency',
     'default: threads used: speed-up'], rows));
   print('\n`prune --threads n` at 50%, the method\'s default mode, pool start included; "default" is `prune` without `--threads`'
-    + ' (the first layer\'s passes timed in process, a pool for the rest only where `poolPays`). Limited by: the per-operator solvers and mask'
+    + ' (the first layer\'s passes timed in process, a pool for the rest only where `poolPaysNow` says it pays on the cores free). Limited by: the per-operator solvers and mask'
     + ' selection, which run on the main thread while the workers wait (Amdahl), the weights of each layer sent to every'
     + ' worker after it is pruned, starting the workers (each loads tsx, TensorFlow.js and the weights), and the cores the'
     + ' machine actually gives (see above).\n');
