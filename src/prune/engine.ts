@@ -9,14 +9,15 @@ import type { LinearRole, TapName } from '../model/family.ts';
 import { countParameters } from '../model/count.ts';
 import { modelView, type ModelView } from '../model/view.ts';
 import type {
-  InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, MethodReport, OperatorDecision, PruneTarget, PruningMethod, StructuralPlan, StructuredMethod,
+  GradientRequest, InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, LinearWithGradient, MethodReport, OperatorDecision, PruneTarget,
+  PruningMethod, StructuralPlan, StructuredMethod,
 } from './method.ts';
 import { checkTarget, validatePlan } from './contract.ts';
 import { moduleOf } from './registry.ts';
 import { embedWindows, type HiddenStates } from './stats.ts';
 import { readLinear, writeLinear } from './linear-io.ts';
 import { addBias, removeFfnChannels, removeKvGroups } from './surgery.ts';
-import { linearGradients } from './gradients.ts';
+import { layerGradients } from './gradients.ts';
 import { buildReport, type PruneReport } from './report.ts';
 import { ConfigError } from '../util/errors.ts';
 import { pruneLayersParallel } from './parallel.ts';
@@ -246,11 +247,11 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   } else {
     for (let i = 0; i < model.numLayers; i++) stats.push({});
   }
-  const gradients = sreq.gradients ? linearGradients(model, req.windows, sreq.gradients) : undefined;
   const view = modelView(model);
+  const layerScores = sreq.gradients ? gradientScores(model, req, m, sreq.gradients, view) : undefined;
   const planAt = async (sparsity: number, planLog: (msg: string) => void) => {
     const p = await m.plan({
-      model: view, options: req.options, target: { ...req.target, sparsity }, log: planLog, stats, blockDistance: distance, gradients,
+      model: view, options: req.options, target: { ...req.target, sparsity }, log: planLog, stats, blockDistance: distance, layerScores,
       weight: (layer, role) => {
         const h = readLinear(model, layer, role);
         return { data: h.data, rows: h.rows, cols: h.cols };
@@ -279,6 +280,26 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
     perLayer.push({ layer: i, before, after: { ...model.config.layers[i] } });
   }));
   return { report: plan.report, budget };
+}
+
+/**
+ * Each layer's gradients reduced by the method's `layerScores` as soon as they are complete (last
+ * layer first); the gradients are dropped after, so only the scores of every layer are kept.
+ */
+function gradientScores<O, R extends MethodReport>(model: CausalLM, req: PruneRequest<O, R>, m: StructuredMethod<O, R>, greq: GradientRequest,
+  view: ModelView): unknown[] {
+  const reduce = m.layerScores?.bind(m);
+  if (!reduce) throw new Error(`method '${req.method.name}' asks for gradients but has no layerScores to reduce a layer's gradients`);
+  const scores = new Array<unknown>(model.numLayers);
+  layerGradients(model, req.windows, greq, (layer, grads) => {
+    const linears: Partial<Record<LinearRole, LinearWithGradient>> = {};
+    for (const [role, g] of Object.entries(grads) as [LinearRole, LinearWithGradient][]) {
+      const w = readLinear(model, layer, role);
+      linears[role] = { ...g, weight: w.data, rows: w.rows, cols: w.cols };
+    }
+    scores[layer] = reduce({ model: view, options: req.options, log: req.log ?? (() => {}), layer, linears });
+  });
+  return scores;
 }
 
 /** A layer range is for layer-wise methods run in process, and must lie inside the model. */
