@@ -330,17 +330,24 @@ export async function pruneModel<O, R extends MethodReport = MethodReport>(model
   let budget: BudgetRecord | undefined;
   const onLayer = req.onLayer;
   const wrapped = { ...req, onLayer: (i: number, n: number) => { sample(); onLayer?.(i, n); } };
+  // Streamed weights are on the backend only inside withParts: sample there too.
+  const previousWatch = model.onWorkingSet;
+  model.onWorkingSet = () => { sample(); previousWatch?.(); };
   let mode: InputMode | 'global';
   if (req.layers) checkLayerRange(req.layers, model.numLayers, m.kind === 'layerwise' ? (req.workers ?? 1) : null, m.name);
-  if (m.kind === 'layerwise') {
-    mode = req.mode ?? m.defaultMode(req.options);
-    await pruneLayerwise(model, wrapped, m, mode, perLayer);
-  } else {
-    if (req.mode === 'sequential') {
-      throw new ConfigError(`method '${m.name}' decides all layers from one dense calibration pass; --mode sequential does not apply`);
+  try {
+    if (m.kind === 'layerwise') {
+      mode = req.mode ?? m.defaultMode(req.options);
+      await pruneLayerwise(model, wrapped, m, mode, perLayer);
+    } else {
+      if (req.mode === 'sequential') {
+        throw new ConfigError(`method '${m.name}' decides all layers from one dense calibration pass; --mode sequential does not apply`);
+      }
+      mode = 'global';
+      ({ report: methodReport, budget } = await pruneStructured(model, wrapped, m, perLayer));
     }
-    mode = 'global';
-    ({ report: methodReport, budget } = await pruneStructured(model, wrapped, m, perLayer));
+  } finally {
+    model.onWorkingSet = previousWatch;
   }
   sample();
   return buildReport(model, {
