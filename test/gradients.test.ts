@@ -9,7 +9,10 @@ import * as tf from '@tensorflow/tfjs';
 import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared } from './support.ts';
 import { loadModel } from '../src/io/load-model.ts';
 import { layerGradients, type LayerGradients } from '../src/prune/gradients.ts';
-import type { GradientRequest } from '../src/prune/method.ts';
+import { defineMethod, type GradientRequest } from '../src/prune/method.ts';
+import { pruneModel } from '../src/prune/engine.ts';
+import { buildSyntheticLlama } from '../src/model/synthetic.ts';
+import { z } from 'zod';
 import { readLinear, writeLinear } from '../src/prune/linear-io.ts';
 import { causalLmNllSum } from '../src/model/loss.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
@@ -61,6 +64,24 @@ describe('gradients', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
       const fisher = per.reduce((a, x) => a + x * x, 0) / WINDOWS.length;
       assert.ok(Math.abs(fisher - g[layer][role]!.fisher![idx]) <= 1e-4 * fisher + 1e-9);
     }
+    model.dispose();
+  });
+});
+
+describe('gradient methods (contract)', () => {
+  before(setupBackend);
+  it('a structured method asking for gradients without layerScores is refused before any pass, saying what to add', async () => {
+    const model = buildSyntheticLlama({ hidden: 16, layers: 2, heads: 2, kvHeads: 1, ffn: 32, vocab: 32, seed: 1 });
+    const method = defineMethod({
+      name: 'no-scores', description: 'asks for gradients, reduces none', reference: 'test', granularity: ['ffn-channels'],
+      options: z.object({}).strict(), kind: 'structured',
+      stats: () => ({ perLayer: {}, gradients: { fisher: false } }),
+      plan: () => ({ layers: [{}, {}] }),
+    });
+    const before = tf.memory().numTensors;
+    await assert.rejects(pruneModel(model, { method, options: {}, target: { sparsity: 0.2, pattern: { kind: 'unstructured' } }, windows: [[1, 2, 3, 4]] }),
+      /asks for gradients in stats\(\) but defines no layerScores/);
+    assert.equal(tf.memory().numTensors, before);
     model.dispose();
   });
 });

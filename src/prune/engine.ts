@@ -224,6 +224,10 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   const sreq = m.stats(req.options);
   const needsPass = statsNeedData(sreq.perLayer) || sreq.blockDistance !== undefined;
   if ((needsPass || sreq.gradients) && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data (--calib FILE, or calibration: in an experiment)`);
+  // Checked before any pass: whole-model gradients are never kept, so a method must reduce each layer's.
+  if (sreq.gradients && !m.layerScores) {
+    throw new Error(`method '${req.method.name}' asks for gradients in stats() but defines no layerScores(ctx) to reduce one layer's gradients to its scores (see src/prune/method.ts)`);
+  }
   if (req.workers !== undefined && workerCount(req.workers) > 1) {
     throw new ConfigError(`method '${req.method.name}' is structured: it plans all layers at once; workers > 1 applies to layer-wise methods only`);
   }
@@ -288,8 +292,7 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
  */
 function gradientScores<O, R extends MethodReport>(model: CausalLM, req: PruneRequest<O, R>, m: StructuredMethod<O, R>, greq: GradientRequest,
   view: ModelView): unknown[] {
-  const reduce = m.layerScores?.bind(m);
-  if (!reduce) throw new Error(`method '${req.method.name}' asks for gradients but has no layerScores to reduce a layer's gradients`);
+  const reduce = m.layerScores!.bind(m);
   const scores = new Array<unknown>(model.numLayers);
   layerGradients(model, req.windows, greq, (layer, grads) => {
     const linears: Partial<Record<LinearRole, LinearWithGradient>> = {};
