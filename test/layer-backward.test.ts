@@ -1,13 +1,14 @@
 /**
  * The layer-wise backward pass (src/model/layer-backward.ts) against tf.variableGrads over the
  * whole model's forward: the same weight gradients (fp32 tolerance) for every linear of every
- * layer, on a synthetic model and on stories260K, with resident and with streamed weights; and a
+ * layer, on a synthetic model, stories260K and the OPT golden model (biases, LayerNorm, learned
+ * positions), with resident and with streamed weights; and a
  * backend working set that stays flat across layers and batches.
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
-import { setupBackend, HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN } from './support.ts';
+import { setupBackend, HAVE_SHARED, NO_SHARED_REASON, STORIES_BIN, shared } from './support.ts';
 import { syntheticLlamaConfig, syntheticLlamaTensors, type SyntheticLlamaOptions } from '../src/model/synthetic.ts';
 import { CausalLM } from '../src/model/causal-lm.ts';
 import { cloneConfig } from '../src/model/config.ts';
@@ -133,6 +134,15 @@ describe('layer-wise backward', () => {
     const { model: resident } = loadModel(STORIES_BIN);
     const streamed = streamedFromNamedTensors(cloneConfig(resident.config), resident.toNamedTensors(), 'stories260K');
     check(resident, streamed, randomBatches(resident.config.vocabSize, [4, 4], 64, 7), 'stories260K');
+    resident.dispose();
+    streamed.dispose();
+  });
+
+  it('equals whole-model variableGrads on the OPT golden model, resident and streamed', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
+    const { model: resident } = loadModel(shared('golden', 'opt-tiny'));
+    assert.equal(resident.config.family, 'opt');
+    const streamed = streamedFromNamedTensors(cloneConfig(resident.config), resident.toNamedTensors(), 'opt-tiny');
+    check(resident, streamed, randomBatches(resident.config.vocabSize, [2, 3], 16, 8), 'opt-tiny');
     resident.dispose();
     streamed.dispose();
   });
