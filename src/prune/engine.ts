@@ -333,11 +333,11 @@ export async function pruneModel<O, R extends MethodReport = MethodReport>(model
   let budget: BudgetRecord | undefined;
   const onLayer = req.onLayer;
   const wrapped = { ...req, onLayer: (i: number, n: number) => { sample(); onLayer?.(i, n); } };
+  let mode: InputMode | 'global';
+  if (req.layers) checkLayerRange(req.layers, model.numLayers, m.kind === 'layerwise' ? (req.workers ?? 1) : null, m.name);
   // Streamed weights are on the backend only inside withParts: sample there too.
   const previousWatch = model.onWorkingSet;
   model.onWorkingSet = () => { sample(); previousWatch?.(); };
-  let mode: InputMode | 'global';
-  if (req.layers) checkLayerRange(req.layers, model.numLayers, m.kind === 'layerwise' ? (req.workers ?? 1) : null, m.name);
   try {
     if (m.kind === 'layerwise') {
       mode = req.mode ?? m.defaultMode(req.options);
