@@ -1,18 +1,30 @@
 /**
  * LM-loss gradients w.r.t. decoder linears (the input of Taylor importances) agree with central
- * finite differences, in HF orientation; the Fisher diagonal is the mean of per-sample squares.
+ * finite differences, in HF orientation; the Fisher diagonal is the mean of per-sample squares
+ * (each sample's gradient taken alone, over the whole model).
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared } from './support.ts';
 import { loadModel } from '../src/io/load-model.ts';
-import { linearGradients } from '../src/prune/gradients.ts';
+import { layerGradients, type LayerGradients } from '../src/prune/gradients.ts';
+import { defineMethod, type GradientRequest } from '../src/prune/method.ts';
+import { pruneModel } from '../src/prune/engine.ts';
+import { buildSyntheticLlama } from '../src/model/synthetic.ts';
+import { z } from 'zod';
 import { readLinear, writeLinear } from '../src/prune/linear-io.ts';
 import { causalLmNllSum } from '../src/model/loss.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
 
 const WINDOWS = [[47, 20, 50, 96, 29, 58, 94, 81], [5, 91, 36, 63, 28, 21, 73, 50], [90, 66, 82, 76, 33, 29, 5, 77]];
+
+/** Every layer's gradients at once (the engine keeps one layer's at a time; the test wants them all). */
+function linearGradients(model: CausalLM, windows: number[][], req: GradientRequest, batchSize = 8): LayerGradients[] {
+  const out: LayerGradients[] = [];
+  layerGradients(model, windows, req, (layer, g) => { out[layer] = g; }, batchSize);
+  return out;
+}
 
 function meanLoss(model: CausalLM, rows: number[][]): number {
   const logits = model.forward(rows);
@@ -52,6 +64,24 @@ describe('gradients', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
       const fisher = per.reduce((a, x) => a + x * x, 0) / WINDOWS.length;
       assert.ok(Math.abs(fisher - g[layer][role]!.fisher![idx]) <= 1e-4 * fisher + 1e-9);
     }
+    model.dispose();
+  });
+});
+
+describe('gradient methods (contract)', () => {
+  before(setupBackend);
+  it('a structured method asking for gradients without layerScores is refused before any pass, saying what to add', async () => {
+    const model = buildSyntheticLlama({ hidden: 16, layers: 2, heads: 2, kvHeads: 1, ffn: 32, vocab: 32, seed: 1 });
+    const method = defineMethod({
+      name: 'no-scores', description: 'asks for gradients, reduces none', reference: 'test', granularity: ['ffn-channels'],
+      options: z.object({}).strict(), kind: 'structured',
+      stats: () => ({ perLayer: {}, gradients: { fisher: false } }),
+      plan: () => ({ layers: [{}, {}] }),
+    });
+    const before = tf.memory().numTensors;
+    await assert.rejects(pruneModel(model, { method, options: {}, target: { sparsity: 0.2, pattern: { kind: 'unstructured' } }, windows: [[1, 2, 3, 4]] }),
+      /asks for gradients in stats\(\) but defines no layerScores/);
+    assert.equal(tf.memory().numTensors, before);
     model.dispose();
   });
 });

@@ -6,7 +6,7 @@
  */
 import { z } from 'zod';
 import seedrandom from 'seedrandom';
-import { defineMethod } from '../../src/prune/method.ts';
+import { defineMethod, type LayerGradientContext, type MethodReport } from '../../src/prune/method.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { keepFromScores } from '../../src/prune/structured.ts';
 import { couplingLayout, layerCoupling, queryPerKv, type CoupledModule as Module } from '../../src/prune/coupling.ts';
@@ -39,7 +39,21 @@ function range(o: Options, module: Module, L: number): [number, number] {
   return [s, e];
 }
 
-export default defineMethod<Options>({
+function reductionOf(o: Options): GroupReduction {
+  return o.groupReduction ?? (o.importance === 'taylor' ? 'sum' : 'mean');
+}
+
+/** Taylor scores of one layer's KV head groups and FFN channels, from its complete gradients. */
+type LayerScores = Record<Module, Float64Array>;
+
+function layerScores(ctx: LayerGradientContext<Options>): LayerScores {
+  const { model, options: o, layer, linears } = ctx;
+  const layout = couplingLayout(model, layer);
+  const score = (m: Module) => couplingScores(linears, layerCoupling(layout, m), o.taylor, reductionOf(o));
+  return { attn: score('attn'), mlp: score('mlp') };
+}
+
+export default defineMethod<Options, MethodReport, LayerScores>({
   name: 'llm-pruner',
   displayName: 'LLM-Pruner',
   description: 'LLM-Pruner (block-wise): Taylor importance of KV head groups and FFN channels, same ratio per layer in a layer range',
@@ -61,12 +75,13 @@ export default defineMethod<Options>({
   stats: (o) => o.importance === 'taylor'
     ? { perLayer: {}, gradients: { fisher: o.taylor === 'param_second' || o.taylor === 'param_mix' } }
     : { perLayer: {} },
+  layerScores,
   plan: (ctx) => {
     const { model, options: o, target } = ctx;
     const L = model.numLayers;
     const hd = model.config.headDim;
     const ranges = { attn: range(o, 'attn', L), mlp: range(o, 'mlp', L) };
-    const reduction: GroupReduction = o.groupReduction ?? (o.importance === 'taylor' ? 'sum' : 'mean');
+    const reduction = reductionOf(o);
     const rng = seedrandom(`llm-pruner:${o.seed}`);
     // Decide every count first, so an impossible ratio is refused before any scoring.
     const counts = model.config.layers.map((shape, i) => {
@@ -81,8 +96,12 @@ export default defineMethod<Options>({
     const scoreOf = (i: number, m: Module): Float64Array => {
       const c = layerCoupling(couplingLayout(model, i), m);
       if (o.importance === 'random') return Float64Array.from({ length: c.units }, () => rng());
-      const linears = linearInputs(ctx, i, c.members.map((x) => x.role));
-      return couplingScores(linears, c, o.importance === 'taylor' ? o.taylor : o.importance, reduction);
+      if (o.importance === 'taylor') {
+        const s = ctx.layerScores?.[i]?.[m];
+        if (!s) throw new Error(`llm-pruner: the engine supplied no gradient scores for layer ${i}`);
+        return s;
+      }
+      return couplingScores(linearInputs(ctx, i, c.members.map((x) => x.role)), c, o.importance, reduction);
     };
     const layers = model.config.layers.map((shape, i) => ({
       keepKvGroups: counts[i].attn > 0 ? keepFromScores(scoreOf(i, 'attn'), shape.numKvHeads - counts[i].attn) : undefined,

@@ -6,11 +6,11 @@
  * lowest fused groups under a budget on all model parameters. Recovery lives in src/finetune.
  */
 import { z } from 'zod';
-import { defineMethod, type PlanContext, type StructuralPlan } from '../../src/prune/method.ts';
+import { defineMethod, type LayerGradientContext, type MethodReport, type PlanContext, type StructuralPlan } from '../../src/prune/method.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { saapRecovery } from './recovery.ts';
 import { couplingLayout, unitParams } from '../../src/prune/coupling.ts';
-import { layerGroupScores, linearInputs } from '../../src/prune/taylor.ts';
+import { layerGroupScores } from '../../src/prune/taylor.ts';
 import { fuseScores, type UnitScores } from './fusion.ts';
 import {
   MODULE_TYPES, allocateRatios, allocateZscore, defaultExcludeCount, fixedExclusion, fluctuationOf, lowestGroups,
@@ -48,28 +48,36 @@ export type SaapOptions = z.infer<typeof options>;
  * Parameters removed with one KV group and with one FFN channel of a layer, biases included:
  * the budget is a fraction of all model parameters, and removing a row removes its bias entry.
  */
-function groupParams(ctx: PlanContext<SaapOptions>, layer: number): Record<ModuleType, number> {
+function groupParams(ctx: PlanContext<SaapOptions, SaapLayerScores>, layer: number): Record<ModuleType, number> {
   return { attn: unitParams(ctx.model, layer, 'attn', { biases: true }), mlp: unitParams(ctx.model, layer, 'mlp', { biases: true }) };
 }
 
+/** Vector-wise and element-wise group scores of one layer, per module type. */
+export type SaapLayerScores = Record<ModuleType, { vec: Float64Array; elem: Float64Array }>;
+
+/** One layer's group scores, from its complete gradients (the engine frees them after). */
+function layerScores(ctx: LayerGradientContext<SaapOptions>): SaapLayerScores {
+  const { model, options: o, layer, linears } = ctx;
+  for (const l of model.spec.linears) if (!linears[l.role]?.grad) throw new Error(`saap: no gradient for layer ${layer} ${l.role}`);
+  const layout = couplingLayout(model, layer);
+  const vec = layerGroupScores(linears, layout, o.vec);
+  const elem = layerGroupScores(linears, layout, o.elem);
+  return { attn: { vec: vec.attn, elem: elem.attn }, mlp: { vec: vec.mlp, elem: elem.mlp } };
+}
+
 /** Vector-wise and element-wise group scores of every (layer, type). */
-function groupImportances(ctx: PlanContext<SaapOptions>): UnitScores[] {
-  const { model, options: o, gradients } = ctx;
-  if (!gradients) throw new Error('saap: the engine supplied no gradients');
-  const roles = model.spec.linears.map((l) => l.role);
+function groupImportances(ctx: PlanContext<SaapOptions, SaapLayerScores>): UnitScores[] {
+  const { model, layerScores: scores } = ctx;
+  if (!scores) throw new Error('saap: the engine supplied no gradient scores');
   const units: UnitScores[] = [];
   for (let l = 0; l < model.numLayers; l++) {
-    for (const role of roles) if (!gradients[l][role]) throw new Error(`saap: no gradient for layer ${l} ${role}`);
-    const linears = linearInputs(ctx, l, roles);
-    const layout = couplingLayout(model, l);
-    const vec = layerGroupScores(linears, layout, o.vec);
-    const elem = layerGroupScores(linears, layout, o.elem);
-    for (const type of MODULE_TYPES) units.push({ layer: l, type, vec: vec[type], elem: elem[type] });
+    if (!scores[l]) throw new Error(`saap: no gradient scores for layer ${l}`);
+    for (const type of MODULE_TYPES) units.push({ layer: l, type, ...scores[l][type] });
   }
   return units;
 }
 
-function plan(ctx: PlanContext<SaapOptions>): StructuralPlan {
+function plan(ctx: PlanContext<SaapOptions, SaapLayerScores>): StructuralPlan {
   const { model, options: o, target } = ctx;
   if (o.sigmaScope === 'layer' && o.allocation === 'ratio') throw new ConfigError(LAYER_SCOPE_WITH_RATIO);
   const L = model.numLayers;
@@ -135,7 +143,7 @@ function plan(ctx: PlanContext<SaapOptions>): StructuralPlan {
   };
 }
 
-export default defineMethod<SaapOptions>({
+export default defineMethod<SaapOptions, MethodReport, SaapLayerScores>({
   name: 'saap',
   displayName: 'SAAP',
   recovery: saapRecovery,
@@ -152,5 +160,6 @@ export default defineMethod<SaapOptions>({
   options,
   kind: 'structured',
   stats: (o) => ({ perLayer: {}, gradients: { fisher: o.elem === 'param_mix' } }),
+  layerScores,
   plan,
 });

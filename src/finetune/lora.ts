@@ -63,14 +63,28 @@ export class LoraAdapter {
     readonly A: tf.Variable<tf.Rank.R2>,
     /** `[r, out]`. */
     readonly B: tf.Variable<tf.Rank.R2>,
-    /** 1 where the base weight is non-zero, `[in, out]`; null when nothing is masked. */
-    readonly mask: tf.Tensor2D | null,
+    /**
+     * 1 where the base weight is non-zero, `[in, out]`; null when nothing is masked. Kept on the
+     * host (bytes) for a streamed model, whose base weights are not on the backend either.
+     */
+    private readonly keptMask: tf.Tensor2D | Uint8Array | null,
     /** Quantised base (QA-LoRA form), null for plain LoRA. */
     readonly quantized: GroupQuantized | null,
   ) {}
 
   get key(): string {
     return adapterKey(this.layer, this.role);
+  }
+
+  get masked(): boolean {
+    return this.keptMask !== null;
+  }
+
+  /** The mask as a tensor: a host-kept one is uploaded, so call inside a tidy. */
+  mask(): tf.Tensor2D | null {
+    const m = this.keptMask;
+    if (m === null || m instanceof tf.Tensor) return m;
+    return tf.tensor2d(Float32Array.from(m), [this.inFeatures, this.outFeatures]);
   }
 
   /** A expanded to act on the raw input: QA-LoRA's pooling is A repeated per group / group size. */
@@ -82,7 +96,8 @@ export class LoraAdapter {
   delta(): tf.Tensor2D {
     return tf.tidy(() => {
       const d = tf.mul(tf.matMul(this.expandedA(), this.B), this.scale) as tf.Tensor2D;
-      return this.mask ? tf.mul(d, this.mask) as tf.Tensor2D : d;
+      const m = this.mask();
+      return m ? tf.mul(d, m) as tf.Tensor2D : d;
     });
   }
 
@@ -91,7 +106,7 @@ export class LoraAdapter {
     return tf.tidy(() => {
       // With a mask the update must be masked elementwise, so it is materialised (r·in·out flops,
       // cheap next to N·in·out whenever r < N).
-      if (this.mask) return tf.matMul(x, this.delta());
+      if (this.masked) return tf.matMul(x, this.delta());
       const xa = this.quantized ? poolGroups(x, this.quantized.groupSize) : x;
       return tf.mul(tf.matMul(tf.matMul(xa, this.A), this.B), this.scale) as tf.Tensor2D;
     });
@@ -100,7 +115,7 @@ export class LoraAdapter {
   dispose(): void {
     this.A.dispose();
     this.B.dispose();
-    this.mask?.dispose();
+    if (this.keptMask instanceof tf.Tensor) this.keptMask.dispose();
   }
 }
 
@@ -136,9 +151,12 @@ export class LoraSet {
       for (let layer = 0; layer < model.numLayers; layer++) {
         const r = spec.ranks[layer];
         if (r === 0) continue;
-        for (const role of spec.targets) {
-          set.byKey.set(adapterKey(layer, role), makeAdapter(model, spec, layer, role, r, spec.alphas[layer] / r));
-        }
+        // Streamed weights: the layer is on the backend while its adapters are made (a quantised base is written back).
+        model.withParts([layer], () => {
+          for (const role of spec.targets) {
+            set.byKey.set(adapterKey(layer, role), makeAdapter(model, spec, layer, role, r, spec.alphas[layer] / r));
+          }
+        });
       }
     } catch (e) {
       set.dispose();
@@ -210,25 +228,27 @@ export class LoraSet {
    */
   merge(model: CausalLM): Map<string, GroupQuantized> {
     const quantized = new Map<string, GroupQuantized>();
-    for (const a of this.adapters) {
+    // Layer by layer: a streamed model's layer is uploaded once for all its adapters, and written back.
+    for (const layer of new Set(this.adapters.map((a) => a.layer))) model.withParts([layer], () => { for (const a of this.adapters.filter((x) => x.layer === layer)) {
       let merged: tf.Tensor2D;
       if (a.quantized) {
         const d = qaLoraGroupDelta(a.A, a.B, a.scale, a.quantized.groupSize, a.inFeatures);
         const qw = mergeIntoBeta(a.quantized, d.dataSync() as Float32Array);
         d.dispose();
-        if (!a.mask) quantized.set(a.key, qw);
+        if (!a.masked) quantized.set(a.key, qw);
         const w = tf.tensor2d(dequantizeHost(qw), [a.inFeatures, a.outFeatures]);
-        merged = a.mask ? tf.tidy(() => tf.mul(w, a.mask as tf.Tensor2D) as tf.Tensor2D) : w;
+        merged = a.masked ? tf.tidy(() => tf.mul(w, a.mask()!) as tf.Tensor2D) : w;
         if (merged !== w) w.dispose();
       } else {
         const base = model.linearParams(a.layer, a.role).weight;
         merged = tf.tidy(() => {
           const w = tf.add(base, a.delta()) as tf.Tensor2D;
-          return a.mask ? tf.mul(w, a.mask) as tf.Tensor2D : w;
+          const m = a.mask();
+          return m ? tf.mul(w, m) as tf.Tensor2D : w;
         });
       }
       model.setLinear(a.layer, a.role, merged);
-    }
+    } });
     this.detach();
     this.dispose();
     return quantized;
@@ -303,7 +323,13 @@ function makeAdapter(model: CausalLM, spec: LoraSpec, layer: number, role: Linea
   }
   const A = trainable(tf.tensor2d(aInit, [fanIn, r]));
   const B = trainable(tf.zeros([r, outF]));
-  return new LoraAdapter(layer, role, r, scale, inF, outF, A, B, mask, quantized);
+  // A streamed model's masks stay on the host, as its weights do: the backend keeps only the adapters.
+  let kept: tf.Tensor2D | Uint8Array | null = mask;
+  if (mask && model.mode === 'streamed') {
+    kept = Uint8Array.from(mask.dataSync());
+    mask.dispose();
+  }
+  return new LoraAdapter(layer, role, r, scale, inF, outF, A, B, kept, quantized);
 }
 
 /** A trainable variable from `init`; the initial tensor is released (the variable holds the data). */

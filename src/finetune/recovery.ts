@@ -5,7 +5,6 @@
  * schedule with a report schema reads the method's report from the pruning report that travels
  * with a pruned checkpoint (`prune_report.json`), validated before use.
  */
-import { assertResident } from '../model/param-provider.ts';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CausalLM } from '../model/causal-lm.ts';
@@ -125,7 +124,6 @@ export function recordOf(recipe: Recipe, layout: TrainingLayout): RecipeRecord {
 }
 
 export function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequest): RecoveryResult {
-  assertResident(model.mode, 'LoRA recovery');
   const { recipe } = req;
   const plan = planRecovery(model, req.schedule, { rank: recipe.rank, alpha: recipe.alpha, pruneReport: req.pruneReport });
   const schedule: FinetuneOptions['schedule'] = plan

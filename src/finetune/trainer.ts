@@ -26,8 +26,10 @@
  *   same backend, because every random draw (data order, dropout masks) comes from saved state.
  *   Resume expects the same base model as the original run (a fresh load): it is checked by a
  *   weight checksum.
+ * - Streamed weights (one layer on the backend): the base stays on the host and the adapters on
+ *   the backend; each micro-batch's gradients come from the layer-wise backward (layer inputs on
+ *   the host, each layer's forward recomputed for its backward), the same numbers as resident.
  */
-import { assertResident } from '../model/param-provider.ts';
 import * as tf from '@tensorflow/tfjs';
 import seedrandom from 'seedrandom';
 import { z } from 'zod';
@@ -37,7 +39,8 @@ import { withFastMatMulGradient } from '../model/matmul-grad.ts';
 import { checkCheckpointSettings, checkpointDue, checkpointToResume, saveCheckpoint, type CheckpointKind, type TrainingState } from '../train/checkpoint.ts';
 import { LR_SCHEDULES, lrAt } from '../train/lr-schedule.ts';
 import { AdamW, clipFactor, globalNorm } from '../train/optimizer.ts';
-import { lossAndGradients } from '../train/step.ts';
+import { lossAndGradients, type TrainBatch } from '../train/step.ts';
+import { layerwiseBackward } from '../model/layer-backward.ts';
 import { SeededOrder, type Cursor } from '../train/window-sampler.ts';
 import { ConfigError } from '../util/errors.ts';
 import { parseOptions } from '../util/options.ts';
@@ -199,13 +202,47 @@ function weightChecksum(model: CausalLM, ranks: readonly number[], targets: read
   const out: number[] = [];
   ranks.forEach((r, layer) => {
     if (r === 0) return;
-    for (const role of targets) {
-      const s = tf.tidy(() => tf.sum(tf.abs(model.linearParams(layer, role).weight)));
-      out.push(s.dataSync()[0]);
-      s.dispose();
-    }
+    model.withParts([layer], () => {
+      for (const role of targets) {
+        const s = tf.tidy(() => tf.sum(tf.abs(model.linearParams(layer, role).weight)));
+        out.push(s.dataSync()[0]);
+        s.dispose();
+      }
+    });
   });
   return out;
+}
+
+/**
+ * `lossAndGradients` for a streamed model, through the layer-wise backward: one micro-batch per
+ * pass (drawn, with its dropout seed, just before it; the seed holds for the recomputed forward),
+ * the same loss (micro-batch token means over `accum`) and gradients summed in the same order.
+ */
+function layerwiseLossAndGradients(model: CausalLM, set: LoraSet, vars: readonly tf.Variable[], accum: number,
+  nextBatch: () => TrainBatch): { loss: number; grads: tf.Tensor[]; tokens: number } {
+  const index = new Map<tf.Tensor, number>(vars.map((v, i) => [v, i]));
+  const byLayer = (l: number) => set.adapters.filter((a) => a.layer === l).flatMap((a) => [a.A, a.B]);
+  const grads: (tf.Tensor | null)[] = vars.map(() => null);
+  let loss = 0;
+  let tokens = 0;
+  for (let k = 0; k < accum; k++) {
+    const batch = nextBatch();
+    const [ids, mask] = Array.isArray(batch) ? [batch, undefined] : [batch.ids, batch.lossMask];
+    const r = layerwiseBackward(model, [{ ids, mask }], {
+      lossDivisor: (_b, count) => Math.max(1, count) * accum,
+      wrt: byLayer,
+      onBatch: (l, g) => byLayer(l).forEach((v, j) => {
+        const i = index.get(v)!;
+        const prev = grads[i];
+        grads[i] = prev ? tf.add(prev, g[j]!) : tf.clone(g[j]!);
+        prev?.dispose();
+      }),
+    });
+    loss += r.loss;
+    tokens += r.tokens;
+  }
+  if (grads.some((g) => g === null)) throw new Error('layer-wise backward: an adapter got no gradient');
+  return { loss, grads: grads as tf.Tensor[], tokens };
 }
 
 /** The recovery trainer's checkpoint state (besides step and fingerprint). */
@@ -222,7 +259,6 @@ const CHECKPOINT: CheckpointKind = { format: 'prunelab-lora-trainer', label: 're
  * them into its weights. The model's previous `linearHook` is restored at the end.
  */
 export function finetune(model: CausalLM, options: FinetuneOptions): FinetuneResult {
-  assertResident(model.mode, 'LoRA fine-tuning (finetune, recovery)');
   // Attention, output head and RoPE products train through the fast explicit-transpose gradient.
   return withFastMatMulGradient(() => finetuneImpl(model, options));
 }
@@ -311,11 +347,14 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
     while (step < stopAt) {
       step += 1;
       const lr = lrAt(step, { lr: cfg.lr, steps, warmupSteps, minLrRatio: cfg.minLrRatio, kind: cfg.lrSchedule });
-      const { loss, grads: gList, tokens } = lossAndGradients(model, vars, cfg.gradAccum, () => {
+      const nextBatch = () => {
         const batch = dataset.batch(order.next(cfg.microBatchSize).map((v) => v.item));
         set.dropoutSeed = rng.int32();
         return batch;
-      });
+      };
+      const { loss, grads: gList, tokens } = model.mode === 'streamed'
+        ? layerwiseLossAndGradients(model, set, vars, cfg.gradAccum, nextBatch)
+        : lossAndGradients(model, vars, cfg.gradAccum, nextBatch);
       const gradNorm = globalNorm(gList);
       const clip = clipFactor(gradNorm, cfg.maxGradNorm);
       adam.step(gList, lr, clip);

@@ -80,6 +80,11 @@ export class CausalLM {
    * gather's gradient (UnsortedSegmentSum) has no WebAssembly kernel. Off by default (plain gather).
    */
   differentiableEmbedding = false;
+  /**
+   * Called at the end of every `withParts` call, while its parts are still on the backend: where a
+   * streamed model's working set peaks, so the pruning report samples backend memory there.
+   */
+  onWorkingSet: (() => void) | null = null;
 
   /** Where the weights live (resident on the backend, or streamed from the host one part at a time). */
   readonly weights: ParamProvider;
@@ -119,8 +124,12 @@ export class CausalLM {
       const r = fn();
       if (r instanceof Promise) {
         pending = true;
-        return r.finally(releaseAll) as T;
+        return r.finally(() => {
+          this.onWorkingSet?.();
+          releaseAll();
+        }) as T;
       }
+      this.onWorkingSet?.();
       return r;
     } finally {
       if (!pending) releaseAll();

@@ -52,8 +52,9 @@ export interface ParamProvider {
 }
 
 /**
- * Refuse work that needs every weight on the backend at once (gradients through the whole model,
- * worker threads with their own copy) when the weights are streamed; `what` names the work.
+ * Refuse work that needs every weight on the backend at once (worker threads with their own copy
+ * of the model) when the weights are streamed; `what` names the work. Gradients do not: they go
+ * through the layer-wise backward (layer-backward.ts).
  */
 export function assertResident(mode: ExecutionMode, what: string): void {
   if (mode === 'resident') return;

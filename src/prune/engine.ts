@@ -9,14 +9,15 @@ import type { LinearRole, TapName } from '../model/family.ts';
 import { countParameters } from '../model/count.ts';
 import { modelView, type ModelView } from '../model/view.ts';
 import type {
-  InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, MethodReport, OperatorDecision, PruneTarget, PruningMethod, StructuralPlan, StructuredMethod,
+  GradientRequest, InputMode, LayerStats, LayerStatsRequest, LayerwiseMethod, LinearWithGradient, MethodReport, OperatorDecision, PruneTarget,
+  PruningMethod, StructuralPlan, StructuredMethod,
 } from './method.ts';
 import { checkTarget, validatePlan } from './contract.ts';
 import { moduleOf } from './registry.ts';
 import { embedWindows, type HiddenStates } from './stats.ts';
 import { readLinear, writeLinear } from './linear-io.ts';
 import { addBias, removeFfnChannels, removeKvGroups } from './surgery.ts';
-import { linearGradients } from './gradients.ts';
+import { layerGradients } from './gradients.ts';
 import { buildReport, type PruneReport } from './report.ts';
 import { ConfigError } from '../util/errors.ts';
 import { pruneLayersParallel } from './parallel.ts';
@@ -236,6 +237,10 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   const sreq = m.stats(req.options);
   const needsPass = statsNeedData(sreq.perLayer) || sreq.blockDistance !== undefined;
   if ((needsPass || sreq.gradients) && req.windows.length === 0) throw new ConfigError(`method '${req.method.name}' needs calibration data (--calib FILE, or calibration: in an experiment)`);
+  // Checked before any pass: whole-model gradients are never kept, so a method must reduce each layer's.
+  if (sreq.gradients && !m.layerScores) {
+    throw new Error(`method '${req.method.name}' asks for gradients in stats() but defines no layerScores(ctx) to reduce one layer's gradients to its scores (see src/prune/method.ts)`);
+  }
   if (req.workers !== undefined && workerCount(req.workers) > 1) {
     throw new ConfigError(`method '${req.method.name}' is structured: it plans all layers at once; workers > 1 applies to layer-wise methods only`);
   }
@@ -259,11 +264,11 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
   } else {
     for (let i = 0; i < model.numLayers; i++) stats.push({});
   }
-  const gradients = sreq.gradients ? linearGradients(model, req.windows, sreq.gradients) : undefined;
   const view = modelView(model);
+  const layerScores = sreq.gradients ? gradientScores(model, req, m, sreq.gradients, view) : undefined;
   const planAt = async (sparsity: number, planLog: (msg: string) => void) => {
     const p = await m.plan({
-      model: view, options: req.options, target: { ...req.target, sparsity }, log: planLog, stats, blockDistance: distance, gradients,
+      model: view, options: req.options, target: { ...req.target, sparsity }, log: planLog, stats, blockDistance: distance, layerScores,
       weight: (layer, role) => {
         const h = readLinear(model, layer, role);
         return { data: h.data, rows: h.rows, cols: h.cols };
@@ -292,6 +297,25 @@ async function pruneStructured<O, R extends MethodReport>(model: CausalLM, req: 
     perLayer.push({ layer: i, before, after: { ...model.config.layers[i] } });
   }));
   return { report: plan.report, budget };
+}
+
+/**
+ * Each layer's gradients reduced by the method's `layerScores` as soon as they are complete (last
+ * layer first); the gradients are dropped after, so only the scores of every layer are kept.
+ */
+function gradientScores<O, R extends MethodReport>(model: CausalLM, req: PruneRequest<O, R>, m: StructuredMethod<O, R>, greq: GradientRequest,
+  view: ModelView): unknown[] {
+  const reduce = m.layerScores!.bind(m);
+  const scores = new Array<unknown>(model.numLayers);
+  layerGradients(model, req.windows, greq, (layer, grads) => {
+    const linears: Partial<Record<LinearRole, LinearWithGradient>> = {};
+    for (const [role, g] of Object.entries(grads) as [LinearRole, LinearWithGradient][]) {
+      const w = readLinear(model, layer, role);
+      linears[role] = { ...g, weight: w.data, rows: w.rows, cols: w.cols };
+    }
+    scores[layer] = reduce({ model: view, options: req.options, log: req.log ?? (() => {}), layer, linears });
+  });
+  return scores;
 }
 
 /** A layer range is for layer-wise methods run in process, and must lie inside the model. */
@@ -325,15 +349,22 @@ export async function pruneModel<O, R extends MethodReport = MethodReport>(model
   let mode: InputMode | 'global';
   let threadsUsed: number | undefined;
   if (req.layers) checkLayerRange(req.layers, model.numLayers, m.kind === 'layerwise' ? (req.workers ?? 1) : null, m.name);
-  if (m.kind === 'layerwise') {
-    mode = req.mode ?? m.defaultMode(req.options);
-    threadsUsed = await pruneLayerwise(model, wrapped, m, mode, perLayer);
-  } else {
-    if (req.mode === 'sequential') {
-      throw new ConfigError(`method '${m.name}' decides all layers from one dense calibration pass; --mode sequential does not apply`);
+  // Streamed weights are on the backend only inside withParts: sample there too.
+  const previousWatch = model.onWorkingSet;
+  model.onWorkingSet = () => { sample(); previousWatch?.(); };
+  try {
+    if (m.kind === 'layerwise') {
+      mode = req.mode ?? m.defaultMode(req.options);
+      threadsUsed = await pruneLayerwise(model, wrapped, m, mode, perLayer);
+    } else {
+      if (req.mode === 'sequential') {
+        throw new ConfigError(`method '${m.name}' decides all layers from one dense calibration pass; --mode sequential does not apply`);
+      }
+      mode = 'global';
+      ({ report: methodReport, budget } = await pruneStructured(model, wrapped, m, perLayer));
     }
-    mode = 'global';
-    ({ report: methodReport, budget } = await pruneStructured(model, wrapped, m, perLayer));
+  } finally {
+    model.onWorkingSet = previousWatch;
   }
   sample();
   return buildReport(model, {

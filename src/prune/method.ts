@@ -8,8 +8,10 @@
  *   layer, groups of operators that share an input; the method returns masks (and optionally
  *   updated weights) per operator.
  * - `structured`: methods that remove FFN channels and/or key/value head groups. The engine
- *   gathers per-layer statistics in one dense calibration pass (plus gradients if asked), the
- *   method returns a plan for all layers at once, and shared surgery applies it.
+ *   gathers per-layer statistics in one dense calibration pass (plus gradients if asked: each
+ *   layer's gradients are handed to the method's `layerScores` as soon as they are complete and
+ *   freed after it, so only the small per-layer scores are kept), the method returns a plan for
+ *   all layers at once, and shared surgery applies it.
  *
  * Around that, a method declares its metadata (display name, granularity, options), optional
  * per-run state (`setup`, called once per run and per worker thread) and optionally its own
@@ -160,6 +162,24 @@ export interface LinearGradient {
   fisher?: Float32Array;
 }
 
+/** A linear with its gradients, HF `[rows = out, cols = in]` row-major. */
+export interface LinearWithGradient extends LinearGradient {
+  weight: Float32Array;
+  rows: number;
+  cols: number;
+}
+
+/**
+ * What `layerScores` sees: one layer's linears with their complete gradients (over every
+ * calibration window). No target: the scores must not depend on it (a budget re-plans the same
+ * scores at many sparsities).
+ */
+export interface LayerGradientContext<O> extends Omit<MethodContext<O>, 'target'> {
+  layer: number;
+  /** Every linear of the layer; the arrays are valid during the call only (freed after it). */
+  linears: Partial<Record<LinearRole, LinearWithGradient>>;
+}
+
 export interface StructuredStatsRequest {
   perLayer: LayerStatsRequest;
   /** Per-block distance between block input and output (CFSP). */
@@ -167,20 +187,27 @@ export interface StructuredStatsRequest {
   gradients?: GradientRequest;
 }
 
-export interface PlanContext<O> extends MethodContext<O> {
+export interface PlanContext<O, S = unknown> extends MethodContext<O> {
   stats: LayerStats[];
   /** Mean per-token block distance per layer, when requested. */
   blockDistance?: Float64Array;
-  /** Per layer, per role (only when requested). */
-  gradients?: Partial<Record<LinearRole, LinearGradient>>[];
+  /** What `layerScores` returned, per layer (only when gradients were requested). */
+  layerScores?: S[];
   /** Host copy of a linear weight in HF orientation. */
   weight(layer: number, role: LinearRole): { data: Float32Array; rows: number; cols: number };
 }
 
-export interface StructuredMethod<O, R extends MethodReport = MethodReport> {
+export interface StructuredMethod<O, R extends MethodReport = MethodReport, S = unknown> {
   kind: 'structured';
   stats(options: O): StructuredStatsRequest;
-  plan(ctx: PlanContext<O>): StructuralPlan<R> | Promise<StructuralPlan<R>>;
+  /**
+   * Required when `stats` asks for gradients: reduce one layer's gradients to what `plan` needs
+   * (e.g. group scores). Called once per layer, last layer first, as soon as that layer's
+   * gradients are complete; the engine frees them after the call, so the whole-model gradients
+   * never exist at once (streamed models: one layer on the backend, one layer's gradients on the host).
+   */
+  layerScores?(ctx: LayerGradientContext<O>): S;
+  plan(ctx: PlanContext<O, S>): StructuralPlan<R> | Promise<StructuralPlan<R>>;
 }
 
 /** Group fake-quantisation of the frozen base during recovery (QA-LoRA style). */
@@ -260,10 +287,11 @@ export interface MethodMeta<O, R> {
 
 /**
  * A pruning method: options `O`, report `R` (structured methods' plan report, read by its own
- * recovery schedule), per-run state `S` (layer-wise methods).
+ * recovery schedule), and `S`: per-run state (layer-wise methods) or the per-layer gradient
+ * scores `layerScores` returns (structured methods).
  */
 export type PruningMethod<O = unknown, R extends MethodReport = MethodReport, S = unknown> =
-  MethodMeta<O, R> & (LayerwiseMethod<O, S> | StructuredMethod<O, R>);
+  MethodMeta<O, R> & (LayerwiseMethod<O, S> | StructuredMethod<O, R, S>);
 
 /** Identity helper that keeps the option, report and state types when a plug-in declares itself. */
 export function defineMethod<O, R extends MethodReport = MethodReport, S = unknown>(m: PruningMethod<O, R, S>): PruningMethod<O, R, S> {

@@ -146,13 +146,12 @@ export function layerGroupScores(linears: LayerLinears, layout: CouplingLayout, 
   };
 }
 
-/** Weights of linears `roles` of `layer`, with gradients (and Fisher) where the engine computed them. */
-export function linearInputs(ctx: Pick<PlanContext<unknown>, 'weight' | 'gradients'>, layer: number, roles: readonly LinearRole[]): LayerLinears {
+/** Weights of linears `roles` of `layer` (magnitude importances; Taylor ones get gradients through `layerScores`). */
+export function linearInputs(ctx: Pick<PlanContext<unknown>, 'weight'>, layer: number, roles: readonly LinearRole[]): LayerLinears {
   const out: LayerLinears = {};
   for (const role of roles) {
     const w = ctx.weight(layer, role);
-    const g = ctx.gradients?.[layer]?.[role];
-    out[role] = { weight: w.data, rows: w.rows, cols: w.cols, grad: g?.grad, fisher: g?.fisher };
+    out[role] = { weight: w.data, rows: w.rows, cols: w.cols };
   }
   return out;
 }

@@ -128,12 +128,16 @@ function handCtx(raw: Record<string, unknown>, sparsity: number): { m: Structure
     return g;
   });
   const options = parseMethodOptions(llmPruner, raw);
+  const m = llmPruner as StructuredMethod<unknown>;
+  const weight = () => ({ data: ones(), rows: 2, cols: 2 });
+  // As the engine does: each layer's gradients reduced by layerScores, then one plan from the scores.
+  const layerScores = m.stats(options).gradients ? gradients.map((g, layer) => m.layerScores!({
+    model, options, log: () => {}, layer,
+    linears: Object.fromEntries(Object.entries(g).map(([role, lg]) => [role, { ...lg, weight: ones(), rows: 2, cols: 2 }])),
+  })) : undefined;
   return {
-    m: llmPruner as StructuredMethod<unknown>,
-    ctx: {
-      model, options, target: { sparsity, pattern: { kind: 'unstructured' } }, log: () => {}, stats: [{}, {}], gradients,
-      weight: () => ({ data: ones(), rows: 2, cols: 2 }),
-    },
+    m,
+    ctx: { model, options, target: { sparsity, pattern: { kind: 'unstructured' } }, log: () => {}, stats: [{}, {}], layerScores, weight },
   };
 }
 
