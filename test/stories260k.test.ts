@@ -24,7 +24,7 @@ describe('stories260K', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => 
     const { model } = loadModel(STORIES_BIN);
     const tok = await loadTokenizer(STORIES_TOK);
     const before = tf.memory().numTensors;
-    const r = generate(model, [1], { maxNewTokens: 40, greedy: true });
+    const r = await generate(model, [1], { maxNewTokens: 40, greedy: true });
     assert.equal(tf.memory().numTensors, before, 'generate leaked tensors');
     const text = tok.decode(r.ids);
     assert.ok(text.startsWith(GOLDEN), `got: ${JSON.stringify(text)}`);
