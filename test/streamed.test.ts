@@ -73,7 +73,7 @@ const PER_LAYER_METHODS = ['magnitude', 'wanda', 'sparsegpt', 'fistapruner', 'ds
 describe('streamed weights (synthetic model)', () => {
   before(setupBackend);
 
-  it('a streamed model keeps no weight on the backend between calls, and scores the same perplexity', () => {
+  it('a streamed model keeps no weight on the backend between calls, and scores the same perplexity', async () => {
     const t0 = tf.memory().numTensors;
     const { resident, streamed } = pair();
     assert.equal(streamed.mode, 'streamed');
@@ -81,9 +81,9 @@ describe('streamed weights (synthetic model)', () => {
     const tResident = tf.memory().numTensors;
     assert.ok(tResident > t0, 'the resident model holds its tensors');
     const ws = windows(5, 16);
-    const a = meanTokenNll(resident, ws, 2);
+    const a = await meanTokenNll(resident, ws, 2);
     const countBefore = tf.memory().numTensors;
-    const b = meanTokenNll(streamed, ws, 2);
+    const b = await meanTokenNll(streamed, ws, 2);
     assert.equal(tf.memory().numTensors, countBefore, 'the streamed pass leaves nothing on the backend');
     assert.equal(a.tokens, b.tokens);
     assertRelClose(b.nll, a.nll, 'mean NLL');
@@ -128,7 +128,7 @@ describe('streamed weights (synthetic model)', () => {
       assert.deepEqual(rb.removed, ra.removed);
       assertSameWeights(resident.toNamedTensors(), streamed.toNamedTensors(), name);
       const ws = windows(3, 16, 5);
-      assertRelClose(meanTokenNll(streamed, ws, 2).nll, meanTokenNll(resident, ws, 2).nll, `${name} NLL`);
+      assertRelClose((await meanTokenNll(streamed, ws, 2)).nll, (await meanTokenNll(resident, ws, 2)).nll, `${name} NLL`);
       resident.dispose();
       streamed.dispose();
     });
@@ -208,14 +208,14 @@ describe('streamed weights (stories260K, forced by a tiny --device-memory)', { s
       assert.equal(streamed.mode, 'streamed');
       const opts = { seqlen: 128, maxWindows: 6 };
       if (name === 'wanda') {
-        assertRelClose(perplexityOfText(streamed, tokenizer, text, opts).ppl, perplexityOfText(resident, tokenizer, text, opts).ppl, 'dense ppl');
+        assertRelClose((await perplexityOfText(streamed, tokenizer, text, opts)).ppl, (await perplexityOfText(resident, tokenizer, text, opts)).ppl, 'dense ppl');
       }
       const method = await resolveMethod(name);
       const req = { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } } as const, windows: calib.windows };
       await pruneModel(resident, req);
       await pruneModel(streamed, req);
       assertSameWeights(resident.toNamedTensors(), streamed.toNamedTensors(), name);
-      assertRelClose(perplexityOfText(streamed, tokenizer, text, opts).ppl, perplexityOfText(resident, tokenizer, text, opts).ppl, `${name} ppl`);
+      assertRelClose((await perplexityOfText(streamed, tokenizer, text, opts)).ppl, (await perplexityOfText(resident, tokenizer, text, opts)).ppl, `${name} ppl`);
       resident.dispose();
       streamed.dispose();
     }

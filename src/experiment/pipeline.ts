@@ -146,7 +146,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     if ('recipe' in run.recovery) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
       const t0 = performance.now();
-      const r = recover(model, tokenizer, {
+      const r = await recover(model, tokenizer, {
         schedule: await resolveRecoverySchedule(run.recovery.schedule), recipe: run.recovery.recipe,
         data: run.recovery.data, seed: run.seed, pruneReport: report ?? undefined,
       });
@@ -160,7 +160,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     const t0 = performance.now();
     const perplexity: RunResult['perplexity'] = {};
     for (const p of run.evaluations.perplexity) {
-      const r = perplexityOfText(model, tokenizer, p.text, { seqlen: p.seqlen, maxWindows: p.maxWindows });
+      const r = await perplexityOfText(model, tokenizer, p.text, { seqlen: p.seqlen, maxWindows: p.maxWindows });
       perplexity[p.id] = { ppl: r.ppl, windows: r.windows, protocol: r.protocol };
     }
     const zeroshot: RunResult['zeroshot'] = {};

@@ -124,7 +124,7 @@ export function recordOf(recipe: Recipe, layout: TrainingLayout): RecipeRecord {
   };
 }
 
-export function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequest): RecoveryResult {
+export async function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequest): Promise<RecoveryResult> {
   assertResident(model.mode, 'LoRA recovery');
   const { recipe } = req;
   const plan = planRecovery(model, req.schedule, { rank: recipe.rank, alpha: recipe.alpha, pruneReport: req.pruneReport });
@@ -132,7 +132,7 @@ export function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequ
     ? { name: req.schedule.name, ranks: plan.ranks, alphas: plan.alphas, quant: plan.quant, allocation: plan.allocation }
     : UNIFORM_SCHEDULE;
   const { targets, skipped } = targetsOf(recipe, plan);
-  const result = finetune(model, {
+  const result = await finetune(model, {
     data: recoveryData(recipe, req.data, tokenizer),
     schedule, ...trainerSettings(recipe), seed: req.seed,
     ...(targets ? { targets } : {}),
