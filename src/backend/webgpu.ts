@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { ResourceError } from '../util/errors.ts';
-import { noteKernel } from './yield.ts';
+import { noteKernel, YIELD_EVERY } from './yield.ts';
 import { deviceLostError, hookDawnScheduling, mapReadSync, type LossRecord } from './webgpu-sync.ts';
 
 /** The adapter a run used, recorded beside the backend in every result. */
@@ -240,8 +240,10 @@ function countBindGroups(device: GPUDevice, adapter: WebGPUAdapter): void {
       throw new ResourceError(
         `this computation dispatched more than ${SOFTWARE_BIND_GROUPS_PER_TURN.toLocaleString('en-US')} GPU kernels without a pause, ` +
           `the most the software adapter ${describeAdapter(adapter)} survives: Node frees WebGPU objects only between event-loop turns, ` +
-          'and the driver runs out of memory mappings (vm.max_map_count) before that. Use fewer windows or tokens per command ' +
-          '(--max-windows, --new-tokens, --limit), or --backend wasm, which is faster on a CPU anyway.');
+          'and the driver runs out of memory mappings (vm.max_map_count) before that. PruneLab\'s long loops pause once ' +
+          `${YIELD_EVERY.toLocaleString('en-US')} kernels have piled up, so one step of this command dispatches that many on its own ` +
+          'or a loop does not pause: please report the command line. Meanwhile use smaller steps (--seqlen, --nsamples, --batch-size) or --backend wasm, ' +
+          'which is faster on a CPU anyway.');
     }
     return create(descriptor);
   };
