@@ -96,7 +96,7 @@ describe('checkpoint and input errors', { skip: HAVE_SHARED ? false : NO_SHARED_
     const tok = await loadTokenizer(shared('models/stories260K/tok512.bin'));
     const file = path.join(tmpDir('short'), 'short.txt');
     fs.writeFileSync(file, 'Once upon a time.');
-    assert.throws(() => perplexityOfText(model, tok, file, { seqlen: 128 }), (e: Error) =>
+    await assert.rejects(() => perplexityOfText(model, tok, file, { seqlen: 128 }), (e: Error) =>
       e instanceof DataError && e.message.includes('short.txt') && e.message.includes('shorter than one window'));
     model.dispose();
   });

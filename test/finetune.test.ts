@@ -92,7 +92,7 @@ describe('recovery fine-tuning (stories260K, TinyStories sample)', { skip: HAVE_
     let zeros: boolean[][];
     let tensorsBefore = 0;
     const progress: number[] = [];
-    before(() => {
+    before(async () => {
       model = loadModel(STORIES_BIN).model;
       prune50(model);
       zeros = [];
@@ -100,7 +100,7 @@ describe('recovery fine-tuning (stories260K, TinyStories sample)', { skip: HAVE_
         for (const r of ROLES) zeros.push(Array.from(model.linearParams(l, r).weight.dataSync(), (v) => v === 0));
       }
       tensorsBefore = tf.memory().numTensors;
-      result = finetune(model, {
+      result = await finetune(model, {
         data: text, steps: 24, lr: 5e-3, warmupSteps: 2, seqLen: 64, microBatchSize: 4,
         maxHeldOutWindows: 16, seed: 1, onProgress: (p) => progress.push(p.step),
       });
@@ -140,10 +140,10 @@ describe('recovery fine-tuning (stories260K, TinyStories sample)', { skip: HAVE_
     });
   });
 
-  it('after training steps, unmerged adapters and merged weights give the same logits', () => {
+  it('after training steps, unmerged adapters and merged weights give the same logits', async () => {
     const { model } = loadModel(STORIES_BIN);
     const base = logits(model);
-    const r = finetune(model, { data: text, steps: 3, lr: 1e-2, warmupSteps: 0, seqLen: 32, microBatchSize: 2, maxHeldOutWindows: 2, merge: false });
+    const r = await finetune(model, { data: text, steps: 3, lr: 1e-2, warmupSteps: 0, seqLen: 32, microBatchSize: 2, maxHeldOutWindows: 2, merge: false });
     const set = r.adapters;
     assert.ok(set);
     assert.ok(set.adapters.every((a) => a.B.dataSync().some((v) => v !== 0)), 'B should be non-zero after training');
@@ -155,10 +155,10 @@ describe('recovery fine-tuning (stories260K, TinyStories sample)', { skip: HAVE_
     model.dispose();
   });
 
-  it('SAAP: fake-quantised base + QA-LoRA adapters equal the merged model; quantised export matches', () => {
+  it('SAAP: fake-quantised base + QA-LoRA adapters equal the merged model; quantised export matches', async () => {
     const original = loadModel(STORIES_BIN).model;
     const { model } = loadModel(STORIES_BIN);
-    const r = finetune(model, {
+    const r = await finetune(model, {
       data: text, schedule: { name: 'group-quant', ranks: [8, 8, 8, 8, 8], alphas: [16, 16, 16, 16, 16], quant: { bits: 4, groupSize: 4 }, allocation: 'uniform' }, steps: 3, lr: 1e-2, warmupSteps: 0,
       seqLen: 32, microBatchSize: 2, maxHeldOutWindows: 2, merge: false,
     });
@@ -183,7 +183,7 @@ describe('recovery fine-tuning (stories260K, TinyStories sample)', { skip: HAVE_
     model.dispose();
   });
 
-  it('resume: stop at step 3 of 6, resume in a fresh run → the same losses, bit for bit', () => {
+  it('resume: stop at step 3 of 6, resume in a fresh run → the same losses, bit for bit', async () => {
     // A small token corpus so the 6 steps wrap around epochs (data cursor) with dropout (RNG state).
     const { text: lines, tokenizer } = text as { text: string[]; tokenizer: Tokenizer };
     const data: FinetuneData = { tokens: tokenizer.encode(lines[0], { addBos: true }).slice(0, 320) };
@@ -192,19 +192,19 @@ describe('recovery fine-tuning (stories260K, TinyStories sample)', { skip: HAVE_
       heldOutFraction: 0.25, maxHeldOutWindows: 2, seed: 3, rank: 4,
     };
     const full = loadModel(STORIES_BIN).model;
-    const ref = finetune(full, common);
+    const ref = await finetune(full, common);
     assert.ok(ref.trainWindows * 2 < 6 * 4, 'the run should cross epoch boundaries');
 
     const dir = path.join(tmpDir('resume'), 'ckpt');
     const first = loadModel(STORIES_BIN).model;
-    const r1 = finetune(first, { ...common, checkpointDir: dir, checkpointEvery: 3, stopAfterStep: 3 });
+    const r1 = await finetune(first, { ...common, checkpointDir: dir, checkpointEvery: 3, stopAfterStep: 3 });
     assert.equal(r1.completed, false);
     assert.equal(r1.step, 3);
     first.dispose();
     assert.deepEqual(fs.readdirSync(dir).sort(), ['state-3.safetensors', 'state.json']);
 
     const second = loadModel(STORIES_BIN).model;
-    const r2 = finetune(second, { ...common, checkpointDir: dir, checkpointEvery: 3, resume: true });
+    const r2 = await finetune(second, { ...common, checkpointDir: dir, checkpointEvery: 3, resume: true });
     assert.equal(r2.resumedFromStep, 3);
     assert.equal(r2.completed, true);
     assert.deepEqual(r2.log.slice(3), ref.log.slice(3));
@@ -214,19 +214,19 @@ describe('recovery fine-tuning (stories260K, TinyStories sample)', { skip: HAVE_
 
     // A checkpoint made with other settings is refused, naming what differs.
     const third = loadModel(STORIES_BIN).model;
-    assert.throws(() => finetune(third, { ...common, lr: 1e-3, checkpointDir: dir, resume: true }),
+    await assert.rejects(() => finetune(third, { ...common, lr: 1e-3, checkpointDir: dir, resume: true }),
       (e: Error) => e instanceof ConfigError && /lr \(checkpoint 0.005, now 0.001\)/.test(e.message));
     [full, second, third].forEach((m) => m.dispose());
   });
 
-  it('rejects unknown options and inconsistent settings with a ConfigError', () => {
+  it('rejects unknown options and inconsistent settings with a ConfigError', async () => {
     const { model } = loadModel(STORIES_BIN);
     const bad = { data: text, steps: 2, learningRate: 1 } as unknown as Parameters<typeof finetune>[1];
-    assert.throws(() => finetune(model, bad), (e: Error) => e instanceof ConfigError && /learningRate/.test(e.message));
-    assert.throws(() => finetune(model, { data: text, steps: 2, resume: true }), ConfigError);
-    assert.throws(() => finetune(model, { data: text, steps: 2, schedule: { name: 'two', ranks: [1, 2], alphas: [1, 2], quant: null, allocation: 'importance' } }),
+    await assert.rejects(() => finetune(model, bad), (e: Error) => e instanceof ConfigError && /learningRate/.test(e.message));
+    await assert.rejects(() => finetune(model, { data: text, steps: 2, resume: true }), ConfigError);
+    await assert.rejects(() => finetune(model, { data: text, steps: 2, schedule: { name: 'two', ranks: [1, 2], alphas: [1, 2], quant: null, allocation: 'importance' } }),
       (e: Error) => e instanceof ConfigError && /2 ranks and 2 alphas for 5 layers/.test(e.message));
-    assert.throws(() => finetune(model, { data: { tokens: [1, 2, 3] }, steps: 2, seqLen: 8 }), /corpus too small/);
+    await assert.rejects(() => finetune(model, { data: { tokens: [1, 2, 3] }, steps: 2, seqLen: 8 }), /corpus too small/);
     assert.equal(model.linearHook, null);
     model.dispose();
   });

@@ -46,7 +46,7 @@ test('perplexity on stories260K: 1, 2 and 3 worker threads give the in-process n
   const { model } = loadModel(STORIES_BIN);
   const before = tf.memory().numTensors;
   // seqlen 256: the documented dense number (60 windows, 4 batches of up to 16).
-  const dense = perplexityOfTokens(model, ids, TEXT, tok.id, { seqlen: 256 });
+  const dense = await perplexityOfTokens(model, ids, TEXT, tok.id, { seqlen: 256 });
   assert.ok(Math.abs(dense.ppl - 5.7351) < 1e-4, `dense ppl ${dense.ppl}`);
   const two = await perplexityOfTokensParallel(model, ids, TEXT, tok.id, { seqlen: 256, threads: 2 });
   assert.equal(two.threadsUsed, 2);
@@ -54,7 +54,7 @@ test('perplexity on stories260K: 1, 2 and 3 worker threads give the in-process n
   assert.equal(two.tokens, dense.tokens);
   // More batches than threads, an uneven last batch: dynamic scheduling, same sums in batch order.
   const opts = { seqlen: 128, maxWindows: 11, batchSize: 2 };
-  const ref = perplexityOfTokens(model, ids, TEXT, tok.id, opts);
+  const ref = await perplexityOfTokens(model, ids, TEXT, tok.id, opts);
   for (const threads of [1, 3]) {
     const r = await perplexityOfTokensParallel(model, ids, TEXT, tok.id, { ...opts, threads });
     assert.equal(r.threadsUsed, threads);

@@ -26,7 +26,7 @@ const FIXTURES: [string, number][] = [
 describe('golden HF fixtures', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
   before(setupBackend);
   for (const [name, tol] of FIXTURES) {
-    it(`${name}: logits, mean NLL and greedy tokens match reference.json`, () => {
+    it(`${name}: logits, mean NLL and greedy tokens match reference.json`, async () => {
       const dir = shared('golden', name);
       const ref = JSON.parse(fs.readFileSync(`${dir}/reference.json`, 'utf8')) as Reference;
       const { model } = loadModel(dir);
@@ -50,7 +50,7 @@ describe('golden HF fixtures', { skip: HAVE_SHARED ? false : NO_SHARED_REASON },
         if (seq.length === 33) rows33 = asRows;
         logits.dispose();
         assert.deepEqual(greedyNoCache(model, seq.input_ids, 8), seq.greedy_continuation, `${name} greedy (no cache)`);
-        const cached = generate(model, seq.input_ids, { maxNewTokens: 8, greedy: true });
+        const cached = await generate(model, seq.input_ids, { maxNewTokens: 8, greedy: true });
         assert.deepEqual(cached.newIds, seq.greedy_continuation, `${name} greedy (KV cache)`);
       }
       // Causality: the 7-token run equals the first 7 rows of the 33-token run (fp32 noise only).

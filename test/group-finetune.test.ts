@@ -32,13 +32,13 @@ const IDS = [[1, 5, 9, 14, 3, 22, 7, 30, 2, 11], [1, 40, 41, 8, 8, 19, 27, 4, 33
 describe('quantised export', () => {
   before(setupBackend);
 
-  it('written, reloaded, equal to the merged model: packed codes, partial groups (FFN 44 = 32 + 12), a masked linear kept fp32', () => {
+  it('written, reloaded, equal to the merged model: packed codes, partial groups (FFN 44 = 32 + 12), a masked linear kept fp32', async () => {
     const model = buildSyntheticLlama({ hidden: 32, layers: 2, heads: 4, kvHeads: 2, ffn: 44, vocab: 48, seed: 4 });
     // Half of layer 1's up weights zero: its mask survives the merge, so it cannot be codes.
     const w = model.linearParams(1, 'up').weight;
     model.setLinear(1, 'up', tf.tidy(() => tf.mul(w, tf.cast(tf.greater(tf.randomUniform(w.shape, 0, 1, 'float32', 1), 0.5), 'float32')) as tf.Tensor2D));
     const tokens = Array.from({ length: 600 }, (_, i) => 1 + ((i * 7 + (i >> 3)) % 47));
-    const r = finetune(model, {
+    const r = await finetune(model, {
       data: { tokens }, schedule: { name: 'group', ranks: [4, 4], alphas: [8, 8], quant: { bits: 4, groupSize: 32 }, allocation: 'uniform' },
       steps: 3, lr: 1e-2, warmupSteps: 0, seqLen: 32, microBatchSize: 2,
     });
@@ -72,9 +72,9 @@ describe('quantised export', () => {
     model.dispose();
   });
 
-  it('a damaged export is refused, naming the file and the tensor', () => {
+  it('a damaged export is refused, naming the file and the tensor', async () => {
     const model = buildSyntheticLlama({ hidden: 32, layers: 1, heads: 4, kvHeads: 2, ffn: 40, vocab: 48, seed: 4 });
-    const r = finetune(model, {
+    const r = await finetune(model, {
       data: { tokens: Array.from({ length: 300 }, (_, i) => 1 + (i % 47)) }, schedule: { name: 'group', ranks: [2], alphas: [4], quant: { bits: 4, groupSize: 32 }, allocation: 'uniform' },
       steps: 1, seqLen: 32, microBatchSize: 2,
     });
@@ -112,7 +112,7 @@ describe('SAAP recovery on stories260K pruned 20 % by SAAP', { skip: HAVE_SHARED
     fs.writeFileSync(path.join(pruned, 'prune_report.json'), JSON.stringify(report));
 
     const recipe = resolveRecipe({ schedule: 'saap', steps: 2, seqlen: 64, lr: 3e-3 });
-    const r = recover(model, tok, { schedule: await resolveRecoverySchedule('saap'), recipe, data: text, seed: 0, pruneReport: report });
+    const r = await recover(model, tok, { schedule: await resolveRecoverySchedule('saap'), recipe, data: text, seed: 0, pruneReport: report });
     assert.deepEqual(r.skippedTargets, []);
     assert.equal(r.evaluated, 'int4-dequantized');
     assert.ok(r.quantized);
@@ -125,14 +125,14 @@ describe('SAAP recovery on stories260K pruned 20 % by SAAP', { skip: HAVE_SHARED
     const f = runCli(['finetune', '--model', pruned, '--tokenizer', STORIES_TOK, '--data', text, '--schedule', 'saap', '--steps', '2', '--seqlen', '64', '--lr', '3e-3', '--out', out], 300_000);
     assert.equal(f.status, 0, f.stderr);
     assert.deepEqual([f.json?.skippedTargets, f.json?.evaluated, f.json?.quantizedOut], [[], 'int4-dequantized', path.join(out, 'quantized')]);
-    const ppl = (p: string) => {
+    const ppl = async (p: string) => {
       const { model: m } = loadModel(p);
-      const v = perplexityOfText(m, tok, text, { seqlen: 128, maxWindows: 8 }).ppl;
+      const v = (await perplexityOfText(m, tok, text, { seqlen: 128, maxWindows: 8 })).ppl;
       m.dispose();
       return v;
     };
-    const merged = ppl(out);
-    const int4 = ppl(path.join(out, 'quantized'));
+    const merged = await ppl(out);
+    const int4 = await ppl(path.join(out, 'quantized'));
     assert.ok(Math.abs(merged - int4) <= 1e-4 * merged, `fp32 merge ${merged} vs reloaded INT4 export ${int4}`);
     const sizes = (p: string) => fs.readdirSync(p).filter((n) => n.endsWith('.safetensors')).reduce((a, n) => a + fs.statSync(path.join(p, n)).size, 0);
     assert.ok(sizes(path.join(out, 'quantized')) < sizes(out), 'the INT4 export is smaller');

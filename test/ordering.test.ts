@@ -149,7 +149,7 @@ test('stories260K: CFSP at 50 % with its block allocation and with the uniform o
     try {
       await pruneModel(model, { method, options: parseMethodOptions(method, { a }), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows });
       const kept = model.config.layers.map((l) => l.intermediateSize);
-      const ppl = perplexityOfText(model, tok, TEXT, { seqlen: 256 }).ppl;
+      const ppl = (await perplexityOfText(model, tok, TEXT, { seqlen: 256 })).ppl;
       rows.push({ a, kept, ppl });
     } finally {
       model.dispose();

@@ -147,9 +147,9 @@ describe('pretraining a tiny model on a Brown slice', () => {
     data = { train: tok.encode(brownText(['ca02', 'cb02', 'ck02']), { addBos: true }), heldOut: tok.encode(readBrownFile('ca05').slice(0, 3000), { addBos: true }) };
   });
 
-  it('30 steps lower the held-out loss well below the initial one; no tensor leak', () => {
+  it('30 steps lower the held-out loss well below the initial one; no tensor leak', async () => {
     const tensors = tf.memory().numTensors;
-    const r = pretrain({ ...shape, vocab, data });
+    const r = await pretrain({ ...shape, vocab, data });
     assert.ok(r.completed && r.heldOut);
     const initial = r.evals[0].loss;
     assert.equal(r.evals[0].step, 0);
@@ -161,23 +161,23 @@ describe('pretraining a tiny model on a Brown slice', () => {
     assert.equal(tf.memory().numTensors, tensors);
   });
 
-  it('resuming from a mid-run checkpoint reproduces the uninterrupted run exactly', () => {
+  it('resuming from a mid-run checkpoint reproduces the uninterrupted run exactly', async () => {
     const dirA = tmpDir('pretrain-a');
     const dirB = tmpDir('pretrain-b');
     try {
       const opts = { ...shape, vocab, data, steps: 10, evalEvery: 4 };
-      const a = pretrain({ ...opts, checkpointDir: dirA, checkpointEvery: 5 });
-      const b1 = pretrain({ ...opts, checkpointDir: dirB, checkpointEvery: 2, stopAfterStep: 6 });
+      const a = await pretrain({ ...opts, checkpointDir: dirA, checkpointEvery: 5 });
+      const b1 = await pretrain({ ...opts, checkpointDir: dirB, checkpointEvery: 2, stopAfterStep: 6 });
       assert.equal(b1.completed, false);
       b1.model.dispose();
-      const b2 = pretrain({ ...opts, checkpointDir: dirB, resume: true });
+      const b2 = await pretrain({ ...opts, checkpointDir: dirB, resume: true });
       assert.equal(b2.resumedFromStep, 6);
       assert.deepEqual(b2.log, a.log);
       assert.deepEqual(b2.evals, a.evals);
       assert.deepEqual(b2.heldOut, a.heldOut);
       assert.equal(maxAbsDiff(a.model.params.lmHead.dataSync(), b2.model.params.lmHead.dataSync()), 0);
       // A different setting cannot resume this checkpoint.
-      assert.throws(() => pretrain({ ...opts, lr: 2e-2, checkpointDir: dirB, resume: true }), /different settings/);
+      await assert.rejects(() => pretrain({ ...opts, lr: 2e-2, checkpointDir: dirB, resume: true }), /different settings/);
       a.model.dispose();
       b2.model.dispose();
     } finally {

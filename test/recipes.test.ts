@@ -205,14 +205,14 @@ function examples(n: number): InstructionExample[] {
 describe("the llm-pruner preset on a tiny model reproduces the recipe's batch, cutoff and schedule", () => {
   before(setupBackend);
 
-  it('4 steps = 2 epochs of 128 examples in 64s of 4 × 16; predicted tokens per epoch as the recipe defines them; lr 1e-4·(k−1)/100', () => {
+  it('4 steps = 2 epochs of 128 examples in 64s of 4 × 16; predicted tokens per epoch as the recipe defines them; lr 1e-4·(k−1)/100', async () => {
     const dir = tmpDir('llm-pruner-recipe');
     const all = examples(136);
     const file = path.join(dir, 'alpaca.json');
     fs.writeFileSync(file, JSON.stringify(all));
     const recipe = resolveRecipe({ preset: 'llm-pruner', heldOut: 8 });
     const model = buildSyntheticLlama({ hidden: 16, layers: 2, heads: 2, kvHeads: 1, ffn: 24, vocab: 128, seed: 5, maxPositions: 512 });
-    const r = recover(model, CHAR_TOKENIZER, { schedule: { name: 'uniform' }, recipe, data: file, seed: 0 });
+    const r = await recover(model, CHAR_TOKENIZER, { schedule: { name: 'uniform' }, recipe, data: file, seed: 0 });
     model.dispose();
 
     assert.equal(r.recipe.effectiveBatch, 64);

@@ -48,7 +48,7 @@ describe('speed', () => {
     assert.equal(median([4, 1, 3, 2]), 2.5);
   });
 
-  it('measureSpeed: parameter count by hand, finite positive fields, no tensor leak', () => {
+  it('measureSpeed: parameter count by hand, finite positive fields, no tensor leak', async () => {
     const model = buildSyntheticLlama({ hidden: 32, layers: 2, heads: 4, kvHeads: 2, ffn: 48, vocab: 64, seed: 1 });
     try {
       const p = countParameters(model);
@@ -58,7 +58,7 @@ describe('speed', () => {
       assert.equal(p.decoderLinears, 2 * (3072 + 4608));
       assert.equal(p.total, 15360 + 2048 + 2048 + 160);
       const before = tf.memory().numTensors;
-      const r = measureSpeed(model, { promptTokens: 8, newTokens: 4, repeats: 3, warmup: 1 });
+      const r = await measureSpeed(model, { promptTokens: 8, newTokens: 4, repeats: 3, warmup: 1 });
       assert.equal(tf.memory().numTensors, before, 'tensors leaked');
       for (const k of ['prefill_tps', 'decode_tps', 'latency_ms', 'prefill_ms', 'flops_per_token', 'tensor_bytes', 'weight_bytes', 'kv_cache_bytes'] as const) {
         assert.ok(Number.isFinite(r[k]) && r[k] > 0, `${k} = ${r[k]}`);
@@ -75,14 +75,14 @@ describe('speed', () => {
     }
   });
 
-  it('halving the FFN width decodes faster than dense in the same run', () => {
+  it('halving the FFN width decodes faster than dense in the same run', async () => {
     // Few KV heads keep the attention's per-op overhead small, so the FFN dominates a decode step.
     const base = { hidden: 512, layers: 2, heads: 4, kvHeads: 1, vocab: 256, seed: 7 };
     const dense = buildSyntheticLlama({ ...base, ffn: 4096 });
     const pruned = buildSyntheticLlama({ ...base, ffn: 2048 });
     try {
       const before = tf.memory().numTensors;
-      const c = compareSpeed(dense, pruned, { promptTokens: 16, newTokens: 12, repeats: 5, warmup: 1 });
+      const c = await compareSpeed(dense, pruned, { promptTokens: 16, newTokens: 12, repeats: 5, warmup: 1 });
       assert.equal(tf.memory().numTensors, before, 'tensors leaked');
       console.log(
         `FFN 4096 → 2048: decode ${c.dense.decode_tps.toFixed(1)} → ${c.pruned.decode_tps.toFixed(1)} tok/s ` +

@@ -24,7 +24,7 @@ describe('stories260K', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => 
     const { model } = loadModel(STORIES_BIN);
     const tok = await loadTokenizer(STORIES_TOK);
     const before = tf.memory().numTensors;
-    const r = generate(model, [1], { maxNewTokens: 40, greedy: true });
+    const r = await generate(model, [1], { maxNewTokens: 40, greedy: true });
     assert.equal(tf.memory().numTensors, before, 'generate leaked tensors');
     const text = tok.decode(r.ids);
     assert.ok(text.startsWith(GOLDEN), `got: ${JSON.stringify(text)}`);
@@ -102,7 +102,7 @@ describe('stories260K', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => 
     const tok = await loadTokenizer(STORIES_TOK);
     const file = shared('text', 'tinystories-sample.txt');
     const before = tf.memory().numTensors;
-    const r = perplexityOfText(model, tok, file, { seqlen: 128, maxWindows: 4 });
+    const r = await perplexityOfText(model, tok, file, { seqlen: 128, maxWindows: 4 });
     assert.equal(tf.memory().numTensors, before, 'perplexity leaked tensors');
     assert.equal(r.windows, 4);
     assert.equal(r.tokens, 4 * 127);
@@ -121,7 +121,7 @@ describe('stories260K', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => 
     assert.ok(Math.abs(r.nll - sum / (4 * 127)) < 1e-5);
     assert.ok(r.ppl > 1 && r.ppl < 20, `in-domain perplexity should be small, got ${r.ppl}`);
     // Batching does not change the number.
-    const r1 = perplexityOfTokens(model, ids, file, tok.id, { seqlen: 128, maxWindows: 4, batchSize: 1 });
+    const r1 = await perplexityOfTokens(model, ids, file, tok.id, { seqlen: 128, maxWindows: 4, batchSize: 1 });
     assert.ok(Math.abs(r1.nll - r.nll) < 1e-5);
     model.dispose();
   });

@@ -88,9 +88,9 @@ describe('LoRA recovery on a streamed model (stories260K)', { skip: HAVE_SHARED 
         ...cfg, data: { text, tokenizer }, steps: 4, lr: 5e-3, warmupSteps: 1, seqLen: 32, microBatchSize: 3, maxHeldOutWindows: 4, seed: 2,
       };
       const base = tf.memory().numTensors;
-      const rs = finetune(r, options);
+      const rs = await finetune(r, options);
       const afterResident = tf.memory().numTensors;
-      const ss = finetune(a, options);
+      const ss = await finetune(a, options);
       assert.equal(tf.memory().numTensors, afterResident, 'the streamed run leaves nothing on the backend');
       assert.ok(afterResident >= base);
       assertSameRun(ss, rs);

@@ -75,7 +75,7 @@ const GRADIENT_VARIANTS: [string, Record<string, unknown>][] = [['llm-pruner', {
 describe('streamed weights (synthetic model)', () => {
   before(setupBackend);
 
-  it('a streamed model keeps no weight on the backend between calls, and scores the same perplexity', () => {
+  it('a streamed model keeps no weight on the backend between calls, and scores the same perplexity', async () => {
     const t0 = tf.memory().numTensors;
     const { resident, streamed } = pair();
     assert.equal(streamed.mode, 'streamed');
@@ -83,9 +83,9 @@ describe('streamed weights (synthetic model)', () => {
     const tResident = tf.memory().numTensors;
     assert.ok(tResident > t0, 'the resident model holds its tensors');
     const ws = windows(5, 16);
-    const a = meanTokenNll(resident, ws, 2);
+    const a = await meanTokenNll(resident, ws, 2);
     const countBefore = tf.memory().numTensors;
-    const b = meanTokenNll(streamed, ws, 2);
+    const b = await meanTokenNll(streamed, ws, 2);
     assert.equal(tf.memory().numTensors, countBefore, 'the streamed pass leaves nothing on the backend');
     assert.equal(a.tokens, b.tokens);
     assertRelClose(b.nll, a.nll, 'mean NLL');
@@ -137,7 +137,7 @@ describe('streamed weights (synthetic model)', () => {
       assert.ok(held >= minimum, `${name}: streamed working set ${held} bytes, expected at least ${minimum}`);
       assertSameWeights(resident.toNamedTensors(), streamed.toNamedTensors(), name);
       const ws = windows(3, 16, 5);
-      assertRelClose(meanTokenNll(streamed, ws, 2).nll, meanTokenNll(resident, ws, 2).nll, `${name} NLL`);
+      assertRelClose((await meanTokenNll(streamed, ws, 2)).nll, (await meanTokenNll(resident, ws, 2)).nll, `${name} NLL`);
       resident.dispose();
       streamed.dispose();
     });
@@ -211,7 +211,7 @@ describe('streamed weights (stories260K, forced by a tiny --device-memory)', { s
       assert.equal(streamed.mode, 'streamed');
       const opts = { seqlen: 128, maxWindows: 6 };
       if (name === 'wanda') {
-        assertRelClose(perplexityOfText(streamed, tokenizer, text, opts).ppl, perplexityOfText(resident, tokenizer, text, opts).ppl, 'dense ppl');
+        assertRelClose((await perplexityOfText(streamed, tokenizer, text, opts)).ppl, (await perplexityOfText(resident, tokenizer, text, opts)).ppl, 'dense ppl');
       }
       const method = await resolveMethod(name);
       const sparsity = method.kind === 'structured' ? 0.3 : 0.5;
@@ -220,7 +220,7 @@ describe('streamed weights (stories260K, forced by a tiny --device-memory)', { s
       await pruneModel(streamed, req);
       assert.deepEqual(streamed.config.layers, resident.config.layers, `${name}: layer shapes`);
       assertSameWeights(resident.toNamedTensors(), streamed.toNamedTensors(), name);
-      assertRelClose(perplexityOfText(streamed, tokenizer, text, opts).ppl, perplexityOfText(resident, tokenizer, text, opts).ppl, `${name} ppl`);
+      assertRelClose((await perplexityOfText(streamed, tokenizer, text, opts)).ppl, (await perplexityOfText(resident, tokenizer, text, opts)).ppl, `${name} ppl`);
       resident.dispose();
       streamed.dispose();
     }

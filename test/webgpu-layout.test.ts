@@ -28,14 +28,14 @@ describe('model layout: batched attention equals the per-group loop', { skip: HA
     assert.equal(modelLayout().batchedAttention, false);
   });
 
-  it('prefill logits (two sequences, 8 query heads over 4 key/value heads) and greedy KV-cache decoding agree', () => {
+  it('prefill logits (two sequences, 8 query heads over 4 key/value heads) and greedy KV-cache decoding agree', async () => {
     const ids = [[1, 403, 407, 261, 378, 507, 5, 60, 70, 80, 90, 100], [1, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120]];
     setModelLayout({ batchedAttention: false });
     const loop = logitsOf(model, ids);
-    const loopTokens = generate(model, [1], { maxNewTokens: 12, greedy: true }).newIds;
+    const loopTokens = (await generate(model, [1], { maxNewTokens: 12, greedy: true })).newIds;
     setModelLayout({ batchedAttention: true });
     const batched = logitsOf(model, ids);
-    const batchedTokens = generate(model, [1], { maxNewTokens: 12, greedy: true }).newIds;
+    const batchedTokens = (await generate(model, [1], { maxNewTokens: 12, greedy: true })).newIds;
     assertLogitsClose(batched, loop);
     assert.deepEqual(batchedTokens, loopTokens);
   });

@@ -11,7 +11,7 @@ import { HAVE_SHARED, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN, STORI
 import {
   TASKS, charLength, encodePair, evaluateRows, evaluateTask, loadTaskRows, metricFor, parseTaskRow,
   requestsForRow, scoreMultipleChoice, scoreTokenRequests, modelScorer,
-  type LoglikelihoodRequest, type Scorer, type TaskName, type TaskRow,
+  type LoglikelihoodRequest, type LoglikelihoodResult, type Scorer, type TaskName, type TaskRow,
 } from '../src/eval/zeroshot.ts';
 import { loadModel } from '../src/io/load-model.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
@@ -21,7 +21,7 @@ import { DataError } from '../src/util/errors.ts';
 
 /** A deterministic fake scorer: ll looked up by continuation text (or by context for ties). */
 function tableScorer(table: Record<string, number>, seen?: LoglikelihoodRequest[]): Scorer {
-  return (reqs) => reqs.map((r) => {
+  return async (reqs) => reqs.map((r) => {
     seen?.push(r);
     const key = `${r.context}|${r.continuation}`;
     const ll = table[key] ?? table[r.continuation];
@@ -52,7 +52,7 @@ describe('zero-shot scoring (pure)', () => {
     assert.equal(scoreMultipleChoice([-5, -7], ['😀😀', 'abc'], 1).accNorm, 1);
   });
 
-  it('a hand-built 2-choice task scores the known answers', () => {
+  it('a hand-built 2-choice task scores the known answers', async () => {
     const cfg = { delimiter: '\nAnswer:', targetDelimiter: ' ' };
     const rows: TaskRow[] = [
       { shape: 'query_choices_gold', query: 'Q1', choices: ['yes', 'no'], gold: 0 },
@@ -66,7 +66,7 @@ describe('zero-shot scoring (pure)', () => {
       'Q3\nAnswer:| yes': -5, 'Q3\nAnswer:| no': -2, // right
       'Q4\nAnswer:| yes': -4, 'Q4\nAnswer:| no': -2, // wrong
     };
-    const m = evaluateRows(rows, cfg, tableScorer(table));
+    const m = await evaluateRows(rows, cfg, tableScorer(table));
     assert.equal(m.n, 4);
     assert.equal(m.acc, 0.5);
     // Per char: Q1 −1/3 vs −3/2 → yes ✓; Q2 same → ✗; Q3 −5/3 vs −1 → no ✓; Q4 −4/3 vs −1 → no ✗.
@@ -74,7 +74,7 @@ describe('zero-shot scoring (pure)', () => {
     assert.equal(m.ppl, null);
   });
 
-  it('WinoGrande partial scoring: options are contexts, only the shared suffix is scored', () => {
+  it('WinoGrande partial scoring: options are contexts, only the shared suffix is scored', async () => {
     const row = parseTaskRow('context_options', {
       context_options: ['Sarah was better than Maria so Sarah', 'Sarah was better than Maria so Maria'],
       continuation: 'got the easier cases.', gold: 1,
@@ -89,18 +89,18 @@ describe('zero-shot scoring (pure)', () => {
       'Sarah was better than Maria so Sarah| got the easier cases.': -9,
       'Sarah was better than Maria so Maria| got the easier cases.': -4,
     };
-    const m = evaluateRows([row], TASKS.winogrande, tableScorer(table, seen));
+    const m = await evaluateRows([row], TASKS.winogrande, tableScorer(table, seen));
     assert.equal(m.acc, 1);
     assert.equal(m.acc_norm, null);
     for (const r of seen) assert.ok(!r.continuation.includes('Maria') && !r.continuation.includes('Sarah'));
   });
 
-  it('LAMBADA: acc from is_greedy, ppl = exp(−mean ll)', () => {
+  it('LAMBADA: acc from is_greedy, ppl = exp(−mean ll)', async () => {
     const rows: TaskRow[] = [
       { shape: 'context_continuation', context: 'a', continuation: 'x' },
       { shape: 'context_continuation', context: 'b', continuation: 'y' },
     ];
-    const m = evaluateRows(rows, TASKS.lambada_openai, tableScorer({ 'a| x': -0.5, 'b| y': -2.5 }));
+    const m = await evaluateRows(rows, TASKS.lambada_openai, tableScorer({ 'a| x': -0.5, 'b| y': -2.5 }));
     assert.equal(m.acc, 0.5); // only −0.5 counts as greedy in the fake scorer
     assert.ok(Math.abs((m.ppl as number) - Math.exp(1.5)) < 1e-12);
   });
@@ -164,15 +164,16 @@ describe('zero-shot on real data', { skip: HAVE_SHARED ? false : NO_SHARED_REASO
     assert.deepEqual(encodePair(tok, 'Once upon a ', 'time'), encodePair(tok, 'Once upon a', ' time'));
   });
 
-  it('batched scorer equals a direct log-softmax of forward, and knows the likely name', () => {
+  it('batched scorer equals a direct log-softmax of forward, and knows the likely name', async () => {
     const reqs = [
       encodePair(tok, 'Once upon a time, there was a little girl named', ' Lily.'),
       encodePair(tok, 'Once upon a time, there was a little girl named', ' Qzxv.'),
       encodePair(tok, 'One day, a little boy', ' went to the park.'), // different length: own batch
     ];
     const before = tf.memory().numTensors;
-    const got = scoreTokenRequests(model, reqs, { batchSize: 4 });
-    const alone = reqs.map((r) => scoreTokenRequests(model, [r])[0]);
+    const got = await scoreTokenRequests(model, reqs, { batchSize: 4 });
+    const alone: LoglikelihoodResult[] = [];
+    for (const r of reqs) alone.push((await scoreTokenRequests(model, [r]))[0]);
     assert.equal(tf.memory().numTensors, before, 'tensors leaked');
     reqs.forEach((r, i) => {
       const full = [...r.context, ...r.continuation];
@@ -189,22 +190,22 @@ describe('zero-shot on real data', { skip: HAVE_SHARED ? false : NO_SHARED_REASO
     assert.ok(got[0].ll > got[1].ll + 5, `Lily ${got[0].ll} should beat Qzxv ${got[1].ll}`);
     // The same crafted case as a 2-choice task: the model gets it right, whichever gold we ask.
     const rows: TaskRow[] = [{ shape: 'query_choices_gold', query: 'Once upon a time, there was a little girl named', choices: ['Lily.', 'Qzxv.'], gold: 0 }];
-    assert.equal(evaluateRows(rows, { delimiter: '', targetDelimiter: ' ' }, modelScorer(model, tok)).acc, 1);
-    assert.equal(evaluateRows([{ ...rows[0], gold: 1 } as TaskRow], { delimiter: '', targetDelimiter: ' ' }, modelScorer(model, tok)).acc, 0);
+    assert.equal((await evaluateRows(rows, { delimiter: '', targetDelimiter: ' ' }, modelScorer(model, tok))).acc, 1);
+    assert.equal((await evaluateRows([{ ...rows[0], gold: 1 } as TaskRow], { delimiter: '', targetDelimiter: ' ' }, modelScorer(model, tok))).acc, 0);
   });
 
-  it('left-truncates to maxLength and still scores the whole continuation', () => {
+  it('left-truncates to maxLength and still scores the whole continuation', async () => {
     const r = encodePair(tok, 'Once upon a time, there was a little girl named Lily. She loved to play', ' outside.');
-    const [x] = scoreTokenRequests(model, [r], { maxLength: 8 });
+    const [x] = await scoreTokenRequests(model, [r], { maxLength: 8 });
     assert.equal(x.tokens, r.continuation.length);
     assert.ok(Number.isFinite(x.ll) && x.ll < 0);
   });
 
-  it('PIQA limit 200 on stories260K: in [0, 1], reproducible, no tensor leak', () => {
+  it('PIQA limit 200 on stories260K: in [0, 1], reproducible, no tensor leak', async () => {
     const before = tf.memory().numTensors;
-    const a = evaluateTask(model, tok, 'piqa', { limit: 200, dataDir: shared('zeroshot') });
+    const a = await evaluateTask(model, tok, 'piqa', { limit: 200, dataDir: shared('zeroshot') });
     assert.equal(tf.memory().numTensors, before, 'tensors leaked');
-    const b = evaluateTask(model, tok, 'piqa', { limit: 200, dataDir: shared('zeroshot') });
+    const b = await evaluateTask(model, tok, 'piqa', { limit: 200, dataDir: shared('zeroshot') });
     assert.deepEqual(b, a);
     assert.equal(a.n, 200);
     for (const v of [a.acc, a.acc_norm as number]) assert.ok(v >= 0 && v <= 1 && Number.isFinite(v));
@@ -217,10 +218,10 @@ describe('zero-shot on real data', { skip: HAVE_SHARED ? false : NO_SHARED_REASO
     console.log(`stories260K piqa limit 200: acc ${a.acc.toFixed(4)} acc_norm ${(a.acc_norm as number).toFixed(4)}`);
   });
 
-  it('WinoGrande and LAMBADA run end to end (limit 20)', () => {
+  it('WinoGrande and LAMBADA run end to end (limit 20)', async () => {
     const before = tf.memory().numTensors;
-    const w = evaluateTask(model, tok, shared('zeroshot/winogrande.jsonl'), { limit: 20 });
-    const l = evaluateTask(model, tok, 'lambada_openai', { limit: 20, dataDir: shared('zeroshot'), preset: 'acc' });
+    const w = await evaluateTask(model, tok, shared('zeroshot/winogrande.jsonl'), { limit: 20 });
+    const l = await evaluateTask(model, tok, 'lambada_openai', { limit: 20, dataDir: shared('zeroshot'), preset: 'acc' });
     assert.equal(tf.memory().numTensors, before, 'tensors leaked');
     assert.equal(w.task, 'winogrande');
     assert.equal(w.acc_norm, null);

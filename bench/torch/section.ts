@@ -202,7 +202,7 @@ async function modelBlocks(c: Ctx): Promise<Block[]> {
       const sides: Side<SpeedSample>[] = [
         {
           label: 'PruneLab', sample: async () => {
-            const r = measureSpeed(model, { promptTokens: mc.tokens, newTokens, repeats: 1, warmup: 0 });
+            const r = await measureSpeed(model, { promptTokens: mc.tokens, newTokens, repeats: 1, warmup: 0 });
             return { prefillTps: r.prefill_tps, decodeTps: r.decode_tps };
           },
         },

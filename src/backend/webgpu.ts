@@ -8,6 +8,7 @@
 import fs from 'node:fs';
 import * as tf from '@tensorflow/tfjs';
 import { ResourceError } from '../util/errors.ts';
+import { noteKernel, YIELD_EVERY } from './yield.ts';
 import { deviceLostError, hookDawnScheduling, mapReadSync, type LossRecord } from './webgpu-sync.ts';
 
 /** The adapter a run used, recorded beside the backend in every result. */
@@ -207,7 +208,7 @@ function nodeBackend(Base: WebGPUBackendClass, device: GPUDevice, info: GPUAdapt
     }
   }
 
-  if (adapter.software) limitBindGroupsPerTurn(device, adapter);
+  countBindGroups(device, adapter);
   const backend = new NodeWebGPUBackend(device, info);
   const acquire = backend.bufferManager.acquireBuffer.bind(backend.bufferManager);
   backend.bufferManager.acquireBuffer = (size: number, usage: number, mappedAtCreation?: boolean, reuse?: boolean) => {
@@ -222,26 +223,27 @@ function nodeBackend(Base: WebGPUBackendClass, device: GPUDevice, info: GPUAdapt
 
 /**
  * Bind groups a software adapter may create between two turns of the event loop. Node runs
- * dawn.node's finalizers (which free each GPU object) only when the event loop turns, and
- * PruneLab's synchronous loops do not yield: every dispatch's bind group stays alive. On
- * llvmpipe each holds one memory mapping, and at the kernel's vm.max_map_count (65,530) the
- * driver crashes (SIGSEGV): measured at 63,194 bind groups, 191 tokens into stories260K's
- * KV-cache decoding. Stop before that with a clear error instead.
+ * dawn.node's finalizers (which free each GPU object) only when the event loop turns; the long
+ * loops yield (./yield.ts) every few thousand kernels, but a loop that does not would keep every
+ * dispatch's bind group alive. On llvmpipe each holds one memory mapping, and at the kernel's
+ * vm.max_map_count (65,530) the driver crashes (SIGSEGV): measured at 63,194 bind groups, 191
+ * tokens into stories260K's KV-cache decoding before the loops yielded. A last resort: stop
+ * before that with a clear error instead.
  */
 const SOFTWARE_BIND_GROUPS_PER_TURN = 50_000;
 
-function limitBindGroupsPerTurn(device: GPUDevice, adapter: WebGPUAdapter): void {
-  let count = 0;
+/** Count every dispatch for the yielding loops; on a software adapter refuse to go past the limit. */
+function countBindGroups(device: GPUDevice, adapter: WebGPUAdapter): void {
   const create = device.createBindGroup.bind(device);
   device.createBindGroup = (descriptor: GPUBindGroupDescriptor) => {
-    // A plain JS immediate runs only once the event loop turns; it resets the count.
-    if (count === 0) setImmediate(() => { count = 0; });
-    if (++count > SOFTWARE_BIND_GROUPS_PER_TURN) {
+    if (noteKernel() > SOFTWARE_BIND_GROUPS_PER_TURN && adapter.software) {
       throw new ResourceError(
         `this computation dispatched more than ${SOFTWARE_BIND_GROUPS_PER_TURN.toLocaleString('en-US')} GPU kernels without a pause, ` +
           `the most the software adapter ${describeAdapter(adapter)} survives: Node frees WebGPU objects only between event-loop turns, ` +
-          'and the driver runs out of memory mappings (vm.max_map_count) before that. Use fewer windows or tokens per command ' +
-          '(--max-windows, --new-tokens, --limit), or --backend wasm, which is faster on a CPU anyway.');
+          'and the driver runs out of memory mappings (vm.max_map_count) before that. PruneLab\'s long loops pause once ' +
+          `${YIELD_EVERY.toLocaleString('en-US')} kernels have piled up, so one step of this command dispatches that many on its own ` +
+          'or a loop does not pause: please report the command line. Meanwhile use smaller steps (--seqlen, --nsamples, --batch-size) or --backend wasm, ' +
+          'which is faster on a CPU anyway.');
     }
     return create(descriptor);
   };

@@ -17,6 +17,7 @@ import { ConfigError } from '../util/errors.ts';
 import { checkContextLength } from '../util/context-length.ts';
 import { runBatches } from '../parallel/forward-pool.ts';
 import { embedBatches, runLayer } from '../prune/stats.ts';
+import { yieldIfDue } from '../backend/yield.ts';
 
 export interface PerplexityProtocol {
   text: string;
@@ -88,10 +89,10 @@ function result(p: Prepared, r: { nll: number; tokens: number }): PerplexityResu
   return { ppl: Math.exp(r.nll), nll: r.nll, tokens: r.tokens, windows: p.windows.length, seqlen: p.protocol.seqlen, protocol: p.protocol };
 }
 
-export function perplexityOfTokens(model: CausalLM, tokens: readonly number[], source: string, tokenizerId: string,
-  opts: PerplexityOptions): PerplexityResult {
+export async function perplexityOfTokens(model: CausalLM, tokens: readonly number[], source: string, tokenizerId: string,
+  opts: PerplexityOptions): Promise<PerplexityResult> {
   const p = prepare(model, tokens, source, tokenizerId, opts);
-  return result(p, meanTokenNll(model, p.windows, p.batchSize, opts.onProgress));
+  return result(p, await meanTokenNll(model, p.windows, p.batchSize, opts.onProgress));
 }
 
 /** Summed next-token NLL of one batch of windows (one forward pass), as the device computes it. */
@@ -123,17 +124,19 @@ function meanOf(batches: readonly (readonly (readonly number[])[])[], sums: read
 
 /**
  * Mean next-token NLL of `model` (with whatever hook it has) over `windows`, each scored on its
- * own (its first token not predicted), `batchSize` windows per forward pass.
+ * own (its first token not predicted), `batchSize` windows per forward pass. Async: the event loop
+ * may turn between batches (src/backend/yield.ts).
  */
-export function meanTokenNll(model: CausalLM, windows: readonly (readonly number[])[], batchSize: number,
-  onProgress?: (done: number, total: number) => void): { nll: number; tokens: number } {
+export async function meanTokenNll(model: CausalLM, windows: readonly (readonly number[])[], batchSize: number,
+  onProgress?: (done: number, total: number) => void): Promise<{ nll: number; tokens: number }> {
   const batches = batchesOf(windows, batchSize);
-  if (model.mode === 'streamed') return meanOf(batches, layerMajorNllSums(model, batches, batchSize, windows.length, onProgress));
-  const sums = batches.map((rows, k) => {
-    const v = batchNllSum(model, rows);
+  if (model.mode === 'streamed') return meanOf(batches, await layerMajorNllSums(model, batches, batchSize, windows.length, onProgress));
+  const sums: number[] = [];
+  for (const [k, rows] of batches.entries()) {
+    sums.push(batchNllSum(model, rows));
     onProgress?.(Math.min((k + 1) * batchSize, windows.length), windows.length);
-    return v;
-  });
+    await yieldIfDue();
+  }
   return meanOf(batches, sums);
 }
 
@@ -147,15 +150,18 @@ export const LAYER_MAJOR_CHUNK_BYTES = 2 ** 30;
  * once per batch; then the head scores each batch. Every batch sees the kernels the whole-model
  * forward runs, in the same order.
  */
-function layerMajorNllSums(model: CausalLM, batches: readonly (readonly (readonly number[])[])[], batchSize: number, total: number,
-  onProgress?: (done: number, total: number) => void): number[] {
+async function layerMajorNllSums(model: CausalLM, batches: readonly (readonly (readonly number[])[])[], batchSize: number, total: number,
+  onProgress?: (done: number, total: number) => void): Promise<number[]> {
   const T = batches[0]?.[0]?.length ?? 0;
   const perChunk = Math.max(1, Math.floor(LAYER_MAJOR_CHUNK_BYTES / (4 * batchSize * T * model.config.hiddenSize)));
   const sums: number[] = [];
   for (let c = 0; c < batches.length; c += perChunk) {
     const chunk = batches.slice(c, c + perChunk);
     let states = embedBatches(model, chunk);
-    for (let i = 0; i < model.numLayers; i++) states = runLayer(model, i, states)!;
+    for (let i = 0; i < model.numLayers; i++) {
+      states = runLayer(model, i, states)!;
+      await yieldIfDue();
+    }
     model.withParts(['head'], () => chunk.forEach((rows, k) => {
       const b = states.batches[k]!;
       const part = tf.tidy(() => causalLmNllSum(model.head(tf.tensor2d(b.data, [b.B * states.T, states.D])), rows).sum);
@@ -200,6 +206,6 @@ export async function perplexityOfTextParallel(model: CausalLM, tokenizer: Token
   return perplexityOfTokensParallel(model, tokenizeText(tokenizer, file), file, tokenizer.id, opts);
 }
 
-export function perplexityOfText(model: CausalLM, tokenizer: Tokenizer, file: string, opts: PerplexityOptions): PerplexityResult {
+export async function perplexityOfText(model: CausalLM, tokenizer: Tokenizer, file: string, opts: PerplexityOptions): Promise<PerplexityResult> {
   return perplexityOfTokens(model, tokenizeText(tokenizer, file), file, tokenizer.id, opts);
 }

@@ -15,6 +15,7 @@ import { familySpec } from '../model/family.ts';
 import { ConfigError } from '../util/errors.ts';
 import { ROUND_SPREAD_STATISTIC, roundSpread, type RoundSpread } from './spread.ts';
 import { deviceDescription } from '../backend/index.ts';
+import { yieldIfDue } from '../backend/yield.ts';
 
 export interface SpeedOptions {
   /** Prompt length T of the prefill forward. */
@@ -133,7 +134,8 @@ function nextIds(logits: tf.Tensor2D, B: number, T: number): number[] {
   return out;
 }
 
-function runOnce(model: CausalLM, prompt: number[][], newTokens: number): Sample {
+/** Async so the decode loop can let the event loop turn between steps (outside the timed spans). */
+async function runOnce(model: CausalLM, prompt: number[][], newTokens: number): Promise<Sample> {
   const B = prompt.length;
   const T = prompt[0].length;
   const cache = model.newCache();
@@ -144,6 +146,7 @@ function runOnce(model: CausalLM, prompt: number[][], newTokens: number): Sample
     const prefillMs = performance.now() - t0;
     const stepMs: number[] = [];
     for (let s = 0; s < newTokens; s++) {
+      await yieldIfDue();
       t0 = performance.now();
       next = nextIds(model.forward(next.map((id) => [id]), cache), B, 1);
       stepMs.push(performance.now() - t0);
@@ -206,12 +209,12 @@ function summarize(model: CausalLM, o: Required<SpeedOptions>, samples: Sample[]
 }
 
 /** Measure one model. Leaves the tensor count unchanged. */
-export function measureSpeed(model: CausalLM, opts: SpeedOptions): SpeedResult {
+export async function measureSpeed(model: CausalLM, opts: SpeedOptions): Promise<SpeedResult> {
   const o = checkOptions(model, opts);
   const prompt = promptIds(o.batch, o.promptTokens, model.config.vocabSize);
-  for (let i = 0; i < o.warmup; i++) runOnce(model, prompt, o.newTokens);
+  for (let i = 0; i < o.warmup; i++) await runOnce(model, prompt, o.newTokens);
   const samples: Sample[] = [];
-  for (let i = 0; i < o.repeats; i++) samples.push(runOnce(model, prompt, o.newTokens));
+  for (let i = 0; i < o.repeats; i++) samples.push(await runOnce(model, prompt, o.newTokens));
   return summarize(model, o, samples);
 }
 
@@ -219,24 +222,24 @@ export function measureSpeed(model: CausalLM, opts: SpeedOptions): SpeedResult {
  * Dense and pruned in the same run, interleaved (ABBA order across repeats) so that drift in
  * machine load affects both alike.
  */
-export function compareSpeed(dense: CausalLM, pruned: CausalLM, opts: SpeedOptions): SpeedComparison {
+export async function compareSpeed(dense: CausalLM, pruned: CausalLM, opts: SpeedOptions): Promise<SpeedComparison> {
   const od = checkOptions(dense, opts);
   const op = checkOptions(pruned, opts);
   const pd = promptIds(od.batch, od.promptTokens, dense.config.vocabSize);
   const pp = promptIds(op.batch, op.promptTokens, pruned.config.vocabSize);
   for (let i = 0; i < od.warmup; i++) {
-    runOnce(dense, pd, od.newTokens);
-    runOnce(pruned, pp, op.newTokens);
+    await runOnce(dense, pd, od.newTokens);
+    await runOnce(pruned, pp, op.newTokens);
   }
   const sd: Sample[] = [];
   const sp: Sample[] = [];
   for (let i = 0; i < od.repeats; i++) {
     if (i % 2 === 0) {
-      sd.push(runOnce(dense, pd, od.newTokens));
-      sp.push(runOnce(pruned, pp, op.newTokens));
+      sd.push(await runOnce(dense, pd, od.newTokens));
+      sp.push(await runOnce(pruned, pp, op.newTokens));
     } else {
-      sp.push(runOnce(pruned, pp, op.newTokens));
-      sd.push(runOnce(dense, pd, od.newTokens));
+      sp.push(await runOnce(pruned, pp, op.newTokens));
+      sd.push(await runOnce(dense, pd, od.newTokens));
     }
   }
   const d = summarize(dense, od, sd);

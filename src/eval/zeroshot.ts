@@ -20,6 +20,7 @@ import { BlockContext, type CausalLM } from '../model/causal-lm.ts';
 import { tokenNll } from '../model/loss.ts';
 import type { Tokenizer } from '../tokenizer/types.ts';
 import { ConfigError, DataError } from '../util/errors.ts';
+import { yieldIfDue } from '../backend/yield.ts';
 
 export type TaskName =
   | 'piqa' | 'arc_easy' | 'arc_challenge' | 'boolq' | 'openbook_qa' | 'hellaswag' | 'winogrande' | 'lambada_openai';
@@ -186,8 +187,8 @@ export interface LoglikelihoodResult {
   tokens: number;
 }
 
-/** Scores a list of requests, returning results in the same order. */
-export type Scorer = (requests: readonly LoglikelihoodRequest[]) => LoglikelihoodResult[];
+/** Scores a list of requests, returning results in the same order (async: model scorers let the event loop turn). */
+export type Scorer = (requests: readonly LoglikelihoodRequest[]) => Promise<LoglikelihoodResult[]>;
 
 /** The requests one row produces, in choice order. */
 export function requestsForRow(row: TaskRow, config: Pick<TaskConfig, 'delimiter' | 'targetDelimiter'>): LoglikelihoodRequest[] {
@@ -278,7 +279,7 @@ export interface ModelScorerOptions {
  * `[B*T, vocab]` logits would dominate memory for large vocabularies), which is why the blocks
  * are run here instead of through `forward`.
  */
-export function scoreTokenRequests(model: CausalLM, requests: readonly TokenRequest[], opts: ModelScorerOptions = {}): LoglikelihoodResult[] {
+export async function scoreTokenRequests(model: CausalLM, requests: readonly TokenRequest[], opts: ModelScorerOptions = {}): Promise<LoglikelihoodResult[]> {
   const maxLength = opts.maxLength ?? model.config.maxPositionEmbeddings;
   const batchSize = Math.max(1, opts.batchSize ?? 16);
   const maxTokens = Math.max(1, opts.maxBatchTokens ?? 8192);
@@ -328,6 +329,7 @@ export function scoreTokenRequests(model: CausalLM, requests: readonly TokenRequ
       }
       done += batch.length;
       opts.onProgress?.(done, total);
+      await yieldIfDue();
     }
   }
   return results;
@@ -379,11 +381,11 @@ export interface RowMetrics {
 }
 
 /** Evaluate parsed rows with any scorer (one scorer call for all requests, so it can batch). */
-export function evaluateRows(rows: readonly TaskRow[], config: Pick<TaskConfig, 'delimiter' | 'targetDelimiter'>, scorer: Scorer): RowMetrics {
+export async function evaluateRows(rows: readonly TaskRow[], config: Pick<TaskConfig, 'delimiter' | 'targetDelimiter'>, scorer: Scorer): Promise<RowMetrics> {
   if (rows.length === 0) throw new DataError('no rows to evaluate');
   const perRow = rows.map((r) => requestsForRow(r, config));
   const flat = perRow.flat();
-  const res = scorer(flat);
+  const res = await scorer(flat);
   if (res.length !== flat.length) throw new Error(`scorer returned ${res.length} results for ${flat.length} requests`);
   let acc = 0;
   let accNorm = 0;
@@ -487,7 +489,7 @@ export function resolveTask(taskFileOrName: string, dataDir?: string): { file: s
 }
 
 /** Evaluate one task zero-shot. Leaves the tensor count unchanged. */
-export function evaluateTask(model: CausalLM, tokenizer: Tokenizer, taskFileOrName: string, opts: EvaluateTaskOptions = {}): ZeroShotResult {
+export async function evaluateTask(model: CausalLM, tokenizer: Tokenizer, taskFileOrName: string, opts: EvaluateTaskOptions = {}): Promise<ZeroShotResult> {
   const { file, config: base } = resolveTask(taskFileOrName, opts.dataDir);
   const limit = opts.limit ?? null;
   if (limit !== null && (!Number.isInteger(limit) || limit < 1)) throw new ConfigError(`limit must be a positive integer, got ${limit}`);
@@ -506,7 +508,7 @@ export function evaluateTask(model: CausalLM, tokenizer: Tokenizer, taskFileOrNa
   const rows = loadTaskRows(file, config.shape, limit);
   const addBos = opts.addBos ?? true;
   const maxLength = opts.maxLength ?? model.config.maxPositionEmbeddings;
-  const m = evaluateRows(rows, config, modelScorer(model, tokenizer, { ...opts, addBos, maxLength }));
+  const m = await evaluateRows(rows, config, modelScorer(model, tokenizer, { ...opts, addBos, maxLength }));
   return {
     task: config.name,
     acc: m.acc,

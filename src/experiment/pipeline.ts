@@ -93,10 +93,10 @@ function measuredSpeed(s: SpeedResult): SpeedMeasure {
  * repeat runs both), so the ratio to dense and its spread come from one machine state; zeros do
  * not change speed, so only structured runs need it.
  */
-function speedVsDense(run: RunSpec, pruned: CausalLM, opts: SpeedEval): SpeedMeasure {
+async function speedVsDense(run: RunSpec, pruned: CausalLM, opts: SpeedEval): Promise<SpeedMeasure> {
   const { model: dense } = loadModel(run.model.path);
   try {
-    const c = compareSpeed(dense, pruned, opts);
+    const c = await compareSpeed(dense, pruned, opts);
     const of = (k: 'prefill' | 'decode') => ({ ratio: c.speedup[k], lo: c.spread[k].lo, hi: c.spread[k].hi });
     return {
       ...measuredSpeed(c.pruned),
@@ -146,7 +146,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     if ('recipe' in run.recovery) {
       if (ctx.signal.aborted) throw ctx.signal.reason;
       const t0 = performance.now();
-      const r = recover(model, tokenizer, {
+      const r = await recover(model, tokenizer, {
         schedule: await resolveRecoverySchedule(run.recovery.schedule), recipe: run.recovery.recipe,
         data: run.recovery.data, seed: run.seed, pruneReport: report ?? undefined,
       });
@@ -160,16 +160,16 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
     const t0 = performance.now();
     const perplexity: RunResult['perplexity'] = {};
     for (const p of run.evaluations.perplexity) {
-      const r = perplexityOfText(model, tokenizer, p.text, { seqlen: p.seqlen, maxWindows: p.maxWindows });
+      const r = await perplexityOfText(model, tokenizer, p.text, { seqlen: p.seqlen, maxWindows: p.maxWindows });
       perplexity[p.id] = { ppl: r.ppl, windows: r.windows, protocol: r.protocol };
     }
     const zeroshot: RunResult['zeroshot'] = {};
     for (const z of run.evaluations.zeroshot) {
-      const r = evaluateTask(model, tokenizer, z.task, { limit: z.limit });
+      const r = await evaluateTask(model, tokenizer, z.task, { limit: z.limit });
       zeroshot[z.id] = { acc: r.acc, acc_norm: r.acc_norm, n: r.n, protocol: r.protocol };
     }
     let speed: RunResult['speed'];
-    if (run.evaluations.speed) speed = structured ? speedVsDense(run, model, run.evaluations.speed) : measuredSpeed(measureSpeed(model, run.evaluations.speed));
+    if (run.evaluations.speed) speed = structured ? await speedVsDense(run, model, run.evaluations.speed) : measuredSpeed(await measureSpeed(model, run.evaluations.speed));
     timings.evalS = (performance.now() - t0) / 1000;
     return {
       backend: activeBackend(),

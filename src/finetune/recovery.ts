@@ -123,14 +123,14 @@ export function recordOf(recipe: Recipe, layout: TrainingLayout): RecipeRecord {
   };
 }
 
-export function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequest): RecoveryResult {
+export async function recover(model: CausalLM, tokenizer: Tokenizer, req: RecoveryRequest): Promise<RecoveryResult> {
   const { recipe } = req;
   const plan = planRecovery(model, req.schedule, { rank: recipe.rank, alpha: recipe.alpha, pruneReport: req.pruneReport });
   const schedule: FinetuneOptions['schedule'] = plan
     ? { name: req.schedule.name, ranks: plan.ranks, alphas: plan.alphas, quant: plan.quant, allocation: plan.allocation }
     : UNIFORM_SCHEDULE;
   const { targets, skipped } = targetsOf(recipe, plan);
-  const result = finetune(model, {
+  const result = await finetune(model, {
     data: recoveryData(recipe, req.data, tokenizer),
     schedule, ...trainerSettings(recipe), seed: req.seed,
     ...(targets ? { targets } : {}),

@@ -48,6 +48,7 @@ import { LoraSet } from './lora.ts';
 import { resolveSchedule, type ResolvedSchedule, type ScheduleSpec } from './schedule.ts';
 import type { GroupQuantized } from './quant.ts';
 import { prepareTrainingSet, type FinetuneData } from './training-data.ts';
+import { yieldIfDue } from '../backend/yield.ts';
 
 // The kit's optimiser and schedule, re-exported where recovery code has always found them.
 export { AdamW, type AdamWOptions } from '../train/optimizer.ts';
@@ -258,12 +259,12 @@ const CHECKPOINT: CheckpointKind = { format: 'prunelab-lora-trainer', label: 're
  * Fine-tune `model` in place with LoRA adapters per `options.schedule` and (by default) merge
  * them into its weights. The model's previous `linearHook` is restored at the end.
  */
-export function finetune(model: CausalLM, options: FinetuneOptions): FinetuneResult {
+export async function finetune(model: CausalLM, options: FinetuneOptions): Promise<FinetuneResult> {
   // Attention, output head and RoPE products train through the fast explicit-transpose gradient.
   return withFastMatMulGradient(() => finetuneImpl(model, options));
 }
 
-function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult {
+async function finetuneImpl(model: CausalLM, options: FinetuneOptions): Promise<FinetuneResult> {
   const { data, onProgress, ...raw } = options;
   const cfg = parseFinetuneConfig(raw);
   checkCheckpointSettings(cfg);
@@ -306,7 +307,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
     { weights: 'base weights (resume needs the same, unmodified base model as the original run)' });
 
   const savedHook = model.linearHook;
-  const before = dataset.heldOutNll(model, evalBatch);
+  const before = await dataset.heldOutNll(model, evalBatch);
 
   const set = LoraSet.create(model, {
     ranks: schedule.ranks, alphas: schedule.alphas, dropout: cfg.dropout, targets,
@@ -318,7 +319,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
 
   try {
     set.attach(model, { training: false });
-    const start = dataset.heldOutNll(model, evalBatch).nll;
+    const start = (await dataset.heldOutNll(model, evalBatch)).nll;
 
     let step = 0;
     let log: TrainLogEntry[] = [];
@@ -363,6 +364,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
       log.push(entry);
       onProgress?.({ ...entry, steps });
       if (checkpointDue(step, checkpointEvery, stopAt)) save();
+      await yieldIfDue();
     }
     set.setMode({ training: false });
 
@@ -381,7 +383,7 @@ function finetuneImpl(model: CausalLM, options: FinetuneOptions): FinetuneResult
     } else {
       keepAdapters = true;
     }
-    const after = dataset.heldOutNll(model, evalBatch).nll;
+    const after = (await dataset.heldOutNll(model, evalBatch)).nll;
     return {
       ...base, completed: true, heldOut: { ...heldInfo, after }, quantized,
       adapters: keepAdapters ? set : null,

@@ -21,6 +21,7 @@ import type { Tokenizer } from '../tokenizer/types.ts';
 import type { TrainBatch } from '../train/step.ts';
 import { seededPermutation } from '../train/window-sampler.ts';
 import { DataError } from '../util/errors.ts';
+import { yieldIfDue } from '../backend/yield.ts';
 import { tokensFingerprint } from '../util/fnv.ts';
 import { tokenizeInstruction, type InstructionExample, type TokenizedExample } from './instruction-data.ts';
 import type { PromptTemplate } from './prompt-template.ts';
@@ -48,8 +49,8 @@ export interface TrainingSet {
   heldOutItems: number;
   /** The training micro-batch of these training items. */
   batch(items: readonly number[]): TrainBatch;
-  /** Mean NLL of the predicted held-out tokens (batches of `batchSize` items) and their count. */
-  heldOutNll(model: CausalLM, batchSize: number): { nll: number; tokens: number };
+  /** Mean NLL of the predicted held-out tokens (batches of `batchSize` items) and their count (async: yields between batches). */
+  heldOutNll(model: CausalLM, batchSize: number): Promise<{ nll: number; tokens: number }>;
   /** Identifies the training data in checkpoint fingerprints. */
   fingerprint: string;
 }
@@ -133,7 +134,7 @@ function instructionSet(data: Extract<FinetuneData, { instructions: unknown }>, 
   return {
     format: 'instructions', trainItems: train.length, heldOutItems: heldOut.length,
     batch: (items) => padded(items.map((i) => train[i])),
-    heldOutNll: (model, batchSize) => {
+    heldOutNll: async (model, batchSize) => {
       let sum = 0;
       let tokens = 0;
       for (let b = 0; b < heldOut.length; b += batchSize) {
@@ -145,6 +146,7 @@ function instructionSet(data: Extract<FinetuneData, { instructions: unknown }>, 
         });
         sum += part.dataSync()[0];
         part.dispose();
+        await yieldIfDue();
       }
       if (tokens === 0) throw new DataError('the held-out examples have no response tokens to score (raise the cutoff, or hold out other examples)');
       return { nll: sum / tokens, tokens };

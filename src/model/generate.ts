@@ -5,6 +5,7 @@
 import * as tf from '@tensorflow/tfjs';
 import seedrandom from 'seedrandom';
 import { disposeCache, type CausalLM } from './causal-lm.ts';
+import { yieldIfDue } from '../backend/yield.ts';
 
 export interface GenerateOptions {
   maxNewTokens: number;
@@ -44,7 +45,8 @@ export function sampleNext(logits: Float32Array, opts: GenerateOptions, rng: () 
   return top[k - 1];
 }
 
-export function generate(model: CausalLM, prompt: readonly number[], opts: GenerateOptions): GenerateResult {
+/** Async so that it can let the event loop turn between tokens (WebGPU frees its objects then). */
+export async function generate(model: CausalLM, prompt: readonly number[], opts: GenerateOptions): Promise<GenerateResult> {
   if (prompt.length === 0) throw new Error('generate: the prompt must hold at least one id (e.g. BOS)');
   const limit = model.config.family === 'opt' ? model.config.maxPositionEmbeddings : Infinity;
   if (prompt.length + opts.maxNewTokens > limit) {
@@ -66,6 +68,7 @@ export function generate(model: CausalLM, prompt: readonly number[], opts: Gener
       newIds.push(next);
       if (opts.stopId !== undefined && opts.stopId !== null && next === opts.stopId) break;
       input = [next];
+      await yieldIfDue();
     }
   } finally {
     disposeCache(cache);

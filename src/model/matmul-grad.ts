@@ -32,9 +32,15 @@ export function useExplicitTransposeMatMulGradient(): () => void {
 /** Run `fn` with the explicit-transpose matMul gradient, restoring the original afterwards. */
 export function withFastMatMulGradient<T>(fn: () => T): T {
   const restore = useExplicitTransposeMatMulGradient();
+  let out: T;
   try {
-    return fn();
-  } finally {
+    out = fn();
+  } catch (e) {
     restore();
+    throw e;
   }
+  // An async fn (a training loop that lets the event loop turn) keeps the gradient until it settles.
+  if (out instanceof Promise) return out.finally(restore) as T;
+  restore();
+  return out;
 }

@@ -18,6 +18,7 @@ import type { LayerStats, LayerStatsRequest, StructuredStatsRequest } from '../p
 import { shareModel, type SharedModel } from './shared-params.ts';
 import { errorFromWorker, spawnModuleWorker, TaskWorker, type WorkerErrorMessage } from './spawn.ts';
 import { poolPaysNow } from './threads.ts';
+import { yieldIfDue } from '../backend/yield.ts';
 
 /** Sent once, as `workerData`. */
 export interface ForwardWorkerInit {
@@ -188,21 +189,22 @@ export async function runBatches<K extends ForwardTask['type']>(model: CausalLM,
   inProcess: (task: TaskOf<K>) => ForwardResults[K], onDone?: (done: number) => void,
   pays: (seconds: number, threads: number) => boolean = poolPaysNow): Promise<{ results: ForwardResults[K][]; threadsUsed: number }> {
   const results: ForwardResults[K][] = [];
-  const local = (from: number) => {
+  const local = async (from: number) => {
     for (let i = from; i < tasks.length; i++) {
       results.push(inProcess(tasks[i]!));
       onDone?.(i + 1);
+      await yieldIfDue();
     }
     return { results, threadsUsed: 1 };
   };
-  if (Math.min(threads, tasks.length) <= 1) return local(0);
+  if (Math.min(threads, tasks.length) <= 1) return await local(0);
   let first = 0;
   if (auto) {
     const t0 = performance.now();
     results.push(inProcess(tasks[0]!));
     onDone?.(1);
     first = 1;
-    if (!pays(((performance.now() - t0) / 1000) * (tasks.length - 1), Math.min(threads, tasks.length - 1))) return local(1);
+    if (!pays(((performance.now() - t0) / 1000) * (tasks.length - 1), Math.min(threads, tasks.length - 1))) return await local(1);
   }
   const n = Math.min(threads, tasks.length - first);
   // Progress counts finished tasks, in whatever order they finish.

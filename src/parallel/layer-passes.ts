@@ -12,6 +12,7 @@ import type { LayerStats, LayerStatsRequest, TapStats } from '../prune/method.ts
 import { blockDistanceSum, collectLayerStats, requestByTap, runLayer, type HiddenStates } from '../prune/stats.ts';
 import { ForwardPool, type DistanceMetric, type HostLinear } from './forward-pool.ts';
 import { coresFree, poolPays } from './threads.ts';
+import { yieldIfDue } from '../backend/yield.ts';
 
 export interface LayerPasses {
   /** Threads the passes run on (1: in process); for `AutoPasses`, what it has chosen so far. */
@@ -24,12 +25,18 @@ export interface LayerPasses {
   close(): Promise<void>;
 }
 
+/** In process; each pass ends by letting the event loop turn if its kernels piled up (WebGPU, ../backend/yield.ts). */
 export const inProcessPasses: LayerPasses = {
   threads: 1,
-  stats: async (model, layer, states, req, dense) => collectLayerStats(model, layer, states, req, dense),
+  stats: async (model, layer, states, req, dense) => {
+    const stats = collectLayerStats(model, layer, states, req, dense);
+    await yieldIfDue();
+    return stats;
+  },
   run: async (model, layer, states, metric) => {
     let distance = 0;
     const next = runLayer(model, layer, states, metric ? (x, out) => { distance += blockDistanceSum(x, out, metric); } : undefined)!;
+    await yieldIfDue();
     return { states: next, distance };
   },
   close: async () => {},

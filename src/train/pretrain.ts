@@ -38,6 +38,7 @@ import * as tf from '@tensorflow/tfjs';
 import { z } from 'zod';
 import { windowStarts } from '../data/text.ts';
 import { meanTokenNll } from '../eval/perplexity.ts';
+import { yieldIfDue } from '../backend/yield.ts';
 import { CausalLM } from '../model/causal-lm.ts';
 import { withFastMatMulGradient } from '../model/matmul-grad.ts';
 import { syntheticLlamaConfig, syntheticLlamaTensors } from '../model/synthetic.ts';
@@ -275,12 +276,12 @@ export function hasPretrainCheckpoint(dir: string): boolean {
 // Training
 
 /** Train a fresh model (or resume one) on `options.data`. */
-export function pretrain(options: PretrainOptions): PretrainResult {
+export async function pretrain(options: PretrainOptions): Promise<PretrainResult> {
   // Every product of the forward pass trains through the fast explicit-transpose gradient.
   return withFastMatMulGradient(() => pretrainImpl(options));
 }
 
-function pretrainImpl(options: PretrainOptions): PretrainResult {
+async function pretrainImpl(options: PretrainOptions): Promise<PretrainResult> {
   const { data, onProgress, onEval, ...raw } = options;
   const cfg = parsePretrainConfig(raw);
   const train = Int32Array.from(data.train);
@@ -333,8 +334,8 @@ function pretrainImpl(options: PretrainOptions): PretrainResult {
       resumedFromStep = step;
     }
 
-    const evaluate = () => {
-      const e = { step, loss: meanTokenNll(model, evalSet, evalBatch).nll, windows: evalSet.length };
+    const evaluate = async () => {
+      const e = { step, loss: (await meanTokenNll(model, evalSet, evalBatch)).nll, windows: evalSet.length };
       evals.push(e);
       onEval?.(e);
     };
@@ -346,7 +347,7 @@ function pretrainImpl(options: PretrainOptions): PretrainResult {
       saveCheckpoint<PretrainState>(cfg.checkpointDir, CHECKPOINT, { step, cursor: sampler.cursor, log, evals, trainSeconds, fingerprint }, t);
     };
 
-    if (step === 0 && cfg.evalEvery > 0) evaluate();
+    if (step === 0 && cfg.evalEvery > 0) await evaluate();
     const stopAt = Math.min(cfg.steps, cfg.stopAfterStep ?? cfg.steps);
     const t0 = performance.now();
     let loopTokens = 0;
@@ -369,13 +370,14 @@ function pretrainImpl(options: PretrainOptions): PretrainResult {
       const entry: PretrainStep = { step, loss, lr, gradNorm };
       log.push(entry);
       onProgress?.({ ...entry, steps: cfg.steps, tokensPerSecond: loopTokens / ((performance.now() - t0) / 1000) });
-      if (cfg.evalEvery > 0 && step % cfg.evalEvery === 0 && step < cfg.steps) evaluate();
+      if (cfg.evalEvery > 0 && step % cfg.evalEvery === 0 && step < cfg.steps) await evaluate();
       if (checkpointDue(step, cfg.checkpointEvery, stopAt)) save();
+      await yieldIfDue();
     }
 
     let heldOut: PretrainResult['heldOut'] = null;
     if (step >= cfg.steps) {
-      const r = meanTokenNll(model, allHeld, evalBatch);
+      const r = await meanTokenNll(model, allHeld, evalBatch);
       heldOut = { loss: r.nll, ppl: Math.exp(r.nll), tokens: r.tokens, windows: allHeld.length };
       const e = { step, loss: r.nll, windows: allHeld.length };
       evals.push(e);

@@ -274,7 +274,7 @@ describe('cfsp end to end on stories260K (CLI)', { skip: HAVE_SHARED ? false : N
     const { model } = loadModel(dir);
     const tok = await loadTokenizer(STORIES_TOK); // the pruned checkpoint keeps the model's tokenizer
     const before = tf.memory().numTensors;
-    const r = perplexityOfText(model, tok, text, { seqlen: 256, maxWindows: 6 });
+    const r = await perplexityOfText(model, tok, text, { seqlen: 256, maxWindows: 6 });
     model.dispose();
     assert.ok(tf.memory().numTensors <= before, 'tensors leaked');
     return r.ppl;

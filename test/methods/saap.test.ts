@@ -292,10 +292,10 @@ describe('saap: real checkpoints', { skip: HAVE_SHARED ? false : NO_SHARED_REASO
   it('CLI end to end on stories260K at 20 % and 50 %: budget met on the reloaded checkpoint, finite perplexity', async () => {
     const tok = await loadTokenizer(STORIES_TOK);
     const text = shared('text/tinystories-sample.txt');
-    const ppl = (m: CausalLM) => perplexityOfText(m, tok, text, { seqlen: 256, maxWindows: 8 }).ppl;
+    const ppl = async (m: CausalLM) => (await perplexityOfText(m, tok, text, { seqlen: 256, maxWindows: 8 })).ppl;
     const { model: dense } = loadModel(STORIES_BIN);
     const total = countParameters(dense).total;
-    const densePpl = ppl(dense);
+    const densePpl = await ppl(dense);
     dense.dispose();
     for (const p of [0.2, 0.5]) {
       const out = path.join(tmpDir('saap-cli'), 'pruned');
@@ -308,7 +308,7 @@ describe('saap: real checkpoints', { skip: HAVE_SHARED ? false : NO_SHARED_REASO
       const removed = total - countParameters(model).total;
       assert.equal(removed, rep.methodReport.realised.removedParams);
       checkPruned(model, 2, removed, p * total, rep.methodReport.perLayer[0].attn.groupParams, `CLI ${p}`);
-      const pruned = ppl(model);
+      const pruned = await ppl(model);
       model.dispose();
       assert.ok(Number.isFinite(pruned) && pruned > densePpl, `ppl ${pruned} (dense ${densePpl})`);
       console.log(`saap stories260K p=${p}: removed ${(removed / total * 100).toFixed(2)}% of ${total}, ppl ${pruned.toFixed(3)} (dense ${densePpl.toFixed(3)}), ${rep.seconds.toFixed(2)} s`);

@@ -253,7 +253,7 @@ describe('structured baselines end to end from the CLI (stories260K)', { skip: H
   let densePpl = NaN;
 
   for (const { m, s } of cases) {
-    it(`${m} at ${s}: prunes, reports what the checkpoint holds, finite perplexity`, () => {
+    it(`${m} at ${s}: prunes, reports what the checkpoint holds, finite perplexity`, async () => {
       const r = runs.get(`${m}@${s}`)!;
       assert.equal(r.status, 0, r.stderr);
       const report = r.json as unknown as {
@@ -299,11 +299,11 @@ describe('structured baselines end to end from the CLI (stories260K)', { skip: H
       const { model } = loadModel(r.out);
       assert.deepEqual(model.config.layers.map((l) => l.intermediateSize), rc.ffn);
       for (const l of model.config.layers) assert.equal(l.numHeads / l.numKvHeads, 2);
-      const ppl = perplexityOfText(model, tokenizer(), TEXT, { seqlen: 128, maxWindows: 8 }).ppl;
+      const ppl = (await perplexityOfText(model, tokenizer(), TEXT, { seqlen: 128, maxWindows: 8 })).ppl;
       model.dispose();
       if (Number.isNaN(densePpl)) {
         const { model: dense } = loadModel(STORIES_BIN);
-        densePpl = perplexityOfText(dense, tokenizer(), TEXT, { seqlen: 128, maxWindows: 8 }).ppl;
+        densePpl = (await perplexityOfText(dense, tokenizer(), TEXT, { seqlen: 128, maxWindows: 8 })).ppl;
         dense.dispose();
       }
       assert.ok(Number.isFinite(ppl) && ppl >= densePpl * 0.9, `ppl ${ppl} (dense ${densePpl})`);

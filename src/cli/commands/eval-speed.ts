@@ -23,14 +23,14 @@ export const evalSpeedCommand: CommandModule<object, Args> = {
     const { model } = loadModel(args.model);
     if (args.compare) {
       const { model: base } = loadModel(args.compare);
-      const c = compareSpeed(base, model, opts);
+      const c = await compareSpeed(base, model, opts);
       base.dispose();
       model.dispose();
       emit(args, { ...c, backend, execution: model.mode } as unknown as Record<string, unknown>, () =>
         `decode speed-up ${c.speedup.decode.toFixed(3)}×, prefill ${c.speedup.prefill.toFixed(3)}× (${args.model} vs ${args.compare}) [${backend}]`);
       return;
     }
-    const r = measureSpeed(model, opts);
+    const r = await measureSpeed(model, opts);
     model.dispose();
     emit(args, { ...r, backend, execution: model.mode } as unknown as Record<string, unknown>, () =>
       `prefill ${r.prefill_tps.toFixed(0)} tok/s, decode ${r.decode_tps.toFixed(0)} tok/s, latency ${r.latency_ms.toFixed(2)} ms/token, `

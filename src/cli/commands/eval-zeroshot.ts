@@ -26,7 +26,7 @@ export const evalZeroshotCommand: CommandModule<object, Args> = {
     const backend = await startBackend(args);
     const { model, tokenizer } = await openModel(args);
     const t0 = performance.now();
-    const r = evaluateTask(model, tokenizer, args.task, {
+    const r = await evaluateTask(model, tokenizer, args.task, {
       limit: args.limit ?? null, batchSize: args['batch-size'], preset: args.preset, addBos: !args['no-bos'],
     });
     const seconds = (performance.now() - t0) / 1000;

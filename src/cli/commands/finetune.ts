@@ -84,7 +84,7 @@ export const finetuneCommand: CommandModule<object, Args> = {
       try {
         checkContextLength(model.config, recipe.seqlen, '--seqlen', { allow: args['allow-long-context'], allowFlag: '--allow-long-context' });
         const trainState = path.join(w.work, TRAIN_STATE);
-        const r = recover(model, tokenizer, {
+        const r = await recover(model, tokenizer, {
           schedule, recipe, data: args.data, seed: args.seed, pruneReport: readPruneReport(args.model),
           checkpointDir: trainState, resume: args.resume,
           onProgress: (p) => { if (p.step % 10 === 0 || p.step === p.steps) log(`finetune: step ${p.step}/${p.steps} loss ${p.loss.toFixed(4)} lr ${p.lr.toExponential(2)}`); },

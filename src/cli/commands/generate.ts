@@ -32,7 +32,7 @@ export const generateCommand: CommandModule<object, Args> = {
       : tokenizer.bosId !== null ? [tokenizer.bosId] : [];
     if (prompt.length === 0) throw new ConfigError('the tokenizer has no BOS token: give a --prompt');
     const greedy = args.temperature === undefined;
-    const r = generate(model, prompt, {
+    const r = await generate(model, prompt, {
       maxNewTokens: args['max-new-tokens'], greedy, temperature: args.temperature, topK: args['top-k'], seed: args.seed,
       stopId: args['stop-at-eos'] ? tokenizer.eosId : null,
     });

@@ -107,7 +107,7 @@ async function pretrainInto(w: CheckpointWriter, args: Args): Promise<void> {
   const heldOut = tokenizer.encode(heldOutText, { addBos: true });
   log(`pretrain: ${train.length} training tokens, ${heldOut.length} held-out tokens`);
 
-  const r = pretrain({
+  const r = await pretrain({
     data: { train, heldOut, bosId: tokenizer.bosId, eosId: tokenizer.eosId }, vocab: tokenizer.vocabSize,
     hidden: args.hidden, layers: args.layers, heads: args.heads, kvHeads: args['kv-heads'], ffn: args.ffn ?? defaultFfn(args.hidden),
     seqLen: args.seqlen, steps: args.steps, batchSize: args.batch, lr: args.lr, minLrRatio: args['min-lr-ratio'],
