@@ -272,6 +272,7 @@ describe('prunelab finetune: recipe flags and bad input', () => {
       '--micro-batch', '2', '--grad-accum', '2', '--lr-schedule', 'linear', '--warmup', '1', '--lr', '1e-3', '--seqlen', '64',
       '--held-out', '4', '--rank', '2', '--alpha', '4', '--dropout', '0', '--targets', 'q,v', '--out', out], 300_000);
     assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.json?.execution, 'resident', 'finetune records how the model ran, as every other command does');
     const recipe = r.json?.recipe as Record<string, unknown>;
     assert.deepEqual(recipe, {
       preset: null, schedule: 'uniform', rank: 2, alpha: 4, dropout: 0, targets: ['q', 'v'], lr: 1e-3, lrSchedule: 'linear', warmup: 1,

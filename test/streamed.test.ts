@@ -2,7 +2,7 @@
  * Streamed weights (host store, one layer on the backend) against resident ones: the same
  * perplexities and the same pruned weights for every method (the gradient methods through the
  * layer-wise backward), a backend working set that stays flat across layers, and clear refusals
- * (a budget below one layer, worker threads).
+ * (a budget below one layer, calibration worker threads); layer-pruning workers on streamed weights.
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -179,7 +179,24 @@ describe('streamed weights (synthetic model)', () => {
     assert.equal(store.get('w')!.data[0], Math.fround(0.1));
   });
 
-  it('worker threads refuse streamed weights with what to do', async () => {
+  for (const name of ['wanda', 'fistapruner']) {
+    it(`${name}: layers pruned on 2 worker threads from streamed weights = in process from resident ones (dense-parallel)`, async () => {
+      const method = await resolveMethod(name);
+      const options = parseMethodOptions(method, name === 'fistapruner' ? { maxRounds: 1, itersPerRound: 5 } : {});
+      const req = { method, options, target: { sparsity: 0.5, pattern: { kind: 'unstructured' } } as const, windows: windows(4, 16, 9), mode: 'dense-parallel' as const };
+      const { resident, streamed } = pair();
+      const ra = await pruneModel(resident, req);
+      const before = tf.memory().numTensors;
+      const rb = await pruneModel(streamed, { ...req, workers: 2 });
+      assert.equal(tf.memory().numTensors, before, `${name}: the streamed model keeps nothing on the backend`);
+      assert.deepEqual(rb.zeros, ra.zeros);
+      assertSameWeights(resident.toNamedTensors(), streamed.toNamedTensors(), `${name} workers=2 streamed`);
+      resident.dispose();
+      streamed.dispose();
+    });
+  }
+
+  it('calibration threads refuse streamed weights with what to do', async () => {
     const { resident, streamed } = pair();
     resident.dispose();
     const wanda = await resolveMethod('wanda');

@@ -24,7 +24,6 @@ import { pruneLayersParallel } from './parallel.ts';
 import { statsNeedData } from './needs-calibration.ts';
 import { inProcessPasses, pruningPasses, type LayerPasses } from '../parallel/layer-passes.ts';
 import { resolveThreads, threadsForModel } from '../parallel/threads.ts';
-import { assertResident } from '../model/param-provider.ts';
 import { activeBackend } from '../backend/index.ts';
 import { checkBudget, searchKnob, type BudgetRecord, type ParamBudget } from './budget.ts';
 import { backendLinAlg } from '../linalg/backend.ts';
@@ -181,7 +180,6 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   // Set up once here even when workers do the layers: a method refuses a run it cannot do before any work.
   const state = m.setup?.({ model: view, options: req.options, target: req.target, log, run: { mode, workers, numerics: req.numerics } });
   if (workers > 1) {
-    assertResident(model.mode, `pruning layers on ${workers} worker threads (workers)`);
     if (mode !== 'dense-parallel') throw new ConfigError(`workers = ${workers} needs --mode dense-parallel: in sequential mode each layer waits for the previous one`);
     await pruneLayersParallel(model, {
       methodName: moduleOf(req.method) ?? req.method.name, options: req.options, target: req.target, windows: needsData ? req.windows : null,

@@ -80,8 +80,15 @@ function normNames(model: CausalLM, i: number): [string, NormParams][] {
   return [[s.attnNorm.hfName(i), lp.attnNorm], [s.mlpNorm.hfName(i), lp.mlpNorm]];
 }
 
-/** Host copies of layer i's tensors by HF name (linear weights `[out, in]`). */
+/**
+ * Copies of layer i's tensors by HF name (linear weights `[out, in]`), theirs to transfer: read
+ * with the layer on the backend, so a streamed model's host store is never handed over.
+ */
 export function layerWeights(model: CausalLM, i: number): [string, HostTensor][] {
+  return model.withParts([i], () => layerWeightsUploaded(model, i));
+}
+
+function layerWeightsUploaded(model: CausalLM, i: number): [string, HostTensor][] {
   const out: [string, HostTensor][] = [];
   for (const l of model.spec.linears) {
     const w = readLinear(model, i, l.role);
@@ -176,10 +183,13 @@ class LayerWorker {
   }
 }
 
-/** Every layer's dense input: embeddings, then each dense layer's output. */
+/**
+ * Every layer's dense input: embeddings, then each dense layer's output (one layer on the backend
+ * at a time for streamed weights). All of them stay on the host until their layer is sent.
+ */
 function denseInputs(model: CausalLM, windows: number[][]): HiddenStates[] {
   const inputs: HiddenStates[] = [embedWindows(model, windows)];
-  for (let i = 0; i + 1 < model.numLayers; i++) inputs.push(runLayer(model, i, inputs[i]!)!);
+  for (let i = 0; i + 1 < model.numLayers; i++) inputs.push(model.withParts([i], () => runLayer(model, i, inputs[i]!)!));
   return inputs;
 }
 

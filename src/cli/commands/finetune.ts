@@ -105,7 +105,7 @@ export const finetuneCommand: CommandModule<object, Args> = {
         fs.rmSync(trainState, { recursive: true, force: true });
         w.commit();
         const quantizedOut = quantized ? path.join(args.out, 'quantized') : null;
-        emit(args, { out: args.out, quantizedOut, evaluated: r.evaluated, backend, schedule: r.schedule, recipe: r.recipe, heldOut: r.heldOut, steps: r.step, skippedTargets: r.skippedTargets, log: r.log },
+        emit(args, { out: args.out, quantizedOut, evaluated: r.evaluated, backend, execution: model.mode, schedule: r.schedule, recipe: r.recipe, heldOut: r.heldOut, steps: r.step, skippedTargets: r.skippedTargets, log: r.log },
           () => `held-out NLL ${r.heldOut.before.toFixed(4)} → ${r.heldOut.after?.toFixed(4) ?? "n/a"} after ${r.step} steps → ${args.out}`);
       } finally {
         model.dispose();
