@@ -148,7 +148,11 @@ function hostStoreOf(ckpt: Checkpoint | null, config: ModelConfig, tensors: Name
   const used = new Set(expectedTensors(config).map((e) => e.name));
   for (const [name, ref] of ckpt.tensors) {
     if (!used.has(name)) continue;
-    if (ref.dtype === 'F16' || ref.dtype === 'BF16') {
+    if (!name.endsWith('.bias') && (ref.dtype === 'F32' || ref.dtype === 'F16' || ref.dtype === 'BF16')) {
+      // Checked once here, then left in the file: read again whenever its layer is uploaded.
+      assertFinite(new Map([[name, { shape: ref.shape.slice(), data: readF32(ref) }]]), ckpt.path);
+      store.putFile(name, ref);
+    } else if (ref.dtype === 'F16' || ref.dtype === 'BF16') {
       const bytes = readStored(ref).bytes;
       const halves = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
       const wide = new HostStore();

@@ -3,8 +3,11 @@
  * cheap: BF16/F16 as 16-bit halves (2 bytes a weight), widened to fp32 one tensor at a time when
  * a layer goes onto the backend. A tensor written back (a pruned layer) keeps its 16-bit dtype
  * when every value is exactly representable in it (masking only zeroes values), else becomes F32.
+ * A tensor can also stay in its checkpoint file until it is used (`putFile`): it is read by byte
+ * range on every `get`, so weights no one has changed cost no host memory at all.
  */
-import { f16ToF32, widenToF32 } from '../io/stored-tensor.ts';
+import { f16ToF32, readStored, widenToF32, type TensorRef } from '../io/stored-tensor.ts';
+import { numel } from './tensor-data.ts';
 import { f32ToF16 } from '../io/safetensors.ts';
 import type { HostTensor, NamedTensors } from './tensor-data.ts';
 
@@ -13,8 +16,9 @@ export type HostDtype = 'F32' | 'F16' | 'BF16';
 interface HostEntry {
   shape: number[];
   dtype: HostDtype;
-  /** F32: the values; F16/BF16: the 16-bit patterns. */
-  data: Float32Array | Uint16Array;
+  /** F32: the values; F16/BF16: the 16-bit patterns; null: still in its file (`ref`). */
+  data: Float32Array | Uint16Array | null;
+  ref?: TensorRef;
 }
 
 /** fp32 values → bf16 patterns, or null when one of them is not exactly a bf16. */
@@ -47,6 +51,12 @@ export class HostStore {
     this.entries.set(name, { shape: shape.slice(), dtype, data });
   }
 
+  /** Leave a tensor in its checkpoint file; it is read (and widened) on every `get`. */
+  putFile(name: string, ref: TensorRef): void {
+    if (ref.dtype === 'U8') throw new Error(`putFile: '${name}' is U8, not a weight dtype`);
+    this.entries.set(name, { shape: ref.shape.slice(), dtype: ref.dtype, data: null, ref });
+  }
+
   /**
    * Keep fp32 values under `name`, in the dtype it had before (or `prefer`) when exact, else F32.
    * The array is kept, not copied.
@@ -73,26 +83,32 @@ export class HostStore {
     return this.entries.get(name)?.dtype;
   }
 
-  /** A tensor's fp32 values (a new array for 16-bit entries; the kept array for F32 ones). */
+  /** A tensor's fp32 values (a new array for 16-bit and file entries; the kept array for F32 ones). */
   get(name: string): HostTensor | undefined {
     const e = this.entries.get(name);
     if (!e) return undefined;
+    if (e.data === null) return { shape: e.shape.slice(), data: widenToF32(readStored(e.ref!)) };
     if (e.dtype === 'F32') return { shape: e.shape.slice(), data: e.data as Float32Array };
     const h = e.data as Uint16Array;
     return { shape: e.shape.slice(), data: widenToF32({ dtype: e.dtype, shape: e.shape, bytes: new Uint8Array(h.buffer, h.byteOffset, h.byteLength) }) };
   }
 
-  /** Bytes held on the host. */
+  /** Whether `name` is still only in its file (never written back). */
+  inFile(name: string): boolean {
+    return this.entries.get(name)?.data === null;
+  }
+
+  /** Bytes held in host memory (tensors left in their files count nothing). */
   bytes(): number {
     let n = 0;
-    for (const e of this.entries.values()) n += e.data.byteLength;
+    for (const e of this.entries.values()) n += e.data?.byteLength ?? 0;
     return n;
   }
 
-  /** Elements held. */
+  /** Elements of every tensor, in memory or in a file. */
   numel(): number {
     let n = 0;
-    for (const e of this.entries.values()) n += e.data.length;
+    for (const e of this.entries.values()) n += numel(e.shape);
     return n;
   }
 
