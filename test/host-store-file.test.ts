@@ -20,6 +20,8 @@ import { meanTokenNll } from '../src/eval/perplexity.ts';
 import { pruneModel } from '../src/prune/engine.ts';
 import { parseMethodOptions, resolveMethod } from '../src/prune/registry.ts';
 import { mulberry32 } from '../src/util/random.ts';
+import { firstNonFinite } from '../src/io/stored-tensor.ts';
+import { CheckpointError } from '../src/util/errors.ts';
 
 const SHAPE: SyntheticLlamaOptions = { hidden: 32, layers: 3, heads: 4, kvHeads: 2, ffn: 64, vocab: 64, seed: 21 };
 
@@ -89,4 +91,40 @@ describe('streamed weights left in the checkpoint file', () => {
       for (const m of [resident, streamed, back]) m.dispose();
     });
   }
+
+  it('a non-finite weight is refused at load, naming the tensor and index, with the weights left in the file', () => {
+    const config = syntheticLlamaConfig(SHAPE);
+    for (const [dtype, bytes] of [['f32', [0x00, 0x00, 0xc0, 0x7f]], ['bf16', [0x80, 0x7f]]] as const) {
+      const src = CausalLM.fromNamedTensors(cloneConfig(config), syntheticLlamaTensors(config, SHAPE.seed), 'synthetic');
+      const ckptDir = path.join(dir, `${dtype}-nan`);
+      saveModel(src, ckptDir, { dtype });
+      src.dispose();
+      const name = 'model.layers.1.mlp.up_proj.weight';
+      const ref = openCheckpoint(ckptDir).tensors.get(name)!;
+      const fd = fs.openSync(ref.file, 'r+');
+      fs.writeSync(fd, Uint8Array.from(bytes), 0, bytes.length, ref.offset + 7 * bytes.length);
+      fs.closeSync(fd);
+      setDeviceMemory(streamedNeed(openCheckpoint(ckptDir)).backendBytes);
+      assert.throws(() => loadModel(ckptDir), (e: Error) => e instanceof CheckpointError && e.message.includes(name) && e.message.includes('non-finite')
+        && e.message.includes(dtype === 'f32' ? '(NaN) at flat index 7' : '(Infinity) at flat index 7'), dtype);
+    }
+  });
+});
+
+describe('firstNonFinite (bit patterns, by hand)', () => {
+  const t = (dtype: 'F32' | 'F16' | 'BF16', values: number[]) => {
+    const bytes = dtype === 'F32' ? new Uint8Array(Float32Array.from(values).buffer) : new Uint8Array(Uint16Array.from(values).buffer);
+    return firstNonFinite({ dtype, shape: [values.length], bytes });
+  };
+  it('finds NaN / ±Infinity, and only those', () => {
+    assert.equal(t('BF16', [0x3f80, 0x7f7f, 0xff7f]), null, '1, the largest finite bf16 and its negative');
+    assert.deepEqual(t('BF16', [0x3f80, 0x7f80]), { index: 1, value: Infinity });
+    assert.deepEqual(t('BF16', [0xff80]), { index: 0, value: -Infinity });
+    assert.ok(Number.isNaN(t('BF16', [0, 0, 0x7fc1])!.value));
+    assert.equal(t('F16', [0x3c00, 0x7bff, 0xfbff]), null, '1, ±65504');
+    assert.deepEqual(t('F16', [0x3c00, 0xfc00]), { index: 1, value: -Infinity });
+    assert.ok(Number.isNaN(t('F16', [0x7e00])!.value));
+    assert.equal(t('F32', [1, -3.4e38, 1e-45]), null);
+    assert.deepEqual(t('F32', [1, 2, Infinity]), { index: 2, value: Infinity });
+  });
 });

@@ -58,12 +58,14 @@ export function weightFiles(dir: string): string[] {
 }
 
 /** Reject weights with NaN/Inf: pruning statistics would silently become garbage. */
+export function nonFiniteError(name: string, value: number, index: number, source: string): CheckpointError {
+  return new CheckpointError(`tensor '${name}' contains a non-finite value (${value}) at flat index ${index}`, source);
+}
+
 export function assertFinite(tensors: NamedTensors, source: string): void {
   for (const [name, t] of tensors) {
     for (let i = 0; i < t.data.length; i++) {
-      if (!Number.isFinite(t.data[i])) {
-        throw new CheckpointError(`tensor '${name}' contains a non-finite value (${t.data[i]}) at flat index ${i}`, source);
-      }
+      if (!Number.isFinite(t.data[i])) throw nonFiniteError(name, t.data[i]!, i, source);
     }
   }
 }

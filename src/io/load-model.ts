@@ -12,12 +12,12 @@ import type { ModelConfig } from '../model/config.ts';
 import { checkTensorShapes, expectedTensors, isPaddingBias } from '../model/params.ts';
 import { assertLoadFits, backendOnHost, deviceMemoryBudget, gib, hostMemoryBytes, WASM_HEAP_BYTES as WASM_HEAP_LIMIT, type LoadNeed } from '../backend/memory.ts';
 import { CheckpointError, ResourceError } from '../util/errors.ts';
-import { openHfCheckpoint, writeHfCheckpoint, assertFinite, type CheckpointFormat } from './hf-checkpoint.ts';
+import { openHfCheckpoint, writeHfCheckpoint, assertFinite, nonFiniteError, type CheckpointFormat } from './hf-checkpoint.ts';
 import { assertTensorsFitWebGPU } from '../backend/webgpu.ts';
 import { openLlama2cCheckpoint } from './llama2c.ts';
 import { toHalfSplitLayout } from './rope-layout.ts';
 import { dequantizePart, openQuantizedPart, type QuantizedPart } from './quantized-checkpoint.ts';
-import { readAllF32, readF32, readStored, refsNumel, DTYPE_BYTES, type TensorRefs } from './stored-tensor.ts';
+import { firstNonFinite, readAllF32, readF32, readStored, refsNumel, DTYPE_BYTES, type TensorRefs } from './stored-tensor.ts';
 import { numel, type NamedTensors } from '../model/tensor-data.ts';
 import { HostStore } from '../model/host-store.ts';
 import { StreamedParams, type ExecutionMode } from '../model/param-provider.ts';
@@ -150,7 +150,8 @@ function hostStoreOf(ckpt: Checkpoint | null, config: ModelConfig, tensors: Name
     if (!used.has(name)) continue;
     if (!name.endsWith('.bias') && (ref.dtype === 'F32' || ref.dtype === 'F16' || ref.dtype === 'BF16')) {
       // Checked once here, then left in the file: read again whenever its layer is uploaded.
-      assertFinite(new Map([[name, { shape: ref.shape.slice(), data: readF32(ref) }]]), ckpt.path);
+      const bad = firstNonFinite(readStored(ref));
+      if (bad) throw nonFiniteError(name, bad.value, bad.index, ckpt.path);
       store.putFile(name, ref);
     } else if (ref.dtype === 'F16' || ref.dtype === 'BF16') {
       const bytes = readStored(ref).bytes;

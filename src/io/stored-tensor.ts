@@ -77,6 +77,28 @@ export function widenToF32(t: StoredTensor): Float32Array {
   return widenHalves(t.dtype, new Uint16Array(b.buffer, b.byteOffset, n));
 }
 
+/**
+ * The first value of a stored tensor that is NaN or ±Infinity, found from the bit patterns
+ * (16-bit exponent all ones) without widening the tensor; null when every value is finite.
+ */
+export function firstNonFinite(t: StoredTensor): { index: number; value: number } | null {
+  const n = numel(t.shape);
+  if (t.dtype === 'U8') return null;
+  if (t.dtype === 'F32') {
+    const b = t.bytes.byteOffset % 4 === 0 ? t.bytes : t.bytes.slice();
+    const f = new Float32Array(b.buffer, b.byteOffset, n);
+    for (let i = 0; i < n; i++) if (!Number.isFinite(f[i])) return { index: i, value: f[i]! };
+    return null;
+  }
+  const b = t.bytes.byteOffset % 2 === 0 ? t.bytes : t.bytes.slice();
+  const h = new Uint16Array(b.buffer, b.byteOffset, n);
+  const exp = t.dtype === 'BF16' ? 0x7f80 : 0x7c00;
+  for (let i = 0; i < n; i++) {
+    if ((h[i]! & exp) === exp) return { index: i, value: widenHalves(t.dtype, h.subarray(i, i + 1))[0]! };
+  }
+  return null;
+}
+
 /** Read one tensor's bytes in its stored dtype. */
 export function readStored(ref: TensorRef): StoredTensor {
   return { dtype: ref.dtype, shape: ref.shape.slice(), bytes: readRange(ref.file, ref.offset, ref.byteLength) };
