@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BlockContext, type CausalLM, type BlockTaps } from '../model/causal-lm.ts';
 import type { LinearRole, TapName } from '../model/family.ts';
 import type { LayerStats, LayerStatsRequest, TapStats } from './method.ts';
+import { memLog } from '../util/mem-log.ts';
 
 /** Hidden states of the calibration windows entering some layer, `[B*T, D]` per batch. */
 export interface HiddenStates {
@@ -159,6 +160,7 @@ export function collectLayerStats(model: CausalLM, layer: number, states: Hidden
     } finally {
       ctx.dispose();
     }
+    memLog(`layer ${layer} stats batch`);
   } });
   const out: LayerStats = {};
   for (const [tap, a] of acc) out[tap] = a.finish();
