@@ -94,14 +94,18 @@ function invChol(A: tf.Tensor2D, offset: number, wantL: boolean, leaf: number): 
   // Split at a multiple of LEAF so the leaves are full.
   const k = leaf * Math.ceil(n / leaf / 2);
   const m = n - k;
-  const { X: X11, L: L11 } = invChol(A.slice([0, 0], [k, k]), offset, wantL, leaf);
-  const A21 = A.slice([k, 0], [m, k]);
-  const L21 = mm(A21, tf.transpose(X11));
-  const S: tf.Tensor2D = tf.sub(A.slice([k, k], [m, m]), mm(L21, tf.transpose(L21)));
-  const { X: X22, L: L22 } = invChol(S, offset + k, wantL, leaf);
-  const X21 = tf.neg(mm(X22, mm(L21, X11))) as tf.Tensor2D;
-  const X = tf.concat2d([tf.concat2d([X11, tf.zeros([k, m]) as tf.Tensor2D], 1), tf.concat2d([X21, X22], 1)], 0);
-  const L = wantL ? tf.concat2d([tf.concat2d([L11!, tf.zeros([k, m]) as tf.Tensor2D], 1), tf.concat2d([L21, L22!], 1)], 0) : undefined;
+  // Each step in its own tidy, so slices, transposes and partial products are freed as soon as
+  // used: kept to the caller's tidy they summed to several times A (on WebAssembly a heap that
+  // never shrinks: SparseGPT's 5632² Hessian grew it by gigabytes). The same operations in the
+  // same order, so the same values.
+  const { X: X11, L: L11 } = tf.tidy(() => invChol(A.slice([0, 0], [k, k]), offset, wantL, leaf));
+  const L21 = tf.tidy(() => mm(A.slice([k, 0], [m, k]), tf.transpose(X11)));
+  const { X: X22, L: L22 } = tf.tidy(() => invChol(tf.sub(A.slice([k, k], [m, m]), mm(L21, tf.transpose(L21))), offset + k, wantL, leaf));
+  const X21 = tf.tidy(() => tf.neg(mm(X22, mm(L21, X11))) as tf.Tensor2D);
+  const X = tf.tidy(() => tf.concat2d([tf.concat2d([X11, tf.zeros([k, m]) as tf.Tensor2D], 1), tf.concat2d([X21, X22], 1)], 0));
+  tf.dispose([X11, X21, X22]);
+  const L = wantL ? tf.tidy(() => tf.concat2d([tf.concat2d([L11!, tf.zeros([k, m]) as tf.Tensor2D], 1), tf.concat2d([L21, L22!], 1)], 0)) : undefined;
+  tf.dispose([L21, ...(L11 ? [L11] : []), ...(L22 ? [L22] : [])]);
   return { X, L };
 }
 
@@ -199,7 +203,8 @@ export function backendLinAlg(numerics: Numerics = 'float32', leaf = LEAF): LinA
       // U = V⁻¹ = J·L̃⁻¹·J (as dense.ts upperCholeskyOfInverse).
       return M(tf.tidy(() => {
         try {
-          return tf.reverse(invChol(tf.reverse(T(a), [0, 1]), 0, false, leaf).X, [0, 1]);
+          // The reversed copy of A is freed before X is reversed back.
+          return tf.reverse(tf.tidy(() => invChol(tf.reverse(T(a), [0, 1]), 0, false, leaf).X), [0, 1]);
         } catch (e) {
           if (e instanceof NotPositiveDefiniteError) {
             throw new NotPositiveDefiniteError(n - 1 - e.pivot, e.value, n,

@@ -218,41 +218,49 @@ export class CausalLM {
       const norm = (t: tf.Tensor2D, p: typeof layer.attnNorm) =>
         llama ? rmsNorm(t, p, cfg.normEps) : layerNorm(t, p, cfg.normEps);
       const attnIn = norm(x, layer.attnNorm);
-      let q = this.applyLinear(i, 'q', attnIn);
-      let k = this.applyLinear(i, 'k', attnIn);
-      const v0 = this.applyLinear(i, 'v', attnIn);
-      const ropeQ = ctx.rope(shape.numHeads);
-      const ropeK = ctx.rope(shape.numKvHeads);
-      if (ropeQ && ropeK) {
-        q = applyRope(q, ctx.B, ctx.T, ropeQ);
-        k = applyRope(k, ctx.B, ctx.T, ropeK);
-      }
-      let kAll: tf.Tensor2D = k;
-      let vAll: tf.Tensor2D = v0;
-      let Tk = ctx.T;
-      if (opts.cache) {
-        const kvDim = shape.numKvHeads * hd;
-        const k3 = k.reshape([ctx.B, ctx.T, kvDim]) as tf.Tensor3D;
-        const v3 = v0.reshape([ctx.B, ctx.T, kvDim]) as tf.Tensor3D;
-        const pk = opts.cache.k[i];
-        const pv = opts.cache.v[i];
-        newK = tf.keep(pk ? (tf.concat([pk, k3], 1) as tf.Tensor3D) : k3);
-        newV = tf.keep(pv ? (tf.concat([pv, v3], 1) as tf.Tensor3D) : v3);
-        Tk = newK.shape[1];
-        kAll = newK.reshape([ctx.B * Tk, kvDim]);
-        vAll = newV.reshape([ctx.B * Tk, kvDim]);
-      }
-      const g = shape.numHeads / shape.numKvHeads;
-      const attnCtx = attention(q, kAll, vAll, {
-        B: ctx.B, Tq: ctx.T, Tk, numHeads: shape.numHeads, numKvHeads: shape.numKvHeads,
-        headDim: hd, scale: 1 / Math.sqrt(hd),
-      }, ctx.mask(g));
+      // Nested tidies free q/k/v, their RoPE copies and the MLP's gate/up/SiLU as soon as their
+      // product exists: the WebAssembly heap never shrinks, so every transient kept to the end of
+      // the block stays in the process's RSS for the rest of the run.
+      const attnCtx = tf.tidy(() => {
+        let q = this.applyLinear(i, 'q', attnIn);
+        let k = this.applyLinear(i, 'k', attnIn);
+        const v0 = this.applyLinear(i, 'v', attnIn);
+        const ropeQ = ctx.rope(shape.numHeads);
+        const ropeK = ctx.rope(shape.numKvHeads);
+        if (ropeQ && ropeK) {
+          q = applyRope(q, ctx.B, ctx.T, ropeQ);
+          k = applyRope(k, ctx.B, ctx.T, ropeK);
+        }
+        let kAll: tf.Tensor2D = k;
+        let vAll: tf.Tensor2D = v0;
+        let Tk = ctx.T;
+        if (opts.cache) {
+          const kvDim = shape.numKvHeads * hd;
+          const k3 = k.reshape([ctx.B, ctx.T, kvDim]) as tf.Tensor3D;
+          const v3 = v0.reshape([ctx.B, ctx.T, kvDim]) as tf.Tensor3D;
+          const pk = opts.cache.k[i];
+          const pv = opts.cache.v[i];
+          newK = tf.keep(pk ? (tf.concat([pk, k3], 1) as tf.Tensor3D) : k3);
+          newV = tf.keep(pv ? (tf.concat([pv, v3], 1) as tf.Tensor3D) : v3);
+          Tk = newK.shape[1];
+          kAll = newK.reshape([ctx.B * Tk, kvDim]);
+          vAll = newV.reshape([ctx.B * Tk, kvDim]);
+        }
+        const g = shape.numHeads / shape.numKvHeads;
+        return attention(q, kAll, vAll, {
+          B: ctx.B, Tq: ctx.T, Tk, numHeads: shape.numHeads, numKvHeads: shape.numKvHeads,
+          headDim: hd, scale: 1 / Math.sqrt(hd),
+        }, ctx.mask(g));
+      });
       const h1 = tf.add(x, this.applyLinear(i, 'o', attnCtx)) as tf.Tensor2D;
       const mlpIn = norm(h1, layer.mlpNorm);
       let downIn: tf.Tensor2D;
       let mlpOut: tf.Tensor2D;
       if (llama) {
-        downIn = tf.mul(silu(this.applyLinear(i, 'gate', mlpIn)), this.applyLinear(i, 'up', mlpIn)) as tf.Tensor2D;
+        // SiLU(gate) first, so the gate's output is freed before the up projection is made.
+        const act = tf.tidy(() => silu(this.applyLinear(i, 'gate', mlpIn)));
+        downIn = tf.tidy(() => tf.mul(act, this.applyLinear(i, 'up', mlpIn)) as tf.Tensor2D);
+        act.dispose();
         mlpOut = this.applyLinear(i, 'down', downIn);
       } else {
         downIn = tf.relu(this.applyLinear(i, 'fc1', mlpIn));

@@ -197,11 +197,16 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     const kBlock = blocks(kt, hd);
     const vBlock = blocks(vg, Tk);
     const outs: tf.Tensor2D[] = [];
+    // Each block's scores and softmax are freed as soon as its context is made: kept to the outer
+    // tidy's end they were B·H·Tq·Tk floats several times over (1 GB of WebAssembly heap, which
+    // never shrinks, for 8 × 512 tokens of 32 heads). Saved-for-gradient tensors are kept by the tape.
     for (let i = 0; i < n; i++) {
-      const vi = vBlock(i);
-      let scores = tf.matMul(qBlock(i), kBlock(i));
-      if (mask) scores = tf.add(scores, mask);
-      outs.push(tf.matMul(tf.softmax(scores), vi));
+      outs.push(tf.tidy(() => {
+        const vi = vBlock(i);
+        let scores = tf.matMul(qBlock(i), kBlock(i));
+        if (mask) scores = tf.add(scores, mask);
+        return tf.matMul(tf.softmax(scores), vi);
+      }));
     }
     return tf.concat(outs, 0).reshape([B, KV, g, Tq, hd]).transpose([0, 3, 1, 2, 4]).reshape([B * Tq, H * hd]) as tf.Tensor2D;
   });

@@ -28,6 +28,7 @@ import { activeBackend } from '../backend/index.ts';
 import { checkBudget, searchKnob, type BudgetRecord, type ParamBudget } from './budget.ts';
 import { backendLinAlg } from '../linalg/backend.ts';
 import type { LinAlg, Numerics } from '../linalg/linalg.ts';
+import { memLog } from '../util/mem-log.ts';
 
 export interface PruneRequest<O, R extends MethodReport = MethodReport> {
   method: PruningMethod<O, R>;
@@ -131,9 +132,11 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
   const statsReq = m.stats(job.options);
   const grouped = m.operatorOrder(job.options) === 'grouped';
   const groups = grouped ? operatorGroups(model) : [{ input: 'attnIn' as TapName, roles: model.spec.linears.map((l) => l.role) }];
-  // Dense snapshot of this layer: the target of intra-layer correction.
+  // Dense snapshot of this layer: the target of intra-layer correction, made only when a group's
+  // statistics compare the dense input with the current one (a second copy of the layer otherwise).
+  const wantsDense = grouped && states !== null && (statsReq.cross !== undefined || statsReq.denseGram !== undefined);
   const dense: Partial<Record<LinearRole, tf.Tensor2D>> = {};
-  for (const l of model.spec.linears) dense[l.role] = tf.clone(model.linearParams(i, l.role).weight);
+  if (wantsDense) for (const l of model.spec.linears) dense[l.role] = tf.clone(model.linearParams(i, l.role).weight);
   try {
     const info: Record<string, unknown> = { layer: i, operators: {} as Record<string, unknown> };
     let stats: LayerStats = {};
@@ -142,11 +145,12 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
     if (states && !grouped) stats = await passes.stats(model, i, states, statsReq);
     for (const group of groups) {
       // A group's operators read only their own input tap: collect just that one.
-      if (states && grouped) stats = await passes.stats(model, i, states, statsForTap(statsReq, group.input), dense);
+      if (states && grouped) stats = await passes.stats(model, i, states, statsForTap(statsReq, group.input), wantsDense ? dense : undefined);
       const ops = group.roles.map((role) => {
         const h = readLinear(model, i, role);
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
       });
+      memLog(`layer ${i} ${group.roles.join(',')} stats`);
       const decisions = await m.pruneOperators({ model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats, state: job.state, linalg });
       for (const d of decisions) {
         const op = ops.find((o) => o.role === d.role);
@@ -155,6 +159,7 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
         job.onDecision?.(d);
         (info.operators as Record<string, unknown>)[d.role] = { zeros, total: op.rows * op.cols, ...d.info };
       }
+      memLog(`layer ${i} ${group.roles.join(',')} pruned`);
     }
     return info;
   } finally {
@@ -188,6 +193,7 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
     return undefined;
   }
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
+  memLog('embedded');
   const { first, last } = req.layers ?? { first: 0, last: model.numLayers - 1 };
   const passes = states ? calibrationPasses(model, req, states.batches.length, last, log) : inProcessPasses;
   const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes, linalg: backendLinAlg(req.numerics) };
@@ -207,6 +213,7 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
         return mode === 'dense-parallel' ? denseNext : i < last ? (await passes.run(model, i, states)).states : null;
       });
       req.onLayer?.(i + 1, model.numLayers);
+      memLog(`layer ${i} done`);
       log(`layer ${i + 1}/${model.numLayers} pruned`);
     }
     for (let i = last + 1; i < model.numLayers; i++) perLayer.push({ layer: i, pruned: false });

@@ -70,22 +70,33 @@ export function hessianFactor(H: Float64Array, cols: number, percdamp = 0.01): H
 
 /** Steps 2–3 of §3 on a copy of H: dead inputs get H_jj = 1, then H += percdamp·mean(diag H)·I. */
 function dampedHessian(H: Float64Array, cols: number, percdamp: number): { h: Float64Array; dead: Uint8Array; damp: number } {
+  const { diag, dead, damp } = dampedDiagonal(H, cols, percdamp);
+  const h = H.slice();
+  for (let j = 0; j < cols; j++) h[j * cols + j] = diag[j]!;
+  return { h, dead, damp };
+}
+
+/**
+ * The diagonal of `dampedHessian` (its only changed entries), so the float32 path can round H
+ * into its upload directly instead of holding a float64 copy of a cols² matrix too.
+ */
+function dampedDiagonal(H: Float64Array, cols: number, percdamp: number): { diag: Float64Array; dead: Uint8Array; damp: number } {
   if (H.length !== cols * cols) throw new PruneLabError(`sparsegpt: Hessian has ${H.length} entries, expected ${cols}×${cols}`);
   if (!(percdamp >= 0) || !Number.isFinite(percdamp)) throw new ConfigError(`sparsegpt: percdamp must be a finite number ≥ 0, got ${percdamp}`);
-  const h = H.slice();
+  const diag = new Float64Array(cols);
   const dead = new Uint8Array(cols);
   let trace = 0;
   for (let j = 0; j < cols; j++) {
-    const d = j * cols + j;
-    if (h[d] === 0) {
+    diag[j] = H[j * cols + j]!;
+    if (diag[j] === 0) {
       dead[j] = 1;
-      h[d] = 1;
+      diag[j] = 1;
     }
-    trace += h[d]!;
+    trace += diag[j]!;
   }
   const damp = cols > 0 ? (percdamp * trace) / cols : 0;
-  for (let j = 0; j < cols; j++) h[j * cols + j]! += damp;
-  return { h, dead, damp };
+  for (let j = 0; j < cols; j++) diag[j]! += damp;
+  return { diag, dead, damp };
 }
 
 /**
@@ -297,8 +308,11 @@ export function obsFactor(la: LinAlg, H: Float64Array, cols: number, percdamp = 
     for (let j = 0; j < cols; j++) diag[j] = host.U[j * cols + j]!;
     return { cols, dead: host.dead, damp: host.damp, diag, host, dispose: () => {} };
   }
-  const { h, dead, damp } = dampedHessian(H, cols, percdamp);
-  const Hm = la.upload(h, cols, cols);
+  const { diag: hd, dead, damp } = dampedDiagonal(H, cols, percdamp);
+  // H rounded to float32 with the damped diagonal: what uploading the float64 damped copy gave.
+  const h32 = Float32Array.from(H);
+  for (let j = 0; j < cols; j++) h32[j * cols + j] = hd[j]!;
+  const Hm = la.upload(h32, cols, cols);
   let U: Matrix;
   try {
     U = la.upperCholeskyOfInverse(Hm);

@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import { BlockContext, type CausalLM, type BlockTaps } from '../model/causal-lm.ts';
 import type { LinearRole, TapName } from '../model/family.ts';
 import type { LayerStats, LayerStatsRequest, TapStats } from './method.ts';
+import { memLog } from '../util/mem-log.ts';
 
 /** Hidden states of the calibration windows entering some layer, `[B*T, D]` per batch. */
 export interface HiddenStates {
@@ -80,16 +81,26 @@ export function runLayer(model: CausalLM, layer: number, states: HiddenStates,
   return keep ? { batches: out, T: states.T, D: states.D } : null;
 }
 
-/** Device-side running sums for the statistics of one tap. */
+/**
+ * Running sums for the statistics of one tap: each batch's sum is made on the device and added
+ * on the host into a Float32Array, which rounds every addition exactly as the device's float32
+ * add did (the sum of two floats is exact in a double, so storing it rounds once; as
+ * `combineBatchStats` in src/parallel/layer-passes.ts). Keeping the sums on the device held a
+ * cols² Gram twice per batch (the old sum and the new one) in the WebAssembly heap, whose
+ * high-water mark stays in RSS; on the host it is one float32 copy.
+ */
 class TapAccumulator {
   tokens = 0;
-  private sums: Partial<Record<'colSqSum' | 'colSum' | 'gram' | 'cross' | 'denseGram', tf.Tensor>> = {};
+  private sums: Partial<Record<'colSqSum' | 'colSum' | 'gram' | 'cross' | 'denseGram', Float32Array>> = {};
   constructor(readonly inDim: number) {}
 
+  /** Adds a batch's sum `t` (disposed here, so the next statistic's product can reuse its memory). */
   private add(key: keyof TapAccumulator['sums'], t: tf.Tensor): void {
+    const v = t.dataSync() as Float32Array;
     const prev = this.sums[key];
-    this.sums[key] = tf.keep(prev ? tf.add(prev, t) : t);
-    prev?.dispose();
+    if (!prev) this.sums[key] = Float32Array.from(v);
+    else for (let i = 0; i < v.length; i++) prev[i]! += v[i]!;
+    t.dispose();
   }
 
   /** x: current input X* `[N, in]`; dense: the dense layer's input X at the same tap (if needed). */
@@ -111,10 +122,7 @@ class TapAccumulator {
 
   finish(): TapStats {
     const out: TapStats = { tokens: this.tokens, inDim: this.inDim };
-    for (const [k, t] of Object.entries(this.sums) as [keyof TapAccumulator['sums'], tf.Tensor][]) {
-      out[k] = Float64Array.from(t.dataSync());
-      t.dispose();
-    }
+    for (const [k, v] of Object.entries(this.sums) as [keyof TapAccumulator['sums'], Float32Array][]) out[k] = Float64Array.from(v);
     this.sums = {};
     return out;
   }
@@ -159,6 +167,7 @@ export function collectLayerStats(model: CausalLM, layer: number, states: Hidden
     } finally {
       ctx.dispose();
     }
+    memLog(`layer ${layer} stats batch`);
   } });
   const out: LayerStats = {};
   for (const [tap, a] of acc) out[tap] = a.finish();
