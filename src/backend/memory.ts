@@ -92,3 +92,16 @@ export function assertLoadFits(need: LoadNeed, source: string, backend: string =
       source);
   }
 }
+
+/**
+ * The WebAssembly module aborts (`RuntimeError: Aborted()`, after XNNPACK's "status 6", out of
+ * memory) when its heap cannot grow past 4 GiB mid-computation; nothing can be caught earlier and
+ * the module is unusable afterwards. Say what ran out and what helps instead.
+ */
+export function wasmAbortAsResourceError(e: Error): ResourceError | null {
+  if (e.name !== 'RuntimeError' || !/^Aborted\(/.test(e.message)) return null;
+  return new ResourceError(
+    `the WebAssembly backend's heap (${gib(WASM_HEAP_BYTES)} at most) ran out during the computation: one layer's weights ` +
+      'and the activations of one batch of windows did not fit beside what the command holds. Use fewer or shorter windows ' +
+      '(--nsamples, --seqlen, --max-windows, --limit), or a backend without this limit (--backend node, node-gpu or webgpu).');
+}

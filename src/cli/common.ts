@@ -5,7 +5,7 @@
 import type { Argv } from 'yargs';
 import { activeAdapter, BACKEND_CHOICES, initBackend, type BackendChoice, type ConcreteBackend } from '../backend/index.ts';
 import { loadModel, type LoadedModel } from '../io/load-model.ts';
-import { setDeviceMemory } from '../backend/memory.ts';
+import { setDeviceMemory, wasmAbortAsResourceError } from '../backend/memory.ts';
 import { parseByteSize } from '../util/byte-size.ts';
 
 export { parseByteSize };
@@ -131,7 +131,8 @@ export function emit(args: CommonArgs, result: Record<string, unknown>, human?: 
  * 1 for bugs.
  */
 export function reportError(e: unknown, json: boolean): void {
-  const err = isErrnoException(e) ? FileSystemError.from(e) : e instanceof Error ? e : new Error(String(e));
+  const raw = isErrnoException(e) ? FileSystemError.from(e) : e instanceof Error ? e : new Error(String(e));
+  const err = wasmAbortAsResourceError(raw) ?? raw;
   const known = err instanceof PruneLabError;
   if (json) {
     const code = err instanceof FileSystemError ? { code: err.code } : {};
