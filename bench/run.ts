@@ -167,7 +167,7 @@ if (want('threads')) {
 
 // Part of `threads` and of `prune` (prune-threads alone: just this).
 if ((want('threads') || want('prune') || want('prune-threads')) && haveShared) {
-  // Pruning stories260K with its calibration passes on n threads (the solvers stay on the main thread), and the default.
+  // Pruning stories260K with its calibration passes and operator solves on n threads, and the default.
   await use('wasm');
   const cores = defaultThreads();
   const tok = await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin'));
@@ -213,7 +213,7 @@ if ((want('threads') || want('prune') || want('prune-threads')) && haveShared) {
     'default: threads used: speed-up'], rows));
   print('\n`prune --threads n` at 50%, the method\'s default mode, pool start included; "default" is `prune` without `--threads`'
     + ' (the first layer\'s passes timed in process, a pool for the rest only where `poolPaysNow` says it pays on the cores free). Limited by: the per-operator solvers and mask'
-    + ' selection, which run on the main thread while the workers wait (Amdahl), the weights of each layer sent to every'
+    + ' selection, solved side by side on the workers only within a group of operators (the largest one sets its time), the weights of each layer sent to every'
     + ' worker after it is pruned, starting the workers (each loads tsx, TensorFlow.js and the weights), and the cores the'
     + ' machine actually gives (see above).\n');
 }

@@ -13,6 +13,7 @@ import { readLinear } from '../src/prune/linear-io.ts';
 import type { PruneReport } from '../src/prune/report.ts';
 import { batchNllSum } from '../src/eval/perplexity.ts';
 import type { Numerics } from '../src/linalg/linalg.ts';
+import os from 'node:os';
 import { table } from './util.ts';
 
 function ids(vocab: number, n: number, salt: number): number[][] {
@@ -51,21 +52,27 @@ export async function runSolversSection(o: { synth: SyntheticLlamaOptions; name:
   const secs: Record<string, number> = {};
   let fistaRate = '';
   // float32 first: the ratio in the same stretch of machine load, then (on request) the float64 reference.
-  for (const numerics of (o.float64 ? ['float32', 'float64'] : ['float32']) as Numerics[]) {
+  const load0 = os.loadavg()[0]!;
+  // float32 on 1 and 2 threads (a group's operators solved side by side on the passes' pool), float64 on 1.
+  const runs: [Numerics, number][] = [['float32', 1], ['float32', 2], ...(o.float64 ? [['float64', 1] as [Numerics, number]] : [])];
+  for (const [numerics, threads] of runs) {
     for (const name of ['sparsegpt', 'fistapruner']) {
       const method = methods.find((m) => m.name === name);
       if (!method) continue;
       const model = buildSyntheticLlama(o.synth);
       const t0 = performance.now();
       const c0 = process.cpuUsage();
-      const report = await pruneModel(model, { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows: calib, numerics });
+      const report = await pruneModel(model, {
+        method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows: calib, numerics, threads,
+      });
       const c = process.cpuUsage(c0);
       const s = (performance.now() - t0) / 1000;
       const cpu = (c.user + c.system) / 1e6;
-      secs[`${name} ${numerics}`] = s;
-      secs[`${name} ${numerics} cpu`] = cpu;
-      rows.push([name, numerics, s, cpu, ppl(model, heldOut)]);
-      if (name === 'fistapruner' && numerics === 'float32') {
+      const key = threads === 1 ? `${name} ${numerics}` : `${name} ${numerics} ${threads}`;
+      secs[key] = s;
+      secs[`${key} cpu`] = cpu;
+      rows.push([name, numerics, threads, s, cpu, ppl(model, heldOut)]);
+      if (name === 'fistapruner' && numerics === 'float32' && threads === 1) {
         const gf = fistaProductGflop(model, report);
         fistaRate = `FISTAPruner's products with G: ≥ ${gf.toFixed(0)} GFLOP, ${(gf / cpu).toFixed(1)} GFLOP per CPU-second of the whole prune.`;
       }
@@ -74,8 +81,15 @@ export async function runSolversSection(o: { synth: SyntheticLlamaOptions; name:
     }
   }
   o.print(`## Solvers on the backend: SparseGPT and FISTAPruner on ${o.name}\n`);
-  o.print(table(['method', 'numerics', 'wall s', 'CPU s', 'perplexity (held-out ids)'], rows));
+  o.print(table(['method', 'numerics', 'threads', 'wall s', 'CPU s (all threads)', 'perplexity (held-out ids)'], rows));
   const ratio = (n: Numerics, k = '') => secs[`fistapruner ${n}${k}`]! / secs[`sparsegpt ${n}${k}`]!;
+  const speedUp = (name: string) => secs[`${name} float32`]! / secs[`${name} float32 2`]!;
+  o.print(`\n2 threads vs 1 (float32, wall): SparseGPT ${speedUp('sparsegpt').toFixed(2)}×, FISTAPruner ${speedUp('fistapruner').toFixed(2)}×;`
+    + ` FISTAPruner ÷ SparseGPT on 2 threads ${ratio('float32', ' 2').toFixed(2)}×. Load average ${load0.toFixed(1)} at the start,`
+    + ` ${os.loadavg()[0]!.toFixed(1)} at the end, ${os.availableParallelism()} cores. Masks and weights do not depend on the threads`
+    + ' (test/operator-threads.test.ts). 2 threads: the calibration passes split by batch and each group\'s operators solved side by side on'
+    + ' the pool (q/k/v, gate/up, and for SparseGPT the whole layer); limited by the largest operator of a group (down alone in its'
+    + ' group for FISTAPruner), the pool\'s start-up, and the cores the machine gives.');
   o.print(`\nFISTAPruner ÷ SparseGPT (same run): ${ratio('float32').toFixed(2)}× wall, ${ratio('float32', ' cpu').toFixed(2)}× CPU with float32`
     + (o.float64 ? `, ${ratio('float64').toFixed(2)}× wall with float64` : ' (float64 reference: --float64)')
     + ' (issue 12 target: ≤ 5× with float32, perplexity unchanged). 50% unstructured, 8 × 128 seeded ids of calibration, each'

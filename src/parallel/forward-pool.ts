@@ -14,7 +14,7 @@ import type { Worker } from 'node:worker_threads';
 import type { CausalLM } from '../model/causal-lm.ts';
 import { activeBackend, type ConcreteBackend } from '../backend/index.ts';
 import type { LinearRole } from '../model/family.ts';
-import type { LayerStats, LayerStatsRequest, StructuredStatsRequest } from '../prune/method.ts';
+import type { LayerStats, LayerStatsRequest, OperatorDecision, OperatorView, PruneTarget, RunSettings, StructuredStatsRequest } from '../prune/method.ts';
 import { shareModel, type SharedModel } from './shared-params.ts';
 import { errorFromWorker, spawnModuleWorker, TaskWorker, type WorkerErrorMessage } from './spawn.ts';
 import { poolPaysNow } from './threads.ts';
@@ -50,13 +50,37 @@ export type ForwardTask =
   /** `collectLayerStats` on one batch (`withDense`: with the dense snapshot set by `set-layer`). */
   | { type: 'layer-stats'; layer: number; batch: HostBatch; T: number; D: number; req: LayerStatsRequest; withDense: boolean }
   /** `runLayer` on one batch, and `blockDistanceSum` of its input and output when `distance` is set. */
-  | { type: 'run-layer'; layer: number; batch: HostBatch; T: number; D: number; distance: DistanceMetric | null };
+  | { type: 'run-layer'; layer: number; batch: HostBatch; T: number; D: number; distance: DistanceMetric | null }
+  /** A layer-wise method's `pruneOperators` on some operators of one group (`src/prune/parallel-operators.ts`). */
+  | SolveTask;
+
+/** What a worker needs to run a method's own per-operator decision as the main thread would. */
+export interface SolveTask {
+  type: 'solve';
+  /** The method's module file (`moduleOf`), resolved and set up once per worker. */
+  method: string;
+  options: unknown;
+  target: PruneTarget;
+  /** The run's settings, as the main thread's `setup` saw them. */
+  run: RunSettings;
+  layer: number;
+  operators: OperatorView[];
+  /** The group's statistics for these operators' taps. */
+  stats: LayerStats;
+}
+
+/** The decisions of a `solve` task, in its operators' order, and what the method logged meanwhile. */
+export interface SolveResult {
+  decisions: OperatorDecision[];
+  logs: string[];
+}
 
 export interface ForwardResults {
   'nll': number;
   'set-layer': null;
   'layer-stats': LayerStats;
   'run-layer': { batch: HostBatch; distance: number };
+  'solve': SolveResult;
 }
 
 export type TaskOf<K extends ForwardTask['type']> = Extract<ForwardTask, { type: K }>;

@@ -10,6 +10,7 @@ import { batchNllSum } from '../eval/perplexity.ts';
 import type { LinearRole } from '../model/family.ts';
 import { blockDistanceSum, collectLayerStats, runLayer } from '../prune/stats.ts';
 import { modelFromShared } from './shared-params.ts';
+import { solveTask } from '../prune/parallel-operators.ts';
 import { errorMessage } from './spawn.ts';
 import type { ForwardMainMessage, ForwardResults, ForwardTask, ForwardWorkerInit, ForwardWorkerMessage, HostLinear } from './forward-pool.ts';
 
@@ -24,8 +25,10 @@ let dense: Partial<Record<LinearRole, tf.Tensor2D>> | undefined;
 
 const weight = (l: HostLinear): tf.Tensor2D => tf.tensor2d(l.weight, l.shape);
 
-function run(task: ForwardTask): ForwardResults[ForwardTask['type']] {
+async function run(task: ForwardTask): Promise<ForwardResults[ForwardTask['type']]> {
   switch (task.type) {
+    case 'solve':
+      return await solveTask(model, task);
     case 'nll':
       return batchNllSum(model, task.rows);
     case 'set-layer': {
@@ -50,6 +53,14 @@ function run(task: ForwardTask): ForwardResults[ForwardTask['type']] {
 function transferables(v: ForwardResults[ForwardTask['type']]): ArrayBuffer[] {
   if (v === null || typeof v === 'number') return [];
   if ('batch' in v && 'distance' in v && typeof v.distance === 'number') return [v.batch.data.buffer as ArrayBuffer];
+  if ('decisions' in v && 'logs' in v) {
+    // A method may return views of one buffer; each buffer is listed once, and shared memory is not transferable.
+    const bufs = new Set<ArrayBuffer>();
+    for (const d of v.decisions as { mask: Uint8Array; weight?: Float32Array }[]) {
+      for (const a of [d.mask, d.weight]) if (a && a.buffer instanceof ArrayBuffer) bufs.add(a.buffer);
+    }
+    return [...bufs];
+  }
   const out: ArrayBuffer[] = [];
   for (const t of Object.values(v)) {
     for (const x of Object.values(t ?? {})) if (x instanceof Float64Array) out.push(x.buffer as ArrayBuffer);
@@ -65,12 +76,9 @@ port.on('message', (msg: ForwardMainMessage) => {
     port.close();
     return;
   }
-  try {
-    const value = run(msg.task);
+  run(msg.task).then((value) => {
     const m: ForwardWorkerMessage = { type: 'result', id: msg.id, value };
     port.postMessage(m, transferables(value));
-  } catch (e) {
-    port.postMessage(errorMessage(e));
-  }
+  }, (e: unknown) => port.postMessage(errorMessage(e)));
 });
 port.postMessage({ type: 'ready' } satisfies ForwardWorkerMessage);

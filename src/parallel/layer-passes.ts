@@ -13,6 +13,8 @@ import { blockDistanceSum, collectLayerStats, requestByTap, runLayer, type Hidde
 import { ForwardPool, type DistanceMetric, type HostLinear } from './forward-pool.ts';
 import { coresFree, poolPays } from './threads.ts';
 import { yieldIfDue } from '../backend/yield.ts';
+import { solveInProcess, solveOnPool, type OperatorSolve } from '../prune/parallel-operators.ts';
+import type { OperatorDecision } from '../prune/method.ts';
 
 export interface LayerPasses {
   /** Threads the passes run on (1: in process); for `AutoPasses`, what it has chosen so far. */
@@ -22,6 +24,8 @@ export interface LayerPasses {
     dense?: Partial<Record<LinearRole, tf.Tensor2D>>): Promise<LayerStats>;
   /** `runLayer(model, layer, states)`; with `distance`, also the summed block distance of every batch. */
   run(model: CausalLM, layer: number, states: HiddenStates, distance?: DistanceMetric): Promise<{ states: HiddenStates; distance: number }>;
+  /** A group's decisions: the method's `pruneOperators` in process, or its operators side by side on the pool's workers. */
+  solve(s: OperatorSolve): Promise<OperatorDecision[]>;
   close(): Promise<void>;
 }
 
@@ -39,6 +43,7 @@ export const inProcessPasses: LayerPasses = {
     await yieldIfDue();
     return { states: next, distance };
   },
+  solve: solveInProcess,
   close: async () => {},
 };
 
@@ -128,6 +133,10 @@ export class PooledPasses implements LayerPasses {
     return { states: { batches: outs.map((o) => o.batch), T, D }, distance: sum };
   }
 
+  solve(s: OperatorSolve): Promise<OperatorDecision[]> {
+    return solveOnPool(this.pool, s);
+  }
+
   close(): Promise<void> {
     return this.pool.close();
   }
@@ -140,10 +149,11 @@ export function layerPasses(model: CausalLM, threads: number): LayerPasses {
 
 /**
  * The passes of a pruning run: `threads` as given (explicit `--threads`), or with `auto` at most
- * `threads`, decided by `AutoPasses`. Never more threads than batches: each thread runs whole batches.
+ * `threads`, decided by `AutoPasses`. Never more threads than batches (each thread runs whole
+ * batches), unless the pool also solves a group's operators side by side (`solves`).
  */
-export function pruningPasses(model: CausalLM, o: { threads: number; auto: boolean; batches: number; lastLayer: number; log?: (msg: string) => void }): LayerPasses {
-  const n = Math.min(o.threads, o.batches);
+export function pruningPasses(model: CausalLM, o: { threads: number; auto: boolean; batches: number; lastLayer: number; solves?: boolean; log?: (msg: string) => void }): LayerPasses {
+  const n = o.solves ? o.threads : Math.min(o.threads, o.batches);
   return o.auto && n > 1 ? new AutoPasses(n, o.lastLayer, o.log) : layerPasses(model, n);
 }
 
@@ -198,6 +208,11 @@ export class AutoPasses implements LayerPasses {
   run(model: CausalLM, layer: number, states: HiddenStates, distance?: DistanceMetric): Promise<{ states: HiddenStates; distance: number }> {
     this.before(model, layer);
     return this.timed(layer, () => this.current.run(model, layer, states, distance));
+  }
+
+  /** Timed with the measured layer's passes: the pool's estimate covers the solves it would share too. */
+  solve(s: OperatorSolve): Promise<OperatorDecision[]> {
+    return this.timed(s.ctx.layer, () => this.current.solve(s));
   }
 
   close(): Promise<void> {

@@ -27,6 +27,7 @@ import { resolveThreads, threadsForModel } from '../parallel/threads.ts';
 import { activeBackend } from '../backend/index.ts';
 import { checkBudget, searchKnob, type BudgetRecord, type ParamBudget } from './budget.ts';
 import { backendLinAlg } from '../linalg/backend.ts';
+import type { RemoteMethod } from './parallel-operators.ts';
 import type { LinAlg, Numerics } from '../linalg/linalg.ts';
 import { memLog } from '../util/mem-log.ts';
 
@@ -116,6 +117,8 @@ export interface LayerJob<O> {
   passes?: LayerPasses;
   /** The solvers' linear algebra (default: float32 on the active backend). */
   linalg?: LinAlg;
+  /** How the passes' pool workers load the method to solve a group's operators side by side (default null: in process). */
+  remote?: RemoteMethod | null;
 }
 
 /**
@@ -151,7 +154,8 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
       });
       memLog(`layer ${i} ${group.roles.join(',')} stats`);
-      const decisions = await m.pruneOperators({ model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats, state: job.state, linalg });
+      const ctx = { model: job.view, options: job.options, target: job.target, log: job.log, layer: i, operators: ops, stats, state: job.state, linalg };
+      const decisions = await passes.solve({ method: m as LayerwiseMethod<unknown, unknown>, ctx, remote: job.remote ?? null });
       for (const d of decisions) {
         const op = ops.find((o) => o.role === d.role);
         if (!op) throw new Error(`method returned a decision for '${d.role}', not in this group`);
@@ -195,8 +199,9 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   let states: HiddenStates | null = needsData ? embedWindows(model, req.windows) : null;
   memLog('embedded');
   const { first, last } = req.layers ?? { first: 0, last: model.numLayers - 1 };
-  const passes = states ? calibrationPasses(model, req, states.batches.length, last, log) : inProcessPasses;
-  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes, linalg: backendLinAlg(req.numerics) };
+  const remote = states ? remoteMethod(req, m, view, mode, log) : null;
+  const passes = states ? calibrationPasses(model, req, states.batches.length, last, log, remote !== null) : inProcessPasses;
+  const job: LayerJob<O> = { method: m, options: req.options, target: req.target, log, view, state, passes, linalg: backendLinAlg(req.numerics), remote };
   try {
     for (let i = 0; i <= last; i++) {
       // Layers before the range only carry the states forward.
@@ -223,10 +228,32 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
   return needsData ? passes.threads : undefined;
 }
 
+/**
+ * How the passes' pool workers load the method to solve operators side by side (each worker sets
+ * the method up for itself); null, solved in process, for a method built in code (no module to
+ * load), on one thread, or for a method whose per-run state cannot be split over threads: one that
+ * refuses `run.workers > 1` (e.g. fistapruner's λ chained from the previous layer).
+ */
+function remoteMethod<O>(req: PruneRequest<O>, m: LayerwiseMethod<O, unknown>, view: ModelView, mode: InputMode, log: (msg: string) => void): RemoteMethod | null {
+  const module = moduleOf(req.method);
+  const threads = req.threads ?? 1;
+  if (!module || threads <= 1) return null;
+  const run = { mode, workers: 1, numerics: req.numerics };
+  try {
+    m.setup?.({ model: view, options: req.options, target: req.target, log: () => {}, run: { ...run, workers: threads } });
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    log(`operators solved in process (${e.message})`);
+    return null;
+  }
+  return { module, run };
+}
+
 /** The calibration passes of a run over layers ..lastLayer: `req.threads` as given, or decided when `req.autoThreads`. */
-function calibrationPasses(model: CausalLM, req: PruneRequest<unknown, MethodReport>, batches: number, lastLayer: number, log: (msg: string) => void): LayerPasses {
+function calibrationPasses(model: CausalLM, req: PruneRequest<unknown, MethodReport>, batches: number, lastLayer: number, log: (msg: string) => void,
+  solves = false): LayerPasses {
   const threads = threadsForModel(model.mode, threadCount(req.threads), req.threads, 'threads');
-  return pruningPasses(model, { threads, auto: req.autoThreads === true, batches, lastLayer, log });
+  return pruningPasses(model, { threads, auto: req.autoThreads === true, batches, lastLayer, solves, log });
 }
 
 /** `threads` of a request: a positive integer, 1 on native TensorFlow (its own thread pool). */

@@ -118,7 +118,9 @@ export interface LayerwiseMethod<O, S = unknown> {
   kind: 'layerwise';
   /**
    * Per-run state, made once per pruning run (and once per worker thread, so state must not be
-   * needed across threads). Methods keep nothing at module level.
+   * needed across threads). Methods keep nothing at module level. A method whose state chains
+   * operators or layers refuses `run.workers > 1` (ConfigError); the engine then also keeps its
+   * operator solves in process.
    */
   setup?(ctx: SetupContext<O>): S;
   /** Statistics needed for the operators of one group. */
@@ -131,6 +133,11 @@ export interface LayerwiseMethod<O, S = unknown> {
   operatorOrder(options: O): 'together' | 'grouped';
   /** Default input mode across layers. */
   defaultMode(options: O): InputMode;
+  /**
+   * Decisions for `ctx.operators`, one per operator, each from that operator, the statistics and
+   * the state only: with `--threads N` the engine may pass a group's operators one at a time on
+   * different worker threads (`src/prune/parallel-operators.ts`).
+   */
   pruneOperators(ctx: OperatorContext<O, S>): OperatorDecision[] | Promise<OperatorDecision[]>;
 }
 
