@@ -18,7 +18,7 @@ import { countParameters } from '../src/model/count.ts';
 import { mulberry32 } from '../src/util/random.ts';
 import { ConfigError } from '../src/util/errors.ts';
 import { loadExperiment } from '../src/experiment/schema.ts';
-import { gridOf, workspace, writeYaml } from './experiment-fixtures.ts';
+import { gridOf, workspace, writeYaml, YAML_HEAD } from './experiment-fixtures.ts';
 
 const SHAPE = { hidden: 32, layers: 4, heads: 4, kvHeads: 2, ffn: 64, vocab: 64, seed: 3 };
 const DECODER = 37120;
@@ -156,15 +156,7 @@ describe('parameter budgets for structured methods', () => {
 });
 
 describe('parameter budgets in experiments', () => {
-  const YAML = `name: demo
-models:
-  - id: tiny
-    path: ../models/tiny
-calibration:
-  text: ../data/calib.txt
-  seqlen: 64
-methods:
-  - name: magnitude-sp
+  const YAML = `${YAML_HEAD}  - name: magnitude-sp
   - name: wanda-sp
     budget: decoder-layers
 sparsities: [0.2]

@@ -67,3 +67,14 @@ export function fakeResult(run: RunSpec): RunResult {
     timings: { pruneS: Math.random(), evalS: Math.random() },
   };
 }
+
+/** The start of a small experiment YAML (one model, calibration text), up to its `methods:` key. */
+export const YAML_HEAD = `name: demo
+models:
+  - id: tiny
+    path: ../models/tiny
+calibration:
+  text: ../data/calib.txt
+  seqlen: 64
+methods:
+`;

@@ -9,18 +9,10 @@ import path from 'node:path';
 import { z } from 'zod';
 import { loadExperiment } from '../src/experiment/schema.ts';
 import { ConfigError } from '../src/util/errors.ts';
-import { fakeResult, gridOf, registry, workspace, writeYaml } from './experiment-fixtures.ts';
+import { fakeResult, gridOf, registry, workspace, writeYaml, YAML_HEAD } from './experiment-fixtures.ts';
 import { buildRow } from '../src/experiment/results.ts';
 
-const VALID = `name: demo
-models:
-  - id: tiny
-    path: ../models/tiny
-calibration:
-  text: ../data/calib.txt
-  seqlen: 64
-methods:
-  - name: magnitude
+const VALID = `${YAML_HEAD}  - name: magnitude
   - name: wanda
     options: {alpha: 1}
 sparsities: [0.5]

@@ -6,7 +6,7 @@
  * A tensor can also stay in its checkpoint file until it is used (`putFile`): it is read by byte
  * range on every `get`, so weights no one has changed cost no host memory at all.
  */
-import { f16ToF32, readStored, widenToF32, type TensorRef } from '../io/stored-tensor.ts';
+import { f16ToF32, readF32, widenToF32, type TensorRef } from '../io/stored-tensor.ts';
 import { numel } from './tensor-data.ts';
 import { f32ToF16 } from '../io/safetensors.ts';
 import type { HostTensor, NamedTensors } from './tensor-data.ts';
@@ -87,7 +87,7 @@ export class HostStore {
   get(name: string): HostTensor | undefined {
     const e = this.entries.get(name);
     if (!e) return undefined;
-    if (e.data === null) return { shape: e.shape.slice(), data: widenToF32(readStored(e.ref!)) };
+    if (e.data === null) return { shape: e.shape.slice(), data: readF32(e.ref!) };
     if (e.dtype === 'F32') return { shape: e.shape.slice(), data: e.data as Float32Array };
     const h = e.data as Uint16Array;
     return { shape: e.shape.slice(), data: widenToF32({ dtype: e.dtype, shape: e.shape, bytes: new Uint8Array(h.buffer, h.byteOffset, h.byteLength) }) };
