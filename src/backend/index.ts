@@ -9,6 +9,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import { ConfigError } from '../util/errors.ts';
+import { describeWasmMatmul, installWasmMatmul } from './openblas.ts';
 import { describeAdapter, loadWebGPU, webgpuAdapter, type WebGPUAdapter } from './webgpu.ts';
 
 export const BACKEND_CHOICES = ['auto', 'node-gpu', 'webgpu', 'node', 'wasm', 'cpu'] as const;
@@ -34,10 +35,12 @@ async function tryWasm(): Promise<boolean> {
     // The .wasm binaries ship inside the npm package; point the loader at them (works offline).
     const pkgDir = path.dirname(require.resolve('@tensorflow/tfjs-backend-wasm/package.json'));
     setWasmPaths(path.join(pkgDir, 'dist') + path.sep);
-    return await tf.setBackend('wasm');
+    if (!(await tf.setBackend('wasm'))) return false;
   } catch {
     return false;
   }
+  installWasmMatmul();
+  return true;
 }
 
 async function tryWebGPU(explicit: boolean): Promise<boolean> {
@@ -76,12 +79,17 @@ export async function initBackend(choice: BackendChoice = 'auto', quiet = false)
   tf.enableProdMode();
   const order: ConcreteBackend[] = choice === 'auto' ? ['node-gpu', 'webgpu', 'node', 'wasm', 'cpu'] : [choice];
   for (const candidate of order) {
-    if (active === candidate) return candidate;
+    if (active === candidate) {
+      if (candidate === 'wasm') installWasmMatmul(); // the --matmul choice may have changed
+      return candidate;
+    }
     if (await load(candidate, choice !== 'auto')) {
       await tf.ready();
       active = candidate;
       const adapter = webgpuAdapter();
-      if (!quiet) process.stderr.write(`prunelab: backend ${candidate}${adapter ? ` on ${describeAdapter(adapter)}` : ''}\n`);
+      const products = candidate === 'wasm' ? describeWasmMatmul() : null;
+      const on = adapter ? ` on ${describeAdapter(adapter)}` : products ? ` (matrix products: ${products.kernel})` : '';
+      if (!quiet) process.stderr.write(`prunelab: backend ${candidate}${on}\n`);
       return candidate;
     }
   }

@@ -6,6 +6,7 @@ import type { Argv } from 'yargs';
 import { activeAdapter, BACKEND_CHOICES, initBackend, type BackendChoice, type ConcreteBackend } from '../backend/index.ts';
 import { loadModel, type LoadedModel } from '../io/load-model.ts';
 import { setDeviceMemory, wasmAbortAsResourceError } from '../backend/memory.ts';
+import { describeWasmMatmul, MATMUL_CHOICES, MATMUL_ENV, type MatmulChoice } from '../backend/openblas.ts';
 import { parseByteSize } from '../util/byte-size.ts';
 
 export { parseByteSize };
@@ -17,6 +18,7 @@ import { reportProgress } from '../util/supervision.ts';
 
 export interface CommonArgs {
   backend: BackendChoice;
+  matmul?: MatmulChoice | undefined;
   json: boolean;
   'device-memory'?: string | undefined;
 }
@@ -24,6 +26,10 @@ export interface CommonArgs {
 export function withCommon<T>(y: Argv<T>): Argv<T & CommonArgs> {
   return y
     .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto = fastest that loads; webgpu on a software adapter only when named)' })
+    .option('matmul', {
+      choices: MATMUL_CHOICES,
+      describe: `the wasm backend's matrix products: openblas (native, every core; needs libopenblas-dev at install), xnnpack (the backend's own), auto = openblas where built (default; also ${MATMUL_ENV})`,
+    })
     .option('json', { type: 'boolean', default: false, describe: 'print exactly one JSON object on stdout' })
     .option('device-memory', {
       type: 'string',
@@ -92,6 +98,8 @@ export function log(msg: string): void {
 export async function startBackend(args: CommonArgs): Promise<ConcreteBackend> {
   const budget = args['device-memory'];
   setDeviceMemory(budget === undefined ? null : parseByteSize(budget, '--device-memory'));
+  // Through the environment, so worker threads started later make the same choice.
+  if (args.matmul !== undefined) process.env[MATMUL_ENV] = args.matmul;
   return initBackend(args.backend, false);
 }
 
@@ -121,6 +129,8 @@ export async function openModel(args: { model: string; tokenizer?: string }): Pr
 export function emit(args: CommonArgs, result: Record<string, unknown>, human?: () => string): void {
   const adapter = activeAdapter();
   if (adapter && 'backend' in result) result = { ...result, adapter };
+  const products = result.backend === 'wasm' ? describeWasmMatmul() : null;
+  if (products && !('matmul' in result)) result = { ...result, matmul: products.kernel };
   if (args.json) process.stdout.write(JSON.stringify(result) + '\n');
   else process.stdout.write((human ? human() : JSON.stringify(result, null, 2)) + '\n');
 }

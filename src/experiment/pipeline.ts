@@ -23,6 +23,7 @@ import { compareSpeed, measureSpeed, type SpeedResult } from '../eval/speed.ts';
 import type { CausalLM } from '../model/causal-lm.ts';
 import { countParameters } from '../model/count.ts';
 import { activeAdapter, activeBackend, deviceDescription } from '../backend/index.ts';
+import { wasmMatmulKernel } from '../backend/openblas.ts';
 
 const hashCache = new Map<string, string>();
 
@@ -175,6 +176,7 @@ export const executeRun: ExecuteRun = async (run: RunSpec, ctx): Promise<RunResu
       backend: activeBackend(),
       execution: model.mode,
       ...(activeAdapter() ? { device: deviceDescription(), adapter: activeAdapter()! } : {}),
+      ...(activeBackend() === 'wasm' ? { matmul: wasmMatmulKernel() ?? 'xnnpack' } : {}),
       model: { hash: checkpointHash(run.model.path), family: model.config.family, dtype: 'float32', tokenizerHash: tokenizer.id },
       sparsity: {
         decoderLayers: report?.measured.decoderLayers ?? 0, allParameters: report?.measured.allParameters ?? 0,

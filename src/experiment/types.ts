@@ -139,6 +139,8 @@ export interface RunResult {
   device?: string;
   /** The WebGPU adapter, when the backend is webgpu. */
   adapter?: WebGPUAdapter;
+  /** What the wasm backend's matrix products ran on (src/backend/openblas.ts). */
+  matmul?: 'openblas' | 'xnnpack';
   model: { hash: string; family: string; dtype: string; tokenizerHash?: string };
   /**
    * Measured fractions removed, zeros counted as removed, so every kind of result shares one axis:

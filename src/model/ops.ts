@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { RopeLayout } from './config.ts';
 import type { LinearParams, NormParams } from './params.ts';
 import { modelLayout } from '../backend/layout.ts';
+import { wasmMatmulKernel } from '../backend/openblas.ts';
 
 export function rmsNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor2D {
   return tf.tidy(() => {
@@ -37,10 +38,11 @@ const WIDE_MIN_BYTES = 16 * 2 ** 20;
  * time; column slices of w would need a sliced copy of w each call, since the backend's slice
  * reads its whole input to the host). Each logit is the same dot product in the same order,
  * so the values are equal bit for bit; while gradients are recorded the product stays as it is.
+ * With the products on OpenBLAS (src/backend/openblas.ts) the plain product is the fast one.
  */
 export function headProduct(x: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | null): tf.Tensor2D {
   const [inDim, outDim] = w.shape;
-  if (!wT || x.shape[0] < WIDE_MIN_ROWS || 4 * inDim * outDim <= WIDE_MIN_BYTES || tf.engine().isTapeOn()) return tf.matMul(x, w);
+  if (!wT || wasmMatmulKernel() === 'openblas' || x.shape[0] < WIDE_MIN_ROWS || 4 * inDim * outDim <= WIDE_MIN_BYTES || tf.engine().isTapeOn()) return tf.matMul(x, w);
   return tf.tidy(() => tf.transpose(tf.matMul(wT, tf.transpose(x))) as tf.Tensor2D);
 }
 

@@ -4,6 +4,7 @@
  * (`forward-pool.ts`).
  */
 import { Worker } from 'node:worker_threads';
+import { noteWorkerThreads } from '../backend/openblas.ts';
 import { ConfigError } from '../util/errors.ts';
 
 /**
@@ -20,7 +21,10 @@ export function spawnModuleWorker(entry: URL, workerData: unknown): Worker {
     : `import(${JSON.stringify(href)})`;
   const boot = `${load}.catch((e) => { require('node:worker_threads').parentPort.postMessage({ type: 'error', `
     + `name: (e && e.name) || 'Error', message: String((e && e.message) || e), stack: e && e.stack }); });`;
-  return new Worker(boot, { eval: true, workerData });
+  const worker = new Worker(boot, { eval: true, workerData });
+  noteWorkerThreads(+1);
+  worker.once('exit', () => noteWorkerThreads(-1));
+  return worker;
 }
 
 /** What a worker posts when something throws in it. */

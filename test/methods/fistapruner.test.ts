@@ -359,8 +359,9 @@ function countingLinAlg(): { la: LinAlg; products: () => number } {
 test('products on the backend: one per FISTA iteration, none computed twice, results as with every product recomputed', () => {
   const cut: Cut = { kind: 'row', sparsity: 0.5 };
   const iters = (r: ReturnType<typeof solveOperator>) => r.rounds.reduce((s, x) => s + x.iterations, 0);
-  // X* = X (C = H_d): W·C serves as W·H_d; Wanda's warm start is left as it is by the cut, so
-  // round 1 starts from H(W₀)·G; later rounds start from W_best, whose product their cut made.
+  // X* = X (C = G = H_d): only W·C (for λ_max) before the rounds, B and c0 being zero; Wanda's warm
+  // start is left as it is by the cut, so round 1 starts from H(W₀)'s product; later rounds start
+  // from W_best, whose product their cut made.
   const same = explicitProblem(11, 120, 24, 8, { noise: 0 });
   const pSame = gramProblem(same);
   assert.deepEqual(pSame.cross, pSame.denseGram);
@@ -368,12 +369,13 @@ test('products on the backend: one per FISTA iteration, none computed twice, res
   let c = countingLinAlg();
   let r = solveOperator(pSame, W0, { ...DEFAULTS, cut }, c.la);
   assert.equal(c.products(), 1 + 1 + iters(r) + r.rounds.length);
-  // C ≠ H_d and a dense start the cut changes: W·C, W·H_d, H(W₀)·G and W₀·G; the refit starts from W_best too.
+  // C ≠ H_d and a dense start the cut changes: W·(C − G), W·(G − 2C + H_d), W·C, then H(W₀)'s and
+  // W₀'s products; the refit starts from W_best too.
   const diff = explicitProblem(12, 120, 24, 8);
   const pDiff = gramProblem(diff);
   c = countingLinAlg();
   r = solveOperator(pDiff, Float64Array.from(diff.W), { ...DEFAULTS, cut, refit: true }, c.la);
-  assert.equal(c.products(), 2 + 2 + iters(r) + r.rounds.length + DEFAULTS.itersPerRound);
+  assert.equal(c.products(), 3 + 2 + iters(r) + r.rounds.length + DEFAULTS.itersPerRound);
   // A start's product handed in gives exactly the run that computes it.
   const pp = prepare(pDiff, backendLinAlg());
   const L = lipschitz(pp, 30);

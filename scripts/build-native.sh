@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Build native/openblas-kernels.c (OpenBLAS matrix products for the wasm backend, see
+# src/backend/openblas.ts) into native/build/openblas-kernels.node. Run by `npm install` / `npm ci`
+# and by `npm run build-native`. Optional: where the C compiler, Node's headers or OpenBLAS are
+# missing it says what to install and exits 0, and PruneLab runs on the wasm backend's own products.
+# Plain cc rather than node-gyp: one C file, one library, nothing to configure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "build-native: $*" >&2; }
+out=native/build/openblas-kernels.node
+cc=${CC:-cc}
+node_include="$(dirname "$(dirname "$(command -v node)")")/include/node"
+[[ -f "$node_include/node_api.h" ]] || node_include=/usr/include/node
+cblas_dir=""
+for d in /usr/include/x86_64-linux-gnu /usr/include/aarch64-linux-gnu /usr/include/openblas /usr/include; do
+  [[ -f "$d/cblas.h" ]] && { cblas_dir=$d; break; }
+done
+
+if ! command -v "$cc" >/dev/null 2>&1; then say "no C compiler ($cc): skipped; products stay on the wasm backend's XNNPACK"; exit 0; fi
+if [[ ! -f "$node_include/node_api.h" ]]; then say "Node's headers (node_api.h) not found: skipped"; exit 0; fi
+if [[ -z "$cblas_dir" ]] || ! "$cc" -print-file-name=libopenblas.so | grep -q /; then
+  say "OpenBLAS not found: skipped (install it with 'apt-get install libopenblas-dev', then 'npm run build-native')"
+  exit 0
+fi
+mkdir -p native/build
+tmp="$out.tmp.$$"
+if "$cc" -O2 -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
+    native/openblas-kernels.c -lopenblas -o "$tmp"; then
+  mv "$tmp" "$out"
+  say "built $out"
+else
+  rm -f "$tmp"
+  say "compiling native/openblas-kernels.c failed: skipped; products stay on the wasm backend's XNNPACK"
+fi
+exit 0

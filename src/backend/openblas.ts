@@ -1,0 +1,177 @@
+/**
+ * Matrix products of the WebAssembly backend on OpenBLAS.
+ *
+ * XNNPACK's wasm GEMM reaches ~30 GFLOP/s on one core here (and ~3 with `transposeB`); OpenBLAS
+ * reaches ~145 per core with every variant. So where the native addon `native/openblas-kernels.c`
+ * is built (`scripts/build-native.sh`, run by `npm install`; it needs Debian's `libopenblas-dev`),
+ * the wasm backend's `BatchMatMul` kernel is replaced by one that runs `cblas_sgemm` on the
+ * operands in place in the WebAssembly heap: no copies, every other kernel unchanged, and every
+ * caller (forward passes, gradients, the solvers' `LinAlg`) gets it without knowing.
+ *
+ * `--matmul xnnpack` (or PRUNELAB_MATMUL=xnnpack) keeps the wasm backend's own kernel, e.g. to
+ * reproduce a figure computed without OpenBLAS; products differ from it by float32 rounding.
+ */
+import * as tf from '@tensorflow/tfjs';
+import { createRequire } from 'node:module';
+import os from 'node:os';
+import { isMainThread } from 'node:worker_threads';
+import { ConfigError } from '../util/errors.ts';
+
+export const MATMUL_CHOICES = ['auto', 'openblas', 'xnnpack'] as const;
+export type MatmulChoice = (typeof MATMUL_CHOICES)[number];
+/** What the wasm backend's matrix products ran on. */
+export type MatmulKernel = 'openblas' | 'xnnpack';
+
+interface OpenBlasAddon {
+  gemm(heap: ArrayBuffer, batch: number, m: number, n: number, k: number, aOff: number, aStride: number,
+    transA: number, bOff: number, bStride: number, transB: number, cOff: number): void;
+  setThreads(n: number): void;
+  describe(): { config: string; threads: number };
+}
+
+/** The environment variable the choice travels in (worker threads inherit it). */
+export const MATMUL_ENV = 'PRUNELAB_MATMUL';
+const ADDON_PATH = new URL('../../native/build/openblas-kernels.node', import.meta.url);
+
+let addon: OpenBlasAddon | null | undefined;
+let addonError = '';
+
+/** The addon, or null (with `openblasUnavailable()` saying why). Loaded once. */
+export function openblasAddon(): OpenBlasAddon | null {
+  if (addon !== undefined) return addon;
+  try {
+    addon = createRequire(import.meta.url)(ADDON_PATH.pathname) as OpenBlasAddon;
+  } catch (e) {
+    addon = null;
+    addonError = (e as Error).message.split('\n')[0] ?? String(e);
+  }
+  return addon;
+}
+
+export function openblasUnavailable(): string {
+  return `the OpenBLAS kernels are not built (${addonError}): install Debian's libopenblas-dev and run 'npm run build-native'`;
+}
+
+/** The choice from the environment (`--matmul` sets it), checked. */
+export function matmulChoice(): MatmulChoice {
+  const v = process.env[MATMUL_ENV] ?? 'auto';
+  if (!(MATMUL_CHOICES as readonly string[]).includes(v)) {
+    throw new ConfigError(`${MATMUL_ENV}=${v} is not a matmul choice; valid: ${MATMUL_CHOICES.join(', ')}`);
+  }
+  return v as MatmulChoice;
+}
+
+let installed: MatmulKernel | null = null;
+let original: tf.KernelConfig | undefined;
+
+/** What the active wasm backend's products run on (null before `installWasmMatmul`). */
+export function wasmMatmulKernel(): MatmulKernel | null {
+  return installed;
+}
+
+interface WasmBackendInternals {
+  dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
+  makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
+  wasm: { HEAPU8: Uint8Array };
+}
+
+/**
+ * Put the chosen kernel in place on the (already active) wasm backend. `openblas` fails loudly
+ * when the addon is missing; `auto` falls back to XNNPACK.
+ */
+export function installWasmMatmul(choice: MatmulChoice = matmulChoice()): MatmulKernel {
+  const lib = choice === 'xnnpack' ? null : openblasAddon();
+  if (choice === 'openblas' && !lib) throw new ConfigError(`--matmul openblas: ${openblasUnavailable()}`);
+  original ??= tf.getKernel(tf.BatchMatMul, 'wasm');
+  if (!original) throw new Error('the wasm backend has no BatchMatMul kernel to replace');
+  const want: MatmulKernel = lib ? 'openblas' : 'xnnpack';
+  if (installed === want) return want;
+  tf.unregisterKernel(tf.BatchMatMul, 'wasm');
+  tf.registerKernel(lib ? { kernelName: tf.BatchMatMul, backendName: 'wasm', kernelFunc: openblasBatchMatMul(lib, original.kernelFunc) } : original);
+  installed = want;
+  // The thread count is one per process: the main thread sets it (noteWorkerThreads), not each worker.
+  if (lib && isMainThread) setOpenblasThreads(defaultBlasThreads());
+  return want;
+}
+
+let liveWorkers = 0;
+
+/** OpenBLAS threads: every core, shared out among this process's worker threads while they run. */
+function defaultBlasThreads(): number {
+  return Math.max(1, Math.floor(os.availableParallelism() / Math.max(1, liveWorkers)));
+}
+
+function setOpenblasThreads(n: number): void {
+  openblasAddon()?.setThreads(n);
+}
+
+/**
+ * A worker thread with its own backend started (+1) or stopped (-1): OpenBLAS's thread count is
+ * one per process, so with N workers each product gets cores / N threads instead of every
+ * worker's product asking for all of them.
+ */
+export function noteWorkerThreads(delta: number): void {
+  liveWorkers = Math.max(0, liveWorkers + delta);
+  if (installed === 'openblas') setOpenblasThreads(defaultBlasThreads());
+}
+
+/** For results: the kernel and, with OpenBLAS, its build and threads. */
+export function describeWasmMatmul(): { kernel: MatmulKernel; openblas?: string; threads?: number } | null {
+  if (installed === null) return null;
+  if (installed === 'xnnpack') return { kernel: 'xnnpack' };
+  const d = openblasAddon()!.describe();
+  return { kernel: 'openblas', openblas: d.config, threads: d.threads };
+}
+
+/** For output batch entry i (row-major over `outer`), the entry of an operand with batch dims `dims`. */
+function batchIndexer(dims: number[], outer: number[]): (i: number) => number {
+  const lead = outer.length - dims.length;
+  return (i) => {
+    let index = 0, stride = 1;
+    for (let d = outer.length - 1; d >= 0; d--) {
+      const pos = i % outer[d]!;
+      i = Math.floor(i / outer[d]!);
+      if (d >= lead) {
+        const size = dims[d - lead]!;
+        if (size !== 1) index += pos * stride;
+        stride *= size;
+      }
+    }
+    return index;
+  };
+}
+
+function openblasBatchMatMul(lib: OpenBlasAddon, fallback: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const { transposeA, transposeB } = args.attrs as { transposeA: boolean; transposeB: boolean };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    if (a.dtype !== 'float32' || b.dtype !== 'float32') return fallback(args);
+    const ra = a.shape.length, rb = b.shape.length;
+    const m = transposeA ? a.shape[ra - 1]! : a.shape[ra - 2]!;
+    const k = transposeA ? a.shape[ra - 2]! : a.shape[ra - 1]!;
+    const kb = transposeB ? b.shape[rb - 1]! : b.shape[rb - 2]!;
+    const n = transposeB ? b.shape[rb - 2]! : b.shape[rb - 1]!;
+    const outer = tf.broadcast_util.assertAndGetBroadcastShape(a.shape.slice(0, -2), b.shape.slice(0, -2));
+    const batchA = tf.util.sizeFromShape(a.shape.slice(0, -2)), batchB = tf.util.sizeFromShape(b.shape.slice(0, -2));
+    const batch = tf.util.sizeFromShape(outer);
+    if (k !== kb) return fallback(args); // let the wasm kernel word the shape error
+    const out = backend.makeOutput([...outer, m, n], 'float32');
+    if (batch * m * n === 0) return out;
+    const offset = (t: tf.TensorInfo): number => backend.dataIdMap.get(t.dataId)!.memoryOffset / 4;
+    const [aOff, bOff, cOff] = [offset(a), offset(b), offset(out)];
+    // The heap's buffer is read after makeOutput: an allocation may have grown (replaced) it.
+    const heap = backend.wasm.HEAPU8.buffer as ArrayBuffer;
+    const ta = transposeA ? 1 : 0, tb = transposeB ? 1 : 0;
+    if ((batchA === batch || batchA === 1) && (batchB === batch || batchB === 1)) {
+      lib.gemm(heap, batch, m, n, k, aOff, batchA === 1 ? 0 : m * k, ta, bOff, batchB === 1 ? 0 : k * n, tb, cOff);
+    } else {
+      // A partial broadcast ([2,1] with [1,3]): one product per output batch entry.
+      const aIdx = batchIndexer(a.shape.slice(0, -2), outer), bIdx = batchIndexer(b.shape.slice(0, -2), outer);
+      for (let i = 0; i < batch; i++) {
+        lib.gemm(heap, 1, m, n, k, aOff + aIdx(i) * m * k, 0, ta, bOff + bIdx(i) * k * n, 0, tb, cOff + i * m * n);
+      }
+    }
+    return out;
+  };
+}

@@ -1,0 +1,171 @@
+/**
+ * The wasm backend's matrix products on OpenBLAS (src/backend/openblas.ts) against a float64
+ * host product and against the backend's own XNNPACK kernel: every transpose, batched and
+ * broadcast operands, empty shapes, gradients, a whole model; results the same for any thread
+ * count. Skips (saying why) where the addon is not built; with PRUNELAB_REQUIRE_OPENBLAS=1 (set
+ * by .ci/run once libopenblas-dev is in) it fails instead.
+ */
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import * as tf from '@tensorflow/tfjs';
+import { installWasmMatmul, MATMUL_ENV, noteWorkerThreads, openblasAddon, openblasUnavailable, wasmMatmulKernel } from '../src/backend/openblas.ts';
+import { buildSyntheticLlama } from './synthetic-model.ts';
+import { logitsOf, setupBackend } from './support.ts';
+
+const REQUIRED = process.env.PRUNELAB_REQUIRE_OPENBLAS === '1';
+const built = openblasAddon() !== null;
+const skip = built ? false : `${openblasUnavailable()}`;
+
+it('the OpenBLAS kernels are built where CI installed OpenBLAS', { skip: REQUIRED ? false : 'PRUNELAB_REQUIRE_OPENBLAS is not set (.ci/run sets it)' }, () => {
+  assert.ok(built, openblasUnavailable());
+});
+
+/** A deterministic float32 array in [-1, 1). */
+function values(n: number, seed: number): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed >>> 0;
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    a[i] = s / 2 ** 31 - 1;
+  }
+  return a;
+}
+
+/** op(A)·op(B) in float64 on the host, for rank-3 operands with batch 1 broadcast. */
+function reference(a: Float32Array, aShape: number[], ta: boolean, b: Float32Array, bShape: number[], tb: boolean): Float64Array {
+  const [ba, ra, ca] = aShape as [number, number, number];
+  const [bb, rb, cb] = bShape as [number, number, number];
+  const m = ta ? ca : ra, k = ta ? ra : ca, n = tb ? rb : cb;
+  const batch = Math.max(ba, bb);
+  const out = new Float64Array(batch * m * n);
+  for (let t = 0; t < batch; t++) {
+    const ao = (ba === 1 ? 0 : t) * ra * ca, bo = (bb === 1 ? 0 : t) * rb * cb;
+    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let p = 0; p < k; p++) s += a[ao + (ta ? p * ca + i : i * ca + p)]! * b[bo + (tb ? j * cb + p : p * cb + j)]!;
+      out[(t * m + i) * n + j] = s;
+    }
+  }
+  return out;
+}
+
+function withKernel<T>(kernel: 'openblas' | 'xnnpack', f: () => T): T {
+  const before = process.env[MATMUL_ENV];
+  installWasmMatmul(kernel);
+  try {
+    return f();
+  } finally {
+    installWasmMatmul(before === 'xnnpack' ? 'xnnpack' : 'auto');
+  }
+}
+
+describe('OpenBLAS matrix products on the wasm backend', { skip }, () => {
+  before(async () => {
+    await setupBackend();
+  });
+  after(() => installWasmMatmul('auto'));
+
+  it('is what the wasm backend runs by default where built', () => {
+    assert.equal(wasmMatmulKernel(), 'openblas');
+  });
+
+  const cases: { name: string; a: number[]; b: number[]; ta: boolean; tb: boolean }[] = [
+    { name: 'plain 2-D over several tiles', a: [1, 300, 70], b: [1, 70, 530], ta: false, tb: false },
+    { name: 'transposeB', a: [1, 33, 64], b: [1, 257, 64], ta: false, tb: true },
+    { name: 'transposeA', a: [1, 64, 290], b: [1, 64, 17], ta: true, tb: false },
+    { name: 'both transposed', a: [1, 40, 260], b: [1, 300, 40], ta: true, tb: true },
+    { name: 'batched', a: [5, 12, 16], b: [5, 16, 9], ta: false, tb: false },
+    { name: 'left operand broadcast over the batch', a: [1, 7, 16], b: [4, 16, 270], ta: false, tb: false },
+    { name: 'right operand broadcast, transposed', a: [3, 260, 16], b: [1, 9, 16], ta: false, tb: true },
+    { name: 'one row (decoding)', a: [1, 1, 576], b: [1, 576, 300], ta: false, tb: false },
+  ];
+  for (const c of cases) {
+    it(`${c.name}: float64 reference within float32 rounding, XNNPACK within 1e-5`, () => {
+      const av = values(c.a.reduce((x, y) => x * y), 1), bv = values(c.b.reduce((x, y) => x * y), 2);
+      const want = reference(av, c.a, c.ta, bv, c.b, c.tb);
+      const product = (kernel: 'openblas' | 'xnnpack'): Float32Array => withKernel(kernel, () => tf.tidy(() => {
+        const a = c.a[0] === 1 && c.b[0] === 1 ? tf.tensor2d(av, [c.a[1]!, c.a[2]!]) : tf.tensor3d(av, c.a as [number, number, number]);
+        const b = c.a[0] === 1 && c.b[0] === 1 ? tf.tensor2d(bv, [c.b[1]!, c.b[2]!]) : tf.tensor3d(bv, c.b as [number, number, number]);
+        return tf.matMul(a, b, c.ta, c.tb).dataSync() as Float32Array;
+      }));
+      const got = product('openblas'), xnn = product('xnnpack');
+      assert.equal(got.length, want.length);
+      const k = c.ta ? c.a[1]! : c.a[2]!;
+      for (let i = 0; i < want.length; i++) {
+        // |each term| < 1, so k terms round to within k·2^-23 of the float64 sum.
+        assert.ok(Math.abs(got[i]! - want[i]!) <= k * 2 ** -23, `entry ${i}: ${got[i]} vs ${want[i]}`);
+        assert.ok(Math.abs(got[i]! - xnn[i]!) <= 1e-5 * Math.max(1, Math.abs(want[i]!)), `entry ${i}: ${got[i]} vs XNNPACK ${xnn[i]}`);
+      }
+    });
+  }
+
+  it('a rank-4 product (attention heads) has the rank-4 shape and the reference values', () => {
+    const av = values(2 * 3 * 5 * 8, 3), bv = values(2 * 3 * 8 * 4, 4);
+    const got = tf.tidy(() => tf.matMul(tf.tensor4d(av, [2, 3, 5, 8]), tf.tensor4d(bv, [2, 3, 8, 4])));
+    assert.deepEqual(got.shape, [2, 3, 5, 4]);
+    const want = reference(av, [6, 5, 8], false, bv, [6, 8, 4], false);
+    const g = got.dataSync();
+    got.dispose();
+    for (let i = 0; i < want.length; i++) assert.ok(Math.abs(g[i]! - want[i]!) <= 8 * 2 ** -23);
+  });
+
+  it('a partial broadcast ([2,1] with [1,3] batches) is left to the wasm kernel and still right', () => {
+    const av = values(2 * 1 * 4 * 6, 5), bv = values(1 * 3 * 6 * 2, 6);
+    const got = tf.tidy(() => tf.matMul(tf.tensor4d(av, [2, 1, 4, 6]), tf.tensor4d(bv, [1, 3, 6, 2])));
+    assert.deepEqual(got.shape, [2, 3, 4, 2]);
+    const g = got.dataSync();
+    got.dispose();
+    for (let x = 0; x < 2; x++) for (let y = 0; y < 3; y++) {
+      const want = reference(av.subarray(x * 24, x * 24 + 24), [1, 4, 6], false, bv.subarray(y * 12, y * 12 + 12), [1, 6, 2], false);
+      for (let i = 0; i < 8; i++) assert.ok(Math.abs(g[(x * 3 + y) * 8 + i]! - want[i]!) <= 6 * 2 ** -23);
+    }
+  });
+
+  it('empty operands: k = 0 gives zeros, m = 0 an empty result', () => {
+    const z = tf.matMul(tf.zeros([3, 0]), tf.zeros([0, 4]));
+    assert.deepEqual(Array.from(z.dataSync()), new Array(12).fill(0));
+    const e = tf.matMul(tf.zeros([0, 5]), tf.ones([5, 4]));
+    assert.deepEqual(e.shape, [0, 4]);
+    tf.dispose([z, e]);
+  });
+
+  it('gradients of a product match XNNPACK within 1e-5', () => {
+    const av = values(64 * 48, 7), bv = values(48 * 300, 8);
+    const grads = (kernel: 'openblas' | 'xnnpack'): Float32Array[] => withKernel(kernel, () => tf.tidy(() => {
+      const g = tf.grads((a: tf.Tensor, b: tf.Tensor) => tf.sum(tf.square(tf.matMul(a, b))));
+      return g([tf.tensor2d(av, [64, 48]), tf.tensor2d(bv, [48, 300])]).map((t) => t.dataSync() as Float32Array);
+    }));
+    const o = grads('openblas'), x = grads('xnnpack');
+    for (let t = 0; t < 2; t++) {
+      const scale = Math.max(...Array.from(x[t]!, Math.abs));
+      for (let i = 0; i < x[t]!.length; i++) assert.ok(Math.abs(o[t]![i]! - x[t]![i]!) <= 1e-5 * scale);
+    }
+  });
+
+  it('results are bit-identical for 1, 2 and 3 threads (tiles fixed by the shape)', () => {
+    const av = values(700 * 300, 9), bv = values(300 * 900, 10);
+    const run = (): Float32Array => tf.tidy(() => tf.matMul(tf.tensor2d(av, [700, 300]), tf.tensor2d(bv, [300, 900])).dataSync() as Float32Array);
+    const lib = openblasAddon()!;
+    const results: Float32Array[] = [];
+    for (const n of [1, 2, 3]) {
+      lib.setThreads(n);
+      results.push(run());
+    }
+    noteWorkerThreads(0); // back to the default count
+    assert.deepEqual(results[1], results[0]);
+    assert.deepEqual(results[2], results[0]);
+  });
+
+  it("a synthetic LLaMA's logits on OpenBLAS are XNNPACK's within float32 rounding", () => {
+    const model = buildSyntheticLlama({ hidden: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 160, vocab: 300, seed: 3 });
+    const ids = [Array.from({ length: 40 }, (_, i) => (i * 37) % 300)];
+    try {
+      const o = withKernel('openblas', () => logitsOf(model, ids));
+      const x = withKernel('xnnpack', () => logitsOf(model, ids));
+      const scale = Math.max(1, ...Array.from(x, Math.abs));
+      for (let i = 0; i < x.length; i++) assert.ok(Math.abs(o[i]! - x[i]!) <= 1e-5 * scale, `logit ${i}: ${o[i]} vs ${x[i]}`);
+    } finally {
+      model.dispose();
+    }
+  });
+});
