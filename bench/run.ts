@@ -24,6 +24,7 @@ import type { PruneTarget } from '../src/prune/method.ts';
 import { writeFileAtomic } from '../src/util/atomic.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
 import { matmulGflops, table, time } from './util.ts';
+import { installWasmMatmul, noteWorkerThreads, openblasAddon, openblasUnavailable } from '../src/backend/openblas.ts';
 import { runTorchSection } from './torch/section.ts';
 import { runScaleSection } from './scale.ts';
 import { runSolversSection } from './solvers.ts';
@@ -67,16 +68,30 @@ const out: string[] = [`# PruneLab benchmarks (${new Date().toISOString()}, ${qu
 const print = (s: string) => { out.push(s); console.log(s); };
 
 if (want('matmul')) {
+  // The wasm backend's products on each kernel it can use (src/backend/openblas.ts), and the plain JS cpu backend.
   const rows: (string | number)[][] = [];
-  const res: Record<string, number> = {};
-  for (const be of ['wasm', 'cpu'] as const) {
-    await use(be);
-    res[be] = matmulGflops(512, be === 'cpu' ? 1 : 5);
+  await use('wasm');
+  const blas = openblasAddon();
+  const sizes = [512, 2048];
+  for (const n of sizes) {
+    const res: Record<string, number> = {};
+    installWasmMatmul('xnnpack');
+    res.xnnpack = matmulGflops(n, n > 1000 ? 2 : 5);
+    if (blas) {
+      installWasmMatmul('openblas');
+      blas.setThreads(1);
+      res.openblas1 = matmulGflops(n, n > 1000 ? 3 : 10);
+      noteWorkerThreads(0);
+      res.openblas = matmulGflops(n, n > 1000 ? 3 : 10);
+    }
+    installWasmMatmul();
+    rows.push([`${n}×${n} fp32 matMul GFLOP/s`, res.xnnpack, res.openblas1 ?? NaN, res.openblas ?? NaN, (res.openblas ?? NaN) / res.xnnpack]);
   }
-  rows.push(['512×512 fp32 matMul GFLOP/s', res.wasm, res.cpu, res.wasm / res.cpu]);
-  print('## matMul\n');
-  print(table(['', 'wasm', 'cpu', 'wasm / cpu'], rows));
-  print('\nLimited by: the WebAssembly backend runs XNNPACK single-threaded with SIMD; the cpu backend is plain JS loops.\n');
+  print('## matMul (wasm backend)\n');
+  print(table(['', 'XNNPACK (1 thread)', 'OpenBLAS 1 thread', `OpenBLAS ${os.availableParallelism()} threads`, 'OpenBLAS / XNNPACK'], rows));
+  print(blas
+    ? `\nOpenBLAS: ${blas.describe().config}. Limited by: XNNPACK runs single-threaded WebAssembly SIMD (128-bit, no FMA); OpenBLAS runs native AVX2 FMA kernels on 256×256 tiles of C, one tile per thread at a time.\n`
+    : `\nOpenBLAS columns: not built (${openblasUnavailable()}).\n`);
 }
 
 if (want('forward')) {
@@ -130,7 +145,10 @@ if (want('threads')) {
         for (let r = 0; r < repeats; r++) {
           let t = performance.now();
           let cpu = process.cpuUsage();
+          // One core: OpenBLAS's products on one thread too (while the pool is up each thread gets cores ÷ n).
+          openblasAddon()?.setThreads(1);
           local = batches.map((rows) => batchNllSum(model, rows));
+          noteWorkerThreads(0);
           one.push((performance.now() - t) / 1000);
           cores1.push(cpuSeconds(process.cpuUsage(cpu)) / one[r]!);
           t = performance.now();
@@ -187,6 +205,8 @@ if ((want('threads') || want('prune') || want('prune-threads')) && haveShared) {
         // 'auto': the CLI's default (no --threads), at most n threads, a pool only where it pays.
         for (const threads of [1, n, 'auto'] as const) {
           const model = loadModel(STORIES).model;
+          // One thread means one core: OpenBLAS's products on one thread too (restored after).
+          if (threads === 1) openblasAddon()?.setThreads(1);
           const t0 = performance.now();
           const cpu = process.cpuUsage();
           const report = await pruneModel(model, {
@@ -197,6 +217,7 @@ if ((want('threads') || want('prune') || want('prune-threads')) && haveShared) {
           secs[threads]!.push(s);
           obtained[threads]!.push(cpuSeconds(process.cpuUsage(cpu)) / s);
           if (threads === 'auto') autoUsed.push(report.threadsUsed ?? 1);
+          if (threads === 1) noteWorkerThreads(0);
           model.dispose();
         }
       }
