@@ -5,6 +5,7 @@
  */
 import os from 'node:os';
 import type { ConcreteBackend } from '../backend/index.ts';
+import { wasmMatmulKernel } from '../backend/openblas.ts';
 import { ConfigError } from '../util/errors.ts';
 
 export function defaultThreads(): number {
@@ -60,8 +61,11 @@ export function poolPaysNow(seconds: number, threads: number): boolean {
 export function threadsForModel(mode: 'resident' | 'streamed', threads: number, requested: number | undefined, what = '--threads'): number {
   if (mode === 'resident') return threads;
   if (requested !== undefined && requested > 1) {
+    const cores = wasmMatmulKernel() === 'openblas'
+      ? ' Streamed passes run in this process, and their matrix products already use every core (OpenBLAS).'
+      : ' Streamed passes run in this process; with OpenBLAS installed (README, Install) their matrix products use every core.';
     throw new ConfigError(`${what} ${requested}: this model's weights are streamed (over the backend memory budget), and worker threads would each hold `
-      + `a copy of the whole model. Omit ${what} (or pass 1), or raise --device-memory so the model is resident.`);
+      + `a copy of the whole model. Omit ${what} (or pass 1), or raise --device-memory so the model is resident.${cores}`);
   }
   return 1;
 }
