@@ -140,6 +140,7 @@ if (want('threads')) {
         const many: number[] = [];
         // Cores this process obtained (CPU time of all its threads ÷ wall time): the ceiling of any speed-up.
         const cores1: number[] = [];
+        const blasAll: number[] = [];
         const coresN: number[] = [];
         let local: number[] = [];
         for (let r = 0; r < repeats; r++) {
@@ -149,6 +150,14 @@ if (want('threads')) {
           openblasAddon()?.setThreads(1);
           local = batches.map((rows) => batchNllSum(model, rows));
           noteWorkerThreads(0);
+          if (openblasAddon()) {
+            // In process with OpenBLAS on every core: what a run without --threads gets.
+            openblasAddon()!.setThreads(cores);
+            const tb = performance.now();
+            batches.forEach((rows) => batchNllSum(model, rows));
+            blasAll.push((performance.now() - tb) / 1000);
+            noteWorkerThreads(0);
+          }
           one.push((performance.now() - t) / 1000);
           cores1.push(cpuSeconds(process.cpuUsage(cpu)) / one[r]!);
           t = performance.now();
@@ -163,7 +172,8 @@ if (want('threads')) {
         const tokens = 2 * n * perBatch * T;
         rows.push([m.name, n, tokens, median(one), median(many), median(ratios),
           `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`, median(one) / startS,
-          `${median(cores1).toFixed(2)} / ${median(coresN).toFixed(2)}`, median(efficiency), local.every((v, i) => v === pooled[i]) ? 'yes' : 'NO']);
+          `${median(cores1).toFixed(2)} / ${median(coresN).toFixed(2)}`, median(efficiency),
+          blasAll.length ? median(one) / median(blasAll) : NaN, local.every((v, i) => v === pooled[i]) ? 'yes' : 'NO']);
       } finally {
         await pool.close();
       }
@@ -171,7 +181,7 @@ if (want('threads')) {
     model.dispose();
   }
   print(`## Data-parallel forward passes: worker threads vs one thread (${cores} cores)\n`);
-  print(table(['model', 'threads', 'tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'incl. start', 'cores obtained 1 / n', 'CPU efficiency', 'same sums'], rows));
+  print(table(['model', 'threads', 'tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'incl. start', 'cores obtained 1 / n', 'CPU efficiency', 'in process, OpenBLAS on every core: speed-up', 'same sums'], rows));
   print(`\nThe perplexity pass (\`eval ppl --threads n\`): 2 batches per thread, ${repeats} alternating repeats; speed-up = 1-thread`
     + ' time ÷ n-thread time in the same repeat, median and range; "incl. start" counts starting the workers (each loads'
     + ' tsx, TensorFlow.js and its copy of the weights) in the n-thread time. Limited by: free cores (on a shared machine the'
