@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { installWasmMatmul, MATMUL_ENV, noteWorkerThreads, openblasAddon, openblasUnavailable, wasmMatmulKernel } from '../src/backend/openblas.ts';
 import { buildSyntheticLlama } from './synthetic-model.ts';
-import { logitsOf, setupBackend } from './support.ts';
+import { HAVE_SHARED, logitsOf, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN } from './support.ts';
+import { runCli } from './cli-support.ts';
 
 const REQUIRED = process.env.PRUNELAB_REQUIRE_OPENBLAS === '1';
 const built = openblasAddon() !== null;
@@ -142,6 +143,16 @@ describe('OpenBLAS matrix products on the wasm backend', { skip }, () => {
     }
   });
 
+  it('the addon refuses an operand outside the buffer instead of reading past it', () => {
+    const buf = new ArrayBuffer(4 * 100);
+    const lib = openblasAddon()!;
+    // 5×5 · 5×5 needs 25 + 25 + 25 floats: fits 100; a C offset of 80 does not.
+    lib.gemm(buf, 1, 5, 5, 5, 0, 0, 0, 25, 0, 0, 50);
+    assert.throws(() => lib.gemm(buf, 1, 5, 5, 5, 0, 0, 0, 25, 0, 0, 80), RangeError);
+    assert.throws(() => lib.gemm(buf, 2, 5, 5, 5, 0, 25, 0, 25, 60, 0, 50), RangeError);
+    assert.throws(() => lib.gemm(buf, 1, -1, 5, 5, 0, 0, 0, 25, 0, 0, 50), RangeError);
+  });
+
   it('results are bit-identical for 1, 2 and 3 threads (tiles fixed by the shape)', () => {
     const av = values(700 * 300, 9), bv = values(300 * 900, 10);
     const run = (): Float32Array => tf.tidy(() => tf.matMul(tf.tensor2d(av, [700, 300]), tf.tensor2d(bv, [300, 900])).dataSync() as Float32Array);
@@ -167,5 +178,25 @@ describe('OpenBLAS matrix products on the wasm backend', { skip }, () => {
     } finally {
       model.dispose();
     }
+  });
+});
+
+describe('--matmul on the command line', { skip: HAVE_SHARED ? false : NO_SHARED_REASON }, () => {
+  const args = ['eval', 'ppl', '--model', STORIES_BIN, '--text', shared('text/tinystories-sample.txt'), '--seqlen', '64', '--max-windows', '2', '--threads', '1', '--json'];
+
+  it('the result records the kernel; xnnpack and openblas agree within float32 rounding', { skip }, () => {
+    const x = runCli([...args, '--matmul', 'xnnpack']);
+    const o = runCli([...args, '--matmul', 'openblas']);
+    assert.equal(x.status, 0, x.stderr);
+    assert.equal(o.status, 0, o.stderr);
+    assert.equal(x.json!.matmul, 'xnnpack');
+    assert.equal(o.json!.matmul, 'openblas');
+    assert.ok(Math.abs(Number(o.json!.ppl) - Number(x.json!.ppl)) <= 1e-5 * Number(x.json!.ppl));
+  });
+
+  it('a bad PRUNELAB_MATMUL is refused with the valid choices, exit 2', () => {
+    const r = runCli(args, 60_000, ['env', 'PRUNELAB_MATMUL=mkl']);
+    assert.equal(r.status, 2, r.stderr);
+    assert.match(String(r.json!.error), /PRUNELAB_MATMUL=mkl is not a matmul choice; valid: auto, openblas, xnnpack/);
   });
 });
