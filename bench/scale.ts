@@ -156,8 +156,13 @@ export async function runScaleSection(o: ScaleOptions): Promise<void> {
       runSteps(sharded, `${TINYLLAMA.label}, shards`, [
         inspect(m),
         {
-          label: 'Wanda 50%, 16 × 512 calibration tokens', needs: 'streamed execution', summary: pruned, writes: [out('wanda')],
+          label: 'Wanda 50%, 16 × 512 calibration tokens', needs: 'streamed execution', summary: pruned,
           argv: cli(['prune', '--model', m, '--method', 'wanda', '--sparsity', '0.5', '--calib', text, '--nsamples', '16', '--seqlen', '512', '--out', out('wanda')]),
+        },
+        {
+          // The pruned checkpoint (written in the input's bf16) loaded again and evaluated.
+          label: 'reload the Wanda checkpoint: eval ppl, 8 × 512', needs: 'streamed execution', summary: ppl, writes: [out('wanda')],
+          argv: cli(['eval', 'ppl', '--model', out('wanda'), '--text', text, '--seqlen', '512', '--max-windows', '8']),
         },
         {
           label: 'SparseGPT 50%, layer 0 only, 16 × 512', needs: 'streamed execution', summary: pruned, writes: [out('sparsegpt')],
