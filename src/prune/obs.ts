@@ -21,9 +21,9 @@
  *   all rows stream past it, skipping the zero errors of kept weights.
  */
 import { upperCholeskyOfInverse } from '../linalg/dense.ts';
-import { maskForCut, validateSparsity, type Cut } from './masks.ts';
+import { maskForCut, pruneCount, validateSparsity, type Cut } from './masks.ts';
 import { ConfigError, PruneLabError } from '../util/errors.ts';
-import type { LinAlg, Matrix } from '../linalg/linalg.ts';
+import type { LinAlg, Matrix, NativeKernels } from '../linalg/linalg.ts';
 
 /** U (upper, row-major `[cols, cols]`, H⁻¹ = UᵀU) and the dead inputs (H_jj = 0) of one tap. */
 export interface HessianFactor {
@@ -320,13 +320,10 @@ export function obsFactor(la: LinAlg, H: Float64Array, cols: number, percdamp = 
     la.dispose(Hm);
   }
   const diag = new Float64Array(cols);
-  // The diagonal, one block row at a time (never the whole of U on the host).
-  const step = 256;
-  for (let j0 = 0; j0 < cols; j0 += step) {
-    const nb = Math.min(step, cols - j0);
-    const d = readSlice(la, U, j0, j0, nb, nb);
-    for (let j = 0; j < nb; j++) diag[j0 + j] = d[j * nb + j]!;
-  }
+  // One read of U for its diagonal: on WebAssembly a slice reads its whole input to the host
+  // anyway (16 block-row slices of a 4096² U read 1 GB).
+  const u = la.read(U);
+  for (let j = 0; j < cols; j++) diag[j] = u[j * cols + j]!;
   return { cols, dead, damp, diag, U, dispose: () => la.dispose(U) };
 }
 
@@ -360,6 +357,7 @@ export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number
   for (let j = 0; j < cols; j++) if (f.dead[j]) for (let r = 0; r < rows; r++) w0[r * cols + j] = 0;
   const invD2 = new Float64Array(cols);
   for (let j = 0; j < cols; j++) invD2[j] = 1 / (f.diag[j]! * f.diag[j]!);
+  if (la.native) return obsSweepNative(la.native, la.read(f.U), w0, rows, cols, B, nm, invD2, opts);
   const mask = new Uint8Array(rows * cols).fill(1);
   const weight = new Float32Array(rows * cols);
   const e = blockErrors(rows, B);
@@ -411,6 +409,54 @@ export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number
   return { weight, mask, loss };
 }
 
+/**
+ * `obsSweep` (float32) where the backend has native host kernels (OpenBLAS): the same
+ * left-looking sweep, in host memory, each block's mask and in-block updates in one native call
+ * (the operations of `selectBlockMask` and `sweepBlock`, in their order). Errᵀ is kept
+ * `[cols, rows]`, so Err[:, <i1] is its first i1·rows entries and block [i1, i2)'s pending
+ * update Err[:, <i1]·U[<i1, i1:i2] is one product on contiguous arrays: no growing
+ * concatenation, uploads or reads per block.
+ */
+function obsSweepNative(k: NativeKernels, Uh: Float32Array, w0: Float32Array, rows: number, cols: number, B: number, nm: NM | null,
+  invD2: Float64Array, opts: SparseGptOptions): SparseGptResult {
+  const mask = new Uint8Array(rows * cols).fill(1);
+  const weight = new Float32Array(rows * cols);
+  const e = blockErrors(rows, B);
+  const errT = new Float32Array(cols * rows);
+  const width = Math.min(B, cols);
+  const ub = new Float32Array(cols * width); // U[<i1, i1:i2]
+  const upd = new Float32Array(rows * width);
+  const wb = new Float64Array(rows * width);
+  let loss = 0;
+  for (let i1 = 0; i1 < cols; i1 += B) {
+    const i2 = Math.min(i1 + B, cols);
+    const count = i2 - i1;
+    if (i1 > 0) {
+      for (let j = 0; j < i1; j++) ub.set(Uh.subarray(j * cols + i1, j * cols + i2), j * count);
+      k.matMul(errT.subarray(0, i1 * rows), ub.subarray(0, i1 * count), upd.subarray(0, rows * count), rows, count, i1, true, false);
+    }
+    const Ub = new Float32Array(count * count);
+    for (let c = 0; c < count; c++) Ub.set(Uh.subarray((i1 + c) * cols + i1, (i1 + c) * cols + i2), c * count);
+    const cut = opts.kind === 'nm' ? 0 : opts.kind === 'matrix' ? 1 : 2;
+    const kPrune = opts.kind === 'nm' ? 0 : pruneCount(opts.kind === 'matrix' ? rows * count : count, opts.sparsity);
+    const nan = k.obsSweepBlock(w0, upd, Ub, invD2, mask, weight, errT, wb, e.err, e.nzIdx, e.nzCnt,
+      rows, count, cols, i1, B, cut, kPrune, nm?.n ?? 0, nm?.m ?? 0);
+    if (nan >= 0) {
+      throw new PruneLabError(cut === 0
+        ? `sparsegpt: NaN weight at flat index ${nan} (NaN weights or activations upstream?)`
+        : `${cut === 1 ? 'maskPerMatrix' : 'maskPerRow'}: score at flat index ${nan} is NaN (NaN weights or activations upstream?)`);
+    }
+    // The loss in sweepBlock's order (row by row, columns ascending), so the same sum.
+    for (let r = 0; r < rows; r++) {
+      for (let t = 0; t < e.nzCnt[r]!; t++) {
+        const err = e.err[r * B + e.nzIdx[r * B + t]!]!;
+        loss += (err * err) / 2;
+      }
+    }
+  }
+  return { weight, mask, loss };
+}
+
 /** Prunes one operator on `la`'s numerics: `obsFactor` then `obsSweep`. */
 export function obsPrune(la: LinAlg, W: Float32Array, rows: number, cols: number, H: Float64Array, opts: SparseGptOptions): SparseGptResult {
   const f = obsFactor(la, H, cols, opts.percdamp ?? 0.01);
@@ -418,14 +464,5 @@ export function obsPrune(la: LinAlg, W: Float32Array, rows: number, cols: number
     return obsSweep(la, W, rows, cols, f, opts);
   } finally {
     f.dispose();
-  }
-}
-
-function readSlice(la: LinAlg, a: Matrix, row: number, col: number, rows: number, cols: number): Float32Array {
-  const m = la.slice(a, row, col, rows, cols);
-  try {
-    return la.read(m);
-  } finally {
-    la.dispose(m);
   }
 }
