@@ -13,7 +13,8 @@
  *   pending update Err[:, <i1]·U[<i1, i1:i2] being one backend matMul (the O(rows·cols²) part)
  *   subtracted on the host, where the block's mask and in-block OBS updates run in float64
  *   (O(rows·B²) per block, sequential over columns). Masks on stories260K are identical to
- *   float64's (test/linalg-numerics.test.ts).
+ *   float64's (test/linalg-numerics.test.ts). Where the backend has native host kernels
+ *   (`LinAlg.native`: OpenBLAS), the same sweep runs in host memory (`obsSweepNative`).
  * - float64 (`hessianFactor`, `sparsegptSweep`, `sparsegptPrune`): everything on the host, the
  *   reference the tests compare with. In-block updates run row by row over a contiguous segment
  *   against rows of U's diagonal block (cache-resident); the lazy update
@@ -297,6 +298,11 @@ export interface ObsFactor {
   host?: HessianFactor;
   /** U on the backend (numerics float32). */
   U?: Matrix;
+  /**
+   * U on the host instead (numerics float32 where the backend has native kernels, `LinAlg.native`:
+   * the sweep works in host memory, and the sweep on the backend reads U to the host anyway).
+   */
+  Uh?: Float32Array;
   dispose(): void;
 }
 
@@ -310,7 +316,7 @@ export function obsFactor(la: LinAlg, H: Float64Array, cols: number, percdamp = 
   }
   const { diag: hd, dead, damp } = dampedDiagonal(H, cols, percdamp);
   // H rounded to float32 with the damped diagonal: what uploading the float64 damped copy gave.
-  const h32 = Float32Array.from(H);
+  const h32 = new Float32Array(H);
   for (let j = 0; j < cols; j++) h32[j * cols + j] = hd[j]!;
   const Hm = la.upload(h32, cols, cols);
   let U: Matrix;
@@ -324,6 +330,10 @@ export function obsFactor(la: LinAlg, H: Float64Array, cols: number, percdamp = 
   // anyway (16 block-row slices of a 4096² U read 1 GB).
   const u = la.read(U);
   for (let j = 0; j < cols; j++) diag[j] = u[j * cols + j]!;
+  if (la.native) {
+    la.dispose(U);
+    return { cols, dead, damp, diag, Uh: u, dispose: () => {} };
+  }
   return { cols, dead, damp, diag, U, dispose: () => la.dispose(U) };
 }
 
@@ -351,13 +361,13 @@ export function obsFactorSaliency(weight: Float32Array, rows: number, cols: numb
  */
 export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number, f: ObsFactor, opts: SparseGptOptions): SparseGptResult {
   if (f.host) return sparsegptSweep(W, rows, cols, f.host, opts);
-  if (!f.U) throw new PruneLabError('sparsegpt: the factor was made for another numerics');
+  if (!f.U && !f.Uh) throw new PruneLabError('sparsegpt: the factor was made for another numerics');
   const { B, nm } = sweepSettings(W, rows, cols, f.cols, opts);
-  const w0 = Float32Array.from(W);
+  const w0 = W.slice();
   for (let j = 0; j < cols; j++) if (f.dead[j]) for (let r = 0; r < rows; r++) w0[r * cols + j] = 0;
   const invD2 = new Float64Array(cols);
   for (let j = 0; j < cols; j++) invD2[j] = 1 / (f.diag[j]! * f.diag[j]!);
-  if (la.native) return obsSweepNative(la.native, la.read(f.U), w0, rows, cols, B, nm, invD2, opts);
+  if (la.native) return obsSweepNative(la.native, f.Uh ?? la.read(f.U!), w0, rows, cols, B, nm, invD2, opts);
   const mask = new Uint8Array(rows * cols).fill(1);
   const weight = new Float32Array(rows * cols);
   const e = blockErrors(rows, B);
@@ -366,7 +376,7 @@ export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number
   // matMul whose [rows, count] result lands in the block's own layout; Err grows by columns on the
   // backend. U is read to the host once: its blocks go up from there (a column slice on the
   // WebAssembly backend costs as much as the block's product). W never goes to the backend.
-  const Uh = la.read(f.U);
+  const Uh = f.Uh ?? la.read(f.U!);
   const blockOfU = (r0: number, r1: number, c0: number, c1: number): Float32Array => {
     const out = new Float32Array((r1 - r0) * (c1 - c0));
     for (let r = r0; r < r1; r++) out.set(Uh.subarray(r * cols + c0, r * cols + c1), (r - r0) * (c1 - c0));
