@@ -188,15 +188,326 @@ static napi_value describe(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+/* SparseGPT's kernels, defined at the end of the file. */
+static napi_value upperCholeskyOfInverse(napi_env env, napi_callback_info info);
+static napi_value obsSweepBlock(napi_env env, napi_callback_info info);
+static napi_value hostGemm(napi_env env, napi_callback_info info);
+
 static napi_value init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1); /* every OpenBLAS call is one tile on one thread (see the header) */
   napi_property_descriptor props[] = {
     {"gemm", NULL, gemm, NULL, NULL, NULL, napi_default, NULL},
     {"setThreads", NULL, setThreads, NULL, NULL, NULL, napi_default, NULL},
     {"describe", NULL, describe, NULL, NULL, NULL, napi_default, NULL},
+    {"upperCholeskyOfInverse", NULL, upperCholeskyOfInverse, NULL, NULL, NULL, napi_default, NULL},
+    {"obsSweepBlock", NULL, obsSweepBlock, NULL, NULL, NULL, napi_default, NULL},
+    {"hostGemm", NULL, hostGemm, NULL, NULL, NULL, napi_default, NULL},
   };
-  if (napi_define_properties(env, exports, 3, props) != napi_ok) return NULL;
+  if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;
 }
 
 NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
+
+/* ---- SparseGPT's factor and in-block sweep (src/linalg/backend.ts, src/prune/obs.ts) ---- */
+
+#include <stdlib.h>
+#include <string.h>
+
+extern void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info);
+extern void strtri_(const char *uplo, const char *diag, const int *n, float *a, const int *lda, int *info);
+
+/* upperCholeskyOfInverse(heap, off, n) -> [pivot, value]: the row-major n x n float32 matrix at
+ * element offset `off` holds A (a fresh copy the caller owns). In place: JAJ (A with both orders
+ * reversed: the reversal of a row-major square is that of its flat array), JAJ = L L^T (its lower
+ * triangle read), L^-1, the upper triangle zeroed, then reversed back: U = J L^-1 J upper with
+ * A^-1 = U^T U. LAPACK is column-major, where a row-major lower triangle is an upper one.
+ * OpenBLAS runs on one thread here (set in init), so the result is the same for any thread count.
+ * pivot -1: done; else the 0-based index in the reversed order where the factorisation met a
+ * pivot <= 0 or not finite, and that pivot. */
+static napi_value upperCholeskyOfInverse(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 3) { napi_throw_error(env, NULL, "openblas-kernels: upperCholeskyOfInverse takes 3 arguments"); return NULL; }
+  void *data = NULL;
+  size_t bytes = 0;
+  CHECK(napi_get_arraybuffer_info(env, argv[0], &data, &bytes));
+  int ok = 1;
+  const int64_t off = (int64_t)num(env, argv[1], &ok), n64 = (int64_t)num(env, argv[2], &ok);
+  if (!ok || off < 0 || n64 < 0 || n64 > 46340 || off + n64 * n64 > (int64_t)(bytes / 4)) {
+    napi_throw_range_error(env, NULL, "openblas-kernels: upperCholeskyOfInverse operand outside the buffer");
+    return NULL;
+  }
+  float *a = (float *)data + off;
+  const int n = (int)n64;
+  int64_t pivot = -1;
+  double value = 0;
+  if (n > 0) {
+    int res = 0;
+    for (int64_t i = 0, j = n64 * n64 - 1; i < j; i++, j--) { const float t = a[i]; a[i] = a[j]; a[j] = t; }
+    spotrf_("U", &n, a, &n, &res);
+    if (res > 0) {
+      pivot = res - 1;
+      value = a[pivot * n + pivot];
+    } else {
+      /* OpenBLAS's potrf lets a NaN pivot through (it tests ajj <= 0): find the first one. */
+      for (int64_t j = 0; j < n; j++) {
+        const float d = a[j * n + j];
+        if (!(d > 0) || d != d || d - d != 0) { pivot = j; value = d; break; }
+      }
+    }
+    if (pivot < 0) {
+      strtri_("U", "N", &n, a, &n, &res);
+      for (int64_t i = 0; i < n; i++) for (int64_t j = i + 1; j < n; j++) a[i * n + j] = 0.0f;
+      for (int64_t i = 0, j = n64 * n64 - 1; i < j; i++, j--) { const float t = a[i]; a[i] = a[j]; a[j] = t; }
+    }
+  }
+  napi_value out, p, v;
+  CHECK(napi_create_array_with_length(env, 2, &out));
+  CHECK(napi_create_double(env, (double)pivot, &p));
+  CHECK(napi_create_double(env, value, &v));
+  CHECK(napi_set_element(env, out, 0, p));
+  CHECK(napi_set_element(env, out, 1, v));
+  return out;
+}
+
+/* One block of SparseGPT's float32 sweep (obs.ts obsSweepNative: the same operations in the same
+ * order as its TypeScript, float64). */
+typedef struct {
+  const float *w0, *upd, *U;
+  const double *invD2;
+  uint8_t *mask;
+  float *weight, *errT;
+  double *wb, *err;
+  int32_t *nzIdx, *nzCnt;
+  int64_t rows, count, cols, i1, B, nmN, nmM;
+  atomic_llong nextRow;
+  atomic_llong nanAt; /* smallest flat index of a NaN N:M score, or INT64_MAX */
+} SweepBlock;
+
+/* The value of rank k (0-based) in ascending order of a[0..n) (reordered): any exact selection
+ * gives the same value, which is all masks.ts's kthSmallest result is used for. */
+static int cmp_double(const void *x, const void *y) {
+  const double a = *(const double *)x, b = *(const double *)y;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+static double kth_smallest(double *a, int64_t n, int64_t k) {
+  int64_t lo = 0, hi = n - 1;
+  for (int round = 0; hi > lo; round++) {
+    if (round > 64 || hi - lo < 16) {
+      qsort(a + lo, (size_t)(hi - lo + 1), sizeof(double), cmp_double);
+      return a[k];
+    }
+    const int64_t mid = lo + (hi - lo) / 2;
+    double x = a[lo], y = a[mid], z = a[hi], t;
+    if (x > y) { t = x; x = y; y = t; }
+    if (y > z) y = z;
+    const double pivot = x > y ? x : y;
+    int64_t i = lo - 1, j = hi + 1;
+    for (;;) {
+      do i++; while (a[i] < pivot);
+      do j--; while (a[j] > pivot);
+      if (i >= j) break;
+      t = a[i]; a[i] = a[j]; a[j] = t;
+    }
+    if (k <= j) hi = j; else lo = j + 1;
+  }
+  return a[k];
+}
+
+/* masks.ts pruneBelow: prune the k entries below t, ties at t in index order. `mask` has stride
+ * `mstride` per `len`-long row of scores (len = count: one row; whole block: rows of count). */
+static void prune_below(const double *scores, int64_t len, int64_t count, double t, int64_t k, uint8_t *mask, int64_t mstride) {
+  int64_t below = 0;
+  for (int64_t j = 0; j < len; j++) if (scores[j] < t) below++;
+  int64_t ties = k - below;
+  for (int64_t j = 0; j < len; j++) {
+    const double v = scores[j];
+    uint8_t *m = mask + (j / count) * mstride + j % count;
+    if (v < t) *m = 0;
+    else if (v == t && ties > 0) { *m = 0; ties--; }
+  }
+}
+
+__attribute__((optimize("O3"))) static void sweep_row(SweepBlock *s, int64_t r) {
+  double *w = s->wb + r * s->count;
+  uint8_t *mask = s->mask + r * s->cols + s->i1;
+  const int64_t count = s->count, m = s->nmM;
+  int32_t nz = 0;
+  for (int64_t c = 0; c < count; c++) {
+    if (m > 0 && c % m == 0) {
+      /* N:M: prune the n lowest current w^2/U_jj^2 of the group (ties: lower index). */
+      for (int64_t p = 0; p < s->nmN; p++) {
+        int64_t best = -1;
+        double bestV = 0;
+        for (int64_t t = 0; t < m; t++) {
+          if (mask[c + t] == 0) continue;
+          const double v = w[c + t] * w[c + t] * s->invD2[s->i1 + c + t];
+          if (v != v) {
+            const long long at = r * s->cols + s->i1 + c + t;
+            long long cur = atomic_load(&s->nanAt);
+            while (at < cur && !atomic_compare_exchange_weak(&s->nanAt, &cur, at)) {}
+            return;
+          }
+          if (best < 0 || v < bestV) { best = t; bestV = v; }
+        }
+        mask[c + best] = 0;
+      }
+    }
+    if (mask[c]) continue;
+    const float *u = s->U + c * count;
+    const double e = w[c] / (double)u[c];
+    s->err[r * s->B + c] = e;
+    s->nzIdx[r * s->B + nz++] = (int32_t)c;
+    s->errT[(s->i1 + c) * s->rows + r] = (float)e;
+    w[c] = 0;
+    if (e != 0) for (int64_t j = c + 1; j < count; j++) w[j] -= e * (double)u[j];
+  }
+  s->nzCnt[r] = nz;
+  float *out = s->weight + r * s->cols + s->i1;
+  for (int64_t c = 0; c < count; c++) if (mask[c]) out[c] = (float)w[c];
+}
+
+enum { SWEEP_ROWS = 16 };
+
+static void *sweep_rows(void *arg) {
+  SweepBlock *s = arg;
+  for (int64_t r0; (r0 = atomic_fetch_add(&s->nextRow, SWEEP_ROWS)) < s->rows;) {
+    const int64_t r1 = r0 + SWEEP_ROWS < s->rows ? r0 + SWEEP_ROWS : s->rows;
+    for (int64_t r = r0; r < r1; r++) sweep_row(s, r);
+  }
+  return NULL;
+}
+
+static void *typed(napi_env env, napi_value v, napi_typedarray_type want, size_t need, int *ok) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != want || length < need) *ok = 0;
+  return data;
+}
+
+/* obsSweepBlock(w0, upd, U, invD2, mask, weight, errT, wb, err, nzIdx, nzCnt,
+ *               rows, count, cols, i1, B, cut, k, nmN, nmM) -> -1 or a NaN score's index.
+ * Block [i1, i1+count) of the sweep: wb = w0's block - upd (upd: the pending lazy update
+ * [rows, count], ignored at i1 = 0); the cut on wb^2 / U_jj^2 (cut 1: the k smallest of the block,
+ * 2: of each row, 0: N:M groups chosen during the sweep); then each row's OBS sweep against U's
+ * diagonal block U [count, count]: the errors to err / nzIdx / nzCnt (row stride B) and errT
+ * ([cols, rows]), kept weights to weight. Rows are independent, so they are shared among threads
+ * and the result does not depend on how many. NaN: the block-local index of a NaN score (cut 1,
+ * 2; masks.ts words those), or the flat index of a NaN N:M score. */
+static napi_value obsSweepBlock(napi_env env, napi_callback_info info) {
+  size_t argc = 20;
+  napi_value argv[20];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 20) { napi_throw_error(env, NULL, "openblas-kernels: obsSweepBlock takes 20 arguments"); return NULL; }
+  int ok = 1;
+  SweepBlock s;
+  s.rows = (int64_t)num(env, argv[11], &ok); s.count = (int64_t)num(env, argv[12], &ok); s.cols = (int64_t)num(env, argv[13], &ok);
+  s.i1 = (int64_t)num(env, argv[14], &ok); s.B = (int64_t)num(env, argv[15], &ok);
+  const int cut = (int)num(env, argv[16], &ok);
+  const int64_t k = (int64_t)num(env, argv[17], &ok);
+  s.nmN = (int64_t)num(env, argv[18], &ok); s.nmM = (int64_t)num(env, argv[19], &ok);
+  if (!ok || s.rows < 0 || s.count < 0 || s.i1 < 0 || s.count > s.B || s.i1 + s.count > s.cols || cut < 0 || cut > 2 ||
+      k < 0 || k > (cut == 1 ? s.rows * s.count : s.count) || s.nmN < 0 || s.nmM < 0 || (cut == 0) != (s.nmM > 0) ||
+      (s.nmM > 0 && (s.nmN >= s.nmM || s.count % s.nmM != 0))) {
+    napi_throw_range_error(env, NULL, "openblas-kernels: obsSweepBlock: bad sizes");
+    return NULL;
+  }
+  const size_t rc = (size_t)(s.rows * s.count);
+  s.w0 = typed(env, argv[0], napi_float32_array, (size_t)(s.rows * s.cols), &ok);
+  s.upd = typed(env, argv[1], napi_float32_array, s.i1 > 0 ? rc : 0, &ok);
+  s.U = typed(env, argv[2], napi_float32_array, (size_t)(s.count * s.count), &ok);
+  s.invD2 = typed(env, argv[3], napi_float64_array, (size_t)s.cols, &ok);
+  s.mask = typed(env, argv[4], napi_uint8_array, (size_t)(s.rows * s.cols), &ok);
+  s.weight = typed(env, argv[5], napi_float32_array, (size_t)(s.rows * s.cols), &ok);
+  s.errT = typed(env, argv[6], napi_float32_array, (size_t)(s.rows * s.cols), &ok);
+  s.wb = typed(env, argv[7], napi_float64_array, rc, &ok);
+  s.err = typed(env, argv[8], napi_float64_array, (size_t)(s.rows * s.B), &ok);
+  s.nzIdx = typed(env, argv[9], napi_int32_array, (size_t)(s.rows * s.B), &ok);
+  s.nzCnt = typed(env, argv[10], napi_int32_array, (size_t)s.rows, &ok);
+  if (!ok) { napi_throw_range_error(env, NULL, "openblas-kernels: obsSweepBlock: arrays of the wrong type or too short"); return NULL; }
+  /* The block after its pending update (obs.ts: wb[i] -= u[i] in float64). */
+  for (int64_t r = 0; r < s.rows; r++) {
+    const float *w = s.w0 + r * s.cols + s.i1;
+    double *b = s.wb + r * s.count;
+    for (int64_t c = 0; c < s.count; c++) b[c] = w[c];
+    if (s.i1 > 0) { const float *u = s.upd + r * s.count; for (int64_t c = 0; c < s.count; c++) b[c] -= u[c]; }
+  }
+  if (cut != 0 && k > 0) {
+    /* obs.ts selectBlockMask then masks.ts maskPerMatrix / maskPerRow. */
+    double *scores = malloc(rc * sizeof(double)), *scratch = malloc(rc * sizeof(double));
+    if (!scores || !scratch) { free(scores); free(scratch); napi_throw_error(env, NULL, "openblas-kernels: out of memory"); return NULL; }
+    for (int64_t r = 0; r < s.rows; r++)
+      for (int64_t c = 0; c < s.count; c++) {
+        const double x = s.wb[r * s.count + c];
+        scores[r * s.count + c] = x * x * s.invD2[s.i1 + c];
+      }
+    int64_t nanAt = -1;
+    for (size_t i = 0; i < rc; i++) if (scores[i] != scores[i]) { nanAt = (int64_t)i; break; }
+    if (nanAt < 0) {
+      memcpy(scratch, scores, rc * sizeof(double));
+      uint8_t *mask0 = s.mask + s.i1;
+      if (cut == 1) {
+        prune_below(scores, (int64_t)rc, s.count, kth_smallest(scratch, (int64_t)rc, k - 1), k, mask0, s.cols);
+      } else {
+        for (int64_t r = 0; r < s.rows; r++) {
+          const int64_t o = r * s.count;
+          prune_below(scores + o, s.count, s.count, kth_smallest(scratch + o, s.count, k - 1), k, mask0 + r * s.cols, s.cols);
+        }
+      }
+    }
+    free(scores);
+    free(scratch);
+    if (nanAt >= 0) {
+      napi_value out;
+      CHECK(napi_create_double(env, (double)nanAt, &out));
+      return out;
+    }
+  }
+  atomic_store(&s.nextRow, 0);
+  atomic_store(&s.nanAt, INT64_MAX);
+  int helpers = threads - 1;
+  if (helpers > 7) helpers = 7;
+  if (s.rows * s.count * s.count < POOL_MIN_MACS) helpers = 0;
+  pthread_t ids[7];
+  int made = 0;
+  for (; made < helpers; made++) if (pthread_create(&ids[made], NULL, sweep_rows, &s) != 0) break;
+  sweep_rows(&s);
+  for (int i = 0; i < made; i++) pthread_join(ids[i], NULL);
+  const long long nanAt = atomic_load(&s.nanAt);
+  napi_value out;
+  CHECK(napi_create_double(env, nanAt == INT64_MAX ? -1.0 : (double)nanAt, &out));
+  return out;
+}
+
+/* hostGemm(a, b, c, m, n, k, transA, transB): C[m x n] = op(A) . op(B) on three Float32Arrays
+ * (row-major, contiguous), by `gemm`'s tiles and pool: the same values for any thread count. The
+ * tiles address operands by element offset from one base, here C's (any Float32Array is 4-byte
+ * aligned, so the differences are whole elements). */
+static napi_value hostGemm(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 8) { napi_throw_error(env, NULL, "openblas-kernels: hostGemm takes 8 arguments"); return NULL; }
+  int ok = 1;
+  Product p;
+  p.m = (int64_t)num(env, argv[3], &ok); p.n = (int64_t)num(env, argv[4], &ok); p.k = (int64_t)num(env, argv[5], &ok);
+  p.transA = num(env, argv[6], &ok) != 0;
+  p.transB = num(env, argv[7], &ok) != 0;
+  if (!ok || p.m < 0 || p.n < 0 || p.k < 0) { napi_throw_range_error(env, NULL, "openblas-kernels: hostGemm: bad sizes"); return NULL; }
+  const float *a = typed(env, argv[0], napi_float32_array, (size_t)(p.m * p.k), &ok);
+  const float *b = typed(env, argv[1], napi_float32_array, (size_t)(p.k * p.n), &ok);
+  float *c = typed(env, argv[2], napi_float32_array, (size_t)(p.m * p.n), &ok);
+  if (!ok) { napi_throw_range_error(env, NULL, "openblas-kernels: hostGemm: arrays of the wrong type or too short"); return NULL; }
+  if (p.m == 0 || p.n == 0) return NULL;
+  p.base = c;
+  p.aOff = a - c; p.bOff = b - c; p.cOff = 0;
+  p.aStride = p.bStride = 0;
+  p.tilesM = (p.m + TILE - 1) / TILE;
+  p.tilesN = (p.n + TILE - 1) / TILE;
+  p.tiles = p.tilesM * p.tilesN;
+  run_product(&p);
+  return NULL;
+}

@@ -16,6 +16,7 @@ import { createRequire } from 'node:module';
 import os from 'node:os';
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from '../util/errors.ts';
+import type { NativeKernels } from '../linalg/linalg.ts';
 
 export const MATMUL_CHOICES = ['auto', 'openblas', 'xnnpack'] as const;
 export type MatmulChoice = (typeof MATMUL_CHOICES)[number];
@@ -27,6 +28,10 @@ interface OpenBlasAddon {
     transA: number, bOff: number, bStride: number, transB: number, cOff: number): void;
   setThreads(n: number): void;
   describe(): { config: string; threads: number };
+  /** In place on JAJ at element offset `off` of the heap: U = J·(L⁻¹ of JAJ = LLᵀ)·J; [−1, 0] or [pivot, value]. */
+  upperCholeskyOfInverse(heap: ArrayBuffer, off: number, n: number): [number, number];
+  obsSweepBlock: NativeKernels['obsSweepBlock'];
+  hostGemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: number, transB: number): void;
 }
 
 /** The environment variable the choice travels in (worker threads inherit it). */

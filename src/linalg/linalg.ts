@@ -81,4 +81,31 @@ export interface LinAlg {
   upperCholeskyOfInverse(a: Matrix): Matrix;
   /** Largest eigenvalue of a symmetric PSD matrix: power iteration from a seeded start (Rayleigh quotient, ≤ λ_max). */
   maxEigenvalueSym(a: Matrix, iters: number, seed?: number): number;
+  /** Native host kernels that come with the backend's products (OpenBLAS under WebAssembly), if any. */
+  readonly native?: NativeKernels;
+}
+
+/**
+ * Host-memory kernels in native code, for solver loops too sequential for the backend. Each does
+ * exactly what the TypeScript it replaces does (same float64 operations in the same order), so
+ * results do not change with their presence, nor with the thread count.
+ */
+export interface NativeKernels {
+  /**
+   * One block [i1, i1 + count) of SparseGPT's float32 sweep (`obsSweepNative` in
+   * src/prune/obs.ts, whose arrays these are): the block of w0 (`[rows, cols]`) less its pending
+   * update `upd` (`[rows, count]`, unused at i1 = 0) into `wb`; the cut on wb²·invD2 (cut 1: the
+   * k smallest of the block, 2: of each row, 0: N:M groups picked during the sweep); then each
+   * row's OBS sweep against U's diagonal block `U` (`[count, count]`), filling err / nzIdx /
+   * nzCnt (row stride B) and `errT` (`[cols, rows]`), and writing kept weights to `weight`.
+   * Returns −1, or a NaN score's index: block-local for cuts 1 and 2, flat for N:M.
+   */
+  obsSweepBlock(w0: Float32Array, upd: Float32Array, U: Float32Array, invD2: Float64Array, mask: Uint8Array, weight: Float32Array,
+    errT: Float32Array, wb: Float64Array, err: Float64Array, nzIdx: Int32Array, nzCnt: Int32Array,
+    rows: number, count: number, cols: number, i1: number, B: number, cut: 0 | 1 | 2, k: number, nmN: number, nmM: number): number;
+  /**
+   * c = op(a)·op(b) on host arrays (row-major `[m, k]` / `[k, n]` before the transposes, c
+   * `[m, n]`) by the backend's own product kernel, so with its values and thread-count independence.
+   */
+  matMul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
 }

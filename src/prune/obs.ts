@@ -13,7 +13,8 @@
  *   pending update Err[:, <i1]·U[<i1, i1:i2] being one backend matMul (the O(rows·cols²) part)
  *   subtracted on the host, where the block's mask and in-block OBS updates run in float64
  *   (O(rows·B²) per block, sequential over columns). Masks on stories260K are identical to
- *   float64's (test/linalg-numerics.test.ts).
+ *   float64's (test/linalg-numerics.test.ts). Where the backend has native host kernels
+ *   (`LinAlg.native`: OpenBLAS), the same sweep runs in host memory (`obsSweepNative`).
  * - float64 (`hessianFactor`, `sparsegptSweep`, `sparsegptPrune`): everything on the host, the
  *   reference the tests compare with. In-block updates run row by row over a contiguous segment
  *   against rows of U's diagonal block (cache-resident); the lazy update
@@ -21,9 +22,9 @@
  *   all rows stream past it, skipping the zero errors of kept weights.
  */
 import { upperCholeskyOfInverse } from '../linalg/dense.ts';
-import { maskForCut, validateSparsity, type Cut } from './masks.ts';
+import { maskForCut, pruneCount, validateSparsity, type Cut } from './masks.ts';
 import { ConfigError, PruneLabError } from '../util/errors.ts';
-import type { LinAlg, Matrix } from '../linalg/linalg.ts';
+import type { LinAlg, Matrix, NativeKernels } from '../linalg/linalg.ts';
 
 /** U (upper, row-major `[cols, cols]`, H⁻¹ = UᵀU) and the dead inputs (H_jj = 0) of one tap. */
 export interface HessianFactor {
@@ -297,6 +298,11 @@ export interface ObsFactor {
   host?: HessianFactor;
   /** U on the backend (numerics float32). */
   U?: Matrix;
+  /**
+   * U on the host instead (numerics float32 where the backend has native kernels, `LinAlg.native`:
+   * the sweep works in host memory, and the sweep on the backend reads U to the host anyway).
+   */
+  Uh?: Float32Array;
   dispose(): void;
 }
 
@@ -310,7 +316,7 @@ export function obsFactor(la: LinAlg, H: Float64Array, cols: number, percdamp = 
   }
   const { diag: hd, dead, damp } = dampedDiagonal(H, cols, percdamp);
   // H rounded to float32 with the damped diagonal: what uploading the float64 damped copy gave.
-  const h32 = Float32Array.from(H);
+  const h32 = new Float32Array(H);
   for (let j = 0; j < cols; j++) h32[j * cols + j] = hd[j]!;
   const Hm = la.upload(h32, cols, cols);
   let U: Matrix;
@@ -320,12 +326,13 @@ export function obsFactor(la: LinAlg, H: Float64Array, cols: number, percdamp = 
     la.dispose(Hm);
   }
   const diag = new Float64Array(cols);
-  // The diagonal, one block row at a time (never the whole of U on the host).
-  const step = 256;
-  for (let j0 = 0; j0 < cols; j0 += step) {
-    const nb = Math.min(step, cols - j0);
-    const d = readSlice(la, U, j0, j0, nb, nb);
-    for (let j = 0; j < nb; j++) diag[j0 + j] = d[j * nb + j]!;
+  // One read of U for its diagonal: on WebAssembly a slice reads its whole input to the host
+  // anyway (16 block-row slices of a 4096² U read 1 GB).
+  const u = la.read(U);
+  for (let j = 0; j < cols; j++) diag[j] = u[j * cols + j]!;
+  if (la.native) {
+    la.dispose(U);
+    return { cols, dead, damp, diag, Uh: u, dispose: () => {} };
   }
   return { cols, dead, damp, diag, U, dispose: () => la.dispose(U) };
 }
@@ -354,12 +361,13 @@ export function obsFactorSaliency(weight: Float32Array, rows: number, cols: numb
  */
 export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number, f: ObsFactor, opts: SparseGptOptions): SparseGptResult {
   if (f.host) return sparsegptSweep(W, rows, cols, f.host, opts);
-  if (!f.U) throw new PruneLabError('sparsegpt: the factor was made for another numerics');
+  if (!f.U && !f.Uh) throw new PruneLabError('sparsegpt: the factor was made for another numerics');
   const { B, nm } = sweepSettings(W, rows, cols, f.cols, opts);
-  const w0 = Float32Array.from(W);
+  const w0 = W.slice();
   for (let j = 0; j < cols; j++) if (f.dead[j]) for (let r = 0; r < rows; r++) w0[r * cols + j] = 0;
   const invD2 = new Float64Array(cols);
   for (let j = 0; j < cols; j++) invD2[j] = 1 / (f.diag[j]! * f.diag[j]!);
+  if (la.native) return obsSweepNative(la.native, f.Uh ?? la.read(f.U!), w0, rows, cols, B, nm, invD2, opts);
   const mask = new Uint8Array(rows * cols).fill(1);
   const weight = new Float32Array(rows * cols);
   const e = blockErrors(rows, B);
@@ -368,7 +376,7 @@ export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number
   // matMul whose [rows, count] result lands in the block's own layout; Err grows by columns on the
   // backend. U is read to the host once: its blocks go up from there (a column slice on the
   // WebAssembly backend costs as much as the block's product). W never goes to the backend.
-  const Uh = la.read(f.U);
+  const Uh = f.Uh ?? la.read(f.U!);
   const blockOfU = (r0: number, r1: number, c0: number, c1: number): Float32Array => {
     const out = new Float32Array((r1 - r0) * (c1 - c0));
     for (let r = r0; r < r1; r++) out.set(Uh.subarray(r * cols + c0, r * cols + c1), (r - r0) * (c1 - c0));
@@ -411,6 +419,54 @@ export function obsSweep(la: LinAlg, W: Float32Array, rows: number, cols: number
   return { weight, mask, loss };
 }
 
+/**
+ * `obsSweep` (float32) where the backend has native host kernels (OpenBLAS): the same
+ * left-looking sweep, in host memory, each block's mask and in-block updates in one native call
+ * (the operations of `selectBlockMask` and `sweepBlock`, in their order). Errᵀ is kept
+ * `[cols, rows]`, so Err[:, <i1] is its first i1·rows entries and block [i1, i2)'s pending
+ * update Err[:, <i1]·U[<i1, i1:i2] is one product on contiguous arrays: no growing
+ * concatenation, uploads or reads per block.
+ */
+function obsSweepNative(k: NativeKernels, Uh: Float32Array, w0: Float32Array, rows: number, cols: number, B: number, nm: NM | null,
+  invD2: Float64Array, opts: SparseGptOptions): SparseGptResult {
+  const mask = new Uint8Array(rows * cols).fill(1);
+  const weight = new Float32Array(rows * cols);
+  const e = blockErrors(rows, B);
+  const errT = new Float32Array(cols * rows);
+  const width = Math.min(B, cols);
+  const ub = new Float32Array(cols * width); // U[<i1, i1:i2]
+  const upd = new Float32Array(rows * width);
+  const wb = new Float64Array(rows * width);
+  let loss = 0;
+  for (let i1 = 0; i1 < cols; i1 += B) {
+    const i2 = Math.min(i1 + B, cols);
+    const count = i2 - i1;
+    if (i1 > 0) {
+      for (let j = 0; j < i1; j++) ub.set(Uh.subarray(j * cols + i1, j * cols + i2), j * count);
+      k.matMul(errT.subarray(0, i1 * rows), ub.subarray(0, i1 * count), upd.subarray(0, rows * count), rows, count, i1, true, false);
+    }
+    const Ub = new Float32Array(count * count);
+    for (let c = 0; c < count; c++) Ub.set(Uh.subarray((i1 + c) * cols + i1, (i1 + c) * cols + i2), c * count);
+    const cut = opts.kind === 'nm' ? 0 : opts.kind === 'matrix' ? 1 : 2;
+    const kPrune = opts.kind === 'nm' ? 0 : pruneCount(opts.kind === 'matrix' ? rows * count : count, opts.sparsity);
+    const nan = k.obsSweepBlock(w0, upd, Ub, invD2, mask, weight, errT, wb, e.err, e.nzIdx, e.nzCnt,
+      rows, count, cols, i1, B, cut, kPrune, nm?.n ?? 0, nm?.m ?? 0);
+    if (nan >= 0) {
+      throw new PruneLabError(cut === 0
+        ? `sparsegpt: NaN weight at flat index ${nan} (NaN weights or activations upstream?)`
+        : `${cut === 1 ? 'maskPerMatrix' : 'maskPerRow'}: score at flat index ${nan} is NaN (NaN weights or activations upstream?)`);
+    }
+    // The loss in sweepBlock's order (row by row, columns ascending), so the same sum.
+    for (let r = 0; r < rows; r++) {
+      for (let t = 0; t < e.nzCnt[r]!; t++) {
+        const err = e.err[r * B + e.nzIdx[r * B + t]!]!;
+        loss += (err * err) / 2;
+      }
+    }
+  }
+  return { weight, mask, loss };
+}
+
 /** Prunes one operator on `la`'s numerics: `obsFactor` then `obsSweep`. */
 export function obsPrune(la: LinAlg, W: Float32Array, rows: number, cols: number, H: Float64Array, opts: SparseGptOptions): SparseGptResult {
   const f = obsFactor(la, H, cols, opts.percdamp ?? 0.01);
@@ -418,14 +474,5 @@ export function obsPrune(la: LinAlg, W: Float32Array, rows: number, cols: number
     return obsSweep(la, W, rows, cols, f, opts);
   } finally {
     f.dispose();
-  }
-}
-
-function readSlice(la: LinAlg, a: Matrix, row: number, col: number, rows: number, cols: number): Float32Array {
-  const m = la.slice(a, row, col, rows, cols);
-  try {
-    return la.read(m);
-  } finally {
-    la.dispose(m);
   }
 }
