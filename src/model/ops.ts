@@ -7,7 +7,6 @@ import * as tf from '@tensorflow/tfjs';
 import type { RopeLayout } from './config.ts';
 import type { LinearParams, NormParams } from './params.ts';
 import { modelLayout } from '../backend/layout.ts';
-import { wasmMatmulKernel } from '../backend/openblas.ts';
 
 export function rmsNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor2D {
   return tf.tidy(() => {
@@ -38,11 +37,12 @@ const WIDE_MIN_BYTES = 16 * 2 ** 20;
  * time; column slices of w would need a sliced copy of w each call, since the backend's slice
  * reads its whole input to the host). Each logit is the same dot product in the same order,
  * so the values are equal bit for bit; while gradients are recorded the product stays as it is.
- * With the products on OpenBLAS (src/backend/openblas.ts) the plain product is the fast one.
+ * With the products on OpenBLAS (src/backend/openblas.ts) the plain product is the fast one
+ * (`modelLayout().transposedHead` is false there).
  */
 export function headProduct(x: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | null): tf.Tensor2D {
   const [inDim, outDim] = w.shape;
-  if (!wT || wasmMatmulKernel() === 'openblas' || x.shape[0] < WIDE_MIN_ROWS || 4 * inDim * outDim <= WIDE_MIN_BYTES || tf.engine().isTapeOn()) return tf.matMul(x, w);
+  if (!wT || !modelLayout().transposedHead || x.shape[0] < WIDE_MIN_ROWS || 4 * inDim * outDim <= WIDE_MIN_BYTES || tf.engine().isTapeOn()) return tf.matMul(x, w);
   return tf.tidy(() => tf.transpose(tf.matMul(wT, tf.transpose(x))) as tf.Tensor2D);
 }
 
@@ -90,6 +90,13 @@ export interface Rope {
   sin: tf.Tensor2D;
   /** Width of a swapped block: hd/2 (`half`) or 1 (`interleaved`). */
   span: number;
+  /**
+   * `[hd, hd]` 0/1 permutation that swaps the two rows of every block, when the layout takes the
+   * swap as a product (`modelLayout().ropeByProduct`: the wasm `reverse` costs ~25 ns per element,
+   * a product with OpenBLAS a fraction of that); null: the swap is a `reverse`. Each output is one
+   * x · 1 plus zeros, so the values are the same (up to the sign of a zero, and a non-finite x).
+   */
+  swap: tf.Tensor2D | null;
 }
 
 export function makeRope(start: number, length: number, heads: number, headDim: number, theta: number, layout: RopeLayout): Rope {
@@ -118,18 +125,33 @@ export function makeRope(start: number, length: number, heads: number, headDim: 
       }
     }
   }
-  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), span: layout === 'half' ? half : 1 };
+  const span = layout === 'half' ? half : 1;
+  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), span, swap: modelLayout().ropeByProduct ? swapMatrix(headDim, span) : null };
+}
+
+/** P with (x·P)[c] = x[partner(c)], partner swapping the two rows of each `[2, span]` block. */
+function swapMatrix(headDim: number, span: number): tf.Tensor2D {
+  const p = new Float32Array(headDim * headDim);
+  for (let c = 0; c < headDim; c++) {
+    const block = Math.floor(c / (2 * span)), r = c % (2 * span);
+    const partner = block * 2 * span + (r < span ? r + span : r - span);
+    p[partner * headDim + c] = 1;
+  }
+  return tf.tensor2d(p, [headDim, headDim]);
 }
 
 export function disposeRope(r: Rope): void {
   tf.dispose([r.cos, r.sin]);
+  r.swap?.dispose();
 }
 
 /** Rotate `x: [B*T, heads*hd]` by RoPE; returns the same shape. */
 export function applyRope(x: tf.Tensor2D, B: number, T: number, rope: Rope): tf.Tensor2D {
   return tf.tidy(() => {
     const width = x.shape[1];
-    const swapped = tf.reverse(x.reshape([(B * T * width) / (2 * rope.span), 2, rope.span]), 1);
+    const swapped = rope.swap
+      ? tf.matMul(x.reshape([(B * T * width) / rope.swap.shape[0], rope.swap.shape[0]]), rope.swap)
+      : tf.reverse(x.reshape([(B * T * width) / (2 * rope.span), 2, rope.span]), 1);
     const y = tf.add(tf.mul(x.reshape([B, T, width]), rope.cos), tf.mul(swapped.reshape([B, T, width]), rope.sin));
     return y.reshape([B * T, width]) as tf.Tensor2D;
   });
@@ -165,6 +187,8 @@ export interface AttentionShape {
  * `mask` is `[g*Tq, Tk]` or null when Tq = 1 (a single new token may see every key).
  */
 export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, mask: tf.Tensor2D | null): tf.Tensor2D {
+  const layout = modelLayout();
+  if (layout.batchedAttention && layout.keysByTransposeB) return groupedAttention(q, k, v, s, mask);
   return tf.tidy(() => {
     const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
     const g = H / KV;
@@ -173,7 +197,7 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     const qg: tf.Tensor2D = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV * g * Tq, hd]);
     const kt: tf.Tensor2D = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV * hd, Tk]);
     const vg: tf.Tensor2D = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV * Tk, hd]);
-    if (modelLayout().batchedAttention) {
+    if (layout.batchedAttention) {
       // GPU: the same blocks as one batched matMul each (src/backend/layout.ts).
       let scores = tf.matMul(qg.reshape([B * KV, g * Tq, hd]), kt.reshape([B * KV, hd, Tk]));
       if (mask) scores = tf.add(scores, mask);
@@ -212,4 +236,59 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     }
     return tf.concat(outs, 0).reshape([B, KV, g, Tq, hd]).transpose([0, 3, 1, 2, 4]).reshape([B * Tq, H * hd]) as tf.Tensor2D;
   });
+}
+
+/** Attention scores per step of `groupedAttention`: (batch, kv head) groups are taken together up to this. */
+const ATTENTION_STEP_BYTES = 16 * 2 ** 20;
+
+/**
+ * `attention` as batched products over (batch, kv head) groups, keys read through `transposeB`:
+ * the layout for products on OpenBLAS, where every product variant runs at the same rate, so
+ * the per-group loop's gathers, its concat and the keys' transpose only cost time. Groups are
+ * taken a step at a time so that one step's scores stay under ATTENTION_STEP_BYTES (the
+ * WebAssembly heap never shrinks: B·H·Tq·Tk scores at once were 1 GB for 8 × 512 tokens of 32
+ * heads); the SmolLM-135M shape at 512 tokens (9.4 MB of scores) is one step. With one query
+ * (decode) or one kv head the transposes are reshapes.
+ */
+function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, mask: tf.Tensor2D | null): tf.Tensor2D {
+  return tf.tidy(() => {
+    const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
+    const g = H / KV, n = B * KV;
+    const q5 = q.mul(s.scale).reshape([B, Tq, KV, g, hd]);
+    const qg = (Tq === 1 ? q5 : q5.transpose([0, 2, 3, 1, 4])).reshape([n, g * Tq, hd]) as tf.Tensor3D;
+    const byGroup = (t: tf.Tensor2D) => (KV === 1 ? t : t.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3])).reshape([n, Tk, hd]) as tf.Tensor3D;
+    const kg = byGroup(k), vg = byGroup(v);
+    // Each step's scores and softmax are freed once its context exists (the tape keeps what gradients need).
+    const run = (qi: tf.Tensor3D, ki: tf.Tensor3D, vi: tf.Tensor3D) => tf.tidy(() => {
+      let scores = tf.matMul(qi, ki, false, true);
+      if (mask) scores = tf.add(scores, mask);
+      return tf.matMul(tf.softmax(scores), vi) as tf.Tensor3D;
+    });
+    const step = Math.max(1, Math.floor(ATTENTION_STEP_BYTES / (4 * g * Tq * Tk)));
+    let ctx: tf.Tensor3D;
+    if (step >= n) {
+      ctx = run(qg, kg, vg);
+    } else {
+      const sizes = Array.from({ length: Math.ceil(n / step) }, (_, i) => Math.min(step, n - i * step));
+      const taping = tf.engine().isTapeOn();
+      const [qb, kb, vb] = [qg, kg, vg].map((t) => groupBlocks(t, sizes, taping));
+      ctx = tf.concat(sizes.map((_, i) => run(qb!(i), kb!(i), vb!(i))), 0) as tf.Tensor3D;
+    }
+    const c5 = ctx.reshape([B, KV, g, Tq, hd]);
+    return (Tq === 1 ? c5 : c5.transpose([0, 3, 1, 2, 4])).reshape([B * Tq, H * hd]) as tf.Tensor2D;
+  });
+}
+
+/**
+ * Consecutive blocks of `sizes[i]` entries along axis 0: a gather of just those rows (the wasm
+ * slice and split copy their whole input to the host first), or one split while gradients are
+ * recorded (gather has no wasm gradient kernel).
+ */
+function groupBlocks(t: tf.Tensor3D, sizes: number[], taping: boolean): (i: number) => tf.Tensor3D {
+  if (taping) {
+    const parts = tf.split(t, sizes, 0) as tf.Tensor3D[];
+    return (i) => parts[i]!;
+  }
+  const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  return (i) => tf.gather(t, tf.range(starts[i]!, starts[i]! + sizes[i]!, 1, 'int32'), 0) as tf.Tensor3D;
 }
