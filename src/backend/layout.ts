@@ -24,13 +24,32 @@ export interface ModelLayout {
    * its scores by running a few batch rows at a time (see `attention`).
    */
   keysByTransposeB: boolean;
+  /**
+   * That path's bound on one step's scores: (batch, kv head) groups are taken together up to this
+   * many bytes of scores (the WebAssembly heap never shrinks: B·H·Tq·Tk scores at once were 1 GB
+   * for 8 × 512 tokens of 32 heads). The SmolLM-135M shape at 512 tokens (9.4 MB) is one step.
+   */
+  attentionStepBytes: number;
   /** A wide tied head as `(embedding · xᵀ)ᵀ` (`headProduct`): XNNPACK streams a wide weight badly. */
   transposedHead: boolean;
   /** RoPE's pair swap as a product with a `[hd, hd]` permutation instead of a `reverse` (slow on wasm). */
   ropeByProduct: boolean;
-  /** matMul gradients on explicit transposes (`withFastMatMulGradient`), not `transposeA/B` products. */
-  explicitTransposeGradient: boolean;
+  /**
+   * Products with a transposed operand on an explicit transpose, not `transposeA/B` (matMul
+   * gradients under `withFastMatMulGradient`, src/linalg/backend.ts): XNNPACK's transposeB runs
+   * 10–20× slower; under OpenBLAS the copy only costs (2048²: 194 CPU-ms with transposeB, 259
+   * with the transpose).
+   */
+  explicitTransposes: boolean;
+  /**
+   * Wide right operands multiplied in column panels (src/linalg/backend.ts): XNNPACK streams a
+   * wide packed operand out of cache; under OpenBLAS the slices and the concat only cost (2048²:
+   * 195 CPU-ms whole, 331 in panels of 256).
+   */
+  columnPanels: boolean;
 }
+
+const ATTENTION_STEP_BYTES = 16 * 2 ** 20;
 
 let override: Partial<ModelLayout> | null = null;
 
@@ -40,8 +59,11 @@ export function modelLayout(): ModelLayout {
   const adapter = backend === 'webgpu' ? webgpuAdapter() : null;
   const blas = backend === 'wasm' && wasmMatmulKernel() === 'openblas';
   const base: ModelLayout = blas
-    ? { batchedAttention: true, keysByTransposeB: true, transposedHead: false, ropeByProduct: true, explicitTransposeGradient: false }
-    : { batchedAttention: adapter !== null && !adapter.software, keysByTransposeB: false, transposedHead: true, ropeByProduct: false, explicitTransposeGradient: true };
+    ? { batchedAttention: true, keysByTransposeB: true, attentionStepBytes: ATTENTION_STEP_BYTES, transposedHead: false, ropeByProduct: true, explicitTransposes: false, columnPanels: false }
+    : {
+      batchedAttention: adapter !== null && !adapter.software, keysByTransposeB: false, attentionStepBytes: ATTENTION_STEP_BYTES, transposedHead: true, ropeByProduct: false,
+      explicitTransposes: true, columnPanels: backend === 'wasm',
+    };
   return override ? { ...base, ...override } : base;
 }
 

@@ -188,7 +188,7 @@ export interface AttentionShape {
  */
 export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, mask: tf.Tensor2D | null): tf.Tensor2D {
   const layout = modelLayout();
-  if (layout.batchedAttention && layout.keysByTransposeB) return groupedAttention(q, k, v, s, mask);
+  if (layout.batchedAttention && layout.keysByTransposeB) return groupedAttention(q, k, v, s, mask, layout.attentionStepBytes);
   return tf.tidy(() => {
     const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
     const g = H / KV;
@@ -238,19 +238,15 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
   });
 }
 
-/** Attention scores per step of `groupedAttention`: (batch, kv head) groups are taken together up to this. */
-const ATTENTION_STEP_BYTES = 16 * 2 ** 20;
-
 /**
  * `attention` as batched products over (batch, kv head) groups, keys read through `transposeB`:
  * the layout for products on OpenBLAS, where every product variant runs at the same rate, so
  * the per-group loop's gathers, its concat and the keys' transpose only cost time. Groups are
- * taken a step at a time so that one step's scores stay under ATTENTION_STEP_BYTES (the
- * WebAssembly heap never shrinks: B·H·Tq·Tk scores at once were 1 GB for 8 × 512 tokens of 32
- * heads); the SmolLM-135M shape at 512 tokens (9.4 MB of scores) is one step. With one query
- * (decode) or one kv head the transposes are reshapes.
+ * taken a step at a time so that one step's scores stay under `stepBytes`
+ * (`modelLayout().attentionStepBytes`). With one query (decode) or one kv head the transposes
+ * are reshapes.
  */
-function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, mask: tf.Tensor2D | null): tf.Tensor2D {
+function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, mask: tf.Tensor2D | null, stepBytes: number): tf.Tensor2D {
   return tf.tidy(() => {
     const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
     const g = H / KV, n = B * KV;
@@ -264,7 +260,7 @@ function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
       if (mask) scores = tf.add(scores, mask);
       return tf.matMul(tf.softmax(scores), vi) as tf.Tensor3D;
     });
-    const step = Math.max(1, Math.floor(ATTENTION_STEP_BYTES / (4 * g * Tq * Tk)));
+    const step = Math.max(1, Math.floor(stepBytes / (4 * g * Tq * Tk)));
     let ctx: tf.Tensor3D;
     if (step >= n) {
       ctx = run(qg, kg, vg);
