@@ -60,6 +60,14 @@ describe('model layouts compute the same model', () => {
   before(setupBackend);
   after(() => setModelLayout(null));
 
+  it('causalMask: query i (at position past + i) sees keys 0..past + i, tiled per head', () => {
+    const m = causalMask(2, 4, 2, 2);
+    const X = -1e9;
+    assert.deepEqual(Array.from(m.dataSync()), [0, 0, 0, X, 0, 0, 0, 0, 0, 0, 0, X, 0, 0, 0, 0]);
+    assert.deepEqual(m.shape, [4, 4]);
+    m.dispose();
+  });
+
   // B = 3 with 4 query heads over 2 kv heads: 6 groups, so a step of 4 groups leaves a short last step.
   const cases: [string, AttentionShape, number][] = [
     ['prefill after 2 cached positions, 4 query heads over 2 kv heads', { B: 3, Tq: 5, Tk: 7, numHeads: 4, numKvHeads: 2, headDim: 8, scale: 8 ** -0.5 }, 2],

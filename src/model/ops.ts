@@ -63,9 +63,10 @@ export function ropeTables(start: number, length: number, headDim: number, theta
   const half = headDim / 2;
   const cos = new Float32Array(length * half);
   const sin = new Float32Array(length * half);
+  const period = Float64Array.from({ length: half }, (_, i) => Math.pow(theta, (2 * i) / headDim));
   for (let t = 0; t < length; t++) {
     for (let i = 0; i < half; i++) {
-      const angle = (start + t) / Math.pow(theta, (2 * i) / headDim);
+      const angle = (start + t) / period[i]!;
       cos[t * half + i] = Math.cos(angle);
       sin[t * half + i] = Math.sin(angle);
     }
@@ -117,12 +118,16 @@ export function makeRope(start: number, length: number, heads: number, headDim: 
       sign[d] = d % 2 === 0 ? -1 : 1;
     }
   }
+  // Head 0 of each position, then copies for the other heads (a prefill forward makes these per call).
   for (let t = 0; t < length; t++) {
-    for (let h = 0; h < heads; h++) {
-      for (let d = 0; d < headDim; d++) {
-        c[t * width + h * headDim + d] = cos[t * half + freq[d]];
-        s[t * width + h * headDim + d] = sign[d] * sin[t * half + freq[d]];
-      }
+    const row = t * width;
+    for (let d = 0; d < headDim; d++) {
+      c[row + d] = cos[t * half + freq[d]];
+      s[row + d] = sign[d] * sin[t * half + freq[d]];
+    }
+    for (let h = 1; h < heads; h++) {
+      c.copyWithin(row + h * headDim, row, row + headDim);
+      s.copyWithin(row + h * headDim, row, row + headDim);
     }
   }
   const span = layout === 'half' ? half : 1;
@@ -160,12 +165,8 @@ export function applyRope(x: tf.Tensor2D, B: number, T: number, rope: Rope): tf.
 /** Additive causal mask `[g*Tq, Tk]` for queries at positions past..past+Tq-1, tiled for g heads. */
 export function causalMask(Tq: number, Tk: number, past: number, groups: number): tf.Tensor2D {
   const m = new Float32Array(groups * Tq * Tk);
-  for (let h = 0; h < groups; h++) {
-    for (let i = 0; i < Tq; i++) {
-      const row = (h * Tq + i) * Tk;
-      for (let j = past + i + 1; j < Tk; j++) m[row + j] = -1e9;
-    }
-  }
+  for (let i = 0; i < Tq; i++) m.fill(-1e9, i * Tk + past + i + 1, (i + 1) * Tk);
+  for (let h = 1; h < groups; h++) m.copyWithin(h * Tq * Tk, 0, Tq * Tk);
   return tf.tensor2d(m, [groups * Tq, Tk]);
 }
 
