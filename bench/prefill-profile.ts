@@ -1,12 +1,17 @@
 /**
- * Where a prefill's time goes on the active backend: `tf.profile` of one prefill forward (with a
- * KV cache, as `eval speed` runs it), kernel times grouped into matMuls of the projections,
- * attention, elementwise work and the rest, against the whole forward's wall time (the gap is
- * per-call overhead outside the kernels: dispatch, tidy, allocation). The GEMM peak is the best
- * plain 2-D matMul of the same backend. Shares are of the profiled run's wall time; the
- * throughput is per CPU-second (the process's CPU time), which a loaded machine distorts less.
+ * Where a prefill's time goes on the active backend: one prefill forward (with a KV cache, reading
+ * back the argmax of the last position, as `eval speed` runs it) with every wasm kernel timed in
+ * the process's CPU time (which counts the OpenBLAS pool's threads and not other processes' load),
+ * kernel times grouped into matMuls of the projections, attention, elementwise work and the rest,
+ * against the whole forward's CPU time (the gap is per-call overhead outside the kernels:
+ * dispatch, tidy, allocation, the mask and RoPE tables). The GEMM peak is the best plain 2-D matMul
+ * of the same backend, per CPU-second.
  *
- *   node --import tsx bench/prefill-profile.ts [--model smollm|stories|synth] [--tokens N] [--batch B] [--layers L] [--kernels]
+ * `--compare N` first times N prefills in each of two layouts, alternating in one process: the
+ * layout the model code had at 60913a7 (products on OpenBLAS, attention as the per-group loop,
+ * RoPE's swap as a reverse) and the active one (src/backend/layout.ts); CPU and wall medians.
+ *
+ *   node --import tsx bench/prefill-profile.ts [--model smollm|stories|synth] [--tokens N] [--batch B] [--layers L] [--kernels] [--compare N]
  */
 import * as tf from '@tensorflow/tfjs';
 import path from 'node:path';
@@ -17,6 +22,8 @@ import { buildSyntheticLlama } from '../src/model/synthetic.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
 import { SMOLLM_135M_SHAPE } from './torch/section.ts';
 import { table } from './util.ts';
+import { setModelLayout, type ModelLayout } from '../src/backend/layout.ts';
+import { median } from '../src/eval/speed.ts';
 
 const argv = process.argv.slice(2);
 const arg = (name: string, dflt: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1]! : dflt);
@@ -24,6 +31,9 @@ const which = arg('--model', 'smollm');
 const tokens = Number(arg('--tokens', which === 'smollm' ? '512' : '128'));
 const layers = Number(arg('--layers', '0'));
 const batch = Number(arg('--batch', '1'));
+const compare = Number(arg('--compare', '0'));
+/** The model's layout at 60913a7 under OpenBLAS (its head was already the plain product there). */
+const LAYOUT_60913A7: Partial<ModelLayout> = { batchedAttention: false, keysByTransposeB: false, ropeByProduct: false, transposedHead: false };
 
 function model(): CausalLM {
   if (which === 'stories') return loadModel(path.join(sharedDataDir(), 'models/stories260K/stories260K.bin')).model;
@@ -62,6 +72,24 @@ async function main(): Promise<void> {
   // CPU time (one busy thread) is what a shared, loaded machine lets us measure reliably.
   const cpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
   prefill();
+  if (compare > 0) {
+    const runs: Record<string, { cpu: number[]; wall: number[] }> = { '60913a7 layout': { cpu: [], wall: [] }, 'active layout': { cpu: [], wall: [] } };
+    const layouts: [string, Partial<ModelLayout> | null][] = [['60913a7 layout', LAYOUT_60913A7], ['active layout', null]];
+    for (const [, l] of layouts) { setModelLayout(l); prefill(); }
+    for (let r = 0; r < compare; r++) {
+      for (const [name, l] of layouts) {
+        setModelLayout(l);
+        const c0 = cpuMs(), w0 = performance.now();
+        prefill();
+        runs[name]!.cpu.push(cpuMs() - c0);
+        runs[name]!.wall.push(performance.now() - w0);
+      }
+    }
+    setModelLayout(null);
+    console.log(table(['layout', 'CPU-ms (median)', 'wall-ms (median)', 'tokens per CPU-s', 'tokens/s (wall)'], Object.entries(runs).map(([name, r]) => [
+      name, median(r.cpu), median(r.wall), (batch * tokens) / (median(r.cpu) / 1000), (batch * tokens) / (median(r.wall) / 1000),
+    ])));
+  }
   const cpu: number[] = [];
   for (let r = 0; r < 3; r++) { const c0 = cpuMs(); prefill(); cpu.push(cpuMs() - c0); }
   const cpuMedian = [...cpu].sort((a, b) => a - b)[1]!;

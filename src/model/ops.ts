@@ -93,9 +93,10 @@ export interface Rope {
   span: number;
   /**
    * `[hd, hd]` 0/1 permutation that swaps the two rows of every block, when the layout takes the
-   * swap as a product (`modelLayout().ropeByProduct`: the wasm `reverse` costs ~25 ns per element,
-   * a product with OpenBLAS a fraction of that); null: the swap is a `reverse`. Each output is one
-   * x · 1 plus zeros, so the values are the same (up to the sign of a zero, and a non-finite x).
+   * swap as a product (`modelLayout().ropeByProduct`: the wasm `reverse` took ~40 ns per element,
+   * 68 of a 4-layer SmolLM-shape prefill's 860 CPU-ms; the products on OpenBLAS take 3); null: the
+   * swap is a `reverse`. Each output is one x · 1 plus zeros, so the values are the same (up to
+   * the sign of a zero, and a non-finite x).
    */
   swap: tf.Tensor2D | null;
 }
@@ -184,7 +185,8 @@ export interface AttentionShape {
  * Causal grouped-query attention. q: `[B*Tq, H*hd]`, k/v: `[B*Tk, KV*hd]` (keys after RoPE,
  * including cached past positions). For each (batch, kv head) the g query heads that share it
  * are stacked into one `[g*Tq, hd]` block, so scores and context are two plain 2-D matMuls per
- * group instead of batched matMuls (slow on the WebAssembly backend).
+ * group instead of batched matMuls (slow on the WebAssembly backend's XNNPACK); GPUs and OpenBLAS
+ * take batched products instead (`modelLayout()`, src/backend/layout.ts).
  * `mask` is `[g*Tq, Tk]` or null when Tq = 1 (a single new token may see every key).
  */
 export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, mask: tf.Tensor2D | null): tf.Tensor2D {
