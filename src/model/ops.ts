@@ -269,8 +269,7 @@ function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
       ctx = run(qg, kg, vg);
     } else {
       const sizes = Array.from({ length: Math.ceil(n / step) }, (_, i) => Math.min(step, n - i * step));
-      const taping = tf.engine().isTapeOn();
-      const [qb, kb, vb] = [qg, kg, vg].map((t) => groupBlocks(t, sizes, taping));
+      const [qb, kb, vb] = [qg, kg, vg].map((t) => groupBlocks(t, sizes));
       ctx = tf.concat(sizes.map((_, i) => run(qb!(i), kb!(i), vb!(i))), 0) as tf.Tensor3D;
     }
     const c5 = ctx.reshape([B, KV, g, Tq, hd]);
@@ -279,15 +278,10 @@ function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
 }
 
 /**
- * Consecutive blocks of `sizes[i]` entries along axis 0: a gather of just those rows (the wasm
- * slice and split copy their whole input to the host first), or one split while gradients are
- * recorded (gather has no wasm gradient kernel).
+ * Consecutive blocks of `sizes[i]` entries along axis 0: slices, each one contiguous run of t
+ * (on wasm a copy inside the heap, src/backend/wasm-copies.ts), with a gradient under the tape.
  */
-function groupBlocks(t: tf.Tensor3D, sizes: number[], taping: boolean): (i: number) => tf.Tensor3D {
-  if (taping) {
-    const parts = tf.split(t, sizes, 0) as tf.Tensor3D[];
-    return (i) => parts[i]!;
-  }
+function groupBlocks(t: tf.Tensor3D, sizes: number[]): (i: number) => tf.Tensor3D {
   const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
-  return (i) => tf.gather(t, tf.range(starts[i]!, starts[i]! + sizes[i]!, 1, 'int32'), 0) as tf.Tensor3D;
+  return (i) => tf.slice(t, [starts[i]!, 0, 0], [sizes[i]!, -1, -1]);
 }
