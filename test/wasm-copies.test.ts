@@ -69,7 +69,7 @@ describe('wasm gathers and slices as heap copies', { skip: process.env.PRUNELAB_
     tf.dispose([x, bad, neg]);
   });
 
-  it('slice equals the wasm kernel: contiguous runs (rows, a leading block, a vector piece, size -1), strided slices, int32', () => {
+  it('slice equals the wasm kernel: contiguous slices (rows, a leading block, a vector piece, size -1), blocks of columns (a run per row), short runs, int32', () => {
     const before = tf.memory();
     const x2 = random([40, 6], 6), x3 = random([8, 5, 4], 7), x1 = random([25], 8), xi = random([10, 4], 9, 'int32');
     assertSame(() => tf.slice(x2, [7, 0], [12, 6]), 'rows of a matrix');
@@ -77,8 +77,14 @@ describe('wasm gathers and slices as heap copies', { skip: process.env.PRUNELAB_
     assertSame(() => tf.slice(x3, [4, 2, 0], [1, 2, 4]), 'rows inside one leading entry');
     assertSame(() => tf.slice(x1, [5], [11]), 'a piece of a vector');
     assertSame(() => tf.slice(x2, [3, 0], [0, 6]), 'no rows');
-    assertSame(() => tf.slice(x2, [3, 1], [5, 4]), 'columns (strided: the wasm kernel)');
-    assertSame(() => tf.slice(x3, [1, 1, 0], [3, 2, 4]), 'strided 3-D (the wasm kernel)');
+    assertSame(() => tf.slice(x2, [3, 1], [5, 4]), 'columns, runs of 4 (the wasm kernel)');
+    assertSame(() => tf.slice(x3, [1, 1, 0], [3, 2, 4]), 'strided 3-D, runs of 8 (the wasm kernel)');
+    const w2 = random([30, 40], 11), w3 = random([6, 5, 32], 12), w3b = random([4, 6, 20], 13);
+    assertSame(() => tf.slice(w2, [2, 5], [10, 20]), 'a block of columns: one run per row');
+    assertSame(() => tf.slice(w2, [0, 0], [30, 17]), 'leading columns of every row');
+    assertSame(() => tf.slice(w3, [1, 1, 0], [3, 2, 32]), 'rows inside each of 3 leading entries');
+    assertSame(() => tf.slice(w3b, [1, 2, 3], [2, 3, 17]), 'runs over two outer axes');
+    tf.dispose([w2, w3, w3b]);
     assertSame(() => tf.slice(xi, [2, 0], [5, 4]), 'int32 rows');
     tf.dispose([x2, x3, x1, xi]);
     assert.equal(tf.memory().numTensors, before.numTensors);

@@ -4,9 +4,10 @@
  * The wasm `GatherV2` kernel computes every element's source index in C++ (28 ns per element
  * measured: 8.4 CPU-ms for a prefill's 512 embedding rows of 576), and the wasm `Slice` copies
  * its whole input to the host before taking the slice (63 CPU-ms for 512 rows of the SmolLM-135M
- * embedding). Their commonest forms — whole rows along axis 0, and a slice that is one
- * contiguous run of the input — are a `copyWithin` of the heap per row (per slice) here; every
- * other case goes to the wasm kernel. The values are copies, so the same bit for bit (tested in
+ * embedding; `LinAlg`'s block slices of a Hessian copied all of it per block). Here a gather of
+ * whole rows along axis 0 is a `copyWithin` of the heap per row, and a slice one per contiguous
+ * run (a block of rows: one run; a block of columns: one run per row, when rows are ≥ 16 wide);
+ * every other case goes to the wasm kernel. The values are copies, so the same bit for bit (tested in
  * test/wasm-copies.test.ts); indices out of range go to the wasm kernel, which reports them.
  */
 import * as tf from '@tensorflow/tfjs';
@@ -75,19 +76,37 @@ function gatherRows(fallback: tf.KernelFunc): tf.KernelFunc {
   };
 }
 
+/** Runs shorter than this go to the wasm kernel (one `copyWithin` per run costs more than its copy). */
+const MIN_RUN = 16;
+
 function contiguousSlice(fallback: tf.KernelFunc): tf.KernelFunc {
   return (args) => {
     const { x } = args.inputs as { x: tf.TensorInfo };
     const { begin, size } = args.attrs as { begin: number | number[]; size: number | number[] };
     const backend = args.backend as unknown as WasmBackendInternals;
-    if (!WORD_TYPES.includes(x.dtype)) return fallback(args);
+    if (!WORD_TYPES.includes(x.dtype) || x.shape.length === 0) return fallback(args);
     const [b, s] = tf.slice_util.parseSliceParams(x, begin, size);
-    if (!tf.slice_util.isSliceContinous(x.shape, b, s)) return fallback(args);
-    const n = tf.util.sizeFromShape(s);
+    const rank = x.shape.length;
+    const stride = [...tf.util.computeStrides(x.shape), 1];
+    // Axis d: the outermost one below which the slice takes whole rows of x; each (outer index)
+    // is then one contiguous run of `run` elements.
+    let d = rank - 1;
+    while (d > 0 && b[d] === 0 && s[d] === x.shape[d]) d--;
+    const run = s[d]! * stride[d]!;
+    const runs = tf.util.sizeFromShape(s.slice(0, d));
+    const n = runs * run;
+    if (n > 0 && runs > 1 && run < MIN_RUN) return fallback(args);
     const out = backend.makeOutput(s, x.dtype);
     if (n === 0) return out;
-    const start = wordOffset(backend, x) + tf.slice_util.computeFlatOffset(b, tf.util.computeStrides(x.shape));
-    new Int32Array(backend.wasm.HEAPU8.buffer).copyWithin(wordOffset(backend, out), start, start + n);
+    const heap = new Int32Array(backend.wasm.HEAPU8.buffer);
+    const xo = wordOffset(backend, x), oo = wordOffset(backend, out);
+    const at = new Array<number>(d).fill(0); // odometer over the axes before d
+    for (let r = 0; r < runs; r++) {
+      let src = xo + b[d]! * stride[d]!;
+      for (let a = 0; a < d; a++) src += (b[a]! + at[a]!) * stride[a]!;
+      heap.copyWithin(oo + r * run, src, src + run);
+      for (let a = d - 1; a >= 0 && ++at[a]! === s[a]; a--) at[a] = 0;
+    }
     return out;
   };
 }
