@@ -9,7 +9,8 @@
  *
  * `--compare N` first times N prefills in each of two layouts, alternating in one process: the
  * layout the model code had at 60913a7 (products on OpenBLAS, attention as the per-group loop,
- * RoPE's swap as a reverse) and the active one (src/backend/layout.ts); CPU and wall medians.
+ * RoPE's swap as a reverse; its row gathers run as heap copies now, src/backend/wasm-copies.ts)
+ * and the active one (src/backend/layout.ts); CPU and wall medians.
  *
  *   node --import tsx bench/prefill-profile.ts [--model smollm|stories|synth] [--tokens N] [--batch B] [--layers L] [--kernels] [--compare N]
  */
