@@ -82,6 +82,17 @@ static void *helper(void *arg) {
   return NULL;
 }
 
+/* Start helpers up to `threads - 1` (with `lock` held). A new helper's index is at least the
+ * participant count of any product in flight, so it sits that product out. */
+static void start_helpers(void) {
+  while (started < threads - 1) {
+    pthread_t id;
+    if (pthread_create(&id, NULL, helper, (void *)(intptr_t)started) != 0) break;
+    pthread_detach(id);
+    started++;
+  }
+}
+
 static void run_product(const Product *p) {
   if (threads <= 1 || p->tiles == 1 || p->m * p->n * p->k * (p->tiles / (p->tilesM * p->tilesN)) < POOL_MIN_MACS ||
       pthread_mutex_trylock(&poolBusy) != 0) {
@@ -89,12 +100,7 @@ static void run_product(const Product *p) {
     return;
   }
   pthread_mutex_lock(&lock);
-  while (started < threads - 1) {
-    pthread_t id;
-    if (pthread_create(&id, NULL, helper, (void *)(intptr_t)started) != 0) break;
-    pthread_detach(id);
-    started++;
-  }
+  start_helpers();
   /* Every helper counted here takes part once, so `current` stays valid until `working` is 0. */
   participants = started < threads - 1 ? started : threads - 1;
   working = participants;
@@ -165,6 +171,9 @@ static napi_value setThreads(napi_env env, napi_callback_info info) {
   if (!ok || n < 1) { napi_throw_error(env, NULL, "openblas-kernels: setThreads takes a positive count"); return NULL; }
   pthread_mutex_lock(&lock);
   threads = n > MAX_THREADS ? MAX_THREADS : n;
+  /* Now rather than at the first product: helpers live as long as the process, and one started by
+   * a worker thread's product would outlast that worker (as a thread the process gained). */
+  start_helpers();
   pthread_mutex_unlock(&lock);
   return NULL;
 }
