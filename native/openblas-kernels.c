@@ -84,7 +84,8 @@ static void *helper(void *arg) {
 
 /* Start helpers up to `threads - 1` (with `lock` held). They are started when the count is set,
  * not at the first product, and kept like any BLAS library's threads, so a process's thread count
- * settles when its backend starts. */
+ * settles when its backend starts. A new helper's index is at least the participant count of any
+ * product in flight, so it sits that product out. */
 static void start_helpers(void) {
   while (started < threads - 1) {
     pthread_t id;
@@ -172,6 +173,8 @@ static napi_value setThreads(napi_env env, napi_callback_info info) {
   if (!ok || n < 1) { napi_throw_error(env, NULL, "openblas-kernels: setThreads takes a positive count"); return NULL; }
   pthread_mutex_lock(&lock);
   threads = n > MAX_THREADS ? MAX_THREADS : n;
+  /* Now rather than at the first product: helpers live as long as the process, and one started by
+   * a worker thread's product would outlast that worker (as a thread the process gained). */
   start_helpers();
   pthread_mutex_unlock(&lock);
   return NULL;

@@ -2,7 +2,7 @@
  * Backend working sets that must not grow with the number of attention blocks or recursion steps
  * (on WebAssembly the heap keeps its high-water mark for the rest of the run): `tf.profile`'s
  * peak bytes (all live tensors: the bytes live before are taken off) of attention over many
- * (window, kv-head) blocks and of SparseGPT's factor.
+ * (window, kv-head) blocks, in each layout, and of SparseGPT's factor.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -10,6 +10,7 @@ import * as tf from '@tensorflow/tfjs';
 import { initBackend } from '../src/backend/index.ts';
 import { attention, causalMask } from '../src/model/ops.ts';
 import { backendLinAlg } from '../src/linalg/backend.ts';
+import { setModelLayout, type ModelLayout } from '../src/backend/layout.ts';
 import { mulberry32 } from '../src/util/random.ts';
 
 await initBackend('wasm', true);
@@ -28,15 +29,26 @@ test('attention holds one block of scores at a time, not one per (window, kv hea
   const mask = causalMask(T, T, 0, g);
   const blockScores = g * T * T * 4;
   const inputs = (q.size + k.size + v.size) * 4;
-  const before = tf.memory().numBytes;
-  const info = await tf.profile(() => attention(q, k, v, { B, Tq: T, Tk: T, numHeads: H, numKvHeads: KV, headDim: hd, scale: 0.25 }, mask));
-  // The operands laid out by (window, kv head), the gathered blocks, the context and its concat
-  // and transpose are at most 6 copies of the inputs; the scores, masked scores and softmax of
-  // every block kept to the end add 3 × 32 blocks. Bound: less than one such set of all blocks.
-  const peak = info.peakBytes - before;
-  const n = B * KV;
-  assert.ok(peak < 6 * inputs + n * blockScores, `peak ${peak} bytes (inputs ${inputs}, one block's scores ${blockScores})`);
-  tf.dispose([q, k, v, mask, info.result as tf.Tensor]);
+  // The per-group loop (XNNPACK's layout) and batched products taken 4 blocks' scores at a time
+  // (OpenBLAS's layout, with its step made small here: by default a step is up to 16 MiB of scores).
+  const layouts: [string, Partial<ModelLayout>][] = [
+    ['per-group loop', { batchedAttention: false, keysByTransposeB: false }],
+    ['batched, 4 blocks per step', { batchedAttention: true, keysByTransposeB: true, attentionStepBytes: 4 * blockScores }],
+  ];
+  for (const [name, layout] of layouts) {
+    setModelLayout(layout);
+    const before = tf.memory().numBytes;
+    const info = await tf.profile(() => attention(q, k, v, { B, Tq: T, Tk: T, numHeads: H, numKvHeads: KV, headDim: hd, scale: 0.25 }, mask));
+    setModelLayout(null);
+    // The operands laid out by (window, kv head), the gathered blocks, the context and its concat
+    // and transpose are at most 6 copies of the inputs; the scores, masked scores and softmax of
+    // every block kept to the end add 3 × 32 blocks. Bound: less than one such set of all blocks.
+    const peak = info.peakBytes - before;
+    const n = B * KV;
+    assert.ok(peak < 6 * inputs + n * blockScores, `${name}: peak ${peak} bytes (inputs ${inputs}, one block's scores ${blockScores})`);
+    tf.dispose(info.result as tf.Tensor);
+  }
+  tf.dispose([q, k, v, mask]);
 });
 
 test('the backend factor of a 1024² Hessian peaks at a few copies of it, not one per recursion step', async () => {

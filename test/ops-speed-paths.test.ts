@@ -1,13 +1,14 @@
 /**
  * The faster paths of the forward pass compute the same values as the plain ones, bit for bit:
  * a wide head through its transposed layout (`headProduct`) against one `tf.matMul`, and RoPE (a reverse
- * with signed sin) against the definition written out per element.
+ * or a product with a permutation, with signed sin) against the definition written out per element.
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { setupBackend } from './support.ts';
-import { applyRope, headProduct, makeRope, ropeTables } from '../src/model/ops.ts';
+import { applyRope, disposeRope, headProduct, makeRope, ropeTables } from '../src/model/ops.ts';
+import { setModelLayout } from '../src/backend/layout.ts';
 import { mulberry32 } from '../src/util/random.ts';
 import { installWasmMatmul } from '../src/backend/openblas.ts';
 
@@ -45,11 +46,14 @@ describe('forward speed paths', () => {
     tf.dispose([x, w, wT, whole, viaT, x1]);
   }
 
-  for (const layout of ['half', 'interleaved'] as const) {
-    it(`RoPE (${layout}) equals x·cos + rotate(x)·sin written per element`, () => {
+  for (const [layout, byProduct] of [['half', false], ['interleaved', false], ['half', true], ['interleaved', true]] as const) {
+    it(`RoPE (${layout}, swap as ${byProduct ? 'a product' : 'a reverse'}) equals x·cos + rotate(x)·sin written per element`, () => {
       const B = 2, T = 5, heads = 3, hd = 8, start = 7, width = heads * hd;
       const x = randomTensor([B * T, width], 3);
+      setModelLayout({ ropeByProduct: byProduct });
       const rope = makeRope(start, T, heads, hd, 10000, layout);
+      setModelLayout(null);
+      assert.equal(rope.swap !== null, byProduct);
       const got = applyRope(x, B, T, rope).dataSync();
       const xs = x.dataSync();
       const { cos, sin } = ropeTables(start, T, hd, 10000);
@@ -67,7 +71,8 @@ describe('forward speed paths', () => {
           }
         }
       }
-      tf.dispose([x, rope.cos, rope.sin]);
+      tf.dispose(x);
+      disposeRope(rope);
     });
   }
 });

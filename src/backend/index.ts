@@ -10,6 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { ConfigError } from '../util/errors.ts';
 import { describeWasmMatmul, installWasmMatmul } from './openblas.ts';
+import { installWasmCopies } from './wasm-copies.ts';
 import { describeAdapter, loadWebGPU, webgpuAdapter, type WebGPUAdapter } from './webgpu.ts';
 
 export const BACKEND_CHOICES = ['auto', 'node-gpu', 'webgpu', 'node', 'wasm', 'cpu'] as const;
@@ -40,6 +41,7 @@ async function tryWasm(): Promise<boolean> {
     return false;
   }
   installWasmMatmul();
+  installWasmCopies();
   return true;
 }
 

@@ -2,8 +2,10 @@
  * `LinAlg` (src/linalg/linalg.ts) on the active TensorFlow.js backend, in float32.
  *
  * Every product is a plain 2-D `tf.matMul` on explicitly transposed operands: on the
- * WebAssembly backend only that kernel is fast (measured, `test/linalg-backend.test.ts` prints
- * it: 768³ plain 103 ms, transposeB 1316 ms, transpose + plain 107 ms). The factorisations
+ * WebAssembly backend's own GEMM (XNNPACK) only that kernel is fast (measured,
+ * `test/linalg-backend.test.ts` prints it: 768³ plain 103 ms, transposeB 1316 ms, transpose +
+ * plain 107 ms). With the products on OpenBLAS every variant is as fast, and the transposes and
+ * column panels are skipped (`modelLayout()`, src/backend/layout.ts). The factorisations
  * are recursive 2×2 block algorithms whose leaves (≤ LEAF columns) are factored on the host in
  * float64 (`dense.ts`) and whose O(n³) work is matMuls on the backend:
  *   A = [A11 ·; A21 A22]:  X11 = L11⁻¹ (recursion),  L21 = A21·X11ᵀ,  S = A22 − L21·L21ᵀ,
@@ -18,6 +20,7 @@ import type { LinAlg, MatMulOptions, Matrix, Numerics } from './linalg.ts';
 import { PruneLabError } from '../util/errors.ts';
 import { mulberry32 } from '../util/random.ts';
 import { nativeKernels, nativeUpperCholeskyOfInverse } from './native.ts';
+import { modelLayout } from '../backend/layout.ts';
 
 /** Columns factored on the host in float64 (a leaf costs ~LEAF³/3 host flops, a few ms). */
 export const LEAF = 128;
@@ -54,7 +57,13 @@ function mm(a: tf.Tensor2D, b: tf.Tensor2D): tf.Tensor2D {
 const PANEL = 256;
 
 function panelled(b: tf.Tensor2D): boolean {
-  return tf.getBackend() === 'wasm' && b.shape[1] > 2 * PANEL;
+  return b.shape[1] > 2 * PANEL && modelLayout().columnPanels;
+}
+
+/** op(a)·op(b): transposed operands as explicit transposes where the layout asks for them (XNNPACK). */
+function mmT(a: tf.Tensor2D, b: tf.Tensor2D, transposeA: boolean, transposeB: boolean): tf.Tensor2D {
+  if (!modelLayout().explicitTransposes) return tf.matMul(a, b, transposeA, transposeB);
+  return tf.tidy(() => mm(transposeA ? tf.transpose(a) : a, transposeB ? tf.transpose(b) : b));
 }
 
 /**
@@ -100,8 +109,8 @@ function invChol(A: tf.Tensor2D, offset: number, wantL: boolean, leaf: number): 
   // never shrinks: SparseGPT's 5632² Hessian grew it by gigabytes). The same operations in the
   // same order, so the same values.
   const { X: X11, L: L11 } = tf.tidy(() => invChol(A.slice([0, 0], [k, k]), offset, wantL, leaf));
-  const L21 = tf.tidy(() => mm(A.slice([k, 0], [m, k]), tf.transpose(X11)));
-  const { X: X22, L: L22 } = tf.tidy(() => invChol(tf.sub(A.slice([k, k], [m, m]), mm(L21, tf.transpose(L21))), offset + k, wantL, leaf));
+  const L21 = tf.tidy(() => mmT(A.slice([k, 0], [m, k]), X11, false, true));
+  const { X: X22, L: L22 } = tf.tidy(() => invChol(tf.sub(A.slice([k, k], [m, m]), mmT(L21, L21, false, true)), offset + k, wantL, leaf));
   const X21 = tf.tidy(() => tf.neg(mm(X22, mm(L21, X11))) as tf.Tensor2D);
   const X = tf.tidy(() => tf.concat2d([tf.concat2d([X11, tf.zeros([k, m]) as tf.Tensor2D], 1), tf.concat2d([X21, X22], 1)], 0));
   tf.dispose([X11, X21, X22]);
@@ -157,15 +166,17 @@ export function backendLinAlg(numerics: Numerics = 'float32', leaf = LEAF): LinA
       return out;
     },
     matMul: (a, b, o: MatMulOptions = {}) => M(tf.tidy(() => {
-      const left = o.transposeA ? tf.transpose(T(a)) : T(a);
-      return o.transposeB ? mm(left, tf.transpose(T(b))) : mmWith(left, b);
+      const ta = o.transposeA ?? false, tb = o.transposeB ?? false;
+      // b's resident panels serve a plain right operand (XNNPACK); otherwise one product.
+      if (!tb && (!ta || modelLayout().explicitTransposes)) return mmWith(ta ? tf.transpose(T(a)) : T(a), b);
+      return mmT(T(a), T(b), ta, tb);
     })),
     resident(b) {
       const r = new TfMatrix(tf.clone(T(b)));
       if (panelled(r.t)) r.panels = tf.tidy(() => columnPanels(r.t).map((p) => tf.keep(p)));
       return r;
     },
-    gram: (x) => M(tf.tidy(() => mm(tf.transpose(T(x)), T(x)))),
+    gram: (x) => M(mmT(T(x), T(x), true, false)),
     subMatMul: (c, a, b) => M(tf.tidy(() => tf.sub(T(c), mm(T(a), T(b))))),
     slice: (a, row, col, rows, cols) => M(T(a).slice([row, col], [rows, cols])),
     transpose: (a) => M(tf.transpose(T(a))),
@@ -196,7 +207,7 @@ export function backendLinAlg(numerics: Numerics = 'float32', leaf = LEAF): LinA
     },
     spdInverse(a) {
       checkSquare(a, 'spdInverse');
-      return M(tf.tidy(() => { const X = invChol(T(a), 0, false, leaf).X; return mm(tf.transpose(X), X); }));
+      return M(tf.tidy(() => { const X = invChol(T(a), 0, false, leaf).X; return mmT(X, X, true, false); }));
     },
     upperCholeskyOfInverse(a) {
       checkSquare(a, 'upperCholeskyOfInverse');

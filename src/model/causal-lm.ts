@@ -44,6 +44,7 @@ export class BlockContext {
       r = makeRope(this.past, this.T, heads, c.headDim, c.ropeTheta, c.ropeLayout);
       tf.keep(r.cos);
       tf.keep(r.sin);
+      if (r.swap) tf.keep(r.swap);
       this.ropes.set(heads, r);
     }
     return r;

@@ -2,9 +2,11 @@
  * Faster matMul gradients on the WebAssembly backend. tf.matMul's own gradient multiplies with
  * transposeA/transposeB flags, whose kernels run 10–20× slower there than plain 2-D products;
  * while training, the gradient is replaced by products on explicit transposes. Same values
- * (tested); other backends are unaffected in result.
+ * (tested); other backends are unaffected in result. Where the layout says transposed products
+ * are as fast (OpenBLAS: `modelLayout().explicitTransposes` false) the original gradient runs.
  */
 import * as tf from '@tensorflow/tfjs';
+import { modelLayout } from '../backend/layout.ts';
 
 /**
  * Replace tf.matMul's gradient, for plain 2-D products, by products on explicit transposes
@@ -19,7 +21,7 @@ export function useExplicitTransposeMatMulGradient(): () => void {
     gradFunc: (dy, saved, attrs) => {
       const [a, b] = saved;
       const { transposeA, transposeB } = attrs as unknown as { transposeA: boolean; transposeB: boolean };
-      if (a.rank !== 2 || b.rank !== 2 || transposeA || transposeB) return original.gradFunc(dy, saved, attrs);
+      if (a.rank !== 2 || b.rank !== 2 || transposeA || transposeB || !modelLayout().explicitTransposes) return original.gradFunc(dy, saved, attrs);
       return {
         a: () => tf.matMul(dy as tf.Tensor2D, tf.transpose(b as tf.Tensor2D)),
         b: () => tf.matMul(tf.transpose(a as tf.Tensor2D), dy as tf.Tensor2D),

@@ -7,7 +7,6 @@ import * as tf from '@tensorflow/tfjs';
 import type { RopeLayout } from './config.ts';
 import type { LinearParams, NormParams } from './params.ts';
 import { modelLayout } from '../backend/layout.ts';
-import { wasmMatmulKernel } from '../backend/openblas.ts';
 
 export function rmsNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor2D {
   return tf.tidy(() => {
@@ -38,11 +37,12 @@ const WIDE_MIN_BYTES = 16 * 2 ** 20;
  * time; column slices of w would need a sliced copy of w each call, since the backend's slice
  * reads its whole input to the host). Each logit is the same dot product in the same order,
  * so the values are equal bit for bit; while gradients are recorded the product stays as it is.
- * With the products on OpenBLAS (src/backend/openblas.ts) the plain product is the fast one.
+ * With the products on OpenBLAS (src/backend/openblas.ts) the plain product is the fast one
+ * (`modelLayout().transposedHead` is false there).
  */
 export function headProduct(x: tf.Tensor2D, w: tf.Tensor2D, wT: tf.Tensor2D | null): tf.Tensor2D {
   const [inDim, outDim] = w.shape;
-  if (!wT || wasmMatmulKernel() === 'openblas' || x.shape[0] < WIDE_MIN_ROWS || 4 * inDim * outDim <= WIDE_MIN_BYTES || tf.engine().isTapeOn()) return tf.matMul(x, w);
+  if (!wT || !modelLayout().transposedHead || x.shape[0] < WIDE_MIN_ROWS || 4 * inDim * outDim <= WIDE_MIN_BYTES || tf.engine().isTapeOn()) return tf.matMul(x, w);
   return tf.tidy(() => tf.transpose(tf.matMul(wT, tf.transpose(x))) as tf.Tensor2D);
 }
 
@@ -63,9 +63,10 @@ export function ropeTables(start: number, length: number, headDim: number, theta
   const half = headDim / 2;
   const cos = new Float32Array(length * half);
   const sin = new Float32Array(length * half);
+  const period = Float64Array.from({ length: half }, (_, i) => Math.pow(theta, (2 * i) / headDim));
   for (let t = 0; t < length; t++) {
     for (let i = 0; i < half; i++) {
-      const angle = (start + t) / Math.pow(theta, (2 * i) / headDim);
+      const angle = (start + t) / period[i]!;
       cos[t * half + i] = Math.cos(angle);
       sin[t * half + i] = Math.sin(angle);
     }
@@ -90,6 +91,14 @@ export interface Rope {
   sin: tf.Tensor2D;
   /** Width of a swapped block: hd/2 (`half`) or 1 (`interleaved`). */
   span: number;
+  /**
+   * `[hd, hd]` 0/1 permutation that swaps the two rows of every block, when the layout takes the
+   * swap as a product (`modelLayout().ropeByProduct`: the wasm `reverse` took ~40 ns per element,
+   * 68 of a 4-layer SmolLM-shape prefill's 860 CPU-ms; the products on OpenBLAS take 3); null: the
+   * swap is a `reverse`. Each output is one x · 1 plus zeros, so the values are the same (up to
+   * the sign of a zero, and a non-finite x).
+   */
+  swap: tf.Tensor2D | null;
 }
 
 export function makeRope(start: number, length: number, heads: number, headDim: number, theta: number, layout: RopeLayout): Rope {
@@ -110,26 +119,45 @@ export function makeRope(start: number, length: number, heads: number, headDim: 
       sign[d] = d % 2 === 0 ? -1 : 1;
     }
   }
+  // Head 0 of each position, then copies for the other heads (a prefill forward makes these per call).
   for (let t = 0; t < length; t++) {
-    for (let h = 0; h < heads; h++) {
-      for (let d = 0; d < headDim; d++) {
-        c[t * width + h * headDim + d] = cos[t * half + freq[d]];
-        s[t * width + h * headDim + d] = sign[d] * sin[t * half + freq[d]];
-      }
+    const row = t * width;
+    for (let d = 0; d < headDim; d++) {
+      c[row + d] = cos[t * half + freq[d]];
+      s[row + d] = sign[d] * sin[t * half + freq[d]];
+    }
+    for (let h = 1; h < heads; h++) {
+      c.copyWithin(row + h * headDim, row, row + headDim);
+      s.copyWithin(row + h * headDim, row, row + headDim);
     }
   }
-  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), span: layout === 'half' ? half : 1 };
+  const span = layout === 'half' ? half : 1;
+  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), span, swap: modelLayout().ropeByProduct ? swapMatrix(headDim, span) : null };
+}
+
+/** P with (x·P)[c] = x[partner(c)], partner swapping the two rows of each `[2, span]` block. */
+function swapMatrix(headDim: number, span: number): tf.Tensor2D {
+  const p = new Float32Array(headDim * headDim);
+  for (let c = 0; c < headDim; c++) {
+    const block = Math.floor(c / (2 * span)), r = c % (2 * span);
+    const partner = block * 2 * span + (r < span ? r + span : r - span);
+    p[partner * headDim + c] = 1;
+  }
+  return tf.tensor2d(p, [headDim, headDim]);
 }
 
 export function disposeRope(r: Rope): void {
   tf.dispose([r.cos, r.sin]);
+  r.swap?.dispose();
 }
 
 /** Rotate `x: [B*T, heads*hd]` by RoPE; returns the same shape. */
 export function applyRope(x: tf.Tensor2D, B: number, T: number, rope: Rope): tf.Tensor2D {
   return tf.tidy(() => {
     const width = x.shape[1];
-    const swapped = tf.reverse(x.reshape([(B * T * width) / (2 * rope.span), 2, rope.span]), 1);
+    const swapped = rope.swap
+      ? tf.matMul(x.reshape([(B * T * width) / rope.swap.shape[0], rope.swap.shape[0]]), rope.swap)
+      : tf.reverse(x.reshape([(B * T * width) / (2 * rope.span), 2, rope.span]), 1);
     const y = tf.add(tf.mul(x.reshape([B, T, width]), rope.cos), tf.mul(swapped.reshape([B, T, width]), rope.sin));
     return y.reshape([B * T, width]) as tf.Tensor2D;
   });
@@ -138,12 +166,8 @@ export function applyRope(x: tf.Tensor2D, B: number, T: number, rope: Rope): tf.
 /** Additive causal mask `[g*Tq, Tk]` for queries at positions past..past+Tq-1, tiled for g heads. */
 export function causalMask(Tq: number, Tk: number, past: number, groups: number): tf.Tensor2D {
   const m = new Float32Array(groups * Tq * Tk);
-  for (let h = 0; h < groups; h++) {
-    for (let i = 0; i < Tq; i++) {
-      const row = (h * Tq + i) * Tk;
-      for (let j = past + i + 1; j < Tk; j++) m[row + j] = -1e9;
-    }
-  }
+  for (let i = 0; i < Tq; i++) m.fill(-1e9, i * Tk + past + i + 1, (i + 1) * Tk);
+  for (let h = 1; h < groups; h++) m.copyWithin(h * Tq * Tk, 0, Tq * Tk);
   return tf.tensor2d(m, [groups * Tq, Tk]);
 }
 
@@ -161,10 +185,13 @@ export interface AttentionShape {
  * Causal grouped-query attention. q: `[B*Tq, H*hd]`, k/v: `[B*Tk, KV*hd]` (keys after RoPE,
  * including cached past positions). For each (batch, kv head) the g query heads that share it
  * are stacked into one `[g*Tq, hd]` block, so scores and context are two plain 2-D matMuls per
- * group instead of batched matMuls (slow on the WebAssembly backend).
+ * group instead of batched matMuls (slow on the WebAssembly backend's XNNPACK); GPUs and OpenBLAS
+ * take batched products instead (`modelLayout()`, src/backend/layout.ts).
  * `mask` is `[g*Tq, Tk]` or null when Tq = 1 (a single new token may see every key).
  */
 export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, mask: tf.Tensor2D | null): tf.Tensor2D {
+  const layout = modelLayout();
+  if (layout.batchedAttention && layout.keysByTransposeB) return groupedAttention(q, k, v, s, mask, layout.attentionStepBytes);
   return tf.tidy(() => {
     const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
     const g = H / KV;
@@ -173,7 +200,7 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     const qg: tf.Tensor2D = q.mul(s.scale).reshape([B, Tq, KV, g, hd]).transpose([0, 2, 3, 1, 4]).reshape([B * KV * g * Tq, hd]);
     const kt: tf.Tensor2D = k.reshape([B, Tk, KV, hd]).transpose([0, 2, 3, 1]).reshape([B * KV * hd, Tk]);
     const vg: tf.Tensor2D = v.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3]).reshape([B * KV * Tk, hd]);
-    if (modelLayout().batchedAttention) {
+    if (layout.batchedAttention) {
       // GPU: the same blocks as one batched matMul each (src/backend/layout.ts).
       let scores = tf.matMul(qg.reshape([B * KV, g * Tq, hd]), kt.reshape([B * KV, hd, Tk]));
       if (mask) scores = tf.add(scores, mask);
@@ -212,4 +239,49 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     }
     return tf.concat(outs, 0).reshape([B, KV, g, Tq, hd]).transpose([0, 3, 1, 2, 4]).reshape([B * Tq, H * hd]) as tf.Tensor2D;
   });
+}
+
+/**
+ * `attention` as batched products over (batch, kv head) groups, keys read through `transposeB`:
+ * the layout for products on OpenBLAS, where every product variant runs at the same rate, so
+ * the per-group loop's gathers, its concat and the keys' transpose only cost time. Groups are
+ * taken a step at a time so that one step's scores stay under `stepBytes`
+ * (`modelLayout().attentionStepBytes`). With one query (decode) or one kv head the transposes
+ * are reshapes.
+ */
+function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, mask: tf.Tensor2D | null, stepBytes: number): tf.Tensor2D {
+  return tf.tidy(() => {
+    const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
+    const g = H / KV, n = B * KV;
+    const q5 = q.mul(s.scale).reshape([B, Tq, KV, g, hd]);
+    const qg = (Tq === 1 ? q5 : q5.transpose([0, 2, 3, 1, 4])).reshape([n, g * Tq, hd]) as tf.Tensor3D;
+    const byGroup = (t: tf.Tensor2D) => (KV === 1 ? t : t.reshape([B, Tk, KV, hd]).transpose([0, 2, 1, 3])).reshape([n, Tk, hd]) as tf.Tensor3D;
+    const kg = byGroup(k), vg = byGroup(v);
+    // Each step's scores and softmax are freed once its context exists (the tape keeps what gradients need).
+    const run = (qi: tf.Tensor3D, ki: tf.Tensor3D, vi: tf.Tensor3D) => tf.tidy(() => {
+      let scores = tf.matMul(qi, ki, false, true);
+      if (mask) scores = tf.add(scores, mask);
+      return tf.matMul(tf.softmax(scores), vi) as tf.Tensor3D;
+    });
+    const step = Math.max(1, Math.floor(stepBytes / (4 * g * Tq * Tk)));
+    let ctx: tf.Tensor3D;
+    if (step >= n) {
+      ctx = run(qg, kg, vg);
+    } else {
+      const sizes = Array.from({ length: Math.ceil(n / step) }, (_, i) => Math.min(step, n - i * step));
+      const [qb, kb, vb] = [qg, kg, vg].map((t) => groupBlocks(t, sizes));
+      ctx = tf.concat(sizes.map((_, i) => run(qb!(i), kb!(i), vb!(i))), 0) as tf.Tensor3D;
+    }
+    const c5 = ctx.reshape([B, KV, g, Tq, hd]);
+    return (Tq === 1 ? c5 : c5.transpose([0, 3, 1, 2, 4])).reshape([B * Tq, H * hd]) as tf.Tensor2D;
+  });
+}
+
+/**
+ * Consecutive blocks of `sizes[i]` entries along axis 0: slices, each one contiguous run of t
+ * (on wasm a copy inside the heap, src/backend/wasm-copies.ts), with a gradient under the tape.
+ */
+function groupBlocks(t: tf.Tensor3D, sizes: number[]): (i: number) => tf.Tensor3D {
+  const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
+  return (i) => tf.slice(t, [starts[i]!, 0, 0], [sizes[i]!, -1, -1]);
 }
