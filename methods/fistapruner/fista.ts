@@ -56,10 +56,14 @@ export interface PreparedProblem {
   cols: number;
   /** Symmetrised G (fp32 accumulation leaves it symmetric only up to rounding). */
   G: Mat;
-  /** The dense weight W `[rows, cols]`: products are of W* − W (see the header). */
-  W: Float64Array;
+  /**
+   * The dense weight W `[rows, cols]`: products are of W* − W (see the header). Kept as float32
+   * when given so (exact), as B when it is a float32 product: every FISTA pass reads both, and the
+   * pass is bound by memory traffic.
+   */
+  W: Vec;
   /** B = W·(C − G) `[rows, cols]`: ∇f(W*) = (W* − W)·G − B. */
-  B: Float64Array;
+  B: Vec;
   /** c0 = f(W) = ½ tr(W(G − 2C + H_d)Wᵀ): makes f the true output error, ≥ 0. */
   c0: number;
   /** ‖∇f(0)‖_∞ = max|W·C|. */
@@ -128,7 +132,7 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
     if (CminusG[i] !== 0 || M[i] !== 0) corrected = true;
   }
   // Without correction (X* = X) B and c0 are zero up to G's symmetrisation: still computed, exactly as defined.
-  const B = corrected ? Float64Array.from(times(CminusG)) : new Float64Array(rows * cols);
+  const B = corrected ? times(CminusG) : new Float32Array(rows * cols);
   let c0 = 0;
   if (corrected) {
     const WM = times(M);
@@ -146,7 +150,8 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
       la.dispose(g);
     }
   }
-  return { rows, cols, G, W: W.data, B, c0: 0.5 * c0, lambdaMax: lmax, backend };
+  const Wkept = p.weight instanceof Float32Array ? Float32Array.from(p.weight) : W.data;
+  return { rows, cols, G, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend };
 }
 
 /**
