@@ -95,6 +95,15 @@ test('maskPerRow and maskPerMatrix agree with a stable argsort on tied and untie
       `matrix ${rows}×${cols}`,
     );
   }
+  // Rows already cut (the row minimum held by k or more entries: the shortcut without selection),
+  // with negative scores in one row so the minimum is not always 0.
+  const rows = 4, cols = 300, k = pruneCount(cols, 0.5);
+  const s = randomScores(rows * cols, 17, 0);
+  for (let r = 0; r < rows; r++) {
+    const zeros = r === 0 ? k : r === 1 ? k + 7 : r === 2 ? k - 1 : k;
+    for (let j = 0; j < zeros; j++) s[r * cols + ((j * 37 + r) % cols)] = r === 3 ? -1 : 0;
+  }
+  assert.deepEqual(maskPerRow(s, rows, cols, 0.5), referenceMask(s, rows, cols, k), 'rows already cut');
 });
 
 test('maskPerMatrix: prunes floor(s·m·n) entries, ties by flat index', () => {

@@ -86,7 +86,7 @@ function hostLinear(w: tf.Tensor2D, bias: tf.Tensor1D | null): HostLinear {
 /** The passes on a pool; the workers' copy of a layer is refreshed whenever its tensors changed. */
 export class PooledPasses implements LayerPasses {
   /** The tensors each worker last received, by layer: identity tells whether they changed. */
-  private readonly sent = new Map<number, tf.Tensor[]>();
+  private readonly sent = new Map<number, (tf.Tensor | null)[]>();
 
   constructor(private readonly pool: ForwardPool, readonly threads: number) {}
 
@@ -101,7 +101,8 @@ export class PooledPasses implements LayerPasses {
       return p.bias ? [p.weight, p.bias] : [p.weight];
     });
     const denseTs = dense ? roles.flatMap((r) => (dense[r] ? [dense[r]] : [])) : [];
-    const key = [...current, ...denseTs];
+    // null marks that a dense snapshot was sent, even an empty one (no linear differs from the current).
+    const key = [...current, ...(dense ? [null, ...denseTs] : [])];
     const prev = this.sent.get(layer);
     if (prev && prev.length === key.length && prev.every((t, i) => t === key[i])) return;
     await this.pool.broadcast({

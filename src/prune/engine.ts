@@ -144,11 +144,14 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
     const info: Record<string, unknown> = { layer: i, operators: {} as Record<string, unknown> };
     let stats: LayerStats = {};
     const passes = job.passes ?? inProcessPasses;
+    const applied = new Set<LinearRole>();
+    const denseOf = (roles: Set<LinearRole>) => Object.fromEntries([...roles].map((r) => [r, dense[r]!])) as Partial<Record<LinearRole, tf.Tensor2D>>;
   const linalg = job.linalg ?? backendLinAlg();
     if (states && !grouped) stats = await passes.stats(model, i, states, statsReq);
     for (const group of groups) {
       // A group's operators read only their own input tap: collect just that one.
-      if (states && grouped) stats = await passes.stats(model, i, states, statsForTap(statsReq, group.input), wantsDense ? dense : undefined);
+      // The dense weights of the operators pruned so far: the others are still dense (none: X = X*, one run).
+      if (states && grouped) stats = await passes.stats(model, i, states, statsForTap(statsReq, group.input), wantsDense ? denseOf(applied) : undefined);
       const ops = group.roles.map((role) => {
         const h = readLinear(model, i, role);
         return { role, weight: h.data, rows: h.rows, cols: h.cols, input: model.spec.linears.find((l) => l.role === role)!.input };
@@ -160,6 +163,7 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
         const op = ops.find((o) => o.role === d.role);
         if (!op) throw new Error(`method returned a decision for '${d.role}', not in this group`);
         const zeros = applyDecision(model, i, d, op.rows, op.cols, op.weight);
+        applied.add(d.role);
         job.onDecision?.(d);
         (info.operators as Record<string, unknown>)[d.role] = { zeros, total: op.rows * op.cols, ...d.info };
       }

@@ -5,7 +5,7 @@
  */
 import * as tf from '@tensorflow/tfjs';
 import { BlockContext, type CausalLM, type BlockTaps } from '../model/causal-lm.ts';
-import type { LinearRole, TapName } from '../model/family.ts';
+import { TAP_NAMES, type LinearRole, type TapName } from '../model/family.ts';
 import type { LayerStats, LayerStatsRequest, TapStats } from './method.ts';
 import { memLog } from '../util/mem-log.ts';
 
@@ -142,36 +142,69 @@ export function requestByTap(req: LayerStatsRequest): Map<TapName, Set<string>> 
 
 /**
  * Collect the requested statistics of layer i over all calibration batches. With
- * `denseWeights` the dense layer is run on the same inputs too, for X (dense) vs X* statistics.
+ * `denseWeights` the dense layer is run on the same inputs too, for X (dense) vs X* statistics:
+ * it holds the dense weights of the linears that differ from the current ones (the others are
+ * used as they are); empty: the current layer is the dense one, and X = X* without a second run.
  */
 export function collectLayerStats(model: CausalLM, layer: number, states: HiddenStates, req: LayerStatsRequest,
   denseWeights?: Partial<Record<LinearRole, tf.Tensor2D>>): LayerStats {
   const byTap = requestByTap(req);
   if (byTap.size === 0) return {};
   const needDense = denseWeights !== undefined && [...byTap.values()].some((s) => s.has('cross') || s.has('denseGram'));
+  const sameAsCurrent = denseWeights !== undefined && Object.keys(denseWeights).length === 0;
   const acc = new Map<TapName, TapAccumulator>();
-  model.withParts([layer], () => { for (const batch of states.batches) {
+  const skip = linearsPastTaps(model, [...byTap.keys()]);
+  model.withParts([layer], () => withSkippedLinears(model, layer, skip, () => { for (const batch of states.batches) {
     const ctx = new BlockContext(batch.B, states.T, 0, model.config);
     try {
       tf.tidy(() => {
         const x = tf.tensor2d(batch.data, [batch.B * states.T, states.D]);
-        const dense = needDense
+        // No dense weight differs from the current one (none of the layer pruned yet): the dense run
+        // would repeat the current one value for value, so its taps are the current ones.
+        const dense = needDense && !sameAsCurrent
           ? withLinearWeights(model, layer, denseWeights, () => model.runBlock(layer, x, ctx, { taps: true }).taps)
           : undefined;
         const cur = model.runBlock(layer, x, ctx, { taps: true }).taps!;
         for (const [tap, set] of byTap) {
           if (!acc.has(tap)) acc.set(tap, new TapAccumulator(cur[tap].shape[1]));
-          acc.get(tap)!.accumulate(set, cur[tap], dense?.[tap]);
+          acc.get(tap)!.accumulate(set, cur[tap], needDense ? (dense ?? cur)[tap] : undefined);
         }
       });
     } finally {
       ctx.dispose();
     }
     memLog(`layer ${layer} stats batch`);
-  } });
+  } }));
   const out: LayerStats = {};
   for (const [tap, a] of acc) out[tap] = a.finish();
   return out;
+}
+
+/**
+ * The linears of a block whose outputs reach none of `taps`: those reading the last of them or a
+ * later one (TAP_NAMES is in forward order, and a linear's output reaches only later taps).
+ */
+export function linearsPastTaps(model: CausalLM, taps: readonly TapName[]): Set<LinearRole> {
+  const last = Math.max(...taps.map((t) => TAP_NAMES.indexOf(t)));
+  return new Set(model.spec.linears.filter((l) => TAP_NAMES.indexOf(l.input) >= last).map((l) => l.role));
+}
+
+/**
+ * Runs fn with the given linears of layer i answering zeros of their output shape instead of
+ * their product (through the model's linear hook, the previous one kept for the others): for
+ * passes that read only the taps upstream of them, which keep their values while the block's
+ * later work, and its output, become meaningless. Collecting attnIn then costs no product.
+ */
+export function withSkippedLinears<T>(model: CausalLM, layer: number, roles: Set<LinearRole>, fn: () => T): T {
+  if (roles.size === 0) return fn();
+  const prev = model.linearHook;
+  model.linearHook = (i, role, x, p) =>
+    (i === layer && roles.has(role) ? tf.zeros([x.shape[0], p.weight.shape[1]]) : prev ? prev(i, role, x, p) : null);
+  try {
+    return fn();
+  } finally {
+    model.linearHook = prev;
+  }
 }
 
 /** Mean per-token distance between block input and output (CFSP §3). */

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import {
   cutMask, fista, gradient, lambdaMax, lipschitz, nextLambda, outputError, prepare, release, roundingError, smoothObjective,
-  solveOperator, timesGram, type GramProblem, type SolveOptions,
+  soft, solveOperator, timesGram, type GramProblem, type SolveOptions,
 } from '../../methods/fistapruner/fista.ts';
 import type { Cut } from '../../src/prune/masks.ts';
 import { magnitudeWarmStart, wandaWarmStart, warmStartWeights } from '../../methods/fistapruner/warm-start.ts';
@@ -301,6 +301,26 @@ test('the final cut is exact: per row, per matrix and 2:4, with weights zero whe
   });
   // The 2:4 cut keeps the 2 largest |w| of each group of 4.
   assert.deepEqual([...cutMask([0.1, -3, 2, 0.5, 4, 1, -1.5, 0], 1, 8, { kind: 'nm', n: 2, m: 4 })], [0, 1, 1, 0, 1, 0, 1, 0]);
+});
+
+test('soft threshold (branch-free): sign(v)·max(|v| − t, 0), bit for bit as the branching form', () => {
+  // Hand cases: inside, on and beyond ±t, t = 0 (the refit's λ = 0), and values whose v ∓ t rounds.
+  assert.equal(soft(0.5, 0.2), 0.5 - 0.2);
+  assert.equal(soft(-0.5, 0.2), -0.5 + 0.2);
+  assert.equal(soft(0.2, 0.2), 0);
+  assert.equal(soft(-0.2, 0.2), 0);
+  assert.equal(soft(0.1, 0.2), 0);
+  assert.equal(soft(-3, 0), -3);
+  assert.equal(soft(1e-300, 0), 1e-300);
+  assert.equal(soft(0, 0.1), 0);
+  const branching = (v: number, t: number) => (v > t ? v - t : v < -t ? v + t : 0);
+  const r = rng(11);
+  for (let i = 0; i < 20000; i++) {
+    const v = (r() - 0.5) * 10 ** (6 * r() - 3);
+    const t = i % 5 === 0 ? 0 : r() * 10 ** (6 * r() - 4);
+    // Equal as numbers (the branching form's −t + |v| can be −0: the sign of zero is not compared).
+    assert.ok(soft(v, t) === branching(v, t), `soft(${v}, ${t}) = ${soft(v, t)}, branching ${branching(v, t)}`);
+  }
 });
 
 test('λ bisection: ×10 while rounding dominates, ÷10 otherwise, geometric mean once bracketed', () => {
