@@ -12,6 +12,7 @@ import { installWasmMatmul, MATMUL_ENV, noteWorkerThreads, openblasAddon, openbl
 import { buildSyntheticLlama } from './synthetic-model.ts';
 import { HAVE_SHARED, logitsOf, NO_SHARED_REASON, setupBackend, shared, STORIES_BIN } from './support.ts';
 import { runCli } from './cli-support.ts';
+import { mulberry32 } from '../src/util/random.ts';
 
 const REQUIRED = process.env.PRUNELAB_REQUIRE_OPENBLAS === '1';
 const built = openblasAddon() !== null;
@@ -21,15 +22,10 @@ it('the OpenBLAS kernels are built where CI installed OpenBLAS', { skip: REQUIRE
   assert.ok(built, openblasUnavailable());
 });
 
-/** A deterministic float32 array in [-1, 1). */
+/** Deterministic values in [-1, 1). */
 function values(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
+  const rng = mulberry32(seed);
+  return Float32Array.from({ length: n }, () => rng() * 2 - 1);
 }
 
 /** op(A)·op(B) in float64 on the host, for rank-3 operands with batch 1 broadcast. */

@@ -13,18 +13,14 @@ import { NotPositiveDefiniteError, upperCholeskyOfInverse } from '../src/linalg/
 import type { LinAlg } from '../src/linalg/linalg.ts';
 import { obsFactor, obsSweep, sparsegptPrune, type SparseGptOptions } from '../src/prune/obs.ts';
 import { setupBackend } from './support.ts';
+import { mulberry32 } from '../src/util/random.ts';
 
 const skip = openblasAddon() === null ? openblasUnavailable() : false;
 
 /** Deterministic values in [-1, 1). */
 function values(n: number, seed: number): Float64Array {
-  const a = new Float64Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 31 - 1;
-  }
-  return a;
+  const rng = mulberry32(seed);
+  return Float64Array.from({ length: n }, () => rng() * 2 - 1);
 }
 
 /** XᵀX / tokens of `tokens` rows whose columns have scales spread over ~2 decades (as activations). */
