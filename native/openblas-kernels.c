@@ -127,6 +127,14 @@ static double num(napi_env env, napi_value v, int *ok) {
   return d;
 }
 
+/* Cut a product (sizes and operands set) into its tiles, fixed by the shape alone, and run them. */
+static void run_tiled(Product *p, int64_t batch) {
+  p->tilesM = (p->m + TILE - 1) / TILE;
+  p->tilesN = (p->n + TILE - 1) / TILE;
+  p->tiles = p->tilesM * p->tilesN * batch;
+  run_product(p);
+}
+
 /* gemm(heap, batch, m, n, k, aOff, aStride, transA, bOff, bStride, transB, cOff):
  * for each batch index i, C_i[m x n] = op(A_i) . op(B_i), row-major float32; offsets and strides
  * in elements (a stride of 0 broadcasts one operand over the batch). */
@@ -157,10 +165,7 @@ static napi_value gemm(napi_env env, napi_callback_info info) {
   }
   if (p.m == 0 || p.n == 0) return NULL;
   p.base = (float *)data;
-  p.tilesM = (p.m + TILE - 1) / TILE;
-  p.tilesN = (p.n + TILE - 1) / TILE;
-  p.tiles = p.tilesM * p.tilesN * batch;
-  run_product(&p);
+  run_tiled(&p, batch);
   return NULL;
 }
 
@@ -508,9 +513,6 @@ static napi_value hostGemm(napi_env env, napi_callback_info info) {
   p.base = c;
   p.aOff = a - c; p.bOff = b - c; p.cOff = 0;
   p.aStride = p.bStride = 0;
-  p.tilesM = (p.m + TILE - 1) / TILE;
-  p.tilesN = (p.n + TILE - 1) / TILE;
-  p.tiles = p.tilesM * p.tilesN;
-  run_product(&p);
+  run_tiled(&p, 1);
   return NULL;
 }

@@ -268,20 +268,14 @@ function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
     if (step >= n) {
       ctx = run(qg, kg, vg);
     } else {
-      const sizes = Array.from({ length: Math.ceil(n / step) }, (_, i) => Math.min(step, n - i * step));
-      const [qb, kb, vb] = [qg, kg, vg].map((t) => groupBlocks(t, sizes));
-      ctx = tf.concat(sizes.map((_, i) => run(qb!(i), kb!(i), vb!(i))), 0) as tf.Tensor3D;
+      // Consecutive runs of `step` groups: each slice is one contiguous copy (on wasm inside the
+      // heap, src/backend/wasm-copies.ts), with a gradient under the tape.
+      const block = (t: tf.Tensor3D, start: number) => tf.slice(t, [start, 0, 0], [Math.min(step, n - start), -1, -1]);
+      const parts: tf.Tensor3D[] = [];
+      for (let start = 0; start < n; start += step) parts.push(run(block(qg, start), block(kg, start), block(vg, start)));
+      ctx = tf.concat(parts, 0) as tf.Tensor3D;
     }
     const c5 = ctx.reshape([B, KV, g, Tq, hd]);
     return (Tq === 1 ? c5 : c5.transpose([0, 3, 1, 2, 4])).reshape([B * Tq, H * hd]) as tf.Tensor2D;
   });
-}
-
-/**
- * Consecutive blocks of `sizes[i]` entries along axis 0: slices, each one contiguous run of t
- * (on wasm a copy inside the heap, src/backend/wasm-copies.ts), with a gradient under the tape.
- */
-function groupBlocks(t: tf.Tensor3D, sizes: number[]): (i: number) => tf.Tensor3D {
-  const starts = sizes.map((_, i) => sizes.slice(0, i).reduce((a, b) => a + b, 0));
-  return (i) => tf.slice(t, [starts[i]!, 0, 0], [sizes[i]!, -1, -1]);
 }
