@@ -9,9 +9,17 @@
  * Why a pool of our own instead of OpenBLAS's threads: OpenBLAS splits a product by thread count,
  * and its edge kernels sum in another order, so its results change with the number of threads
  * (measured: 41,205 of 786,432 entries of a 512x576x1536 product differ between 1 and 2). Here a
- * product is cut into tiles fixed by its shape alone (TILE x TILE blocks of C, one batch entry at a
- * time); each tile is one single-threaded OpenBLAS call, whichever thread runs it, so results are
- * the same for any thread count and in any worker.
+ * product is cut into tiles fixed by its shape alone (`choose_tiles`: blocks of C, one batch entry
+ * at a time); each tile is one single-threaded OpenBLAS call, whichever thread runs it, so results
+ * are the same for any thread count and in any worker.
+ *
+ * Tile sides. A tile re-packs its slice of both operands, so small tiles cost: per CPU-second on
+ * one core (Xeon, OpenBLAS 0.3.21 SkylakeX, 512x1536x576) 256x256 tiles ran at ~0.8 of one whole
+ * call, 256-row tiles ~0.9, 512 x >= 1024 tiles ~1.0; and 2048^3 on 2 threads 164 GFLOP/s in 256x256
+ * tiles vs 201 in 512x1024. So tiles are as large as 512 rows x 2048 columns, and a product big
+ * enough for the pool is cut further (columns down to 256, rows down to 128, whichever is further
+ * above its floor) until it has MIN_TILES tiles, so two to four threads share it evenly. Sides are multiples of 64, which
+ * keeps OpenBLAS's interior kernels on every tile (tiles of 100 or 48 rows changed results).
  */
 #include <node_api.h>
 #include <cblas.h>
@@ -22,7 +30,7 @@
 extern void openblas_set_num_threads(int);
 extern char *openblas_get_config(void);
 
-enum { TILE = 256, MAX_THREADS = 64 };
+enum { MAX_TILE_ROWS = 512, MAX_TILE_COLS = 2048, MIN_TILE_ROWS = 128, MIN_TILE_COLS = 256, MIN_TILES = 4, MAX_THREADS = 64 };
 /* Below this many multiply-adds a product runs in the calling thread: waking the pool costs more. */
 static const int64_t POOL_MIN_MACS = 1 << 21;
 
@@ -30,13 +38,13 @@ typedef struct {
   float *base;
   int64_t m, n, k, aOff, aStride, bOff, bStride, cOff;
   int transA, transB;
-  int64_t tilesM, tilesN, tiles;
+  int64_t tileM, tileN, tilesM, tilesN, tiles;
 } Product;
 
 static void run_tile(const Product *p, int64_t t) {
   const int64_t perBatch = p->tilesM * p->tilesN, b = t / perBatch, r = t % perBatch;
-  const int64_t i0 = (r / p->tilesN) * TILE, j0 = (r % p->tilesN) * TILE;
-  const int64_t mi = p->m - i0 < TILE ? p->m - i0 : TILE, nj = p->n - j0 < TILE ? p->n - j0 : TILE;
+  const int64_t i0 = (r / p->tilesN) * p->tileM, j0 = (r % p->tilesN) * p->tileN;
+  const int64_t mi = p->m - i0 < p->tileM ? p->m - i0 : p->tileM, nj = p->n - j0 < p->tileN ? p->n - j0 : p->tileN;
   const float *A = p->base + p->aOff + p->aStride * b, *B = p->base + p->bOff + p->bStride * b;
   float *C = p->base + p->cOff + p->m * p->n * b + i0 * p->n + j0;
   const int lda = p->transA ? (int)p->m : (int)p->k, ldb = p->transB ? (int)p->k : (int)p->n;
@@ -127,11 +135,38 @@ static double num(napi_env env, napi_value v, int *ok) {
   return d;
 }
 
+/* The side of `parts` near-equal blocks of `n`, rounded up to a multiple of 64 (n itself if one block). */
+static int64_t block_side(int64_t n, int64_t parts) {
+  if (parts <= 1) return n;
+  const int64_t side = ((n + parts - 1) / parts + 63) / 64 * 64;
+  return side < n ? side : n;
+}
+
+/* Tile sides from the shape alone (see the header): blocks of at most MAX_TILE_ROWS x MAX_TILE_COLS,
+ * cut further while a pool-sized product has fewer than MIN_TILES. */
+static void choose_tiles(Product *p, int64_t batch) {
+  int64_t partsM = (p->m + MAX_TILE_ROWS - 1) / MAX_TILE_ROWS, partsN = (p->n + MAX_TILE_COLS - 1) / MAX_TILE_COLS;
+  p->tileM = block_side(p->m, partsM);
+  p->tileN = block_side(p->n, partsN);
+  if (p->m * p->n * p->k * batch >= POOL_MIN_MACS) {
+    for (;;) {
+      const int64_t tiles = batch * ((p->m + p->tileM - 1) / p->tileM) * ((p->n + p->tileN - 1) / p->tileN);
+      if (tiles >= MIN_TILES) break;
+      const int canN = block_side(p->n, partsN + 1) >= MIN_TILE_COLS, canM = block_side(p->m, partsM + 1) >= MIN_TILE_ROWS;
+      /* Cut the side that is further above its minimum (columns on a tie): tiles stay near square in cost. */
+      if (canN && (!canM || p->tileN * MIN_TILE_ROWS >= p->tileM * MIN_TILE_COLS)) p->tileN = block_side(p->n, ++partsN);
+      else if (canM) p->tileM = block_side(p->m, ++partsM);
+      else break;
+    }
+  }
+  p->tilesM = (p->m + p->tileM - 1) / p->tileM;
+  p->tilesN = (p->n + p->tileN - 1) / p->tileN;
+  p->tiles = p->tilesM * p->tilesN * batch;
+}
+
 /* Cut a product (sizes and operands set) into its tiles, fixed by the shape alone, and run them. */
 static void run_tiled(Product *p, int64_t batch) {
-  p->tilesM = (p->m + TILE - 1) / TILE;
-  p->tilesN = (p->n + TILE - 1) / TILE;
-  p->tiles = p->tilesM * p->tilesN * batch;
+  choose_tiles(p, batch);
   run_product(p);
 }
 
