@@ -149,6 +149,8 @@ if (want('threads')) {
           // One core: OpenBLAS's products on one thread too (while the pool is up each thread gets cores ÷ n).
           openblasAddon()?.setThreads(1);
           local = batches.map((rows) => batchNllSum(model, rows));
+          one.push((performance.now() - t) / 1000);
+          cores1.push(cpuSeconds(process.cpuUsage(cpu)) / one[r]!);
           noteWorkerThreads(0);
           if (openblasAddon()) {
             // In process with OpenBLAS on every core: what a run without --threads gets.
@@ -158,8 +160,6 @@ if (want('threads')) {
             blasAll.push((performance.now() - tb) / 1000);
             noteWorkerThreads(0);
           }
-          one.push((performance.now() - t) / 1000);
-          cores1.push(cpuSeconds(process.cpuUsage(cpu)) / one[r]!);
           t = performance.now();
           cpu = process.cpuUsage();
           pooled = await pool.run(tasks);
