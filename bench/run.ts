@@ -90,7 +90,7 @@ if (want('matmul')) {
   print('## matMul (wasm backend)\n');
   print(table(['', 'XNNPACK (1 thread)', 'OpenBLAS 1 thread', `OpenBLAS ${os.availableParallelism()} threads`, 'OpenBLAS / XNNPACK'], rows));
   print(blas
-    ? `\nOpenBLAS: ${blas.describe().config}. Limited by: XNNPACK runs single-threaded WebAssembly SIMD (128-bit, no FMA); OpenBLAS runs native AVX2 FMA kernels on 256×256 tiles of C, one tile per thread at a time.\n`
+    ? `\nOpenBLAS: ${blas.describe().config}. Limited by: XNNPACK runs single-threaded WebAssembly SIMD (128-bit, no FMA); OpenBLAS runs its native kernels (the core named above) on tiles of C fixed by the shape (up to 512×2048; native/openblas-kernels.c), one tile per thread at a time.\n`
     : `\nOpenBLAS columns: not built (${openblasUnavailable()}).\n`);
 }
 
@@ -194,59 +194,72 @@ if (want('threads')) {
 }
 
 // Part of `threads` and of `prune` (prune-threads alone: just this).
-if ((want('threads') || want('prune') || want('prune-threads')) && haveShared) {
-  // Pruning stories260K with its calibration passes and operator solves on n threads, and the default.
+if (want('threads') || want('prune') || want('prune-threads')) {
+  // Pruning with its calibration passes and operator solves on n threads, in process on every core, and the default.
   await use('wasm');
   const cores = defaultThreads();
-  const tok = await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin'));
+  const tok = haveShared ? await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin')) : null;
   const methods = await listMethods();
   const rows: (string | number)[][] = [];
   const cpuSeconds = (u: NodeJS.CpuUsage) => (u.user + u.system) / 1e6;
-  for (const name of ['wanda', 'sparsegpt']) {
-    const method = methods.find((x) => x.name === name);
-    if (!method) continue;
-    for (const n of [...new Set([2, cores])].filter((k) => k >= 2)) {
-      // 2 batches of 16 × 256 tokens per thread.
-      const windows = calibrationFromText(tok, { text: TEXT, nsamples: 32 * n, seqlen: 256, seed: 0 }).windows;
-      const secs: Record<string, number[]> = { 1: [], [n]: [], auto: [] };
-      const obtained: Record<string, number[]> = { 1: [], [n]: [], auto: [] };
-      const autoUsed: number[] = [];
-      for (let r = 0; r < (quick ? 1 : 2); r++) {
-        // 'auto': the CLI's default (no --threads), at most n threads, a pool only where it pays.
-        for (const threads of [1, n, 'auto'] as const) {
-          const model = loadModel(STORIES).model;
-          // One thread means one core: OpenBLAS's products on one thread too (restored after).
-          if (threads === 1) openblasAddon()?.setThreads(1);
-          const t0 = performance.now();
-          const cpu = process.cpuUsage();
-          const report = await pruneModel(model, {
-            method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows,
-            threads: threads === 'auto' ? n : threads, autoThreads: threads === 'auto',
-          });
-          const s = (performance.now() - t0) / 1000;
-          secs[threads]!.push(s);
-          obtained[threads]!.push(cpuSeconds(process.cpuUsage(cpu)) / s);
-          if (threads === 'auto') autoUsed.push(report.threadsUsed ?? 1);
-          if (threads === 1) noteWorkerThreads(0);
-          model.dispose();
+  // stories260K: 2 batches of 16 × 256 tokens per thread (tiny products: start-up and per-call bound);
+  // the synthetic model: 32 × 128 seeded ids (products and statistics of real size).
+  const cases = [
+    ...(tok ? [{ name: 'stories260K', make: () => loadModel(STORIES).model,
+      windows: (n: number) => calibrationFromText(tok, { text: TEXT, nsamples: 32 * n, seqlen: 256, seed: 0 }).windows }] : []),
+    { name: synthName, make: () => buildSyntheticLlama(SYNTH),
+      windows: () => Array.from({ length: quick ? 8 : 32 }, (_, w) => Array.from({ length: 128 }, (_, t) => 3 + ((w * 977 + t * 131) % (SYNTH.vocab - 3)))) },
+  ];
+  for (const c of cases) {
+    for (const name of ['wanda', 'sparsegpt']) {
+      const method = methods.find((x) => x.name === name);
+      if (!method) continue;
+      for (const n of [...new Set([2, cores])].filter((k) => k >= 2)) {
+        const windows = c.windows(n);
+        const modes = ['1', 'pool', 'auto', ...(openblasAddon() ? ['blas'] : [])] as const;
+        const secs: Record<string, number[]> = {};
+        const obtained: Record<string, number[]> = {};
+        const autoUsed: number[] = [];
+        for (let r = 0; r < (quick ? 1 : 2); r++) {
+          // 'auto': the CLI's default (no --threads), at most n threads, a pool only where it pays;
+          // 'blas': in process, one thread of passes, OpenBLAS's products on n threads.
+          for (const mode of modes) {
+            const model = c.make();
+            // One thread means one core: OpenBLAS's products on one thread too (restored after).
+            if (mode === '1') openblasAddon()?.setThreads(1);
+            if (mode === 'blas') openblasAddon()!.setThreads(n);
+            const t0 = performance.now();
+            const cpu = process.cpuUsage();
+            const report = await pruneModel(model, {
+              method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows,
+              threads: mode === 'pool' || mode === 'auto' ? n : 1, autoThreads: mode === 'auto',
+            });
+            const s = (performance.now() - t0) / 1000;
+            (secs[mode] ??= []).push(s);
+            (obtained[mode] ??= []).push(cpuSeconds(process.cpuUsage(cpu)) / s);
+            if (mode === 'auto') autoUsed.push(report.threadsUsed ?? 1);
+            noteWorkerThreads(0);
+            model.dispose();
+          }
         }
+        const ratio = (mode: string) => median(secs['1']!.map((s, i) => s / secs[mode]![i]!));
+        const ratios = secs['1']!.map((s, i) => s / secs.pool![i]!);
+        const efficiency = secs['1']!.map((s, i) => (s * obtained['1']![i]!) / (secs.pool![i]! * obtained.pool![i]!));
+        rows.push([c.name, name, n, windows.length * windows[0]!.length, median(secs['1']!), median(secs.pool!), median(ratios),
+          `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`, `${median(obtained['1']!).toFixed(2)} / ${median(obtained.pool!).toFixed(2)}`,
+          median(efficiency), `${autoUsed.join(', ')}: ${ratio('auto').toFixed(2)}`, secs.blas ? ratio('blas') : NaN]);
       }
-      const ratios = secs[1]!.map((s, i) => s / secs[n]![i]!);
-      const autoRatios = secs[1]!.map((s, i) => s / secs.auto![i]!);
-      const efficiency = secs[1]!.map((s, i) => (s * obtained[1]![i]!) / (secs[n]![i]! * obtained[n]![i]!));
-      rows.push([name, n, windows.length * 256, median(secs[1]!), median(secs[n]!), median(ratios),
-        `${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)}`, `${median(obtained[1]!).toFixed(2)} / ${median(obtained[n]!).toFixed(2)}`,
-        median(efficiency), `${autoUsed.join(', ')}: ${median(autoRatios).toFixed(2)}`]);
     }
   }
-  print('## Pruning stories260K with the calibration passes on n threads\n');
-  print(table(['method', 'threads', 'calibration tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'cores obtained 1 / n', 'CPU efficiency',
-    'default: threads used: speed-up'], rows));
-  print('\n`prune --threads n` at 50%, the method\'s default mode, pool start included; "default" is `prune` without `--threads`'
-    + ' (the first layer\'s passes timed in process, a pool for the rest only where `poolPaysNow` says it pays on the cores free). Limited by: the per-operator solvers and mask'
-    + ' selection, solved side by side on the workers only within a group of operators (the largest one sets its time), the weights of each layer sent to every'
-    + ' worker after it is pruned, starting the workers (each loads tsx, TensorFlow.js and the weights), and the cores the'
-    + ' machine actually gives (see above).\n');
+  print('## Pruning with the calibration passes on n threads\n');
+  print(table(['model', 'method', 'threads', 'calibration tokens', '1 thread s', 'n threads s', 'speed-up', 'range', 'cores obtained 1 / n', 'CPU efficiency',
+    'default: threads used: speed-up', 'in process, OpenBLAS on n threads: speed-up'], rows));
+  print('\n`prune --threads n` at 50%, the method\'s default mode, pool start included; speed-up = the one-core time (one thread, OpenBLAS on one'
+    + ' thread) ÷ the n-thread time in the same repeat; "default" is `prune` without `--threads` (the first layer\'s passes timed in process, a pool'
+    + ' for the rest only where `poolPaysNow` says it pays on the cores free); "in process" keeps one thread of passes with OpenBLAS\'s products'
+    + ' on n threads. Limited by: the per-operator solvers and mask selection, solved side by side on the workers only within a group of operators'
+    + ' (the largest one sets its time), the weights of each layer sent to every worker after it is pruned, starting the workers (each loads tsx,'
+    + ' TensorFlow.js and the weights), in process the one-threaded non-product kernels and host work, and the cores the machine actually gives.\n');
 }
 
 if (want('wasm-threads')) {
