@@ -59,18 +59,25 @@ static void run_tile(const Product *p, int64_t t) {
               (int)mi, (int)nj, (int)p->k, 1.0f, Ai, lda, Bj, ldb, 0.0f, C, (int)p->n);
 }
 
-/* The pool: `threads - 1` helpers plus the caller take tiles from one counter. One product at a
- * time: a caller that finds the pool busy (another Node worker thread) runs its tiles itself. */
+/* The pool: `threads - 1` helpers plus the caller take tasks (a product's tiles, or another
+ * kernel's blocks: prunelab_pool_run) from one counter. One job at a time: a caller that finds the
+ * pool busy (another Node worker thread) runs its tasks itself. */
+typedef struct {
+  void (*fn)(void *, int64_t);
+  void *ctx;
+  int64_t tasks;
+} Job;
+
 static pthread_mutex_t poolBusy = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, done = PTHREAD_COND_INITIALIZER;
 static int threads = 1, started = 0, working = 0, participants = 0;
 static uint64_t generation = 0;
-static const Product *current = NULL;
+static const Job *current = NULL;
 static atomic_llong nextTile;
 
-static void take_tiles(const Product *p) {
-  for (int64_t t; (t = atomic_fetch_add(&nextTile, 1)) < p->tiles;) run_tile(p, t);
+static void take_tasks(const Job *j) {
+  for (int64_t t; (t = atomic_fetch_add(&nextTile, 1)) < j->tasks;) j->fn(j->ctx, t);
 }
 
 static void *helper(void *arg) {
@@ -80,10 +87,10 @@ static void *helper(void *arg) {
   for (;;) {
     while (generation == seen) pthread_cond_wait(&wake, &lock);
     seen = generation;
-    if (index >= participants) continue; /* a product this helper sits out */
-    const Product *p = current;
+    if (index >= participants) continue; /* a job this helper sits out */
+    const Job *j = current;
     pthread_mutex_unlock(&lock);
-    take_tiles(p);
+    take_tasks(j);
     pthread_mutex_lock(&lock);
     if (--working == 0) pthread_cond_signal(&done);
   }
@@ -93,7 +100,7 @@ static void *helper(void *arg) {
 /* Start helpers up to `threads - 1` (with `lock` held). They are started when the count is set,
  * not at the first product, and kept like any BLAS library's threads, so a process's thread count
  * settles when its backend starts. A new helper's index is at least the participant count of any
- * product in flight, so it sits that product out. */
+ * job in flight, so it sits that job out. */
 static void start_helpers(void) {
   while (started < threads - 1) {
     pthread_t id;
@@ -103,28 +110,40 @@ static void start_helpers(void) {
   }
 }
 
-static void run_product(const Product *p) {
-  if (threads <= 1 || p->tiles == 1 || p->m * p->n * p->k * (p->tiles / (p->tilesM * p->tilesN)) < POOL_MIN_MACS ||
-      pthread_mutex_trylock(&poolBusy) != 0) {
-    for (int64_t t = 0; t < p->tiles; t++) run_tile(p, t);
+/* Run fn(ctx, t) for every t < tasks, on the pool when it has helpers and is free, else here.
+ * Which thread runs a task must not change its result (the callers' tasks are fixed by shape). */
+void prunelab_pool_run(void (*fn)(void *, int64_t), void *ctx, int64_t tasks) {
+  if (threads <= 1 || tasks <= 1 || pthread_mutex_trylock(&poolBusy) != 0) {
+    for (int64_t t = 0; t < tasks; t++) fn(ctx, t);
     return;
   }
+  const Job job = {fn, ctx, tasks};
   pthread_mutex_lock(&lock);
   start_helpers();
   /* Every helper counted here takes part once, so `current` stays valid until `working` is 0. */
   participants = started < threads - 1 ? started : threads - 1;
   working = participants;
-  current = p;
+  current = &job;
   atomic_store(&nextTile, 0);
   generation++;
   pthread_cond_broadcast(&wake);
   pthread_mutex_unlock(&lock);
-  take_tiles(p);
+  take_tasks(&job);
   pthread_mutex_lock(&lock);
   while (working > 0) pthread_cond_wait(&done, &lock);
   current = NULL;
   pthread_mutex_unlock(&lock);
   pthread_mutex_unlock(&poolBusy);
+}
+
+static void tile_task(void *p, int64_t t) { run_tile(p, t); }
+
+static void run_product(const Product *p) {
+  if (p->m * p->n * p->k * (p->tiles / (p->tilesM * p->tilesN)) < POOL_MIN_MACS) {
+    for (int64_t t = 0; t < p->tiles; t++) run_tile(p, t);
+    return;
+  }
+  prunelab_pool_run(tile_task, (void *)p, p->tiles);
 }
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "openblas-kernels: bad arguments"); return NULL; } } while (0)
@@ -235,6 +254,8 @@ static napi_value describe(napi_env env, napi_callback_info info) {
 static napi_value upperCholeskyOfInverse(napi_env env, napi_callback_info info);
 static napi_value obsSweepBlock(napi_env env, napi_callback_info info);
 static napi_value hostGemm(napi_env env, napi_callback_info info);
+/* The elementwise kernels (native/elementwise-kernels.c). */
+extern napi_status elementwise_register(napi_env env, napi_value exports);
 
 static napi_value init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1); /* every OpenBLAS call is one tile on one thread (see the header) */
@@ -247,6 +268,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"hostGemm", NULL, hostGemm, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
+  if (elementwise_register(env, exports) != napi_ok) return NULL;
   return exports;
 }
 

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Build native/openblas-kernels.c (OpenBLAS matrix products for the wasm backend, see
-# src/backend/openblas.ts) into native/build/openblas-kernels.node. Run by `npm install` / `npm ci`
+# src/backend/openblas.ts) and native/elementwise-kernels.c (its elementwise and row kernels, see
+# src/backend/native-elementwise.ts) into native/build/openblas-kernels.node. Run by `npm install` / `npm ci`
 # and by `npm run build-native`. Optional: where the C compiler, Node's headers or OpenBLAS are
 # missing it says what to install and exits 0, and PruneLab runs on the wasm backend's own products.
-# Plain cc rather than node-gyp: one C file, one library, nothing to configure.
+# Plain cc rather than node-gyp: two C files, one library, nothing to configure. The elementwise
+# file is built at -O3 (its loops vectorised, once per AVX width) with -ffp-contract=off (no
+# fused multiply-adds: every width does the same IEEE operations), -fno-math-errno and
+# -fno-trapping-math (sqrtf without its errno branch, selects as blends: the values are the same).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,12 +29,15 @@ if [[ -z "$cblas_dir" ]] || ! "$cc" -print-file-name=libopenblas.so | grep -q /;
 fi
 mkdir -p native/build
 tmp="$out.tmp.$$"
-if "$cc" -O2 -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
-    native/openblas-kernels.c -lopenblas -o "$tmp"; then
+if "$cc" -O3 -ffp-contract=off -fno-math-errno -fno-trapping-math -c -fPIC -Wall -Werror -I"$node_include" \
+    native/elementwise-kernels.c -o "$tmp.o" &&
+  "$cc" -O2 -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
+    native/openblas-kernels.c "$tmp.o" -lopenblas -o "$tmp"; then
+  rm -f "$tmp.o"
   mv "$tmp" "$out"
   say "built $out"
 else
-  rm -f "$tmp"
-  say "compiling native/openblas-kernels.c failed: skipped; products stay on the wasm backend's XNNPACK"
+  rm -f "$tmp" "$tmp.o"
+  say "compiling native/openblas-kernels.c or native/elementwise-kernels.c failed: skipped; products stay on the wasm backend's XNNPACK"
 fi
 exit 0

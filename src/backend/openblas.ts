@@ -17,13 +17,14 @@ import os from 'node:os';
 import { isMainThread } from 'node:worker_threads';
 import { ConfigError } from '../util/errors.ts';
 import type { NativeKernels } from '../linalg/linalg.ts';
+import { installNativeElementwise, nativeElementwiseInstalled, uninstallNativeElementwise, type ElementwiseAddon } from './native-elementwise.ts';
 
 export const MATMUL_CHOICES = ['auto', 'openblas', 'xnnpack'] as const;
 export type MatmulChoice = (typeof MATMUL_CHOICES)[number];
 /** What the wasm backend's matrix products ran on. */
 export type MatmulKernel = 'openblas' | 'xnnpack';
 
-interface OpenBlasAddon {
+interface OpenBlasAddon extends Partial<ElementwiseAddon> {
   gemm(heap: ArrayBuffer, batch: number, m: number, n: number, k: number, aOff: number, aStride: number,
     transA: number, bOff: number, bStride: number, transB: number, cOff: number): void;
   setThreads(n: number): void;
@@ -94,6 +95,9 @@ export function installWasmMatmul(choice: MatmulChoice = matmulChoice()): Matmul
   tf.unregisterKernel(tf.BatchMatMul, 'wasm');
   tf.registerKernel(lib ? { kernelName: tf.BatchMatMul, backendName: 'wasm', kernelFunc: openblasBatchMatMul(lib, original.kernelFunc) } : original);
   installed = want;
+  // The elementwise kernels go with the products: `xnnpack` means the wasm backend as it ships.
+  if (lib && hasElementwise(lib)) installNativeElementwise(lib);
+  else uninstallNativeElementwise();
   // The thread count is one per process: the main thread sets it (noteWorkerThreads), not each worker.
   if (lib && isMainThread) setOpenblasThreads(defaultBlasThreads());
   return want;
@@ -120,12 +124,19 @@ export function noteWorkerThreads(delta: number): void {
   if (installed === 'openblas') setOpenblasThreads(defaultBlasThreads());
 }
 
-/** For results: the kernel and, with OpenBLAS, its build and threads. */
-export function describeWasmMatmul(): { kernel: MatmulKernel; openblas?: string; threads?: number } | null {
+/** An addon built before native/elementwise-kernels.c lacks its entry points. */
+function hasElementwise(lib: OpenBlasAddon): lib is OpenBlasAddon & ElementwiseAddon {
+  return typeof lib.ewBinary === 'function';
+}
+
+/** For results: the kernel and, with OpenBLAS, its build and threads, and the elementwise kernels' vector width. */
+export function describeWasmMatmul(): { kernel: MatmulKernel; openblas?: string; threads?: number; elementwise?: string } | null {
   if (installed === null) return null;
   if (installed === 'xnnpack') return { kernel: 'xnnpack' };
-  const d = openblasAddon()!.describe();
-  return { kernel: 'openblas', openblas: d.config, threads: d.threads };
+  const lib = openblasAddon()!;
+  const d = lib.describe();
+  const ew = nativeElementwiseInstalled() && hasElementwise(lib) ? { elementwise: `native ${lib.ewSimd()}` } : {};
+  return { kernel: 'openblas', openblas: d.config, threads: d.threads, ...ew };
 }
 
 /** For output batch entry i (row-major over `outer`), the entry of an operand with batch dims `dims`. */

@@ -1,0 +1,263 @@
+/*
+ * The forward pass's non-product kernels for the WebAssembly backend: elementwise Add / Sub /
+ * Multiply (same shape, scalar, a repeated trailing block, a value per row), Square, Rsqrt,
+ * Sigmoid, Exp, and Mean / Softmax over the last axis (src/backend/native-elementwise.ts).
+ *
+ * Hand-written because these must run in place on the WebAssembly heap (operands by element
+ * offset), split over the addon's own thread pool (native/openblas-kernels.c) with results that do
+ * not depend on the thread count, and no library offers that: BLAS has no elementwise or softmax
+ * kernels, and the wasm backend's own (XNNPACK) ones are single-threaded WebAssembly SIMD-128.
+ *
+ * Work is cut into blocks fixed by the shape alone (whole rows for the row kernels), each block
+ * computed by the same code whichever thread takes it, so results are bit-identical for any
+ * thread count. Vector width: the loops (native/elementwise-body.h) are compiled for AVX-512, AVX2
+ * and the x86-64 baseline and picked by the running CPU, not the build machine's. The code is built with -ffp-contract=off and
+ * the reductions keep 16 float64 partial sums in a fixed order, so every clone computes the same IEEE
+ * operations: the same bits on any x86 CPU. Add/Sub/Multiply/Square/Rsqrt are the correctly
+ * rounded operations the wasm kernels do (bit-identical to them); exp is Cody-Waite reduction with
+ * Cephes's degree-5 polynomial (about 1 ulp), sigmoid and softmax are built on it.
+ */
+#include <node_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+/* The addon's thread pool (native/openblas-kernels.c): fn(ctx, t) for every t < tasks. */
+extern void prunelab_pool_run(void (*fn)(void *, int64_t), void *ctx, int64_t tasks);
+
+/* Below this many elements (times a per-op cost weight) a kernel runs in the calling thread: waking the pool costs more. */
+static const int64_t POOL_MIN_WORK = 1 << 15;
+/* Elements per block handed to a thread (whole rows for the row kernels). */
+static const int64_t BLOCK = 1 << 13;
+
+
+enum { OP_ADD, OP_SUB, OP_MUL, OP_RSUB };              /* binary; RSUB: b - a with a the full operand */
+enum { B_SAME, B_SCALAR, B_TILE, B_COLUMN };            /* how b is laid over the output */
+enum { U_SQUARE, U_RSQRT, U_SIGMOID, U_EXP };           /* unary */
+enum { R_MEAN, R_SOFTMAX };                             /* over the last axis */
+
+/* ---- elementwise ---- */
+
+typedef struct {
+  const float *a, *b;
+  float *out;
+  int64_t n, inner; /* TILE: b's length (period); COLUMN: elements per b value */
+  int op, mode;
+} Binary;
+
+typedef struct {
+  const float *x;
+  float *out;
+  int64_t n;
+  int op;
+} Unary;
+
+/* ---- rows: reductions over the last axis, one row by one thread ---- */
+
+enum { LANES = 16 };
+
+/* GCC vector types for the reductions' 16 lanes, in 32-byte pieces (one AVX register, two SSE):
+ * the lanes and the order they are combined in are the same on every CPU. */
+typedef float v4f __attribute__((vector_size(16)));
+typedef double v4d __attribute__((vector_size(32)));
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+typedef struct {
+  const float *x;
+  float *out;
+  int64_t rows, cols;
+  int op;
+} Rows;
+
+/* ---- the loops, once per vector width, picked by the CPU at load ---- */
+
+#if defined(__x86_64__)
+#define EW_TARGET __attribute__((target("avx512f")))
+#define EW(name) name##_avx512
+#include "elementwise-body.h"
+#undef EW_TARGET
+#undef EW
+#define EW_TARGET __attribute__((target("avx2")))
+#define EW(name) name##_avx2
+#include "elementwise-body.h"
+#undef EW_TARGET
+#undef EW
+#endif
+#define EW_TARGET
+#define EW(name) name##_base
+#include "elementwise-body.h"
+#undef EW_TARGET
+#undef EW
+
+typedef struct {
+  const char *name;
+  void (*binary)(const Binary *, int64_t, int64_t);
+  void (*unary)(const Unary *, int64_t, int64_t);
+  void (*rows)(const Rows *, int64_t, int64_t);
+} Width;
+
+#if defined(__x86_64__)
+static const Width WIDTHS[] = {
+  {"avx512f", binary_range_avx512, unary_range_avx512, rows_range_avx512},
+  {"avx2", binary_range_avx2, unary_range_avx2, rows_range_avx2},
+  {"sse2", binary_range_base, unary_range_base, rows_range_base},
+};
+#else
+static const Width WIDTHS[] = {{"baseline", binary_range_base, unary_range_base, rows_range_base}};
+#endif
+static const Width *_Atomic width = NULL;
+
+static const Width *pick_width(void) {
+  const Width *w = width;
+  if (w) return w;
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  w = &WIDTHS[__builtin_cpu_supports("avx512f") ? 0 : __builtin_cpu_supports("avx2") ? 1 : 2];
+#else
+  w = &WIDTHS[0];
+#endif
+  width = w;
+  return w;
+}
+
+/* ---- blocks over the pool ---- */
+
+typedef struct {
+  int kind; /* 0 binary, 1 unary, 2 rows */
+  const void *k;
+  int64_t total, unit, perBlock; /* units (rows of `unit` elements, or elements), and how many a block takes */
+} Split;
+
+static void run_block(void *ctx, int64_t t) {
+  const Split *s = ctx;
+  const int64_t i0 = t * s->perBlock, i1 = i0 + s->perBlock < s->total ? i0 + s->perBlock : s->total;
+  const Width *w = pick_width();
+  if (s->kind == 0) w->binary(s->k, i0 * s->unit, i1 * s->unit);
+  else if (s->kind == 1) w->unary(s->k, i0, i1);
+  else w->rows(s->k, i0, i1);
+}
+
+/* `total` units of `unit` elements each (a row, or 1), each element costing `weight`; blocks of
+ * about BLOCK elements in whole units. */
+static void split_run(int kind, const void *k, int64_t total, int64_t unit, int weight) {
+  Split s = {kind, k, total, unit, BLOCK / unit > 0 ? BLOCK / unit : 1};
+  const int64_t blocks = (total + s.perBlock - 1) / s.perBlock;
+  if (blocks <= 1 || total * unit * weight < POOL_MIN_WORK) {
+    s.perBlock = total;
+    run_block(&s, 0);
+    return;
+  }
+  prunelab_pool_run(run_block, &s, blocks);
+}
+
+/* ---- N-API ---- */
+
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "elementwise-kernels: bad arguments"); return NULL; } } while (0)
+
+/* The heap and `count` numeric arguments after it; NULL (with an exception pending) if malformed. */
+static float *heap_args(napi_env env, napi_callback_info info, size_t count, int64_t *v, int64_t *elems) {
+  napi_value argv[8];
+  size_t argc = 8;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != count + 1) {
+    napi_throw_error(env, NULL, "elementwise-kernels: wrong number of arguments");
+    return NULL;
+  }
+  void *data = NULL;
+  size_t bytes = 0;
+  if (napi_get_arraybuffer_info(env, argv[0], &data, &bytes) != napi_ok) {
+    napi_throw_error(env, NULL, "elementwise-kernels: the first argument must be the heap's ArrayBuffer");
+    return NULL;
+  }
+  for (size_t i = 0; i < count; i++) {
+    double d;
+    if (napi_get_value_double(env, argv[i + 1], &d) != napi_ok || d != d || d < 0 || d > 9.0e15) {
+      napi_throw_error(env, NULL, "elementwise-kernels: arguments must be non-negative numbers");
+      return NULL;
+    }
+    v[i] = (int64_t)d;
+  }
+  *elems = (int64_t)(bytes / 4);
+  return data;
+}
+
+static napi_value out_of_range(napi_env env) {
+  napi_throw_range_error(env, NULL, "elementwise-kernels: operand outside the heap or bad sizes");
+  return NULL;
+}
+
+/* binary(heap, op, mode, n, inner, aOff, bOff, outOff): out[0..n) = a op b, b laid over the
+ * output by `mode` (SAME: n values, SCALAR: 1, TILE: `inner` values repeated, COLUMN: one per
+ * `inner` consecutive outputs). */
+static napi_value binary(napi_env env, napi_callback_info info) {
+  int64_t v[7], elems;
+  float *heap = heap_args(env, info, 7, v, &elems);
+  if (!heap) return NULL;
+  const int64_t op = v[0], mode = v[1], n = v[2], inner = v[3], aOff = v[4], bOff = v[5], oOff = v[6];
+  const int64_t nb = mode == B_SAME ? n : mode == B_SCALAR ? 1 : mode == B_TILE ? inner : (inner > 0 ? n / inner : 0);
+  if (op > OP_RSUB || mode > B_COLUMN || ((mode == B_TILE || mode == B_COLUMN) && (inner < 1 || n % inner != 0)) ||
+      aOff + n > elems || bOff + nb > elems || oOff + n > elems)
+    return out_of_range(env);
+  if (n == 0) return NULL;
+  const Binary k = {heap + aOff, heap + bOff, heap + oOff, n, inner, (int)op, (int)mode};
+  const int rowed = mode == B_TILE || mode == B_COLUMN;
+  split_run(0, &k, rowed ? n / inner : n, rowed ? inner : 1, 1);
+  return NULL;
+}
+
+/* unary(heap, op, n, xOff, outOff) */
+static napi_value unary(napi_env env, napi_callback_info info) {
+  int64_t v[4], elems;
+  float *heap = heap_args(env, info, 4, v, &elems);
+  if (!heap) return NULL;
+  const int64_t op = v[0], n = v[1], xOff = v[2], oOff = v[3];
+  if (op > U_EXP || xOff + n > elems || oOff + n > elems) return out_of_range(env);
+  if (n == 0) return NULL;
+  const Unary k = {heap + xOff, heap + oOff, n, (int)op};
+  split_run(1, &k, n, 1, op == U_SIGMOID || op == U_EXP ? 8 : 1);
+  return NULL;
+}
+
+/* rows(heap, op, rows, cols, xOff, outOff): per row of `cols`, its mean (one value) or softmax. */
+static napi_value rows(napi_env env, napi_callback_info info) {
+  int64_t v[5], elems;
+  float *heap = heap_args(env, info, 5, v, &elems);
+  if (!heap) return NULL;
+  const int64_t op = v[0], nr = v[1], nc = v[2], xOff = v[3], oOff = v[4];
+  if (op > R_SOFTMAX || nc < 1 || xOff + nr * nc > elems || oOff + (op == R_MEAN ? nr : nr * nc) > elems) return out_of_range(env);
+  if (nr == 0) return NULL;
+  const Rows k = {heap + xOff, heap + oOff, nr, nc, (int)op};
+  split_run(2, &k, nr, nc, op == R_SOFTMAX ? 10 : 1);
+  return NULL;
+}
+
+/* simd() -> the vector width in use, for results; simd(name) first switches to that width where
+ * the CPU has it (tests: every width must give the same bits), or back to the best with "". */
+static napi_value simd(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc == 1) {
+    char name[16] = {0};
+    size_t len = 0;
+    CHECK(napi_get_value_string_utf8(env, argv[0], name, sizeof name, &len));
+    width = NULL;
+    const Width *best = pick_width();
+    for (size_t i = 0; i < sizeof WIDTHS / sizeof WIDTHS[0]; i++)
+      if (strcmp(WIDTHS[i].name, name) == 0 && &WIDTHS[i] >= best) width = &WIDTHS[i]; /* later entries are narrower */
+  }
+  napi_value s;
+  CHECK(napi_create_string_utf8(env, pick_width()->name, NAPI_AUTO_LENGTH, &s));
+  return s;
+}
+
+/* Called by the addon's init (native/openblas-kernels.c). */
+napi_status elementwise_register(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    {"ewBinary", NULL, binary, NULL, NULL, NULL, napi_default, NULL},
+    {"ewUnary", NULL, unary, NULL, NULL, NULL, napi_default, NULL},
+    {"ewRows", NULL, rows, NULL, NULL, NULL, napi_default, NULL},
+    {"ewSimd", NULL, simd, NULL, NULL, NULL, napi_default, NULL},
+  };
+  return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
+}

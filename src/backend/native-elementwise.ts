@@ -1,0 +1,191 @@
+/**
+ * The forward pass's non-product kernels of the WebAssembly backend, native and on every core.
+ *
+ * With the products on OpenBLAS (src/backend/openblas.ts) the wasm backend's single-threaded
+ * elementwise kernels were a third of a prefill's wall time on two cores (Softmax, Multiply, Add,
+ * Sigmoid, Mean, Square: 16% of its CPU time on one). Where the addon is built, these kernels are
+ * replaced by native/elementwise-kernels.c, vectorised (AVX-512 / AVX2 as the CPU has them) and
+ * split over the addon's thread pool, working in place on the WebAssembly heap like the GEMM:
+ *
+ * - Add, Sub, Multiply of float32 operands of the same size, or one of them a scalar, a trailing
+ *   block repeated over the other (a bias row, a mask over heads, RoPE's tables over a batch) or
+ *   one value per row (RMSNorm's scale): bit-identical to the wasm kernels (one IEEE operation);
+ * - Square, Rsqrt (1 / sqrt, as the wasm kernel): bit-identical;
+ * - Sigmoid, Exp, and Softmax over the last axis: within a few ulp of the exact value;
+ * - Mean over the last axis: 16 partial sums in a fixed order (the wasm kernel sums in one
+ *   running float, so the last bits differ; the partial sums are the more accurate).
+ *
+ * Every other dtype, shape, broadcast or axis goes to the wasm kernel. Results do not depend on
+ * the thread count (blocks fixed by the shape). Installed with the OpenBLAS products and removed
+ * with them: `--matmul xnnpack` keeps the whole wasm backend as it ships.
+ */
+import * as tf from '@tensorflow/tfjs';
+
+/** The addon's elementwise entry points (native/elementwise-kernels.c). */
+export interface ElementwiseAddon {
+  ewBinary(heap: ArrayBuffer, op: number, mode: number, n: number, inner: number, aOff: number, bOff: number, outOff: number): void;
+  ewUnary(heap: ArrayBuffer, op: number, n: number, xOff: number, outOff: number): void;
+  ewRows(heap: ArrayBuffer, op: number, rows: number, cols: number, xOff: number, outOff: number): void;
+  /** The vector width in use: avx512f, avx2, sse2 (baseline off x86); with a name, first switch to it if the CPU has it ('' = the widest). */
+  ewSimd(use?: string): string;
+}
+
+// The codes of native/elementwise-kernels.c.
+const OP = { add: 0, sub: 1, mul: 2, rsub: 3 } as const;
+const MODE = { same: 0, scalar: 1, tile: 2, column: 3 } as const;
+const UNARY = { square: 0, rsqrt: 1, sigmoid: 2, exp: 3 } as const;
+const ROWS = { mean: 0, softmax: 1 } as const;
+
+interface WasmBackendInternals {
+  dataIdMap: { get(id: object): { memoryOffset: number } | undefined };
+  makeOutput(shape: number[], dtype: 'float32'): tf.TensorInfo;
+  wasm: { HEAPU8: Uint8Array };
+}
+
+const KERNELS = [tf.Add, tf.Sub, tf.Multiply, tf.Square, tf.Rsqrt, tf.Sigmoid, tf.Exp, tf.Mean, tf.Softmax] as const;
+
+let originals: Map<string, tf.KernelConfig> | null = null;
+
+/** Whether the native kernels are in place (for results and tests). */
+export function nativeElementwiseInstalled(): boolean {
+  return originals !== null;
+}
+
+/** Put the native kernels in place on the wasm backend (once per thread; later calls do nothing). */
+export function installNativeElementwise(lib: ElementwiseAddon): void {
+  if (originals) return;
+  const found = new Map<string, tf.KernelConfig>();
+  for (const name of KERNELS) {
+    const k = tf.getKernel(name, 'wasm');
+    if (k) found.set(name, k);
+  }
+  originals = found;
+  for (const [name, k] of found) {
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel({ ...k, kernelFunc: nativeKernel(name, lib, k.kernelFunc) });
+  }
+}
+
+/** Put the wasm backend's own kernels back (`--matmul xnnpack`; tests compare against them). */
+export function uninstallNativeElementwise(): void {
+  if (!originals) return;
+  for (const [name, k] of originals) {
+    tf.unregisterKernel(name, 'wasm');
+    tf.registerKernel(k);
+  }
+  originals = null;
+}
+
+function nativeKernel(name: string, lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
+  switch (name) {
+    case tf.Add: return binaryKernel(lib, OP.add, fallback);
+    case tf.Sub: return binaryKernel(lib, OP.sub, fallback);
+    case tf.Multiply: return binaryKernel(lib, OP.mul, fallback);
+    case tf.Square: return unaryKernel(lib, UNARY.square, fallback);
+    case tf.Rsqrt: return unaryKernel(lib, UNARY.rsqrt, fallback);
+    case tf.Sigmoid: return unaryKernel(lib, UNARY.sigmoid, fallback);
+    case tf.Exp: return unaryKernel(lib, UNARY.exp, fallback);
+    case tf.Mean: return meanKernel(lib, fallback);
+    case tf.Softmax: return softmaxKernel(lib, fallback);
+    default: return fallback;
+  }
+}
+
+const offset = (b: WasmBackendInternals, t: tf.TensorInfo): number => b.dataIdMap.get(t.dataId)!.memoryOffset / 4;
+/** The heap's buffer, read after makeOutput: an allocation may have grown (replaced) it. */
+const heapOf = (b: WasmBackendInternals): ArrayBuffer => b.wasm.HEAPU8.buffer as ArrayBuffer;
+
+/** `shape` without its leading 1s. */
+function stripOnes(shape: readonly number[]): number[] {
+  let i = 0;
+  while (i < shape.length && shape[i] === 1) i++;
+  return shape.slice(i);
+}
+
+/**
+ * How the smaller operand `small` lies over the output `out` (which the other operand fills):
+ * a scalar, a repeated trailing block (`inner` = its size), one value per run of `inner`
+ * outputs (its shape is out's leading dims then 1s), or null (another broadcast).
+ */
+function layOver(small: readonly number[], out: readonly number[]): { mode: number; inner: number } | null {
+  const n = tf.util.sizeFromShape(out as number[]), ns = tf.util.sizeFromShape(small as number[]);
+  if (ns === 1) return { mode: MODE.scalar, inner: 1 };
+  const s = stripOnes(small);
+  if (s.length <= out.length && s.every((d, i) => d === out[out.length - s.length + i])) return { mode: MODE.tile, inner: ns };
+  const padded = [...new Array<number>(out.length - small.length).fill(1), ...small];
+  let lead = 0; // padded = out[0..lead) then 1s
+  while (lead < out.length && padded[lead] === out[lead]) lead++;
+  if (padded.slice(lead).every((d) => d === 1) && ns * (n / ns) === n) return { mode: MODE.column, inner: n / ns };
+  return null;
+}
+
+function binaryKernel(lib: ElementwiseAddon, op: number, fallback: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { a, b } = args.inputs as { a: tf.TensorInfo; b: tf.TensorInfo };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    if (a.dtype !== 'float32' || b.dtype !== 'float32') return fallback(args);
+    const outShape = tf.backend_util.assertAndGetBroadcastShape(a.shape, b.shape);
+    const n = tf.util.sizeFromShape(outShape), na = tf.util.sizeFromShape(a.shape), nb = tf.util.sizeFromShape(b.shape);
+    // The full operand (as many values as the output) is `a`, or `b` with the operation turned round.
+    let full = a, other = b, code = op;
+    let lay: { mode: number; inner: number } | null = null;
+    if (na === n && nb === n) lay = { mode: MODE.same, inner: 1 };
+    else if (na === n) lay = layOver(b.shape, outShape);
+    else if (nb === n) {
+      lay = layOver(a.shape, outShape);
+      [full, other] = [b, a];
+      code = op === OP.sub ? OP.rsub : op;
+    }
+    if (!lay) return fallback(args);
+    const out = backend.makeOutput(outShape, 'float32');
+    if (n === 0) return out;
+    lib.ewBinary(heapOf(backend), code, lay.mode, n, lay.inner, offset(backend, full), offset(backend, other), offset(backend, out));
+    return out;
+  };
+}
+
+function unaryKernel(lib: ElementwiseAddon, op: number, fallback: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    if (x.dtype !== 'float32') return fallback(args);
+    const out = backend.makeOutput([...x.shape], 'float32');
+    const n = tf.util.sizeFromShape(x.shape);
+    if (n > 0) lib.ewUnary(heapOf(backend), op, n, offset(backend, x), offset(backend, out));
+    return out;
+  };
+}
+
+function meanKernel(lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    const rank = x.shape.length;
+    if (x.dtype !== 'float32' || rank === 0) return fallback(args);
+    const axes = tf.util.parseAxisParam(axis, x.shape);
+    const cols = x.shape[rank - 1]!;
+    // The last axis only (or every axis of a vector), and rows that are not empty.
+    if (axes.length !== 1 || axes[0] !== rank - 1 || cols === 0) return fallback(args);
+    const rows = tf.util.sizeFromShape(x.shape) / cols;
+    const out = backend.makeOutput(keepDims ? [...x.shape.slice(0, -1), 1] : x.shape.slice(0, -1), 'float32');
+    if (rows > 0) lib.ewRows(heapOf(backend), ROWS.mean, rows, cols, offset(backend, x), offset(backend, out));
+    return out;
+  };
+}
+
+function softmaxKernel(lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { logits } = args.inputs as { logits: tf.TensorInfo };
+    const { dim } = args.attrs as { dim: number };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    const rank = logits.shape.length;
+    if (logits.dtype !== 'float32' || rank === 0 || (dim !== -1 && dim !== rank - 1)) return fallback(args);
+    const cols = logits.shape[rank - 1]!;
+    if (cols === 0) return fallback(args);
+    const rows = tf.util.sizeFromShape(logits.shape) / cols;
+    const out = backend.makeOutput([...logits.shape], 'float32');
+    if (rows > 0) lib.ewRows(heapOf(backend), ROWS.softmax, rows, cols, offset(backend, logits), offset(backend, out));
+    return out;
+  };
+}
