@@ -247,6 +247,26 @@ describe('native elementwise kernels on the wasm backend', { skip }, () => {
     }
   });
 
+  it('--matmul xnnpack keeps the wasm kernels; switching back installs the native ones again', () => {
+    const x = t([40, 33], 70);
+    const ref = tf.tidy(() => bits(tf.sigmoid(x)));
+    try {
+      installWasmMatmul('xnnpack');
+      assert.equal(nativeElementwiseInstalled(), false);
+      uninstallNativeElementwise(); // a no-op: already the wasm kernels
+      const plain = tf.tidy(() => bits(tf.sigmoid(x)));
+      installNativeElementwise(lib!);
+      const native = tf.tidy(() => bits(tf.sigmoid(x)));
+      uninstallNativeElementwise();
+      assert.ok(!plain.equals(native), 'the xnnpack choice ran the wasm sigmoid (whose last bits differ)');
+    } finally {
+      installWasmMatmul('auto');
+    }
+    assert.ok(nativeElementwiseInstalled());
+    assert.ok(tf.tidy(() => bits(tf.sigmoid(x))).equals(ref));
+    x.dispose();
+  });
+
   it('gradients through the native kernels equal those through the wasm kernels', () => {
     const x = t([33, 65], 60, 3), w = t([65], 61);
     const f = () => {

@@ -37,6 +37,12 @@ interface OpenBlasAddon extends Partial<ElementwiseAddon> {
 
 /** The environment variable the choice travels in (worker threads inherit it). */
 export const MATMUL_ENV = 'PRUNELAB_MATMUL';
+/**
+ * PRUNELAB_ELEMENTWISE=wasm keeps the wasm backend's own elementwise kernels beside the OpenBLAS
+ * products (to reproduce a figure computed before src/backend/native-elementwise.ts, or to time
+ * it); anything else, or unset: the native ones wherever the products are on OpenBLAS.
+ */
+export const ELEMENTWISE_ENV = 'PRUNELAB_ELEMENTWISE';
 const ADDON_PATH = new URL('../../native/build/openblas-kernels.node', import.meta.url);
 
 let addon: OpenBlasAddon | null | undefined;
@@ -96,7 +102,7 @@ export function installWasmMatmul(choice: MatmulChoice = matmulChoice()): Matmul
   tf.registerKernel(lib ? { kernelName: tf.BatchMatMul, backendName: 'wasm', kernelFunc: openblasBatchMatMul(lib, original.kernelFunc) } : original);
   installed = want;
   // The elementwise kernels go with the products: `xnnpack` means the wasm backend as it ships.
-  if (lib && hasElementwise(lib)) installNativeElementwise(lib);
+  if (lib && hasElementwise(lib) && process.env[ELEMENTWISE_ENV] !== 'wasm') installNativeElementwise(lib);
   else uninstallNativeElementwise();
   // The thread count is one per process: the main thread sets it (noteWorkerThreads), not each worker.
   if (lib && isMainThread) setOpenblasThreads(defaultBlasThreads());
