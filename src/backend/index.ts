@@ -90,7 +90,7 @@ export async function initBackend(choice: BackendChoice = 'auto', quiet = false)
       active = candidate;
       const adapter = webgpuAdapter();
       const products = candidate === 'wasm' ? describeWasmMatmul() : null;
-      const on = adapter ? ` on ${describeAdapter(adapter)}` : products ? ` (matrix products: ${products.kernel})` : '';
+      const on = adapter ? ` on ${describeAdapter(adapter)}` : products ? ` (matrix products: ${products.kernel}${products.elementwise ? `; elementwise: ${products.elementwise}` : ''})` : '';
       if (!quiet) process.stderr.write(`prunelab: backend ${candidate}${on}\n`);
       return candidate;
     }

@@ -28,7 +28,7 @@ export function withCommon<T>(y: Argv<T>): Argv<T & CommonArgs> {
     .option('backend', { choices: BACKEND_CHOICES, default: 'auto' as BackendChoice, describe: 'compute backend (auto = fastest that loads; webgpu on a software adapter only when named)' })
     .option('matmul', {
       choices: MATMUL_CHOICES,
-      describe: `the wasm backend's matrix products: openblas (native, every core; needs libopenblas-dev at install), xnnpack (the backend's own), auto = openblas where built (default; also ${MATMUL_ENV})`,
+      describe: `the wasm backend's matrix products: openblas (native, every core, with the elementwise kernels; needs libopenblas-dev at install), xnnpack (the backend's own, all kernels as it ships), auto = openblas where built (default; also ${MATMUL_ENV})`,
     })
     .option('json', { type: 'boolean', default: false, describe: 'print exactly one JSON object on stdout' })
     .option('device-memory', {
