@@ -32,6 +32,9 @@ interface OpenBlasAddon {
   upperCholeskyOfInverse(heap: ArrayBuffer, off: number, n: number): [number, number];
   obsSweepBlock: NativeKernels['obsSweepBlock'];
   hostGemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: number, transB: number): void;
+  /** native/fista-kernels.c (absent from an addon built before it). */
+  fistaAcceptStep?: NativeKernels['fistaAcceptStep'];
+  fistaCutRows?: NativeKernels['fistaCutRows'];
 }
 
 /** The environment variable the choice travels in (worker threads inherit it). */

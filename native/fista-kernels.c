@@ -1,0 +1,193 @@
+/*
+ * FISTAPruner's per-iteration host pass (methods/fistapruner/fista.ts `acceptStep`) and its exact
+ * per-row cut (src/prune/masks.ts `maskPerRow` on |W|), in C, compiled into the OpenBLAS addon.
+ *
+ * Hand-written because no library does these: the pass is a fused FISTA step (momentum point,
+ * gradient step, soft threshold, objective and early-stop sums, float32 copy of the change) whose
+ * float64 operations must be exactly those of the TypeScript, in the same order, so that the
+ * iterates, objectives and masks do not change with the kernel (BLAS has no such fused step, and
+ * its reductions sum in its own order). Compiled with -ffp-contract=off (no fused multiply-adds).
+ *
+ * The pass runs on one thread: its sums over the whole matrix (‖Z − W‖², ‖W‖², ‖next‖₁) run in
+ * index order as the TypeScript's, which a split over threads would change; it is a few per cent
+ * of the iteration's product, and with more threads the engine solves a group's operators side
+ * by side. The cut's rows are independent (a mask is a pure function of each row's scores), so
+ * it needs no order and runs on one thread too (it is called a few times per solve).
+ */
+#include <node_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "fista-kernels: bad arguments"); return NULL; } } while (0)
+
+static double num(napi_env env, napi_value v, int *ok) {
+  double d = 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok) *ok = 0;
+  return d;
+}
+
+static void *typed(napi_env env, napi_value v, napi_typedarray_type want, size_t need, int *ok) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != want || length < need) *ok = 0;
+  return data;
+}
+
+/* The elementwise part of acceptStep for `len` entries: next and D32, and each entry's terms of
+ * the four sums (no reduction here, so the loop vectorises; no reassociation either way). */
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
+static void step_terms(const double *restrict Z, const float *restrict PZ, const double *restrict W, const float *restrict P,
+    const float *restrict B, const float *restrict Wd, double *restrict next, float *restrict D32, int64_t len, double beta,
+    double step, double thr, double *restrict ts, double *restrict td, double *restrict tw, double *restrict tm) {
+  for (int64_t i = 0; i < len; i++) {
+    const double zi = Z[i], pzi = PZ[i], bi = B[i], wdi = Wd[i], wi = W[i];
+    ts[i] = (zi - wdi) * (0.5 * pzi - bi);
+    const double d = zi - wi;
+    td[i] = d * d;
+    tw[i] = wi * wi;
+    const double v = zi + beta * d - step * (pzi + beta * (pzi - (double)P[i]) - bi);
+    const double a = fabs(v) - thr;
+    const double m = 0.5 * (a + fabs(a));
+    const double z = m - 2 * m * (double)(v < 0);
+    next[i] = z;
+    tm[i] = m;
+    D32[i] = (float)(z - wdi);
+  }
+}
+
+enum { CHUNK = 256 };
+
+/* fista.ts acceptStep, operation for operation (see there): the terms a chunk at a time, then
+ * added to the four sums one entry after another, in index order as the TypeScript adds them. */
+static void accept_step(const double *Z, const float *PZ, const double *W, const float *P, const float *B, const float *Wd,
+    double *next, float *D32, int64_t rows, int64_t cols, double beta, double step, double thr, double *sums) {
+  double ts[CHUNK], td[CHUNK], tw[CHUNK], tm[CHUNK];
+  double dd = 0, ww = 0, l1n = 0, smooth = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    double s = 0;
+    for (int64_t c0 = 0; c0 < cols; c0 += CHUNK) {
+      const int64_t len = cols - c0 < CHUNK ? cols - c0 : CHUNK, o = r * cols + c0;
+      step_terms(Z + o, PZ + o, W + o, P + o, B + o, Wd + o, next + o, D32 + o, len, beta, step, thr, ts, td, tw, tm);
+      for (int64_t j = 0; j < len; j++) {
+        s += ts[j];
+        dd += td[j];
+        ww += tw[j];
+        l1n += tm[j];
+      }
+    }
+    smooth += s;
+  }
+  sums[0] = smooth;
+  sums[1] = dd;
+  sums[2] = ww;
+  sums[3] = l1n;
+}
+
+/* fistaAcceptStep(Z, PZ, W, P, B, Wd, next, D32, sums, rows, cols, beta, step, thr): Float64Array
+ * Z, W, next, sums (4); Float32Array PZ, P, B, Wd, D32; all `[rows, cols]` row-major. */
+napi_value fistaAcceptStep(napi_env env, napi_callback_info info) {
+  size_t argc = 14;
+  napi_value argv[14];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 14) { napi_throw_error(env, NULL, "fista-kernels: fistaAcceptStep takes 14 arguments"); return NULL; }
+  int ok = 1;
+  const int64_t rows = (int64_t)num(env, argv[9], &ok), cols = (int64_t)num(env, argv[10], &ok);
+  const double beta = num(env, argv[11], &ok), step = num(env, argv[12], &ok), thr = num(env, argv[13], &ok);
+  if (!ok || rows < 0 || cols < 0) { napi_throw_range_error(env, NULL, "fista-kernels: fistaAcceptStep: bad sizes"); return NULL; }
+  const size_t n = (size_t)(rows * cols);
+  const double *Z = typed(env, argv[0], napi_float64_array, n, &ok);
+  const float *PZ = typed(env, argv[1], napi_float32_array, n, &ok);
+  const double *W = typed(env, argv[2], napi_float64_array, n, &ok);
+  const float *P = typed(env, argv[3], napi_float32_array, n, &ok);
+  const float *B = typed(env, argv[4], napi_float32_array, n, &ok);
+  const float *Wd = typed(env, argv[5], napi_float32_array, n, &ok);
+  double *next = typed(env, argv[6], napi_float64_array, n, &ok);
+  float *D32 = typed(env, argv[7], napi_float32_array, n, &ok);
+  double *sums = typed(env, argv[8], napi_float64_array, 4, &ok);
+  if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaAcceptStep: arrays of the wrong type or too short"); return NULL; }
+  accept_step(Z, PZ, W, P, B, Wd, next, D32, rows, cols, beta, step, thr, sums);
+  return NULL;
+}
+
+/* ---- The exact per-row cut on |W| (masks.ts maskPerRow on cutMask's scores) ---- */
+
+static int cmp_double(const void *x, const void *y) {
+  const double a = *(const double *)x, b = *(const double *)y;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/* The value of rank k (0-based, ascending) of a[0..n), which it reorders: Hoare quickselect with a
+ * median-of-three pivot, sorted outright after 64 rounds (bounded worst case). Any exact selection
+ * gives the same value, and the mask depends on nothing else (ties are settled by index below). */
+static double kth_smallest(double *a, int64_t n, int64_t k) {
+  int64_t lo = 0, hi = n - 1;
+  for (int round = 0; hi > lo; round++) {
+    if (round > 64 || hi - lo < 16) {
+      qsort(a + lo, (size_t)(hi - lo + 1), sizeof(double), cmp_double);
+      return a[k];
+    }
+    double x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi], t;
+    if (x > y) { t = x; x = y; y = t; }
+    if (y > z) y = z;
+    const double pivot = x > y ? x : y;
+    int64_t i = lo - 1, j = hi + 1;
+    for (;;) {
+      do i++; while (a[i] < pivot);
+      do j--; while (a[j] > pivot);
+      if (i >= j) break;
+      t = a[i]; a[i] = a[j]; a[j] = t;
+    }
+    if (k <= j) hi = j; else lo = j + 1;
+  }
+  return a[k];
+}
+
+/* One row: prune the k smallest |w| (ties: lower index first), as masks.ts maskPerRow and
+ * pruneBelow. Returns the row-local index of a NaN, or -1. */
+static int64_t cut_row(const double *w, int64_t cols, int64_t k, uint8_t *mask, double *scratch) {
+  for (int64_t j = 0; j < cols; j++) {
+    const double v = fabs(w[j]);
+    if (v != v) return j;
+    scratch[j] = v;
+  }
+  const double t = kth_smallest(scratch, cols, k - 1);
+  int64_t below = 0;
+  for (int64_t j = 0; j < cols; j++) below += fabs(w[j]) < t;
+  int64_t ties = k - below;
+  for (int64_t j = 0; j < cols; j++) {
+    const double v = fabs(w[j]);
+    const int tie = (v == t) & (ties > 0);
+    mask[j] = (uint8_t)(1 - ((v < t) | tie));
+    ties -= tie;
+  }
+  return -1;
+}
+
+/* fistaCutRows(W, rows, cols, k, mask) -> -1 or the flat index of the first NaN: mask (Uint8Array,
+ * 1 = keep) of the k smallest |W| of each row of the Float64Array W (0 < k <= cols). */
+napi_value fistaCutRows(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 5) { napi_throw_error(env, NULL, "fista-kernels: fistaCutRows takes 5 arguments"); return NULL; }
+  int ok = 1;
+  const int64_t rows = (int64_t)num(env, argv[1], &ok), cols = (int64_t)num(env, argv[2], &ok), k = (int64_t)num(env, argv[3], &ok);
+  if (!ok || rows < 0 || cols < 0 || k < 1 || k > cols) { napi_throw_range_error(env, NULL, "fista-kernels: fistaCutRows: bad sizes"); return NULL; }
+  const double *W = typed(env, argv[0], napi_float64_array, (size_t)(rows * cols), &ok);
+  uint8_t *mask = typed(env, argv[4], napi_uint8_array, (size_t)(rows * cols), &ok);
+  if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaCutRows: arrays of the wrong type or too short"); return NULL; }
+  double *scratch = malloc((size_t)(cols > 0 ? cols : 1) * sizeof(double));
+  if (!scratch) { napi_throw_error(env, NULL, "fista-kernels: out of memory"); return NULL; }
+  int64_t nanAt = -1;
+  for (int64_t r = 0; r < rows && nanAt < 0; r++) {
+    const int64_t j = cut_row(W + r * cols, cols, k, mask + r * cols, scratch);
+    if (j >= 0) nanAt = r * cols + j;
+  }
+  free(scratch);
+  napi_value out;
+  CHECK(napi_create_double(env, (double)nanAt, &out));
+  return out;
+}
