@@ -119,41 +119,56 @@ static int cmp_double(const void *x, const void *y) {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
-/* The value of rank k (0-based, ascending) of a[0..n), which it reorders: Hoare quickselect with a
- * median-of-three pivot, sorted outright after 64 rounds (bounded worst case). Any exact selection
- * gives the same value, and the mask depends on nothing else (ties are settled by index below). */
-static double kth_smallest(double *a, int64_t n, int64_t k) {
-  int64_t lo = 0, hi = n - 1;
-  for (int round = 0; hi > lo; round++) {
-    if (round > 64 || hi - lo < 16) {
-      qsort(a + lo, (size_t)(hi - lo + 1), sizeof(double), cmp_double);
-      return a[k];
+/* The value of rank k (0-based, ascending) of a[0..n) (consumed, as are b1 and b2, scratch as
+ * long): three-way quickselect, out of place and without a data-dependent branch (as masks.ts
+ * kthSmallest): each round copies every value to both the below-pivot and the above-pivot buffer
+ * and advances each count by the comparison; a branching partition mispredicts on about half the
+ * values. Median-of-three pivot; sorted outright after 64 rounds (bounded worst case). Any exact
+ * selection gives the same value, and the mask depends on nothing else (ties are settled by index). */
+static double kth_smallest(double *a, double *b1, double *b2, int64_t n, int64_t k) {
+  double *bufs[3] = {a, b1, b2};
+  int s = 0;
+  int64_t len = n;
+  for (int round = 0;; round++) {
+    double *src = bufs[s];
+    if (len <= 16 || round > 64) {
+      qsort(src, (size_t)len, sizeof(double), cmp_double);
+      return src[k];
     }
-    double x = a[lo], y = a[lo + (hi - lo) / 2], z = a[hi], t;
+    double x = src[0], y = src[len / 2], z = src[len - 1], t;
     if (x > y) { t = x; x = y; y = t; }
     if (y > z) y = z;
     const double pivot = x > y ? x : y;
-    int64_t i = lo - 1, j = hi + 1;
-    for (;;) {
-      do i++; while (a[i] < pivot);
-      do j--; while (a[j] > pivot);
-      if (i >= j) break;
-      t = a[i]; a[i] = a[j]; a[j] = t;
+    double *less = bufs[(s + 1) % 3], *more = bufs[(s + 2) % 3];
+    int64_t nl = 0, nm = 0;
+    for (int64_t i = 0; i < len; i++) {
+      const double v = src[i];
+      less[nl] = v;
+      more[nm] = v;
+      nl += v < pivot;
+      nm += v > pivot;
     }
-    if (k <= j) hi = j; else lo = j + 1;
+    if (k < nl) { s = (s + 1) % 3; len = nl; }
+    else if (k < len - nm) return pivot;
+    else { k -= len - nm; s = (s + 2) % 3; len = nm; }
   }
-  return a[k];
 }
 
 /* One row: prune the k smallest |w| (ties: lower index first), as masks.ts maskPerRow and
  * pruneBelow. Returns the row-local index of a NaN, or -1. */
 static int64_t cut_row(const double *w, int64_t cols, int64_t k, uint8_t *mask, double *scratch) {
+  /* The copy also finds the minimum and how often it occurs: when at least k entries share it (a
+   * row already cut), it is the k-th smallest value. */
+  double min = INFINITY;
+  int64_t atMin = 0;
   for (int64_t j = 0; j < cols; j++) {
     const double v = fabs(w[j]);
     if (v != v) return j;
     scratch[j] = v;
+    if (v < min) { min = v; atMin = 0; }
+    atMin += v == min;
   }
-  const double t = kth_smallest(scratch, cols, k - 1);
+  const double t = atMin >= k ? min : kth_smallest(scratch, scratch + cols, scratch + 2 * cols, cols, k - 1);
   int64_t below = 0;
   for (int64_t j = 0; j < cols; j++) below += fabs(w[j]) < t;
   int64_t ties = k - below;
@@ -179,7 +194,7 @@ napi_value fistaCutRows(napi_env env, napi_callback_info info) {
   const double *W = typed(env, argv[0], napi_float64_array, (size_t)(rows * cols), &ok);
   uint8_t *mask = typed(env, argv[4], napi_uint8_array, (size_t)(rows * cols), &ok);
   if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaCutRows: arrays of the wrong type or too short"); return NULL; }
-  double *scratch = malloc((size_t)(cols > 0 ? cols : 1) * sizeof(double));
+  double *scratch = malloc((size_t)(cols > 0 ? 3 * cols : 1) * sizeof(double));
   if (!scratch) { napi_throw_error(env, NULL, "fista-kernels: out of memory"); return NULL; }
   int64_t nanAt = -1;
   for (int64_t r = 0; r < rows && nanAt < 0; r++) {

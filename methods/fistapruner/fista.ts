@@ -199,9 +199,11 @@ function differences(g: Float64Array, c: Float64Array, hd: Float64Array, cmg: Fl
   return nonzero !== 0;
 }
 
-/** X·Y (X `[rows, n]`, Y `[n, n]`, float32 host arrays) by the backend's product kernel (`NativeKernels.matMul`). */
-function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, rows: number, n: number): Float32Array {
-  const out = new Float32Array(rows * n);
+/**
+ * X·Y (X `[rows, n]`, Y `[n, n]`, float32 host arrays) by the backend's product kernel
+ * (`NativeKernels.matMul`), into `out` when given (every entry is written).
+ */
+function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, rows: number, n: number, out: Float32Array = new Float32Array(rows * n)): Float32Array {
   native.matMul(X, Y, out, rows, n, n, false, false);
   return out;
 }
@@ -210,8 +212,8 @@ function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, ro
  * (X − W)·G for a row-major `[rows, cols]` X (the product the solver works with, see the header);
  * `D32`: X − W already rounded to float32 (saves a pass on upload).
  */
-export function timesGram(pp: PreparedProblem, X: Float64Array, D32?: Float32Array): Vec {
-  if (pp.host) return hostProduct(pp.host.native, D32 ?? Float32Array.from(change(pp, X)), pp.host.G, pp.rows, pp.cols);
+export function timesGram(pp: PreparedProblem, X: Float64Array, D32?: Float32Array, out?: Float32Array): Vec {
+  if (pp.host) return hostProduct(pp.host.native, D32 ?? Float32Array.from(change(pp, X)), pp.host.G, pp.rows, pp.cols, out);
   if (pp.backend) return productOn(pp.backend.la, D32 ?? change(pp, X), pp.rows, pp.backend.G);
   return matmul({ rows: pp.rows, cols: pp.cols, data: change(pp, X) }, pp.G).data;
 }
@@ -361,6 +363,7 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
     if (D32) D32[i] = z - Wd[i]!;
   }
   let spare: Float64Array | null = null;
+  let freeP: Float32Array | null = null;
   const sums = new Float64Array(4);
   let k = 0;
   let rejected = 0;
@@ -372,7 +375,9 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
       for (let i = 0; i < n; i++) l1 += Math.abs(Z[i]!);
       if (D32) for (let i = 0; i < n; i++) D32[i] = Z[i]! - Wd[i]!;
     }
-    const PZ = timesGram(pp, Z, D32 ?? undefined);
+    // A product buffer this run made and no longer needs is reused (not the caller's W0G).
+    const PZ = timesGram(pp, Z, D32 ?? undefined, freeP ?? undefined);
+    freeP = null;
     const tn = a.momentum === false ? 1 : (1 + Math.sqrt(1 + 4 * t * t)) / 2;
     k++;
     const next = spare ?? new Float64Array(n);
@@ -392,12 +397,14 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
       rejected++;
       objective.push(F);
       spare = Z;
+      if (PZ instanceof Float32Array) freeP = PZ;
     } else {
       const beta = (t - 1) / tn;
       const [smooth, dd, ww, l1z] = acceptStep(pp, Z, PZ, W, P, beta, step, thr, next, D32, sums);
       l1n = l1z;
       const Fz = monotone ? FzFirst : smooth + pp.c0 + lambda * l1;
       spare = W;
+      if (P !== a.W0G && P instanceof Float32Array) freeP = P;
       W = Z;
       P = PZ;
       F = Fz;
