@@ -155,8 +155,9 @@ static double kth_smallest(double *a, double *b1, double *b2, int64_t n, int64_t
 }
 
 /* One row: prune the k smallest |w| (ties: lower index first), as masks.ts maskPerRow and
- * pruneBelow. Returns the row-local index of a NaN, or -1. */
-static int64_t cut_row(const double *w, int64_t cols, int64_t k, uint8_t *mask, double *scratch) {
+ * pruneBelow, then out = w where kept, else +0 (fista.ts hardThreshold; out may be w). Returns
+ * the row-local index of a NaN (nothing written), or -1. */
+static int64_t cut_row(const double *w, int64_t cols, int64_t k, uint8_t *mask, double *out, double *scratch) {
   /* The copy also finds the minimum and how often it occurs: when at least k entries share it (a
    * row already cut), it is the k-th smallest value. */
   double min = INFINITY;
@@ -178,31 +179,34 @@ static int64_t cut_row(const double *w, int64_t cols, int64_t k, uint8_t *mask, 
     mask[j] = (uint8_t)(1 - ((v < t) | tie));
     ties -= tie;
   }
+  for (int64_t j = 0; j < cols; j++) out[j] = mask[j] ? w[j] : 0.0;
   return -1;
 }
 
-/* fistaCutRows(W, rows, cols, k, mask) -> -1 or the flat index of the first NaN: mask (Uint8Array,
- * 1 = keep) of the k smallest |W| of each row of the Float64Array W (0 < k <= cols). */
+/* fistaCutRows(W, rows, cols, k, mask, out) -> -1 or the flat index of the first NaN: mask
+ * (Uint8Array, 1 = keep) of the k smallest |W| of each row of the Float64Array W (0 < k <= cols),
+ * and out (Float64Array, may be W itself) = W with the pruned entries +0. */
 napi_value fistaCutRows(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
-  napi_value argv[5];
+  size_t argc = 6;
+  napi_value argv[6];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 5) { napi_throw_error(env, NULL, "fista-kernels: fistaCutRows takes 5 arguments"); return NULL; }
+  if (argc != 6) { napi_throw_error(env, NULL, "fista-kernels: fistaCutRows takes 6 arguments"); return NULL; }
   int ok = 1;
   const int64_t rows = (int64_t)num(env, argv[1], &ok), cols = (int64_t)num(env, argv[2], &ok), k = (int64_t)num(env, argv[3], &ok);
   if (!ok || rows < 0 || cols < 0 || k < 1 || k > cols) { napi_throw_range_error(env, NULL, "fista-kernels: fistaCutRows: bad sizes"); return NULL; }
   const double *W = typed(env, argv[0], napi_float64_array, (size_t)(rows * cols), &ok);
   uint8_t *mask = typed(env, argv[4], napi_uint8_array, (size_t)(rows * cols), &ok);
+  double *out = typed(env, argv[5], napi_float64_array, (size_t)(rows * cols), &ok);
   if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaCutRows: arrays of the wrong type or too short"); return NULL; }
   double *scratch = malloc((size_t)(cols > 0 ? 3 * cols : 1) * sizeof(double));
   if (!scratch) { napi_throw_error(env, NULL, "fista-kernels: out of memory"); return NULL; }
   int64_t nanAt = -1;
   for (int64_t r = 0; r < rows && nanAt < 0; r++) {
-    const int64_t j = cut_row(W + r * cols, cols, k, mask + r * cols, scratch);
+    const int64_t j = cut_row(W + r * cols, cols, k, mask + r * cols, out + r * cols, scratch);
     if (j >= 0) nanAt = r * cols + j;
   }
   free(scratch);
-  napi_value out;
-  CHECK(napi_create_double(env, (double)nanAt, &out));
-  return out;
+  napi_value result;
+  CHECK(napi_create_double(env, (double)nanAt, &result));
+  return result;
 }

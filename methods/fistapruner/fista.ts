@@ -213,9 +213,16 @@ function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, ro
  * `D32`: X − W already rounded to float32 (saves a pass on upload).
  */
 export function timesGram(pp: PreparedProblem, X: Float64Array, D32?: Float32Array, out?: Float32Array): Vec {
-  if (pp.host) return hostProduct(pp.host.native, D32 ?? Float32Array.from(change(pp, X)), pp.host.G, pp.rows, pp.cols, out);
+  if (pp.host) return hostProduct(pp.host.native, D32 ?? change32(pp, X), pp.host.G, pp.rows, pp.cols, out);
   if (pp.backend) return productOn(pp.backend.la, D32 ?? change(pp, X), pp.rows, pp.backend.G);
   return matmul({ rows: pp.rows, cols: pp.cols, data: change(pp, X) }, pp.G).data;
+}
+
+/** X − W rounded to float32 (as `upload` rounds `change`'s values). */
+function change32(pp: PreparedProblem, X: Float64Array): Float32Array {
+  const d = new Float32Array(X.length);
+  for (let i = 0; i < X.length; i++) d[i] = X[i]! - pp.W[i]!;
+  return d;
 }
 
 /** X − W, the change from the dense weight. */
@@ -263,13 +270,9 @@ export function lambdaMax(pp: PreparedProblem): number {
  * a function of the scores alone), the others and any NaN (whose error masks.ts words) here.
  */
 export function cutMask(W: ArrayLike<number>, rows: number, cols: number, cut: Cut, native?: NativeKernels): Uint8Array {
-  if (native?.fistaCutRows && cut.kind === 'row' && W instanceof Float64Array && W.length === rows * cols) {
-    validateSparsity(cut.sparsity, 'sparsity');
-    const k = pruneCount(cols, cut.sparsity);
-    if (k > 0) {
-      const mask = new Uint8Array(W.length);
-      if (native.fistaCutRows(W, rows, cols, k, mask) < 0) return mask;
-    }
+  if (W instanceof Float64Array) {
+    const mask = nativeCut(W, rows, cols, cut, native, new Float64Array(W.length));
+    if (mask) return mask;
   }
   // A plain loop: Float64Array.from with a map function is several times slower in V8.
   const a = new Float64Array(W.length);
@@ -277,10 +280,25 @@ export function cutMask(W: ArrayLike<number>, rows: number, cols: number, cut: C
   return maskForCut(a, rows, cols, cut);
 }
 
+/**
+ * The per-row cut by `NativeKernels.fistaCutRows` where it applies: the mask, with `out` (may be
+ * W) = W masked; null where it does not (another cut, k = 0, no kernel) or W holds a NaN.
+ */
+function nativeCut(W: Float64Array, rows: number, cols: number, cut: Cut, native: NativeKernels | undefined, out: Float64Array): Uint8Array | null {
+  if (!native?.fistaCutRows || cut.kind !== 'row' || W.length !== rows * cols) return null;
+  validateSparsity(cut.sparsity, 'sparsity');
+  const k = pruneCount(cols, cut.sparsity);
+  if (k === 0) return null;
+  const mask = new Uint8Array(W.length);
+  return native.fistaCutRows(W, rows, cols, k, mask, out) < 0 ? mask : null;
+}
+
 /** H(W): W with the cut applied (a new array) and its mask (`native`: see cutMask). */
 export function hardThreshold(W: Float64Array, rows: number, cols: number, cut: Cut, native?: NativeKernels): { W: Float64Array; mask: Uint8Array } {
-  const mask = cutMask(W, rows, cols, cut, native);
   const out = new Float64Array(W.length);
+  const nmask = nativeCut(W, rows, cols, cut, native, out);
+  if (nmask) return { W: out, mask: nmask };
+  const mask = cutMask(W, rows, cols, cut);
   for (let i = 0; i < W.length; i++) if (mask[i]) out[i] = W[i]!;
   return { W: out, mask };
 }
@@ -585,7 +603,11 @@ function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): 
   let lambda = o.lambda0 ?? 1e-3 * lmax;
   const native = pp.host?.native;
   const project = o.projectEveryIteration
-    ? (W: Float64Array) => { const m = cutMask(W, rows, cols, o.cut, native); for (let i = 0; i < W.length; i++) if (!m[i]) W[i] = 0; }
+    ? (W: Float64Array) => {
+      if (nativeCut(W, rows, cols, o.cut, native, W)) return;
+      const m = cutMask(W, rows, cols, o.cut);
+      for (let i = 0; i < W.length; i++) if (!m[i]) W[i] = 0;
+    }
     : undefined;
 
   const warm = hardThreshold(W0, rows, cols, o.cut, native);

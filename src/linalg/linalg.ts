@@ -119,8 +119,9 @@ export interface NativeKernels {
     next: Float64Array, D32: Float32Array, sums: Float64Array, rows: number, cols: number, beta: number, step: number, thr: number): void;
   /**
    * The keep-mask (1 = keep) of the k smallest |W| in each row of `[rows, cols]` W, ties pruned
-   * lower index first: `maskPerRow` (src/prune/masks.ts) on |W|, for 0 < k ≤ cols. Returns −1, or
-   * the flat index of the first NaN (the mask is then incomplete). Absent from an addon built before it.
+   * lower index first: `maskPerRow` (src/prune/masks.ts) on |W|, for 0 < k ≤ cols; and `out`
+   * (may be W) = W with the pruned entries +0. Returns −1, or the flat index of the first NaN
+   * (mask and out are then incomplete). Absent from an addon built before it.
    */
-  fistaCutRows?(W: Float64Array, rows: number, cols: number, k: number, mask: Uint8Array): number;
+  fistaCutRows?(W: Float64Array, rows: number, cols: number, k: number, mask: Uint8Array, out: Float64Array): number;
 }

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { installWasmMatmul, noteWorkerThreads, openblasAddon, openblasUnavailable } from '../../src/backend/openblas.ts';
 import { backendLinAlg } from '../../src/linalg/backend.ts';
 import type { LinAlg, NativeKernels } from '../../src/linalg/linalg.ts';
-import { cutMask, solveOperator, type GramProblem, type SolveOptions } from '../../methods/fistapruner/fista.ts';
+import { cutMask, hardThreshold, solveOperator, type GramProblem, type SolveOptions } from '../../methods/fistapruner/fista.ts';
 import { maskPerRow, type Cut } from '../../src/prune/masks.ts';
 import { mulberry32 } from '../../src/util/random.ts';
 import { setupBackend } from '../support.ts';
@@ -99,17 +99,22 @@ describe('FISTAPruner on the native kernels (OpenBLAS)', { skip }, () => {
     const cut = backendLinAlg().native!.fistaCutRows!;
     const W = new Float64Array([0.5, -0.1, 0.1, 0, 2, /* row 2 */ 3, -3, 3, 1, -1]);
     const mask = new Uint8Array(10);
-    assert.equal(cut(W, 2, 5, 2, mask), -1);
+    const out = new Float64Array(10);
+    assert.equal(cut(W, 2, 5, 2, mask, out), -1);
     // Row 1: 0 (index 3), then −0.1 before 0.1; row 2: the two 1s.
     assert.deepEqual([...mask], [1, 0, 1, 0, 1, 1, 1, 1, 0, 0]);
-    assert.equal(cut(W, 2, 5, 4, mask), -1);
-    // Row 2: 1, 1, then two of the three 3s in index order (3, −3).
+    assert.deepEqual([...out], [0.5, 0, 0.1, 0, 2, 3, -3, 3, 0, 0]);
+    assert.ok(Object.is(out[1], 0) && Object.is(out[9], 0), 'pruned entries are +0');
+    // In place (out = W), k = 4. Row 2: 1, 1, then two of the three 3s in index order (3, −3).
+    const Wc = W.slice();
+    assert.equal(cut(Wc, 2, 5, 4, mask, Wc), -1);
     assert.deepEqual([...mask.subarray(5)], [0, 0, 1, 0, 0]);
+    assert.deepEqual([...Wc], [0, 0, 0, 0, 2, 0, 0, 3, 0, 0]);
     W[7] = NaN;
-    assert.equal(cut(W, 2, 5, 2, mask), 7);
+    assert.equal(cut(W, 2, 5, 2, mask, out), 7);
   });
 
-  it('the per-row cut equals masks.ts maskPerRow on |W|: ties, runs of zeros, every sparsity; NaN worded by masks.ts', () => {
+  it('the per-row cut equals masks.ts maskPerRow on |W| (ties, runs of zeros, every sparsity), H(W) the TypeScript one; NaN worded by masks.ts', () => {
     const la = backendLinAlg();
     const rng = mulberry32(5);
     const rows = 37, cols = 203;
@@ -121,6 +126,8 @@ describe('FISTAPruner on the native kernels (OpenBLAS)', { skip }, () => {
     }
     const dense = Float64Array.from({ length: rows * cols }, () => rng() * 2 - 1);
     assert.deepEqual(cutMask(dense, rows, cols, { kind: 'row', sparsity: 0.5 }, la.native), maskPerRow(dense.map(Math.abs), rows, cols, 0.5));
+    const h = hardThreshold(dense, rows, cols, { kind: 'row', sparsity: 0.5 }, la.native);
+    assert.deepEqual(h, hardThreshold(dense, rows, cols, { kind: 'row', sparsity: 0.5 }));
     dense[3 * cols + 7] = NaN;
     assert.throws(() => cutMask(dense, rows, cols, { kind: 'row', sparsity: 0.5 }, la.native), /maskPerRow: score at flat index 616 is NaN/);
   });
