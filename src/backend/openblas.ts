@@ -123,6 +123,21 @@ export function noteWorkerThreads(delta: number): void {
   if (installed === 'openblas') setOpenblasThreads(defaultBlasThreads());
 }
 
+/**
+ * Runs fn (on the main thread, while this process's worker threads wait for it) with OpenBLAS's
+ * products on up to `n` threads instead of the share `noteWorkerThreads` leaves the main thread,
+ * then back to that share. Results do not change: a product's tiles do not depend on the count.
+ */
+export async function withBlasThreads<T>(n: number, fn: () => Promise<T>): Promise<T> {
+  if (installed !== 'openblas' || !isMainThread) return fn();
+  setOpenblasThreads(Math.max(1, Math.min(n, os.availableParallelism())));
+  try {
+    return await fn();
+  } finally {
+    setOpenblasThreads(defaultBlasThreads());
+  }
+}
+
 /** For results: the kernel and, with OpenBLAS, its build and threads. */
 export function describeWasmMatmul(): { kernel: MatmulKernel; openblas?: string; threads?: number } | null {
   if (installed === null) return null;
