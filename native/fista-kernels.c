@@ -1,18 +1,19 @@
 /*
  * FISTAPruner's per-iteration host pass (methods/fistapruner/fista.ts `acceptStep`) and its exact
- * per-row cut (src/prune/masks.ts `maskPerRow` on |W|), in C, compiled into the OpenBLAS addon.
+ * per-row cut (src/prune/masks.ts `maskPerRow` on |W|, with fista.ts `hardThreshold`'s H(W)), in
+ * C, compiled into the OpenBLAS addon (scripts/build-native.sh) and offered as `LinAlg.native`.
  *
  * Hand-written because no library does these: the pass is a fused FISTA step (momentum point,
  * gradient step, soft threshold, objective and early-stop sums, float32 copy of the change) whose
  * float64 operations must be exactly those of the TypeScript, in the same order, so that the
  * iterates, objectives and masks do not change with the kernel (BLAS has no such fused step, and
- * its reductions sum in its own order). Compiled with -ffp-contract=off (no fused multiply-adds).
+ * its reductions sum in its own order); the cut is an exact selection with PruneLab's tie rule.
+ * Compiled with -ffp-contract=off (no fused multiply-adds).
  *
  * The pass runs on one thread: its sums over the whole matrix (‖Z − W‖², ‖W‖², ‖next‖₁) run in
- * index order as the TypeScript's, which a split over threads would change; it is a few per cent
- * of the iteration's product, and with more threads the engine solves a group's operators side
- * by side. The cut's rows are independent (a mask is a pure function of each row's scores), so
- * it needs no order and runs on one thread too (it is called a few times per solve).
+ * index order as the TypeScript's, which a split over threads would change; with more threads the
+ * engine solves a group's operators side by side instead. The cut runs on one thread too (a few
+ * calls per solve; rows are independent, so splitting them would not change a mask).
  */
 #include <node_api.h>
 #include <math.h>
