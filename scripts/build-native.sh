@@ -4,7 +4,7 @@
 # native/build/openblas-kernels.node. Run by `npm install` / `npm ci`
 # and by `npm run build-native`. Optional: where the C compiler, Node's headers or OpenBLAS are
 # missing it says what to install and exits 0, and PruneLab runs on the wasm backend's own products.
-# Plain cc rather than node-gyp: one C file, one library, nothing to configure.
+# Plain cc rather than node-gyp: two C files, one library, nothing to configure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
