@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Build native/openblas-kernels.c (OpenBLAS matrix products for the wasm backend, see
-# src/backend/openblas.ts) into native/build/openblas-kernels.node. Run by `npm install` / `npm ci`
+# src/backend/openblas.ts) and native/fista-kernels.c (FISTAPruner's host pass) into
+# native/build/openblas-kernels.node. Run by `npm install` / `npm ci`
 # and by `npm run build-native`. Optional: where the C compiler, Node's headers or OpenBLAS are
 # missing it says what to install and exits 0, and PruneLab runs on the wasm backend's own products.
-# Plain cc rather than node-gyp: one C file, one library, nothing to configure.
+# Plain cc rather than node-gyp: two C files, one library, nothing to configure.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,12 +26,13 @@ if [[ -z "$cblas_dir" ]] || ! "$cc" -print-file-name=libopenblas.so | grep -q /;
 fi
 mkdir -p native/build
 tmp="$out.tmp.$$"
-if "$cc" -O2 -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
-    native/openblas-kernels.c -lopenblas -o "$tmp"; then
+# -ffp-contract=off: the host kernels repeat TypeScript's float64 operations exactly (no fused multiply-adds).
+if "$cc" -O2 -ffp-contract=off -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
+    native/openblas-kernels.c native/fista-kernels.c -lopenblas -lm -o "$tmp"; then
   mv "$tmp" "$out"
   say "built $out"
 else
   rm -f "$tmp"
-  say "compiling native/openblas-kernels.c failed: skipped; products stay on the wasm backend's XNNPACK"
+  say "compiling native/*.c failed: skipped; products stay on the wasm backend's XNNPACK"
 fi
 exit 0
