@@ -254,9 +254,12 @@ static napi_value describe(napi_env env, napi_callback_info info) {
 static napi_value upperCholeskyOfInverse(napi_env env, napi_callback_info info);
 static napi_value obsSweepBlock(napi_env env, napi_callback_info info);
 static napi_value hostGemm(napi_env env, napi_callback_info info);
-/* The elementwise kernels (native/elementwise-kernels.c); weak, so that this file still builds
- * and loads alone (bench/addon-ab.ts compiles a revision of it by itself). */
+/* The elementwise kernels (native/elementwise-kernels.c); weak, so that a build without that file
+ * (bench/addon-ab.ts compiles revisions by hand) still loads, without them. */
 extern napi_status elementwise_register(napi_env env, napi_value exports) __attribute__((weak));
+/* FISTAPruner's host pass and cut, in native/fista-kernels.c. */
+napi_value fistaAcceptStep(napi_env env, napi_callback_info info);
+napi_value fistaCutRows(napi_env env, napi_callback_info info);
 
 static napi_value init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1); /* every OpenBLAS call is one tile on one thread (see the header) */
@@ -267,6 +270,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"upperCholeskyOfInverse", NULL, upperCholeskyOfInverse, NULL, NULL, NULL, napi_default, NULL},
     {"obsSweepBlock", NULL, obsSweepBlock, NULL, NULL, NULL, napi_default, NULL},
     {"hostGemm", NULL, hostGemm, NULL, NULL, NULL, napi_default, NULL},
+    {"fistaAcceptStep", NULL, fistaAcceptStep, NULL, NULL, NULL, napi_default, NULL},
+    {"fistaCutRows", NULL, fistaCutRows, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   if (elementwise_register && elementwise_register(env, exports) != napi_ok) return NULL;

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build native/openblas-kernels.c (OpenBLAS matrix products for the wasm backend, see
-# src/backend/openblas.ts) and native/elementwise-kernels.c (its elementwise and row kernels, see
+# src/backend/openblas.ts), native/fista-kernels.c (FISTAPruner's host pass) and
+# native/elementwise-kernels.c (the wasm backend's elementwise and row kernels, see
 # src/backend/native-elementwise.ts) into native/build/openblas-kernels.node. Run by `npm install` / `npm ci`
 # and by `npm run build-native`. Optional: where the C compiler, Node's headers or OpenBLAS are
 # missing it says what to install and exits 0, and PruneLab runs on the wasm backend's own products.
-# Plain cc rather than node-gyp: two C files, one library, nothing to configure. The elementwise
+# Plain cc rather than node-gyp: three C files, one library, nothing to configure. The elementwise
 # file is built at -O3 (its loops vectorised, once per AVX width) with -ffp-contract=off (no
 # fused multiply-adds: every width does the same IEEE operations), -fno-math-errno and
 # -fno-trapping-math (sqrtf without its errno branch, selects as blends: the values are the same).
@@ -29,15 +30,16 @@ if [[ -z "$cblas_dir" ]] || ! "$cc" -print-file-name=libopenblas.so | grep -q /;
 fi
 mkdir -p native/build
 tmp="$out.tmp.$$"
+# -ffp-contract=off: the host kernels repeat TypeScript's float64 operations exactly (no fused multiply-adds).
 if "$cc" -O3 -ffp-contract=off -fno-math-errno -fno-trapping-math -c -fPIC -Wall -Werror -I"$node_include" \
     native/elementwise-kernels.c -o "$tmp.o" &&
-  "$cc" -O2 -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
-    native/openblas-kernels.c "$tmp.o" -lopenblas -o "$tmp"; then
+  "$cc" -O2 -ffp-contract=off -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
+    native/openblas-kernels.c native/fista-kernels.c "$tmp.o" -lopenblas -lm -o "$tmp"; then
   rm -f "$tmp.o"
   mv "$tmp" "$out"
   say "built $out"
 else
   rm -f "$tmp" "$tmp.o"
-  say "compiling native/openblas-kernels.c or native/elementwise-kernels.c failed: skipped; products stay on the wasm backend's XNNPACK"
+  say "compiling native/*.c failed: skipped; products stay on the wasm backend's XNNPACK"
 fi
 exit 0

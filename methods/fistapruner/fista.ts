@@ -17,6 +17,15 @@
  * on use, and no product is computed twice: a round that restarts from W_best reuses its product
  * from its cut, and the first round reuses H(W₀)'s when the cut leaves W₀ unchanged. Each of these
  * gives the values the recomputed product would, so results are unchanged.
+ * Where the backend has native host kernels (`LinAlg.native`: OpenBLAS under WebAssembly; issue
+ * 12) the same work runs in host memory instead, with the same values: the products by the
+ * backend's own product kernel on host Float32Arrays (`NativeKernels.matMul`, the same tiles as
+ * the backend product), so no upload, dispatch or read per product; each accepted FISTA step in C
+ * (`fistaAcceptStep`, native/fista-kernels.c: `acceptStep`'s float64 operations in its order, on
+ * one thread, its sums in index order); and the exact per-row cut in C (`fistaCutRows`: a mask is
+ * a function of the scores alone). G stays on the backend for the power iteration only. Without
+ * them (XNNPACK, WebGPU, no addon) the TypeScript below runs: the reference the native kernels
+ * are tested against, bit for bit (test/methods/fistapruner-native.test.ts).
  * With float64 (or no LinAlg) everything runs on the host in float64: the reference.
  *
  * Products are taken of the change D = W* − W from the dense weight, not of W* itself, so that
@@ -30,8 +39,8 @@
  * λ_max = ‖∇f(0)‖_∞ = max|W·C| is taken once in `prepare`.
  */
 import { fromArray, matmul, maxEigenvalueSym, type Mat } from '../../src/linalg/dense.ts';
-import { maskForCut, type Cut } from '../../src/prune/masks.ts';
-import type { LinAlg, Matrix } from '../../src/linalg/linalg.ts';
+import { maskForCut, pruneCount, validateSparsity, type Cut } from '../../src/prune/masks.ts';
+import type { LinAlg, Matrix, NativeKernels } from '../../src/linalg/linalg.ts';
 
 /** One operator's least-squares problem, all row-major. */
 export interface GramProblem {
@@ -70,6 +79,13 @@ export interface PreparedProblem {
   lambdaMax: number;
   /** G on the backend (float32 numerics, resident for repeated products), else absent. */
   backend?: { la: LinAlg; G: Matrix };
+  /**
+   * With float32 numerics where the backend has native host kernels (`LinAlg.native`: OpenBLAS):
+   * G as float32 in host memory, multiplied by the backend's own product kernel on host arrays
+   * (the same tiles, so the same values as the backend product) without the upload, dispatch and
+   * read of each product; the backend's G then serves only the power iteration.
+   */
+  host?: { native: NativeKernels; G: Float32Array };
 }
 
 /** Frees the backend copy of G (no-op on the host). */
@@ -102,18 +118,16 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
   const { rows, cols } = p;
   checkLen(p.weight, rows * cols, 'weight');
   for (const k of ['gram', 'cross', 'denseGram'] as const) checkLen(p[k], cols * cols, k);
-  const G = fromArray(cols, cols, p.gram);
-  for (let i = 0; i < cols; i++) {
-    for (let j = i + 1; j < cols; j++) {
-      const s = 0.5 * (G.data[i * cols + j]! + G.data[j * cols + i]!);
-      G.data[i * cols + j] = s;
-      G.data[j * cols + i] = s;
-    }
-  }
+  const G: Mat = { rows: cols, cols, data: Float64Array.from(p.gram) };
+  symmetrise(G.data, cols);
   const W = fromArray(rows, cols, p.weight);
   const onBackend = la !== undefined && la.numerics === 'float32';
+  const native = onBackend ? la.native : undefined;
+  const W32 = native ? Float32Array.from(W.data) : null;
   const times = (M: ArrayLike<number>): Vec => {
     if (!onBackend) return matmul(W, fromArray(cols, cols, M)).data;
+    // Float32 as `upload` rounds them.
+    if (native) return hostProduct(native, W32!, M instanceof Float32Array ? M : Float32Array.from(M), rows, cols);
     const m = la.upload(M, cols, cols);
     try {
       return productOn(la, W.data, rows, m);
@@ -121,16 +135,13 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
       la.dispose(m);
     }
   };
-  // The differences are formed in float64 from the float32 statistics, before any product.
-  const CminusG = new Float64Array(cols * cols);
-  const M = new Float64Array(cols * cols);
-  let corrected = false;
-  for (let i = 0; i < M.length; i++) {
-    const c = p.cross[i]!, g = G.data[i]!;
-    CminusG[i] = c - g;
-    M[i] = g - 2 * c + p.denseGram[i]!;
-    if (CminusG[i] !== 0 || M[i] !== 0) corrected = true;
-  }
+  // The differences are formed in float64 from the float32 statistics, before any product (with
+  // native products stored as float32 at once: the rounding the upload would make).
+  const n2 = cols * cols;
+  const CminusG = native ? new Float32Array(n2) : new Float64Array(n2);
+  const M = native ? new Float32Array(n2) : new Float64Array(n2);
+  const corrected = differences(G.data, p.cross instanceof Float64Array ? p.cross : Float64Array.from(p.cross),
+    p.denseGram instanceof Float64Array ? p.denseGram : Float64Array.from(p.denseGram), CminusG, M);
   // Without correction (X* = X) B and c0 are zero up to G's symmetrisation: still computed, exactly as defined.
   const B = corrected ? times(CminusG) : new Float32Array(rows * cols);
   let c0 = 0;
@@ -141,26 +152,77 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
   const WC = times(p.cross);
   let lmax = 0;
   for (let i = 0; i < WC.length; i++) lmax = Math.max(lmax, Math.abs(WC[i]!));
+  const G32 = onBackend ? Float32Array.from(G.data) : null;
   let backend: PreparedProblem['backend'];
   if (onBackend) {
-    const g = la.upload(G.data, cols, cols);
+    const g = la.upload(G32!, cols, cols);
     try {
       backend = { la, G: la.resident(g) };
     } finally {
       la.dispose(g);
     }
   }
-  const Wkept = p.weight instanceof Float32Array ? Float32Array.from(p.weight) : W.data;
-  return { rows, cols, G, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend };
+  const Wkept = p.weight instanceof Float32Array ? W32 ?? Float32Array.from(p.weight) : W.data;
+  const host = native ? { native, G: G32! } : undefined;
+  return { rows, cols, G, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend, host };
+}
+
+/** G ← (G + Gᵀ)/2 in place (row-major `[n, n]`), in 64 × 64 tiles: the column walk stays in cache. */
+function symmetrise(g: Float64Array, n: number): void {
+  const T = 64;
+  for (let i0 = 0; i0 < n; i0 += T) {
+    const i1 = Math.min(i0 + T, n);
+    for (let j0 = i0; j0 < n; j0 += T) {
+      const j1 = Math.min(j0 + T, n);
+      for (let i = i0; i < i1; i++) {
+        for (let j = Math.max(j0, i + 1); j < j1; j++) {
+          const s = 0.5 * (g[i * n + j]! + g[j * n + i]!);
+          g[i * n + j] = s;
+          g[j * n + i] = s;
+        }
+      }
+    }
+  }
+}
+
+/** C − G and G − 2C + H_d, formed in float64 (stored in `cmg`, `m`); whether either is nonzero anywhere. */
+function differences(g: Float64Array, c: Float64Array, hd: Float64Array, cmg: Float64Array | Float32Array, m: Float64Array | Float32Array): boolean {
+  let nonzero = 0;
+  for (let i = 0; i < g.length; i++) {
+    const ci = c[i]!, gi = g[i]!;
+    const d = ci - gi;
+    const e = gi - 2 * ci + hd[i]!;
+    cmg[i] = d;
+    m[i] = e;
+    nonzero |= Number(d !== 0) | Number(e !== 0);
+  }
+  return nonzero !== 0;
+}
+
+/**
+ * X·Y (X `[rows, n]`, Y `[n, n]`, float32 host arrays) by the backend's product kernel
+ * (`NativeKernels.matMul`), into `out` when given (every entry is written).
+ */
+function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, rows: number, n: number, out: Float32Array = new Float32Array(rows * n)): Float32Array {
+  native.matMul(X, Y, out, rows, n, n, false, false);
+  return out;
 }
 
 /**
  * (X − W)·G for a row-major `[rows, cols]` X (the product the solver works with, see the header);
  * `D32`: X − W already rounded to float32 (saves a pass on upload).
  */
-export function timesGram(pp: PreparedProblem, X: Float64Array, D32?: Float32Array): Vec {
+export function timesGram(pp: PreparedProblem, X: Float64Array, D32?: Float32Array, out?: Float32Array): Vec {
+  if (pp.host) return hostProduct(pp.host.native, D32 ?? change32(pp, X), pp.host.G, pp.rows, pp.cols, out);
   if (pp.backend) return productOn(pp.backend.la, D32 ?? change(pp, X), pp.rows, pp.backend.G);
   return matmul({ rows: pp.rows, cols: pp.cols, data: change(pp, X) }, pp.G).data;
+}
+
+/** X − W rounded to float32 (as `upload` rounds `change`'s values). */
+function change32(pp: PreparedProblem, X: Float64Array): Float32Array {
+  const d = new Float32Array(X.length);
+  for (let i = 0; i < X.length; i++) d[i] = X[i]! - pp.W[i]!;
+  return d;
 }
 
 /** X − W, the change from the dense weight. */
@@ -202,18 +264,41 @@ export function lambdaMax(pp: PreparedProblem): number {
   return pp.lambdaMax;
 }
 
-/** Keep-mask of the exact cut on |W| (ties: lower index pruned first, see masks.ts). */
-export function cutMask(W: ArrayLike<number>, rows: number, cols: number, cut: Cut): Uint8Array {
+/**
+ * Keep-mask of the exact cut on |W| (ties: lower index pruned first, see masks.ts); the per-row
+ * cut by the native kernel where given (`NativeKernels.fistaCutRows`: the same mask, a mask being
+ * a function of the scores alone), the others and any NaN (whose error masks.ts words) here.
+ */
+export function cutMask(W: ArrayLike<number>, rows: number, cols: number, cut: Cut, native?: NativeKernels): Uint8Array {
+  if (W instanceof Float64Array) {
+    const mask = nativeCut(W, rows, cols, cut, native, new Float64Array(W.length));
+    if (mask) return mask;
+  }
   // A plain loop: Float64Array.from with a map function is several times slower in V8.
   const a = new Float64Array(W.length);
   for (let i = 0; i < a.length; i++) a[i] = Math.abs(W[i]!);
   return maskForCut(a, rows, cols, cut);
 }
 
-/** H(W): W with the cut applied (a new array) and its mask. */
-export function hardThreshold(W: Float64Array, rows: number, cols: number, cut: Cut): { W: Float64Array; mask: Uint8Array } {
-  const mask = cutMask(W, rows, cols, cut);
+/**
+ * The per-row cut by `NativeKernels.fistaCutRows` where it applies: the mask, with `out` (may be
+ * W) = W masked; null where it does not (another cut, k = 0, no kernel) or W holds a NaN.
+ */
+function nativeCut(W: Float64Array, rows: number, cols: number, cut: Cut, native: NativeKernels | undefined, out: Float64Array): Uint8Array | null {
+  if (!native?.fistaCutRows || cut.kind !== 'row' || W.length !== rows * cols) return null;
+  validateSparsity(cut.sparsity, 'sparsity');
+  const k = pruneCount(cols, cut.sparsity);
+  if (k === 0) return null;
+  const mask = new Uint8Array(W.length);
+  return native.fistaCutRows(W, rows, cols, k, mask, out) < 0 ? mask : null;
+}
+
+/** H(W): W with the cut applied (a new array) and its mask (`native`: see cutMask). */
+export function hardThreshold(W: Float64Array, rows: number, cols: number, cut: Cut, native?: NativeKernels): { W: Float64Array; mask: Uint8Array } {
   const out = new Float64Array(W.length);
+  const nmask = nativeCut(W, rows, cols, cut, native, out);
+  if (nmask) return { W: out, mask: nmask };
+  const mask = cutMask(W, rows, cols, cut);
   for (let i = 0; i < W.length; i++) if (mask[i]) out[i] = W[i]!;
   return { W: out, mask };
 }
@@ -296,6 +381,7 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
     if (D32) D32[i] = z - Wd[i]!;
   }
   let spare: Float64Array | null = null;
+  let freeP: Float32Array | null = null;
   const sums = new Float64Array(4);
   let k = 0;
   let rejected = 0;
@@ -307,7 +393,9 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
       for (let i = 0; i < n; i++) l1 += Math.abs(Z[i]!);
       if (D32) for (let i = 0; i < n; i++) D32[i] = Z[i]! - Wd[i]!;
     }
-    const PZ = timesGram(pp, Z, D32 ?? undefined);
+    // A product buffer this run made and no longer needs is reused (not the caller's W0G).
+    const PZ = timesGram(pp, Z, D32 ?? undefined, freeP ?? undefined);
+    freeP = null;
     const tn = a.momentum === false ? 1 : (1 + Math.sqrt(1 + 4 * t * t)) / 2;
     k++;
     const next = spare ?? new Float64Array(n);
@@ -327,12 +415,14 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
       rejected++;
       objective.push(F);
       spare = Z;
+      if (PZ instanceof Float32Array) freeP = PZ;
     } else {
       const beta = (t - 1) / tn;
       const [smooth, dd, ww, l1z] = acceptStep(pp, Z, PZ, W, P, beta, step, thr, next, D32, sums);
       l1n = l1z;
       const Fz = monotone ? FzFirst : smooth + pp.c0 + lambda * l1;
       spare = W;
+      if (P !== a.W0G && P instanceof Float32Array) freeP = P;
       W = Z;
       P = PZ;
       F = Fz;
@@ -360,6 +450,11 @@ function acceptStep(pp: PreparedProblem, Z: Float64Array, PZ: Vec, W: Float64Arr
   next: Float64Array, D32: Float32Array | null, sums: Float64Array): Float64Array {
   const B = pp.B;
   const Wd = pp.W;
+  const native = pp.host?.native.fistaAcceptStep;
+  if (native && D32 && PZ instanceof Float32Array && P instanceof Float32Array && B instanceof Float32Array && Wd instanceof Float32Array) {
+    native(Z, PZ, W, P, B, Wd, next, D32, sums, pp.rows, pp.cols, beta, step, thr);
+    return sums;
+  }
   const cols = pp.cols;
   let dd = 0;
   let ww = 0;
@@ -506,11 +601,16 @@ function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): 
   const L = lipschitz(pp, o.powerIters);
   const lmax = lambdaMax(pp);
   let lambda = o.lambda0 ?? 1e-3 * lmax;
+  const native = pp.host?.native;
   const project = o.projectEveryIteration
-    ? (W: Float64Array) => { const m = cutMask(W, rows, cols, o.cut); for (let i = 0; i < W.length; i++) if (!m[i]) W[i] = 0; }
+    ? (W: Float64Array) => {
+      if (nativeCut(W, rows, cols, o.cut, native, W)) return;
+      const m = cutMask(W, rows, cols, o.cut);
+      for (let i = 0; i < W.length; i++) if (!m[i]) W[i] = 0;
+    }
     : undefined;
 
-  const warm = hardThreshold(W0, rows, cols, o.cut);
+  const warm = hardThreshold(W0, rows, cols, o.cut, native);
   const warmG = timesGram(pp, warm.W);
   const warmErr = outputError(pp, warm.W, warmG);
   type Candidate = { W: Float64Array; G: Vec; mask: Uint8Array; e: number; lambda: number; tag: SolveResult['best'] };
@@ -524,7 +624,7 @@ function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): 
   let startG: Vec | undefined = sameValues(warm.W, W0) ? warmG : undefined;
   for (let r = 0; r < o.maxRounds; r++) {
     const run = fista(pp, { W0: start, W0G: startG, lambda, L, iters: o.itersPerRound, tol: o.tol, project, monotone: o.monotone });
-    const cut = hardThreshold(run.W, rows, cols, o.cut);
+    const cut = hardThreshold(run.W, rows, cols, o.cut, native);
     const cutG = timesGram(pp, cut.W);
     const eTotal = outputError(pp, cut.W, cutG);
     const eRound = roundingError(cut.W, cutG, run.W, run.WG);

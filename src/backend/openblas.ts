@@ -33,6 +33,9 @@ interface OpenBlasAddon extends Partial<ElementwiseAddon> {
   upperCholeskyOfInverse(heap: ArrayBuffer, off: number, n: number): [number, number];
   obsSweepBlock: NativeKernels['obsSweepBlock'];
   hostGemm(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: number, transB: number): void;
+  /** native/fista-kernels.c (absent from an addon built before it). */
+  fistaAcceptStep?: NativeKernels['fistaAcceptStep'];
+  fistaCutRows?: NativeKernels['fistaCutRows'];
 }
 
 /** The environment variable the choice travels in (worker threads inherit it). */
@@ -128,6 +131,21 @@ function setOpenblasThreads(n: number): void {
 export function noteWorkerThreads(delta: number): void {
   liveWorkers = Math.max(0, liveWorkers + delta);
   if (installed === 'openblas') setOpenblasThreads(defaultBlasThreads());
+}
+
+/**
+ * Runs fn (on the main thread, while this process's worker threads wait for it) with OpenBLAS's
+ * products on up to `n` threads instead of the share `noteWorkerThreads` leaves the main thread,
+ * then back to that share. Results do not change: a product's tiles do not depend on the count.
+ */
+export async function withBlasThreads<T>(n: number, fn: () => Promise<T>): Promise<T> {
+  if (installed !== 'openblas' || !isMainThread) return fn();
+  setOpenblasThreads(Math.max(1, Math.min(n, os.availableParallelism())));
+  try {
+    return await fn();
+  } finally {
+    setOpenblasThreads(defaultBlasThreads());
+  }
 }
 
 /** An addon built before native/elementwise-kernels.c lacks its entry points. */

@@ -108,4 +108,20 @@ export interface NativeKernels {
    * `[m, n]`) by the backend's own product kernel, so with its values and thread-count independence.
    */
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
+  /**
+   * FISTAPruner's accepted step (`acceptStep` in methods/fistapruner/fista.ts, the same float64
+   * operations in the same order, on one thread): from Z, W (float64) and PZ = (Z − W_d)·G,
+   * P = (W − W_d)·G, B, W_d (float32), all `[rows, cols]`, writes next = prox(Y − ∇f(Y)/L) at
+   * Y = Z + β(Z − W), D32 = next − W_d (float32) and sums = [Σ_rows Σ (Z − W_d)(½PZ − B),
+   * ‖Z − W‖², ‖W‖², ‖next‖₁]. Absent from an addon built before it.
+   */
+  fistaAcceptStep?(Z: Float64Array, PZ: Float32Array, W: Float64Array, P: Float32Array, B: Float32Array, Wd: Float32Array,
+    next: Float64Array, D32: Float32Array, sums: Float64Array, rows: number, cols: number, beta: number, step: number, thr: number): void;
+  /**
+   * The keep-mask (1 = keep) of the k smallest |W| in each row of `[rows, cols]` W, ties pruned
+   * lower index first: `maskPerRow` (src/prune/masks.ts) on |W|, for 0 < k ≤ cols; and `out`
+   * (may be W) = W with the pruned entries +0. Returns −1, or the flat index of the first NaN
+   * (mask and out are then incomplete). Absent from an addon built before it.
+   */
+  fistaCutRows?(W: Float64Array, rows: number, cols: number, k: number, mask: Uint8Array, out: Float64Array): number;
 }

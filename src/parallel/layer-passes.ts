@@ -13,6 +13,7 @@ import { blockDistanceSum, collectLayerStats, requestByTap, runLayer, type Hidde
 import { ForwardPool, type DistanceMetric, type HostLinear } from './forward-pool.ts';
 import { coresFree, poolPays } from './threads.ts';
 import { yieldIfDue } from '../backend/yield.ts';
+import { withBlasThreads } from '../backend/openblas.ts';
 import { solveInProcess, solveOnPool, type OperatorSolve } from '../prune/parallel-operators.ts';
 import type { OperatorDecision } from '../prune/method.ts';
 
@@ -135,7 +136,10 @@ export class PooledPasses implements LayerPasses {
   }
 
   solve(s: OperatorSolve): Promise<OperatorDecision[]> {
-    return solveOnPool(this.pool, s);
+    if (s.remote && s.ctx.operators.length > 1) return solveOnPool(this.pool, s);
+    // Solved in process (one operator, or a method the workers cannot load) while the workers
+    // wait: its products may use their cores (the pool's workers otherwise leave it one share).
+    return withBlasThreads(this.threads, () => solveOnPool(this.pool, s));
   }
 
   close(): Promise<void> {

@@ -369,11 +369,12 @@ test('warmStartCandidate and refit never make the error worse; refit keeps the m
   assert.deepEqual(refit.mask, base.mask);
 });
 
-/** The backend LinAlg, counting its products. */
+/** The backend LinAlg, counting its products (on the backend, and on host arrays where it has native kernels). */
 function countingLinAlg(): { la: LinAlg; products: () => number } {
   const inner = backendLinAlg();
   let n = 0;
-  return { la: { ...inner, matMul: (a, b, o) => { n++; return inner.matMul(a, b, o); } }, products: () => n };
+  const native = inner.native && { ...inner.native, matMul: (...args: Parameters<NonNullable<LinAlg['native']>['matMul']>) => { n++; inner.native!.matMul(...args); } };
+  return { la: { ...inner, matMul: (a, b, o) => { n++; return inner.matMul(a, b, o); }, native }, products: () => n };
 }
 
 test('products on the backend: one per FISTA iteration, none computed twice, results as with every product recomputed', () => {

@@ -1,0 +1,213 @@
+/*
+ * FISTAPruner's per-iteration host pass (methods/fistapruner/fista.ts `acceptStep`) and its exact
+ * per-row cut (src/prune/masks.ts `maskPerRow` on |W|, with fista.ts `hardThreshold`'s H(W)), in
+ * C, compiled into the OpenBLAS addon (scripts/build-native.sh) and offered as `LinAlg.native`.
+ *
+ * Hand-written because no library does these: the pass is a fused FISTA step (momentum point,
+ * gradient step, soft threshold, objective and early-stop sums, float32 copy of the change) whose
+ * float64 operations must be exactly those of the TypeScript, in the same order, so that the
+ * iterates, objectives and masks do not change with the kernel (BLAS has no such fused step, and
+ * its reductions sum in its own order); the cut is an exact selection with PruneLab's tie rule.
+ * Compiled with -ffp-contract=off (no fused multiply-adds).
+ *
+ * The pass runs on one thread: its sums over the whole matrix (‖Z − W‖², ‖W‖², ‖next‖₁) run in
+ * index order as the TypeScript's, which a split over threads would change; with more threads the
+ * engine solves a group's operators side by side instead. The cut runs on one thread too (a few
+ * calls per solve; rows are independent, so splitting them would not change a mask).
+ */
+#include <node_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "fista-kernels: bad arguments"); return NULL; } } while (0)
+
+static double num(napi_env env, napi_value v, int *ok) {
+  double d = 0;
+  if (napi_get_value_double(env, v, &d) != napi_ok) *ok = 0;
+  return d;
+}
+
+static void *typed(napi_env env, napi_value v, napi_typedarray_type want, size_t need, int *ok) {
+  napi_typedarray_type type;
+  size_t length = 0;
+  void *data = NULL;
+  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != want || length < need) *ok = 0;
+  return data;
+}
+
+/* The elementwise part of acceptStep for `len` entries: next and D32, and each entry's terms of
+ * the four sums (no reduction here, so the loop vectorises; no reassociation either way). */
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
+static void step_terms(const double *restrict Z, const float *restrict PZ, const double *restrict W, const float *restrict P,
+    const float *restrict B, const float *restrict Wd, double *restrict next, float *restrict D32, int64_t len, double beta,
+    double step, double thr, double *restrict ts, double *restrict td, double *restrict tw, double *restrict tm) {
+  for (int64_t i = 0; i < len; i++) {
+    const double zi = Z[i], pzi = PZ[i], bi = B[i], wdi = Wd[i], wi = W[i];
+    ts[i] = (zi - wdi) * (0.5 * pzi - bi);
+    const double d = zi - wi;
+    td[i] = d * d;
+    tw[i] = wi * wi;
+    const double v = zi + beta * d - step * (pzi + beta * (pzi - (double)P[i]) - bi);
+    const double a = fabs(v) - thr;
+    const double m = 0.5 * (a + fabs(a));
+    const double z = m - 2 * m * (double)(v < 0);
+    next[i] = z;
+    tm[i] = m;
+    D32[i] = (float)(z - wdi);
+  }
+}
+
+enum { CHUNK = 256 };
+
+/* fista.ts acceptStep, operation for operation (see there): the terms a chunk at a time, then
+ * added to the four sums one entry after another, in index order as the TypeScript adds them. */
+static void accept_step(const double *Z, const float *PZ, const double *W, const float *P, const float *B, const float *Wd,
+    double *next, float *D32, int64_t rows, int64_t cols, double beta, double step, double thr, double *sums) {
+  double ts[CHUNK], td[CHUNK], tw[CHUNK], tm[CHUNK];
+  double dd = 0, ww = 0, l1n = 0, smooth = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    double s = 0;
+    for (int64_t c0 = 0; c0 < cols; c0 += CHUNK) {
+      const int64_t len = cols - c0 < CHUNK ? cols - c0 : CHUNK, o = r * cols + c0;
+      step_terms(Z + o, PZ + o, W + o, P + o, B + o, Wd + o, next + o, D32 + o, len, beta, step, thr, ts, td, tw, tm);
+      for (int64_t j = 0; j < len; j++) {
+        s += ts[j];
+        dd += td[j];
+        ww += tw[j];
+        l1n += tm[j];
+      }
+    }
+    smooth += s;
+  }
+  sums[0] = smooth;
+  sums[1] = dd;
+  sums[2] = ww;
+  sums[3] = l1n;
+}
+
+/* fistaAcceptStep(Z, PZ, W, P, B, Wd, next, D32, sums, rows, cols, beta, step, thr): Float64Array
+ * Z, W, next, sums (4); Float32Array PZ, P, B, Wd, D32; all `[rows, cols]` row-major. */
+napi_value fistaAcceptStep(napi_env env, napi_callback_info info) {
+  size_t argc = 14;
+  napi_value argv[14];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 14) { napi_throw_error(env, NULL, "fista-kernels: fistaAcceptStep takes 14 arguments"); return NULL; }
+  int ok = 1;
+  const int64_t rows = (int64_t)num(env, argv[9], &ok), cols = (int64_t)num(env, argv[10], &ok);
+  const double beta = num(env, argv[11], &ok), step = num(env, argv[12], &ok), thr = num(env, argv[13], &ok);
+  if (!ok || rows < 0 || cols < 0) { napi_throw_range_error(env, NULL, "fista-kernels: fistaAcceptStep: bad sizes"); return NULL; }
+  const size_t n = (size_t)(rows * cols);
+  const double *Z = typed(env, argv[0], napi_float64_array, n, &ok);
+  const float *PZ = typed(env, argv[1], napi_float32_array, n, &ok);
+  const double *W = typed(env, argv[2], napi_float64_array, n, &ok);
+  const float *P = typed(env, argv[3], napi_float32_array, n, &ok);
+  const float *B = typed(env, argv[4], napi_float32_array, n, &ok);
+  const float *Wd = typed(env, argv[5], napi_float32_array, n, &ok);
+  double *next = typed(env, argv[6], napi_float64_array, n, &ok);
+  float *D32 = typed(env, argv[7], napi_float32_array, n, &ok);
+  double *sums = typed(env, argv[8], napi_float64_array, 4, &ok);
+  if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaAcceptStep: arrays of the wrong type or too short"); return NULL; }
+  accept_step(Z, PZ, W, P, B, Wd, next, D32, rows, cols, beta, step, thr, sums);
+  return NULL;
+}
+
+/* ---- The exact per-row cut on |W| (masks.ts maskPerRow on cutMask's scores) ---- */
+
+static int cmp_double(const void *x, const void *y) {
+  const double a = *(const double *)x, b = *(const double *)y;
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/* The value of rank k (0-based, ascending) of a[0..n) (consumed, as are b1 and b2, scratch as
+ * long): three-way quickselect, out of place and without a data-dependent branch (as masks.ts
+ * kthSmallest): each round copies every value to both the below-pivot and the above-pivot buffer
+ * and advances each count by the comparison; a branching partition mispredicts on about half the
+ * values. Median-of-three pivot; sorted outright after 64 rounds (bounded worst case). Any exact
+ * selection gives the same value, and the mask depends on nothing else (ties are settled by index). */
+static double kth_smallest(double *a, double *b1, double *b2, int64_t n, int64_t k) {
+  double *bufs[3] = {a, b1, b2};
+  int s = 0;
+  int64_t len = n;
+  for (int round = 0;; round++) {
+    double *src = bufs[s];
+    if (len <= 16 || round > 64) {
+      qsort(src, (size_t)len, sizeof(double), cmp_double);
+      return src[k];
+    }
+    double x = src[0], y = src[len / 2], z = src[len - 1], t;
+    if (x > y) { t = x; x = y; y = t; }
+    if (y > z) y = z;
+    const double pivot = x > y ? x : y;
+    double *less = bufs[(s + 1) % 3], *more = bufs[(s + 2) % 3];
+    int64_t nl = 0, nm = 0;
+    for (int64_t i = 0; i < len; i++) {
+      const double v = src[i];
+      less[nl] = v;
+      more[nm] = v;
+      nl += v < pivot;
+      nm += v > pivot;
+    }
+    if (k < nl) { s = (s + 1) % 3; len = nl; }
+    else if (k < len - nm) return pivot;
+    else { k -= len - nm; s = (s + 2) % 3; len = nm; }
+  }
+}
+
+/* One row: prune the k smallest |w| (ties: lower index first), as masks.ts maskPerRow and
+ * pruneBelow, then out = w where kept, else +0 (fista.ts hardThreshold; out may be w). Returns
+ * the row-local index of a NaN (nothing written), or -1. */
+static int64_t cut_row(const double *w, int64_t cols, int64_t k, uint8_t *mask, double *out, double *scratch) {
+  /* The copy also finds the minimum and how often it occurs: when at least k entries share it (a
+   * row already cut), it is the k-th smallest value. */
+  double min = INFINITY;
+  int64_t atMin = 0;
+  for (int64_t j = 0; j < cols; j++) {
+    const double v = fabs(w[j]);
+    if (v != v) return j;
+    scratch[j] = v;
+    if (v < min) { min = v; atMin = 0; }
+    atMin += v == min;
+  }
+  const double t = atMin >= k ? min : kth_smallest(scratch, scratch + cols, scratch + 2 * cols, cols, k - 1);
+  int64_t below = 0;
+  for (int64_t j = 0; j < cols; j++) below += fabs(w[j]) < t;
+  int64_t ties = k - below;
+  for (int64_t j = 0; j < cols; j++) {
+    const double v = fabs(w[j]);
+    const int tie = (v == t) & (ties > 0);
+    mask[j] = (uint8_t)(1 - ((v < t) | tie));
+    ties -= tie;
+  }
+  for (int64_t j = 0; j < cols; j++) out[j] = mask[j] ? w[j] : 0.0;
+  return -1;
+}
+
+/* fistaCutRows(W, rows, cols, k, mask, out) -> -1 or the flat index of the first NaN: mask
+ * (Uint8Array, 1 = keep) of the k smallest |W| of each row of the Float64Array W (0 < k <= cols),
+ * and out (Float64Array, may be W itself) = W with the pruned entries +0. */
+napi_value fistaCutRows(napi_env env, napi_callback_info info) {
+  size_t argc = 6;
+  napi_value argv[6];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 6) { napi_throw_error(env, NULL, "fista-kernels: fistaCutRows takes 6 arguments"); return NULL; }
+  int ok = 1;
+  const int64_t rows = (int64_t)num(env, argv[1], &ok), cols = (int64_t)num(env, argv[2], &ok), k = (int64_t)num(env, argv[3], &ok);
+  if (!ok || rows < 0 || cols < 0 || k < 1 || k > cols) { napi_throw_range_error(env, NULL, "fista-kernels: fistaCutRows: bad sizes"); return NULL; }
+  const double *W = typed(env, argv[0], napi_float64_array, (size_t)(rows * cols), &ok);
+  uint8_t *mask = typed(env, argv[4], napi_uint8_array, (size_t)(rows * cols), &ok);
+  double *out = typed(env, argv[5], napi_float64_array, (size_t)(rows * cols), &ok);
+  if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaCutRows: arrays of the wrong type or too short"); return NULL; }
+  double *scratch = malloc((size_t)(cols > 0 ? 3 * cols : 1) * sizeof(double));
+  if (!scratch) { napi_throw_error(env, NULL, "fista-kernels: out of memory"); return NULL; }
+  int64_t nanAt = -1;
+  for (int64_t r = 0; r < rows && nanAt < 0; r++) {
+    const int64_t j = cut_row(W + r * cols, cols, k, mask + r * cols, out + r * cols, scratch);
+    if (j >= 0) nanAt = r * cols + j;
+  }
+  free(scratch);
+  napi_value result;
+  CHECK(napi_create_double(env, (double)nanAt, &result));
+  return result;
+}
