@@ -1,7 +1,8 @@
 /*
  * The forward pass's non-product kernels for the WebAssembly backend: elementwise Add / Sub /
  * Multiply (same shape, scalar, a repeated trailing block, a value per row), Square, Rsqrt,
- * Sigmoid, Exp, and Mean / Softmax over the last axis (src/backend/native-elementwise.ts).
+ * Sigmoid, Exp, Mean / Softmax over the last axis, Sum over leading or trailing axes and two forms
+ * of Transpose (src/backend/native-elementwise.ts).
  *
  * Hand-written because these must run in place on the WebAssembly heap (operands by element
  * offset), split over the addon's own thread pool (native/openblas-kernels.c) with results that do
@@ -151,6 +152,84 @@ static void split_run(int kind, const void *k, int64_t total, int64_t unit, int 
   prunelab_pool_run(run_block, &s, blocks);
 }
 
+/* ---- sums and transposes: bit-identical to the wasm kernels, which sum in one running float ---- */
+
+/* Sums over the leading (COLS: out[c] = sum over r of x[r][c]) or trailing axes (ROWS: out[r] =
+ * sum over c), each in one float32 accumulator from 0 in index order, as the wasm Sum does: column
+ * sums run down the rows with every column its own accumulator (the compiler may vectorise across
+ * columns, never along one), so the bits are the wasm kernel's. */
+typedef struct {
+  const float *x;
+  float *out;
+  int64_t rows, cols;
+  int byColumns;
+} Sum;
+
+enum { SUM_COLS = 256 }; /* columns a block of column sums takes */
+
+static void sum_block(void *ctx, int64_t t) {
+  const Sum *s = ctx;
+  if (s->byColumns) {
+    const int64_t c0 = t * SUM_COLS, c1 = c0 + SUM_COLS < s->cols ? c0 + SUM_COLS : s->cols;
+    float *o = s->out;
+    for (int64_t c = c0; c < c1; c++) o[c] = 0.0f;
+    for (int64_t r = 0; r < s->rows; r++) {
+      const float *x = s->x + r * s->cols;
+      for (int64_t c = c0; c < c1; c++) o[c] += x[c];
+    }
+  } else {
+    const int64_t per = BLOCK / s->cols > 0 ? BLOCK / s->cols : 1;
+    const int64_t r0 = t * per, r1 = r0 + per < s->rows ? r0 + per : s->rows;
+    for (int64_t r = r0; r < r1; r++) {
+      const float *x = s->x + r * s->cols;
+      float acc = 0.0f;
+      for (int64_t c = 0; c < s->cols; c++) acc += x[c];
+      s->out[r] = acc;
+    }
+  }
+}
+
+/* Transposes: out = x with its axes permuted. Two forms: the last two axes swapped (a batch of
+ * matrices, in 32 x 32 blocks so that reads and writes both stay in cache lines), or any
+ * permutation that keeps the last axis (contiguous runs copied as they are). */
+enum { T_TILE = 32, T_MAX_RANK = 6 };
+
+typedef struct {
+  const float *x;
+  float *out;
+  int64_t batch, rows, cols; /* swap form */
+  int rank;                  /* run form: out's shape and, per out axis, x's stride */
+  int64_t shape[T_MAX_RANK], stride[T_MAX_RANK], run, runs;
+  int swap;
+} Transpose;
+
+static void transpose_block(void *ctx, int64_t t) {
+  const Transpose *p = ctx;
+  if (p->swap) {
+    const int64_t bandsPer = (p->rows + T_TILE - 1) / T_TILE, b = t / bandsPer, r0 = (t % bandsPer) * T_TILE;
+    const int64_t r1 = r0 + T_TILE < p->rows ? r0 + T_TILE : p->rows;
+    const float *x = p->x + b * p->rows * p->cols;
+    float *o = p->out + b * p->rows * p->cols;
+    for (int64_t c0 = 0; c0 < p->cols; c0 += T_TILE) {
+      const int64_t c1 = c0 + T_TILE < p->cols ? c0 + T_TILE : p->cols;
+      for (int64_t c = c0; c < c1; c++)
+        for (int64_t r = r0; r < r1; r++) o[c * p->rows + r] = x[r * p->cols + c];
+    }
+    return;
+  }
+  /* Runs [t * per, ...) of out, each `run` contiguous floats read from x at the run's strided offset. */
+  const int64_t per = BLOCK / p->run > 0 ? BLOCK / p->run : 1;
+  const int64_t i0 = t * per, i1 = i0 + per < p->runs ? i0 + per : p->runs;
+  for (int64_t i = i0; i < i1; i++) {
+    int64_t rest = i, src = 0;
+    for (int d = p->rank - 2; d >= 0; d--) {
+      src += (rest % p->shape[d]) * p->stride[d];
+      rest /= p->shape[d];
+    }
+    memcpy(p->out + i * p->run, p->x + src, (size_t)p->run * sizeof(float));
+  }
+}
+
 /* ---- N-API ---- */
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "elementwise-kernels: bad arguments"); return NULL; } } while (0)
@@ -231,6 +310,82 @@ static napi_value rows(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* sum(heap, rows, cols, byColumns, xOff, outOff): the [rows, cols] matrix's column sums (cols
+ * values) or row sums (rows values), in the wasm Sum's order. */
+static napi_value sum(napi_env env, napi_callback_info info) {
+  int64_t v[5], elems;
+  float *heap = heap_args(env, info, 5, v, &elems);
+  if (!heap) return NULL;
+  const int64_t nr = v[0], nc = v[1], byColumns = v[2], xOff = v[3], oOff = v[4];
+  if (byColumns > 1 || xOff + nr * nc > elems || oOff + (byColumns ? nc : nr) > elems) return out_of_range(env);
+  if ((byColumns ? nc : nr) == 0) return NULL;
+  const Sum k = {heap + xOff, heap + oOff, nr, nc, (int)byColumns};
+  const int64_t tasks = byColumns ? (nc + SUM_COLS - 1) / SUM_COLS : (nr + (BLOCK / nc > 0 ? BLOCK / nc : 1) - 1) / (BLOCK / nc > 0 ? BLOCK / nc : 1);
+  if (nr * nc < POOL_MIN_WORK) for (int64_t t = 0; t < tasks; t++) sum_block((void *)&k, t);
+  else prunelab_pool_run(sum_block, (void *)&k, tasks);
+  return NULL;
+}
+
+/* transpose(heap, xOff, outOff, rank, perm..., shape...): out = x with axes permuted by perm
+ * (out axis i is x's axis perm[i]); x's shape given. Only the two forms of Transpose above; the
+ * caller checks which applies. */
+static napi_value transpose(napi_env env, napi_callback_info info) {
+  napi_value argv[4 + 2 * T_MAX_RANK];
+  size_t argc = 4 + 2 * T_MAX_RANK;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  void *data = NULL;
+  size_t bytes = 0;
+  int64_t a[3 + 2 * T_MAX_RANK];
+  if (argc < 4 || napi_get_arraybuffer_info(env, argv[0], &data, &bytes) != napi_ok) return out_of_range(env);
+  for (size_t i = 1; i < argc; i++) {
+    double d;
+    if (napi_get_value_double(env, argv[i], &d) != napi_ok || d != d || d < 0 || d > 9.0e15) return out_of_range(env);
+    a[i - 1] = (int64_t)d;
+  }
+  const int64_t xOff = a[0], oOff = a[1], rank = a[2];
+  if (rank < 2 || rank > T_MAX_RANK || argc != (size_t)(4 + 2 * rank)) return out_of_range(env);
+  const int64_t *perm = a + 3, *shape = a + 3 + rank;
+  int64_t n = 1, seen = 0;
+  for (int64_t i = 0; i < rank; i++) {
+    if (perm[i] >= rank || (seen >> perm[i]) & 1) return out_of_range(env);
+    seen |= (int64_t)1 << perm[i];
+    n *= shape[i];
+  }
+  const int64_t elems = (int64_t)(bytes / 4);
+  if (xOff + n > elems || oOff + n > elems) return out_of_range(env);
+  if (n == 0) return NULL;
+  float *heap = data;
+  Transpose k;
+  memset(&k, 0, sizeof k);
+  k.x = heap + xOff;
+  k.out = heap + oOff;
+  int64_t tasks;
+  int swap = perm[rank - 1] == rank - 2 && perm[rank - 2] == rank - 1;
+  for (int64_t i = 0; i < rank - 2 && swap; i++) swap = perm[i] == i;
+  if (swap) {
+    k.swap = 1;
+    k.rows = shape[rank - 2];
+    k.cols = shape[rank - 1];
+    k.batch = n / (k.rows * k.cols);
+    tasks = k.batch * ((k.rows + T_TILE - 1) / T_TILE);
+  } else if (perm[rank - 1] == rank - 1) {
+    int64_t xStride[T_MAX_RANK];
+    xStride[rank - 1] = 1;
+    for (int64_t d = rank - 2; d >= 0; d--) xStride[d] = xStride[d + 1] * shape[d + 1];
+    k.rank = (int)rank;
+    for (int64_t i = 0; i < rank; i++) { k.shape[i] = shape[perm[i]]; k.stride[i] = xStride[perm[i]]; }
+    k.run = shape[rank - 1];
+    k.runs = n / k.run;
+    const int64_t per = BLOCK / k.run > 0 ? BLOCK / k.run : 1;
+    tasks = (k.runs + per - 1) / per;
+  } else {
+    return out_of_range(env);
+  }
+  if (n < POOL_MIN_WORK) for (int64_t t = 0; t < tasks; t++) transpose_block(&k, t);
+  else prunelab_pool_run(transpose_block, &k, tasks);
+  return NULL;
+}
+
 /* simd() -> the vector width in use, for results; simd(name) first switches to that width where
  * the CPU has it (tests: every width must give the same bits), or back to the best with "". */
 static napi_value simd(napi_env env, napi_callback_info info) {
@@ -258,6 +413,8 @@ napi_status elementwise_register(napi_env env, napi_value exports) {
     {"ewUnary", NULL, unary, NULL, NULL, NULL, napi_default, NULL},
     {"ewRows", NULL, rows, NULL, NULL, NULL, napi_default, NULL},
     {"ewSimd", NULL, simd, NULL, NULL, NULL, napi_default, NULL},
+    {"ewSum", NULL, sum, NULL, NULL, NULL, napi_default, NULL},
+    {"ewTranspose", NULL, transpose, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

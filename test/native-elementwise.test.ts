@@ -106,6 +106,23 @@ describe('native elementwise kernels on the wasm backend', { skip }, () => {
     assert.equal(tf.memory().numTensors, before.numTensors);
   });
 
+  it('Sum over leading or trailing axes and Transpose: bit-identical to the wasm kernels', () => {
+    const before = tf.memory();
+    const x = t([N, D], 12, 4, true), x3 = t([6, 50, 70], 13), small = t([5, 7], 14), x5 = t([2, 9, 3, 4, 8], 15), wide = t([3, 1000], 16);
+    const cases: [string, () => tf.Tensor][] = [
+      ['sum over rows (column sums)', () => tf.sum(x, 0)], ['sum over the last axis', () => tf.sum(x, 1)], ['sum of everything', () => tf.sum(x)],
+      ['sum over two leading axes', () => tf.sum(x3, [0, 1])], ['sum over two trailing axes, kept dims', () => tf.sum(x3, [1, 2], true)],
+      ['column sums, small (inline)', () => tf.sum(small, 0)], ['column sums of a wide matrix (several blocks)', () => tf.sum(wide, 0)],
+      ['Wanda\'s ‖X_j‖²', () => tf.sum(tf.square(x), 0)],
+      ['transpose 2-D', () => tf.transpose(x)], ['transpose 2-D, small', () => tf.transpose(small)], ['transpose the last two of 3-D', () => tf.transpose(x3, [0, 2, 1])],
+      ['attention\'s [0, 2, 3, 1, 4]', () => tf.transpose(x5, [0, 2, 3, 1, 4])], ['attention\'s [0, 3, 1, 2, 4]', () => tf.transpose(x5, [0, 3, 1, 2, 4])],
+      ['[1, 0, 2]', () => tf.transpose(x3, [1, 0, 2])],
+    ];
+    for (const [what, f] of cases) assertSameAsWasm(f, what);
+    tf.dispose([x, x3, small, x5, wide]);
+    assert.equal(tf.memory().numTensors, before.numTensors);
+  });
+
   it('Square and Rsqrt: bit-identical to the wasm kernels, special values included', () => {
     const x = t([N, D], 12, 100, true), small = t([3, 5], 13, 1, true);
     for (const v of [x, small]) {
@@ -220,6 +237,8 @@ describe('native elementwise kernels on the wasm backend', { skip }, () => {
       ewUnary: (...a) => { calls.unary++; lib!.ewUnary(...a); },
       ewRows: (...a) => { calls.rows++; lib!.ewRows(...a); },
       ewSimd: () => lib!.ewSimd(),
+      ewSum: (...a) => { calls.rows++; lib!.ewSum(...a); },
+      ewTranspose: (...a) => { calls.rows++; lib!.ewTranspose(...a); },
     };
     uninstallNativeElementwise();
     installNativeElementwise(counting);
@@ -231,6 +250,7 @@ describe('native elementwise kernels on the wasm backend', { skip }, () => {
         ['int32 mean', () => tf.mean(i, -1)],
         ['a middle axis broadcast', () => tf.add(a, b)], ['both broadcast', () => tf.mul(c, d)],
         ['mean over axis 0', () => tf.mean(x, 0)], ['mean over every axis', () => tf.mean(x)], ['mean over two axes', () => tf.mean(b, [1, 2])],
+        ['int32 sum', () => tf.sum(i, 0)], ['sum over a middle axis', () => tf.sum(b, 1)], ['transpose moving the last axis', () => tf.transpose(b, [2, 0, 1])],
       ];
       for (const [what, f] of cases) {
         const seen = { ...calls };

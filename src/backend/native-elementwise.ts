@@ -12,6 +12,8 @@
  *   one value per row (RMSNorm's scale): bit-identical to the wasm kernels (one IEEE operation);
  * - Square, Rsqrt (1 / sqrt, as the wasm kernel): bit-identical;
  * - Sigmoid, Exp, and Softmax over the last axis: within a few ulp of the exact value;
+ * - Sum over leading or trailing axes: the wasm kernel's one running float32 sum (bit-identical),
+ *   without its transpose; Transpose swapping the last two axes or keeping the last: exact copies;
  * - Mean over the last axis: 16 partial sums in a fixed order (the wasm kernel sums in one
  *   running float, so the last bits differ; the partial sums are the more accurate).
  *
@@ -28,6 +30,10 @@ export interface ElementwiseAddon {
   ewRows(heap: ArrayBuffer, op: number, rows: number, cols: number, xOff: number, outOff: number): void;
   /** The vector width in use: avx512f, avx2, sse2 (baseline off x86); with a name, first switch to it if the CPU has it ('' = the widest). */
   ewSimd(use?: string): string;
+  /** Column sums (`byColumns` 1) or row sums (0) of a `[rows, cols]` matrix, in the wasm Sum's order. */
+  ewSum(heap: ArrayBuffer, rows: number, cols: number, byColumns: number, xOff: number, outOff: number): void;
+  /** x permuted by `perm` (last two axes swapped, or any permutation keeping the last axis); `perm` and x's shape follow. */
+  ewTranspose(heap: ArrayBuffer, xOff: number, outOff: number, rank: number, ...permThenShape: number[]): void;
 }
 
 // The codes of native/elementwise-kernels.c.
@@ -42,7 +48,7 @@ interface WasmBackendInternals {
   wasm: { HEAPU8: Uint8Array };
 }
 
-const KERNELS = [tf.Add, tf.Sub, tf.Multiply, tf.Square, tf.Rsqrt, tf.Sigmoid, tf.Exp, tf.Mean, tf.Softmax] as const;
+const KERNELS = [tf.Add, tf.Sub, tf.Multiply, tf.Square, tf.Rsqrt, tf.Sigmoid, tf.Exp, tf.Mean, tf.Softmax, tf.Sum, tf.Transpose] as const;
 
 let originals: Map<string, tf.KernelConfig> | null = null;
 
@@ -87,6 +93,8 @@ function nativeKernel(name: string, lib: ElementwiseAddon, fallback: tf.KernelFu
     case tf.Exp: return unaryKernel(lib, UNARY.exp, fallback);
     case tf.Mean: return meanKernel(lib, fallback);
     case tf.Softmax: return softmaxKernel(lib, fallback);
+    case tf.Sum: return sumKernel(lib, fallback);
+    case tf.Transpose: return transposeKernel(lib, fallback);
     default: return fallback;
   }
 }
@@ -186,6 +194,50 @@ function softmaxKernel(lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.Kerne
     const rows = tf.util.sizeFromShape(logits.shape) / cols;
     const out = backend.makeOutput([...logits.shape], 'float32');
     if (rows > 0) lib.ewRows(heapOf(backend), ROWS.softmax, rows, cols, offset(backend, logits), offset(backend, out));
+    return out;
+  };
+}
+
+/**
+ * Sum over leading axes (column sums of the `[lead, rest]` view: Wanda's ‖X_j‖², the statistics'
+ * column sums) or trailing axes (row sums): the same float32 running sum as the wasm kernel, which
+ * first transposes the reduced axes inward (the transpose was most of its time). Others: the wasm kernel.
+ */
+function sumKernel(lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    const rank = x.shape.length;
+    if (x.dtype !== 'float32' || rank === 0) return fallback(args);
+    const axes = [...tf.util.parseAxisParam(axis, x.shape)].sort((p, q) => p - q);
+    const leading = axes.every((a, i) => a === i), trailing = axes.every((a, i) => a === rank - axes.length + i);
+    if (axes.length === 0 || !(leading || trailing)) return fallback(args);
+    const n = tf.util.sizeFromShape(x.shape);
+    const reduced = axes.reduce((p, a) => p * x.shape[a]!, 1);
+    const outShape = keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
+    if (reduced === 0) return fallback(args); // sums of nothing: the wasm kernel's zeros
+    const out = backend.makeOutput(outShape, 'float32');
+    // All axes count as trailing (one row): one running sum over every element.
+    const byColumns = leading && !trailing ? 1 : 0;
+    const rows = byColumns ? reduced : n / reduced, cols = byColumns ? n / reduced : reduced;
+    if (n > 0) lib.ewSum(heapOf(backend), rows, cols, byColumns, offset(backend, x), offset(backend, out));
+    return out;
+  };
+}
+
+/** Transposes that swap the last two axes or keep the last one (attention's head shuffles, weights read as `[out, in]`). */
+function transposeKernel(lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const { perm } = args.attrs as { perm: number[] };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    const rank = x.shape.length;
+    if (x.dtype !== 'float32' || rank < 2 || rank > 6 || perm.length !== rank) return fallback(args);
+    const swap = perm[rank - 1] === rank - 2 && perm[rank - 2] === rank - 1 && perm.slice(0, -2).every((p, i) => p === i);
+    if (!swap && perm[rank - 1] !== rank - 1) return fallback(args);
+    const out = backend.makeOutput(perm.map((p) => x.shape[p]!), 'float32');
+    if (tf.util.sizeFromShape(x.shape) > 0) lib.ewTranspose(heapOf(backend), offset(backend, x), offset(backend, out), rank, ...perm, ...x.shape);
     return out;
   };
 }
