@@ -107,6 +107,10 @@ export async function runTorchSection(o: TorchSectionOptions): Promise<void> {
     print(`PyTorch ${info.torch} (Python ${info.python}, ${info.executable}), numpy ${info.numpy}; BLAS: ${info.blas};`
       + ` OMP_WAIT_POLICY=${info.omp_wait_policy}.`);
     print(`${os.cpus()[0]?.model ?? 'unknown CPU'}, ${cores} cores; PruneLab on the ${tf.getBackend()} backend.`);
+    // Measured (2026-12-02, Xeon, openblas-pthread): torch.set_num_threads(1) ran a 2048³ product at CPU/wall 2.0.
+    print('"PyTorch n thr" is `torch.set_num_threads(n)`: PyTorch\'s own threads. Its matrix products go to the system BLAS, whose'
+      + ' pthread build of OpenBLAS keeps its own thread count (every core unless OPENBLAS_NUM_THREADS says otherwise), so with'
+      + ' that build "1 thr" still multiplies on every core; PruneLab\'s figures use every core too.');
     if (/\/blas\/libblas\.so/.test(info.blas)) {
       print('**Warning:** PyTorch runs on the reference (netlib) BLAS, ~50–100× slower than OpenBLAS; '
         + 'install `libopenblas0-openmp` for the figures a PyTorch user would see.');
