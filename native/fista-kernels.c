@@ -20,22 +20,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include "napi-args.h"
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "fista-kernels: bad arguments"); return NULL; } } while (0)
-
-static double num(napi_env env, napi_value v, int *ok) {
-  double d = 0;
-  if (napi_get_value_double(env, v, &d) != napi_ok) *ok = 0;
-  return d;
-}
-
-static void *typed(napi_env env, napi_value v, napi_typedarray_type want, size_t need, int *ok) {
-  napi_typedarray_type type;
-  size_t length = 0;
-  void *data = NULL;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != want || length < need) *ok = 0;
-  return data;
-}
 
 /* The elementwise part of acceptStep for `len` entries: next and D32, and each entry's terms of
  * the four sums (no reduction here, so the loop vectorises; no reassociation either way). */

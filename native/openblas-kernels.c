@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include "napi-args.h"
 
 extern void openblas_set_num_threads(int);
 extern char *openblas_get_config(void);
@@ -147,12 +148,6 @@ static void run_product(const Product *p) {
 }
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "openblas-kernels: bad arguments"); return NULL; } } while (0)
-
-static double num(napi_env env, napi_value v, int *ok) {
-  double d = 0;
-  if (napi_get_value_double(env, v, &d) != napi_ok) *ok = 0;
-  return d;
-}
 
 /* The side of `parts` near-equal blocks of `n`, rounded up to a multiple of 64 (n itself if one block). */
 static int64_t block_side(int64_t n, int64_t parts) {
@@ -449,14 +444,6 @@ static void *sweep_rows(void *arg) {
     for (int64_t r = r0; r < r1; r++) sweep_row(s, r);
   }
   return NULL;
-}
-
-static void *typed(napi_env env, napi_value v, napi_typedarray_type want, size_t need, int *ok) {
-  napi_typedarray_type type;
-  size_t length = 0;
-  void *data = NULL;
-  if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != want || length < need) *ok = 0;
-  return data;
 }
 
 /* obsSweepBlock(w0, upd, U, invD2, mask, weight, errT, wb, err, nzIdx, nzCnt,
