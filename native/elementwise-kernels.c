@@ -163,6 +163,7 @@ typedef struct {
   float *out;
   int64_t rows, cols;
   int byColumns;
+  int64_t perBlock; /* rows a block of row sums takes */
 } Sum;
 
 enum { SUM_COLS = 256 }; /* columns a block of column sums takes */
@@ -178,8 +179,7 @@ static void sum_block(void *ctx, int64_t t) {
       for (int64_t c = c0; c < c1; c++) o[c] += x[c];
     }
   } else {
-    const int64_t per = BLOCK / s->cols > 0 ? BLOCK / s->cols : 1;
-    const int64_t r0 = t * per, r1 = r0 + per < s->rows ? r0 + per : s->rows;
+    const int64_t r0 = t * s->perBlock, r1 = r0 + s->perBlock < s->rows ? r0 + s->perBlock : s->rows;
     for (int64_t r = r0; r < r1; r++) {
       const float *x = s->x + r * s->cols;
       float acc = 0.0f;
@@ -199,7 +199,7 @@ typedef struct {
   float *out;
   int64_t batch, rows, cols; /* swap form */
   int rank;                  /* run form: out's shape and, per out axis, x's stride */
-  int64_t shape[T_MAX_RANK], stride[T_MAX_RANK], run, runs;
+  int64_t shape[T_MAX_RANK], stride[T_MAX_RANK], run, runs, perBlock; /* perBlock: runs a block copies */
   int swap;
 } Transpose;
 
@@ -218,8 +218,7 @@ static void transpose_block(void *ctx, int64_t t) {
     return;
   }
   /* Runs [t * per, ...) of out, each `run` contiguous floats read from x at the run's strided offset. */
-  const int64_t per = BLOCK / p->run > 0 ? BLOCK / p->run : 1;
-  const int64_t i0 = t * per, i1 = i0 + per < p->runs ? i0 + per : p->runs;
+  const int64_t i0 = t * p->perBlock, i1 = i0 + p->perBlock < p->runs ? i0 + p->perBlock : p->runs;
   for (int64_t i = i0; i < i1; i++) {
     int64_t rest = i, src = 0;
     for (int d = p->rank - 2; d >= 0; d--) {
@@ -319,8 +318,8 @@ static napi_value sum(napi_env env, napi_callback_info info) {
   const int64_t nr = v[0], nc = v[1], byColumns = v[2], xOff = v[3], oOff = v[4];
   if (byColumns > 1 || xOff + nr * nc > elems || oOff + (byColumns ? nc : nr) > elems) return out_of_range(env);
   if ((byColumns ? nc : nr) == 0) return NULL;
-  const Sum k = {heap + xOff, heap + oOff, nr, nc, (int)byColumns};
-  const int64_t tasks = byColumns ? (nc + SUM_COLS - 1) / SUM_COLS : (nr + (BLOCK / nc > 0 ? BLOCK / nc : 1) - 1) / (BLOCK / nc > 0 ? BLOCK / nc : 1);
+  const Sum k = {heap + xOff, heap + oOff, nr, nc, (int)byColumns, nc > 0 && BLOCK / nc > 0 ? BLOCK / nc : 1};
+  const int64_t tasks = byColumns ? (nc + SUM_COLS - 1) / SUM_COLS : (nr + k.perBlock - 1) / k.perBlock;
   if (nr * nc < POOL_MIN_WORK) for (int64_t t = 0; t < tasks; t++) sum_block((void *)&k, t);
   else prunelab_pool_run(sum_block, (void *)&k, tasks);
   return NULL;
@@ -376,8 +375,8 @@ static napi_value transpose(napi_env env, napi_callback_info info) {
     for (int64_t i = 0; i < rank; i++) { k.shape[i] = shape[perm[i]]; k.stride[i] = xStride[perm[i]]; }
     k.run = shape[rank - 1];
     k.runs = n / k.run;
-    const int64_t per = BLOCK / k.run > 0 ? BLOCK / k.run : 1;
-    tasks = (k.runs + per - 1) / per;
+    k.perBlock = BLOCK / k.run > 0 ? BLOCK / k.run : 1;
+    tasks = (k.runs + k.perBlock - 1) / k.perBlock;
   } else {
     return out_of_range(env);
   }

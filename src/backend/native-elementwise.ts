@@ -164,20 +164,36 @@ function unaryKernel(lib: ElementwiseAddon, op: number, fallback: tf.KernelFunc)
   };
 }
 
+/**
+ * A float32 reduction of x over `axis` as a `[rows, cols]` view: over leading axes (byColumns: one
+ * output per column) or trailing ones (one per row; every axis counts as trailing, one row), with
+ * the output's shape; null for any other axes, dtype, or an empty reduction (the wasm kernel's
+ * zeros or NaNs).
+ */
+function reductionView(x: tf.TensorInfo, axis: number | number[], keepDims: boolean):
+  { axes: number[]; rows: number; cols: number; byColumns: 0 | 1; outShape: number[] } | null {
+  const rank = x.shape.length;
+  if (x.dtype !== 'float32' || rank === 0) return null;
+  const axes = [...tf.util.parseAxisParam(axis, x.shape)].sort((p, q) => p - q);
+  const leading = axes.every((a, i) => a === i), trailing = axes.every((a, i) => a === rank - axes.length + i);
+  const reduced = axes.reduce((p, a) => p * x.shape[a]!, 1);
+  if (axes.length === 0 || !(leading || trailing) || reduced === 0) return null;
+  const n = tf.util.sizeFromShape(x.shape);
+  const byColumns = leading && !trailing ? 1 : 0;
+  const outShape = keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
+  return { axes, rows: byColumns ? reduced : n / reduced, cols: byColumns ? n / reduced : reduced, byColumns, outShape };
+}
+
 function meanKernel(lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
   return (args) => {
     const { x } = args.inputs as { x: tf.TensorInfo };
     const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
     const backend = args.backend as unknown as WasmBackendInternals;
-    const rank = x.shape.length;
-    if (x.dtype !== 'float32' || rank === 0) return fallback(args);
-    const axes = tf.util.parseAxisParam(axis, x.shape);
-    const cols = x.shape[rank - 1]!;
-    // The last axis only (or every axis of a vector), and rows that are not empty.
-    if (axes.length !== 1 || axes[0] !== rank - 1 || cols === 0) return fallback(args);
-    const rows = tf.util.sizeFromShape(x.shape) / cols;
-    const out = backend.makeOutput(keepDims ? [...x.shape.slice(0, -1), 1] : x.shape.slice(0, -1), 'float32');
-    if (rows > 0) lib.ewRows(heapOf(backend), ROWS.mean, rows, cols, offset(backend, x), offset(backend, out));
+    const v = reductionView(x, axis, keepDims);
+    // The last axis only (or every axis of a vector).
+    if (!v || v.byColumns || v.axes.length !== 1) return fallback(args);
+    const out = backend.makeOutput(v.outShape, 'float32');
+    if (v.rows > 0) lib.ewRows(heapOf(backend), ROWS.mean, v.rows, v.cols, offset(backend, x), offset(backend, out));
     return out;
   };
 }
@@ -208,20 +224,10 @@ function sumKernel(lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFun
     const { x } = args.inputs as { x: tf.TensorInfo };
     const { axis, keepDims } = args.attrs as { axis: number | number[]; keepDims: boolean };
     const backend = args.backend as unknown as WasmBackendInternals;
-    const rank = x.shape.length;
-    if (x.dtype !== 'float32' || rank === 0) return fallback(args);
-    const axes = [...tf.util.parseAxisParam(axis, x.shape)].sort((p, q) => p - q);
-    const leading = axes.every((a, i) => a === i), trailing = axes.every((a, i) => a === rank - axes.length + i);
-    if (axes.length === 0 || !(leading || trailing)) return fallback(args);
-    const n = tf.util.sizeFromShape(x.shape);
-    const reduced = axes.reduce((p, a) => p * x.shape[a]!, 1);
-    const outShape = keepDims ? x.shape.map((d, i) => (axes.includes(i) ? 1 : d)) : x.shape.filter((_, i) => !axes.includes(i));
-    if (reduced === 0) return fallback(args); // sums of nothing: the wasm kernel's zeros
-    const out = backend.makeOutput(outShape, 'float32');
-    // All axes count as trailing (one row): one running sum over every element.
-    const byColumns = leading && !trailing ? 1 : 0;
-    const rows = byColumns ? reduced : n / reduced, cols = byColumns ? n / reduced : reduced;
-    if (n > 0) lib.ewSum(heapOf(backend), rows, cols, byColumns, offset(backend, x), offset(backend, out));
+    const v = reductionView(x, axis, keepDims);
+    if (!v) return fallback(args);
+    const out = backend.makeOutput(v.outShape, 'float32');
+    if (v.rows * v.cols > 0) lib.ewSum(heapOf(backend), v.rows, v.cols, v.byColumns, offset(backend, x), offset(backend, out));
     return out;
   };
 }
