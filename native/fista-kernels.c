@@ -10,17 +10,27 @@
  * its reductions sum in its own order); the cut is an exact selection with PruneLab's tie rule.
  * Compiled with -ffp-contract=off (no fused multiply-adds).
  *
- * The pass runs on one thread: its sums over the whole matrix (‖Z − W‖², ‖W‖², ‖next‖₁) run in
- * index order as the TypeScript's, which a split over threads would change; with more threads the
- * engine solves a group's operators side by side instead. The cut runs on one thread too (a few
- * calls per solve; rows are independent, so splitting them would not change a mask).
+ * Both split the rows over the addon's thread pool (prunelab_pool_run, native/openblas-kernels.c):
+ * a row's values do not depend on any other row, and the pass's four sums are summed per row and
+ * then over rows in row order, as the TypeScript sums them, so the results are the same for any
+ * thread count and any split.
  */
 #include <node_api.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "napi-args.h"
+
+/* The addon's thread pool (native/openblas-kernels.c): fn(ctx, t) for every t < tasks. */
+extern void prunelab_pool_run(void (*fn)(void *, int64_t), void *ctx, int64_t tasks);
+
+/* Rows per pool task: about this many entries each (the split does not change a result). */
+static int64_t rows_per_task(int64_t cols) {
+  const int64_t r = 16384 / (cols > 0 ? cols : 1);
+  return r > 0 ? r : 1;
+}
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "fista-kernels: bad arguments"); return NULL; } } while (0)
 
@@ -48,30 +58,54 @@ static void step_terms(const double *restrict Z, const float *restrict PZ, const
 
 enum { CHUNK = 256 };
 
-/* fista.ts acceptStep, operation for operation (see there): the terms a chunk at a time, then
- * added to the four sums one entry after another, in index order as the TypeScript adds them. */
-static void accept_step(const double *Z, const float *PZ, const double *W, const float *P, const float *B, const float *Wd,
-    double *next, float *D32, int64_t rows, int64_t cols, double beta, double step, double thr, double *sums) {
+typedef struct {
+  const double *Z, *W;
+  const float *PZ, *P, *B, *Wd;
+  double *next, *rowSums;
+  float *D32;
+  int64_t rows, cols, perTask;
+  double beta, step, thr;
+} StepJob;
+
+/* Rows [t·perTask, …) of fista.ts acceptStep, operation for operation (see there): the terms a
+ * chunk at a time, then added to the row's four sums one entry after another in index order, as
+ * the TypeScript adds them; rowSums[4r..4r+3] = the row's (smooth, ‖Z − W‖², ‖W‖², ‖next‖₁). */
+static void step_rows(void *ctx, int64_t t) {
+  const StepJob *j = ctx;
   double ts[CHUNK], td[CHUNK], tw[CHUNK], tm[CHUNK];
-  double dd = 0, ww = 0, l1n = 0, smooth = 0;
-  for (int64_t r = 0; r < rows; r++) {
-    double s = 0;
+  const int64_t r0 = t * j->perTask, r1 = r0 + j->perTask < j->rows ? r0 + j->perTask : j->rows, cols = j->cols;
+  for (int64_t r = r0; r < r1; r++) {
+    double s = 0, dd = 0, ww = 0, l1 = 0;
     for (int64_t c0 = 0; c0 < cols; c0 += CHUNK) {
       const int64_t len = cols - c0 < CHUNK ? cols - c0 : CHUNK, o = r * cols + c0;
-      step_terms(Z + o, PZ + o, W + o, P + o, B + o, Wd + o, next + o, D32 + o, len, beta, step, thr, ts, td, tw, tm);
-      for (int64_t j = 0; j < len; j++) {
-        s += ts[j];
-        dd += td[j];
-        ww += tw[j];
-        l1n += tm[j];
+      step_terms(j->Z + o, j->PZ + o, j->W + o, j->P + o, j->B + o, j->Wd + o, j->next + o, j->D32 + o, len,
+                 j->beta, j->step, j->thr, ts, td, tw, tm);
+      for (int64_t i = 0; i < len; i++) {
+        s += ts[i];
+        dd += td[i];
+        ww += tw[i];
+        l1 += tm[i];
       }
     }
-    smooth += s;
+    double *out = j->rowSums + 4 * r;
+    out[0] = s;
+    out[1] = dd;
+    out[2] = ww;
+    out[3] = l1;
   }
-  sums[0] = smooth;
-  sums[1] = dd;
-  sums[2] = ww;
-  sums[3] = l1n;
+}
+
+/* The whole pass: rows over the pool, then each sum over the rows in row order. */
+static int accept_step(StepJob *j, double *sums) {
+  j->rowSums = malloc((size_t)(j->rows > 0 ? 4 * j->rows : 1) * sizeof(double));
+  if (!j->rowSums) return 0;
+  j->perTask = rows_per_task(j->cols);
+  prunelab_pool_run(step_rows, j, (j->rows + j->perTask - 1) / j->perTask);
+  double total[4] = {0, 0, 0, 0};
+  for (int64_t r = 0; r < j->rows; r++) for (int q = 0; q < 4; q++) total[q] += j->rowSums[4 * r + q];
+  for (int q = 0; q < 4; q++) sums[q] = total[q];
+  free(j->rowSums);
+  return 1;
 }
 
 /* fistaAcceptStep(Z, PZ, W, P, B, Wd, next, D32, sums, rows, cols, beta, step, thr): Float64Array
@@ -96,7 +130,9 @@ napi_value fistaAcceptStep(napi_env env, napi_callback_info info) {
   float *D32 = typed(env, argv[7], napi_float32_array, n, &ok);
   double *sums = typed(env, argv[8], napi_float64_array, 4, &ok);
   if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaAcceptStep: arrays of the wrong type or too short"); return NULL; }
-  accept_step(Z, PZ, W, P, B, Wd, next, D32, rows, cols, beta, step, thr, sums);
+  StepJob job = {.Z = Z, .W = W, .PZ = PZ, .P = P, .B = B, .Wd = Wd, .next = next, .D32 = D32, .rows = rows, .cols = cols,
+                 .beta = beta, .step = step, .thr = thr};
+  if (!accept_step(&job, sums)) napi_throw_error(env, NULL, "fista-kernels: out of memory");
   return NULL;
 }
 
@@ -171,6 +207,28 @@ static int64_t cut_row(const double *w, int64_t cols, int64_t k, uint8_t *mask, 
   return -1;
 }
 
+typedef struct {
+  const double *W;
+  uint8_t *mask;
+  double *out;
+  int64_t rows, cols, k, perTask;
+  int64_t *nanAt; /* per task: the flat index of its first NaN, or -1 (a NaN ends the task's rows) */
+  atomic_int failed;
+} CutJob;
+
+static void cut_rows(void *ctx, int64_t t) {
+  CutJob *j = ctx;
+  const int64_t r0 = t * j->perTask, r1 = r0 + j->perTask < j->rows ? r0 + j->perTask : j->rows, cols = j->cols;
+  j->nanAt[t] = -1;
+  double *scratch = malloc((size_t)(cols > 0 ? 3 * cols : 1) * sizeof(double));
+  if (!scratch) { j->failed = 1; return; }
+  for (int64_t r = r0; r < r1; r++) {
+    const int64_t c = cut_row(j->W + r * cols, cols, j->k, j->mask + r * cols, j->out + r * cols, scratch);
+    if (c >= 0) { j->nanAt[t] = r * cols + c; break; }
+  }
+  free(scratch);
+}
+
 /* fistaCutRows(W, rows, cols, k, mask, out) -> -1 or the flat index of the first NaN: mask
  * (Uint8Array, 1 = keep) of the k smallest |W| of each row of the Float64Array W (0 < k <= cols),
  * and out (Float64Array, may be W itself) = W with the pruned entries +0. */
@@ -186,14 +244,15 @@ napi_value fistaCutRows(napi_env env, napi_callback_info info) {
   uint8_t *mask = typed(env, argv[4], napi_uint8_array, (size_t)(rows * cols), &ok);
   double *out = typed(env, argv[5], napi_float64_array, (size_t)(rows * cols), &ok);
   if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaCutRows: arrays of the wrong type or too short"); return NULL; }
-  double *scratch = malloc((size_t)(cols > 0 ? 3 * cols : 1) * sizeof(double));
-  if (!scratch) { napi_throw_error(env, NULL, "fista-kernels: out of memory"); return NULL; }
+  CutJob job = {.W = W, .mask = mask, .out = out, .rows = rows, .cols = cols, .k = k, .perTask = rows_per_task(cols)};
+  const int64_t tasks = (rows + job.perTask - 1) / job.perTask;
+  job.nanAt = malloc((size_t)(tasks > 0 ? tasks : 1) * sizeof(int64_t));
+  if (!job.nanAt) { napi_throw_error(env, NULL, "fista-kernels: out of memory"); return NULL; }
+  prunelab_pool_run(cut_rows, &job, tasks);
   int64_t nanAt = -1;
-  for (int64_t r = 0; r < rows && nanAt < 0; r++) {
-    const int64_t j = cut_row(W + r * cols, cols, k, mask + r * cols, out + r * cols, scratch);
-    if (j >= 0) nanAt = r * cols + j;
-  }
-  free(scratch);
+  for (int64_t t = 0; t < tasks && nanAt < 0; t++) nanAt = job.nanAt[t];
+  free(job.nanAt);
+  if (job.failed) { napi_throw_error(env, NULL, "fista-kernels: out of memory"); return NULL; }
   napi_value result;
   CHECK(napi_create_double(env, (double)nanAt, &result));
   return result;

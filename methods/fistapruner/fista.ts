@@ -21,9 +21,10 @@
  * 12) the same work runs in host memory instead, with the same values: the products by the
  * backend's own product kernel on host Float32Arrays (`NativeKernels.matMul`, the same tiles as
  * the backend product), so no upload, dispatch or read per product; each accepted FISTA step in C
- * (`fistaAcceptStep`, native/fista-kernels.c: `acceptStep`'s float64 operations in its order, on
- * one thread, its sums in index order); and the exact per-row cut in C (`fistaCutRows`: a mask is
- * a function of the scores alone). G stays on the backend for the power iteration only. Without
+ * (`fistaAcceptStep`, native/fista-kernels.c: `acceptStep`'s float64 operations in its order,
+ * its sums per row and then over rows, so its rows split over the addon's threads); and the exact
+ * per-row cut in C (`fistaCutRows`, rows over the threads too: a mask is a function of the scores
+ * alone). G stays on the backend for the power iteration only. Without
  * them (XNNPACK, WebGPU, no addon) the TypeScript below runs: the reference the native kernels
  * are tested against, bit for bit (test/methods/fistapruner-native.test.ts).
  * With float64 (or no LinAlg) everything runs on the host in float64: the reference.
@@ -444,7 +445,9 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
  * as a whole, not by on-stack replacement inside `fista`): with D = Z − W_dense it sums
  * smoothObjective's per-row terms of F(Z) in its order, ‖Z − W‖² and ‖W‖² (the early stop), and
  * forms next = prox(Y − ∇f(Y)/L) at Y = Z + β(Z − W) (so (Y − W_dense)·G = PZ + β(PZ − P)), its ℓ1
- * norm and (float32) next − W_dense. Returns `sums` = [smooth, ‖Z − W‖², ‖W‖², ‖next‖₁].
+ * norm and (float32) next − W_dense. Returns `sums` = [smooth, ‖Z − W‖², ‖W‖², ‖next‖₁]. Each
+ * sum is summed per row, then over rows in row order: rows are independent, so the native kernel
+ * splits them over threads with these very sums.
  */
 function acceptStep(pp: PreparedProblem, Z: Float64Array, PZ: Vec, W: Float64Array, P: Vec, beta: number, step: number, thr: number,
   next: Float64Array, D32: Float32Array | null, sums: Float64Array): Float64Array {
@@ -461,7 +464,7 @@ function acceptStep(pp: PreparedProblem, Z: Float64Array, PZ: Vec, W: Float64Arr
   let l1n = 0;
   let smooth = 0;
   for (let r = 0, i = 0; r < pp.rows; r++) {
-    let s = 0;
+    let s = 0, ddr = 0, wwr = 0, l1r = 0;
     for (const end = i + cols; i < end; i++) {
       const zi = Z[i]!;
       const pzi = PZ[i]!;
@@ -470,18 +473,21 @@ function acceptStep(pp: PreparedProblem, Z: Float64Array, PZ: Vec, W: Float64Arr
       const wi = W[i]!;
       s += (zi - wdi) * (0.5 * pzi - bi);
       const d = zi - wi;
-      dd += d * d;
-      ww += wi * wi;
+      ddr += d * d;
+      wwr += wi * wi;
       const v = zi + beta * d - step * (pzi + beta * (pzi - P[i]!) - bi);
       // soft(v, thr) written out (see there): |z| = m.
       const a = Math.abs(v) - thr;
       const m = 0.5 * (a + Math.abs(a));
       const z = m - 2 * m * Number(v < 0);
       next[i] = z;
-      l1n += m;
+      l1r += m;
       if (D32) D32[i] = z - wdi;
     }
     smooth += s;
+    dd += ddr;
+    ww += wwr;
+    l1n += l1r;
   }
   sums[0] = smooth;
   sums[1] = dd;

@@ -2,7 +2,7 @@
  * FISTAPruner on the native kernels (native/fista-kernels.c, `LinAlg.native` under OpenBLAS):
  * the accepted step and the per-row cut against hand-computed cases and against the TypeScript
  * they replace (bit for bit, whole solves included), the host products against the backend's
- * (the same values, so the same solve), and results the same for 1 and 2 threads. Skips where
+ * (the same values, so the same solve), and results the same for 1, 2 and 3 threads. Skips where
  * the addon is not built.
  */
 import { after, before, describe, it } from 'node:test';
@@ -151,14 +151,19 @@ describe('FISTAPruner on the native kernels (OpenBLAS)', { skip }, () => {
     }
   });
 
-  it('1 thread = 2 threads, bit for bit (products large enough to use the pool)', () => {
+  it('1 thread = 2 = 3 threads = the TypeScript passes, bit for bit (products, steps and cuts split over the pool)', () => {
     const lib = openblasAddon()!;
+    // 288 columns: 56 rows per task of the step and the cut, so 160 rows are three tasks.
     const p = problem(6, 300, 288, 160);
-    const runs = [1, 2].map((t) => {
+    const runs = [1, 2, 3].map((t) => {
       lib.setThreads(t);
       return solveOperator(p, start(p), DEFAULTS, backendLinAlg());
     });
+    lib.setThreads(2);
+    const typescript = solveOperator(p, start(p), DEFAULTS, withKernels(backendLinAlg(), []));
     noteWorkerThreads(0);
     assertSameSolve(runs[0]!, runs[1]!, '1 vs 2 threads');
+    assertSameSolve(runs[0]!, runs[2]!, '1 vs 3 threads');
+    assertSameSolve(runs[0]!, typescript, 'native vs TypeScript passes');
   });
 });
