@@ -26,6 +26,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <time.h>
 #include "napi-args.h"
 
 extern void openblas_set_num_threads(int);
@@ -72,10 +73,40 @@ typedef struct {
 static pthread_mutex_t poolBusy = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER, done = PTHREAD_COND_INITIALIZER;
-static int threads = 1, started = 0, working = 0, participants = 0;
-static uint64_t generation = 0;
+static int threads = 1, started = 0, participants = 0;
+/* Written under `lock`; atomic so that a spinning thread can watch them without it. */
+static atomic_uint_fast64_t generation;
+static atomic_int working;
 static const Job *current = NULL;
 static atomic_llong nextTile;
+
+/* How long a thread spins (watching `generation` or `working`) before it sleeps on its condition
+ * variable: jobs come back to back in a solver's loop (a product, then a step over the same rows),
+ * and on a virtual machine an idle vCPU can take a millisecond to wake, longer than a job. */
+static const int64_t SPIN_NS = 200000;
+
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Spin (without `lock`) until *v differs from `value` or SPIN_NS passed. */
+static void spin_while_u64(atomic_uint_fast64_t *v, uint64_t value) {
+  const int64_t until = now_ns() + SPIN_NS;
+  for (int i = 0; atomic_load_explicit(v, memory_order_acquire) == value; i++) {
+    __builtin_ia32_pause();
+    if ((i & 63) == 63 && now_ns() > until) return;
+  }
+}
+
+static void spin_while_int(atomic_int *v, int value) {
+  const int64_t until = now_ns() + SPIN_NS;
+  for (int i = 0; atomic_load_explicit(v, memory_order_acquire) != value; i++) {
+    __builtin_ia32_pause();
+    if ((i & 63) == 63 && now_ns() > until) return;
+  }
+}
 
 static void take_tasks(const Job *j) {
   for (int64_t t; (t = atomic_fetch_add(&nextTile, 1)) < j->tasks;) j->fn(j->ctx, t);
@@ -86,14 +117,19 @@ static void *helper(void *arg) {
   uint64_t seen = 0;
   pthread_mutex_lock(&lock);
   for (;;) {
-    while (generation == seen) pthread_cond_wait(&wake, &lock);
-    seen = generation;
+    if (atomic_load(&generation) == seen) {
+      pthread_mutex_unlock(&lock);
+      spin_while_u64(&generation, seen);
+      pthread_mutex_lock(&lock);
+      while (atomic_load(&generation) == seen) pthread_cond_wait(&wake, &lock);
+    }
+    seen = atomic_load(&generation);
     if (index >= participants) continue; /* a job this helper sits out */
     const Job *j = current;
     pthread_mutex_unlock(&lock);
     take_tasks(j);
     pthread_mutex_lock(&lock);
-    if (--working == 0) pthread_cond_signal(&done);
+    if (atomic_fetch_sub(&working, 1) == 1) pthread_cond_signal(&done);
   }
   return NULL;
 }
@@ -123,15 +159,16 @@ void prunelab_pool_run(void (*fn)(void *, int64_t), void *ctx, int64_t tasks) {
   start_helpers();
   /* Every helper counted here takes part once, so `current` stays valid until `working` is 0. */
   participants = started < threads - 1 ? started : threads - 1;
-  working = participants;
+  atomic_store(&working, participants);
   current = &job;
   atomic_store(&nextTile, 0);
-  generation++;
+  atomic_fetch_add(&generation, 1);
   pthread_cond_broadcast(&wake);
   pthread_mutex_unlock(&lock);
   take_tasks(&job);
+  spin_while_int(&working, 0);
   pthread_mutex_lock(&lock);
-  while (working > 0) pthread_cond_wait(&done, &lock);
+  while (atomic_load(&working) > 0) pthread_cond_wait(&done, &lock);
   current = NULL;
   pthread_mutex_unlock(&lock);
   pthread_mutex_unlock(&poolBusy);

@@ -50,6 +50,8 @@ export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaSt
   stats: (o) => (o.intraLayerCorrection ? { gram: TAP_NAMES, cross: TAP_NAMES, denseGram: TAP_NAMES } : { gram: TAP_NAMES }),
   operatorOrder: (o) => (o.intraLayerCorrection ? 'grouped' : 'together'),
   defaultMode: () => 'dense-parallel',
+  // Products, accepted steps and cuts split their rows over every core (fista.ts, native kernels).
+  threadedSolve: 'within',
   setup: ({ options: o, run }) => {
     if (o.lambdaInit === 'previous-layer' && run.workers > 1) {
       throw new ConfigError("fistapruner: lambdaInit 'previous-layer' chains the layers and cannot run with workers > 1");

@@ -235,13 +235,19 @@ async function pruneLayerwise<O>(model: CausalLM, req: PruneRequest<O>, m: Layer
 /**
  * How the passes' pool workers load the method to solve operators side by side (each worker sets
  * the method up for itself); null, solved in process, for a method built in code (no module to
- * load), on one thread, or for a method whose per-run state cannot be split over threads: one that
- * refuses `run.workers > 1` (e.g. fistapruner's λ chained from the previous layer).
+ * load), on one thread, for a method whose solve is threaded itself on this backend
+ * (`threadedSolve: 'within'` with native kernels), or for a method whose per-run state cannot be
+ * split over threads: one that refuses `run.workers > 1` (e.g. fistapruner's λ chained from the
+ * previous layer).
  */
 function remoteMethod<O>(req: PruneRequest<O>, m: LayerwiseMethod<O, unknown>, view: ModelView, mode: InputMode, log: (msg: string) => void): RemoteMethod | null {
   const module = moduleOf(req.method);
   const threads = req.threads ?? 1;
   if (!module || threads <= 1) return null;
+  if (m.threadedSolve === 'within' && backendLinAlg(req.numerics).native) {
+    log(`operators solved in process on ${threads} threads (the method's solve splits its own work over them)`);
+    return null;
+  }
   const run = { mode, workers: 1, numerics: req.numerics };
   try {
     m.setup?.({ model: view, options: req.options, target: req.target, log: () => {}, run: { ...run, workers: threads } });

@@ -134,6 +134,14 @@ export interface LayerwiseMethod<O, S = unknown> {
   /** Default input mode across layers. */
   defaultMode(options: O): InputMode;
   /**
+   * How a solve uses more than one thread. `operators` (the default): a group's operators side
+   * by side on the calibration passes' worker threads. `within`: the method's own solve of one
+   * operator runs on every core through `ctx.linalg` when it has native kernels
+   * (`LinAlg.native`: products, and the method's host passes split by rows), so the engine solves
+   * each group in process on all threads instead; without native kernels, as `operators`.
+   */
+  threadedSolve?: 'operators' | 'within';
+  /**
    * Decisions for `ctx.operators`, one per operator, each from that operator, the statistics and
    * the state only: with `--threads N` the engine may pass a group's operators one at a time on
    * different worker threads (`src/prune/parallel-operators.ts`).
