@@ -22,9 +22,8 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#include "pool.h"
 
-/* The addon's thread pool (native/openblas-kernels.c): fn(ctx, t) for every t < tasks. */
-extern void prunelab_pool_run(void (*fn)(void *, int64_t), void *ctx, int64_t tasks);
 
 /* Below this many elements (times a per-op cost weight) a kernel runs in the calling thread: waking the pool costs more. */
 static const int64_t POOL_MIN_WORK = 1 << 15;

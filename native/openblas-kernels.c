@@ -289,9 +289,11 @@ static napi_value hostGemm(napi_env env, napi_callback_info info);
 /* The elementwise kernels (native/elementwise-kernels.c); weak, so that a build without that file
  * (bench/addon-ab.ts compiles revisions by hand) still loads, without them. */
 extern napi_status elementwise_register(napi_env env, napi_value exports) __attribute__((weak));
-/* FISTAPruner's host pass and cut, in native/fista-kernels.c. */
+/* FISTAPruner's host pass (native/fista-kernels.c) and its cut (native/row-masks.c). */
 napi_value fistaAcceptStep(napi_env env, napi_callback_info info);
 napi_value fistaCutRows(napi_env env, napi_callback_info info);
+/* Per-row mask selection, in native/row-masks.c. */
+napi_value maskRows(napi_env env, napi_callback_info info);
 
 static napi_value init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1); /* every OpenBLAS call is one tile on one thread (see the header) */
@@ -304,6 +306,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"hostGemm", NULL, hostGemm, NULL, NULL, NULL, napi_default, NULL},
     {"fistaAcceptStep", NULL, fistaAcceptStep, NULL, NULL, NULL, napi_default, NULL},
     {"fistaCutRows", NULL, fistaCutRows, NULL, NULL, NULL, napi_default, NULL},
+    {"maskRows", NULL, maskRows, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   if (elementwise_register && elementwise_register(env, exports) != napi_ok) return NULL;

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Build native/openblas-kernels.c (OpenBLAS matrix products for the wasm backend, see
-# src/backend/openblas.ts), native/fista-kernels.c (FISTAPruner's host pass) and
-# native/elementwise-kernels.c (the wasm backend's elementwise and row kernels, see
-# src/backend/native-elementwise.ts) into native/build/openblas-kernels.node. Run by `npm install` / `npm ci`
+# src/backend/openblas.ts), native/fista-kernels.c (FISTAPruner's host pass),
+# native/row-masks.c (exact per-row mask selection) and native/elementwise-kernels.c (the wasm
+# backend's elementwise and row kernels, see src/backend/native-elementwise.ts) into native/build/openblas-kernels.node. Run by `npm install` / `npm ci`
 # and by `npm run build-native`. Optional: where the C compiler, Node's headers or OpenBLAS are
 # missing it says what to install and exits 0, and PruneLab runs on the wasm backend's own products.
-# Plain cc rather than node-gyp: three C files, one library, nothing to configure. The elementwise
+# Plain cc rather than node-gyp: four C files, one library, nothing to configure. The elementwise
 # file is built at -O3 (its loops vectorised, once per AVX width) with -ffp-contract=off (no
 # fused multiply-adds: every width does the same IEEE operations), -fno-math-errno and
 # -fno-trapping-math (sqrtf without its errno branch, selects as blends: the values are the same).
@@ -34,7 +34,7 @@ tmp="$out.tmp.$$"
 if "$cc" -O3 -ffp-contract=off -fno-math-errno -fno-trapping-math -c -fPIC -Wall -Werror -I"$node_include" \
     native/elementwise-kernels.c -o "$tmp.o" &&
   "$cc" -O2 -ffp-contract=off -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
-    native/openblas-kernels.c native/fista-kernels.c "$tmp.o" -lopenblas -lm -o "$tmp"; then
+    native/openblas-kernels.c native/fista-kernels.c native/row-masks.c "$tmp.o" -lopenblas -lm -o "$tmp"; then
   rm -f "$tmp.o"
   mv "$tmp" "$out"
   say "built $out"

@@ -71,7 +71,7 @@ export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaSt
       const denseGram = o.intraLayerCorrection ? st?.denseGram : gram;
       if (!gram || !cross || !denseGram) throw new Error(`fistapruner: no Gram statistics for ${op.role} (${op.input})`);
       const t0 = performance.now();
-      const W0 = warmStartWeights(warmStart, { weight: op.weight, rows: op.rows, cols: op.cols, gram, cut });
+      const W0 = warmStartWeights(warmStart, { weight: op.weight, rows: op.rows, cols: op.cols, gram, cut, native: linalg.native });
       const r = solveOperator(
         { rows: op.rows, cols: op.cols, weight: op.weight, gram, cross, denseGram },
         W0,

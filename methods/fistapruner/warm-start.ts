@@ -5,6 +5,7 @@
 import { maskForCut, withScope, type Cut } from '../../src/prune/masks.ts';
 import { wandaScores } from '../../src/prune/scores.ts';
 import { sparsegptPrune } from '../../src/prune/obs.ts';
+import type { NativeKernels } from '../../src/linalg/linalg.ts';
 
 export const WARM_STARTS = ['wanda', 'sparsegpt', 'dense', 'magnitude'] as const;
 export type WarmStart = (typeof WARM_STARTS)[number];
@@ -16,6 +17,8 @@ export interface WarmStartInput {
   /** G = X*ᵀX* `[cols, cols]`. */
   gram: Float64Array;
   cut: Cut;
+  /** The backend's native kernels (`ctx.linalg.native`): the per-row mask selection there. */
+  native?: Pick<NativeKernels, 'maskRows'>;
 }
 
 function masked(w: ArrayLike<number>, mask: Uint8Array): Float64Array {
@@ -26,17 +29,17 @@ function masked(w: ArrayLike<number>, mask: Uint8Array): Float64Array {
 
 /** Wanda: |W_ij|·‖X*_j‖ with ‖X*_j‖ = √G_jj, per output row (N:M per row and block). */
 export function wandaWarmStart(x: WarmStartInput): Float64Array {
-  const { weight, rows, cols, gram, cut } = x;
+  const { weight, rows, cols, gram, cut, native } = x;
   const colSqSum = new Float64Array(cols);
   for (let c = 0; c < cols; c++) colSqSum[c] = Math.max(0, gram[c * cols + c]!);
   const s = wandaScores(weight, rows, cols, colSqSum);
-  return masked(weight, maskForCut(s, rows, cols, withScope(cut, 'row')));
+  return masked(weight, maskForCut(s, rows, cols, withScope(cut, 'row'), native));
 }
 
 /** Magnitude, with the same comparison group as the final cut (row, matrix or N:M). */
 export function magnitudeWarmStart(x: WarmStartInput): Float64Array {
-  const { weight, rows, cols, cut } = x;
-  return masked(weight, maskForCut(Float64Array.from(weight, Math.abs), rows, cols, cut));
+  const { weight, rows, cols, cut, native } = x;
+  return masked(weight, maskForCut(Float64Array.from(weight, Math.abs), rows, cols, cut, native));
 }
 
 /**

@@ -21,10 +21,10 @@ export default defineMethod<z.infer<typeof options>>({
   stats: () => ({ colSqSum: TAP_NAMES }),
   operatorOrder: () => 'together',
   defaultMode: () => 'sequential',
-  pruneOperators: ({ operators, stats, target }) => operators.map((op) => {
+  pruneOperators: ({ operators, stats, target, linalg }) => operators.map((op) => {
     const st = stats[op.input];
     if (!st?.colSqSum) throw new Error(`wanda: no input statistics for ${op.role}`);
     const scores = wandaScores(op.weight, op.rows, op.cols, st.colSqSum);
-    return { role: op.role, mask: maskForCut(scores, op.rows, op.cols, cutOf(target, 'row')) };
+    return { role: op.role, mask: maskForCut(scores, op.rows, op.cols, cutOf(target, 'row'), linalg.native) };
   }),
 });

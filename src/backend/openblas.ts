@@ -36,6 +36,7 @@ interface OpenBlasAddon extends Partial<ElementwiseAddon> {
   /** native/fista-kernels.c (absent from an addon built before it). */
   fistaAcceptStep?: NativeKernels['fistaAcceptStep'];
   fistaCutRows?: NativeKernels['fistaCutRows'];
+  maskRows?: NativeKernels['maskRows'];
 }
 
 /** The environment variable the choice travels in (worker threads inherit it). */

@@ -110,10 +110,11 @@ export interface NativeKernels {
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
   /**
    * FISTAPruner's accepted step (`acceptStep` in methods/fistapruner/fista.ts, the same float64
-   * operations in the same order, on one thread): from Z, W (float64) and PZ = (Z − W_d)·G,
-   * P = (W − W_d)·G, B, W_d (float32), all `[rows, cols]`, writes next = prox(Y − ∇f(Y)/L) at
-   * Y = Z + β(Z − W), D32 = next − W_d (float32) and sums = [Σ_rows Σ (Z − W_d)(½PZ − B),
-   * ‖Z − W‖², ‖W‖², ‖next‖₁]. Absent from an addon built before it.
+   * operations in the same order, rows split over threads): from Z, W (float64) and
+   * PZ = (Z − W_d)·G, P = (W − W_d)·G, B, W_d (float32), all `[rows, cols]`, writes
+   * next = prox(Y − ∇f(Y)/L) at Y = Z + β(Z − W), D32 = next − W_d (float32) and
+   * sums = [Σ (Z − W_d)(½PZ − B), ‖Z − W‖², ‖W‖², ‖next‖₁], each summed per row and then over
+   * rows in row order. Absent from an addon built before it.
    */
   fistaAcceptStep?(Z: Float64Array, PZ: Float32Array, W: Float64Array, P: Float32Array, B: Float32Array, Wd: Float32Array,
     next: Float64Array, D32: Float32Array, sums: Float64Array, rows: number, cols: number, beta: number, step: number, thr: number): void;
@@ -124,4 +125,11 @@ export interface NativeKernels {
    * (mask and out are then incomplete). Absent from an addon built before it.
    */
   fistaCutRows?(W: Float64Array, rows: number, cols: number, k: number, mask: Uint8Array, out: Float64Array): number;
+  /**
+   * The keep-mask (1 = keep) of the k smallest scores in each row of `[rows, cols]` scores, ties
+   * pruned lower index first: `maskPerRow` (src/prune/masks.ts), for 0 < k ≤ cols, rows split over
+   * threads. Returns −1, or the flat index of the first NaN (the mask is then incomplete). Absent
+   * from an addon built before it.
+   */
+  maskRows?(scores: Float64Array, rows: number, cols: number, k: number, mask: Uint8Array): number;
 }

@@ -30,6 +30,7 @@ export function nativeKernels(): NativeKernels | undefined {
     matMul: (a, b, c, m, n, k, transA, transB) => lib.hostGemm(a, b, c, m, n, k, transA ? 1 : 0, transB ? 1 : 0),
     ...(typeof lib.fistaAcceptStep === 'function' ? { fistaAcceptStep: lib.fistaAcceptStep.bind(lib) } : {}),
     ...(typeof lib.fistaCutRows === 'function' ? { fistaCutRows: lib.fistaCutRows.bind(lib) } : {}),
+    ...(typeof lib.maskRows === 'function' ? { maskRows: lib.maskRows.bind(lib) } : {}),
   };
 }
 

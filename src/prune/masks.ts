@@ -16,6 +16,7 @@
  * runs), maskPerMatrix 0.32–0.41 s (0.51–0.53 s).
  */
 import { ConfigError, PruneLabError } from '../util/errors.ts';
+import type { NativeKernels } from '../linalg/linalg.ts';
 
 export type SparsityPattern = { kind: 'unstructured' } | { kind: 'nm'; n: number; m: number };
 
@@ -39,10 +40,15 @@ export function withScope(cut: Cut, scope: UnstructuredScope): Cut {
   return cut.kind === 'nm' ? cut : { kind: scope, sparsity: cut.sparsity };
 }
 
-/** Keep-mask of the lowest scores under `cut` (`maskPerRow`, `maskPerMatrix` or `maskNM`). */
-export function maskForCut(scores: ArrayLike<number>, rows: number, cols: number, cut: Cut): Uint8Array {
+/**
+ * Keep-mask of the lowest scores under `cut` (`maskPerRow`, `maskPerMatrix` or `maskNM`). With
+ * `native` (a method's `ctx.linalg.native`) a per-row cut of Float64Array scores runs in its
+ * `maskRows` (native/row-masks.c: the same mask, rows split over every core); a NaN is then
+ * reported by `maskPerRow`, in its words.
+ */
+export function maskForCut(scores: ArrayLike<number>, rows: number, cols: number, cut: Cut, native?: Pick<NativeKernels, 'maskRows'>): Uint8Array {
   switch (cut.kind) {
-    case 'row': return maskPerRow(scores, rows, cols, cut.sparsity);
+    case 'row': return nativeMaskPerRow(scores, rows, cols, cut.sparsity, native) ?? maskPerRow(scores, rows, cols, cut.sparsity);
     case 'matrix': return maskPerMatrix(scores, rows, cols, cut.sparsity);
     case 'nm': return maskNM(scores, rows, cols, cut.n, cut.m);
   }
@@ -73,6 +79,17 @@ export function validateSparsity(s: number, what: string): void {
  */
 export function pruneCount(total: number, s: number): number {
   return Math.floor(total * s);
+}
+
+/** `maskPerRow` by `native.maskRows` where it applies; null where it does not (no kernel, other arrays, k = 0) or a score is NaN. */
+function nativeMaskPerRow(scores: ArrayLike<number>, rows: number, cols: number, sparsity: number, native?: Pick<NativeKernels, 'maskRows'>): Uint8Array | null {
+  if (!native?.maskRows || !(scores instanceof Float64Array)) return null;
+  checkShape(scores, rows, cols, 'maskPerRow');
+  validateSparsity(sparsity, 'sparsity');
+  const k = pruneCount(cols, sparsity);
+  if (k === 0) return null;
+  const mask = new Uint8Array(rows * cols);
+  return native.maskRows(scores, rows, cols, k, mask) < 0 ? mask : null;
 }
 
 /** Per output row, prune exactly floor(s · cols) entries with the smallest score. */
