@@ -359,9 +359,7 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
   const Wd = pp.W;
   let W: Float64Array = Float64Array.from(a.W0);
   let P = a.W0G ?? timesGram(pp, W);
-  let F = objective1(pp, W, P, a.lambda);
-  const objective = [F];
-  if (!(a.L > 0)) return { W, WG: P, iterations: 0, objective, stoppedEarly: true, rejected: 0 };
+  if (!(a.L > 0)) return { W, WG: P, iterations: 0, objective: [objective1(pp, W, P, a.lambda)], stoppedEarly: true, rejected: 0 };
   const monotone = a.monotone === true;
   const lambda = a.lambda;
   let t = 1;
@@ -371,19 +369,17 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
   // are never stored; the same float64 operations in the same order as forming them first. Three
   // float64 buffers rotate (W, Z and the next Z); Z − W_dense in float32 is what is uploaded.
   const prox = (y: number, yg: number, b: number): number => soft(y - step * (yg - b), thr);
-  // Y₀ = W₀.
+  // Y₀ = W₀: the first prox step is the accepted step's pass with Z = W and β = 0 (Y = W exactly;
+  // only the sign of a zero v can differ, and soft maps both to +0), which also sums f(W₀).
   let Z: Float64Array = new Float64Array(n);
   const D32 = pp.backend ? new Float32Array(n) : null;
-  let l1 = 0;
-  for (let i = 0; i < n; i++) {
-    const z = prox(W[i]!, P[i]!, B[i]!);
-    Z[i] = z;
-    l1 += Math.abs(z);
-    if (D32) D32[i] = z - Wd[i]!;
-  }
+  const sums = new Float64Array(4);
+  acceptStep(pp, W, P, W, P, 0, step, thr, Z, D32, sums);
+  let F = sums[0]! + pp.c0 + lambda * l1Norm(W);
+  const objective = [F];
+  let l1 = sums[3]!;
   let spare: Float64Array | null = null;
   let freeP: Float32Array | null = null;
-  const sums = new Float64Array(4);
   let k = 0;
   let rejected = 0;
   let stoppedEarly = false;
@@ -509,10 +505,14 @@ export function soft(v: number, t: number): number {
   return m - 2 * m * Number(v < 0);
 }
 
-function objective1(pp: PreparedProblem, W: Float64Array, WG: Vec, lambda: number): number {
+function l1Norm(W: Float64Array): number {
   let l1 = 0;
   for (let i = 0; i < W.length; i++) l1 += Math.abs(W[i]!);
-  return smoothObjective(pp, W, WG) + lambda * l1;
+  return l1;
+}
+
+function objective1(pp: PreparedProblem, W: Float64Array, WG: Vec, lambda: number): number {
+  return smoothObjective(pp, W, WG) + lambda * l1Norm(W);
 }
 
 /** E = ‖W'X* − WX‖²_F = 2 f(W'), given W'G. */
