@@ -95,9 +95,10 @@ export async function runSolversSection(o: { synth: SyntheticLlamaOptions; name:
   o.print(`\n2 threads vs 1 (float32, wall): SparseGPT ${speedUp('sparsegpt').toFixed(2)}×, FISTAPruner ${speedUp('fistapruner').toFixed(2)}×;`
     + ` FISTAPruner ÷ SparseGPT on 2 threads ${ratio('float32', ' 2').toFixed(2)}×. Load average ${load0.toFixed(1)} at the start,`
     + ` ${os.loadavg()[0]!.toFixed(1)} at the end, ${os.availableParallelism()} cores. Masks and weights do not depend on the threads`
-    + ' (test/operator-threads.test.ts). 2 threads: the calibration passes split by batch and each group\'s operators solved side by side on'
-    + ' the pool (q/k/v, gate/up, and for SparseGPT the whole layer); limited by the largest operator of a group (down alone in its'
-    + ' group for FISTAPruner), the pool\'s start-up, and the cores the machine gives.');
+    + ' (test/operator-threads.test.ts). 2 threads: the calibration passes split by batch over the pool\'s workers; SparseGPT\'s'
+    + ' operators solved side by side on them (the whole layer is one group), FISTAPruner\'s in process with every product, accepted'
+    + ' step and cut split by rows over both cores (`threadedSolve: \'within\'`); limited by the pool\'s start-up, the single-threaded'
+    + ' host work left (SparseGPT\'s factor, FISTAPruner\'s per-round passes, TensorFlow.js dispatch) and the cores the machine gives.');
   o.print(`\nFISTAPruner ÷ SparseGPT (same run): ${ratio('float32').toFixed(2)}× wall, ${ratio('float32', ' cpu').toFixed(2)}× CPU with float32`
     + (o.float64 ? `, ${ratio('float64').toFixed(2)}× wall with float64` : ' (float64 reference: --float64)')
     + ' (issue 12 target: ≤ 5× with float32, perplexity unchanged). 50% unstructured, 8 × 128 seeded ids of calibration, each'

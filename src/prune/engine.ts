@@ -244,16 +244,16 @@ function remoteMethod<O>(req: PruneRequest<O>, m: LayerwiseMethod<O, unknown>, v
   const module = moduleOf(req.method);
   const threads = req.threads ?? 1;
   if (!module || threads <= 1) return null;
-  if (m.threadedSolve === 'within' && backendLinAlg(req.numerics).native) {
-    log(`operators solved in process on ${threads} threads (the method's solve splits its own work over them)`);
-    return null;
-  }
   const run = { mode, workers: 1, numerics: req.numerics };
   try {
     m.setup?.({ model: view, options: req.options, target: req.target, log: () => {}, run: { ...run, workers: threads } });
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     log(`operators solved in process (${e.message})`);
+    return null;
+  }
+  if (m.threadedSolve === 'within' && backendLinAlg(req.numerics).native) {
+    log(`operators solved in process on ${threads} threads (the method's solve splits its own work over them)`);
     return null;
   }
   return { module, run };
