@@ -27,6 +27,9 @@ export default defineMethod<z.infer<typeof options>>({
   stats: () => ({ gram: TAP_NAMES }),
   operatorOrder: () => 'together',
   defaultMode: () => 'sequential',
+  // With native kernels the sweep's rows and the lazy products run on every core (src/prune/obs.ts),
+  // and the factor is shared by the operators of a tap: cheaper in process than shipped to workers.
+  threadedSolve: 'within',
   pruneOperators: ({ operators, stats, target, options: o, layer, linalg }) => {
     // The factor depends on H only: q/k/v (and gate/up) share it.
     const factors = new Map<TapName, ObsFactor>();

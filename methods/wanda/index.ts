@@ -21,6 +21,8 @@ export default defineMethod<z.infer<typeof options>>({
   stats: () => ({ colSqSum: TAP_NAMES }),
   operatorOrder: () => 'together',
   defaultMode: () => 'sequential',
+  // The per-row selection is native and threaded where the backend has it (maskForCut).
+  threadedSolve: 'within',
   pruneOperators: ({ operators, stats, target, linalg }) => operators.map((op) => {
     const st = stats[op.input];
     if (!st?.colSqSum) throw new Error(`wanda: no input statistics for ${op.role}`);
