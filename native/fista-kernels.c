@@ -127,3 +127,159 @@ napi_value fistaAcceptStep(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+
+/* ---- The solver's other passes over `[rows, cols]` and `[n, n]` (fista.ts `change32`,
+ * `errorSums`, `prepare`): the same float64 operations as the TypeScript, rows over the pool. ---- */
+
+typedef struct {
+  const double *X, *WK;
+  const float *Wd, *PX, *B, *PK;
+  float *D32;
+  double *rowSums;
+  int64_t rows, cols, perTask;
+} RowsJob;
+
+static int64_t task_end(const RowsJob *j, int64_t t) {
+  const int64_t r1 = (t + 1) * j->perTask;
+  return r1 < j->rows ? r1 : j->rows;
+}
+
+/* D32 = X − Wd rounded to float32 (change32). */
+static void change_rows(void *ctx, int64_t t) {
+  const RowsJob *j = ctx;
+  for (int64_t i = t * j->perTask * j->cols, end = task_end(j, t) * j->cols; i < end; i++) j->D32[i] = (float)(j->X[i] - (double)j->Wd[i]);
+}
+
+/* Per row: Σ (X − Wd)(½PX − B) and, with WK, Σ (X − WK)(PX − PK), each in index order (errorSums). */
+static void error_rows(void *ctx, int64_t t) {
+  const RowsJob *j = ctx;
+  for (int64_t r = t * j->perTask, r1 = task_end(j, t); r < r1; r++) {
+    double s = 0, e = 0;
+    for (int64_t i = r * j->cols, end = i + j->cols; i < end; i++) {
+      const double x = j->X[i], px = j->PX[i];
+      s += (x - (double)j->Wd[i]) * (0.5 * px - (double)j->B[i]);
+      if (j->WK) e += (x - j->WK[i]) * (px - (double)j->PK[i]);
+    }
+    j->rowSums[2 * r] = s;
+    j->rowSums[2 * r + 1] = e;
+  }
+}
+
+static void run_rows(RowsJob *j, void (*fn)(void *, int64_t)) {
+  j->perTask = prunelab_rows_per_task(j->cols);
+  prunelab_pool_run(fn, j, (j->rows + j->perTask - 1) / j->perTask);
+}
+
+/* fistaChange(X, Wd, D32, rows, cols): Float64Array X; Float32Array Wd, D32. */
+napi_value fistaChange(napi_env env, napi_callback_info info) {
+  size_t argc = 5;
+  napi_value argv[5];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 5) { napi_throw_error(env, NULL, "fista-kernels: fistaChange takes 5 arguments"); return NULL; }
+  int ok = 1;
+  const int64_t rows = (int64_t)num(env, argv[3], &ok), cols = (int64_t)num(env, argv[4], &ok);
+  if (!ok || rows < 0 || cols < 0) { napi_throw_range_error(env, NULL, "fista-kernels: fistaChange: bad sizes"); return NULL; }
+  const size_t n = (size_t)(rows * cols);
+  RowsJob job = {.X = typed(env, argv[0], napi_float64_array, n, &ok), .Wd = typed(env, argv[1], napi_float32_array, n, &ok),
+                 .D32 = typed(env, argv[2], napi_float32_array, n, &ok), .rows = rows, .cols = cols};
+  if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaChange: arrays of the wrong type or too short"); return NULL; }
+  run_rows(&job, change_rows);
+  return NULL;
+}
+
+/* fistaErrors(X, PX, Wd, B, WK, PK, sums, rows, cols): Float64Array X, sums (2) and WK (or null);
+ * Float32Array PX, Wd, B and PK (or null, with WK). sums = [Σ_r Σ (X − Wd)(½PX − B),
+ * Σ_r Σ (X − WK)(PX − PK) or 0], summed per row, then over rows in row order. */
+napi_value fistaErrors(napi_env env, napi_callback_info info) {
+  size_t argc = 9;
+  napi_value argv[9];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 9) { napi_throw_error(env, NULL, "fista-kernels: fistaErrors takes 9 arguments"); return NULL; }
+  int ok = 1;
+  const int64_t rows = (int64_t)num(env, argv[7], &ok), cols = (int64_t)num(env, argv[8], &ok);
+  if (!ok || rows < 0 || cols < 0) { napi_throw_range_error(env, NULL, "fista-kernels: fistaErrors: bad sizes"); return NULL; }
+  const size_t n = (size_t)(rows * cols);
+  napi_valuetype wkType;
+  CHECK(napi_typeof(env, argv[4], &wkType));
+  const int rounding = wkType != napi_null && wkType != napi_undefined;
+  RowsJob job = {.X = typed(env, argv[0], napi_float64_array, n, &ok), .PX = typed(env, argv[1], napi_float32_array, n, &ok),
+                 .Wd = typed(env, argv[2], napi_float32_array, n, &ok), .B = typed(env, argv[3], napi_float32_array, n, &ok),
+                 .rows = rows, .cols = cols};
+  if (rounding) {
+    job.WK = typed(env, argv[4], napi_float64_array, n, &ok);
+    job.PK = typed(env, argv[5], napi_float32_array, n, &ok);
+  }
+  double *sums = typed(env, argv[6], napi_float64_array, 2, &ok);
+  if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaErrors: arrays of the wrong type or too short"); return NULL; }
+  job.rowSums = malloc((size_t)(rows > 0 ? 2 * rows : 1) * sizeof(double));
+  if (!job.rowSums) { napi_throw_error(env, NULL, "fista-kernels: out of memory"); return NULL; }
+  run_rows(&job, error_rows);
+  double s = 0, e = 0;
+  for (int64_t r = 0; r < rows; r++) {
+    s += job.rowSums[2 * r];
+    e += job.rowSums[2 * r + 1];
+  }
+  sums[0] = s;
+  sums[1] = e;
+  free(job.rowSums);
+  return NULL;
+}
+
+typedef struct {
+  const double *g, *c, *h;
+  float *G32, *CmG, *M;
+  int64_t n, perTask;
+  uint8_t *nonzero;
+} GramJob;
+
+/* Rows [t·perTask, …) of prepare's symmetrise and differences: s = ½(g_ij + g_ji) off the
+ * diagonal (g_ii on it), C − s and (s − 2C) + H_d in float64, each stored rounded to float32.
+ * Row by row (measured: 64-column blocks, with or without a transposed copy, were slower; the
+ * column of g is read with a constant stride). */
+static void gram_rows(void *ctx, int64_t t) {
+  const GramJob *j = ctx;
+  const int64_t n = j->n, r0 = t * j->perTask, r1 = r0 + j->perTask < n ? r0 + j->perTask : n;
+  int nz = 0;
+  for (int64_t i = r0; i < r1; i++) {
+    for (int64_t col = 0; col < n; col++) {
+      const int64_t at = i * n + col;
+      const double s = i == col ? j->g[at] : 0.5 * (j->g[at] + j->g[col * n + i]);
+      const double c = j->c[at];
+      const double d = c - s, e = s - 2 * c + j->h[at];
+      j->G32[at] = (float)s;
+      j->CmG[at] = (float)d;
+      j->M[at] = (float)e;
+      nz |= (d != 0) | (e != 0);
+    }
+  }
+  j->nonzero[t] = (uint8_t)nz;
+}
+
+/* fistaPrepareGram(gram, cross, denseGram, n, G32, CmG, M) -> 1 when C − G or G − 2C + H_d has a
+ * nonzero entry, else 0: Float64Array gram, cross, denseGram (the engine's statistics); Float32Array
+ * G32, CmG, M; all `[n, n]` (see gram_rows). */
+napi_value fistaPrepareGram(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value argv[7];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 7) { napi_throw_error(env, NULL, "fista-kernels: fistaPrepareGram takes 7 arguments"); return NULL; }
+  int ok = 1;
+  const int64_t n = (int64_t)num(env, argv[3], &ok);
+  if (!ok || n < 0) { napi_throw_range_error(env, NULL, "fista-kernels: fistaPrepareGram: bad size"); return NULL; }
+  const size_t nn = (size_t)(n * n);
+  GramJob job = {.g = typed(env, argv[0], napi_float64_array, nn, &ok), .c = typed(env, argv[1], napi_float64_array, nn, &ok),
+                 .h = typed(env, argv[2], napi_float64_array, nn, &ok), .G32 = typed(env, argv[4], napi_float32_array, nn, &ok),
+                 .CmG = typed(env, argv[5], napi_float32_array, nn, &ok), .M = typed(env, argv[6], napi_float32_array, nn, &ok), .n = n};
+  if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaPrepareGram: arrays of the wrong type or too short"); return NULL; }
+  job.perTask = prunelab_rows_per_task(n);
+  const int64_t tasks = (n + job.perTask - 1) / job.perTask;
+  job.nonzero = calloc((size_t)(tasks > 0 ? tasks : 1), 1);
+  if (!job.nonzero) { napi_throw_error(env, NULL, "fista-kernels: out of memory"); return NULL; }
+  prunelab_pool_run(gram_rows, &job, tasks);
+  int nz = 0;
+  for (int64_t t = 0; t < tasks; t++) nz |= job.nonzero[t];
+  free(job.nonzero);
+  napi_value out;
+  CHECK(napi_create_int32(env, nz, &out));
+  return out;
+}

@@ -292,6 +292,9 @@ extern napi_status elementwise_register(napi_env env, napi_value exports) __attr
 /* FISTAPruner's host pass (native/fista-kernels.c) and its cut (native/row-masks.c). */
 napi_value fistaAcceptStep(napi_env env, napi_callback_info info);
 napi_value fistaCutRows(napi_env env, napi_callback_info info);
+napi_value fistaChange(napi_env env, napi_callback_info info);
+napi_value fistaErrors(napi_env env, napi_callback_info info);
+napi_value fistaPrepareGram(napi_env env, napi_callback_info info);
 /* Per-row mask selection, in native/row-masks.c. */
 napi_value maskRows(napi_env env, napi_callback_info info);
 
@@ -306,6 +309,9 @@ static napi_value init(napi_env env, napi_value exports) {
     {"hostGemm", NULL, hostGemm, NULL, NULL, NULL, napi_default, NULL},
     {"fistaAcceptStep", NULL, fistaAcceptStep, NULL, NULL, NULL, napi_default, NULL},
     {"fistaCutRows", NULL, fistaCutRows, NULL, NULL, NULL, napi_default, NULL},
+    {"fistaChange", NULL, fistaChange, NULL, NULL, NULL, napi_default, NULL},
+    {"fistaErrors", NULL, fistaErrors, NULL, NULL, NULL, napi_default, NULL},
+    {"fistaPrepareGram", NULL, fistaPrepareGram, NULL, NULL, NULL, napi_default, NULL},
     {"maskRows", NULL, maskRows, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;

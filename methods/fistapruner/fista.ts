@@ -24,7 +24,10 @@
  * (`fistaAcceptStep`, native/fista-kernels.c: `acceptStep`'s float64 operations in its order,
  * its sums per row and then over rows, so its rows split over the addon's threads); and the exact
  * per-row cut in C (`fistaCutRows`, rows over the threads too: a mask is a function of the scores
- * alone). G stays on the backend for the power iteration only. Without
+ * alone); and the other passes over `[rows, cols]` or `[cols, cols]` in C as well, the same
+ * operations with the same per-row sums: G's symmetrisation and differences (`fistaPrepareGram`),
+ * the float32 change X − W (`fistaChange`) and the error sums (`fistaErrors`). G stays on the
+ * backend for the power iteration only. Without
  * them (XNNPACK, WebGPU, no addon) the TypeScript below runs: the reference the native kernels
  * are tested against, bit for bit (test/methods/fistapruner-native.test.ts).
  * With float64 (or no LinAlg) everything runs on the host in float64: the reference.
@@ -64,8 +67,11 @@ export type Vec = Float64Array | Float32Array;
 export interface PreparedProblem {
   rows: number;
   cols: number;
-  /** Symmetrised G (fp32 accumulation leaves it symmetric only up to rounding). */
-  G: Mat;
+  /**
+   * Symmetrised G (fp32 accumulation leaves it symmetric only up to rounding) in float64, with
+   * float64 numerics (the host reference); with float32 G is on the backend or host (below).
+   */
+  G?: Mat;
   /**
    * The dense weight W `[rows, cols]`: products are of W* − W (see the header). Kept as float32
    * when given so (exact), as B when it is a float32 product: every FISTA pass reads both, and the
@@ -119,8 +125,6 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
   const { rows, cols } = p;
   checkLen(p.weight, rows * cols, 'weight');
   for (const k of ['gram', 'cross', 'denseGram'] as const) checkLen(p[k], cols * cols, k);
-  const G: Mat = { rows: cols, cols, data: Float64Array.from(p.gram) };
-  symmetrise(G.data, cols);
   const W = fromArray(rows, cols, p.weight);
   const onBackend = la !== undefined && la.numerics === 'float32';
   const native = onBackend ? la.native : undefined;
@@ -137,12 +141,25 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
     }
   };
   // The differences are formed in float64 from the float32 statistics, before any product (with
-  // native products stored as float32 at once: the rounding the upload would make).
+  // native products stored as float32 at once: the rounding the upload would make); natively
+  // (`fistaPrepareGram`: the same operations, rows over threads) where the statistics are float32.
   const n2 = cols * cols;
   const CminusG = native ? new Float32Array(n2) : new Float64Array(n2);
   const M = native ? new Float32Array(n2) : new Float64Array(n2);
-  const corrected = differences(G.data, p.cross instanceof Float64Array ? p.cross : Float64Array.from(p.cross),
-    p.denseGram instanceof Float64Array ? p.denseGram : Float64Array.from(p.denseGram), CminusG, M);
+  let G: Float64Array | null = null;
+  let G32: Float32Array | null = null;
+  let corrected: boolean;
+  if (native?.fistaPrepareGram && p.gram instanceof Float64Array && p.cross instanceof Float64Array
+    && p.denseGram instanceof Float64Array && CminusG instanceof Float32Array && M instanceof Float32Array) {
+    G32 = new Float32Array(n2);
+    corrected = native.fistaPrepareGram(p.gram, p.cross, p.denseGram, cols, G32, CminusG, M) !== 0;
+  } else {
+    G = Float64Array.from(p.gram);
+    symmetrise(G, cols);
+    corrected = differences(G, p.cross instanceof Float64Array ? p.cross : Float64Array.from(p.cross),
+      p.denseGram instanceof Float64Array ? p.denseGram : Float64Array.from(p.denseGram), CminusG, M);
+    if (onBackend) G32 = Float32Array.from(G);
+  }
   // Without correction (X* = X) B and c0 are zero up to G's symmetrisation: still computed, exactly as defined.
   const B = corrected ? times(CminusG) : new Float32Array(rows * cols);
   let c0 = 0;
@@ -153,7 +170,6 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
   const WC = times(p.cross);
   let lmax = 0;
   for (let i = 0; i < WC.length; i++) lmax = Math.max(lmax, Math.abs(WC[i]!));
-  const G32 = onBackend ? Float32Array.from(G.data) : null;
   let backend: PreparedProblem['backend'];
   if (onBackend) {
     const g = la.upload(G32!, cols, cols);
@@ -165,7 +181,7 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
   }
   const Wkept = p.weight instanceof Float32Array ? W32 ?? Float32Array.from(p.weight) : W.data;
   const host = native ? { native, G: G32! } : undefined;
-  return { rows, cols, G, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend, host };
+  return { rows, cols, G: onBackend ? undefined : { rows: cols, cols, data: G! }, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend, host };
 }
 
 /** G ← (G + Gᵀ)/2 in place (row-major `[n, n]`), in 64 × 64 tiles: the column walk stays in cache. */
@@ -216,12 +232,22 @@ function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, ro
 export function timesGram(pp: PreparedProblem, X: Float64Array, D32?: Float32Array, out?: Float32Array): Vec {
   if (pp.host) return hostProduct(pp.host.native, D32 ?? change32(pp, X), pp.host.G, pp.rows, pp.cols, out);
   if (pp.backend) return productOn(pp.backend.la, D32 ?? change(pp, X), pp.rows, pp.backend.G);
-  return matmul({ rows: pp.rows, cols: pp.cols, data: change(pp, X) }, pp.G).data;
+  return matmul({ rows: pp.rows, cols: pp.cols, data: change(pp, X) }, hostGram(pp)).data;
 }
 
-/** X − W rounded to float32 (as `upload` rounds `change`'s values). */
+function hostGram(pp: PreparedProblem): Mat {
+  if (!pp.G) throw new Error('fistapruner: float32 problem has no float64 G');
+  return pp.G;
+}
+
+/** X − W rounded to float32 (as `upload` rounds `change`'s values); natively where there is a kernel. */
 function change32(pp: PreparedProblem, X: Float64Array): Float32Array {
   const d = new Float32Array(X.length);
+  const kernel = pp.host?.native.fistaChange;
+  if (kernel && pp.W instanceof Float32Array) {
+    kernel(X, pp.W, d, pp.rows, pp.cols);
+    return d;
+  }
   for (let i = 0; i < X.length; i++) d[i] = X[i]! - pp.W[i]!;
   return d;
 }
@@ -241,13 +267,38 @@ export function gradient(pp: PreparedProblem, Wstar: Float64Array): Float64Array
 
 /** f(W*) = ½ tr(DGDᵀ) − tr(BDᵀ) + c0 with D = W* − W, given DG = timesGram(W*); accumulated per row. */
 export function smoothObjective(pp: PreparedProblem, Wstar: Float64Array, DG: Vec): number {
-  let total = 0;
-  for (let r = 0; r < pp.rows; r++) {
-    let s = 0;
-    for (let j = r * pp.cols; j < (r + 1) * pp.cols; j++) s += (Wstar[j]! - pp.W[j]!) * (0.5 * DG[j]! - pp.B[j]!);
-    total += s;
+  return errorSums(pp, Wstar, DG)[0] + pp.c0;
+}
+
+/**
+ * [Σ (X − W)(½PX − B), Σ (X − WK)(PX − PK)] for PX = timesGram(X), PK = timesGram(WK) (the
+ * second 0 without WK): f(X) − c0 and E_round, each summed per row and then over rows in row
+ * order; by the native kernel (`fistaErrors`, rows over threads, the same operations) where the
+ * arrays are float32 as it takes them.
+ */
+function errorSums(pp: PreparedProblem, X: Float64Array, PX: Vec, WK?: Float64Array, PK?: Vec): [number, number] {
+  const kernel = pp.host?.native.fistaErrors;
+  const { rows, cols, W, B } = pp;
+  if (kernel && PX instanceof Float32Array && W instanceof Float32Array && B instanceof Float32Array && (PK === undefined || PK instanceof Float32Array)) {
+    const sums = new Float64Array(2);
+    kernel(X, PX, W, B, WK ?? null, PK ?? null, sums, rows, cols);
+    return [sums[0]!, sums[1]!];
   }
-  return total + pp.c0;
+  let smooth = 0;
+  let round = 0;
+  for (let r = 0; r < rows; r++) {
+    let s = 0;
+    let e = 0;
+    for (let j = r * cols; j < (r + 1) * cols; j++) {
+      const x = X[j]!;
+      const px = PX[j]!;
+      s += (x - W[j]!) * (0.5 * px - B[j]!);
+      if (WK && PK) e += (x - WK[j]!) * (px - PK[j]!);
+    }
+    smooth += s;
+    round += e;
+  }
+  return [smooth, round];
 }
 
 /** F(W*) = f(W*) + λ‖W*‖₁. */
@@ -257,7 +308,7 @@ export function objective(pp: PreparedProblem, Wstar: Float64Array, lambda: numb
 
 /** L = 1.01 · λ_max(G) by power iteration: an upper bound of the gradient's Lipschitz constant. */
 export function lipschitz(pp: PreparedProblem, powerIters: number): number {
-  return 1.01 * (pp.backend ? pp.backend.la.maxEigenvalueSym(pp.backend.G, powerIters) : maxEigenvalueSym(pp.G, powerIters));
+  return 1.01 * (pp.backend ? pp.backend.la.maxEigenvalueSym(pp.backend.G, powerIters) : maxEigenvalueSym(hostGram(pp), powerIters));
 }
 
 /** Smallest λ for which W* = 0 is optimal: ‖∇f(0)‖_∞ = max |W·C|. */
@@ -520,11 +571,9 @@ export function outputError(pp: PreparedProblem, W: Float64Array, WG: Vec): numb
   return 2 * smoothObjective(pp, W, WG);
 }
 
-/** E_round = ‖(W' − W_K)X*‖²_F = tr(ΔGΔᵀ) with ΔG = W'G − W_K G. */
-export function roundingError(W1: Float64Array, W1G: Vec, WK: Float64Array, WKG: Vec): number {
-  let s = 0;
-  for (let i = 0; i < W1.length; i++) s += (W1[i]! - WK[i]!) * (W1G[i]! - WKG[i]!);
-  return s;
+/** E_round = ‖(W' − W_K)X*‖²_F = tr(ΔGΔᵀ) with ΔG = W'G − W_K G (summed per row, see errorSums). */
+export function roundingError(pp: PreparedProblem, W1: Float64Array, W1G: Vec, WK: Float64Array, WKG: Vec): number {
+  return errorSums(pp, W1, W1G, WK, WKG)[1];
 }
 
 /**
@@ -632,8 +681,9 @@ function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): 
     const run = fista(pp, { W0: start, W0G: startG, lambda, L, iters: o.itersPerRound, tol: o.tol, project, monotone: o.monotone });
     const cut = hardThreshold(run.W, rows, cols, o.cut, native);
     const cutG = timesGram(pp, cut.W);
-    const eTotal = outputError(pp, cut.W, cutG);
-    const eRound = roundingError(cut.W, cutG, run.W, run.WG);
+    // E_total = 2 f(W') (outputError) and E_round in one pass.
+    const [smooth, eRound] = errorSums(pp, cut.W, cutG, run.W, run.WG);
+    const eTotal = 2 * (smooth + pp.c0);
     const ratio = errorRatio(eRound, eTotal);
     rounds.push({ lambda, iterations: run.iterations, eTotal, eRound, ratio, objective: run.objective, rejected: run.rejected });
     if (!best || eTotal < best.e) best = { W: cut.W, G: cutG, mask: cut.mask, e: eTotal, lambda, tag: r };

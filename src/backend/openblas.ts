@@ -36,6 +36,9 @@ interface OpenBlasAddon extends Partial<ElementwiseAddon> {
   /** native/fista-kernels.c (absent from an addon built before it). */
   fistaAcceptStep?: NativeKernels['fistaAcceptStep'];
   fistaCutRows?: NativeKernels['fistaCutRows'];
+  fistaChange?: NativeKernels['fistaChange'];
+  fistaErrors?: NativeKernels['fistaErrors'];
+  fistaPrepareGram?: NativeKernels['fistaPrepareGram'];
   maskRows?: NativeKernels['maskRows'];
 }
 

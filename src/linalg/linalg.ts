@@ -125,6 +125,22 @@ export interface NativeKernels {
    * (mask and out are then incomplete). Absent from an addon built before it.
    */
   fistaCutRows?(W: Float64Array, rows: number, cols: number, k: number, mask: Uint8Array, out: Float64Array): number;
+  /** FISTAPruner's change from the dense weight: D32 = X − W_d rounded to float32 (`[rows, cols]`, rows split over threads). */
+  fistaChange?(X: Float64Array, Wd: Float32Array, D32: Float32Array, rows: number, cols: number): void;
+  /**
+   * FISTAPruner's error sums (`errorSums` in methods/fistapruner/fista.ts, the same float64
+   * operations, each summed per row and then over rows in row order): sums =
+   * [Σ (X − W_d)(½PX − B), Σ (X − WK)(PX − PK)], the second 0 when WK and PK are null.
+   */
+  fistaErrors?(X: Float64Array, PX: Float32Array, Wd: Float32Array, B: Float32Array, WK: Float64Array | null, PK: Float32Array | null,
+    sums: Float64Array, rows: number, cols: number): void;
+  /**
+   * FISTAPruner's Gram preparation (`prepare` in methods/fistapruner/fista.ts): from `[n, n]`
+   * G, C and H_d (float64 arrays, as the engine's statistics come), the symmetrised G, C − G and G − 2C + H_d, each formed in float64 and
+   * stored as float32; returns 1 when either difference has a nonzero entry, else 0.
+   */
+  fistaPrepareGram?(gram: Float64Array, cross: Float64Array, denseGram: Float64Array, n: number,
+    G32: Float32Array, CminusG: Float32Array, M: Float32Array): number;
   /**
    * The keep-mask (1 = keep) of the k smallest scores in each row of `[rows, cols]` scores, ties
    * pruned lower index first: `maskPerRow` (src/prune/masks.ts), for 0 < k ≤ cols, rows split over

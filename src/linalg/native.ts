@@ -30,6 +30,9 @@ export function nativeKernels(): NativeKernels | undefined {
     matMul: (a, b, c, m, n, k, transA, transB) => lib.hostGemm(a, b, c, m, n, k, transA ? 1 : 0, transB ? 1 : 0),
     ...(typeof lib.fistaAcceptStep === 'function' ? { fistaAcceptStep: lib.fistaAcceptStep.bind(lib) } : {}),
     ...(typeof lib.fistaCutRows === 'function' ? { fistaCutRows: lib.fistaCutRows.bind(lib) } : {}),
+    ...(typeof lib.fistaChange === 'function' ? { fistaChange: lib.fistaChange.bind(lib) } : {}),
+    ...(typeof lib.fistaErrors === 'function' ? { fistaErrors: lib.fistaErrors.bind(lib) } : {}),
+    ...(typeof lib.fistaPrepareGram === 'function' ? { fistaPrepareGram: lib.fistaPrepareGram.bind(lib) } : {}),
     ...(typeof lib.maskRows === 'function' ? { maskRows: lib.maskRows.bind(lib) } : {}),
   };
 }

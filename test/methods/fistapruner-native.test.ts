@@ -1,7 +1,7 @@
 /**
  * FISTAPruner on the native kernels (native/fista-kernels.c, `LinAlg.native` under OpenBLAS):
- * the accepted step and the per-row cut against hand-computed cases and against the TypeScript
- * they replace (bit for bit, whole solves included), the host products against the backend's
+ * the accepted step, the per-row cut, the error sums, the change from W and the Gram preparation
+ * against hand-computed cases and against the TypeScript they replace (bit for bit, whole solves included), the host products against the backend's
  * (the same values, so the same solve), and results the same for 1, 2 and 3 threads. Skips where
  * the addon is not built.
  */
@@ -55,8 +55,7 @@ const DEFAULTS: SolveOptions = {
 function withKernels(la: LinAlg, keep: (keyof NativeKernels)[]): LinAlg {
   const n = la.native!;
   const native: NativeKernels = { obsSweepBlock: n.obsSweepBlock, matMul: n.matMul };
-  if (keep.includes('fistaAcceptStep')) native.fistaAcceptStep = n.fistaAcceptStep;
-  if (keep.includes('fistaCutRows')) native.fistaCutRows = n.fistaCutRows;
+  for (const k of keep) Object.assign(native, { [k]: n[k] });
   return { ...la, native: keep.length === 0 ? undefined : native };
 }
 
@@ -93,6 +92,34 @@ describe('FISTAPruner on the native kernels (OpenBLAS)', { skip }, () => {
     assert.equal(sums[1], 1.25);
     assert.equal(sums[2], 1.5);
     close(sums[3]!, 1.8875, 'l1');
+  });
+
+  it('the error sums, the change and the Gram preparation, hand-computed', () => {
+    const k = backendLinAlg().native!;
+    // Two rows of two: X, PX, W_d, B; WK, PK for the rounding sum.
+    const X = new Float64Array([1, 2, -1, 0.5]), PX = new Float32Array([4, 2, -2, 1]);
+    const Wd = new Float32Array([0.5, 2, 0, 0.5]), B = new Float32Array([1, 0, -0.5, 3]);
+    const WK = new Float64Array([1.5, 2, -1, 0]), PK = new Float32Array([3, 2, -2, 0]);
+    const sums = new Float64Array(2);
+    k.fistaErrors!(X, PX, Wd, B, WK, PK, sums, 2, 2);
+    // Σ (x − w_d)(½px − b) = 0.5·1 + 0 + (−1)(−0.5) + 0 = 1; Σ (x − wk)(px − pk) = −0.5 + 0 + 0 + 0.5 = 0.
+    assert.deepEqual([...sums], [1, 0]);
+    k.fistaErrors!(X, PX, Wd, B, null, null, sums, 2, 2);
+    assert.deepEqual([...sums], [1, 0]);
+    const D32 = new Float32Array(4);
+    k.fistaChange!(new Float64Array([1, 2, -1, 0.1]), Wd, D32, 2, 2);
+    assert.deepEqual([...D32], [0.5, 0, -1, Math.fround(0.1 - Math.fround(0.5))]);
+    // G = [[1, 2], [4, 3]] → symmetrised [[1, 3], [3, 3]]; C = [[1, 1], [1, 1]]; H_d = [[2, 0], [0, 2]].
+    const G32 = new Float32Array(4), CmG = new Float32Array(4), M = new Float32Array(4);
+    const nz = k.fistaPrepareGram!(new Float64Array([1, 2, 4, 3]), new Float64Array([1, 1, 1, 1]), new Float64Array([2, 0, 0, 2]), 2, G32, CmG, M);
+    assert.equal(nz, 1);
+    assert.deepEqual([...G32], [1, 3, 3, 3]);
+    assert.deepEqual([...CmG], [0, -2, -2, -2]);
+    // G − 2C + H_d: 1 − 2 + 2, 3 − 2 + 0, 3 − 2 + 0, 3 − 2 + 2.
+    assert.deepEqual([...M], [1, 1, 1, 3]);
+    // X* = X (C = G = H_d): both differences vanish.
+    const g = new Float64Array([2, 1, 1, 2]);
+    assert.equal(k.fistaPrepareGram!(g, g, g, 2, G32, CmG, M), 0);
   });
 
   it('the per-row cut, hand-computed: the k smallest |w|, ties pruned lower index first', () => {
@@ -147,6 +174,8 @@ describe('FISTAPruner on the native kernels (OpenBLAS)', { skip }, () => {
       assertSameSolve(native, solveOperator(p, start(p), opts, withKernels(la, [])), `${what}: native vs backend products, TypeScript passes`);
       assertSameSolve(native, solveOperator(p, start(p), opts, withKernels(la, ['fistaCutRows'])), `${what}: native vs TypeScript step`);
       assertSameSolve(native, solveOperator(p, start(p), opts, withKernels(la, ['fistaAcceptStep'])), `${what}: native vs TypeScript cut`);
+      assertSameSolve(native, solveOperator(p, start(p), opts, withKernels(la, ['fistaAcceptStep', 'fistaCutRows'])),
+        `${what}: native vs TypeScript preparation, changes and error sums`);
       assert.ok(native.rounds.every((r) => r.iterations > 0), `${what}: FISTA ran`);
     }
   });

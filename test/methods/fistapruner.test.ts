@@ -126,7 +126,7 @@ test('gradient, objective and both errors from Gram matrices equal the brute-for
       eRound += s * s;
     }
   }
-  relClose(roundingError(Wstar, WG, W2, timesGram(pp, W2)), eRound, 1e-9, 'E_round');
+  relClose(roundingError(pp, Wstar, WG, W2, timesGram(pp, W2)), eRound, 1e-9, 'E_round');
   // λ_max: at λ = max|∇f(0)| the zero matrix satisfies the optimality condition.
   const g0 = gradient(pp, new Float64Array(e.m * e.n));
   relClose(lambdaMax(pp), Math.max(...g0.map(Math.abs)), 1e-12, 'λ_max');
