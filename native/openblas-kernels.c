@@ -394,9 +394,17 @@ typedef struct {
   double *wb, *err;
   int32_t *nzIdx, *nzCnt;
   int64_t rows, count, cols, i1, B, nmN, nmM;
-  atomic_llong nextRow;
-  atomic_llong nanAt; /* smallest flat index of a NaN N:M score, or INT64_MAX */
+  int cut;          /* 0: N:M during the sweep, 1: the block's k smallest, 2: each row's k smallest */
+  int64_t k;
+  double *scores, *scratch; /* [rows, count] for cuts 1 and 2 */
+  atomic_llong nanAt; /* smallest index of a NaN score (block-local for cuts 1, 2; flat for N:M), or INT64_MAX */
 } SweepBlock;
+
+/* *at = min(*at, v), atomically. */
+static void atomic_min_ll(atomic_llong *at, long long v) {
+  long long cur = atomic_load(at);
+  while (v < cur && !atomic_compare_exchange_weak(at, &cur, v)) {}
+}
 
 /* The value of rank k (0-based) in ascending order of a[0..n) (reordered): any exact selection
  * gives the same value, which is all masks.ts's kthSmallest result is used for. */
@@ -457,9 +465,7 @@ __attribute__((optimize("O3"))) static void sweep_row(SweepBlock *s, int64_t r) 
           if (mask[c + t] == 0) continue;
           const double v = w[c + t] * w[c + t] * s->invD2[s->i1 + c + t];
           if (v != v) {
-            const long long at = r * s->cols + s->i1 + c + t;
-            long long cur = atomic_load(&s->nanAt);
-            while (at < cur && !atomic_compare_exchange_weak(&s->nanAt, &cur, at)) {}
+            atomic_min_ll(&s->nanAt, r * s->cols + s->i1 + c + t);
             return;
           }
           if (best < 0 || v < bestV) { best = t; bestV = v; }
@@ -483,13 +489,38 @@ __attribute__((optimize("O3"))) static void sweep_row(SweepBlock *s, int64_t r) 
 
 enum { SWEEP_ROWS = 16 };
 
-static void *sweep_rows(void *arg) {
-  SweepBlock *s = arg;
-  for (int64_t r0; (r0 = atomic_fetch_add(&s->nextRow, SWEEP_ROWS)) < s->rows;) {
-    const int64_t r1 = r0 + SWEEP_ROWS < s->rows ? r0 + SWEEP_ROWS : s->rows;
-    for (int64_t r = r0; r < r1; r++) sweep_row(s, r);
+/* Rows [t·SWEEP_ROWS, …): the block after its pending update (obs.ts: wb[i] -= u[i] in float64)
+ * and, for cuts 1 and 2, its scores wb² / U_jj² (the smallest index of a NaN one kept). */
+static void prepare_rows(void *ctx, int64_t t) {
+  SweepBlock *s = ctx;
+  const int64_t r0 = t * SWEEP_ROWS, r1 = r0 + SWEEP_ROWS < s->rows ? r0 + SWEEP_ROWS : s->rows;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *w = s->w0 + r * s->cols + s->i1;
+    double *b = s->wb + r * s->count;
+    for (int64_t c = 0; c < s->count; c++) b[c] = w[c];
+    if (s->i1 > 0) { const float *u = s->upd + r * s->count; for (int64_t c = 0; c < s->count; c++) b[c] -= u[c]; }
+    if (!s->scores) continue;
+    double *sc = s->scores + r * s->count;
+    for (int64_t c = 0; c < s->count; c++) {
+      sc[c] = b[c] * b[c] * s->invD2[s->i1 + c];
+      if (sc[c] != sc[c]) { atomic_min_ll(&s->nanAt, r * s->count + c); break; }
+    }
   }
-  return NULL;
+}
+
+/* Rows [t·SWEEP_ROWS, …): cut 2's selection in each row (masks.ts maskPerRow), then the sweep. */
+static void sweep_task(void *ctx, int64_t t) {
+  SweepBlock *s = ctx;
+  const int64_t r0 = t * SWEEP_ROWS, r1 = r0 + SWEEP_ROWS < s->rows ? r0 + SWEEP_ROWS : s->rows;
+  for (int64_t r = r0; r < r1; r++) {
+    if (s->cut == 2 && s->k > 0) {
+      const int64_t o = r * s->count;
+      memcpy(s->scratch + o, s->scores + o, (size_t)s->count * sizeof(double));
+      prune_below(s->scores + o, s->count, s->count, kth_smallest(s->scratch + o, s->count, s->k - 1), s->k,
+                  s->mask + r * s->cols + s->i1, s->cols);
+    }
+    sweep_row(s, r);
+  }
 }
 
 /* obsSweepBlock(w0, upd, U, invD2, mask, weight, errT, wb, err, nzIdx, nzCnt,
@@ -532,55 +563,34 @@ static napi_value obsSweepBlock(napi_env env, napi_callback_info info) {
   s.nzIdx = typed(env, argv[9], napi_int32_array, (size_t)(s.rows * s.B), &ok);
   s.nzCnt = typed(env, argv[10], napi_int32_array, (size_t)s.rows, &ok);
   if (!ok) { napi_throw_range_error(env, NULL, "openblas-kernels: obsSweepBlock: arrays of the wrong type or too short"); return NULL; }
-  /* The block after its pending update (obs.ts: wb[i] -= u[i] in float64). */
-  for (int64_t r = 0; r < s.rows; r++) {
-    const float *w = s.w0 + r * s.cols + s.i1;
-    double *b = s.wb + r * s.count;
-    for (int64_t c = 0; c < s.count; c++) b[c] = w[c];
-    if (s.i1 > 0) { const float *u = s.upd + r * s.count; for (int64_t c = 0; c < s.count; c++) b[c] -= u[c]; }
-  }
+  s.cut = cut;
+  s.k = k;
+  s.scores = s.scratch = NULL;
   if (cut != 0 && k > 0) {
-    /* obs.ts selectBlockMask then masks.ts maskPerMatrix / maskPerRow. */
-    double *scores = malloc(rc * sizeof(double)), *scratch = malloc(rc * sizeof(double));
-    if (!scores || !scratch) { free(scores); free(scratch); napi_throw_error(env, NULL, "openblas-kernels: out of memory"); return NULL; }
-    for (int64_t r = 0; r < s.rows; r++)
-      for (int64_t c = 0; c < s.count; c++) {
-        const double x = s.wb[r * s.count + c];
-        scores[r * s.count + c] = x * x * s.invD2[s.i1 + c];
-      }
-    int64_t nanAt = -1;
-    for (size_t i = 0; i < rc; i++) if (scores[i] != scores[i]) { nanAt = (int64_t)i; break; }
-    if (nanAt < 0) {
-      memcpy(scratch, scores, rc * sizeof(double));
-      uint8_t *mask0 = s.mask + s.i1;
-      if (cut == 1) {
-        prune_below(scores, (int64_t)rc, s.count, kth_smallest(scratch, (int64_t)rc, k - 1), k, mask0, s.cols);
-      } else {
-        for (int64_t r = 0; r < s.rows; r++) {
-          const int64_t o = r * s.count;
-          prune_below(scores + o, s.count, s.count, kth_smallest(scratch + o, s.count, k - 1), k, mask0 + r * s.cols, s.cols);
-        }
-      }
-    }
-    free(scores);
-    free(scratch);
-    if (nanAt >= 0) {
-      napi_value out;
-      CHECK(napi_create_double(env, (double)nanAt, &out));
-      return out;
-    }
+    s.scores = malloc(rc * sizeof(double));
+    s.scratch = malloc(rc * sizeof(double));
+    if (!s.scores || !s.scratch) { free(s.scores); free(s.scratch); napi_throw_error(env, NULL, "openblas-kernels: out of memory"); return NULL; }
   }
-  atomic_store(&s.nextRow, 0);
   atomic_store(&s.nanAt, INT64_MAX);
-  int helpers = threads - 1;
-  if (helpers > 7) helpers = 7;
-  if (s.rows * s.count * s.count < POOL_MIN_MACS) helpers = 0;
-  pthread_t ids[7];
-  int made = 0;
-  for (; made < helpers; made++) if (pthread_create(&ids[made], NULL, sweep_rows, &s) != 0) break;
-  sweep_rows(&s);
-  for (int i = 0; i < made; i++) pthread_join(ids[i], NULL);
-  const long long nanAt = atomic_load(&s.nanAt);
+  /* Rows are independent (the selection of cut 2 too, and cut 1's is made between the two passes),
+   * so they are shared among the pool's threads and the result does not depend on how many. */
+  const int64_t tasks = (s.rows + SWEEP_ROWS - 1) / SWEEP_ROWS;
+  const int pooled = s.rows * s.count * s.count >= POOL_MIN_MACS;
+  if (pooled) prunelab_pool_run(prepare_rows, &s, tasks);
+  else for (int64_t t = 0; t < tasks; t++) prepare_rows(&s, t);
+  long long nanAt = atomic_load(&s.nanAt);
+  if (nanAt == INT64_MAX) {
+    if (cut == 1 && k > 0) {
+      /* obs.ts selectBlockMask then masks.ts maskPerMatrix, on the whole block. */
+      memcpy(s.scratch, s.scores, rc * sizeof(double));
+      prune_below(s.scores, (int64_t)rc, s.count, kth_smallest(s.scratch, (int64_t)rc, k - 1), k, s.mask + s.i1, s.cols);
+    }
+    if (pooled) prunelab_pool_run(sweep_task, &s, tasks);
+    else for (int64_t t = 0; t < tasks; t++) sweep_task(&s, t);
+    nanAt = atomic_load(&s.nanAt);
+  }
+  free(s.scores);
+  free(s.scratch);
   napi_value out;
   CHECK(napi_create_double(env, nanAt == INT64_MAX ? -1.0 : (double)nanAt, &out));
   return out;
