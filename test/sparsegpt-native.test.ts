@@ -100,6 +100,38 @@ describe('SparseGPT on the native kernels (OpenBLAS)', { skip }, () => {
     }
   });
 
+  it('a larger factor (n = 700): the float64 reference within float32 rounding, bit-identical for 1, 2 and 3 threads, pivots named', () => {
+    const lib = openblasAddon()!;
+    const n = 700;
+    const A = hessian(n, 2 * n, 6);
+    for (let j = 0; j < n; j++) A[j * n + j]! += 0.01;
+    const want = upperCholeskyOfInverse({ rows: n, cols: n, data: A }).data;
+    const got: Float32Array[] = [];
+    try {
+      for (const t of [1, 2, 3]) {
+        lib.setThreads(t);
+        got.push(factorOf(backendLinAlg(), A, n));
+      }
+      const la = backendLinAlg();
+      // Pivots early, midway and late in the factorisation (which runs in reversed order).
+      for (const [at, v] of [[650, -1], [400, 0], [30, NaN]] as const) {
+        const B = new Float64Array(n * n);
+        for (let j = 0; j < n; j++) B[j * n + j] = 1;
+        B[at * n + at] = v;
+        const b = la.upload(B, n, n);
+        assert.throws(() => la.upperCholeskyOfInverse(b),
+          (e: unknown) => e instanceof NotPositiveDefiniteError && e.pivot === at && Object.is(e.value, v === 0 ? 0 : v), `pivot ${at} = ${v}`);
+        la.dispose(b);
+      }
+    } finally {
+      noteWorkerThreads(0);
+    }
+    for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) assert.equal(got[0]![i * n + j], 0, `U[${i}, ${j}] below the diagonal`);
+    assert.ok(relDiff(got[0]!, want) < 1e-4, `native: ${relDiff(got[0]!, want)}`);
+    assert.deepEqual(got[1], got[0], '2 threads');
+    assert.deepEqual(got[2], got[0], '3 threads');
+  });
+
   const rows = 96, cols = 264; // a ragged last block with blocksize 64
   const H = hessian(cols, 400, 2);
   const W = Float32Array.from(values(rows * cols, 3));
