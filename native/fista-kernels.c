@@ -16,6 +16,7 @@
  */
 #include <node_api.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,28 @@
 
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "fista-kernels: bad arguments"); return NULL; } } while (0)
+
+/* The `want` arguments of kernel `name` into argv, and the sizes `[rows, cols]` at argv[at],
+ * argv[at + 1]; 0 (a JS error thrown) when either is wrong. */
+static int row_kernel_args(napi_env env, napi_callback_info info, const char *name, size_t want, napi_value *argv, size_t at,
+    int64_t *rows, int64_t *cols) {
+  size_t argc = want;
+  char msg[96];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want) {
+    snprintf(msg, sizeof msg, "fista-kernels: %s takes %zu arguments", name, want);
+    napi_throw_error(env, NULL, msg);
+    return 0;
+  }
+  int ok = 1;
+  *rows = (int64_t)num(env, argv[at], &ok);
+  *cols = (int64_t)num(env, argv[at + 1], &ok);
+  if (!ok || *rows < 0 || *cols < 0) {
+    snprintf(msg, sizeof msg, "fista-kernels: %s: bad sizes", name);
+    napi_throw_range_error(env, NULL, msg);
+    return 0;
+  }
+  return 1;
+}
 
 /* The elementwise part of acceptStep for `len` entries: next and D32, and each entry's terms of
  * the four sums (no reduction here, so the loop vectorises; no reassociation either way). */
@@ -102,14 +125,12 @@ static int accept_step(StepJob *j, double *sums) {
 /* fistaAcceptStep(Z, PZ, W, P, B, Wd, next, D32, sums, rows, cols, beta, step, thr): Float64Array
  * Z, W, next, sums (4); Float32Array PZ, P, B, Wd, D32; all `[rows, cols]` row-major. */
 napi_value fistaAcceptStep(napi_env env, napi_callback_info info) {
-  size_t argc = 14;
   napi_value argv[14];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 14) { napi_throw_error(env, NULL, "fista-kernels: fistaAcceptStep takes 14 arguments"); return NULL; }
+  int64_t rows, cols;
+  if (!row_kernel_args(env, info, "fistaAcceptStep", 14, argv, 9, &rows, &cols)) return NULL;
   int ok = 1;
-  const int64_t rows = (int64_t)num(env, argv[9], &ok), cols = (int64_t)num(env, argv[10], &ok);
   const double beta = num(env, argv[11], &ok), step = num(env, argv[12], &ok), thr = num(env, argv[13], &ok);
-  if (!ok || rows < 0 || cols < 0) { napi_throw_range_error(env, NULL, "fista-kernels: fistaAcceptStep: bad sizes"); return NULL; }
+  if (!ok) { napi_throw_range_error(env, NULL, "fista-kernels: fistaAcceptStep: bad sizes"); return NULL; }
   const size_t n = (size_t)(rows * cols);
   const double *Z = typed(env, argv[0], napi_float64_array, n, &ok);
   const float *PZ = typed(env, argv[1], napi_float32_array, n, &ok);
@@ -172,13 +193,10 @@ static void run_rows(RowsJob *j, void (*fn)(void *, int64_t)) {
 
 /* fistaChange(X, Wd, D32, rows, cols): Float64Array X; Float32Array Wd, D32. */
 napi_value fistaChange(napi_env env, napi_callback_info info) {
-  size_t argc = 5;
   napi_value argv[5];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 5) { napi_throw_error(env, NULL, "fista-kernels: fistaChange takes 5 arguments"); return NULL; }
+  int64_t rows, cols;
+  if (!row_kernel_args(env, info, "fistaChange", 5, argv, 3, &rows, &cols)) return NULL;
   int ok = 1;
-  const int64_t rows = (int64_t)num(env, argv[3], &ok), cols = (int64_t)num(env, argv[4], &ok);
-  if (!ok || rows < 0 || cols < 0) { napi_throw_range_error(env, NULL, "fista-kernels: fistaChange: bad sizes"); return NULL; }
   const size_t n = (size_t)(rows * cols);
   RowsJob job = {.X = typed(env, argv[0], napi_float64_array, n, &ok), .Wd = typed(env, argv[1], napi_float32_array, n, &ok),
                  .D32 = typed(env, argv[2], napi_float32_array, n, &ok), .rows = rows, .cols = cols};
@@ -191,13 +209,10 @@ napi_value fistaChange(napi_env env, napi_callback_info info) {
  * Float32Array PX, Wd, B and PK (or null, with WK). sums = [Σ_r Σ (X − Wd)(½PX − B),
  * Σ_r Σ (X − WK)(PX − PK) or 0], summed per row, then over rows in row order. */
 napi_value fistaErrors(napi_env env, napi_callback_info info) {
-  size_t argc = 9;
   napi_value argv[9];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != 9) { napi_throw_error(env, NULL, "fista-kernels: fistaErrors takes 9 arguments"); return NULL; }
+  int64_t rows, cols;
+  if (!row_kernel_args(env, info, "fistaErrors", 9, argv, 7, &rows, &cols)) return NULL;
   int ok = 1;
-  const int64_t rows = (int64_t)num(env, argv[7], &ok), cols = (int64_t)num(env, argv[8], &ok);
-  if (!ok || rows < 0 || cols < 0) { napi_throw_range_error(env, NULL, "fista-kernels: fistaErrors: bad sizes"); return NULL; }
   const size_t n = (size_t)(rows * cols);
   napi_valuetype wkType;
   CHECK(napi_typeof(env, argv[4], &wkType));

@@ -489,6 +489,12 @@ __attribute__((optimize("O3"))) static void sweep_row(SweepBlock *s, int64_t r) 
 
 enum { SWEEP_ROWS = 16 };
 
+/* fn over `tasks` tasks: on the pool when the block is worth waking it for, else here. */
+static void run_sweep_tasks(SweepBlock *s, void (*fn)(void *, int64_t), int64_t tasks) {
+  if (s->rows * s->count * s->count >= POOL_MIN_MACS) prunelab_pool_run(fn, s, tasks);
+  else for (int64_t t = 0; t < tasks; t++) fn(s, t);
+}
+
 /* Rows [t·SWEEP_ROWS, …): the block after its pending update (obs.ts: wb[i] -= u[i] in float64)
  * and, for cuts 1 and 2, its scores wb² / U_jj² (the smallest index of a NaN one kept). */
 static void prepare_rows(void *ctx, int64_t t) {
@@ -575,9 +581,7 @@ static napi_value obsSweepBlock(napi_env env, napi_callback_info info) {
   /* Rows are independent (the selection of cut 2 too, and cut 1's is made between the two passes),
    * so they are shared among the pool's threads and the result does not depend on how many. */
   const int64_t tasks = (s.rows + SWEEP_ROWS - 1) / SWEEP_ROWS;
-  const int pooled = s.rows * s.count * s.count >= POOL_MIN_MACS;
-  if (pooled) prunelab_pool_run(prepare_rows, &s, tasks);
-  else for (int64_t t = 0; t < tasks; t++) prepare_rows(&s, t);
+  run_sweep_tasks(&s, prepare_rows, tasks);
   long long nanAt = atomic_load(&s.nanAt);
   if (nanAt == INT64_MAX) {
     if (cut == 1 && k > 0) {
@@ -585,8 +589,7 @@ static napi_value obsSweepBlock(napi_env env, napi_callback_info info) {
       memcpy(s.scratch, s.scores, rc * sizeof(double));
       prune_below(s.scores, (int64_t)rc, s.count, kth_smallest(s.scratch, (int64_t)rc, k - 1), k, s.mask + s.i1, s.cols);
     }
-    if (pooled) prunelab_pool_run(sweep_task, &s, tasks);
-    else for (int64_t t = 0; t < tasks; t++) sweep_task(&s, t);
+    run_sweep_tasks(&s, sweep_task, tasks);
     nanAt = atomic_load(&s.nanAt);
   }
   free(s.scores);

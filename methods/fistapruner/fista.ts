@@ -142,7 +142,8 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
   };
   // The differences are formed in float64 from the float32 statistics, before any product (with
   // native products stored as float32 at once: the rounding the upload would make); natively
-  // (`fistaPrepareGram`: the same operations, rows over threads) where the statistics are float32.
+  // (`fistaPrepareGram`: the same operations, rows over threads) where the statistics come as
+  // Float64Arrays, as the engine gives them.
   const n2 = cols * cols;
   const CminusG = native ? new Float32Array(n2) : new Float64Array(n2);
   const M = native ? new Float32Array(n2) : new Float64Array(n2);
@@ -286,6 +287,7 @@ function errorSums(pp: PreparedProblem, X: Float64Array, PX: Vec, WK?: Float64Ar
   }
   let smooth = 0;
   let round = 0;
+  const rounding = WK !== undefined && PK !== undefined;
   for (let r = 0; r < rows; r++) {
     let s = 0;
     let e = 0;
@@ -293,7 +295,7 @@ function errorSums(pp: PreparedProblem, X: Float64Array, PX: Vec, WK?: Float64Ar
       const x = X[j]!;
       const px = PX[j]!;
       s += (x - W[j]!) * (0.5 * px - B[j]!);
-      if (WK && PK) e += (x - WK[j]!) * (px - PK[j]!);
+      if (rounding) e += (x - WK[j]!) * (px - PK[j]!);
     }
     smooth += s;
     round += e;
