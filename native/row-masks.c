@@ -14,16 +14,75 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 #include "napi-args.h"
 #include "pool.h"
 
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "row-masks: bad arguments"); return NULL; } } while (0)
 
 
+/* Whether this CPU has AVX-512 (set when the addon loads; the selection's speed only). */
+static int hasAvx512 = 0;
+
 static int cmp_double(const void *x, const void *y) {
   const double a = *(const double *)x, b = *(const double *)y;
   return a < b ? -1 : a > b ? 1 : 0;
 }
+
+/* Median of three of src[0], src[len/2], src[len − 1]: the pivot of a round. */
+static inline double pivot_of(const double *src, int64_t len) {
+  double x = src[0], y = src[len / 2], z = src[len - 1], t;
+  if (x > y) { t = x; x = y; y = t; }
+  if (y > z) y = z;
+  return x > y ? x : y;
+}
+
+/* With AVX-512 a round first counts the values below and above the pivot (a loop the compiler
+ * vectorises), then compresses only the side that holds rank k into the other buffer, eight
+ * values a store: about twice as fast as the scalar round below on 512-wide rows. Returns the
+ * value of rank k as kth_smallest does (the same value: any exact selection finds it). */
+#if defined(__x86_64__)
+__attribute__((target("avx512f"), optimize("O3")))
+static double kth_smallest_avx512(double *a, double *b, int64_t n, int64_t k) {
+  double *bufs[2] = {a, b};
+  int s = 0;
+  int64_t len = n;
+  for (int round = 0;; round++) {
+    double *src = bufs[s];
+    if (len <= 16 || round > 64) {
+      qsort(src, (size_t)len, sizeof(double), cmp_double);
+      return src[k];
+    }
+    const double pivot = pivot_of(src, len);
+    int64_t nl = 0, nm = 0;
+    for (int64_t i = 0; i < len; i++) {
+      nl += src[i] < pivot;
+      nm += src[i] > pivot;
+    }
+    const int below = k < nl;
+    if (!below && k < len - nm) return pivot;
+    if (!below) k -= len - nm;
+    double *dst = bufs[1 - s];
+    const __m512d p = _mm512_set1_pd(pivot);
+    int64_t c = 0, i = 0;
+    for (; i + 8 <= len; i += 8) {
+      const __m512d v = _mm512_loadu_pd(src + i);
+      const __mmask8 m = below ? _mm512_cmp_pd_mask(v, p, _CMP_LT_OQ) : _mm512_cmp_pd_mask(v, p, _CMP_GT_OQ);
+      _mm512_mask_compressstoreu_pd(dst + c, m, v);
+      c += __builtin_popcount(m);
+    }
+    for (; i < len; i++) {
+      dst[c] = src[i];
+      c += below ? src[i] < pivot : src[i] > pivot;
+    }
+    len = below ? nl : nm;
+    s = 1 - s;
+  }
+}
+#endif
 
 /* The value of rank k (0-based, ascending) of a[0..n) (consumed, as are b1 and b2, scratch as
  * long): three-way quickselect, out of place and without a data-dependent branch (as masks.ts
@@ -32,6 +91,9 @@ static int cmp_double(const void *x, const void *y) {
  * values. Median-of-three pivot; sorted outright after 64 rounds (bounded worst case). Any exact
  * selection gives the same value, and the mask depends on nothing else (ties are settled by index). */
 static double kth_smallest(double *a, double *b1, double *b2, int64_t n, int64_t k) {
+#if defined(__x86_64__)
+  if (hasAvx512) return kth_smallest_avx512(a, b1, n, k);
+#endif
   double *bufs[3] = {a, b1, b2};
   int s = 0;
   int64_t len = n;
@@ -41,10 +103,7 @@ static double kth_smallest(double *a, double *b1, double *b2, int64_t n, int64_t
       qsort(src, (size_t)len, sizeof(double), cmp_double);
       return src[k];
     }
-    double x = src[0], y = src[len / 2], z = src[len - 1], t;
-    if (x > y) { t = x; x = y; y = t; }
-    if (y > z) y = z;
-    const double pivot = x > y ? x : y;
+    const double pivot = pivot_of(src, len);
     double *less = bufs[(s + 1) % 3], *more = bufs[(s + 2) % 3];
     int64_t nl = 0, nm = 0;
     for (int64_t i = 0; i < len; i++) {
@@ -72,24 +131,46 @@ static inline __attribute__((always_inline)) int64_t cut_row(const double *w, in
    * row already cut), it is the k-th smallest value. */
   double min = INFINITY;
   int64_t atMin = 0;
+  int64_t nan = -1;
   for (int64_t j = 0; j < cols; j++) {
     const double v = score(w[j], absolute);
-    if (v != v) return j;
+    nan = v != v && nan < 0 ? j : nan;
     scratch[j] = v;
-    if (v < min) { min = v; atMin = 0; }
+    /* Without a branch (a new minimum on random data mispredicts): the count restarts at a new minimum. */
+    const int lower = v < min;
+    atMin = lower ? 0 : atMin;
+    min = lower ? v : min;
     atMin += v == min;
   }
+  if (nan >= 0) return nan;
   const double t = atMin >= k ? min : kth_smallest(scratch, scratch + cols, scratch + 2 * cols, cols, k - 1);
-  int64_t below = 0;
-  for (int64_t j = 0; j < cols; j++) below += score(w[j], absolute) < t;
-  int64_t ties = k - below;
+  int64_t below = 0, equal = 0;
   for (int64_t j = 0; j < cols; j++) {
     const double v = score(w[j], absolute);
-    const int tie = (v == t) & (ties > 0);
-    mask[j] = (uint8_t)(1 - ((v < t) | tie));
-    ties -= tie;
+    below += v < t;
+    equal += v == t;
   }
-  if (out) for (int64_t j = 0; j < cols; j++) out[j] = mask[j] ? w[j] : 0.0;
+  int64_t ties = k - below;
+  if (ties == equal) {
+    /* Every value equal to t is pruned (the usual case: t occurs once): no running count. */
+    for (int64_t j = 0; j < cols; j++) mask[j] = (uint8_t)!(score(w[j], absolute) <= t);
+  } else {
+    for (int64_t j = 0; j < cols; j++) {
+      const double v = score(w[j], absolute);
+      const int tie = (v == t) & (ties > 0);
+      mask[j] = (uint8_t)(1 - ((v < t) | tie));
+      ties -= tie;
+    }
+  }
+  /* out = w where kept, +0 where pruned: the bits masked (a branch on a random mask mispredicts). */
+  if (out) {
+    uint64_t bits;
+    for (int64_t j = 0; j < cols; j++) {
+      memcpy(&bits, w + j, sizeof bits);
+      bits &= (uint64_t)0 - (uint64_t)mask[j];
+      memcpy(out + j, &bits, sizeof bits);
+    }
+  }
   return -1;
 }
 
@@ -147,6 +228,10 @@ static napi_value cut_rows_napi(napi_env env, napi_callback_info info, int absol
   uint8_t *mask = typed(env, argv[4], napi_uint8_array, (size_t)(rows * cols), &ok);
   double *out = absolute ? typed(env, argv[5], napi_float64_array, (size_t)(rows * cols), &ok) : NULL;
   if (!ok) { napi_throw_range_error(env, NULL, "row-masks: arrays of the wrong type or too short"); return NULL; }
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  hasAvx512 = __builtin_cpu_supports("avx512f");
+#endif
   CutJob job = {.W = W, .mask = mask, .out = out, .rows = rows, .cols = cols, .k = k, .absolute = absolute};
   const int64_t nanAt = run_cut(&job);
   if (nanAt == -2) { napi_throw_error(env, NULL, "row-masks: out of memory"); return NULL; }
