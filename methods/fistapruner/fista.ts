@@ -93,11 +93,44 @@ export interface PreparedProblem {
    * read of each product; the backend's G then serves only the power iteration.
    */
   host?: { native: NativeKernels; G: Float32Array };
+  /** The Gram part it was made from (shared by the operators of one tap). */
+  gram: PreparedGram;
 }
 
+/**
+ * The part of a Gram problem that does not depend on the operator's weight: G symmetrised, C − G,
+ * G − 2C + H_d, C as the products take it, G on the backend or host, and L once computed. The
+ * operators reading one tap (q, k, v; gate, up) share one (`prepareGram` once, `withWeight` per
+ * operator): the same values each would compute for itself.
+ */
+export interface PreparedGram {
+  cols: number;
+  /** C − G or G − 2C + H_d is nonzero somewhere (intra-layer correction changed the input). */
+  corrected: boolean;
+  CminusG: Vec;
+  M: Vec;
+  /** C as the products read it (float32 where they are native: the rounding `upload` makes). */
+  cross: ArrayLike<number>;
+  /** Float64 numerics: G symmetrised (the host reference). */
+  G?: Mat;
+  la?: LinAlg;
+  backend?: { la: LinAlg; G: Matrix };
+  host?: { native: NativeKernels; G: Float32Array };
+  /** L by power-iteration count, computed on first use. */
+  lipschitz: Map<number, number>;
+}
+
+/** The Gram statistics of one tap. */
+export type GramStats = Pick<GramProblem, 'cols' | 'gram' | 'cross' | 'denseGram'>;
+
 /** Frees the backend copy of G (no-op on the host). */
+export function releaseGram(g: PreparedGram): void {
+  if (g.backend) g.backend.la.dispose(g.backend.G);
+}
+
+/** Frees what `prepare` made (its Gram part, shared with no other problem). */
 export function release(pp: PreparedProblem): void {
-  if (pp.backend) pp.backend.la.dispose(pp.backend.G);
+  releaseGram(pp.gram);
 }
 
 /** X·Y on `la` (X `[rows, n]` host, Y a backend matrix), read back (float32, exact in float64 arithmetic). */
@@ -121,25 +154,17 @@ function sameValues(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
   return true;
 }
 
+/** One operator's problem, prepared (`prepareGram` then `withWeight`). */
 export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
-  const { rows, cols } = p;
-  checkLen(p.weight, rows * cols, 'weight');
+  checkLen(p.weight, p.rows * p.cols, 'weight');
+  return withWeight(prepareGram(p, la), p.rows, p.weight);
+}
+
+export function prepareGram(p: GramStats, la?: LinAlg): PreparedGram {
+  const { cols } = p;
   for (const k of ['gram', 'cross', 'denseGram'] as const) checkLen(p[k], cols * cols, k);
-  const W = fromArray(rows, cols, p.weight);
   const onBackend = la !== undefined && la.numerics === 'float32';
   const native = onBackend ? la.native : undefined;
-  const W32 = native ? Float32Array.from(W.data) : null;
-  const times = (M: ArrayLike<number>): Vec => {
-    if (!onBackend) return matmul(W, fromArray(cols, cols, M)).data;
-    // Float32 as `upload` rounds them.
-    if (native) return hostProduct(native, W32!, M instanceof Float32Array ? M : Float32Array.from(M), rows, cols);
-    const m = la.upload(M, cols, cols);
-    try {
-      return productOn(la, W.data, rows, m);
-    } finally {
-      la.dispose(m);
-    }
-  };
   // The differences are formed in float64 from the float32 statistics, before any product (with
   // native products stored as float32 at once: the rounding the upload would make); natively
   // (`fistaPrepareGram`: the same operations, rows over threads) where the statistics come as
@@ -161,17 +186,7 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
       p.denseGram instanceof Float64Array ? p.denseGram : Float64Array.from(p.denseGram), CminusG, M);
     if (onBackend) G32 = Float32Array.from(G);
   }
-  // Without correction (X* = X) B and c0 are zero up to G's symmetrisation: still computed, exactly as defined.
-  const B = corrected ? times(CminusG) : new Float32Array(rows * cols);
-  let c0 = 0;
-  if (corrected) {
-    const WM = times(M);
-    for (let i = 0; i < WM.length; i++) c0 += WM[i]! * W.data[i]!;
-  }
-  const WC = times(p.cross);
-  let lmax = 0;
-  for (let i = 0; i < WC.length; i++) lmax = Math.max(lmax, Math.abs(WC[i]!));
-  let backend: PreparedProblem['backend'];
+  let backend: PreparedGram['backend'];
   if (onBackend) {
     const g = la.upload(G32!, cols, cols);
     try {
@@ -180,9 +195,43 @@ export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
       la.dispose(g);
     }
   }
-  const Wkept = p.weight instanceof Float32Array ? W32 ?? Float32Array.from(p.weight) : W.data;
-  const host = native ? { native, G: G32! } : undefined;
-  return { rows, cols, G: onBackend ? undefined : { rows: cols, cols, data: G! }, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend, host };
+  const cross = native && !(p.cross instanceof Float32Array) ? Float32Array.from(p.cross) : p.cross;
+  return {
+    cols, corrected, CminusG, M, cross, G: onBackend ? undefined : { rows: cols, cols, data: G! }, la: onBackend ? la : undefined,
+    backend, host: native ? { native, G: G32! } : undefined, lipschitz: new Map(),
+  };
+}
+
+/** The problem of one operator (weight `[rows, cols]`) on a prepared Gram part: B, c0 and λ_max from its products. */
+export function withWeight(g: PreparedGram, rows: number, weight: ArrayLike<number>): PreparedProblem {
+  const { cols, la } = g;
+  checkLen(weight, rows * cols, 'weight');
+  const W = fromArray(rows, cols, weight);
+  const native = g.host?.native;
+  const W32 = native ? Float32Array.from(W.data) : null;
+  const times = (M: ArrayLike<number>): Vec => {
+    if (!la) return matmul(W, fromArray(cols, cols, M)).data;
+    // Float32 as `upload` rounds them.
+    if (native) return hostProduct(native, W32!, M instanceof Float32Array ? M : Float32Array.from(M), rows, cols);
+    const m = la.upload(M, cols, cols);
+    try {
+      return productOn(la, W.data, rows, m);
+    } finally {
+      la.dispose(m);
+    }
+  };
+  // Without correction (X* = X) B and c0 are zero up to G's symmetrisation: still computed, exactly as defined.
+  const B = g.corrected ? times(g.CminusG) : new Float32Array(rows * cols);
+  let c0 = 0;
+  if (g.corrected) {
+    const WM = times(g.M);
+    for (let i = 0; i < WM.length; i++) c0 += WM[i]! * W.data[i]!;
+  }
+  const WC = times(g.cross);
+  let lmax = 0;
+  for (let i = 0; i < WC.length; i++) lmax = Math.max(lmax, Math.abs(WC[i]!));
+  const Wkept = weight instanceof Float32Array ? W32 ?? Float32Array.from(weight) : W.data;
+  return { rows, cols, G: g.G, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend: g.backend, host: g.host, gram: g };
 }
 
 /** G ← (G + Gᵀ)/2 in place (row-major `[n, n]`), in 64 × 64 tiles: the column walk stays in cache. */
@@ -310,7 +359,11 @@ export function objective(pp: PreparedProblem, Wstar: Float64Array, lambda: numb
 
 /** L = 1.01 · λ_max(G) by power iteration: an upper bound of the gradient's Lipschitz constant. */
 export function lipschitz(pp: PreparedProblem, powerIters: number): number {
-  return 1.01 * (pp.backend ? pp.backend.la.maxEigenvalueSym(pp.backend.G, powerIters) : maxEigenvalueSym(hostGram(pp), powerIters));
+  const known = pp.gram.lipschitz.get(powerIters);
+  if (known !== undefined) return known;
+  const L = 1.01 * (pp.backend ? pp.backend.la.maxEigenvalueSym(pp.backend.G, powerIters) : maxEigenvalueSym(hostGram(pp), powerIters));
+  pp.gram.lipschitz.set(powerIters, L);
+  return L;
 }
 
 /** Smallest λ for which W* = 0 is optimal: ‖∇f(0)‖_∞ = max |W·C|. */
@@ -650,6 +703,11 @@ export function solveOperator(p: GramProblem, W0: Float64Array, o: SolveOptions,
   } finally {
     release(pp);
   }
+}
+
+/** `solveOperator` on a prepared Gram part (shared by the operators of one tap; the caller releases it). */
+export function solveWithGram(g: PreparedGram, rows: number, weight: ArrayLike<number>, W0: Float64Array, o: SolveOptions): SolveResult {
+  return solvePrepared(withWeight(g, rows, weight), W0, o);
 }
 
 function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): SolveResult {

@@ -9,7 +9,7 @@ import { defineMethod, type OperatorDecision } from '../../src/prune/method.ts';
 import { TAP_NAMES, type LinearRole } from '../../src/model/family.ts';
 import { ConfigError } from '../../src/util/errors.ts';
 import { cutOf } from '../../src/prune/masks.ts';
-import { solveOperator } from './fista.ts';
+import { prepareGram, releaseGram, solveWithGram, type PreparedGram } from './fista.ts';
 import { WARM_STARTS, warmStartWeights } from './warm-start.ts';
 
 const options = z.object({
@@ -64,46 +64,61 @@ export default defineMethod<FistaPrunerOptions, Record<string, unknown>, FistaSt
     const prev = state.lambdas;
     if (layer === 0) prev.clear();
     const out: OperatorDecision[] = [];
-    for (const op of operators) {
-      const st = stats[op.input];
-      const gram = st?.gram;
-      const cross = o.intraLayerCorrection ? st?.cross : gram;
-      const denseGram = o.intraLayerCorrection ? st?.denseGram : gram;
-      if (!gram || !cross || !denseGram) throw new Error(`fistapruner: no Gram statistics for ${op.role} (${op.input})`);
-      const t0 = performance.now();
-      const W0 = warmStartWeights(warmStart, { weight: op.weight, rows: op.rows, cols: op.cols, gram, cut, native: linalg.native });
-      const r = solveOperator(
-        { rows: op.rows, cols: op.cols, weight: op.weight, gram, cross, denseGram },
-        W0,
-        {
-          cut, itersPerRound: o.itersPerRound, maxRounds: o.maxRounds, ratioThreshold: o.ratioThreshold, tol: o.tol,
-          powerIters: o.powerIters, projectEveryIteration: o.projectEveryIteration, warmStartCandidate: o.warmStartCandidate,
-          refit: o.refit, monotone: o.monotone, lambda0: o.lambdaInit === 'previous-layer' ? prev.get(op.role) : undefined,
-        },
-        linalg,
-      );
-      prev.set(op.role, r.lambda);
-      const seconds = (performance.now() - t0) / 1000;
-      const bestRound = typeof r.best === 'number' ? r.rounds[r.best] : undefined;
-      const iterations = r.rounds.reduce((s, x) => s + x.iterations, 0);
-      log(`layer ${layer} ${op.role}: λ ${r.lambda.toExponential(3)} (max ${r.lambdaMax.toExponential(3)}), `
-        + `E_round/E_total ${bestRound ? bestRound.ratio.toFixed(3) : '-'}, E_total ${r.eTotal.toExponential(3)} `
-        + `(warm start ${r.warmStartError.toExponential(3)}), best ${r.best}, ${iterations} iterations, ${seconds.toFixed(3)} s`);
-      out.push({
-        role: op.role,
-        mask: r.mask,
-        weight: Float32Array.from(r.weight),
-        info: {
-          warmStart, lambda: r.lambda, lambdaMax: r.lambdaMax, L: r.L,
-          ratio: bestRound?.ratio ?? null, eRound: bestRound?.eRound ?? null, eTotal: r.eTotal,
-          warmStartError: r.warmStartError, refitError: r.refitError ?? null, best: r.best, iterations,
-          rounds: r.rounds.map((x) => ({
-            lambda: x.lambda, iterations: x.iterations, eTotal: x.eTotal, eRound: x.eRound, ratio: x.ratio, objective: x.objective,
-            ...(o.monotone ? { rejected: x.rejected } : {}),
-          })),
-          seconds,
-        },
-      });
+    // Operators reading one tap (q, k, v; gate, up) share its prepared Gram part, freed after the last of them.
+    const grams = new Map<string, PreparedGram>();
+    const lastUse = new Map(operators.map((op, k) => [op.input as string, k]));
+    try {
+      for (const [k, op] of operators.entries()) {
+        const st = stats[op.input];
+        const gram = st?.gram;
+        const cross = o.intraLayerCorrection ? st?.cross : gram;
+        const denseGram = o.intraLayerCorrection ? st?.denseGram : gram;
+        if (!gram || !cross || !denseGram) throw new Error(`fistapruner: no Gram statistics for ${op.role} (${op.input})`);
+        const t0 = performance.now();
+        const W0 = warmStartWeights(warmStart, { weight: op.weight, rows: op.rows, cols: op.cols, gram, cut, native: linalg.native });
+        let prepared = grams.get(op.input);
+        if (!prepared) {
+          prepared = prepareGram({ cols: op.cols, gram, cross, denseGram }, linalg);
+          grams.set(op.input, prepared);
+        }
+        const r = solveWithGram(
+          prepared, op.rows, op.weight,
+          W0,
+          {
+            cut, itersPerRound: o.itersPerRound, maxRounds: o.maxRounds, ratioThreshold: o.ratioThreshold, tol: o.tol,
+            powerIters: o.powerIters, projectEveryIteration: o.projectEveryIteration, warmStartCandidate: o.warmStartCandidate,
+            refit: o.refit, monotone: o.monotone, lambda0: o.lambdaInit === 'previous-layer' ? prev.get(op.role) : undefined,
+          },
+        );
+        if (lastUse.get(op.input) === k) {
+          releaseGram(prepared);
+          grams.delete(op.input);
+        }
+        prev.set(op.role, r.lambda);
+        const seconds = (performance.now() - t0) / 1000;
+        const bestRound = typeof r.best === 'number' ? r.rounds[r.best] : undefined;
+        const iterations = r.rounds.reduce((s, x) => s + x.iterations, 0);
+        log(`layer ${layer} ${op.role}: λ ${r.lambda.toExponential(3)} (max ${r.lambdaMax.toExponential(3)}), `
+          + `E_round/E_total ${bestRound ? bestRound.ratio.toFixed(3) : '-'}, E_total ${r.eTotal.toExponential(3)} `
+          + `(warm start ${r.warmStartError.toExponential(3)}), best ${r.best}, ${iterations} iterations, ${seconds.toFixed(3)} s`);
+        out.push({
+          role: op.role,
+          mask: r.mask,
+          weight: Float32Array.from(r.weight),
+          info: {
+            warmStart, lambda: r.lambda, lambdaMax: r.lambdaMax, L: r.L,
+            ratio: bestRound?.ratio ?? null, eRound: bestRound?.eRound ?? null, eTotal: r.eTotal,
+            warmStartError: r.warmStartError, refitError: r.refitError ?? null, best: r.best, iterations,
+            rounds: r.rounds.map((x) => ({
+              lambda: x.lambda, iterations: x.iterations, eTotal: x.eTotal, eRound: x.eRound, ratio: x.ratio, objective: x.objective,
+              ...(o.monotone ? { rejected: x.rejected } : {}),
+            })),
+            seconds,
+          },
+        });
+      }
+    } finally {
+      for (const g of grams.values()) releaseGram(g);
     }
     return out;
   },
