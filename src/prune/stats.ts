@@ -96,11 +96,14 @@ class TapAccumulator {
 
   /** Adds a batch's sum `t` (disposed here, so the next statistic's product can reuse its memory). */
   private add(key: keyof TapAccumulator['sums'], t: tf.Tensor): void {
-    const v = t.dataSync() as Float32Array;
+    this.addValues(key, t.dataSync() as Float32Array);
+    t.dispose();
+  }
+
+  private addValues(key: keyof TapAccumulator['sums'], v: Float32Array): void {
     const prev = this.sums[key];
     if (!prev) this.sums[key] = Float32Array.from(v);
     else for (let i = 0; i < v.length; i++) prev[i]! += v[i]!;
-    t.dispose();
   }
 
   /** x: current input X* `[N, in]`; dense: the dense layer's input X at the same tap (if needed). */
@@ -109,10 +112,21 @@ class TapAccumulator {
     tf.tidy(() => {
       if (req.has('colSqSum')) this.add('colSqSum', tf.sum(tf.square(x), 0));
       if (req.has('colSum')) this.add('colSum', tf.sum(x, 0));
+      const pairs = dense ? (['cross', 'denseGram'] as const).filter((k) => req.has(k)) : [];
+      if (dense === x && pairs.length > 0) {
+        // X = X* (no operator before this tap differs from the dense one): C and H_d are XᵀX, the
+        // very product G is, so it is made once and added to each (the same values as three products).
+        const xt = tf.transpose(x);
+        const g = tf.matMul(xt, x);
+        const v = g.dataSync() as Float32Array;
+        for (const k of req.has('gram') ? ['gram' as const, ...pairs] : pairs) this.addValues(k, v);
+        g.dispose();
+        return;
+      }
       // Explicit transposes keep these plain 2-D matMuls (transposeA/B are slow on wasm).
       const xt = req.has('gram') || req.has('cross') ? tf.transpose(x) : null;
       if (req.has('gram') && xt) this.add('gram', tf.matMul(xt, x));
-      if (dense && (req.has('cross') || req.has('denseGram'))) {
+      if (dense && pairs.length > 0) {
         const dt = tf.transpose(dense);
         if (req.has('cross')) this.add('cross', tf.matMul(dt, x));
         if (req.has('denseGram')) this.add('denseGram', tf.matMul(dt, dense));
