@@ -95,6 +95,50 @@ export interface PreparedProblem {
   host?: { native: NativeKernels; G: Float32Array };
   /** The Gram part it was made from (shared by the operators of one tap). */
   gram: PreparedGram;
+  /** `[rows, cols]` arrays reused within the solve, where the products are native (host arrays only). */
+  ws?: Workspace;
+}
+
+/**
+ * `[rows, cols]` arrays handed out and taken back within one operator's solve. A solve made about
+ * forty of them fresh (iterates, changes, products, cuts per round): each cost page faults and
+ * zeroing, and their external memory set off a full V8 garbage collection about every 64 MB (37 in
+ * a 2-layer prune of the bench's 512×8 model, `node --trace-gc`). Only where the products are native, so every array
+ * here is the solver's own host memory (a backend read may be a tensor's storage). An array handed
+ * out holds stale values: each user writes every entry before reading one.
+ */
+export class Workspace {
+  private readonly f64: Float64Array[] = [];
+  private readonly f32: Float32Array[] = [];
+  constructor(readonly size: number) {}
+
+  float64(): Float64Array {
+    return this.f64.pop() ?? new Float64Array(this.size);
+  }
+
+  float32(): Float32Array {
+    return this.f32.pop() ?? new Float32Array(this.size);
+  }
+
+  /** Takes arrays back (null, or another size, is left to the collector); an array given twice is kept once. */
+  give(...arrays: (Vec | null | undefined)[]): void {
+    for (const a of arrays) {
+      if (!a || a.length !== this.size) continue;
+      if (a instanceof Float64Array) {
+        if (!this.f64.includes(a)) this.f64.push(a);
+      } else if (!this.f32.includes(a)) this.f32.push(a);
+    }
+  }
+}
+
+/** A `[rows, cols]` float64 array with stale values: from the workspace, else new. */
+function f64(pp: PreparedProblem): Float64Array {
+  return pp.ws ? pp.ws.float64() : new Float64Array(pp.rows * pp.cols);
+}
+
+/** A `[rows, cols]` float32 array with stale values: from the workspace, else new. */
+function f32(pp: PreparedProblem): Float32Array {
+  return pp.ws ? pp.ws.float32() : new Float32Array(pp.rows * pp.cols);
 }
 
 /**
@@ -223,15 +267,18 @@ export function withWeight(g: PreparedGram, rows: number, weight: ArrayLike<numb
   // Without correction (X* = X) B and c0 are zero up to G's symmetrisation: still computed, exactly as defined.
   const B = g.corrected ? times(g.CminusG) : new Float32Array(rows * cols);
   let c0 = 0;
+  let WM: Vec | null = null;
   if (g.corrected) {
-    const WM = times(g.M);
+    WM = times(g.M);
     for (let i = 0; i < WM.length; i++) c0 += WM[i]! * W.data[i]!;
   }
   const WC = times(g.cross);
   let lmax = 0;
   for (let i = 0; i < WC.length; i++) lmax = Math.max(lmax, Math.abs(WC[i]!));
   const Wkept = weight instanceof Float32Array ? W32 ?? Float32Array.from(weight) : W.data;
-  return { rows, cols, G: g.G, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend: g.backend, host: g.host, gram: g };
+  const ws = native ? new Workspace(rows * cols) : undefined;
+  ws?.give(WC, WM);
+  return { rows, cols, G: g.G, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend: g.backend, host: g.host, gram: g, ws };
 }
 
 /** G ← (G + Gᵀ)/2 in place (row-major `[n, n]`), in 64 × 64 tiles: the column walk stays in cache. */
@@ -280,7 +327,12 @@ function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, ro
  * `D32`: X − W already rounded to float32 (saves a pass on upload).
  */
 export function timesGram(pp: PreparedProblem, X: Float64Array, D32?: Float32Array, out?: Float32Array): Vec {
-  if (pp.host) return hostProduct(pp.host.native, D32 ?? change32(pp, X), pp.host.G, pp.rows, pp.cols, out);
+  if (pp.host) {
+    const d = D32 ?? change32(pp, X);
+    const product = hostProduct(pp.host.native, d, pp.host.G, pp.rows, pp.cols, out ?? f32(pp));
+    if (d !== D32) pp.ws?.give(d);
+    return product;
+  }
   if (pp.backend) return productOn(pp.backend.la, D32 ?? change(pp, X), pp.rows, pp.backend.G);
   return matmul({ rows: pp.rows, cols: pp.cols, data: change(pp, X) }, hostGram(pp)).data;
 }
@@ -292,7 +344,7 @@ function hostGram(pp: PreparedProblem): Mat {
 
 /** X − W rounded to float32 (as `upload` rounds `change`'s values); natively where there is a kernel. */
 function change32(pp: PreparedProblem, X: Float64Array): Float32Array {
-  const d = new Float32Array(X.length);
+  const d = X.length === pp.rows * pp.cols ? f32(pp) : new Float32Array(X.length);
   const kernel = pp.host?.native.fistaChange;
   if (kernel && pp.W instanceof Float32Array) {
     kernel(X, pp.W, d, pp.rows, pp.cols);
@@ -400,13 +452,13 @@ function nativeCut(W: Float64Array, rows: number, cols: number, cut: Cut, native
   return native.fistaCutRows(W, rows, cols, k, mask, out) < 0 ? mask : null;
 }
 
-/** H(W): W with the cut applied (a new array) and its mask (`native`: see cutMask). */
-export function hardThreshold(W: Float64Array, rows: number, cols: number, cut: Cut, native?: NativeKernels): { W: Float64Array; mask: Uint8Array } {
-  const out = new Float64Array(W.length);
+/** H(W): W with the cut applied (into `out`, any values, else a new array) and its mask (`native`: see cutMask). */
+export function hardThreshold(W: Float64Array, rows: number, cols: number, cut: Cut, native?: NativeKernels,
+  out: Float64Array = new Float64Array(W.length)): { W: Float64Array; mask: Uint8Array } {
   const nmask = nativeCut(W, rows, cols, cut, native, out);
   if (nmask) return { W: out, mask: nmask };
   const mask = cutMask(W, rows, cols, cut);
-  for (let i = 0; i < W.length; i++) if (mask[i]) out[i] = W[i]!;
+  for (let i = 0; i < W.length; i++) out[i] = mask[i] ? W[i]! : 0;
   return { W: out, mask };
 }
 
@@ -463,7 +515,8 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
   const n = pp.rows * pp.cols;
   const B = pp.B;
   const Wd = pp.W;
-  let W: Float64Array = Float64Array.from(a.W0);
+  let W = f64(pp);
+  W.set(a.W0);
   let P = a.W0G ?? timesGram(pp, W);
   if (!(a.L > 0)) return { W, WG: P, iterations: 0, objective: [objective1(pp, W, P, a.lambda)], stoppedEarly: true, rejected: 0 };
   const monotone = a.monotone === true;
@@ -477,8 +530,8 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
   const prox = (y: number, yg: number, b: number): number => soft(y - step * (yg - b), thr);
   // Y₀ = W₀: the first prox step is the accepted step's pass with Z = W and β = 0 (Y = W exactly;
   // only the sign of a zero v can differ, and soft maps both to +0), which also sums f(W₀).
-  let Z: Float64Array = new Float64Array(n);
-  const D32 = pp.backend ? new Float32Array(n) : null;
+  let Z = f64(pp);
+  const D32 = pp.backend ? f32(pp) : null;
   const sums = new Float64Array(4);
   acceptStep(pp, W, P, W, P, 0, step, thr, Z, D32, sums);
   let F = sums[0]! + pp.c0 + lambda * l1Norm(W);
@@ -489,6 +542,7 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
   let k = 0;
   let rejected = 0;
   let stoppedEarly = false;
+  let next: Float64Array | null = null;
   while (k < a.iters) {
     if (a.project) {
       a.project(Z);
@@ -501,7 +555,7 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
     freeP = null;
     const tn = a.momentum === false ? 1 : (1 + Math.sqrt(1 + 4 * t * t)) / 2;
     k++;
-    const next = spare ?? new Float64Array(n);
+    next = spare ?? f64(pp);
     let l1n = 0;
     // F(Z) first only where it decides (MFISTA); otherwise it is summed in the update pass below.
     const FzFirst = monotone ? smoothObjective(pp, Z, PZ) + lambda * l1 : NaN;
@@ -539,6 +593,8 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
     Z = next;
     l1 = l1n;
   }
+  // Back to the workspace: every buffer of the run but the result (W, P) and the caller's W0G.
+  if (pp.ws) for (const b of [Z, next, spare, D32, freeP]) if (b && b !== W && b !== P && b !== a.W0G) pp.ws.give(b);
   return { W, WG: P, iterations: k, objective, stoppedEarly, rejected };
 }
 
@@ -739,14 +795,22 @@ function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): 
   let startG: Vec | undefined = sameValues(warm.W, W0) ? warmG : undefined;
   for (let r = 0; r < o.maxRounds; r++) {
     const run = fista(pp, { W0: start, W0G: startG, lambda, L, iters: o.itersPerRound, tol: o.tol, project, monotone: o.monotone });
-    const cut = hardThreshold(run.W, rows, cols, o.cut, native);
+    const cut = hardThreshold(run.W, rows, cols, o.cut, native, f64(pp));
     const cutG = timesGram(pp, cut.W);
     // E_total = 2 f(W') (outputError) and E_round in one pass.
     const [smooth, eRound] = errorSums(pp, cut.W, cutG, run.W, run.WG);
     const eTotal = 2 * (smooth + pp.c0);
     const ratio = errorRatio(eRound, eTotal);
     rounds.push({ lambda, iterations: run.iterations, eTotal, eRound, ratio, objective: run.objective, rejected: run.rejected });
-    if (!best || eTotal < best.e) best = { W: cut.W, G: cutG, mask: cut.mask, e: eTotal, lambda, tag: r };
+    const ws = pp.ws;
+    if (!best || eTotal < best.e) {
+      // The candidate replaced (not the warm start's, freed below) is free again.
+      if (ws && best && best.tag !== 'warm-start') ws.give(best.W, best.G);
+      best = { W: cut.W, G: cutG, mask: cut.mask, e: eTotal, lambda, tag: r };
+    } else ws?.give(cut.W, cutG);
+    // The run's iterate and product are needed no further (its product is the start's own after no iteration).
+    if (ws) for (const b of [run.W, run.WG]) if (b !== best.W && b !== best.G) ws.give(b);
+    if (ws && r === 0 && best.tag !== 'warm-start') ws.give(warm.W, warmG);
     lambda = nextLambda(lambda, ratio, o.ratioThreshold, bracket);
     start = best.W;
     startG = best.G;

@@ -159,6 +159,8 @@ describe('FISTAPruner on the native kernels (OpenBLAS)', { skip }, () => {
     assert.throws(() => cutMask(dense, rows, cols, { kind: 'row', sparsity: 0.5 }, la.native), /maskPerRow: score at flat index 616 is NaN/);
   });
 
+  // The native solves also reuse their [rows, cols] arrays (fista.ts Workspace, only with host products):
+  // an array handed out with stale values and not wholly written would show here as a difference.
   it('whole solves: native step and cut = TypeScript, host products = backend products, bit for bit', () => {
     const la = backendLinAlg();
     const cases: [string, GramProblem, Partial<SolveOptions>][] = [
