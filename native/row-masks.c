@@ -40,6 +40,18 @@ static inline double pivot_of(const double *src, int64_t len) {
   return x > y ? x : y;
 }
 
+/* A selection round's start: with 16 values or fewer left, or after 64 rounds (a bounded worst
+ * case), src is sorted and *value is rank k (returns 1); else *value is the round's pivot. */
+static inline int round_start(double *src, int64_t len, int round, int64_t k, double *value) {
+  if (len <= 16 || round > 64) {
+    qsort(src, (size_t)len, sizeof(double), cmp_double);
+    *value = src[k];
+    return 1;
+  }
+  *value = pivot_of(src, len);
+  return 0;
+}
+
 /* With AVX-512 a round first counts the values below and above the pivot (a loop the compiler
  * vectorises), then compresses only the side that holds rank k into the other buffer, eight
  * values a store: about twice as fast as the scalar round below on 512-wide rows. Returns the
@@ -51,12 +63,8 @@ static double kth_smallest_avx512(double *a, double *b, int64_t n, int64_t k) {
   int s = 0;
   int64_t len = n;
   for (int round = 0;; round++) {
-    double *src = bufs[s];
-    if (len <= 16 || round > 64) {
-      qsort(src, (size_t)len, sizeof(double), cmp_double);
-      return src[k];
-    }
-    const double pivot = pivot_of(src, len);
+    double *src = bufs[s], pivot;
+    if (round_start(src, len, round, k, &pivot)) return pivot;
     int64_t nl = 0, nm = 0;
     for (int64_t i = 0; i < len; i++) {
       nl += src[i] < pivot;
@@ -98,12 +106,8 @@ static double kth_smallest(double *a, double *b1, double *b2, int64_t n, int64_t
   int s = 0;
   int64_t len = n;
   for (int round = 0;; round++) {
-    double *src = bufs[s];
-    if (len <= 16 || round > 64) {
-      qsort(src, (size_t)len, sizeof(double), cmp_double);
-      return src[k];
-    }
-    const double pivot = pivot_of(src, len);
+    double *src = bufs[s], pivot;
+    if (round_start(src, len, round, k, &pivot)) return pivot;
     double *less = bufs[(s + 1) % 3], *more = bufs[(s + 2) % 3];
     int64_t nl = 0, nm = 0;
     for (int64_t i = 0; i < len; i++) {
