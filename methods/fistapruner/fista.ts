@@ -250,16 +250,17 @@ export function prepareGram(p: GramStats, la?: LinAlg): PreparedGram {
 export function withWeight(g: PreparedGram, rows: number, weight: ArrayLike<number>): PreparedProblem {
   const { cols, la } = g;
   checkLen(weight, rows * cols, 'weight');
-  const W = fromArray(rows, cols, weight);
+  // The weight's values, read in float64 exactly (a Float32Array as it is: no float64 copy).
+  const Wv: Float32Array | Float64Array = weight instanceof Float32Array ? weight : Float64Array.from(weight);
   const native = g.host?.native;
-  const W32 = native ? Float32Array.from(W.data) : null;
+  const W32 = native ? Float32Array.from(Wv) : null;
   const times = (M: ArrayLike<number>): Vec => {
-    if (!la) return matmul(W, fromArray(cols, cols, M)).data;
+    if (!la) return matmul({ rows, cols, data: Float64Array.from(Wv) }, fromArray(cols, cols, M)).data;
     // Float32 as `upload` rounds them.
     if (native) return hostProduct(native, W32!, M instanceof Float32Array ? M : Float32Array.from(M), rows, cols);
     const m = la.upload(M, cols, cols);
     try {
-      return productOn(la, W.data, rows, m);
+      return productOn(la, Wv, rows, m);
     } finally {
       la.dispose(m);
     }
@@ -270,12 +271,12 @@ export function withWeight(g: PreparedGram, rows: number, weight: ArrayLike<numb
   let WM: Vec | null = null;
   if (g.corrected) {
     WM = times(g.M);
-    for (let i = 0; i < WM.length; i++) c0 += WM[i]! * W.data[i]!;
+    for (let i = 0; i < WM.length; i++) c0 += WM[i]! * Wv[i]!;
   }
   const WC = times(g.cross);
   let lmax = 0;
   for (let i = 0; i < WC.length; i++) lmax = Math.max(lmax, Math.abs(WC[i]!));
-  const Wkept = weight instanceof Float32Array ? W32 ?? Float32Array.from(weight) : W.data;
+  const Wkept = Wv instanceof Float32Array ? W32 ?? Float32Array.from(Wv) : Wv;
   const ws = native ? new Workspace(rows * cols) : undefined;
   ws?.give(WC, WM);
   return { rows, cols, G: g.G, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend: g.backend, host: g.host, gram: g, ws };
@@ -781,7 +782,7 @@ function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): 
     }
     : undefined;
 
-  const warm = hardThreshold(W0, rows, cols, o.cut, native);
+  const warm = hardThreshold(W0, rows, cols, o.cut, native, f64(pp));
   const warmG = timesGram(pp, warm.W);
   const warmErr = outputError(pp, warm.W, warmG);
   type Candidate = { W: Float64Array; G: Vec; mask: Uint8Array; e: number; lambda: number; tag: SolveResult['best'] };
