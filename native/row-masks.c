@@ -24,7 +24,7 @@
 #define CHECK(call) do { if ((call) != napi_ok) { napi_throw_error(env, NULL, "row-masks: bad arguments"); return NULL; } } while (0)
 
 
-/* Whether this CPU has AVX-512 (set when the addon loads; the selection's speed only). */
+/* Whether this CPU has AVX-512 (set by each cut call before its rows go to the pool; the selection's speed only). */
 static int hasAvx512 = 0;
 
 static int cmp_double(const void *x, const void *y) {

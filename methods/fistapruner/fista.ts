@@ -68,11 +68,6 @@ export interface PreparedProblem {
   rows: number;
   cols: number;
   /**
-   * Symmetrised G (fp32 accumulation leaves it symmetric only up to rounding) in float64, with
-   * float64 numerics (the host reference); with float32 G is on the backend or host (below).
-   */
-  G?: Mat;
-  /**
    * The dense weight W `[rows, cols]`: products are of W* − W (see the header). Kept as float32
    * when given so (exact), as B when it is a float32 product: every FISTA pass reads both, and the
    * pass is bound by memory traffic.
@@ -84,16 +79,7 @@ export interface PreparedProblem {
   c0: number;
   /** ‖∇f(0)‖_∞ = max|W·C|. */
   lambdaMax: number;
-  /** G on the backend (float32 numerics, resident for repeated products), else absent. */
-  backend?: { la: LinAlg; G: Matrix };
-  /**
-   * With float32 numerics where the backend has native host kernels (`LinAlg.native`: OpenBLAS):
-   * G as float32 in host memory, multiplied by the backend's own product kernel on host arrays
-   * (the same tiles, so the same values as the backend product) without the upload, dispatch and
-   * read of each product; the backend's G then serves only the power iteration.
-   */
-  host?: { native: NativeKernels; G: Float32Array };
-  /** The Gram part it was made from (shared by the operators of one tap). */
+  /** The Gram part it was made from (G in its forms; shared by the operators of one tap). */
   gram: PreparedGram;
   /** `[rows, cols]` arrays reused within the solve, where the products are native (host arrays only). */
   ws?: Workspace;
@@ -155,10 +141,19 @@ export interface PreparedGram {
   M: Vec;
   /** C as the products read it (float32 where they are native: the rounding `upload` makes). */
   cross: ArrayLike<number>;
-  /** Float64 numerics: G symmetrised (the host reference). */
+  /**
+   * Symmetrised G (fp32 accumulation leaves it symmetric only up to rounding) in float64, with
+   * float64 numerics (the host reference); with float32 G is on the backend or host (below).
+   */
   G?: Mat;
-  la?: LinAlg;
+  /** G on the backend (float32 numerics, resident for repeated products), else absent. */
   backend?: { la: LinAlg; G: Matrix };
+  /**
+   * With float32 numerics where the backend has native host kernels (`LinAlg.native`: OpenBLAS):
+   * G as float32 in host memory, multiplied by the backend's own product kernel on host arrays
+   * (the same tiles, so the same values as the backend product) without the upload, dispatch and
+   * read of each product; the backend's G then serves only the power iteration.
+   */
   host?: { native: NativeKernels; G: Float32Array };
   /** L by power-iteration count, computed on first use. */
   lipschitz: Map<number, number>;
@@ -200,7 +195,6 @@ function sameValues(a: ArrayLike<number>, b: ArrayLike<number>): boolean {
 
 /** One operator's problem, prepared (`prepareGram` then `withWeight`). */
 export function prepare(p: GramProblem, la?: LinAlg): PreparedProblem {
-  checkLen(p.weight, p.rows * p.cols, 'weight');
   return withWeight(prepareGram(p, la), p.rows, p.weight);
 }
 
@@ -241,14 +235,15 @@ export function prepareGram(p: GramStats, la?: LinAlg): PreparedGram {
   }
   const cross = native && !(p.cross instanceof Float32Array) ? Float32Array.from(p.cross) : p.cross;
   return {
-    cols, corrected, CminusG, M, cross, G: onBackend ? undefined : { rows: cols, cols, data: G! }, la: onBackend ? la : undefined,
+    cols, corrected, CminusG, M, cross, G: onBackend ? undefined : { rows: cols, cols, data: G! },
     backend, host: native ? { native, G: G32! } : undefined, lipschitz: new Map(),
   };
 }
 
 /** The problem of one operator (weight `[rows, cols]`) on a prepared Gram part: B, c0 and λ_max from its products. */
 export function withWeight(g: PreparedGram, rows: number, weight: ArrayLike<number>): PreparedProblem {
-  const { cols, la } = g;
+  const { cols } = g;
+  const la = g.backend?.la;
   checkLen(weight, rows * cols, 'weight');
   // The weight's values, read in float64 exactly (a Float32Array as it is: no float64 copy).
   const Wv: Float32Array | Float64Array = weight instanceof Float32Array ? weight : Float64Array.from(weight);
@@ -279,7 +274,7 @@ export function withWeight(g: PreparedGram, rows: number, weight: ArrayLike<numb
   const Wkept = Wv instanceof Float32Array ? W32 ?? Float32Array.from(Wv) : Wv;
   const ws = native ? new Workspace(rows * cols) : undefined;
   ws?.give(WC, WM);
-  return { rows, cols, G: g.G, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, backend: g.backend, host: g.host, gram: g, ws };
+  return { rows, cols, W: Wkept, B, c0: 0.5 * c0, lambdaMax: lmax, gram: g, ws };
 }
 
 /** G ← (G + Gᵀ)/2 in place (row-major `[n, n]`), in 64 × 64 tiles: the column walk stays in cache. */
@@ -328,25 +323,25 @@ function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, ro
  * `D32`: X − W already rounded to float32 (saves a pass on upload).
  */
 export function timesGram(pp: PreparedProblem, X: Float64Array, D32?: Float32Array, out?: Float32Array): Vec {
-  if (pp.host) {
+  if (pp.gram.host) {
     const d = D32 ?? change32(pp, X);
-    const product = hostProduct(pp.host.native, d, pp.host.G, pp.rows, pp.cols, out ?? f32(pp));
+    const product = hostProduct(pp.gram.host.native, d, pp.gram.host.G, pp.rows, pp.cols, out ?? f32(pp));
     if (d !== D32) pp.ws?.give(d);
     return product;
   }
-  if (pp.backend) return productOn(pp.backend.la, D32 ?? change(pp, X), pp.rows, pp.backend.G);
+  if (pp.gram.backend) return productOn(pp.gram.backend.la, D32 ?? change(pp, X), pp.rows, pp.gram.backend.G);
   return matmul({ rows: pp.rows, cols: pp.cols, data: change(pp, X) }, hostGram(pp)).data;
 }
 
 function hostGram(pp: PreparedProblem): Mat {
-  if (!pp.G) throw new Error('fistapruner: float32 problem has no float64 G');
-  return pp.G;
+  if (!pp.gram.G) throw new Error('fistapruner: float32 problem has no float64 G');
+  return pp.gram.G;
 }
 
 /** X − W rounded to float32 (as `upload` rounds `change`'s values); natively where there is a kernel. */
 function change32(pp: PreparedProblem, X: Float64Array): Float32Array {
-  const d = X.length === pp.rows * pp.cols ? f32(pp) : new Float32Array(X.length);
-  const kernel = pp.host?.native.fistaChange;
+  const d = f32(pp);
+  const kernel = pp.gram.host?.native.fistaChange;
   if (kernel && pp.W instanceof Float32Array) {
     kernel(X, pp.W, d, pp.rows, pp.cols);
     return d;
@@ -380,7 +375,7 @@ export function smoothObjective(pp: PreparedProblem, Wstar: Float64Array, DG: Ve
  * arrays are float32 as it takes them.
  */
 function errorSums(pp: PreparedProblem, X: Float64Array, PX: Vec, WK?: Float64Array, PK?: Vec): [number, number] {
-  const kernel = pp.host?.native.fistaErrors;
+  const kernel = pp.gram.host?.native.fistaErrors;
   const { rows, cols, W, B } = pp;
   if (kernel && PX instanceof Float32Array && W instanceof Float32Array && B instanceof Float32Array && (PK === undefined || PK instanceof Float32Array)) {
     const sums = new Float64Array(2);
@@ -414,7 +409,7 @@ export function objective(pp: PreparedProblem, Wstar: Float64Array, lambda: numb
 export function lipschitz(pp: PreparedProblem, powerIters: number): number {
   const known = pp.gram.lipschitz.get(powerIters);
   if (known !== undefined) return known;
-  const L = 1.01 * (pp.backend ? pp.backend.la.maxEigenvalueSym(pp.backend.G, powerIters) : maxEigenvalueSym(hostGram(pp), powerIters));
+  const L = 1.01 * (pp.gram.backend ? pp.gram.backend.la.maxEigenvalueSym(pp.gram.backend.G, powerIters) : maxEigenvalueSym(hostGram(pp), powerIters));
   pp.gram.lipschitz.set(powerIters, L);
   return L;
 }
@@ -532,7 +527,7 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
   // Y₀ = W₀: the first prox step is the accepted step's pass with Z = W and β = 0 (Y = W exactly;
   // only the sign of a zero v can differ, and soft maps both to +0), which also sums f(W₀).
   let Z = f64(pp);
-  const D32 = pp.backend ? f32(pp) : null;
+  const D32 = pp.gram.backend ? f32(pp) : null;
   const sums = new Float64Array(4);
   acceptStep(pp, W, P, W, P, 0, step, thr, Z, D32, sums);
   let F = sums[0]! + pp.c0 + lambda * l1Norm(W);
@@ -612,7 +607,7 @@ function acceptStep(pp: PreparedProblem, Z: Float64Array, PZ: Vec, W: Float64Arr
   next: Float64Array, D32: Float32Array | null, sums: Float64Array): Float64Array {
   const B = pp.B;
   const Wd = pp.W;
-  const native = pp.host?.native.fistaAcceptStep;
+  const native = pp.gram.host?.native.fistaAcceptStep;
   if (native && D32 && PZ instanceof Float32Array && P instanceof Float32Array && B instanceof Float32Array && Wd instanceof Float32Array) {
     native(Z, PZ, W, P, B, Wd, next, D32, sums, pp.rows, pp.cols, beta, step, thr);
     return sums;
@@ -773,7 +768,7 @@ function solvePrepared(pp: PreparedProblem, W0: Float64Array, o: SolveOptions): 
   const L = lipschitz(pp, o.powerIters);
   const lmax = lambdaMax(pp);
   let lambda = o.lambda0 ?? 1e-3 * lmax;
-  const native = pp.host?.native;
+  const native = pp.gram.host?.native;
   const project = o.projectEveryIteration
     ? (W: Float64Array) => {
       if (nativeCut(W, rows, cols, o.cut, native, W)) return;

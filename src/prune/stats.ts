@@ -113,20 +113,18 @@ class TapAccumulator {
       if (req.has('colSqSum')) this.add('colSqSum', tf.sum(tf.square(x), 0));
       if (req.has('colSum')) this.add('colSum', tf.sum(x, 0));
       const pairs = dense ? (['cross', 'denseGram'] as const).filter((k) => req.has(k)) : [];
-      if (dense === x && pairs.length > 0) {
-        // X = X* (no operator before this tap differs from the dense one): C and H_d are XᵀX, the
-        // very product G is, so it is made once and added to each (the same values as three products).
-        const xt = tf.transpose(x);
-        const g = tf.matMul(xt, x);
-        const v = g.dataSync() as Float32Array;
-        for (const k of req.has('gram') ? ['gram' as const, ...pairs] : pairs) this.addValues(k, v);
-        g.dispose();
-        return;
-      }
+      // X = X* (no operator before this tap differs from the dense one): C and H_d are XᵀX, the
+      // very product G is, so it is made once and added to each (the same values as three products).
+      const same = dense === x;
+      const fromGram = [...(req.has('gram') ? ['gram' as const] : []), ...(same ? pairs : [])];
       // Explicit transposes keep these plain 2-D matMuls (transposeA/B are slow on wasm).
-      const xt = req.has('gram') || req.has('cross') ? tf.transpose(x) : null;
-      if (req.has('gram') && xt) this.add('gram', tf.matMul(xt, x));
-      if (dense && pairs.length > 0) {
+      if (fromGram.length > 0) {
+        const g = tf.matMul(tf.transpose(x), x);
+        const v = g.dataSync() as Float32Array;
+        for (const k of fromGram) this.addValues(k, v);
+        g.dispose();
+      }
+      if (dense && !same && pairs.length > 0) {
         const dt = tf.transpose(dense);
         if (req.has('cross')) this.add('cross', tf.matMul(dt, x));
         if (req.has('denseGram')) this.add('denseGram', tf.matMul(dt, dense));
