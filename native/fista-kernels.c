@@ -70,7 +70,24 @@ static void step_terms(const double *restrict Z, const float *restrict PZ, const
   }
 }
 
-enum { CHUNK = 256 };
+enum { CHUNK = 256, LANES = 8 };
+
+/* A row's sums are summed in LANES lanes, as fista.ts `RowLanes` sums them: the entry in column c
+ * goes to lane c mod 8, each lane in column order, and the row's sum is
+ * ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). Eight independent chains vectorise (one
+ * AVX-512 or two AVX2 adds per eight entries), where one chain per sum costs an add's latency an
+ * entry. `t` starts at a column ≡ 0 (mod 8). */
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
+static void lane_add(const double *restrict t, int64_t len, double *restrict lanes) {
+  int64_t i = 0;
+  for (; i + LANES <= len; i += LANES)
+    for (int q = 0; q < LANES; q++) lanes[q] += t[i + q];
+  for (; i < len; i++) lanes[i % LANES] += t[i];
+}
+
+static double lane_total(const double *l) {
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
 
 typedef struct {
   const double *Z, *W;
@@ -82,30 +99,25 @@ typedef struct {
 } StepJob;
 
 /* Rows [t·perTask, …) of fista.ts acceptStep, operation for operation (see there): the terms a
- * chunk at a time, then added to the row's four sums one entry after another in index order, as
- * the TypeScript adds them; rowSums[4r..4r+3] = the row's (smooth, ‖Z − W‖², ‖W‖², ‖next‖₁). */
+ * chunk at a time, then added to the row's four sums in lanes (lane_add), as the TypeScript adds
+ * them; rowSums[4r..4r+3] = the row's (smooth, ‖Z − W‖², ‖W‖², ‖next‖₁). */
 static void step_rows(void *ctx, int64_t t) {
   const StepJob *j = ctx;
   double ts[CHUNK], td[CHUNK], tw[CHUNK], tm[CHUNK];
   const int64_t r0 = t * j->perTask, r1 = r0 + j->perTask < j->rows ? r0 + j->perTask : j->rows, cols = j->cols;
   for (int64_t r = r0; r < r1; r++) {
-    double s = 0, dd = 0, ww = 0, l1 = 0;
+    double lanes[4][LANES] = {{0}};
     for (int64_t c0 = 0; c0 < cols; c0 += CHUNK) {
       const int64_t len = cols - c0 < CHUNK ? cols - c0 : CHUNK, o = r * cols + c0;
       step_terms(j->Z + o, j->PZ + o, j->W + o, j->P + o, j->B + o, j->Wd + o, j->next + o, j->D32 + o, len,
                  j->beta, j->step, j->thr, ts, td, tw, tm);
-      for (int64_t i = 0; i < len; i++) {
-        s += ts[i];
-        dd += td[i];
-        ww += tw[i];
-        l1 += tm[i];
-      }
+      lane_add(ts, len, lanes[0]);
+      lane_add(td, len, lanes[1]);
+      lane_add(tw, len, lanes[2]);
+      lane_add(tm, len, lanes[3]);
     }
     double *out = j->rowSums + 4 * r;
-    out[0] = s;
-    out[1] = dd;
-    out[2] = ww;
-    out[3] = l1;
+    for (int q = 0; q < 4; q++) out[q] = lane_total(lanes[q]);
   }
 }
 
@@ -171,18 +183,24 @@ static void change_rows(void *ctx, int64_t t) {
   for (int64_t i = t * j->perTask * j->cols, end = task_end(j, t) * j->cols; i < end; i++) j->D32[i] = (float)(j->X[i] - (double)j->Wd[i]);
 }
 
-/* Per row: Σ (X − Wd)(½PX − B) and, with WK, Σ (X − WK)(PX − PK), each in index order (errorSums). */
+/* Per row: Σ (X − Wd)(½PX − B) and, with WK, Σ (X − WK)(PX − PK), each in lanes (lane_add; errorSums). */
 static void error_rows(void *ctx, int64_t t) {
   const RowsJob *j = ctx;
+  double ts[CHUNK], te[CHUNK];
   for (int64_t r = t * j->perTask, r1 = task_end(j, t); r < r1; r++) {
-    double s = 0, e = 0;
-    for (int64_t i = r * j->cols, end = i + j->cols; i < end; i++) {
-      const double x = j->X[i], px = j->PX[i];
-      s += (x - (double)j->Wd[i]) * (0.5 * px - (double)j->B[i]);
-      if (j->WK) e += (x - j->WK[i]) * (px - (double)j->PK[i]);
+    double ls[LANES] = {0}, le[LANES] = {0};
+    for (int64_t c0 = 0; c0 < j->cols; c0 += CHUNK) {
+      const int64_t len = j->cols - c0 < CHUNK ? j->cols - c0 : CHUNK, o = r * j->cols + c0;
+      for (int64_t i = 0; i < len; i++) {
+        const double x = j->X[o + i], px = j->PX[o + i];
+        ts[i] = (x - (double)j->Wd[o + i]) * (0.5 * px - (double)j->B[o + i]);
+        if (j->WK) te[i] = (x - j->WK[o + i]) * (px - (double)j->PK[o + i]);
+      }
+      lane_add(ts, len, ls);
+      if (j->WK) lane_add(te, len, le);
     }
-    j->rowSums[2 * r] = s;
-    j->rowSums[2 * r + 1] = e;
+    j->rowSums[2 * r] = lane_total(ls);
+    j->rowSums[2 * r + 1] = lane_total(le);
   }
 }
 

@@ -370,7 +370,7 @@ export function smoothObjective(pp: PreparedProblem, Wstar: Float64Array, DG: Ve
 
 /**
  * [Σ (X − W)(½PX − B), Σ (X − WK)(PX − PK)] for PX = timesGram(X), PK = timesGram(WK) (the
- * second 0 without WK): f(X) − c0 and E_round, each summed per row and then over rows in row
+ * second 0 without WK): f(X) − c0 and E_round, each summed per row (in lanes) and then over rows in row
  * order; by the native kernel (`fistaErrors`, rows over threads, the same operations) where the
  * arrays are float32 as it takes them.
  */
@@ -385,19 +385,32 @@ function errorSums(pp: PreparedProblem, X: Float64Array, PX: Vec, WK?: Float64Ar
   let smooth = 0;
   let round = 0;
   const rounding = WK !== undefined && PK !== undefined;
+  const lanes = new Float64Array(2 * LANES);
   for (let r = 0; r < rows; r++) {
-    let s = 0;
-    let e = 0;
-    for (let j = r * cols; j < (r + 1) * cols; j++) {
+    lanes.fill(0);
+    for (let c = 0, j = r * cols; c < cols; c++, j++) {
+      const q = c & (LANES - 1);
       const x = X[j]!;
       const px = PX[j]!;
-      s += (x - W[j]!) * (0.5 * px - B[j]!);
-      if (rounding) e += (x - WK[j]!) * (px - PK[j]!);
+      lanes[q] += (x - W[j]!) * (0.5 * px - B[j]!);
+      if (rounding) lanes[LANES + q] += (x - WK[j]!) * (px - PK[j]!);
     }
-    smooth += s;
-    round += e;
+    smooth += laneTotal(lanes, 0);
+    round += laneTotal(lanes, LANES);
   }
   return [smooth, round];
+}
+
+/**
+ * A row's sums (errorSums, acceptStep; native/fista-kernels.c the same) are summed in LANES lanes:
+ * the entry in column c goes to lane c mod 8, each lane in column order, and the row's sum is
+ * ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)), which the native kernels vectorise (one chain
+ * per sum cost an add's latency per entry there).
+ */
+const LANES = 8;
+
+function laneTotal(l: Float64Array, o: number): number {
+  return ((l[o]! + l[o + 1]!) + (l[o + 2]! + l[o + 3]!)) + ((l[o + 4]! + l[o + 5]!) + (l[o + 6]! + l[o + 7]!));
 }
 
 /** F(W*) = f(W*) + λ‖W*‖₁. */
@@ -600,7 +613,7 @@ export function fista(pp: PreparedProblem, a: FistaArgs): FistaRun {
  * smoothObjective's per-row terms of F(Z) in its order, ‖Z − W‖² and ‖W‖² (the early stop), and
  * forms next = prox(Y − ∇f(Y)/L) at Y = Z + β(Z − W) (so (Y − W_dense)·G = PZ + β(PZ − P)), its ℓ1
  * norm and (float32) next − W_dense. Returns `sums` = [smooth, ‖Z − W‖², ‖W‖², ‖next‖₁]. Each
- * sum is summed per row, then over rows in row order: rows are independent, so the native kernel
+ * sum is summed per row (in lanes: `laneTotal`), then over rows in row order: rows are independent, so the native kernel
  * splits them over threads with these very sums.
  */
 function acceptStep(pp: PreparedProblem, Z: Float64Array, PZ: Vec, W: Float64Array, P: Vec, beta: number, step: number, thr: number,
@@ -617,31 +630,33 @@ function acceptStep(pp: PreparedProblem, Z: Float64Array, PZ: Vec, W: Float64Arr
   let ww = 0;
   let l1n = 0;
   let smooth = 0;
+  const lanes = new Float64Array(4 * LANES);
   for (let r = 0, i = 0; r < pp.rows; r++) {
-    let s = 0, ddr = 0, wwr = 0, l1r = 0;
-    for (const end = i + cols; i < end; i++) {
+    lanes.fill(0);
+    for (let c = 0; c < cols; c++, i++) {
+      const q = c & (LANES - 1);
       const zi = Z[i]!;
       const pzi = PZ[i]!;
       const bi = B[i]!;
       const wdi = Wd[i]!;
       const wi = W[i]!;
-      s += (zi - wdi) * (0.5 * pzi - bi);
+      lanes[q] += (zi - wdi) * (0.5 * pzi - bi);
       const d = zi - wi;
-      ddr += d * d;
-      wwr += wi * wi;
+      lanes[LANES + q] += d * d;
+      lanes[2 * LANES + q] += wi * wi;
       const v = zi + beta * d - step * (pzi + beta * (pzi - P[i]!) - bi);
       // soft(v, thr) written out (see there): |z| = m.
       const a = Math.abs(v) - thr;
       const m = 0.5 * (a + Math.abs(a));
       const z = m - 2 * m * Number(v < 0);
       next[i] = z;
-      l1r += m;
+      lanes[3 * LANES + q] += m;
       if (D32) D32[i] = z - wdi;
     }
-    smooth += s;
-    dd += ddr;
-    ww += wwr;
-    l1n += l1r;
+    smooth += laneTotal(lanes, 0);
+    dd += laneTotal(lanes, LANES);
+    ww += laneTotal(lanes, 2 * LANES);
+    l1n += laneTotal(lanes, 3 * LANES);
   }
   sums[0] = smooth;
   sums[1] = dd;

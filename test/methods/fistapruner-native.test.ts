@@ -169,6 +169,8 @@ describe('FISTAPruner on the native kernels (OpenBLAS)', { skip }, () => {
       ['2:4', problem(3, 96, 40, 24), { cut: { kind: 'nm', n: 2, m: 4 } }],
       ['matrix cut, refit', problem(4, 96, 40, 24), { cut: { kind: 'matrix', sparsity: 0.5 }, refit: true }],
       ['monotone, projected, warm-start candidate', problem(5, 96, 40, 24), { monotone: true, projectEveryIteration: true, warmStartCandidate: true }],
+      // 299 columns: two chunks of the native step, the second with a tail of 3 entries after its lanes.
+      ['299 columns', problem(7, 320, 299, 12), {}],
     ];
     for (const [what, p, o] of cases) {
       const opts = { ...DEFAULTS, ...o };
