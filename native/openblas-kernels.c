@@ -43,21 +43,33 @@ typedef struct {
   int64_t tileM, tileN, tilesM, tilesN, tiles;
 } Product;
 
+/* transB 2: B is symmetric (k = n) and the product is C = A·B, computed as A·Bᵀ (the same matrix)
+ * in each tile of at least SYMMETRIC_MIN_MACS multiply-adds. OpenBLAS packs a transposed right
+ * operand of a row-major product with a cheaper copy (perf, one thread, 512×1408 · 1408² in 2 × 2
+ * tiles: B's packing 20 % of the product's time plain, 13.5 % transposed) into the same packed
+ * values for the same kernel, so the entries are those of the plain product. Smaller tiles stay
+ * plain: OpenBLAS sends small products to other kernels whose sums can differ by transposition (on
+ * SkylakeX and its successors a plain row-major "direct" sgemm below 28·512² multiply-adds, and
+ * small-matrix kernels below 100³); the bound is twice the larger. FISTAPruner's products with G. */
+enum { SYMMETRIC_MIN_MACS = 2 * 28 * 512 * 512 };
+
 static void run_tile(const Product *p, int64_t t) {
   const int64_t perBatch = p->tilesM * p->tilesN, b = t / perBatch, r = t % perBatch;
   const int64_t i0 = (r / p->tilesN) * p->tileM, j0 = (r % p->tilesN) * p->tileN;
   const int64_t mi = p->m - i0 < p->tileM ? p->m - i0 : p->tileM, nj = p->n - j0 < p->tileN ? p->n - j0 : p->tileN;
   const float *A = p->base + p->aOff + p->aStride * b, *B = p->base + p->bOff + p->bStride * b;
   float *C = p->base + p->cOff + p->m * p->n * b + i0 * p->n + j0;
-  const int lda = p->transA ? (int)p->m : (int)p->k, ldb = p->transB ? (int)p->k : (int)p->n;
+  /* A symmetric B (transB 2) is read as Bᵀ where the tile is large enough (see SYMMETRIC_MIN_MACS). */
+  const int transB = p->transB == 2 ? mi * nj * p->k >= SYMMETRIC_MIN_MACS : p->transB;
+  const int lda = p->transA ? (int)p->m : (int)p->k, ldb = transB ? (int)p->k : (int)p->n;
   /* Row i0 of op(A): A[i0][0] plain, A[0][i0] transposed; column j0 of op(B) likewise. */
   const float *Ai = p->transA ? A + i0 : A + i0 * p->k;
-  const float *Bj = p->transB ? B + j0 * p->k : B + j0;
+  const float *Bj = transB ? B + j0 * p->k : B + j0;
   if (p->k == 0) {
     for (int64_t i = 0; i < mi; i++) for (int64_t j = 0; j < nj; j++) C[i * p->n + j] = 0.0f;
     return;
   }
-  cblas_sgemm(CblasRowMajor, p->transA ? CblasTrans : CblasNoTrans, p->transB ? CblasTrans : CblasNoTrans,
+  cblas_sgemm(CblasRowMajor, p->transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
               (int)mi, (int)nj, (int)p->k, 1.0f, Ai, lda, Bj, ldb, 0.0f, C, (int)p->n);
 }
 
@@ -600,6 +612,7 @@ static napi_value obsSweepBlock(napi_env env, napi_callback_info info) {
 }
 
 /* hostGemm(a, b, c, m, n, k, transA, transB): C[m x n] = op(A) . op(B) on three Float32Arrays
+ * (transB 2: B symmetric, C = A . B read the cheaper way, see SYMMETRIC_MIN_MACS)
  * (row-major, contiguous), by `gemm`'s tiles and pool: the same values for any thread count. The
  * tiles address operands by element offset from one base, here C's (any Float32Array is 4-byte
  * aligned, so the differences are whole elements). */
@@ -612,8 +625,10 @@ static napi_value hostGemm(napi_env env, napi_callback_info info) {
   Product p;
   p.m = (int64_t)num(env, argv[3], &ok); p.n = (int64_t)num(env, argv[4], &ok); p.k = (int64_t)num(env, argv[5], &ok);
   p.transA = num(env, argv[6], &ok) != 0;
-  p.transB = num(env, argv[7], &ok) != 0;
+  const double transB = num(env, argv[7], &ok);
+  p.transB = transB == 2 ? 2 : transB != 0;
   if (!ok || p.m < 0 || p.n < 0 || p.k < 0) { napi_throw_range_error(env, NULL, "openblas-kernels: hostGemm: bad sizes"); return NULL; }
+  if (p.transB == 2 && p.k != p.n) { napi_throw_range_error(env, NULL, "openblas-kernels: hostGemm: a symmetric B (transB 2) must be square"); return NULL; }
   const float *a = typed(env, argv[0], napi_float32_array, (size_t)(p.m * p.k), &ok);
   const float *b = typed(env, argv[1], napi_float32_array, (size_t)(p.k * p.n), &ok);
   float *c = typed(env, argv[2], napi_float32_array, (size_t)(p.m * p.n), &ok);

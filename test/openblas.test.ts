@@ -163,6 +163,30 @@ describe('OpenBLAS matrix products on the wasm backend', { skip }, () => {
     assert.deepEqual(results[2], results[0]);
   });
 
+  // FISTAPruner's products with G: the symmetric operand read transposed where a tile is large
+  // (cheaper packing), which must not change an entry; 512 x 1408 and 1408 x 512 have only large
+  // tiles, 160 x 288 and 24 x 40 only small ones (plain).
+  it('a symmetric right operand (hostGemm transB 2) gives the plain product bit for bit, for 1, 2 and 3 threads', () => {
+    const lib = openblasAddon()!;
+    for (const [m, n] of [[512, 1408], [1408, 512], [160, 288], [24, 40]] as const) {
+      const a = Float32Array.from(values(m * n, m));
+      const s = new Float32Array(n * n);
+      const v = values(n * n, n);
+      for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) s[i * n + j] = s[j * n + i] = v[i * n + j]!;
+      const plain = new Float32Array(m * n);
+      lib.setThreads(1);
+      lib.hostGemm(a, s, plain, m, n, n, 0, 0);
+      for (const t of [1, 2, 3]) {
+        lib.setThreads(t);
+        const sym = new Float32Array(m * n);
+        lib.hostGemm(a, s, sym, m, n, n, 0, 2);
+        assert.ok(plain.every((x, i) => Object.is(x, sym[i])), `${m}x${n}, ${t} threads`);
+      }
+    }
+    noteWorkerThreads(0);
+    assert.throws(() => lib.hostGemm(new Float32Array(6), new Float32Array(12), new Float32Array(8), 2, 4, 3, 0, 2), /must be square/);
+  });
+
   it("a synthetic LLaMA's logits on OpenBLAS are XNNPACK's within float32 rounding", () => {
     const model = buildSyntheticLlama({ hidden: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 160, vocab: 300, seed: 3 });
     const ids = [Array.from({ length: 40 }, (_, i) => (i * 37) % 300)];

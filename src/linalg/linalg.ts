@@ -109,6 +109,12 @@ export interface NativeKernels {
    */
   matMul(a: Float32Array, b: Float32Array, c: Float32Array, m: number, n: number, k: number, transA: boolean, transB: boolean): void;
   /**
+   * c = a·s for a symmetric `[n, n]` s (a `[m, n]`): the values of `matMul(a, s, c, m, n, n, false,
+   * false)`, bit for bit, with s packed the cheaper way where a tile is large (native/openblas-kernels.c
+   * SYMMETRIC_MIN_MACS). Only s's symmetry is assumed, not checked.
+   */
+  matMulSymmetric(a: Float32Array, s: Float32Array, c: Float32Array, m: number, n: number): void;
+  /**
    * FISTAPruner's accepted step (`acceptStep` in methods/fistapruner/fista.ts, the same float64
    * operations in the same order, rows split over threads): from Z, W (float64) and
    * PZ = (Z − W_d)·G, P = (W − W_d)·G, B, W_d (float32), all `[rows, cols]`, writes

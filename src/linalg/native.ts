@@ -28,6 +28,7 @@ export function nativeKernels(): NativeKernels | undefined {
   return {
     obsSweepBlock: lib.obsSweepBlock.bind(lib),
     matMul: (a, b, c, m, n, k, transA, transB) => lib.hostGemm(a, b, c, m, n, k, transA ? 1 : 0, transB ? 1 : 0),
+    matMulSymmetric: (a, s, c, m, n) => lib.hostGemm(a, s, c, m, n, n, 0, 2),
     ...(typeof lib.fistaAcceptStep === 'function' ? { fistaAcceptStep: lib.fistaAcceptStep.bind(lib) } : {}),
     ...(typeof lib.fistaCutRows === 'function' ? { fistaCutRows: lib.fistaCutRows.bind(lib) } : {}),
     ...(typeof lib.fistaChange === 'function' ? { fistaChange: lib.fistaChange.bind(lib) } : {}),

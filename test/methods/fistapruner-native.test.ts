@@ -54,7 +54,7 @@ const DEFAULTS: SolveOptions = {
 /** `la` with its native kernels reduced to those named (none: every product on the backend, every pass in TypeScript). */
 function withKernels(la: LinAlg, keep: (keyof NativeKernels)[]): LinAlg {
   const n = la.native!;
-  const native: NativeKernels = { obsSweepBlock: n.obsSweepBlock, matMul: n.matMul };
+  const native: NativeKernels = { obsSweepBlock: n.obsSweepBlock, matMul: n.matMul, matMulSymmetric: n.matMulSymmetric };
   for (const k of keep) Object.assign(native, { [k]: n[k] });
   return { ...la, native: keep.length === 0 ? undefined : native };
 }

@@ -373,7 +373,12 @@ test('warmStartCandidate and refit never make the error worse; refit keeps the m
 function countingLinAlg(): { la: LinAlg; products: () => number } {
   const inner = backendLinAlg();
   let n = 0;
-  const native = inner.native && { ...inner.native, matMul: (...args: Parameters<NonNullable<LinAlg['native']>['matMul']>) => { n++; inner.native!.matMul(...args); } };
+  type Native = NonNullable<LinAlg['native']>;
+  const native = inner.native && {
+    ...inner.native,
+    matMul: (...args: Parameters<Native['matMul']>) => { n++; inner.native!.matMul(...args); },
+    matMulSymmetric: (...args: Parameters<Native['matMulSymmetric']>) => { n++; inner.native!.matMulSymmetric(...args); },
+  };
   return { la: { ...inner, matMul: (a, b, o) => { n++; return inner.matMul(a, b, o); }, native }, products: () => n };
 }
 
