@@ -452,17 +452,22 @@ static double kth_smallest(double *a, int64_t n, int64_t k) {
  * `mstride` per `len`-long row of scores (len = count: one row; whole block: rows of count). */
 static void prune_below(const double *scores, int64_t len, int64_t count, double t, int64_t k, uint8_t *mask, int64_t mstride) {
   int64_t below = 0;
-  for (int64_t j = 0; j < len; j++) if (scores[j] < t) below++;
+  for (int64_t j = 0; j < len; j++) below += scores[j] < t;
   int64_t ties = k - below;
-  for (int64_t j = 0; j < len; j++) {
-    const double v = scores[j];
-    uint8_t *m = mask + (j / count) * mstride + j % count;
-    if (v < t) *m = 0;
-    else if (v == t && ties > 0) { *m = 0; ties--; }
+  /* Row by row of `count` scores (no division an entry: it cost more than the rest of the pass). */
+  for (int64_t r0 = 0; r0 < len; r0 += count, mask += mstride) {
+    const double *sc = scores + r0;
+    for (int64_t c = 0; c < count; c++) {
+      const double v = sc[c];
+      if (v < t) mask[c] = 0;
+      else if (v == t && ties > 0) { mask[c] = 0; ties--; }
+    }
   }
 }
 
-__attribute__((optimize("O3"))) static void sweep_row(SweepBlock *s, int64_t r) {
+/* Vectorised once per AVX width: the update w[j] -= e·u[j] is elementwise, so every width gives the
+ * same values (-ffp-contract=off: no fused multiply-adds). */
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) static void sweep_row(SweepBlock *s, int64_t r) {
   double *w = s->wb + r * s->count;
   uint8_t *mask = s->mask + r * s->cols + s->i1;
   const int64_t count = s->count, m = s->nmM;
