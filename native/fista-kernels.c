@@ -72,7 +72,7 @@ static void step_terms(const double *restrict Z, const float *restrict PZ, const
 
 enum { CHUNK = 256, LANES = 8 };
 
-/* A row's sums are summed in LANES lanes, as fista.ts `RowLanes` sums them: the entry in column c
+/* A row's sums are summed in LANES lanes, as fista.ts sums them (`laneTotal`): the entry in column c
  * goes to lane c mod 8, each lane in column order, and the row's sum is
  * ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)). Eight independent chains vectorise (one
  * AVX-512 or two AVX2 adds per eight entries), where one chain per sum costs an add's latency an

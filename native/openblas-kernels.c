@@ -617,8 +617,8 @@ static napi_value obsSweepBlock(napi_env env, napi_callback_info info) {
 }
 
 /* hostGemm(a, b, c, m, n, k, transA, transB): C[m x n] = op(A) . op(B) on three Float32Arrays
- * (transB 2: B symmetric, C = A . B read the cheaper way, see SYMMETRIC_MIN_MACS)
- * (row-major, contiguous), by `gemm`'s tiles and pool: the same values for any thread count. The
+ * (row-major, contiguous), by `gemm`'s tiles and pool: the same values for any thread count
+ * (transB 2: B symmetric, C = A . B with B packed the cheaper way, see SYMMETRIC_MIN_MACS). The
  * tiles address operands by element offset from one base, here C's (any Float32Array is 4-byte
  * aligned, so the differences are whole elements). */
 static napi_value hostGemm(napi_env env, napi_callback_info info) {

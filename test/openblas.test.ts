@@ -169,7 +169,7 @@ describe('OpenBLAS matrix products on the wasm backend', { skip }, () => {
   it('a symmetric right operand (hostGemm transB 2) gives the plain product bit for bit, for 1, 2 and 3 threads', () => {
     const lib = openblasAddon()!;
     for (const [m, n] of [[512, 1408], [1408, 512], [160, 288], [24, 40]] as const) {
-      const a = Float32Array.from(values(m * n, m));
+      const a = values(m * n, m);
       const s = new Float32Array(n * n);
       const v = values(n * n, n);
       for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) s[i * n + j] = s[j * n + i] = v[i * n + j]!;

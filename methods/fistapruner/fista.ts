@@ -311,13 +311,10 @@ function differences(g: Float64Array, c: Float64Array, hd: Float64Array, cmg: Fl
 
 /**
  * X·Y (X `[rows, n]`, Y `[n, n]`, float32 host arrays) by the backend's product kernel
- * (`NativeKernels.matMul`), into `out` when given (every entry is written); a `symmetric` Y (G) by
- * `matMulSymmetric`, the same values with Y packed the cheaper way.
+ * (`NativeKernels.matMul`), into `out` when given (every entry is written).
  */
-function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, rows: number, n: number,
-  out: Float32Array = new Float32Array(rows * n), symmetric = false): Float32Array {
-  if (symmetric) native.matMulSymmetric(X, Y, out, rows, n);
-  else native.matMul(X, Y, out, rows, n, n, false, false);
+function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, rows: number, n: number, out: Float32Array = new Float32Array(rows * n)): Float32Array {
+  native.matMul(X, Y, out, rows, n, n, false, false);
   return out;
 }
 
@@ -328,8 +325,10 @@ function hostProduct(native: NativeKernels, X: Float32Array, Y: Float32Array, ro
 export function timesGram(pp: PreparedProblem, X: Float64Array, D32?: Float32Array, out?: Float32Array): Vec {
   if (pp.gram.host) {
     const d = D32 ?? change32(pp, X);
-    // G is symmetric exactly (symmetrised in float64, then rounded entry by entry).
-    const product = hostProduct(pp.gram.host.native, d, pp.gram.host.G, pp.rows, pp.cols, out ?? f32(pp), true);
+    // G is exactly symmetric (symmetrised in float64, then rounded entry by entry): the product's
+    // values with G packed the cheaper way.
+    const product = out ?? f32(pp);
+    pp.gram.host.native.matMulSymmetric(d, pp.gram.host.G, product, pp.rows, pp.cols);
     if (d !== D32) pp.ws?.give(d);
     return product;
   }
