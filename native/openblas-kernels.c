@@ -20,12 +20,25 @@
  * enough for the pool is cut further (columns down to 256, rows down to 128, whichever is further
  * above its floor) until it has MIN_TILES tiles, so two to four threads share it evenly. Sides are multiples of 64, which
  * keeps OpenBLAS's interior kernels on every tile (tiles of 100 or 48 rows changed results).
+ *
+ * Wide tiles (`wide_tiles`): where every tile of that shape-fixed cut is large enough for
+ * OpenBLAS's blocked driver (BLOCKED_MIN_MACS), the product is cut instead into one tile per thread
+ * (one call on one thread), each also that large, with sides multiples of 64. Every entry is then
+ * summed by the same driver, the same K blocking (set by k alone) and the same micro-kernel class
+ * as in the shape-fixed cut, so the values are those of that cut for any thread count
+ * (test/openblas.test.ts compares them bit for bit, 1 to 4 threads, every transpose), while a tile
+ * re-packs less: one thread, 512x1408 . 1408^2 as one call 82.7-83.6 GFLOP/s against 69.1-71.4 in
+ * its 2 x 2 fixed tiles (bench/native/tiles-vs-whole.c). Only on the OpenBLAS cores where that was
+ * measured (SkylakeX and its successors: WIDE_TILE_CORES); elsewhere the shape-fixed cut.
  */
 #include <node_api.h>
 #include <cblas.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <time.h>
 #include "napi-args.h"
 
@@ -51,7 +64,12 @@ typedef struct {
  * plain: OpenBLAS sends small products to other kernels whose sums can differ by transposition (on
  * SkylakeX and its successors a plain row-major "direct" sgemm below 28·512² multiply-adds, and
  * small-matrix kernels below 100³); the bound is twice the larger. FISTAPruner's products with G. */
-enum { SYMMETRIC_MIN_MACS = 2 * 28 * 512 * 512 };
+enum { BLOCKED_MIN_MACS = 2 * 28 * 512 * 512, SYMMETRIC_MIN_MACS = BLOCKED_MIN_MACS };
+
+/* Wide tiles on (1) or off (0): set in init from OpenBLAS's core (WIDE_TILE_CORES), and by setWideTiles
+ * for tests and benchmarks. */
+static int wideTiles = 0;
+static const char *const WIDE_TILE_CORES[] = {" SkylakeX ", " Cooperlake ", " SapphireRapids "};
 
 static void run_tile(const Product *p, int64_t t) {
   const int64_t perBatch = p->tilesM * p->tilesN, b = t / perBatch, r = t % perBatch;
@@ -205,6 +223,30 @@ static int64_t block_side(int64_t n, int64_t parts) {
   return side < n ? side : n;
 }
 
+/* The smallest tile of sides tileM x tileN over m x n, in multiply-adds (the last row and column). */
+static int64_t smallest_tile(int64_t m, int64_t n, int64_t k, int64_t tileM, int64_t tileN) {
+  const int64_t lastM = m - (m - 1) / tileM * tileM, lastN = n - (n - 1) / tileN * tileN;
+  return lastM * lastN * k;
+}
+
+/* Where every shape-fixed tile of p is at least BLOCKED_MIN_MACS, re-cut p into one tile per pool
+ * thread (parts down to 1 until every tile is that large too), splitting the side whose operand is
+ * the larger (columns: each tile packs a column slice of B and all of A). Same values (header). */
+static void wide_tiles(Product *p, int64_t batch) {
+  if (p->k == 0 || smallest_tile(p->m, p->n, p->k, p->tileM, p->tileN) < BLOCKED_MIN_MACS) return;
+  const int cutColumns = p->n >= p->m;
+  for (int64_t parts = threads; parts >= 1; parts--) {
+    const int64_t tileM = cutColumns ? p->m : block_side(p->m, parts), tileN = cutColumns ? block_side(p->n, parts) : p->n;
+    if (parts > 1 && smallest_tile(p->m, p->n, p->k, tileM, tileN) < BLOCKED_MIN_MACS) continue;
+    p->tileM = tileM;
+    p->tileN = tileN;
+    p->tilesM = (p->m + tileM - 1) / tileM;
+    p->tilesN = (p->n + tileN - 1) / tileN;
+    p->tiles = p->tilesM * p->tilesN * batch;
+    return;
+  }
+}
+
 /* Tile sides from the shape alone (see the header): blocks of at most MAX_TILE_ROWS x MAX_TILE_COLS,
  * cut further while a pool-sized product has fewer than MIN_TILES. */
 static void choose_tiles(Product *p, int64_t batch) {
@@ -225,6 +267,7 @@ static void choose_tiles(Product *p, int64_t batch) {
   p->tilesM = (p->m + p->tileM - 1) / p->tileM;
   p->tilesN = (p->n + p->tileN - 1) / p->tileN;
   p->tiles = p->tilesM * p->tilesN * batch;
+  if (wideTiles) wide_tiles(p, batch);
 }
 
 /* Cut a product (sizes and operands set) into its tiles, fixed by the shape alone, and run them. */
@@ -283,6 +326,21 @@ static napi_value setThreads(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* setWideTiles(on) -> whether they were on: tests and benchmarks compare the two cuts. */
+static napi_value setWideTiles(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], out;
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  bool on = false;
+  if (argc != 1 || napi_get_value_bool(env, argv[0], &on) != napi_ok) { napi_throw_type_error(env, NULL, "openblas-kernels: setWideTiles takes a boolean"); return NULL; }
+  pthread_mutex_lock(&lock);
+  const int was = wideTiles;
+  wideTiles = on;
+  pthread_mutex_unlock(&lock);
+  CHECK(napi_get_boolean(env, was != 0, &out));
+  return out;
+}
+
 static napi_value describe(napi_env env, napi_callback_info info) {
   (void)info;
   napi_value obj, cfg, count;
@@ -291,6 +349,9 @@ static napi_value describe(napi_env env, napi_callback_info info) {
   CHECK(napi_create_int32(env, threads, &count));
   CHECK(napi_set_named_property(env, obj, "config", cfg));
   CHECK(napi_set_named_property(env, obj, "threads", count));
+  napi_value wide;
+  CHECK(napi_get_boolean(env, wideTiles != 0, &wide));
+  CHECK(napi_set_named_property(env, obj, "wideTiles", wide));
   return obj;
 }
 
@@ -312,9 +373,16 @@ napi_value maskRows(napi_env env, napi_callback_info info);
 
 static napi_value init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1); /* every OpenBLAS call is one tile on one thread (see the header) */
+  {
+    const char *cfg = openblas_get_config();
+    char padded[512];
+    snprintf(padded, sizeof padded, " %s ", cfg ? cfg : "");
+    for (size_t i = 0; i < sizeof WIDE_TILE_CORES / sizeof WIDE_TILE_CORES[0]; i++) if (strstr(padded, WIDE_TILE_CORES[i])) wideTiles = 1;
+  }
   napi_property_descriptor props[] = {
     {"gemm", NULL, gemm, NULL, NULL, NULL, napi_default, NULL},
     {"setThreads", NULL, setThreads, NULL, NULL, NULL, napi_default, NULL},
+    {"setWideTiles", NULL, setWideTiles, NULL, NULL, NULL, napi_default, NULL},
     {"describe", NULL, describe, NULL, NULL, NULL, napi_default, NULL},
     {"upperCholeskyOfInverse", NULL, upperCholeskyOfInverse, NULL, NULL, NULL, napi_default, NULL},
     {"obsSweepBlock", NULL, obsSweepBlock, NULL, NULL, NULL, napi_default, NULL},

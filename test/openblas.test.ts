@@ -187,6 +187,41 @@ describe('OpenBLAS matrix products on the wasm backend', { skip }, () => {
     assert.throws(() => lib.hostGemm(new Float32Array(6), new Float32Array(12), new Float32Array(8), 2, 4, 3, 0, 2), /must be square/);
   });
 
+  // Wide tiles (one per thread where every tile is large: native/openblas-kernels.c) must give the
+  // shape-fixed cut's values bit for bit, whatever the thread count and transposes. Shapes: the
+  // solvers' (FISTAPruner's products with G, a Gram XᵀX), odd sides, one or few rows, seeded random
+  // ones; some are too small for wide tiles (the fixed cut either way).
+  it('wide tiles give the shape-fixed tiles\' values bit for bit, for 1 to 4 threads and every transpose', { skip: openblasAddon()?.setWideTiles ? false : 'the addon predates wide tiles: npm run build-native' }, () => {
+    const lib = openblasAddon()!;
+    const rng = mulberry32(77);
+    const shapes: [number, number, number][] = [[512, 1408, 1408], [1408, 512, 512], [512, 512, 512], [256, 512, 512], [512, 1024, 512],
+      [700, 300, 900], [1000, 333, 777], [130, 2000, 190], [2048, 96, 640], [3, 4000, 3000], [160, 288, 288]];
+    for (let i = 0; i < 8; i++) shapes.push([1 + Math.floor(rng() * 1500), 1 + Math.floor(rng() * 1500), 1 + Math.floor(rng() * 1500)]);
+    const was = lib.setWideTiles!(true);
+    try {
+      for (const [m, k, n] of shapes) {
+        const a = values(m * k, m + k), b = values(k * n, n + 1);
+        for (const [ta, tb] of [[0, 0], [1, 0], [0, 1], [1, 1]] as const) {
+          lib.setWideTiles!(false);
+          lib.setThreads(1);
+          const fixed = new Float32Array(m * n);
+          lib.hostGemm(a, b, fixed, m, n, k, ta, tb);
+          lib.setWideTiles!(true);
+          for (const t of [1, 2, 3, 4]) {
+            lib.setThreads(t);
+            const wide = new Float32Array(m * n);
+            lib.hostGemm(a, b, wide, m, n, k, ta, tb);
+            const at = fixed.findIndex((x, j) => !Object.is(x, wide[j]));
+            assert.equal(at, -1, `${m}x${k}x${n} transA ${ta} transB ${tb}, ${t} threads: entry ${at} ${fixed[at]} vs ${wide[at]}`);
+          }
+        }
+      }
+    } finally {
+      lib.setWideTiles!(was);
+      noteWorkerThreads(0);
+    }
+  });
+
   it("a synthetic LLaMA's logits on OpenBLAS are XNNPACK's within float32 rounding", () => {
     const model = buildSyntheticLlama({ hidden: 64, layers: 2, heads: 4, kvHeads: 2, ffn: 160, vocab: 300, seed: 3 });
     const ids = [Array.from({ length: 40 }, (_, i) => (i * 37) % 300)];

@@ -28,7 +28,9 @@ interface OpenBlasAddon extends Partial<ElementwiseAddon> {
   gemm(heap: ArrayBuffer, batch: number, m: number, n: number, k: number, aOff: number, aStride: number,
     transA: number, bOff: number, bStride: number, transB: number, cOff: number): void;
   setThreads(n: number): void;
-  describe(): { config: string; threads: number };
+  /** Products cut into one tile per thread where that gives the same values (native/openblas-kernels.c, wide tiles); returns the previous setting. Absent from an addon built before it. */
+  setWideTiles?(on: boolean): boolean;
+  describe(): { config: string; threads: number; wideTiles?: boolean };
   /** In place on JAJ at element offset `off` of the heap: U = J·(L⁻¹ of JAJ = LLᵀ)·J; [−1, 0] or [pivot, value]. */
   upperCholeskyOfInverse(heap: ArrayBuffer, off: number, n: number): [number, number];
   obsSweepBlock: NativeKernels['obsSweepBlock'];
