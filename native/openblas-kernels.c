@@ -230,11 +230,12 @@ static int64_t smallest_tile(int64_t m, int64_t n, int64_t k, int64_t tileM, int
 }
 
 /* Where every shape-fixed tile of p is at least BLOCKED_MIN_MACS, re-cut p into one tile per pool
- * thread (parts down to 1 until every tile is that large too), splitting the side whose operand is
- * the larger (columns: each tile packs a column slice of B and all of A). Same values (header). */
+ * thread (parts down to 1 until every tile is that large too), splitting columns where B is the
+ * larger operand (n > m: each tile packs a column slice of B and all of A), else rows (a square
+ * product ran faster so on two threads). Same values (header). */
 static void wide_tiles(Product *p, int64_t batch) {
   if (p->k == 0 || smallest_tile(p->m, p->n, p->k, p->tileM, p->tileN) < BLOCKED_MIN_MACS) return;
-  const int cutColumns = p->n >= p->m;
+  const int cutColumns = p->n > p->m;
   for (int64_t parts = threads; parts >= 1; parts--) {
     const int64_t tileM = cutColumns ? p->m : block_side(p->m, parts), tileN = cutColumns ? block_side(p->n, parts) : p->n;
     if (parts > 1 && smallest_tile(p->m, p->n, p->k, tileM, tileN) < BLOCKED_MIN_MACS) continue;
