@@ -615,6 +615,163 @@ static void sweep_task(void *ctx, int64_t t) {
   }
 }
 
+/* Cut 1 on the pool: the block's k smallest scores pruned, ties at the threshold in index order,
+ * the very mask of kth_smallest + prune_below over the whole block (which ran on one thread between
+ * the block's two pool passes). The scores are >= +0 (w² · 1/U_jj², NaN ruled out before), so their
+ * bit patterns read as uint64 order as their values do: the threshold is found by radix select,
+ * RADIX_BITS at a time, each digit's histogram counted per chunk of rows on the pool and the chunks'
+ * counts added here (exact integers: the same for any thread count), until at most CUT_FEW candidates
+ * share the digits found; those are gathered in index order and the threshold chosen among them. The
+ * entries equal to it are all candidates, so each chunk's share of the pruned ties is known before the
+ * chunks mark their rows on the pool. Returns 0 (nothing done) for a negative score's sign bit. */
+enum { CUT_CHUNKS = 16, RADIX_BITS = 11, CUT_FEW = 4096 };
+
+typedef struct {
+  SweepBlock *s;
+  int64_t chunkRows, chunks;
+  int shift, width;
+  uint64_t prefix, prefixMask;
+  uint32_t *hist;      /* [chunks][1 << RADIX_BITS] */
+  int64_t *offset;     /* [chunks + 1]: each chunk's first candidate */
+  double *cand;
+  double t;
+  int64_t ties, *tieStart; /* [chunks]: the index among the block's ties of each chunk's first tie */
+} BlockCut;
+
+static inline uint64_t score_bits(double v) {
+  uint64_t u;
+  memcpy(&u, &v, sizeof u);
+  return u;
+}
+
+static void cut_span(const BlockCut *c, int64_t chunk, const double **from, int64_t *len) {
+  const SweepBlock *s = c->s;
+  const int64_t r0 = chunk * c->chunkRows, r1 = r0 + c->chunkRows < s->rows ? r0 + c->chunkRows : s->rows;
+  *from = s->scores + r0 * s->count;
+  *len = (r1 - r0) * s->count;
+}
+
+static void cut_histogram(void *ctx, int64_t chunk) {
+  const BlockCut *c = ctx;
+  const double *v;
+  int64_t len;
+  cut_span(c, chunk, &v, &len);
+  uint32_t *h = c->hist + chunk * ((int64_t)1 << RADIX_BITS);
+  memset(h, 0, sizeof(uint32_t) << RADIX_BITS);
+  const uint64_t digit = ((uint64_t)1 << c->width) - 1;
+  for (int64_t i = 0; i < len; i++) {
+    const uint64_t b = score_bits(v[i]);
+    if ((b & c->prefixMask) == c->prefix) h[(b >> c->shift) & digit]++;
+  }
+}
+
+static void cut_gather(void *ctx, int64_t chunk) {
+  const BlockCut *c = ctx;
+  const double *v;
+  int64_t len;
+  cut_span(c, chunk, &v, &len);
+  double *out = c->cand + c->offset[chunk];
+  for (int64_t i = 0; i < len; i++) if ((score_bits(v[i]) & c->prefixMask) == c->prefix) *out++ = v[i];
+}
+
+static void cut_mark(void *ctx, int64_t chunk) {
+  const BlockCut *c = ctx;
+  const SweepBlock *s = c->s;
+  const int64_t r0 = chunk * c->chunkRows, r1 = r0 + c->chunkRows < s->rows ? r0 + c->chunkRows : s->rows;
+  const double t = c->t;
+  int64_t tie = c->tieStart[chunk];
+  for (int64_t r = r0; r < r1; r++) {
+    const double *sc = s->scores + r * s->count;
+    uint8_t *mask = s->mask + r * s->cols + s->i1;
+    for (int64_t j = 0; j < s->count; j++) {
+      const double v = sc[j];
+      if (v < t) mask[j] = 0;
+      else if (v == t) { if (tie < c->ties) mask[j] = 0; tie++; }
+    }
+  }
+}
+
+/* fn over the chunks: on the pool when the block is worth waking it for (as run_sweep_tasks), else here. */
+static void run_cut_tasks(BlockCut *c, void (*fn)(void *, int64_t)) {
+  const SweepBlock *s = c->s;
+  if (s->rows * s->count * s->count >= POOL_MIN_MACS) prunelab_pool_run(fn, c, c->chunks);
+  else for (int64_t t = 0; t < c->chunks; t++) fn(c, t);
+}
+
+static int block_cut(SweepBlock *s, int64_t k) {
+  const int64_t n = s->rows * s->count, bins = (int64_t)1 << RADIX_BITS;
+  BlockCut c = {.s = s};
+  c.chunks = s->rows < CUT_CHUNKS ? s->rows : CUT_CHUNKS;
+  c.chunkRows = (s->rows + c.chunks - 1) / c.chunks;
+  c.chunks = (s->rows + c.chunkRows - 1) / c.chunkRows;
+  c.hist = malloc((size_t)(c.chunks * bins) * sizeof(uint32_t));
+  c.offset = malloc((size_t)(c.chunks + 1) * sizeof(int64_t));
+  c.tieStart = malloc((size_t)c.chunks * sizeof(int64_t));
+  if (!c.hist || !c.offset || !c.tieStart) { free(c.hist); free(c.offset); free(c.tieStart); return -1; }
+  int64_t rank = k - 1, below = 0, left = n;
+  int shift = 64, done = 1;
+  /* Each chunk's count of candidates: all its entries until a digit is chosen. */
+  for (int64_t ch = 0; ch < c.chunks; ch++) {
+    const double *v;
+    int64_t len;
+    cut_span(&c, ch, &v, &len);
+    c.offset[ch] = len;
+  }
+  while (left > CUT_FEW && shift > 0) {
+    c.width = shift < RADIX_BITS ? shift : RADIX_BITS;
+    c.shift = shift -= c.width;
+    run_cut_tasks(&c, cut_histogram);
+    int64_t cum = 0, bin = 0, inBin = 0;
+    for (bin = 0; bin < ((int64_t)1 << c.width); bin++) {
+      inBin = 0;
+      for (int64_t ch = 0; ch < c.chunks; ch++) inBin += c.hist[ch * bins + bin];
+      if (cum + inBin > rank) break;
+      cum += inBin;
+    }
+    if (c.prefixMask == 0 && bin >= ((int64_t)1 << (c.width - 1))) { done = 0; break; } /* sign bit: not for us */
+    if (c.prefixMask == 0) {
+      /* A negative score anywhere (sign bit set) rules the radix order out. */
+      int64_t neg = 0;
+      for (int64_t b = (int64_t)1 << (c.width - 1); b < ((int64_t)1 << c.width); b++) for (int64_t ch = 0; ch < c.chunks; ch++) neg += c.hist[ch * bins + b];
+      if (neg > 0) { done = 0; break; }
+    }
+    rank -= cum;
+    below += cum;
+    left = inBin;
+    c.prefix |= (uint64_t)bin << c.shift;
+    c.prefixMask |= ((((uint64_t)1 << c.width) - 1) << c.shift);
+    for (int64_t ch = 0; ch < c.chunks; ch++) c.offset[ch] = c.hist[ch * bins + bin];
+  }
+  if (done) {
+    /* Chunk counts to offsets, then the candidates in index order. */
+    int64_t at = 0;
+    for (int64_t ch = 0; ch < c.chunks; ch++) { const int64_t cnt = c.offset[ch]; c.offset[ch] = at; at += cnt; }
+    c.offset[c.chunks] = at;
+    c.cand = malloc((size_t)(at > 0 ? at : 1) * sizeof(double));
+    double *sel = malloc((size_t)(at > 0 ? at : 1) * sizeof(double));
+    if (!c.cand || !sel) { free(c.cand); free(sel); free(c.hist); free(c.offset); free(c.tieStart); return -1; }
+    run_cut_tasks(&c, cut_gather);
+    memcpy(sel, c.cand, (size_t)at * sizeof(double));
+    c.t = kth_smallest(sel, at, rank);
+    free(sel);
+    int64_t ties = 0;
+    for (int64_t ch = 0; ch < c.chunks; ch++) {
+      c.tieStart[ch] = ties;
+      for (int64_t i = c.offset[ch]; i < c.offset[ch + 1]; i++) {
+        below += c.cand[i] < c.t;
+        ties += c.cand[i] == c.t;
+      }
+    }
+    c.ties = k - below;
+    run_cut_tasks(&c, cut_mark);
+    free(c.cand);
+  }
+  free(c.hist);
+  free(c.offset);
+  free(c.tieStart);
+  return done;
+}
+
 /* obsSweepBlock(w0, upd, U, invD2, mask, weight, errT, wb, err, nzIdx, nzCnt,
  *               rows, count, cols, i1, B, cut, k, nmN, nmM) -> -1 or a NaN score's index.
  * Block [i1, i1+count) of the sweep: wb = w0's block - upd (upd: the pending lazy update
@@ -671,9 +828,14 @@ static napi_value obsSweepBlock(napi_env env, napi_callback_info info) {
   long long nanAt = atomic_load(&s.nanAt);
   if (nanAt == INT64_MAX) {
     if (cut == 1 && k > 0) {
-      /* obs.ts selectBlockMask then masks.ts maskPerMatrix, on the whole block. */
-      memcpy(s.scratch, s.scores, rc * sizeof(double));
-      prune_below(s.scores, (int64_t)rc, s.count, kth_smallest(s.scratch, (int64_t)rc, k - 1), k, s.mask + s.i1, s.cols);
+      /* obs.ts selectBlockMask then masks.ts maskPerMatrix, on the whole block: on the pool (block_cut),
+       * or here where a score is negative (not expected: the scores are squares times 1/U_jj²). */
+      const int cutDone = block_cut(&s, k);
+      if (cutDone < 0) { free(s.scores); free(s.scratch); napi_throw_error(env, NULL, "openblas-kernels: out of memory"); return NULL; }
+      if (!cutDone) {
+        memcpy(s.scratch, s.scores, rc * sizeof(double));
+        prune_below(s.scores, (int64_t)rc, s.count, kth_smallest(s.scratch, (int64_t)rc, k - 1), k, s.mask + s.i1, s.cols);
+      }
     }
     run_sweep_tasks(&s, sweep_task, tasks);
     nanAt = atomic_load(&s.nanAt);

@@ -167,6 +167,42 @@ describe('SparseGPT on the native kernels (OpenBLAS)', { skip }, () => {
     });
   }
 
+  // The block-wise cut runs as a radix select over the pool (native/openblas-kernels.c block_cut):
+  // ties at the threshold must fall in index order as masks.ts breaks them. Quantized weights put
+  // the threshold inside a run of equal scores; 70 % zeros make it 0 (every bit of the scores
+  // equal among the candidates). 200 rows × 64 columns a block: more than its few-candidates bound.
+  it('the block-wise cut with tied scores: the TypeScript sweep\'s mask, for 1, 2 and 3 threads', () => {
+    const lib = openblasAddon()!;
+    const r = 200, c = 264;
+    const Hq = hessian(c, 300, 6);
+    const rng = mulberry32(8);
+    const quantized = Float32Array.from({ length: r * c }, () => Math.round((rng() * 2 - 1) * 4) / 4);
+    const zeros = Float32Array.from({ length: r * c }, () => (rng() < 0.7 ? 0 : rng() * 2 - 1));
+    try {
+      for (const [name, w] of [['quantized', quantized], ['70 % zeros', zeros]] as const) {
+        for (const sparsity of [0.5, 0.3, 0.8]) {
+          const opts: SparseGptOptions = { kind: 'matrix', sparsity, blocksize: 64 };
+          const masks: Uint8Array[] = [];
+          for (const t of [1, 2, 3]) {
+            lib.setThreads(t);
+            const la = backendLinAlg();
+            const f = obsFactor(la, Hq, c, 0.01);
+            try {
+              masks.push(obsSweep(la, w, r, c, f, opts).mask);
+              if (t === 1) assert.deepEqual(masks[0], obsSweep({ ...la, native: undefined }, w, r, c, f, opts).mask, `${name} at ${sparsity}: TypeScript`);
+            } finally {
+              f.dispose();
+            }
+          }
+          assert.deepEqual(masks[1], masks[0], `${name} at ${sparsity}: 2 threads`);
+          assert.deepEqual(masks[2], masks[0], `${name} at ${sparsity}: 3 threads`);
+        }
+      }
+    } finally {
+      noteWorkerThreads(0);
+    }
+  });
+
   it('factor and sweep are bit-identical for 1, 2 and 3 threads', () => {
     const lib = openblasAddon()!;
     const n = 300;
