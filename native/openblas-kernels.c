@@ -624,7 +624,7 @@ static void sweep_task(void *ctx, int64_t t) {
  * share the digits found; those are gathered in index order and the threshold chosen among them. The
  * entries equal to it are all candidates, so each chunk's share of the pruned ties is known before the
  * chunks mark their rows on the pool. Returns 0 (nothing done) for a negative score's sign bit. */
-enum { CUT_CHUNKS = 16, RADIX_BITS = 11, CUT_FEW = 4096 };
+enum { CUT_CHUNKS = 16, RADIX_BITS = 11, RADIX_BINS = 1 << RADIX_BITS, CUT_FEW = 4096 };
 
 typedef struct {
   SweepBlock *s;
@@ -651,17 +651,20 @@ static void cut_span(const BlockCut *c, int64_t chunk, const double **from, int6
   *len = (r1 - r0) * s->count;
 }
 
+/* Without branches (a score's match is as unpredictable as the data): a score outside the prefix
+ * counts in the extra bin RADIX_BINS, read only to find a negative score after the first digit. */
 static void cut_histogram(void *ctx, int64_t chunk) {
   const BlockCut *c = ctx;
   const double *v;
   int64_t len;
   cut_span(c, chunk, &v, &len);
-  uint32_t *h = c->hist + chunk * ((int64_t)1 << RADIX_BITS);
-  memset(h, 0, sizeof(uint32_t) << RADIX_BITS);
-  const uint64_t digit = ((uint64_t)1 << c->width) - 1;
+  uint32_t *h = c->hist + chunk * (RADIX_BINS + 1);
+  memset(h, 0, sizeof(uint32_t) * (RADIX_BINS + 1));
+  const uint64_t digit = ((uint64_t)1 << c->width) - 1, prefixMask = c->prefixMask, prefix = c->prefix;
+  const int shift = c->shift;
   for (int64_t i = 0; i < len; i++) {
-    const uint64_t b = score_bits(v[i]);
-    if ((b & c->prefixMask) == c->prefix) h[(b >> c->shift) & digit]++;
+    const uint64_t b = score_bits(v[i]), d = (b >> shift) & digit;
+    h[(b & prefixMask) == prefix ? d : RADIX_BINS]++;
   }
 }
 
@@ -674,19 +677,28 @@ static void cut_gather(void *ctx, int64_t chunk) {
   for (int64_t i = 0; i < len; i++) if ((score_bits(v[i]) & c->prefixMask) == c->prefix) *out++ = v[i];
 }
 
-static void cut_mark(void *ctx, int64_t chunk) {
+/* Rows of a chunk: the scores below t pruned without branches (half of them, in no order; the
+ * loop vectorises), then, in a row holding any, the ties at t in index order. */
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) static void cut_mark(void *ctx, int64_t chunk) {
   const BlockCut *c = ctx;
   const SweepBlock *s = c->s;
-  const int64_t r0 = chunk * c->chunkRows, r1 = r0 + c->chunkRows < s->rows ? r0 + c->chunkRows : s->rows;
+  const int64_t r0 = chunk * c->chunkRows, r1 = r0 + c->chunkRows < s->rows ? r0 + c->chunkRows : s->rows, count = s->count;
   const double t = c->t;
   int64_t tie = c->tieStart[chunk];
   for (int64_t r = r0; r < r1; r++) {
-    const double *sc = s->scores + r * s->count;
-    uint8_t *mask = s->mask + r * s->cols + s->i1;
-    for (int64_t j = 0; j < s->count; j++) {
-      const double v = sc[j];
-      if (v < t) mask[j] = 0;
-      else if (v == t) { if (tie < c->ties) mask[j] = 0; tie++; }
+    const double *restrict sc = s->scores + r * count;
+    uint8_t *restrict mask = s->mask + r * s->cols + s->i1;
+    int64_t equal = 0;
+    for (int64_t j = 0; j < count; j++) {
+      mask[j] = (uint8_t)(mask[j] * (sc[j] >= t));
+      equal += sc[j] == t;
+    }
+    if (equal == 0) continue;
+    for (int64_t j = 0; j < count; j++) {
+      if (sc[j] == t) {
+        if (tie < c->ties) mask[j] = 0;
+        tie++;
+      }
     }
   }
 }
@@ -699,7 +711,7 @@ static void run_cut_tasks(BlockCut *c, void (*fn)(void *, int64_t)) {
 }
 
 static int block_cut(SweepBlock *s, int64_t k) {
-  const int64_t n = s->rows * s->count, bins = (int64_t)1 << RADIX_BITS;
+  const int64_t n = s->rows * s->count, bins = RADIX_BINS + 1;
   BlockCut c = {.s = s};
   c.chunks = s->rows < CUT_CHUNKS ? s->rows : CUT_CHUNKS;
   c.chunkRows = (s->rows + c.chunks - 1) / c.chunks;
@@ -709,7 +721,11 @@ static int block_cut(SweepBlock *s, int64_t k) {
   c.tieStart = malloc((size_t)c.chunks * sizeof(int64_t));
   if (!c.hist || !c.offset || !c.tieStart) { free(c.hist); free(c.offset); free(c.tieStart); return -1; }
   int64_t rank = k - 1, below = 0, left = n;
-  int shift = 64, done = 1;
+  int done = 1;
+  /* The sign bit is the first prefix (0: every score >= +0); the digits follow it down to bit 0. */
+  int shift = 63;
+  c.prefixMask = (uint64_t)1 << 63;
+  c.prefix = 0;
   /* Each chunk's count of candidates: all its entries until a digit is chosen. */
   for (int64_t ch = 0; ch < c.chunks; ch++) {
     const double *v;
@@ -721,19 +737,18 @@ static int block_cut(SweepBlock *s, int64_t k) {
     c.width = shift < RADIX_BITS ? shift : RADIX_BITS;
     c.shift = shift -= c.width;
     run_cut_tasks(&c, cut_histogram);
+    if (shift == 63 - RADIX_BITS) {
+      /* A negative score (outside the first prefix) rules the radix order out. */
+      int64_t neg = 0;
+      for (int64_t ch = 0; ch < c.chunks; ch++) neg += c.hist[ch * bins + RADIX_BINS];
+      if (neg > 0) { done = 0; break; }
+    }
     int64_t cum = 0, bin = 0, inBin = 0;
     for (bin = 0; bin < ((int64_t)1 << c.width); bin++) {
       inBin = 0;
       for (int64_t ch = 0; ch < c.chunks; ch++) inBin += c.hist[ch * bins + bin];
       if (cum + inBin > rank) break;
       cum += inBin;
-    }
-    if (c.prefixMask == 0 && bin >= ((int64_t)1 << (c.width - 1))) { done = 0; break; } /* sign bit: not for us */
-    if (c.prefixMask == 0) {
-      /* A negative score anywhere (sign bit set) rules the radix order out. */
-      int64_t neg = 0;
-      for (int64_t b = (int64_t)1 << (c.width - 1); b < ((int64_t)1 << c.width); b++) for (int64_t ch = 0; ch < c.chunks; ch++) neg += c.hist[ch * bins + b];
-      if (neg > 0) { done = 0; break; }
     }
     rank -= cum;
     below += cum;
@@ -742,6 +757,7 @@ static int block_cut(SweepBlock *s, int64_t k) {
     c.prefixMask |= ((((uint64_t)1 << c.width) - 1) << c.shift);
     for (int64_t ch = 0; ch < c.chunks; ch++) c.offset[ch] = c.hist[ch * bins + bin];
   }
+  if (shift == 63) c.prefixMask = 0; /* no digit chosen (few scores): every score is a candidate */
   if (done) {
     /* Chunk counts to offsets, then the candidates in index order. */
     int64_t at = 0;
