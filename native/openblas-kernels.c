@@ -405,7 +405,6 @@ NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
 /* ---- SparseGPT's factor and in-block sweep (src/linalg/backend.ts, src/prune/obs.ts) ---- */
 
 #include <stdlib.h>
-#include <string.h>
 
 extern void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info);
 extern void strtri_(const char *uplo, const char *diag, const int *n, float *a, const int *lda, int *info);
@@ -477,7 +476,7 @@ typedef struct {
   int64_t rows, count, cols, i1, B, nmN, nmM;
   int cut;          /* 0: N:M during the sweep, 1: the block's k smallest, 2: each row's k smallest */
   int64_t k;
-  double *scores, *scratch; /* [rows, count] for cuts 1 and 2 */
+  double *scores, *scratch; /* [rows, count]: scores for cuts 1 and 2, scratch for cut 2's selection */
   atomic_llong nanAt; /* smallest index of a NaN score (block-local for cuts 1, 2; flat for N:M), or INT64_MAX */
 } SweepBlock;
 
@@ -578,11 +577,10 @@ __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) sta
   for (int64_t c = 0; c < count; c++) if (mask[c]) out[c] = (float)w[c];
 }
 
-
-/* fn over `tasks` tasks: on the pool when the block is worth waking it for, else here. */
-static void run_sweep_tasks(SweepBlock *s, void (*fn)(void *, int64_t), int64_t tasks) {
-  if (s->rows * s->count * s->count >= POOL_MIN_MACS) prunelab_pool_run(fn, s, tasks);
-  else for (int64_t t = 0; t < tasks; t++) fn(s, t);
+/* fn(ctx, t) for t < tasks, work on block s: on the pool when the block is worth waking it for, else here. */
+static void run_block_tasks(const SweepBlock *s, void (*fn)(void *, int64_t), void *ctx, int64_t tasks) {
+  if (s->rows * s->count * s->count >= POOL_MIN_MACS) prunelab_pool_run(fn, ctx, tasks);
+  else for (int64_t t = 0; t < tasks; t++) fn(ctx, t);
 }
 
 /* Rows [t·SWEEP_ROWS, …): the block after its pending update (obs.ts: wb[i] -= u[i] in float64)
@@ -634,7 +632,9 @@ static void sweep_task(void *ctx, int64_t t) {
  * counts added here (exact integers: the same for any thread count), until at most CUT_FEW candidates
  * share the digits found; those are gathered in index order and the threshold chosen among them. The
  * entries equal to it are all candidates, so each chunk's share of the pruned ties is known before the
- * chunks mark their rows on the pool. Returns 0 (nothing done) for a negative score's sign bit. */
+ * chunks mark their rows on the pool. A negative score (not expected) would break the bits' order:
+ * then every score is a candidate, the selection of kth_smallest + prune_below with the marking on
+ * the pool. Returns 0, or -1 out of memory. */
 enum { CUT_CHUNKS = 16, RADIX_BITS = 11, RADIX_BINS = 1 << RADIX_BITS, CUT_FEW = 4096 };
 
 typedef struct {
@@ -642,7 +642,7 @@ typedef struct {
   int64_t chunkRows, chunks;
   int shift, width;
   uint64_t prefix, prefixMask;
-  uint32_t *hist;      /* [chunks][1 << RADIX_BITS] */
+  uint32_t *hist;      /* [chunks][RADIX_BINS + 1] */
   int64_t *offset;     /* [chunks + 1]: each chunk's first candidate */
   double *cand;
   double t;
@@ -714,13 +714,6 @@ __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) sta
   }
 }
 
-/* fn over the chunks: on the pool when the block is worth waking it for (as run_sweep_tasks), else here. */
-static void run_cut_tasks(BlockCut *c, void (*fn)(void *, int64_t)) {
-  const SweepBlock *s = c->s;
-  if (s->rows * s->count * s->count >= POOL_MIN_MACS) prunelab_pool_run(fn, c, c->chunks);
-  else for (int64_t t = 0; t < c->chunks; t++) fn(c, t);
-}
-
 static int block_cut(SweepBlock *s, int64_t k) {
   const int64_t n = s->rows * s->count, bins = RADIX_BINS + 1;
   BlockCut c = {.s = s};
@@ -730,9 +723,10 @@ static int block_cut(SweepBlock *s, int64_t k) {
   c.hist = malloc((size_t)(c.chunks * bins) * sizeof(uint32_t));
   c.offset = malloc((size_t)(c.chunks + 1) * sizeof(int64_t));
   c.tieStart = malloc((size_t)c.chunks * sizeof(int64_t));
-  if (!c.hist || !c.offset || !c.tieStart) { free(c.hist); free(c.offset); free(c.tieStart); return -1; }
+  double *sel = NULL;
+  int status = -1;
+  if (!c.hist || !c.offset || !c.tieStart) goto out;
   int64_t rank = k - 1, below = 0, left = n;
-  int done = 1;
   /* The sign bit is the first prefix (0: every score >= +0); the digits follow it down to bit 0. */
   int shift = 63;
   c.prefixMask = (uint64_t)1 << 63;
@@ -747,12 +741,11 @@ static int block_cut(SweepBlock *s, int64_t k) {
   while (left > CUT_FEW && shift > 0) {
     c.width = shift < RADIX_BITS ? shift : RADIX_BITS;
     c.shift = shift -= c.width;
-    run_cut_tasks(&c, cut_histogram);
+    run_block_tasks(s, cut_histogram, &c, c.chunks);
     if (shift == 63 - RADIX_BITS) {
-      /* A negative score (outside the first prefix) rules the radix order out. */
-      int64_t neg = 0;
-      for (int64_t ch = 0; ch < c.chunks; ch++) neg += c.hist[ch * bins + RADIX_BINS];
-      if (neg > 0) { done = 0; break; }
+      int64_t negative = 0;
+      for (int64_t ch = 0; ch < c.chunks; ch++) negative += c.hist[ch * bins + RADIX_BINS];
+      if (negative > 0) { shift = 63; break; } /* no digit chosen: every score stays a candidate */
     }
     int64_t cum = 0, bin = 0, inBin = 0;
     for (bin = 0; bin < ((int64_t)1 << c.width); bin++) {
@@ -768,35 +761,35 @@ static int block_cut(SweepBlock *s, int64_t k) {
     c.prefixMask |= ((((uint64_t)1 << c.width) - 1) << c.shift);
     for (int64_t ch = 0; ch < c.chunks; ch++) c.offset[ch] = c.hist[ch * bins + bin];
   }
-  if (shift == 63) c.prefixMask = 0; /* no digit chosen (few scores): every score is a candidate */
-  if (done) {
-    /* Chunk counts to offsets, then the candidates in index order. */
-    int64_t at = 0;
-    for (int64_t ch = 0; ch < c.chunks; ch++) { const int64_t cnt = c.offset[ch]; c.offset[ch] = at; at += cnt; }
-    c.offset[c.chunks] = at;
-    c.cand = malloc((size_t)(at > 0 ? at : 1) * sizeof(double));
-    double *sel = malloc((size_t)(at > 0 ? at : 1) * sizeof(double));
-    if (!c.cand || !sel) { free(c.cand); free(sel); free(c.hist); free(c.offset); free(c.tieStart); return -1; }
-    run_cut_tasks(&c, cut_gather);
-    memcpy(sel, c.cand, (size_t)at * sizeof(double));
-    c.t = kth_smallest(sel, at, rank);
-    free(sel);
-    int64_t ties = 0;
-    for (int64_t ch = 0; ch < c.chunks; ch++) {
-      c.tieStart[ch] = ties;
-      for (int64_t i = c.offset[ch]; i < c.offset[ch + 1]; i++) {
-        below += c.cand[i] < c.t;
-        ties += c.cand[i] == c.t;
-      }
+  if (shift == 63) c.prefixMask = 0; /* no digit chosen (few or negative scores): every score is a candidate */
+  /* Chunk counts to offsets, then the candidates in index order. */
+  int64_t at = 0;
+  for (int64_t ch = 0; ch < c.chunks; ch++) { const int64_t cnt = c.offset[ch]; c.offset[ch] = at; at += cnt; }
+  c.offset[c.chunks] = at;
+  c.cand = malloc((size_t)(at > 0 ? at : 1) * sizeof(double));
+  sel = malloc((size_t)(at > 0 ? at : 1) * sizeof(double));
+  if (!c.cand || !sel) goto out;
+  run_block_tasks(s, cut_gather, &c, c.chunks);
+  memcpy(sel, c.cand, (size_t)at * sizeof(double));
+  c.t = kth_smallest(sel, at, rank);
+  int64_t ties = 0;
+  for (int64_t ch = 0; ch < c.chunks; ch++) {
+    c.tieStart[ch] = ties;
+    for (int64_t i = c.offset[ch]; i < c.offset[ch + 1]; i++) {
+      below += c.cand[i] < c.t;
+      ties += c.cand[i] == c.t;
     }
-    c.ties = k - below;
-    run_cut_tasks(&c, cut_mark);
-    free(c.cand);
   }
+  c.ties = k - below;
+  run_block_tasks(s, cut_mark, &c, c.chunks);
+  status = 0;
+out:
+  free(sel);
+  free(c.cand);
   free(c.hist);
   free(c.offset);
   free(c.tieStart);
-  return done;
+  return status;
 }
 
 /* obsSweepBlock(w0, upd, U, invD2, mask, weight, errT, wb, err, nzIdx, nzCnt,
@@ -844,27 +837,21 @@ static napi_value obsSweepBlock(napi_env env, napi_callback_info info) {
   s.scores = s.scratch = NULL;
   if (cut != 0 && k > 0) {
     s.scores = malloc(rc * sizeof(double));
-    s.scratch = malloc(rc * sizeof(double));
-    if (!s.scores || !s.scratch) { free(s.scores); free(s.scratch); napi_throw_error(env, NULL, "openblas-kernels: out of memory"); return NULL; }
+    if (cut == 2) s.scratch = malloc(rc * sizeof(double));
+    if (!s.scores || (cut == 2 && !s.scratch)) { free(s.scores); free(s.scratch); napi_throw_error(env, NULL, "openblas-kernels: out of memory"); return NULL; }
   }
   atomic_store(&s.nanAt, INT64_MAX);
   /* Rows are independent (the selection of cut 2 too, and cut 1's is made between the two passes),
    * so they are shared among the pool's threads and the result does not depend on how many. */
   const int64_t tasks = (s.rows + SWEEP_ROWS - 1) / SWEEP_ROWS;
-  run_sweep_tasks(&s, prepare_rows, tasks);
+  run_block_tasks(&s, prepare_rows, &s, tasks);
   long long nanAt = atomic_load(&s.nanAt);
   if (nanAt == INT64_MAX) {
     if (cut == 1 && k > 0) {
-      /* obs.ts selectBlockMask then masks.ts maskPerMatrix, on the whole block: on the pool (block_cut),
-       * or here where a score is negative (not expected: the scores are squares times 1/U_jj²). */
-      const int cutDone = block_cut(&s, k);
-      if (cutDone < 0) { free(s.scores); free(s.scratch); napi_throw_error(env, NULL, "openblas-kernels: out of memory"); return NULL; }
-      if (!cutDone) {
-        memcpy(s.scratch, s.scores, rc * sizeof(double));
-        prune_below(s.scores, (int64_t)rc, s.count, kth_smallest(s.scratch, (int64_t)rc, k - 1), k, s.mask + s.i1, s.cols);
-      }
+      /* obs.ts selectBlockMask then masks.ts maskPerMatrix, on the whole block, on the pool. */
+      if (block_cut(&s, k) < 0) { free(s.scores); free(s.scratch); napi_throw_error(env, NULL, "openblas-kernels: out of memory"); return NULL; }
     }
-    run_sweep_tasks(&s, sweep_task, tasks);
+    run_block_tasks(&s, sweep_task, &s, tasks);
     nanAt = atomic_load(&s.nanAt);
   }
   free(s.scores);
