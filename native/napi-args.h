@@ -19,4 +19,14 @@ static inline void *typed(napi_env env, napi_value v, napi_typedarray_type want,
   if (napi_get_typedarray_info(env, v, &type, &length, &data, NULL, NULL) != napi_ok || type != want || length < need) *ok = 0;
   return data;
 }
+
+/* The call's arguments into argv (room for `want`), throwing `usage` unless there are exactly `want`. */
+static inline int exact_args(napi_env env, napi_callback_info info, napi_value *argv, size_t want, const char *usage) {
+  size_t argc = want;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != want) {
+    napi_throw_error(env, NULL, usage);
+    return 0;
+  }
+  return 1;
+}
 #endif

@@ -369,8 +369,10 @@ napi_value fistaCutRows(napi_env env, napi_callback_info info);
 napi_value fistaChange(napi_env env, napi_callback_info info);
 napi_value fistaErrors(napi_env env, napi_callback_info info);
 napi_value fistaPrepareGram(napi_env env, napi_callback_info info);
-/* Per-row mask selection, in native/row-masks.c. */
+/* Per-row mask selection, a mask applied and zeros counted, in native/row-masks.c. */
 napi_value maskRows(napi_env env, napi_callback_info info);
+napi_value maskedCopy(napi_env env, napi_callback_info info);
+napi_value countZeros(napi_env env, napi_callback_info info);
 
 static napi_value init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1); /* every OpenBLAS call is one tile on one thread (see the header) */
@@ -394,6 +396,8 @@ static napi_value init(napi_env env, napi_value exports) {
     {"fistaErrors", NULL, fistaErrors, NULL, NULL, NULL, napi_default, NULL},
     {"fistaPrepareGram", NULL, fistaPrepareGram, NULL, NULL, NULL, napi_default, NULL},
     {"maskRows", NULL, maskRows, NULL, NULL, NULL, napi_default, NULL},
+    {"maskedCopy", NULL, maskedCopy, NULL, NULL, NULL, napi_default, NULL},
+    {"countZeros", NULL, countZeros, NULL, NULL, NULL, napi_default, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   if (elementwise_register && elementwise_register(env, exports) != napi_ok) return NULL;

@@ -2,7 +2,9 @@
  * Exact per-row mask selection in C, compiled into the OpenBLAS addon (scripts/build-native.sh)
  * and offered as `LinAlg.native`: `maskRows` is src/prune/masks.ts `maskPerRow` (the k smallest
  * scores of each row pruned, ties lower index first), `fistaCutRows` the same on |W| with
- * FISTAPruner's H(W) (methods/fistapruner/fista.ts `hardThreshold`).
+ * FISTAPruner's H(W) (methods/fistapruner/fista.ts `hardThreshold`). Beside them, the engine's
+ * own mask work on the pool: `maskedCopy` (a decision applied to a weight, zeros counted) and
+ * `countZeros` (the report's count), which ran on the main thread alone.
  *
  * Hand-written because no library does this: an exact selection with PruneLab's tie rule (a
  * mask is a function of the scores alone, so any exact selection gives the same mask). Rows are
@@ -220,11 +222,8 @@ static int64_t run_cut(CutJob *job) {
  * and out (Float64Array, may be W itself) = W with the pruned entries +0.
  * maskRows(scores, rows, cols, k, mask) -> the same, of the scores themselves (no out). */
 static napi_value cut_rows_napi(napi_env env, napi_callback_info info, int absolute) {
-  const size_t want = absolute ? 6 : 5;
-  size_t argc = 6;
   napi_value argv[6];
-  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
-  if (argc != want) { napi_throw_error(env, NULL, absolute ? "row-masks: fistaCutRows takes 6 arguments" : "row-masks: maskRows takes 5 arguments"); return NULL; }
+  if (!exact_args(env, info, argv, absolute ? 6 : 5, absolute ? "row-masks: fistaCutRows takes 6 arguments" : "row-masks: maskRows takes 5 arguments")) return NULL;
   int ok = 1;
   const int64_t rows = (int64_t)num(env, argv[1], &ok), cols = (int64_t)num(env, argv[2], &ok), k = (int64_t)num(env, argv[3], &ok);
   if (!ok || rows < 0 || cols < 0 || k < 1 || k > cols) { napi_throw_range_error(env, NULL, "row-masks: bad sizes"); return NULL; }
@@ -246,3 +245,73 @@ static napi_value cut_rows_napi(napi_env env, napi_callback_info info, int absol
 
 napi_value fistaCutRows(napi_env env, napi_callback_info info) { return cut_rows_napi(env, info, 1); }
 napi_value maskRows(napi_env env, napi_callback_info info) { return cut_rows_napi(env, info, 0); }
+
+/* ---- a mask applied, and zeros counted ---- */
+
+/* Entries per pool task: a count is exact whichever thread takes a block. */
+enum { APPLY_BLOCK = 1 << 16 };
+
+typedef struct {
+  const uint32_t *w;    /* float32 bits */
+  const uint8_t *mask;  /* NULL: count only */
+  uint32_t *out;
+  int64_t n;
+  int64_t *zeros;       /* per task */
+} ApplyJob;
+
+/* out = w where mask != 0, else +0 (on the bits, branch-free: it vectorises); zeros: entries ±0 in the result. */
+static void apply_block(void *ctx, int64_t t) {
+  const ApplyJob *j = ctx;
+  const int64_t i0 = t * APPLY_BLOCK, i1 = i0 + APPLY_BLOCK < j->n ? i0 + APPLY_BLOCK : j->n;
+  int64_t z = 0;
+  if (j->mask) {
+    for (int64_t i = i0; i < i1; i++) {
+      const uint32_t b = j->w[i] & (0u - (uint32_t)(j->mask[i] != 0));
+      j->out[i] = b;
+      z += (b & 0x7fffffffu) == 0;
+    }
+  } else {
+    for (int64_t i = i0; i < i1; i++) z += (j->w[i] & 0x7fffffffu) == 0;
+  }
+  j->zeros[t] = z;
+}
+
+static int64_t run_apply(ApplyJob *job) {
+  const int64_t tasks = (job->n + APPLY_BLOCK - 1) / APPLY_BLOCK;
+  int64_t local[64];
+  job->zeros = tasks <= 64 ? local : malloc((size_t)tasks * sizeof(int64_t));
+  if (!job->zeros) return -1;
+  prunelab_pool_run(apply_block, job, tasks);
+  int64_t z = 0;
+  for (int64_t t = 0; t < tasks; t++) z += job->zeros[t];
+  if (job->zeros != local) free(job->zeros);
+  return z;
+}
+
+/* maskedCopy(w, mask, out) -> zeros: out (Float32Array) = w (Float32Array) where mask (Uint8Array)
+ * is nonzero, else +0, all of w's length; returns how many entries of out are ±0.
+ * countZeros(x) -> how many entries of the Float32Array x are ±0. */
+static napi_value apply_napi(napi_env env, napi_callback_info info, int copy) {
+  napi_value argv[3];
+  if (!exact_args(env, info, argv, copy ? 3 : 1, copy ? "row-masks: maskedCopy takes 3 arguments" : "row-masks: countZeros takes 1 argument")) return NULL;
+  napi_typedarray_type type;
+  size_t n = 0;
+  void *w = NULL;
+  if (napi_get_typedarray_info(env, argv[0], &type, &n, &w, NULL, NULL) != napi_ok || type != napi_float32_array) {
+    napi_throw_type_error(env, NULL, "row-masks: the weights must be a Float32Array");
+    return NULL;
+  }
+  int ok = 1;
+  const uint8_t *mask = copy ? typed(env, argv[1], napi_uint8_array, n, &ok) : NULL;
+  uint32_t *out = copy ? typed(env, argv[2], napi_float32_array, n, &ok) : NULL;
+  if (!ok) { napi_throw_range_error(env, NULL, "row-masks: the mask or out is of the wrong type or shorter than the weights"); return NULL; }
+  ApplyJob job = {.w = w, .mask = mask, .out = out, .n = (int64_t)n};
+  const int64_t zeros = run_apply(&job);
+  if (zeros < 0) { napi_throw_error(env, NULL, "row-masks: out of memory"); return NULL; }
+  napi_value result;
+  CHECK(napi_create_double(env, (double)zeros, &result));
+  return result;
+}
+
+napi_value maskedCopy(napi_env env, napi_callback_info info) { return apply_napi(env, info, 1); }
+napi_value countZeros(napi_env env, napi_callback_info info) { return apply_napi(env, info, 0); }

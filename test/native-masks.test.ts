@@ -3,13 +3,14 @@
  * `LinAlg.native.maskRows` under OpenBLAS) against masks.ts `maskPerRow`, which it replaces in
  * `maskForCut`: the same mask on scores with ties, zeros, negative values and infinities, at every
  * sparsity, for 1, 2 and 3 threads (rows split over the pool), and a NaN worded by maskPerRow.
- * Skips where the addon is not built.
+ * The masked copy and zero count (`maskedCopy`, `countZeros`) against masks.ts `maskedCopy` and
+ * hand-counted zeros. Skips where the addon is not built.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { installWasmMatmul, noteWorkerThreads, openblasAddon, openblasUnavailable } from '../src/backend/openblas.ts';
 import { backendLinAlg } from '../src/linalg/backend.ts';
-import { maskForCut, maskPerRow } from '../src/prune/masks.ts';
+import { maskForCut, maskPerRow, maskedCopy } from '../src/prune/masks.ts';
 import { mulberry32 } from '../src/util/random.ts';
 import { setupBackend } from './support.ts';
 
@@ -58,5 +59,37 @@ describe('native per-row masks (OpenBLAS addon)', { skip }, () => {
     const bad = scores.slice();
     bad[250 * cols + 9] = NaN;
     assert.throws(() => maskForCut(bad, rows, cols, { kind: 'row', sparsity: 0.5 }, native), /maskPerRow: score at flat index 50759 is NaN/);
+  });
+
+  it('masked copy and zero count: hand-computed, then equal to the TypeScript copy on every thread count', () => {
+    const native = backendLinAlg().native!;
+    const lib = openblasAddon()!;
+    // A kept −0 stays −0 and counts as a zero; a pruned NaN or −5 becomes +0; a kept NaN stays.
+    const w = new Float32Array([1.5, -0, -5, NaN, NaN, 0, 2, -3]);
+    const mask = new Uint8Array([1, 1, 0, 0, 1, 1, 255, 0]);
+    const out = new Float32Array(8).fill(9);
+    assert.equal(native.maskedCopy!(w, mask, out), 5);
+    assert.deepEqual([...out].map((x) => Object.is(x, -0) ? '-0' : String(x)), ['1.5', '-0', '0', '0', 'NaN', '0', '2', '0']);
+    assert.ok(Object.is(out[2], 0) && Object.is(out[3], 0));
+    assert.equal(native.countZeros!(w), 2);
+    // Beyond 64 pool tasks of 65,536 entries (the kernel's per-task counts then go to the heap), an odd tail.
+    const rng = mulberry32(5);
+    const n = 65 * 65536 + 77;
+    const big = Float32Array.from({ length: n }, () => (rng() < 0.3 ? 0 : rng() < 0.05 ? -0 : rng() - 0.5));
+    const m = Uint8Array.from({ length: n }, () => (rng() < 0.5 ? 0 : 1));
+    let hand = 0;
+    for (let i = 0; i < n; i++) if (big[i] === 0) hand++;
+    const ref = new Float32Array(n);
+    const refZeros = maskedCopy(big, m, ref);
+    for (const threads of [1, 2, 3]) {
+      lib.setThreads(threads);
+      const got = new Float32Array(n);
+      assert.equal(native.maskedCopy!(big, m, got), refZeros, `${threads} threads`);
+      assert.deepEqual(new Int32Array(got.buffer), new Int32Array(ref.buffer), `${threads} threads: the same bits`);
+      assert.equal(native.countZeros!(big), hand, `${threads} threads`);
+    }
+    noteWorkerThreads(0);
+    assert.throws(() => native.maskedCopy!(big, m.subarray(1), new Float32Array(n)), /shorter than the weights/);
+    assert.throws(() => native.countZeros!(new Float64Array(3) as unknown as Float32Array), /must be a Float32Array/);
   });
 });

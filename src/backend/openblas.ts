@@ -42,6 +42,8 @@ interface OpenBlasAddon extends Partial<ElementwiseAddon> {
   fistaErrors?: NativeKernels['fistaErrors'];
   fistaPrepareGram?: NativeKernels['fistaPrepareGram'];
   maskRows?: NativeKernels['maskRows'];
+  maskedCopy?: NativeKernels['maskedCopy'];
+  countZeros?: NativeKernels['countZeros'];
 }
 
 /** The environment variable the choice travels in (worker threads inherit it). */

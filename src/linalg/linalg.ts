@@ -154,4 +154,11 @@ export interface NativeKernels {
    * from an addon built before it.
    */
   maskRows?(scores: Float64Array, rows: number, cols: number, k: number, mask: Uint8Array): number;
+  /**
+   * out = w where mask ≠ 0, else +0 (w's bits: a kept −0 stays −0), over w's length, split over
+   * threads; returns how many entries of out are ±0. Absent from an addon built before it.
+   */
+  maskedCopy?(w: Float32Array, mask: Uint8Array, out: Float32Array): number;
+  /** How many entries of x are ±0, split over threads. Absent from an addon built before it. */
+  countZeros?(x: Float32Array): number;
 }

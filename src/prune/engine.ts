@@ -16,6 +16,7 @@ import { checkTarget, validatePlan } from './contract.ts';
 import { moduleOf } from './registry.ts';
 import { embedWindows, type HiddenStates } from './stats.ts';
 import { readLinear, writeLinear } from './linear-io.ts';
+import { maskedCopy } from './masks.ts';
 import { addBias, removeFfnChannels, removeKvGroups } from './surgery.ts';
 import { layerGradients } from './gradients.ts';
 import { buildReport, type PruneReport } from './report.ts';
@@ -28,7 +29,7 @@ import { activeBackend } from '../backend/index.ts';
 import { checkBudget, searchKnob, type BudgetRecord, type ParamBudget } from './budget.ts';
 import { backendLinAlg } from '../linalg/backend.ts';
 import type { RemoteMethod } from './parallel-operators.ts';
-import type { LinAlg, Numerics } from '../linalg/linalg.ts';
+import type { LinAlg, NativeKernels, Numerics } from '../linalg/linalg.ts';
 import { memLog } from '../util/mem-log.ts';
 
 export interface PruneRequest<O, R extends MethodReport = MethodReport> {
@@ -77,23 +78,14 @@ export function operatorGroups(model: CausalLM): { input: TapName; roles: Linear
   return groups;
 }
 
-function applyDecision(model: CausalLM, layer: number, d: OperatorDecision, rows: number, cols: number, original: Float32Array): number {
+function applyDecision(model: CausalLM, layer: number, d: OperatorDecision, rows: number, cols: number, original: Float32Array,
+  native?: Pick<NativeKernels, 'maskedCopy'>): number {
   const w = d.weight ?? original;
   if (w.length !== rows * cols || d.mask.length !== rows * cols) {
     throw new Error(`layer ${layer} ${d.role}: decision has the wrong size`);
   }
   const out = new Float32Array(w.length);
-  // On the bits, without a branch (a mask's branch mispredicts on every other entry; measured 2×
-  // faster): a kept weight copied as it is, a pruned one +0; a zero is ±0.
-  const wBits = new Int32Array(w.buffer, w.byteOffset, w.length);
-  const outBits = new Int32Array(out.buffer);
-  const mask = d.mask;
-  let zeros = 0;
-  for (let i = 0; i < wBits.length; i++) {
-    const b = wBits[i]! & -Number(mask[i] !== 0);
-    outBits[i] = b;
-    zeros += Number((b & 0x7fffffff) === 0);
-  }
+  const zeros = native?.maskedCopy ? native.maskedCopy(w, d.mask, out) : maskedCopy(w, d.mask, out);
   writeLinear(model, layer, d.role, out, rows, cols);
   return zeros;
 }
@@ -152,7 +144,7 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
     const passes = job.passes ?? inProcessPasses;
     const applied = new Set<LinearRole>();
     const denseOf = (roles: Set<LinearRole>) => Object.fromEntries([...roles].map((r) => [r, dense[r]!])) as Partial<Record<LinearRole, tf.Tensor2D>>;
-  const linalg = job.linalg ?? backendLinAlg();
+    const linalg = job.linalg ?? backendLinAlg();
     if (states && !grouped) stats = await passes.stats(model, i, states, statsReq);
     for (const group of groups) {
       // A group's operators read only their own input tap: collect just that one.
@@ -168,7 +160,7 @@ async function pruneHeldLayer<O>(model: CausalLM, i: number, states: HiddenState
       for (const d of decisions) {
         const op = ops.find((o) => o.role === d.role);
         if (!op) throw new Error(`method returned a decision for '${d.role}', not in this group`);
-        const zeros = applyDecision(model, i, d, op.rows, op.cols, op.weight);
+        const zeros = applyDecision(model, i, d, op.rows, op.cols, op.weight, linalg.native);
         applied.add(d.role);
         job.onDecision?.(d);
         (info.operators as Record<string, unknown>)[d.role] = { zeros, total: op.rows * op.cols, ...d.info };
