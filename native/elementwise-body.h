@@ -142,3 +142,27 @@ EW_TARGET static void EW(rows_range)(const Rows *k, int64_t r0, int64_t r1) {
     for (int64_t j = 0; j < c; j++) o[j] = o[j] * inv;
   }
 }
+
+/* Rows [r0, r1) of RoPE (native/elementwise-kernels.c `rope`): each output is fl(fl(x * c) + fl(y * s)),
+ * y the dim's partner, as the composed ops make it (built with -ffp-contract=off: no fused multiply-add). */
+EW_TARGET static void EW(rope_range)(const Rope *k, int64_t r0, int64_t r1) {
+  const int64_t w = k->width, sp = k->span;
+  for (int64_t r = r0; r < r1; r++) {
+    const float *restrict x = k->x + r * w;
+    const float *restrict c = k->cos + (r % k->T) * w, *restrict s = k->sin + (r % k->T) * w;
+    float *restrict o = k->out + r * w;
+    if (sp == 1) {
+      for (int64_t j = 0; j < w; j += 2) {
+        const float a = x[j], b = x[j + 1];
+        o[j] = a * c[j] + b * s[j];
+        o[j + 1] = b * c[j + 1] + a * s[j + 1];
+      }
+      continue;
+    }
+    for (int64_t b0 = 0; b0 < w; b0 += 2 * sp) {
+      const float *restrict xa = x + b0, *restrict xb = x + b0 + sp;
+      for (int64_t i = 0; i < sp; i++) o[b0 + i] = xa[i] * c[b0 + i] + xb[i] * s[b0 + i];
+      for (int64_t i = 0; i < sp; i++) o[b0 + sp + i] = xb[i] * c[b0 + sp + i] + xa[i] * s[b0 + sp + i];
+    }
+  }
+}

@@ -1,8 +1,8 @@
 /*
  * The forward pass's non-product kernels for the WebAssembly backend: elementwise Add / Sub /
  * Multiply (same shape, scalar, a repeated trailing block, a value per row), Square, Rsqrt,
- * Sigmoid, Exp, Mean / Softmax over the last axis, Sum over leading or trailing axes and two forms
- * of Transpose (src/backend/native-elementwise.ts).
+ * Sigmoid, Exp, Mean / Softmax over the last axis, Sum over leading or trailing axes, two forms
+ * of Transpose, and RoPE as one kernel (src/backend/native-elementwise.ts).
  *
  * Hand-written because these must run in place on the WebAssembly heap (operands by element
  * offset), split over the addon's own thread pool (native/openblas-kernels.c) with results that do
@@ -70,6 +70,14 @@ typedef struct {
   int op;
 } Rows;
 
+/* RoPE over rows of `width` (heads x head dims): out = x * cos + x[partner] * sin, the tables'
+ * row (r mod T) for row r, partner swapping the two halves of every block of 2 * span dims. */
+typedef struct {
+  const float *x, *cos, *sin;
+  float *out;
+  int64_t T, width, span;
+} Rope;
+
 /* ---- the loops, once per vector width, picked by the CPU at load ---- */
 
 #if defined(__x86_64__)
@@ -95,16 +103,17 @@ typedef struct {
   void (*binary)(const Binary *, int64_t, int64_t);
   void (*unary)(const Unary *, int64_t, int64_t);
   void (*rows)(const Rows *, int64_t, int64_t);
+  void (*rope)(const Rope *, int64_t, int64_t);
 } Width;
 
 #if defined(__x86_64__)
 static const Width WIDTHS[] = {
-  {"avx512f", binary_range_avx512, unary_range_avx512, rows_range_avx512},
-  {"avx2", binary_range_avx2, unary_range_avx2, rows_range_avx2},
-  {"sse2", binary_range_base, unary_range_base, rows_range_base},
+  {"avx512f", binary_range_avx512, unary_range_avx512, rows_range_avx512, rope_range_avx512},
+  {"avx2", binary_range_avx2, unary_range_avx2, rows_range_avx2, rope_range_avx2},
+  {"sse2", binary_range_base, unary_range_base, rows_range_base, rope_range_base},
 };
 #else
-static const Width WIDTHS[] = {{"baseline", binary_range_base, unary_range_base, rows_range_base}};
+static const Width WIDTHS[] = {{"baseline", binary_range_base, unary_range_base, rows_range_base, rope_range_base}};
 #endif
 static const Width *_Atomic width = NULL;
 
@@ -124,7 +133,7 @@ static const Width *pick_width(void) {
 /* ---- blocks over the pool ---- */
 
 typedef struct {
-  int kind; /* 0 binary, 1 unary, 2 rows */
+  int kind; /* 0 binary, 1 unary, 2 rows, 3 rope */
   const void *k;
   int64_t total, unit, perBlock; /* units (rows of `unit` elements, or elements), and how many a block takes */
 } Split;
@@ -135,7 +144,8 @@ static void run_block(void *ctx, int64_t t) {
   const Width *w = pick_width();
   if (s->kind == 0) w->binary(s->k, i0 * s->unit, i1 * s->unit);
   else if (s->kind == 1) w->unary(s->k, i0, i1);
-  else w->rows(s->k, i0, i1);
+  else if (s->kind == 2) w->rows(s->k, i0, i1);
+  else w->rope(s->k, i0, i1);
 }
 
 /* `total` units of `unit` elements each (a row, or 1), each element costing `weight`; blocks of
@@ -234,8 +244,8 @@ static void transpose_block(void *ctx, int64_t t) {
 
 /* The heap and `count` numeric arguments after it; NULL (with an exception pending) if malformed. */
 static float *heap_args(napi_env env, napi_callback_info info, size_t count, int64_t *v, int64_t *elems) {
-  napi_value argv[8];
-  size_t argc = 8;
+  napi_value argv[10];
+  size_t argc = 10;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != count + 1) {
     napi_throw_error(env, NULL, "elementwise-kernels: wrong number of arguments");
     return NULL;
@@ -292,6 +302,25 @@ static napi_value unary(napi_env env, napi_callback_info info) {
   if (n == 0) return NULL;
   const Unary k = {heap + xOff, heap + oOff, n, (int)op};
   split_run(1, &k, n, 1, op == U_SIGMOID || op == U_EXP ? 8 : 1);
+  return NULL;
+}
+
+/* rope(heap, rows, T, width, span, xOff, cosOff, sinOff, outOff): out `[rows, width]` = x * cos +
+ * x[partner] * sin with cos and sin `[T, width]` (row r reads their row r mod T; rows a multiple of
+ * T), partner swapping the halves of each block of 2 * span dims (width a multiple of 2 * span). The
+ * three float32 operations TensorFlow.js's mul, mul, add make (sin carries the signs), so the same
+ * bits as the composed ops with the swap as a reverse or a 0/1 product. */
+static napi_value rope(napi_env env, napi_callback_info info) {
+  int64_t v[8], elems;
+  float *heap = heap_args(env, info, 8, v, &elems);
+  if (!heap) return NULL;
+  const int64_t n = v[0], T = v[1], width = v[2], span = v[3], xOff = v[4], cOff = v[5], sOff = v[6], oOff = v[7];
+  if (T < 1 || span < 1 || width % (2 * span) != 0 || n % T != 0 || xOff + n * width > elems || cOff + T * width > elems ||
+      sOff + T * width > elems || oOff + n * width > elems)
+    return out_of_range(env);
+  if (n == 0 || width == 0) return NULL;
+  const Rope k = {heap + xOff, heap + cOff, heap + sOff, heap + oOff, T, width, span};
+  split_run(3, &k, n, width, 3);
   return NULL;
 }
 
@@ -413,6 +442,7 @@ napi_status elementwise_register(napi_env env, napi_value exports) {
     {"ewSimd", NULL, simd, NULL, NULL, NULL, napi_default, NULL},
     {"ewSum", NULL, sum, NULL, NULL, NULL, napi_default, NULL},
     {"ewTranspose", NULL, transpose, NULL, NULL, NULL, napi_default, NULL},
+    {"ewRope", NULL, rope, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -1,7 +1,8 @@
 /**
  * The faster paths of the forward pass compute the same values as the plain ones, bit for bit:
  * a wide head through its transposed layout (`headProduct`) against one `tf.matMul`, and RoPE (a reverse
- * or a product with a permutation, with signed sin) against the definition written out per element.
+ * or a product with a permutation, with signed sin, or the fused native kernel) against the definition
+ * written out per element, and the fused kernel's gradient against the composed ops'.
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import { applyRope, disposeRope, headProduct, makeRope, ropeTables } from '../sr
 import { setModelLayout } from '../src/backend/layout.ts';
 import { mulberry32 } from '../src/util/random.ts';
 import { installWasmMatmul } from '../src/backend/openblas.ts';
+import { ROPE_KERNEL, ropeKernelActive } from '../src/backend/native-elementwise.ts';
 
 function randomTensor(shape: [number, number], seed: number): tf.Tensor2D {
   const rng = mulberry32(seed);
@@ -46,32 +48,76 @@ describe('forward speed paths', () => {
     tf.dispose([x, w, wT, whole, viaT, x1]);
   }
 
-  for (const [layout, byProduct] of [['half', false], ['interleaved', false], ['half', true], ['interleaved', true]] as const) {
-    it(`RoPE (${layout}, swap as ${byProduct ? 'a product' : 'a reverse'}) equals x·cos + rotate(x)·sin written per element`, () => {
-      const B = 2, T = 5, heads = 3, hd = 8, start = 7, width = heads * hd;
-      const x = randomTensor([B * T, width], 3);
-      setModelLayout({ ropeByProduct: byProduct });
-      const rope = makeRope(start, T, heads, hd, 10000, layout);
-      setModelLayout(null);
-      assert.equal(rope.swap !== null, byProduct);
-      const got = applyRope(x, B, T, rope).dataSync();
-      const xs = x.dataSync();
-      const { cos, sin } = ropeTables(start, T, hd, 10000);
-      const half = hd / 2;
-      for (let n = 0; n < B * T; n++) {
-        const t = n % T;
-        for (let h = 0; h < heads; h++) {
-          for (let i = 0; i < half; i++) {
-            // The pair (a, b) rotated by angle i: a' = a cos − b sin, b' = b cos + a sin.
-            const [da, db] = layout === 'half' ? [i, i + half] : [2 * i, 2 * i + 1];
-            const a = xs[n * width + h * hd + da]!, b = xs[n * width + h * hd + db]!;
-            const c = cos[t * half + i]!, s = sin[t * half + i]!;
-            assert.equal(got[n * width + h * hd + da], Math.fround(Math.fround(a * c) + Math.fround(-b * s)));
-            assert.equal(got[n * width + h * hd + db], Math.fround(Math.fround(b * c) + Math.fround(a * s)));
+  /** fn with the fused RoPE kernel removed (the composed ops), or as it is. */
+  function withRopeKernel<T>(fused: boolean, fn: () => T): T {
+    const k = tf.getKernel(ROPE_KERNEL, 'wasm');
+    if (fused || !k) return fn();
+    tf.unregisterKernel(ROPE_KERNEL, 'wasm');
+    try {
+      return fn();
+    } finally {
+      tf.registerKernel(k);
+    }
+  }
+
+  // hd 8 (blocks of 4 or 1) and 64 (blocks of 32: the fused kernel's vector loop), batch 2 over the tables.
+  for (const [layout, byProduct, hd] of [['half', false, 8], ['interleaved', false, 8], ['half', true, 8], ['interleaved', true, 8], ['half', true, 64], ['interleaved', true, 64]] as const) {
+    for (const fused of [true, false]) {
+      const how = fused ? 'the fused kernel' : `the swap as ${byProduct ? 'a product' : 'a reverse'}`;
+      it(`RoPE (${layout}, hd ${hd}, ${how}) equals x·cos + rotate(x)·sin written per element`, (t) => {
+        if (fused && !ropeKernelActive()) return t.skip('no fused RoPE kernel: the OpenBLAS addon with its elementwise kernels is not built');
+        const B = 2, T = 5, heads = 3, start = 7, width = heads * hd;
+        const x = randomTensor([B * T, width], 3);
+        setModelLayout({ ropeByProduct: byProduct });
+        const rope = makeRope(start, T, heads, hd, 10000, layout);
+        setModelLayout(null);
+        assert.equal(rope.swap !== null, byProduct);
+        const got = withRopeKernel(fused, () => applyRope(x, B, T, rope).dataSync());
+        const xs = x.dataSync();
+        const { cos, sin } = ropeTables(start, T, hd, 10000);
+        const half = hd / 2;
+        for (let n = 0; n < B * T; n++) {
+          const t = n % T;
+          for (let h = 0; h < heads; h++) {
+            for (let i = 0; i < half; i++) {
+              // The pair (a, b) rotated by angle i: a' = a cos − b sin, b' = b cos + a sin.
+              const [da, db] = layout === 'half' ? [i, i + half] : [2 * i, 2 * i + 1];
+              const a = xs[n * width + h * hd + da]!, b = xs[n * width + h * hd + db]!;
+              const c = cos[t * half + i]!, s = sin[t * half + i]!;
+              assert.equal(got[n * width + h * hd + da], Math.fround(Math.fround(a * c) + Math.fround(-b * s)));
+              assert.equal(got[n * width + h * hd + db], Math.fround(Math.fround(b * c) + Math.fround(a * s)));
+            }
           }
         }
-      }
-      tf.dispose(x);
+        tf.dispose(x);
+        disposeRope(rope);
+      });
+    }
+  }
+
+  for (const layout of ['half', 'interleaved'] as const) {
+    it(`RoPE's gradient (${layout}): the fused kernel's equals the composed ops', bit for bit`, (t) => {
+      if (!ropeKernelActive()) return t.skip('no fused RoPE kernel: the OpenBLAS addon with its elementwise kernels is not built');
+      const B = 3, T = 4, heads = 2, hd = 64, width = heads * hd;
+      const x = randomTensor([B * T, width], 5);
+      const dy = randomTensor([B * T, width], 6);
+      const rope = makeRope(3, T, heads, hd, 10000, layout);
+      // The vector–Jacobian product with dy, as the backward pass takes it (layer-backward.ts).
+      const vjp = () => {
+        const { grads } = tf.engine().gradients(() => tf.sum(tf.mul(applyRope(x, B, T, rope), dy)) as tf.Scalar, [x]);
+        const g = grads[0]!.dataSync() as Float32Array;
+        tf.dispose(grads);
+        return g;
+      };
+      const fused = withRopeKernel(true, vjp);
+      const composed = withRopeKernel(false, vjp);
+      assert.ok(Buffer.from(fused.buffer).equals(Buffer.from(composed.buffer)));
+      // And the gradient is the transpose of the rotation: dx·(rotation) written out for one entry pair.
+      const c = rope.cos.dataSync(), s = rope.sin.dataSync(), d = dy.dataSync();
+      const [j, p] = layout === 'half' ? [5, 5 + hd / 2] : [10, 11];
+      const n = 7, tt = n % T;
+      assert.equal(fused[n * width + j], Math.fround(Math.fround(d[n * width + j]! * c[tt * width + j]!) + Math.fround(d[n * width + p]! * s[tt * width + p]!)));
+      tf.dispose([x, dy]);
       disposeRope(rope);
     });
   }

@@ -15,7 +15,12 @@
  * - Sum over leading or trailing axes: the wasm kernel's one running float32 sum (bit-identical),
  *   without its transpose; Transpose swapping the last two axes or keeping the last: exact copies;
  * - Mean over the last axis: 16 partial sums in a fixed order (the wasm kernel sums in one
- *   running float, so the last bits differ; the partial sums are the more accurate).
+ *   running float, so the last bits differ; the partial sums are the more accurate);
+ * - RoPE as one kernel of its own (`ROPE_KERNEL`, src/model/ops.ts `applyRope`): x ⊙ cos +
+ *   swap(x) ⊙ sin in the float32 operations the composed ops make (bit-identical to them but for
+ *   the sign of a zero and a non-finite x, which the swap's 0/1 product turns to NaN), one call
+ *   where the ops took eight (reshapes, the swap product, two multiplies, an add): a stories260K
+ *   prefill's kernel calls are mostly per-call overhead.
  *
  * Every other dtype, shape, broadcast or axis goes to the wasm kernel. Results do not depend on
  * the thread count (blocks fixed by the shape). Installed with the OpenBLAS products and removed
@@ -34,7 +39,36 @@ export interface ElementwiseAddon {
   ewSum(heap: ArrayBuffer, rows: number, cols: number, byColumns: number, xOff: number, outOff: number): void;
   /** x permuted by `perm` (last two axes swapped, or any permutation keeping the last axis); `perm` and x's shape follow. */
   ewTranspose(heap: ArrayBuffer, xOff: number, outOff: number, rank: number, ...permThenShape: number[]): void;
+  /** RoPE of `[rows, width]` x with `[T, width]` tables (row r reads row r mod T); absent from an addon built before it. */
+  ewRope?(heap: ArrayBuffer, rows: number, T: number, width: number, span: number, xOff: number, cosOff: number, sinOff: number, outOff: number): void;
 }
+
+/**
+ * The fused RoPE kernel: inputs x `[rows, width]`, cos, sin and sinSwapped `[T, width]` (sin with
+ * each head's two blocks of `span` dims swapped, for the gradient), attrs { span }. Registered for
+ * the wasm backend only, with the native kernels.
+ */
+export const ROPE_KERNEL = 'PrunelabRope';
+
+/** Whether the active backend has the fused RoPE kernel. */
+export function ropeKernelActive(): boolean {
+  return tf.getKernel(ROPE_KERNEL, tf.getBackend()) !== undefined;
+}
+
+// dx = dy ⊙ cos + swap(dy) ⊙ swap(sin): the same kernel with the swapped table (the swap is its own
+// inverse), and the same float32 operations as the composed ops' gradient. The tables are constants.
+tf.registerGradient({
+  kernelName: ROPE_KERNEL,
+  inputsToSave: ['cos', 'sin', 'sinSwapped'],
+  gradFunc: (dy, saved, attrs) => {
+    const [cos, sin, sinSwapped] = saved as tf.Tensor[];
+    const constant = (): never => { throw new Error('RoPE tables are constants: no gradient flows to them'); };
+    return {
+      x: () => tf.engine().runKernel(ROPE_KERNEL, { x: dy as tf.Tensor, cos: cos!, sin: sinSwapped!, sinSwapped: sin! }, attrs as unknown as tf.NamedAttrMap) as tf.Tensor,
+      cos: constant, sin: constant, sinSwapped: constant,
+    };
+  },
+});
 
 // The codes of native/elementwise-kernels.c.
 const OP = { add: 0, sub: 1, mul: 2, rsub: 3 } as const;
@@ -70,6 +104,7 @@ export function installNativeElementwise(lib: ElementwiseAddon): void {
     tf.unregisterKernel(name, 'wasm');
     tf.registerKernel({ ...k, kernelFunc: nativeKernel(name, lib, k.kernelFunc) });
   }
+  if (lib.ewRope && !tf.getKernel(ROPE_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ROPE_KERNEL, backendName: 'wasm', kernelFunc: ropeKernel(lib.ewRope.bind(lib)) });
 }
 
 /** Put the wasm backend's own kernels back (`--matmul xnnpack`; tests compare against them). */
@@ -80,6 +115,7 @@ export function uninstallNativeElementwise(): void {
     tf.registerKernel(k);
   }
   originals = null;
+  if (tf.getKernel(ROPE_KERNEL, 'wasm')) tf.unregisterKernel(ROPE_KERNEL, 'wasm');
 }
 
 function nativeKernel(name: string, lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
@@ -244,6 +280,22 @@ function transposeKernel(lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.Ker
     if (!swap && perm[rank - 1] !== rank - 1) return fallback(args);
     const out = backend.makeOutput(perm.map((p) => x.shape[p]!), 'float32');
     if (tf.util.sizeFromShape(x.shape) > 0) lib.ewTranspose(heapOf(backend), offset(backend, x), offset(backend, out), rank, ...perm, ...x.shape);
+    return out;
+  };
+}
+
+function ropeKernel(ewRope: NonNullable<ElementwiseAddon['ewRope']>): tf.KernelFunc {
+  return (args) => {
+    const { x, cos, sin } = args.inputs as { x: tf.TensorInfo; cos: tf.TensorInfo; sin: tf.TensorInfo };
+    const { span } = args.attrs as { span: number };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    const [rows, width] = x.shape as [number, number];
+    const T = cos.shape[0]!;
+    if (x.shape.length !== 2 || cos.shape[1] !== width || sin.shape[0] !== T || sin.shape[1] !== width || rows % T !== 0) {
+      throw new Error(`${ROPE_KERNEL}: x ${x.shape.join('×')} does not fit tables ${cos.shape.join('×')}`);
+    }
+    const out = backend.makeOutput([rows, width], 'float32');
+    if (rows * width > 0) ewRope(heapOf(backend), rows, T, width, span, offset(backend, x), offset(backend, cos), offset(backend, sin), offset(backend, out));
     return out;
   };
 }

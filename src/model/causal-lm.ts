@@ -44,6 +44,7 @@ export class BlockContext {
       r = makeRope(this.past, this.T, heads, c.headDim, c.ropeTheta, c.ropeLayout);
       tf.keep(r.cos);
       tf.keep(r.sin);
+      tf.keep(r.sinSwapped);
       if (r.swap) tf.keep(r.swap);
       this.ropes.set(heads, r);
     }

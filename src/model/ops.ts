@@ -7,6 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { RopeLayout } from './config.ts';
 import type { LinearParams, NormParams } from './params.ts';
 import { modelLayout } from '../backend/layout.ts';
+import { ROPE_KERNEL, ropeKernelActive } from '../backend/native-elementwise.ts';
 
 export function rmsNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor2D {
   return tf.tidy(() => {
@@ -99,6 +100,8 @@ export interface Rope {
    * the sign of a zero, and a non-finite x).
    */
   swap: tf.Tensor2D | null;
+  /** sin with the two blocks of every pair swapped, `[T, heads*hd]`: the fused kernel's gradient table. */
+  sinSwapped: tf.Tensor2D;
 }
 
 export function makeRope(start: number, length: number, heads: number, headDim: number, theta: number, layout: RopeLayout): Rope {
@@ -132,7 +135,16 @@ export function makeRope(start: number, length: number, heads: number, headDim: 
     }
   }
   const span = layout === 'half' ? half : 1;
-  return { cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), span, swap: modelLayout().ropeByProduct ? swapMatrix(headDim, span) : null };
+  const sw = new Float32Array(length * width);
+  for (let j = 0; j < width; j++) {
+    const r = j % (2 * span);
+    const partner = j - r + (r < span ? r + span : r - span);
+    for (let t = 0; t < length; t++) sw[t * width + j] = s[t * width + partner]!;
+  }
+  return {
+    cos: tf.tensor2d(c, [length, width]), sin: tf.tensor2d(s, [length, width]), span,
+    swap: modelLayout().ropeByProduct ? swapMatrix(headDim, span) : null, sinSwapped: tf.tensor2d(sw, [length, width]),
+  };
 }
 
 /** P with (x·P)[c] = x[partner(c)], partner swapping the two rows of each `[2, span]` block. */
@@ -147,12 +159,16 @@ function swapMatrix(headDim: number, span: number): tf.Tensor2D {
 }
 
 export function disposeRope(r: Rope): void {
-  tf.dispose([r.cos, r.sin]);
+  tf.dispose([r.cos, r.sin, r.sinSwapped]);
   r.swap?.dispose();
 }
 
 /** Rotate `x: [B*T, heads*hd]` by RoPE; returns the same shape. */
 export function applyRope(x: tf.Tensor2D, B: number, T: number, rope: Rope): tf.Tensor2D {
+  // One native kernel where there is one (the same values; src/backend/native-elementwise.ts).
+  if (ropeKernelActive()) {
+    return tf.engine().runKernel(ROPE_KERNEL, { x, cos: rope.cos, sin: rope.sin, sinSwapped: rope.sinSwapped }, { span: rope.span }) as tf.Tensor2D;
+  }
   return tf.tidy(() => {
     const width = x.shape[1];
     const swapped = rope.swap
