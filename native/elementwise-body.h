@@ -44,24 +44,28 @@ EW_TARGET static inline float EW(sigmoid_f)(float x) {
   return (x >= 0 ? 1.0f : e) / (1.0f + e);
 }
 
-/* x[0..n) summed in 16 float64 partial sums (element j into sum j mod 16), those halved pairwise:
- * a fixed order (the same bits for any thread count or vector width), and accurate to about one
- * rounding for any row length. */
-EW_TARGET static inline double EW(sum16)(const float *restrict x, int64_t n) {
+/* x[0..n) (or, with sq, each x[j] * x[j] rounded to float32 first: the Square kernel's values)
+ * summed in 16 float64 partial sums (element j into sum j mod 16), those halved pairwise: a fixed
+ * order (the same bits for any thread count or vector width), and accurate to about one rounding
+ * for any row length. sq is a constant at each call site. */
+EW_TARGET static inline __attribute__((always_inline)) double EW(sum16_of)(const float *restrict x, int64_t n, int sq) {
   v4d acc[4] = {{0}}; /* lanes 0-3, 4-7, 8-11, 12-15 */
   int64_t j = 0;
   for (; j + LANES <= n; j += LANES)
     for (int q = 0; q < 4; q++) {
       v4f a;
       memcpy(&a, x + j + 4 * q, sizeof a);
+      if (sq) a = a * a;
       acc[q] += __builtin_convertvector(a, v4d);
     }
-  for (int l = 0; j < n; j++, l++) acc[l / 4][l % 4] += (double)x[j];
+  for (int l = 0; j < n; j++, l++) acc[l / 4][l % 4] += (double)(sq ? x[j] * x[j] : x[j]);
   acc[0] += acc[2]; /* lane l += lane l + 8, then l + 4, 2, 1 */
   acc[1] += acc[3];
   acc[0] += acc[1];
   return (acc[0][0] + acc[0][2]) + (acc[0][1] + acc[0][3]);
 }
+
+EW_TARGET static inline double EW(sum16)(const float *restrict x, int64_t n) { return EW(sum16_of)(x, n, 0); }
 
 /* The largest of x[0..n) (n >= 1), by 16 running maxima; a NaN may be skipped here, but it makes
  * its row's softmax NaN anyway (through e^(NaN - m) in the sum). */
@@ -86,6 +90,13 @@ EW_TARGET static void EW(binary_range)(const Binary *k, int64_t i0, int64_t i1) 
   const float *restrict a = k->a, *restrict b = k->b;
   float *restrict o = k->out;
   const int op = k->op;
+  if (op == OP_SILU_MUL) { /* SiLU(a) * b: the Sigmoid kernel's value, then Multiply, then Multiply */
+    for (int64_t i = i0; i < i1; i++) {
+      const float act = a[i] * EW(sigmoid_f)(a[i]);
+      o[i] = act * b[i];
+    }
+    return;
+  }
   if (k->mode == B_SAME || k->mode == B_SCALAR) {
     const int64_t bs = k->mode == B_SAME; /* b's stride: 1, or 0 for a scalar */
     const float s = b[0];
@@ -132,6 +143,14 @@ EW_TARGET static void EW(rows_range)(const Rows *k, int64_t r0, int64_t r1) {
     const float *restrict x = k->x + r * c;
     if (k->op == R_MEAN) {
       k->out[r] = (float)(EW(sum16)(x, c) / (double)c); /* one rounding */
+      continue;
+    }
+    if (k->op == R_RMSNORM) { /* mean of squares as Square + Mean, + eps, rsqrt as Rsqrt, then x * rs * w */
+      const float ms = (float)(EW(sum16_of)(x, c, 1) / (double)c);
+      const float rs = 1.0f / sqrtf(ms + k->eps);
+      float *restrict o = k->out + r * c;
+      const float *restrict w = k->w;
+      for (int64_t j = 0; j < c; j++) o[j] = (x[j] * rs) * w[j];
       continue;
     }
     float *restrict o = k->out + r * c;

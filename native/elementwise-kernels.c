@@ -2,7 +2,8 @@
  * The forward pass's non-product kernels for the WebAssembly backend: elementwise Add / Sub /
  * Multiply (same shape, scalar, a repeated trailing block, a value per row), Square, Rsqrt,
  * Sigmoid, Exp, Mean / Softmax over the last axis, Sum over leading or trailing axes, two forms
- * of Transpose, and RoPE as one kernel (src/backend/native-elementwise.ts).
+ * of Transpose, and three fused kernels of the decoder block: RoPE, RMSNorm and SiLU(gate) * up,
+ * each in the float32 operations of the kernels it replaces (src/backend/native-elementwise.ts).
  *
  * Hand-written because these must run in place on the WebAssembly heap (operands by element
  * offset), split over the addon's own thread pool (native/openblas-kernels.c) with results that do
@@ -31,10 +32,10 @@ static const int64_t POOL_MIN_WORK = 1 << 15;
 static const int64_t BLOCK = 1 << 13;
 
 
-enum { OP_ADD, OP_SUB, OP_MUL, OP_RSUB };              /* binary; RSUB: b - a with a the full operand */
+enum { OP_ADD, OP_SUB, OP_MUL, OP_RSUB, OP_SILU_MUL }; /* binary; RSUB: b - a with a the full operand; SILU_MUL: (a * sigmoid(a)) * b, same shapes only */
 enum { B_SAME, B_SCALAR, B_TILE, B_COLUMN };            /* how b is laid over the output */
 enum { U_SQUARE, U_RSQRT, U_SIGMOID, U_EXP };           /* unary */
-enum { R_MEAN, R_SOFTMAX };                             /* over the last axis */
+enum { R_MEAN, R_SOFTMAX, R_RMSNORM };                 /* over the last axis */
 
 /* ---- elementwise ---- */
 
@@ -68,6 +69,8 @@ typedef struct {
   float *out;
   int64_t rows, cols;
   int op;
+  const float *w; /* RMSNORM: the scale, `cols` values */
+  float eps;      /* RMSNORM */
 } Rows;
 
 /* RoPE over rows of `width` (heads x head dims): out = x * cos + x[partner] * sin, the tables'
@@ -282,13 +285,13 @@ static napi_value binary(napi_env env, napi_callback_info info) {
   if (!heap) return NULL;
   const int64_t op = v[0], mode = v[1], n = v[2], inner = v[3], aOff = v[4], bOff = v[5], oOff = v[6];
   const int64_t nb = mode == B_SAME ? n : mode == B_SCALAR ? 1 : mode == B_TILE ? inner : (inner > 0 ? n / inner : 0);
-  if (op > OP_RSUB || mode > B_COLUMN || ((mode == B_TILE || mode == B_COLUMN) && (inner < 1 || n % inner != 0)) ||
+  if (op > OP_SILU_MUL || (op == OP_SILU_MUL && mode != B_SAME) || mode > B_COLUMN || ((mode == B_TILE || mode == B_COLUMN) && (inner < 1 || n % inner != 0)) ||
       aOff + n > elems || bOff + nb > elems || oOff + n > elems)
     return out_of_range(env);
   if (n == 0) return NULL;
   const Binary k = {heap + aOff, heap + bOff, heap + oOff, n, inner, (int)op, (int)mode};
   const int rowed = mode == B_TILE || mode == B_COLUMN;
-  split_run(0, &k, rowed ? n / inner : n, rowed ? inner : 1, 1);
+  split_run(0, &k, rowed ? n / inner : n, rowed ? inner : 1, op == OP_SILU_MUL ? 8 : 1);
   return NULL;
 }
 
@@ -332,8 +335,26 @@ static napi_value rows(napi_env env, napi_callback_info info) {
   const int64_t op = v[0], nr = v[1], nc = v[2], xOff = v[3], oOff = v[4];
   if (op > R_SOFTMAX || nc < 1 || xOff + nr * nc > elems || oOff + (op == R_MEAN ? nr : nr * nc) > elems) return out_of_range(env);
   if (nr == 0) return NULL;
-  const Rows k = {heap + xOff, heap + oOff, nr, nc, (int)op};
+  const Rows k = {heap + xOff, heap + oOff, nr, nc, (int)op, NULL, 0.0f};
   split_run(2, &k, nr, nc, op == R_SOFTMAX ? 10 : 1);
+  return NULL;
+}
+
+/* rmsNorm(heap, rows, cols, xOff, wOff, outOff, epsBits): per row of `cols`, x * rsqrt(mean(x^2) +
+ * eps) * w, eps given as its float32 bit pattern: Square, Mean, Add, Rsqrt, Multiply, Multiply as
+ * those kernels make them (the mean's 16 partial sums in their order), so the same bits. */
+static napi_value rmsNorm(napi_env env, napi_callback_info info) {
+  int64_t v[6], elems;
+  float *heap = heap_args(env, info, 6, v, &elems);
+  if (!heap) return NULL;
+  const int64_t nr = v[0], nc = v[1], xOff = v[2], wOff = v[3], oOff = v[4];
+  if (nc < 1 || v[5] > 0xffffffffLL || xOff + nr * nc > elems || wOff + nc > elems || oOff + nr * nc > elems) return out_of_range(env);
+  if (nr == 0) return NULL;
+  const uint32_t bits = (uint32_t)v[5];
+  float eps;
+  memcpy(&eps, &bits, sizeof eps);
+  const Rows k = {heap + xOff, heap + oOff, nr, nc, R_RMSNORM, heap + wOff, eps};
+  split_run(2, &k, nr, nc, 3);
   return NULL;
 }
 
@@ -443,6 +464,7 @@ napi_status elementwise_register(napi_env env, napi_value exports) {
     {"ewSum", NULL, sum, NULL, NULL, NULL, napi_default, NULL},
     {"ewTranspose", NULL, transpose, NULL, NULL, NULL, napi_default, NULL},
     {"ewRope", NULL, rope, NULL, NULL, NULL, napi_default, NULL},
+    {"ewRmsNorm", NULL, rmsNorm, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

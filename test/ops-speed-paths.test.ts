@@ -2,17 +2,18 @@
  * The faster paths of the forward pass compute the same values as the plain ones, bit for bit:
  * a wide head through its transposed layout (`headProduct`) against one `tf.matMul`, and RoPE (a reverse
  * or a product with a permutation, with signed sin, or the fused native kernel) against the definition
- * written out per element, and the fused kernel's gradient against the composed ops'.
+ * written out per element, and the fused kernel's gradient against the composed ops'; the fused
+ * RMSNorm and SiLU(gate) ⊙ up against the composed ops, bit for bit, and not taken under a tape.
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { setupBackend } from './support.ts';
-import { applyRope, disposeRope, headProduct, makeRope, ropeTables } from '../src/model/ops.ts';
+import { applyRope, disposeRope, headProduct, makeRope, rmsNorm, ropeTables, silu, siluMul } from '../src/model/ops.ts';
 import { setModelLayout } from '../src/backend/layout.ts';
 import { mulberry32 } from '../src/util/random.ts';
 import { installWasmMatmul } from '../src/backend/openblas.ts';
-import { ROPE_KERNEL, ropeKernelActive } from '../src/backend/native-elementwise.ts';
+import { RMSNORM_KERNEL, ROPE_KERNEL, SILU_MUL_KERNEL, fusedKernelUsable, ropeKernelActive } from '../src/backend/native-elementwise.ts';
 
 function randomTensor(shape: [number, number], seed: number): tf.Tensor2D {
   const rng = mulberry32(seed);
@@ -120,5 +121,50 @@ describe('forward speed paths', () => {
       tf.dispose([x, dy]);
       disposeRope(rope);
     });
+  }
+
+  const bits = (t: tf.Tensor) => Buffer.from((t.dataSync() as Float32Array).buffer);
+
+  it('RMSNorm and SiLU(gate) ⊙ up: the fused kernels equal the composed ops bit for bit', (t) => {
+    if (!fusedKernelUsable(RMSNORM_KERNEL)) return t.skip('no fused kernels: the OpenBLAS addon with its elementwise kernels is not built');
+    // Row lengths below, at and off the 16 partial sums; values from 1e-3 to 1e3 in size; eps as LLaMA and stories260K set it.
+    for (const [rows, cols, eps, seed] of [[3, 7, 1e-5, 1], [128, 64, 1e-5, 2], [33, 576, 1e-6, 3], [2, 1411, 1e-5, 4]] as const) {
+      const rng = mulberry32(seed);
+      const x = tf.tensor2d(Float32Array.from({ length: rows * cols }, () => (rng() * 2 - 1) * 10 ** (rng() * 6 - 3)), [rows, cols]);
+      const w = tf.tensor1d(Float32Array.from({ length: cols }, () => rng() * 2 - 0.5));
+      const fused = rmsNorm(x, { weight: w, bias: null }, eps);
+      const composed = withoutKernel(RMSNORM_KERNEL, () => rmsNorm(x, { weight: w, bias: null }, eps));
+      assert.ok(bits(fused).equals(bits(composed)), `RMSNorm ${rows}×${cols}`);
+      const g = tf.mul(x, 3), u = tf.sub(x, 0.25);
+      const fusedGU = siluMul(() => g.clone() as tf.Tensor2D, () => u.clone() as tf.Tensor2D);
+      const composedGU = tf.mul(silu(g), u);
+      assert.ok(bits(fusedGU).equals(bits(composedGU)), `SiLU·up ${rows}×${cols}`);
+      tf.dispose([x, w, fused, composed, g, u, fusedGU, composedGU]);
+    }
+  });
+
+  it('RMSNorm and SiLU(gate) ⊙ up take the composed ops under a gradient tape (the fused kernels have no gradient)', (t) => {
+    if (!fusedKernelUsable(SILU_MUL_KERNEL)) return t.skip('no fused kernels: the OpenBLAS addon with its elementwise kernels is not built');
+    const x = randomTensor([4, 16], 9);
+    const w = tf.ones([16]) as tf.Tensor1D;
+    let usable: boolean | null = null;
+    const { grads } = tf.engine().gradients(() => {
+      usable = fusedKernelUsable(RMSNORM_KERNEL);
+      return tf.sum(siluMul(() => rmsNorm(x, { weight: w, bias: null }, 1e-5), () => x)) as tf.Scalar;
+    }, [x]);
+    assert.equal(usable, false);
+    assert.ok(grads[0]!.dataSync().every(Number.isFinite));
+    tf.dispose([x, w, ...grads]);
+  });
+
+  /** fn with a fused kernel removed (the composed ops). */
+  function withoutKernel<T>(name: string, fn: () => T): T {
+    const k = tf.getKernel(name, 'wasm')!;
+    tf.unregisterKernel(name, 'wasm');
+    try {
+      return fn();
+    } finally {
+      tf.registerKernel(k);
+    }
   }
 });

@@ -16,11 +16,14 @@
  *   without its transpose; Transpose swapping the last two axes or keeping the last: exact copies;
  * - Mean over the last axis: 16 partial sums in a fixed order (the wasm kernel sums in one
  *   running float, so the last bits differ; the partial sums are the more accurate);
- * - RoPE as one kernel of its own (`ROPE_KERNEL`, src/model/ops.ts `applyRope`): x ⊙ cos +
- *   swap(x) ⊙ sin in the float32 operations the composed ops make (bit-identical to them but for
- *   the sign of a zero and a non-finite x, which the swap's 0/1 product turns to NaN), one call
- *   where the ops took eight (reshapes, the swap product, two multiplies, an add): a stories260K
- *   prefill's kernel calls are mostly per-call overhead.
+ * - three fused kernels of the decoder block, each one call where the composed ops took several
+ *   (a stories260K prefill's kernel calls are mostly per-call overhead), in the float32 operations
+ *   of the kernels above that they replace, so with the same bits:
+ *   RoPE (`ROPE_KERNEL`, src/model/ops.ts `applyRope`; eight calls): x ⊙ cos + swap(x) ⊙ sin (but
+ *   for the sign of a zero, and a non-finite x, which the swap's 0/1 product turns to NaN), with a
+ *   gradient of its own (the same kernel); RMSNorm (`RMSNORM_KERNEL`; six calls) and SiLU(gate) ⊙
+ *   up (`SILU_MUL_KERNEL`; three), taken only while no gradient tape records (their gradients need
+ *   the composed ops' intermediate values, so under a tape the composed ops run).
  *
  * Every other dtype, shape, broadcast or axis goes to the wasm kernel. Results do not depend on
  * the thread count (blocks fixed by the shape). Installed with the OpenBLAS products and removed
@@ -41,6 +44,8 @@ export interface ElementwiseAddon {
   ewTranspose(heap: ArrayBuffer, xOff: number, outOff: number, rank: number, ...permThenShape: number[]): void;
   /** RoPE of `[rows, width]` x with `[T, width]` tables (row r reads row r mod T); absent from an addon built before it. */
   ewRope?(heap: ArrayBuffer, rows: number, T: number, width: number, span: number, xOff: number, cosOff: number, sinOff: number, outOff: number): void;
+  /** RMSNorm of `[rows, cols]` x with a `[cols]` scale, eps as its float32 bit pattern; absent from an addon built before it (which lacks SiLU·up too). */
+  ewRmsNorm?(heap: ArrayBuffer, rows: number, cols: number, xOff: number, wOff: number, outOff: number, epsBits: number): void;
 }
 
 /**
@@ -50,9 +55,19 @@ export interface ElementwiseAddon {
  */
 export const ROPE_KERNEL = 'PrunelabRope';
 
+/** x `[rows, cols]`, weight `[cols]`; attrs { eps }: x · rsqrt(mean(x²) + eps) · weight per row. */
+export const RMSNORM_KERNEL = 'PrunelabRmsNorm';
+/** gate, up of one shape: SiLU(gate) ⊙ up. */
+export const SILU_MUL_KERNEL = 'PrunelabSiluMul';
+
 /** Whether the active backend has the fused RoPE kernel. */
 export function ropeKernelActive(): boolean {
   return tf.getKernel(ROPE_KERNEL, tf.getBackend()) !== undefined;
+}
+
+/** Whether a fused kernel without a gradient (RMSNorm, SiLU·up) may run: the backend has it and no gradient tape records. */
+export function fusedKernelUsable(name: typeof RMSNORM_KERNEL | typeof SILU_MUL_KERNEL): boolean {
+  return !tf.engine().isTapeOn() && tf.getKernel(name, tf.getBackend()) !== undefined;
 }
 
 // dx = dy ⊙ cos + swap(dy) ⊙ swap(sin): the same kernel with the swapped table (the swap is its own
@@ -71,7 +86,7 @@ tf.registerGradient({
 });
 
 // The codes of native/elementwise-kernels.c.
-const OP = { add: 0, sub: 1, mul: 2, rsub: 3 } as const;
+const OP = { add: 0, sub: 1, mul: 2, rsub: 3, siluMul: 4 } as const;
 const MODE = { same: 0, scalar: 1, tile: 2, column: 3 } as const;
 const UNARY = { square: 0, rsqrt: 1, sigmoid: 2, exp: 3 } as const;
 const ROWS = { mean: 0, softmax: 1 } as const;
@@ -105,6 +120,10 @@ export function installNativeElementwise(lib: ElementwiseAddon): void {
     tf.registerKernel({ ...k, kernelFunc: nativeKernel(name, lib, k.kernelFunc) });
   }
   if (lib.ewRope && !tf.getKernel(ROPE_KERNEL, 'wasm')) tf.registerKernel({ kernelName: ROPE_KERNEL, backendName: 'wasm', kernelFunc: ropeKernel(lib.ewRope.bind(lib)) });
+  if (lib.ewRmsNorm && !tf.getKernel(RMSNORM_KERNEL, 'wasm')) {
+    tf.registerKernel({ kernelName: RMSNORM_KERNEL, backendName: 'wasm', kernelFunc: rmsNormKernel(lib.ewRmsNorm.bind(lib)) });
+    tf.registerKernel({ kernelName: SILU_MUL_KERNEL, backendName: 'wasm', kernelFunc: siluMulKernel(lib) });
+  }
 }
 
 /** Put the wasm backend's own kernels back (`--matmul xnnpack`; tests compare against them). */
@@ -115,7 +134,7 @@ export function uninstallNativeElementwise(): void {
     tf.registerKernel(k);
   }
   originals = null;
-  if (tf.getKernel(ROPE_KERNEL, 'wasm')) tf.unregisterKernel(ROPE_KERNEL, 'wasm');
+  for (const name of [ROPE_KERNEL, RMSNORM_KERNEL, SILU_MUL_KERNEL]) if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
 }
 
 function nativeKernel(name: string, lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
@@ -296,6 +315,37 @@ function ropeKernel(ewRope: NonNullable<ElementwiseAddon['ewRope']>): tf.KernelF
     }
     const out = backend.makeOutput([rows, width], 'float32');
     if (rows * width > 0) ewRope(heapOf(backend), rows, T, width, span, offset(backend, x), offset(backend, cos), offset(backend, sin), offset(backend, out));
+    return out;
+  };
+}
+
+function rmsNormKernel(ewRmsNorm: NonNullable<ElementwiseAddon['ewRmsNorm']>): tf.KernelFunc {
+  const bits = new Uint32Array(1);
+  const asFloat = new Float32Array(bits.buffer);
+  return (args) => {
+    const { x, weight } = args.inputs as { x: tf.TensorInfo; weight: tf.TensorInfo };
+    const { eps } = args.attrs as { eps: number };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    const [rows, cols] = x.shape as [number, number];
+    if (x.shape.length !== 2 || weight.shape.length !== 1 || weight.shape[0] !== cols || cols === 0) {
+      throw new Error(`${RMSNORM_KERNEL}: x ${x.shape.join('×')} and weight ${weight.shape.join('×')} do not fit`);
+    }
+    const out = backend.makeOutput([rows, cols], 'float32');
+    // eps as the float32 the composed ops' scalar tensor holds, passed as its bit pattern.
+    asFloat[0] = eps;
+    if (rows > 0) ewRmsNorm(heapOf(backend), rows, cols, offset(backend, x), offset(backend, weight), offset(backend, out), bits[0]!);
+    return out;
+  };
+}
+
+function siluMulKernel(lib: ElementwiseAddon): tf.KernelFunc {
+  return (args) => {
+    const { gate, up } = args.inputs as { gate: tf.TensorInfo; up: tf.TensorInfo };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    if (!tf.util.arraysEqual(gate.shape, up.shape)) throw new Error(`${SILU_MUL_KERNEL}: gate ${gate.shape.join('×')} and up ${up.shape.join('×')} differ`);
+    const out = backend.makeOutput([...gate.shape], 'float32');
+    const n = tf.util.sizeFromShape(gate.shape);
+    if (n > 0) lib.ewBinary(heapOf(backend), OP.siluMul, MODE.same, n, 1, offset(backend, gate), offset(backend, up), offset(backend, out));
     return out;
   };
 }

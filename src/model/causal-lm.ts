@@ -10,7 +10,7 @@ import type { LayerShape, ModelConfig } from './config.ts';
 import { familySpec, OPT_POSITION_OFFSET, type FamilySpec, type LinearRole, type TapName } from './family.ts';
 import { paramsFromNamedTensors, type LayerParams, type LinearParams, type ModelParams } from './params.ts';
 import { ResidentParams, type ExecutionMode, type ModelPart, type ParamProvider } from './param-provider.ts';
-import { attention, applyRope, causalMask, disposeRope, headProduct, layerNorm, linear, makeRope, rmsNorm, silu, type Rope } from './ops.ts';
+import { attention, applyRope, causalMask, disposeRope, headProduct, layerNorm, linear, makeRope, rmsNorm, siluMul, type Rope } from './ops.ts';
 import type { NamedTensors } from './tensor-data.ts';
 
 export type BlockTaps = Record<TapName, tf.Tensor2D>;
@@ -259,10 +259,7 @@ export class CausalLM {
       let downIn: tf.Tensor2D;
       let mlpOut: tf.Tensor2D;
       if (llama) {
-        // SiLU(gate) first, so the gate's output is freed before the up projection is made.
-        const act = tf.tidy(() => silu(this.applyLinear(i, 'gate', mlpIn)));
-        downIn = tf.tidy(() => tf.mul(act, this.applyLinear(i, 'up', mlpIn)) as tf.Tensor2D);
-        act.dispose();
+        downIn = siluMul(() => this.applyLinear(i, 'gate', mlpIn), () => this.applyLinear(i, 'up', mlpIn));
         mlpOut = this.applyLinear(i, 'down', downIn);
       } else {
         downIn = tf.relu(this.applyLinear(i, 'fc1', mlpIn));

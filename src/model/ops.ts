@@ -7,9 +7,11 @@ import * as tf from '@tensorflow/tfjs';
 import type { RopeLayout } from './config.ts';
 import type { LinearParams, NormParams } from './params.ts';
 import { modelLayout } from '../backend/layout.ts';
-import { ROPE_KERNEL, ropeKernelActive } from '../backend/native-elementwise.ts';
+import { RMSNORM_KERNEL, ROPE_KERNEL, SILU_MUL_KERNEL, fusedKernelUsable, ropeKernelActive } from '../backend/native-elementwise.ts';
 
 export function rmsNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor2D {
+  // One native kernel where there is one and no gradient is recorded (the same values; src/backend/native-elementwise.ts).
+  if (fusedKernelUsable(RMSNORM_KERNEL)) return tf.engine().runKernel(RMSNORM_KERNEL, { x, weight: p.weight }, { eps }) as tf.Tensor2D;
   return tf.tidy(() => {
     const ms = tf.mean(tf.square(x), -1, true);
     return tf.mul(tf.mul(x, tf.rsqrt(tf.add(ms, eps))), p.weight) as tf.Tensor2D;
@@ -57,6 +59,21 @@ export function linear(x: tf.Tensor2D, p: LinearParams): tf.Tensor2D {
 
 export function silu(x: tf.Tensor): tf.Tensor {
   return tf.tidy(() => tf.mul(x, tf.sigmoid(x)));
+}
+
+/**
+ * SiLU(gate) ⊙ up, the gate and up projections made by the callbacks, gate first: with the composed
+ * ops its SiLU is taken (and the gate freed) before up exists; the fused kernel (where usable, see
+ * rmsNorm) holds gate and up instead, the same peak.
+ */
+export function siluMul(gate: () => tf.Tensor2D, up: () => tf.Tensor2D): tf.Tensor2D {
+  if (fusedKernelUsable(SILU_MUL_KERNEL)) {
+    return tf.tidy(() => tf.engine().runKernel(SILU_MUL_KERNEL, { gate: gate(), up: up() }) as tf.Tensor2D);
+  }
+  const act = tf.tidy(() => silu(gate()));
+  const out = tf.tidy(() => tf.mul(act, up()) as tf.Tensor2D);
+  act.dispose();
+  return out;
 }
 
 /** cos/sin tables `[T, headDim/2]` for positions start..start+T-1, computed in float64. */
