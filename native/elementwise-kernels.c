@@ -2,8 +2,9 @@
  * The forward pass's non-product kernels for the WebAssembly backend: elementwise Add / Sub /
  * Multiply (same shape, scalar, a repeated trailing block, a value per row), Square, Rsqrt,
  * Sigmoid, Exp, Mean / Softmax over the last axis, Sum over leading or trailing axes, two forms
- * of Transpose, and three fused kernels of the decoder block: RoPE, RMSNorm and SiLU(gate) * up,
- * each in the float32 operations of the kernels it replaces (src/backend/native-elementwise.ts).
+ * of Transpose, and four fused kernels of the decoder block: RoPE, RMSNorm, SiLU(gate) * up and
+ * grouped attention, each in the float32 operations of the kernels it replaces (the attention's
+ * products by the addon's own tiled product, native/gemm.h) (src/backend/native-elementwise.ts).
  *
  * Hand-written because these must run in place on the WebAssembly heap (operands by element
  * offset), split over the addon's own thread pool (native/openblas-kernels.c) with results that do
@@ -24,6 +25,8 @@
 #include <stdint.h>
 #include <string.h>
 #include "pool.h"
+#include "gemm.h"
+#include <stdlib.h>
 
 
 /* Below this many elements (times a per-op cost weight) a kernel runs in the calling thread: waking the pool costs more. */
@@ -247,8 +250,8 @@ static void transpose_block(void *ctx, int64_t t) {
 
 /* The heap and `count` numeric arguments after it; NULL (with an exception pending) if malformed. */
 static float *heap_args(napi_env env, napi_callback_info info, size_t count, int64_t *v, int64_t *elems) {
-  napi_value argv[10];
-  size_t argc = 10;
+  napi_value argv[16];
+  size_t argc = 16;
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != count + 1) {
     napi_throw_error(env, NULL, "elementwise-kernels: wrong number of arguments");
     return NULL;
@@ -324,6 +327,75 @@ static napi_value rope(napi_env env, napi_callback_info info) {
   if (n == 0 || width == 0) return NULL;
   const Rope k = {heap + xOff, heap + cOff, heap + sOff, heap + oOff, T, width, span};
   split_run(3, &k, n, width, 3);
+  return NULL;
+}
+
+/* attention(heap, B, Tq, Tk, H, KV, hd, step, qOff, kOff, vOff, maskOff, hasMask, outOff, scaleBits):
+ * causal grouped attention of src/model/ops.ts `groupedAttention`, step for step: q [B*Tq, H*hd]
+ * times the scale (its float32 bit pattern) laid out as n = B*KV groups of [g*Tq, hd] (g = H/KV),
+ * k and v as groups of [Tk, hd]; per run of `step` groups the scores q.k^T (one batched product,
+ * transposed keys), plus the mask [g*Tq, Tk] if hasMask, their softmax, times v; the contexts laid
+ * back as [B*Tq, H*hd]. The layouts are exact copies and the rest the kernels those ops call, so
+ * the same bits. */
+static napi_value attention(napi_env env, napi_callback_info info) {
+  int64_t v[14], elems;
+  float *heap = heap_args(env, info, 14, v, &elems);
+  if (!heap) return NULL;
+  const int64_t B = v[0], Tq = v[1], Tk = v[2], H = v[3], KV = v[4], hd = v[5], step = v[6];
+  const int64_t qOff = v[7], kOff = v[8], vOff = v[9], mOff = v[10], hasMask = v[11], oOff = v[12];
+  if (B < 1 || Tq < 1 || Tk < 1 || KV < 1 || H % KV != 0 || hd < 1 || step < 1 || v[13] > 0xffffffffLL ||
+      qOff + B * Tq * H * hd > elems || kOff + B * Tk * KV * hd > elems || vOff + B * Tk * KV * hd > elems ||
+      (hasMask && mOff + (H / KV) * Tq * Tk > elems) || oOff + B * Tq * H * hd > elems)
+    return out_of_range(env);
+  const uint32_t bits = (uint32_t)v[13];
+  float scale;
+  memcpy(&scale, &bits, sizeof scale);
+  const int64_t g = H / KV, n = B * KV, rq = g * Tq, run = step < n ? step : n;
+  /* One block: q, k, v and the contexts by group, and a run's scores twice (masked into the second). */
+  const int64_t qgOff = 0, kgOff = qgOff + n * rq * hd, vgOff = kgOff + n * Tk * hd, cOff = vgOff + n * Tk * hd;
+  const int64_t s1Off = cOff + n * rq * hd, s2Off = s1Off + run * rq * Tk, total = s2Off + run * rq * Tk;
+  float *buf = malloc((size_t)total * sizeof(float));
+  if (!buf) { napi_throw_error(env, NULL, "elementwise-kernels: out of memory"); return NULL; }
+  const float *q = heap + qOff, *k = heap + kOff, *vv = heap + vOff;
+  /* q[b, t, kv, gi, :] * scale -> qg[b, kv, gi, t, :]; k, v [b, t, kv, :] -> [b, kv, t, :]. */
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < Tq; t++)
+      for (int64_t kv = 0; kv < KV; kv++)
+        for (int64_t gi = 0; gi < g; gi++) {
+          const float *src = q + (((b * Tq + t) * KV + kv) * g + gi) * hd;
+          float *dst = buf + qgOff + (((b * KV + kv) * g + gi) * Tq + t) * hd;
+          for (int64_t d = 0; d < hd; d++) dst[d] = src[d] * scale;
+        }
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t t = 0; t < Tk; t++)
+      for (int64_t kv = 0; kv < KV; kv++) {
+        const int64_t from = ((b * Tk + t) * KV + kv) * hd, to = ((b * KV + kv) * Tk + t) * hd;
+        memcpy(buf + kgOff + to, k + from, (size_t)hd * sizeof(float));
+        memcpy(buf + vgOff + to, vv + from, (size_t)hd * sizeof(float));
+      }
+  for (int64_t start = 0; start < n; start += step) {
+    const int64_t cnt = start + step < n ? step : n - start;
+    prunelab_gemm(buf, cnt, rq, Tk, hd, qgOff + start * rq * hd, rq * hd, 0, kgOff + start * Tk * hd, Tk * hd, 1, s1Off);
+    int64_t probs = s1Off;
+    if (hasMask) {
+      const Binary add = {buf + s1Off, heap + mOff, buf + s2Off, cnt * rq * Tk, rq * Tk, OP_ADD, B_TILE};
+      split_run(0, &add, cnt, rq * Tk, 1);
+      probs = s2Off;
+    }
+    /* The softmax into the other scores buffer (its input and output never alias). */
+    const int64_t into = probs == s1Off ? s2Off : s1Off;
+    const Rows sm = {buf + probs, buf + into, cnt * rq, Tk, R_SOFTMAX, NULL, 0.0f};
+    split_run(2, &sm, cnt * rq, Tk, 10);
+    prunelab_gemm(buf, cnt, rq, hd, Tk, into, rq * Tk, 0, vgOff + start * Tk * hd, Tk * hd, 0, cOff + start * rq * hd);
+  }
+  /* ctx[b, kv, gi, t, :] -> out[b, t, kv, gi, :]. */
+  float *out = heap + oOff;
+  for (int64_t b = 0; b < B; b++)
+    for (int64_t kv = 0; kv < KV; kv++)
+      for (int64_t gi = 0; gi < g; gi++)
+        for (int64_t t = 0; t < Tq; t++)
+          memcpy(out + (((b * Tq + t) * KV + kv) * g + gi) * hd, buf + cOff + (((b * KV + kv) * g + gi) * Tq + t) * hd, (size_t)hd * sizeof(float));
+  free(buf);
   return NULL;
 }
 
@@ -465,6 +537,7 @@ napi_status elementwise_register(napi_env env, napi_value exports) {
     {"ewTranspose", NULL, transpose, NULL, NULL, NULL, napi_default, NULL},
     {"ewRope", NULL, rope, NULL, NULL, NULL, napi_default, NULL},
     {"ewRmsNorm", NULL, rmsNorm, NULL, NULL, NULL, napi_default, NULL},
+    {"ewAttention", NULL, attention, NULL, NULL, NULL, napi_default, NULL},
   };
   return napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
 }

@@ -41,6 +41,7 @@
 #include <string.h>
 #include <time.h>
 #include "napi-args.h"
+#include "gemm.h"
 
 extern void openblas_set_num_threads(int);
 extern char *openblas_get_config(void);
@@ -275,6 +276,14 @@ static void choose_tiles(Product *p, int64_t batch) {
 static void run_tiled(Product *p, int64_t batch) {
   choose_tiles(p, batch);
   run_product(p);
+}
+
+void prunelab_gemm(float *base, int64_t batch, int64_t m, int64_t n, int64_t k, int64_t aOff, int64_t aStride, int transA,
+  int64_t bOff, int64_t bStride, int transB, int64_t cOff) {
+  if (m == 0 || n == 0 || batch < 1) return;
+  Product p = {.base = base, .m = m, .n = n, .k = k, .aOff = aOff, .aStride = aStride, .bOff = bOff, .bStride = bStride,
+    .cOff = cOff, .transA = transA, .transB = transB};
+  run_tiled(&p, batch);
 }
 
 /* gemm(heap, batch, m, n, k, aOff, aStride, transA, bOff, bStride, transB, cOff):

@@ -3,17 +3,18 @@
  * a wide head through its transposed layout (`headProduct`) against one `tf.matMul`, and RoPE (a reverse
  * or a product with a permutation, with signed sin, or the fused native kernel) against the definition
  * written out per element, and the fused kernel's gradient against the composed ops'; the fused
- * RMSNorm and SiLU(gate) ⊙ up against the composed ops, bit for bit, and not taken under a tape.
+ * RMSNorm, SiLU(gate) ⊙ up and grouped attention against the composed ops, bit for bit, and not
+ * taken under a tape.
  */
 import { describe, it, before } from 'node:test';
 import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { setupBackend } from './support.ts';
-import { applyRope, disposeRope, headProduct, makeRope, rmsNorm, ropeTables, silu, siluMul } from '../src/model/ops.ts';
+import { applyRope, attention, causalMask, disposeRope, headProduct, makeRope, rmsNorm, ropeTables, silu, siluMul } from '../src/model/ops.ts';
 import { setModelLayout } from '../src/backend/layout.ts';
 import { mulberry32 } from '../src/util/random.ts';
 import { installWasmMatmul } from '../src/backend/openblas.ts';
-import { RMSNORM_KERNEL, ROPE_KERNEL, SILU_MUL_KERNEL, fusedKernelUsable, ropeKernelActive } from '../src/backend/native-elementwise.ts';
+import { ATTENTION_KERNEL, RMSNORM_KERNEL, ROPE_KERNEL, SILU_MUL_KERNEL, fusedKernelUsable, ropeKernelActive } from '../src/backend/native-elementwise.ts';
 
 function randomTensor(shape: [number, number], seed: number): tf.Tensor2D {
   const rng = mulberry32(seed);
@@ -167,4 +168,26 @@ describe('forward speed paths', () => {
       tf.registerKernel(k);
     }
   }
+
+  it('grouped attention: the fused kernel equals the composed ops bit for bit (prefill, decode, batches, GQA, steps)', (t) => {
+    if (!fusedKernelUsable(ATTENTION_KERNEL)) return t.skip('no fused kernels: the OpenBLAS addon with its elementwise kernels is not built');
+    // [B, Tq, Tk (past = Tk − Tq), H, KV, hd, step bytes]: one step, a step per group or two, decode without a mask.
+    const cases = [[1, 16, 16, 8, 4, 8, 1 << 26], [2, 12, 20, 6, 2, 16, 1 << 26], [2, 9, 9, 4, 4, 32, 4 * 2 * 9 * 9], [3, 5, 5, 4, 1, 8, 4 * 4 * 5 * 5 * 2 + 1], [2, 1, 7, 8, 2, 8, 1 << 26]] as const;
+    for (const [B, Tq, Tk, H, KV, hd, stepBytes] of cases) {
+      const q = randomTensor([B * Tq, H * hd], B + Tq), k = randomTensor([B * Tk, KV * hd], 2 * Tk), v = randomTensor([B * Tk, KV * hd], 3 * Tk + 1);
+      const mask = Tq === 1 ? null : causalMask(Tq, Tk, Tk - Tq, H / KV);
+      const shape = { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd, scale: 1 / Math.sqrt(hd) };
+      setModelLayout({ batchedAttention: true, keysByTransposeB: true, attentionStepBytes: stepBytes });
+      try {
+        const fused = attention(q, k, v, shape, mask);
+        const composed = withoutKernel(ATTENTION_KERNEL, () => attention(q, k, v, shape, mask));
+        assert.deepEqual(fused.shape, [B * Tq, H * hd]);
+        assert.ok(bits(fused).equals(bits(composed)), JSON.stringify({ B, Tq, Tk, H, KV, hd, stepBytes }));
+        tf.dispose([fused, composed]);
+      } finally {
+        setModelLayout(null);
+      }
+      tf.dispose([q, k, v, ...(mask ? [mask] : [])]);
+    }
+  });
 });

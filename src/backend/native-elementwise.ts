@@ -16,14 +16,17 @@
  *   without its transpose; Transpose swapping the last two axes or keeping the last: exact copies;
  * - Mean over the last axis: 16 partial sums in a fixed order (the wasm kernel sums in one
  *   running float, so the last bits differ; the partial sums are the more accurate);
- * - three fused kernels of the decoder block, each one call where the composed ops took several
+ * - four fused kernels of the decoder block, each one call where the composed ops took several
  *   (a stories260K prefill's kernel calls are mostly per-call overhead), in the float32 operations
- *   of the kernels above that they replace, so with the same bits:
+ *   of the kernels above that they replace (products by the addon's own tiled product), so with
+ *   the same bits:
  *   RoPE (`ROPE_KERNEL`, src/model/ops.ts `applyRope`; eight calls): x ⊙ cos + swap(x) ⊙ sin (but
  *   for the sign of a zero, and a non-finite x, which the swap's 0/1 product turns to NaN), with a
- *   gradient of its own (the same kernel); RMSNorm (`RMSNORM_KERNEL`; six calls) and SiLU(gate) ⊙
- *   up (`SILU_MUL_KERNEL`; three), taken only while no gradient tape records (their gradients need
- *   the composed ops' intermediate values, so under a tape the composed ops run).
+ *   gradient of its own (the same kernel); RMSNorm (`RMSNORM_KERNEL`; six calls), SiLU(gate) ⊙
+ *   up (`SILU_MUL_KERNEL`; three) and grouped attention (`ATTENTION_KERNEL`, src/model/ops.ts
+ *   `groupedAttention`; sixteen: the scale, layouts by group, two batched products, the mask, the
+ *   softmax, the layout back), taken only while no gradient tape records (their gradients need the
+ *   composed ops' intermediate values, so under a tape the composed ops run).
  *
  * Every other dtype, shape, broadcast or axis goes to the wasm kernel. Results do not depend on
  * the thread count (blocks fixed by the shape). Installed with the OpenBLAS products and removed
@@ -46,6 +49,9 @@ export interface ElementwiseAddon {
   ewRope?(heap: ArrayBuffer, rows: number, T: number, width: number, span: number, xOff: number, cosOff: number, sinOff: number, outOff: number): void;
   /** RMSNorm of `[rows, cols]` x with a `[cols]` scale, eps as its float32 bit pattern; absent from an addon built before it (which lacks SiLU·up too). */
   ewRmsNorm?(heap: ArrayBuffer, rows: number, cols: number, xOff: number, wOff: number, outOff: number, epsBits: number): void;
+  /** `groupedAttention` in one call (native/elementwise-kernels.c `attention`); absent from an addon built before it. */
+  ewAttention?(heap: ArrayBuffer, B: number, Tq: number, Tk: number, H: number, KV: number, hd: number, step: number,
+    qOff: number, kOff: number, vOff: number, maskOff: number, hasMask: number, outOff: number, scaleBits: number): void;
 }
 
 /**
@@ -59,6 +65,17 @@ export const ROPE_KERNEL = 'PrunelabRope';
 export const RMSNORM_KERNEL = 'PrunelabRmsNorm';
 /** gate, up of one shape: SiLU(gate) ⊙ up. */
 export const SILU_MUL_KERNEL = 'PrunelabSiluMul';
+/**
+ * q `[B*Tq, H*hd]`, k, v `[B*Tk, KV*hd]`, optional mask `[g*Tq, Tk]`; attrs { B, Tq, Tk, H, KV, hd,
+ * scale, step }: src/model/ops.ts `groupedAttention` (step: groups per batched product).
+ */
+export const ATTENTION_KERNEL = 'PrunelabAttention';
+
+/** A float32's bit pattern (how the fused kernels take their float attributes). */
+function float32Bits(x: number): number {
+  const f = new Float32Array([x]);
+  return new Uint32Array(f.buffer)[0]!;
+}
 
 /** Whether the active backend has the fused RoPE kernel. */
 export function ropeKernelActive(): boolean {
@@ -66,7 +83,7 @@ export function ropeKernelActive(): boolean {
 }
 
 /** Whether a fused kernel without a gradient (RMSNorm, SiLU·up) may run: the backend has it and no gradient tape records. */
-export function fusedKernelUsable(name: typeof RMSNORM_KERNEL | typeof SILU_MUL_KERNEL): boolean {
+export function fusedKernelUsable(name: typeof RMSNORM_KERNEL | typeof SILU_MUL_KERNEL | typeof ATTENTION_KERNEL): boolean {
   return !tf.engine().isTapeOn() && tf.getKernel(name, tf.getBackend()) !== undefined;
 }
 
@@ -124,6 +141,9 @@ export function installNativeElementwise(lib: ElementwiseAddon): void {
     tf.registerKernel({ kernelName: RMSNORM_KERNEL, backendName: 'wasm', kernelFunc: rmsNormKernel(lib.ewRmsNorm.bind(lib)) });
     tf.registerKernel({ kernelName: SILU_MUL_KERNEL, backendName: 'wasm', kernelFunc: siluMulKernel(lib) });
   }
+  if (lib.ewAttention && !tf.getKernel(ATTENTION_KERNEL, 'wasm')) {
+    tf.registerKernel({ kernelName: ATTENTION_KERNEL, backendName: 'wasm', kernelFunc: attentionKernel(lib.ewAttention.bind(lib)) });
+  }
 }
 
 /** Put the wasm backend's own kernels back (`--matmul xnnpack`; tests compare against them). */
@@ -134,7 +154,7 @@ export function uninstallNativeElementwise(): void {
     tf.registerKernel(k);
   }
   originals = null;
-  for (const name of [ROPE_KERNEL, RMSNORM_KERNEL, SILU_MUL_KERNEL]) if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
+  for (const name of [ROPE_KERNEL, RMSNORM_KERNEL, SILU_MUL_KERNEL, ATTENTION_KERNEL]) if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
 }
 
 function nativeKernel(name: string, lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
@@ -320,8 +340,6 @@ function ropeKernel(ewRope: NonNullable<ElementwiseAddon['ewRope']>): tf.KernelF
 }
 
 function rmsNormKernel(ewRmsNorm: NonNullable<ElementwiseAddon['ewRmsNorm']>): tf.KernelFunc {
-  const bits = new Uint32Array(1);
-  const asFloat = new Float32Array(bits.buffer);
   return (args) => {
     const { x, weight } = args.inputs as { x: tf.TensorInfo; weight: tf.TensorInfo };
     const { eps } = args.attrs as { eps: number };
@@ -331,9 +349,8 @@ function rmsNormKernel(ewRmsNorm: NonNullable<ElementwiseAddon['ewRmsNorm']>): t
       throw new Error(`${RMSNORM_KERNEL}: x ${x.shape.join('×')} and weight ${weight.shape.join('×')} do not fit`);
     }
     const out = backend.makeOutput([rows, cols], 'float32');
-    // eps as the float32 the composed ops' scalar tensor holds, passed as its bit pattern.
-    asFloat[0] = eps;
-    if (rows > 0) ewRmsNorm(heapOf(backend), rows, cols, offset(backend, x), offset(backend, weight), offset(backend, out), bits[0]!);
+    // eps as the float32 the composed ops' scalar tensor holds.
+    if (rows > 0) ewRmsNorm(heapOf(backend), rows, cols, offset(backend, x), offset(backend, weight), offset(backend, out), float32Bits(eps));
     return out;
   };
 }
@@ -346,6 +363,26 @@ function siluMulKernel(lib: ElementwiseAddon): tf.KernelFunc {
     const out = backend.makeOutput([...gate.shape], 'float32');
     const n = tf.util.sizeFromShape(gate.shape);
     if (n > 0) lib.ewBinary(heapOf(backend), OP.siluMul, MODE.same, n, 1, offset(backend, gate), offset(backend, up), offset(backend, out));
+    return out;
+  };
+}
+
+interface AttentionAttrs { B: number; Tq: number; Tk: number; H: number; KV: number; hd: number; scale: number; step: number }
+
+function attentionKernel(ewAttention: NonNullable<ElementwiseAddon['ewAttention']>): tf.KernelFunc {
+  return (args) => {
+    const { q, k, v, mask } = args.inputs as { q: tf.TensorInfo; k: tf.TensorInfo; v: tf.TensorInfo; mask?: tf.TensorInfo };
+    const a = args.attrs as unknown as AttentionAttrs;
+    const backend = args.backend as unknown as WasmBackendInternals;
+    const g = a.H / a.KV;
+    const fits = (t: tf.TensorInfo, rows: number, cols: number) => t.shape.length === 2 && t.shape[0] === rows && t.shape[1] === cols;
+    if (!fits(q, a.B * a.Tq, a.H * a.hd) || !fits(k, a.B * a.Tk, a.KV * a.hd) || !fits(v, a.B * a.Tk, a.KV * a.hd)
+      || (mask && !fits(mask, g * a.Tq, a.Tk)) || !Number.isInteger(g)) {
+      throw new Error(`${ATTENTION_KERNEL}: q ${q.shape.join('×')}, k ${k.shape.join('×')}, v ${v.shape.join('×')} do not fit ${JSON.stringify(a)}`);
+    }
+    const out = backend.makeOutput([a.B * a.Tq, a.H * a.hd], 'float32');
+    ewAttention(heapOf(backend), a.B, a.Tq, a.Tk, a.H, a.KV, a.hd, a.step, offset(backend, q), offset(backend, k), offset(backend, v),
+      mask ? offset(backend, mask) : 0, mask ? 1 : 0, offset(backend, out), float32Bits(a.scale));
     return out;
   };
 }

@@ -7,7 +7,7 @@ import * as tf from '@tensorflow/tfjs';
 import type { RopeLayout } from './config.ts';
 import type { LinearParams, NormParams } from './params.ts';
 import { modelLayout } from '../backend/layout.ts';
-import { RMSNORM_KERNEL, ROPE_KERNEL, SILU_MUL_KERNEL, fusedKernelUsable, ropeKernelActive } from '../backend/native-elementwise.ts';
+import { ATTENTION_KERNEL, RMSNORM_KERNEL, ROPE_KERNEL, SILU_MUL_KERNEL, fusedKernelUsable, ropeKernelActive } from '../backend/native-elementwise.ts';
 
 export function rmsNorm(x: tf.Tensor2D, p: NormParams, eps: number): tf.Tensor2D {
   // One native kernel where there is one and no gradient is recorded (the same values; src/backend/native-elementwise.ts).
@@ -283,8 +283,14 @@ export function attention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
  * are reshapes.
  */
 function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: AttentionShape, mask: tf.Tensor2D | null, stepBytes: number): tf.Tensor2D {
+  const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
+  const step = Math.max(1, Math.floor(stepBytes / (4 * (H / KV) * Tq * Tk)));
+  // One native kernel where there is one and no gradient is recorded: the steps below, the same values.
+  if (fusedKernelUsable(ATTENTION_KERNEL)) {
+    const attrs = { B, Tq, Tk, H, KV, hd, scale: s.scale, step };
+    return tf.engine().runKernel(ATTENTION_KERNEL, mask ? { q, k, v, mask } : { q, k, v }, attrs) as tf.Tensor2D;
+  }
   return tf.tidy(() => {
-    const { B, Tq, Tk, numHeads: H, numKvHeads: KV, headDim: hd } = s;
     const g = H / KV, n = B * KV;
     const q5 = q.mul(s.scale).reshape([B, Tq, KV, g, hd]);
     const qg = (Tq === 1 ? q5 : q5.transpose([0, 2, 3, 1, 4])).reshape([n, g * Tq, hd]) as tf.Tensor3D;
@@ -296,7 +302,6 @@ function groupedAttention(q: tf.Tensor2D, k: tf.Tensor2D, v: tf.Tensor2D, s: Att
       if (mask) scores = tf.add(scores, mask);
       return tf.matMul(tf.softmax(scores), vi) as tf.Tensor3D;
     });
-    const step = Math.max(1, Math.floor(stepBytes / (4 * g * Tq * Tk)));
     let ctx: tf.Tensor3D;
     if (step >= n) {
       ctx = run(qg, kg, vg);
