@@ -245,8 +245,9 @@ export class CausalLM {
           newK = tf.keep(pk ? (tf.concat([pk, k3], 1) as tf.Tensor3D) : k3);
           newV = tf.keep(pv ? (tf.concat([pv, v3], 1) as tf.Tensor3D) : v3);
           Tk = newK.shape[1];
-          kAll = newK.reshape([ctx.B * Tk, kvDim]);
-          vAll = newV.reshape([ctx.B * Tk, kvDim]);
+          // An empty cache (a prefill): the keys and values are this call's own, already 2-D.
+          kAll = pk ? newK.reshape([ctx.B * Tk, kvDim]) : k;
+          vAll = pv ? newV.reshape([ctx.B * Tk, kvDim]) : v0;
         }
         const g = shape.numHeads / shape.numKvHeads;
         return attention(q, kAll, vAll, {
