@@ -274,6 +274,14 @@ static float *heap_args(napi_env env, napi_callback_info info, size_t count, int
   return data;
 }
 
+/* A float argument passed as its float32 bit pattern (a heap argument is a non-negative integer): 0 if it is not one. */
+static int float_of_bits(int64_t bits, float *f) {
+  if (bits > 0xffffffffLL) return 0;
+  const uint32_t b = (uint32_t)bits;
+  memcpy(f, &b, sizeof *f);
+  return 1;
+}
+
 static napi_value out_of_range(napi_env env) {
   napi_throw_range_error(env, NULL, "elementwise-kernels: operand outside the heap or bad sizes");
   return NULL;
@@ -343,13 +351,11 @@ static napi_value attention(napi_env env, napi_callback_info info) {
   if (!heap) return NULL;
   const int64_t B = v[0], Tq = v[1], Tk = v[2], H = v[3], KV = v[4], hd = v[5], step = v[6];
   const int64_t qOff = v[7], kOff = v[8], vOff = v[9], mOff = v[10], hasMask = v[11], oOff = v[12];
-  if (B < 1 || Tq < 1 || Tk < 1 || KV < 1 || H % KV != 0 || hd < 1 || step < 1 || v[13] > 0xffffffffLL ||
+  float scale;
+  if (B < 1 || Tq < 1 || Tk < 1 || KV < 1 || H % KV != 0 || hd < 1 || step < 1 || !float_of_bits(v[13], &scale) ||
       qOff + B * Tq * H * hd > elems || kOff + B * Tk * KV * hd > elems || vOff + B * Tk * KV * hd > elems ||
       (hasMask && mOff + (H / KV) * Tq * Tk > elems) || oOff + B * Tq * H * hd > elems)
     return out_of_range(env);
-  const uint32_t bits = (uint32_t)v[13];
-  float scale;
-  memcpy(&scale, &bits, sizeof scale);
   const int64_t g = H / KV, n = B * KV, rq = g * Tq, run = step < n ? step : n;
   /* One block: q, k, v and the contexts by group, and a run's scores twice (masked into the second). */
   const int64_t qgOff = 0, kgOff = qgOff + n * rq * hd, vgOff = kgOff + n * Tk * hd, cOff = vgOff + n * Tk * hd;
@@ -376,17 +382,15 @@ static napi_value attention(napi_env env, napi_callback_info info) {
   for (int64_t start = 0; start < n; start += step) {
     const int64_t cnt = start + step < n ? step : n - start;
     prunelab_gemm(buf, cnt, rq, Tk, hd, qgOff + start * rq * hd, rq * hd, 0, kgOff + start * Tk * hd, Tk * hd, 1, s1Off);
-    int64_t probs = s1Off;
+    /* Scores in s1, masked into s2; the softmax into the other buffer (its input and output never alias). */
+    const int64_t scores = hasMask ? s2Off : s1Off, probs = hasMask ? s1Off : s2Off;
     if (hasMask) {
       const Binary add = {buf + s1Off, heap + mOff, buf + s2Off, cnt * rq * Tk, rq * Tk, OP_ADD, B_TILE};
       split_run(0, &add, cnt, rq * Tk, 1);
-      probs = s2Off;
     }
-    /* The softmax into the other scores buffer (its input and output never alias). */
-    const int64_t into = probs == s1Off ? s2Off : s1Off;
-    const Rows sm = {buf + probs, buf + into, cnt * rq, Tk, R_SOFTMAX, NULL, 0.0f};
+    const Rows sm = {buf + scores, buf + probs, cnt * rq, Tk, R_SOFTMAX, NULL, 0.0f};
     split_run(2, &sm, cnt * rq, Tk, 10);
-    prunelab_gemm(buf, cnt, rq, hd, Tk, into, rq * Tk, 0, vgOff + start * Tk * hd, Tk * hd, 0, cOff + start * rq * hd);
+    prunelab_gemm(buf, cnt, rq, hd, Tk, probs, rq * Tk, 0, vgOff + start * Tk * hd, Tk * hd, 0, cOff + start * rq * hd);
   }
   /* ctx[b, kv, gi, t, :] -> out[b, t, kv, gi, :]. */
   float *out = heap + oOff;
@@ -420,11 +424,9 @@ static napi_value rmsNorm(napi_env env, napi_callback_info info) {
   float *heap = heap_args(env, info, 6, v, &elems);
   if (!heap) return NULL;
   const int64_t nr = v[0], nc = v[1], xOff = v[2], wOff = v[3], oOff = v[4];
-  if (nc < 1 || v[5] > 0xffffffffLL || xOff + nr * nc > elems || wOff + nc > elems || oOff + nr * nc > elems) return out_of_range(env);
-  if (nr == 0) return NULL;
-  const uint32_t bits = (uint32_t)v[5];
   float eps;
-  memcpy(&eps, &bits, sizeof eps);
+  if (nc < 1 || !float_of_bits(v[5], &eps) || xOff + nr * nc > elems || wOff + nc > elems || oOff + nr * nc > elems) return out_of_range(env);
+  if (nr == 0) return NULL;
   const Rows k = {heap + xOff, heap + oOff, nr, nc, R_RMSNORM, heap + wOff, eps};
   split_run(2, &k, nr, nc, 3);
   return NULL;

@@ -82,7 +82,7 @@ export function ropeKernelActive(): boolean {
   return tf.getKernel(ROPE_KERNEL, tf.getBackend()) !== undefined;
 }
 
-/** Whether a fused kernel without a gradient (RMSNorm, SiLU·up) may run: the backend has it and no gradient tape records. */
+/** Whether a fused kernel without a gradient (RMSNorm, SiLU·up, attention) may run: the backend has it and no gradient tape records. */
 export function fusedKernelUsable(name: typeof RMSNORM_KERNEL | typeof SILU_MUL_KERNEL | typeof ATTENTION_KERNEL): boolean {
   return !tf.engine().isTapeOn() && tf.getKernel(name, tf.getBackend()) !== undefined;
 }
