@@ -154,8 +154,15 @@ EW_TARGET static void EW(rows_range)(const Rows *k, int64_t r0, int64_t r1) {
       continue;
     }
     float *restrict o = k->out + r * c;
-    const float m = EW(max16)(x, c);
-    for (int64_t j = 0; j < c; j++) o[j] = EW(exp_f)(x[j] - m);
+    if (k->mask) { /* scores + mask as the Add kernel rounds them, then their softmax in place */
+      const float *restrict mr = k->mask + (r % k->maskRows) * c;
+      for (int64_t j = 0; j < c; j++) o[j] = x[j] + mr[j];
+      const float m = EW(max16)(o, c);
+      for (int64_t j = 0; j < c; j++) o[j] = EW(exp_f)(o[j] - m);
+    } else {
+      const float m = EW(max16)(x, c);
+      for (int64_t j = 0; j < c; j++) o[j] = EW(exp_f)(x[j] - m);
+    }
     /* By the reciprocal (rounded once from float64): a division per entry took a sixth of the time. */
     const float inv = (float)(1.0 / EW(sum16)(o, c));
     for (int64_t j = 0; j < c; j++) o[j] = o[j] * inv;

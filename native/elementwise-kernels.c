@@ -27,6 +27,7 @@
 #include "pool.h"
 #include "gemm.h"
 #include <stdlib.h>
+#include <pthread.h>
 
 
 /* Below this many elements (times a per-op cost weight) a kernel runs in the calling thread: waking the pool costs more. */
@@ -74,6 +75,8 @@ typedef struct {
   int op;
   const float *w; /* RMSNORM: the scale, `cols` values */
   float eps;      /* RMSNORM */
+  const float *mask; /* SOFTMAX: added to each row first (row r takes mask row r mod maskRows), or NULL */
+  int64_t maskRows;
 } Rows;
 
 /* RoPE over rows of `width` (heads x head dims): out = x * cos + x[partner] * sin, the tables'
@@ -338,6 +341,68 @@ static napi_value rope(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* The attention's working memory, kept per thread between calls and grown when a call needs more:
+ * a fresh block of this size (tens of MB) comes from mmap, and touching its new pages cost more
+ * than the rest of the kernel's layout work (10-12 of 70 ms, 4096 tokens, 8 heads). Freed when the
+ * thread exits (a worker of the forward pool). */
+static pthread_key_t scratchKey;
+static pthread_once_t scratchOnce = PTHREAD_ONCE_INIT;
+typedef struct { float *data; size_t len; } Scratch;
+static void scratch_free(void *p) { Scratch *s = p; free(s->data); free(s); }
+static void scratch_key(void) { pthread_key_create(&scratchKey, scratch_free); }
+static float *attention_scratch(size_t floats) {
+  pthread_once(&scratchOnce, scratch_key);
+  Scratch *s = pthread_getspecific(scratchKey);
+  if (!s) {
+    if (!(s = calloc(1, sizeof(Scratch)))) return NULL;
+    pthread_setspecific(scratchKey, s);
+  }
+  if (floats > s->len) {
+    free(s->data);
+    s->data = malloc(floats * sizeof(float));
+    s->len = s->data ? floats : 0;
+  }
+  return s->data;
+}
+
+/* The attention's layouts (exact copies, and q times the scale), one task per (batch, kv head) group. */
+typedef struct {
+  float *heap, *buf;
+  int64_t qOff, kOff, vOff, oOff, Tq, Tk, KV, g, hd, qgOff, kgOff, vgOff, cOff;
+  float scale;
+} Layout;
+
+static void layout_in(void *ctx, int64_t grp) {
+  const Layout *l = ctx;
+  const int64_t b = grp / l->KV, kv = grp % l->KV, hd = l->hd;
+  for (int64_t gi = 0; gi < l->g; gi++)
+    for (int64_t t = 0; t < l->Tq; t++) {
+      const float *src = l->heap + l->qOff + (((b * l->Tq + t) * l->KV + kv) * l->g + gi) * hd;
+      float *dst = l->buf + l->qgOff + ((grp * l->g + gi) * l->Tq + t) * hd;
+      for (int64_t d = 0; d < hd; d++) dst[d] = src[d] * l->scale;
+    }
+  for (int64_t t = 0; t < l->Tk; t++) {
+    const int64_t from = ((b * l->Tk + t) * l->KV + kv) * hd, to = (grp * l->Tk + t) * hd;
+    memcpy(l->buf + l->kgOff + to, l->heap + l->kOff + from, (size_t)hd * sizeof(float));
+    memcpy(l->buf + l->vgOff + to, l->heap + l->vOff + from, (size_t)hd * sizeof(float));
+  }
+}
+
+static void layout_out(void *ctx, int64_t grp) {
+  const Layout *l = ctx;
+  const int64_t b = grp / l->KV, kv = grp % l->KV, hd = l->hd;
+  for (int64_t gi = 0; gi < l->g; gi++)
+    for (int64_t t = 0; t < l->Tq; t++)
+      memcpy(l->heap + l->oOff + (((b * l->Tq + t) * l->KV + kv) * l->g + gi) * hd,
+        l->buf + l->cOff + ((grp * l->g + gi) * l->Tq + t) * hd, (size_t)hd * sizeof(float));
+}
+
+/* A layout's groups on the pool, or here when the copy is too small to share. */
+static void layout_run(void (*fn)(void *, int64_t), const Layout *l, int64_t groups, int64_t elems) {
+  if (elems < POOL_MIN_WORK) for (int64_t i = 0; i < groups; i++) fn((void *)l, i);
+  else prunelab_pool_run(fn, (void *)l, groups);
+}
+
 /* attention(heap, B, Tq, Tk, H, KV, hd, step, qOff, kOff, vOff, maskOff, hasMask, outOff, scaleBits):
  * causal grouped attention of src/model/ops.ts `groupedAttention`, step for step: q [B*Tq, H*hd]
  * times the scale (its float32 bit pattern) laid out as n = B*KV groups of [g*Tq, hd] (g = H/KV),
@@ -357,49 +422,24 @@ static napi_value attention(napi_env env, napi_callback_info info) {
       (hasMask && mOff + (H / KV) * Tq * Tk > elems) || oOff + B * Tq * H * hd > elems)
     return out_of_range(env);
   const int64_t g = H / KV, n = B * KV, rq = g * Tq, run = step < n ? step : n;
-  /* One block: q, k, v and the contexts by group, and a run's scores twice (masked into the second). */
+  /* One block: q, k, v and the contexts by group, and a run's scores and their softmax. */
   const int64_t qgOff = 0, kgOff = qgOff + n * rq * hd, vgOff = kgOff + n * Tk * hd, cOff = vgOff + n * Tk * hd;
   const int64_t s1Off = cOff + n * rq * hd, s2Off = s1Off + run * rq * Tk, total = s2Off + run * rq * Tk;
-  float *buf = malloc((size_t)total * sizeof(float));
+  float *buf = attention_scratch((size_t)total);
   if (!buf) { napi_throw_error(env, NULL, "elementwise-kernels: out of memory"); return NULL; }
-  const float *q = heap + qOff, *k = heap + kOff, *vv = heap + vOff;
-  /* q[b, t, kv, gi, :] * scale -> qg[b, kv, gi, t, :]; k, v [b, t, kv, :] -> [b, kv, t, :]. */
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t t = 0; t < Tq; t++)
-      for (int64_t kv = 0; kv < KV; kv++)
-        for (int64_t gi = 0; gi < g; gi++) {
-          const float *src = q + (((b * Tq + t) * KV + kv) * g + gi) * hd;
-          float *dst = buf + qgOff + (((b * KV + kv) * g + gi) * Tq + t) * hd;
-          for (int64_t d = 0; d < hd; d++) dst[d] = src[d] * scale;
-        }
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t t = 0; t < Tk; t++)
-      for (int64_t kv = 0; kv < KV; kv++) {
-        const int64_t from = ((b * Tk + t) * KV + kv) * hd, to = ((b * KV + kv) * Tk + t) * hd;
-        memcpy(buf + kgOff + to, k + from, (size_t)hd * sizeof(float));
-        memcpy(buf + vgOff + to, vv + from, (size_t)hd * sizeof(float));
-      }
+  /* q[b, t, kv, gi, :] * scale -> qg[b, kv, gi, t, :]; k, v [b, t, kv, :] -> [b, kv, t, :]; one task a group. */
+  const Layout lay = {heap, buf, qOff, kOff, vOff, oOff, Tq, Tk, KV, g, hd, qgOff, kgOff, vgOff, cOff, scale};
+  layout_run(layout_in, &lay, n, B * (Tq * H + 2 * Tk * KV) * hd);
   for (int64_t start = 0; start < n; start += step) {
     const int64_t cnt = start + step < n ? step : n - start;
     prunelab_gemm(buf, cnt, rq, Tk, hd, qgOff + start * rq * hd, rq * hd, 0, kgOff + start * Tk * hd, Tk * hd, 1, s1Off);
-    /* Scores in s1, masked into s2; the softmax into the other buffer (its input and output never alias). */
-    const int64_t scores = hasMask ? s2Off : s1Off, probs = hasMask ? s1Off : s2Off;
-    if (hasMask) {
-      const Binary add = {buf + s1Off, heap + mOff, buf + s2Off, cnt * rq * Tk, rq * Tk, OP_ADD, B_TILE};
-      split_run(0, &add, cnt, rq * Tk, 1);
-    }
-    const Rows sm = {buf + scores, buf + probs, cnt * rq, Tk, R_SOFTMAX, NULL, 0.0f};
+    /* The scores plus the mask (the Add kernel's float32 sum, taken in the softmax's pass), their softmax into s2. */
+    const Rows sm = {buf + s1Off, buf + s2Off, cnt * rq, Tk, R_SOFTMAX, NULL, 0.0f, hasMask ? heap + mOff : NULL, rq};
     split_run(2, &sm, cnt * rq, Tk, 10);
-    prunelab_gemm(buf, cnt, rq, hd, Tk, probs, rq * Tk, 0, vgOff + start * Tk * hd, Tk * hd, 0, cOff + start * rq * hd);
+    prunelab_gemm(buf, cnt, rq, hd, Tk, s2Off, rq * Tk, 0, vgOff + start * Tk * hd, Tk * hd, 0, cOff + start * rq * hd);
   }
-  /* ctx[b, kv, gi, t, :] -> out[b, t, kv, gi, :]. */
-  float *out = heap + oOff;
-  for (int64_t b = 0; b < B; b++)
-    for (int64_t kv = 0; kv < KV; kv++)
-      for (int64_t gi = 0; gi < g; gi++)
-        for (int64_t t = 0; t < Tq; t++)
-          memcpy(out + (((b * Tq + t) * KV + kv) * g + gi) * hd, buf + cOff + (((b * KV + kv) * g + gi) * Tq + t) * hd, (size_t)hd * sizeof(float));
-  free(buf);
+  /* ctx[b, kv, gi, t, :] -> out[b, t, kv, gi, :], one task a group. */
+  layout_run(layout_out, &lay, n, B * Tq * H * hd);
   return NULL;
 }
 
