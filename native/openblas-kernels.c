@@ -380,6 +380,7 @@ napi_value fistaErrors(napi_env env, napi_callback_info info);
 napi_value fistaPrepareGram(napi_env env, napi_callback_info info);
 /* Per-row mask selection, a mask applied and zeros counted, in native/row-masks.c. */
 napi_value maskRows(napi_env env, napi_callback_info info);
+napi_value maskRowsScaled(napi_env env, napi_callback_info info);
 napi_value maskedCopy(napi_env env, napi_callback_info info);
 napi_value countZeros(napi_env env, napi_callback_info info);
 
@@ -405,6 +406,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"fistaErrors", NULL, fistaErrors, NULL, NULL, NULL, napi_default, NULL},
     {"fistaPrepareGram", NULL, fistaPrepareGram, NULL, NULL, NULL, napi_default, NULL},
     {"maskRows", NULL, maskRows, NULL, NULL, NULL, napi_default, NULL},
+    {"maskRowsScaled", NULL, maskRowsScaled, NULL, NULL, NULL, napi_default, NULL},
     {"maskedCopy", NULL, maskedCopy, NULL, NULL, NULL, napi_default, NULL},
     {"countZeros", NULL, countZeros, NULL, NULL, NULL, napi_default, NULL},
   };

@@ -1,7 +1,8 @@
 /*
  * Exact per-row mask selection in C, compiled into the OpenBLAS addon (scripts/build-native.sh)
  * and offered as `LinAlg.native`: `maskRows` is src/prune/masks.ts `maskPerRow` (the k smallest
- * scores of each row pruned, ties lower index first), `fistaCutRows` the same on |W| with
+ * scores of each row pruned, ties lower index first), `maskRowsScaled` the same of Wanda's
+ * scores |W_ij| * scale_j made row by row, `fistaCutRows` the same on |W| with
  * FISTAPruner's H(W) (methods/fistapruner/fista.ts `hardThreshold`). Beside them, the engine's
  * own mask work on the pool: `maskedCopy` (a decision applied to a weight, zeros counted) and
  * `countZeros` (the report's count), which ran on the main thread alone.
@@ -182,6 +183,9 @@ static inline __attribute__((always_inline)) int64_t cut_row(const double *w, in
 
 typedef struct {
   const double *W;
+  /* maskRowsScaled: the scores |W32_ij| * scale_j of each row, made in float64 into a row buffer (W unused). */
+  const float *W32;
+  const double *scale;
   uint8_t *mask;
   double *out; /* NULL: the mask only */
   int64_t rows, cols, k, perTask;
@@ -194,11 +198,15 @@ static void cut_rows(void *ctx, int64_t t) {
   CutJob *j = ctx;
   const int64_t r0 = t * j->perTask, r1 = r0 + j->perTask < j->rows ? r0 + j->perTask : j->rows, cols = j->cols;
   j->nanAt[t] = -1;
-  double *scratch = malloc((size_t)(cols > 0 ? 3 * cols : 1) * sizeof(double));
+  double *scratch = malloc((size_t)(cols > 0 ? 4 * cols : 1) * sizeof(double)), *rowScores = scratch + 3 * cols;
   if (!scratch) { j->failed = 1; return; }
   for (int64_t r = r0; r < r1; r++) {
+    if (j->scale) {
+      const float *w = j->W32 + r * cols;
+      for (int64_t c = 0; c < cols; c++) rowScores[c] = fabs((double)w[c]) * j->scale[c];
+    }
     const int64_t c = j->absolute ? cut_row(j->W + r * cols, cols, j->k, 1, j->mask + r * cols, j->out + r * cols, scratch)
-                                  : cut_row(j->W + r * cols, cols, j->k, 0, j->mask + r * cols, NULL, scratch);
+                                  : cut_row(j->scale ? rowScores : j->W + r * cols, cols, j->k, 0, j->mask + r * cols, NULL, scratch);
     if (c >= 0) { j->nanAt[t] = r * cols + c; break; }
   }
   free(scratch);
@@ -245,6 +253,32 @@ static napi_value cut_rows_napi(napi_env env, napi_callback_info info, int absol
 
 napi_value fistaCutRows(napi_env env, napi_callback_info info) { return cut_rows_napi(env, info, 1); }
 napi_value maskRows(napi_env env, napi_callback_info info) { return cut_rows_napi(env, info, 0); }
+
+/* maskRowsScaled(W, scale, rows, cols, k, mask) -> -1 or the flat index of the first NaN score:
+ * maskRows of the scores |W_ij| * scale_j (W a Float32Array, scale a Float64Array of cols; each
+ * score one float64 product, as src/prune/scores.ts wandaScores makes it), each row's scores made
+ * in its task instead of a [rows, cols] array first. */
+napi_value maskRowsScaled(napi_env env, napi_callback_info info) {
+  napi_value argv[6];
+  if (!exact_args(env, info, argv, 6, "row-masks: maskRowsScaled takes 6 arguments")) return NULL;
+  int ok = 1;
+  const int64_t rows = (int64_t)num(env, argv[2], &ok), cols = (int64_t)num(env, argv[3], &ok), k = (int64_t)num(env, argv[4], &ok);
+  if (!ok || rows < 0 || cols < 0 || k < 1 || k > cols) { napi_throw_range_error(env, NULL, "row-masks: bad sizes"); return NULL; }
+  const float *W32 = typed(env, argv[0], napi_float32_array, (size_t)(rows * cols), &ok);
+  const double *scale = typed(env, argv[1], napi_float64_array, (size_t)cols, &ok);
+  uint8_t *mask = typed(env, argv[5], napi_uint8_array, (size_t)(rows * cols), &ok);
+  if (!ok) { napi_throw_range_error(env, NULL, "row-masks: arrays of the wrong type or too short"); return NULL; }
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  hasAvx512 = __builtin_cpu_supports("avx512f");
+#endif
+  CutJob job = {.W32 = W32, .scale = scale, .mask = mask, .rows = rows, .cols = cols, .k = k};
+  const int64_t nanAt = run_cut(&job);
+  if (nanAt == -2) { napi_throw_error(env, NULL, "row-masks: out of memory"); return NULL; }
+  napi_value result;
+  CHECK(napi_create_double(env, (double)nanAt, &result));
+  return result;
+}
 
 /* ---- a mask applied, and zeros counted ---- */
 

@@ -18,7 +18,7 @@ export {
   applyMask, bottomKIndices, countZeros, cutOf, maskForCut, maskNM, maskPerMatrix, maskPerRow, pruneCount, topKIndices, validateSparsity, withScope,
   type Cut, type SparsityPattern,
 } from './prune/masks.ts';
-export { wandaScores } from './prune/scores.ts';
+export { wandaMask, wandaScores } from './prune/scores.ts';
 export * as obs from './prune/obs.ts';
 export * as taylor from './prune/taylor.ts';
 export * as coupling from './prune/coupling.ts';

@@ -4,13 +4,15 @@
  * `maskForCut`: the same mask on scores with ties, zeros, negative values and infinities, at every
  * sparsity, for 1, 2 and 3 threads (rows split over the pool), and a NaN worded by maskPerRow.
  * The masked copy and zero count (`maskedCopy`, `countZeros`) against masks.ts `maskedCopy` and
- * hand-counted zeros. Skips where the addon is not built.
+ * hand-counted zeros. Wanda's scores and per-row cut in one (`maskRowsScaled`, through scores.ts
+ * `wandaMask`) against maskPerRow of `wandaScores`. Skips where the addon is not built.
  */
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { installWasmMatmul, noteWorkerThreads, openblasAddon, openblasUnavailable } from '../src/backend/openblas.ts';
 import { backendLinAlg } from '../src/linalg/backend.ts';
 import { maskForCut, maskPerRow, maskedCopy } from '../src/prune/masks.ts';
+import { wandaMask, wandaScores } from '../src/prune/scores.ts';
 import { mulberry32 } from '../src/util/random.ts';
 import { setupBackend } from './support.ts';
 
@@ -59,6 +61,36 @@ describe('native per-row masks (OpenBLAS addon)', { skip }, () => {
     const bad = scores.slice();
     bad[250 * cols + 9] = NaN;
     assert.throws(() => maskForCut(bad, rows, cols, { kind: 'row', sparsity: 0.5 }, native), /maskPerRow: score at flat index 50759 is NaN/);
+  });
+
+  it("Wanda's per-row mask made row by row (maskRowsScaled) equals maskPerRow of wandaScores, for 1, 2 and 3 threads; a NaN falls back", () => {
+    const native = backendLinAlg().native!;
+    assert.ok(native.maskRowsScaled, 'the addon offers maskRowsScaled');
+    const lib = openblasAddon()!;
+    const rng = mulberry32(17);
+    const rows = 300, cols = 203;
+    // Weights on a coarse grid (ties in |W|, ±0, a sign pair) and column sums with zeros and repeats (ties in the scores).
+    const weight = Float32Array.from({ length: rows * cols }, () => (rng() < 0.1 ? (rng() < 0.5 ? 0 : -0) : Math.round((rng() * 2 - 1) * 24) / 8));
+    const colSqSum = Float64Array.from({ length: cols }, (_, j) => (j % 17 === 0 ? 0 : j % 5 === 0 ? 4 : rng() * 9));
+    // Hand case: row [3, −1, 2, 0.5] with norms [1, 3, 1, 2] scores [3, 3, 2, 1]: k = 2 prunes 1, then 2.
+    const hand = new Uint8Array(4);
+    assert.equal(native.maskRowsScaled!(new Float32Array([3, -1, 2, 0.5]), new Float64Array([1, 3, 1, 2]), 1, 4, 2, hand), -1);
+    assert.deepEqual([...hand], [1, 1, 0, 0]);
+    for (const threads of [1, 2, 3]) {
+      lib.setThreads(threads);
+      for (const sparsity of [0.004, 0.5, 0.996]) {
+        const want = maskPerRow(wandaScores(weight, rows, cols, colSqSum), rows, cols, sparsity);
+        assert.deepEqual(wandaMask(weight, rows, cols, colSqSum, { kind: 'row', sparsity }, native), want, `${threads} threads, sparsity ${sparsity}`);
+      }
+    }
+    noteWorkerThreads(0);
+    // An infinite norm times a zero weight is a NaN score: the kernel says where, and wandaMask words it as maskPerRow does.
+    const inf = colSqSum.slice();
+    inf[9] = Infinity;
+    const w0 = weight.slice();
+    w0[250 * cols + 9] = 0;
+    assert.equal(native.maskRowsScaled!(w0, inf.map(Math.sqrt), rows, cols, 100, new Uint8Array(rows * cols)) >= 0, true);
+    assert.throws(() => wandaMask(w0, rows, cols, inf, { kind: 'row', sparsity: 0.5 }, native), /maskPerRow: score at flat index \d+ is NaN/);
   });
 
   it('masked copy and zero count: hand-computed, then equal to the TypeScript copy on every thread count', () => {

@@ -3,7 +3,7 @@
  * (a PruneLab choice; the paper does not say how its warm-start weights were obtained).
  */
 import { maskForCut, withScope, type Cut } from '../../src/prune/masks.ts';
-import { wandaScores } from '../../src/prune/scores.ts';
+import { wandaMask } from '../../src/prune/scores.ts';
 import { sparsegptPrune } from '../../src/prune/obs.ts';
 import type { NativeKernels } from '../../src/linalg/linalg.ts';
 
@@ -18,7 +18,7 @@ export interface WarmStartInput {
   gram: Float64Array;
   cut: Cut;
   /** The backend's native kernels (`ctx.linalg.native`): the per-row mask selection there. */
-  native?: Pick<NativeKernels, 'maskRows'>;
+  native?: Pick<NativeKernels, 'maskRows' | 'maskRowsScaled'>;
 }
 
 function masked(w: ArrayLike<number>, mask: Uint8Array): Float64Array {
@@ -32,8 +32,7 @@ export function wandaWarmStart(x: WarmStartInput): Float64Array {
   const { weight, rows, cols, gram, cut, native } = x;
   const colSqSum = new Float64Array(cols);
   for (let c = 0; c < cols; c++) colSqSum[c] = Math.max(0, gram[c * cols + c]!);
-  const s = wandaScores(weight, rows, cols, colSqSum);
-  return masked(weight, maskForCut(s, rows, cols, withScope(cut, 'row'), native));
+  return masked(weight, wandaMask(weight, rows, cols, colSqSum, withScope(cut, 'row'), native));
 }
 
 /** Magnitude, with the same comparison group as the final cut (row, matrix or N:M). */

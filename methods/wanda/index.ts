@@ -4,8 +4,8 @@
  */
 import { z } from 'zod';
 import { defineMethod } from '../../src/prune/method.ts';
-import { cutOf, maskForCut } from '../../src/prune/masks.ts';
-import { wandaScores } from '../../src/prune/scores.ts';
+import { cutOf } from '../../src/prune/masks.ts';
+import { wandaMask } from '../../src/prune/scores.ts';
 import { TAP_NAMES } from '../../src/model/family.ts';
 
 const options = z.object({}).strict();
@@ -21,12 +21,11 @@ export default defineMethod<z.infer<typeof options>>({
   stats: () => ({ colSqSum: TAP_NAMES }),
   operatorOrder: () => 'together',
   defaultMode: () => 'sequential',
-  // The per-row selection is native and threaded where the backend has it (maskForCut).
+  // The per-row scores and selection are native and threaded where the backend has them (wandaMask).
   threadedSolve: 'within',
   pruneOperators: ({ operators, stats, target, linalg }) => operators.map((op) => {
     const st = stats[op.input];
     if (!st?.colSqSum) throw new Error(`wanda: no input statistics for ${op.role}`);
-    const scores = wandaScores(op.weight, op.rows, op.cols, st.colSqSum);
-    return { role: op.role, mask: maskForCut(scores, op.rows, op.cols, cutOf(target, 'row'), linalg.native) };
+    return { role: op.role, mask: wandaMask(op.weight, op.rows, op.cols, st.colSqSum, cutOf(target, 'row'), linalg.native) };
   }),
 });

@@ -42,6 +42,7 @@ interface OpenBlasAddon extends Partial<ElementwiseAddon> {
   fistaErrors?: NativeKernels['fistaErrors'];
   fistaPrepareGram?: NativeKernels['fistaPrepareGram'];
   maskRows?: NativeKernels['maskRows'];
+  maskRowsScaled?: NativeKernels['maskRowsScaled'];
   maskedCopy?: NativeKernels['maskedCopy'];
   countZeros?: NativeKernels['countZeros'];
 }

@@ -155,6 +155,12 @@ export interface NativeKernels {
    */
   maskRows?(scores: Float64Array, rows: number, cols: number, k: number, mask: Uint8Array): number;
   /**
+   * `maskRows` of the scores |W_ij| · scale_j (Wanda's, with scale the input norms), each a
+   * float64 product as `wandaScores` makes it, made row by row in the threads: no `[rows, cols]`
+   * scores array. Returns as `maskRows`. Absent from an addon built before it.
+   */
+  maskRowsScaled?(weight: Float32Array, scale: Float64Array, rows: number, cols: number, k: number, mask: Uint8Array): number;
+  /**
    * out = w where mask ≠ 0, else +0 (w's bits: a kept −0 stays −0), over w's length, split over
    * threads; returns how many entries of out are ±0. Absent from an addon built before it.
    */

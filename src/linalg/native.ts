@@ -35,6 +35,7 @@ export function nativeKernels(): NativeKernels | undefined {
     ...(typeof lib.fistaErrors === 'function' ? { fistaErrors: lib.fistaErrors.bind(lib) } : {}),
     ...(typeof lib.fistaPrepareGram === 'function' ? { fistaPrepareGram: lib.fistaPrepareGram.bind(lib) } : {}),
     ...(typeof lib.maskRows === 'function' ? { maskRows: lib.maskRows.bind(lib) } : {}),
+    ...(typeof lib.maskRowsScaled === 'function' ? { maskRowsScaled: lib.maskRowsScaled.bind(lib) } : {}),
     ...(typeof lib.maskedCopy === 'function' ? { maskedCopy: lib.maskedCopy.bind(lib) } : {}),
     ...(typeof lib.countZeros === 'function' ? { countZeros: lib.countZeros.bind(lib) } : {}),
   };
