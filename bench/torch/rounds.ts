@@ -10,20 +10,37 @@ export type Side<T> = { label: string; sample: () => Promise<T> };
 
 export const MAX_ROUNDS = 40;
 
+/** The pause before each side's turn in a short case: longer than a BLAS thread pool spins after its last call. */
+export const SETTLE_MS = 200;
+
 /**
- * Samples per side. With a budget, each side first runs once unmeasured, and short runs get more
- * rounds (up to MAX_ROUNDS) until a case takes about `budgetMs`.
+ * Samples per side. With a budget (short runs: prefill, decode), each side first runs once
+ * unmeasured, short runs get more rounds (up to MAX_ROUNDS) until a case takes about `budgetMs`,
+ * and every turn starts with a pause of SETTLE_MS and one unmeasured run of the same side: without
+ * them a turn began while the previous side's threads still ran (the system OpenBLAS in PyTorch's
+ * process spins its threads after a call; measured 12-03, stories260K prefill: PruneLab 16.1k
+ * tokens/s right after PyTorch on 2 threads, 22.3k after a pause) and on caches and threads the
+ * other side had left cold (PyTorch on 1 thread: 19.0k right after PruneLab, 15.9k after a pause
+ * alone), so each side is measured warm, on a machine the other has left.
  */
 export async function alternate<T>(sides: Side<T>[], minRounds: number, budgetMs: number): Promise<T[][]> {
   let rounds = minRounds;
-  if (budgetMs > 0) {
+  const warmTurns = budgetMs > 0;
+  if (warmTurns) {
     const t0 = performance.now();
     for (const s of sides) await s.sample();
-    rounds = Math.min(MAX_ROUNDS, Math.max(minRounds, Math.ceil(budgetMs / (performance.now() - t0))));
+    const perRound = 2 * (performance.now() - t0) + SETTLE_MS * sides.length;
+    rounds = Math.min(MAX_ROUNDS, Math.max(minRounds, Math.ceil(budgetMs / perRound)));
   }
   const out: T[][] = sides.map(() => []);
   for (let r = 0; r < rounds; r++) {
-    for (let i = 0; i < sides.length; i++) out[i].push(await sides[i].sample());
+    for (let i = 0; i < sides.length; i++) {
+      if (warmTurns) {
+        await new Promise((res) => setTimeout(res, SETTLE_MS));
+        await sides[i].sample();
+      }
+      out[i].push(await sides[i].sample());
+    }
   }
   return out;
 }

@@ -19,7 +19,7 @@ import { matmulGflops, table, type Cell } from '../util.ts';
 import { TorchBridge, type TorchInfo } from './bridge.ts';
 import { operatorData, prunelabSparsegpt, writeOperator, type OpCase, type SolveTimes } from './operator.ts';
 import { modelLogits, prunelabLogits, relDiff, sparsegptParity, torchLogits } from './parity.ts';
-import { alternate, fmtRatio, SPREAD_NOTE, versus, type Side } from './rounds.ts';
+import { alternate, fmtRatio, SETTLE_MS, SPREAD_NOTE, versus, type Side } from './rounds.ts';
 
 export interface TorchSectionOptions {
   quick: boolean;
@@ -243,7 +243,9 @@ async function modelBlocks(c: Ctx): Promise<Block[]> {
     (peak) => ['### Prefill tokens/s (one sequence, into a KV cache, logits of every position)\n', table(heads, prefill.map((r) => r(peak))),
       `\n### Decode tokens/s (${newTokens} greedy steps after the prompt, KV cache)\n`, table(heads, decode.map((r) => r(peak))), '',
       `Medians over rounds after a warm-up; in each round every side runs once, in turn (at least ${minRounds}, more for short`
-      + ` runs, up to about ${budgetMs / 1000} s per model). ${SPREAD_NOTE} % of peak: analytic FLOPs (eval/speed.ts flopsPerToken;`
+      + ` runs, up to about ${budgetMs / 1000} s per model), each turn after a ${SETTLE_MS} ms pause and one unmeasured run of`
+      + ' the same side (so neither side is timed while the other\'s threads still spin, nor on caches it left cold: rounds.ts).'
+      + ` ${SPREAD_NOTE} % of peak: analytic FLOPs (eval/speed.ts flopsPerToken;`
       + ' attention context (T+1)/2 for prefill) per second ÷ the GEMM peak. Issue 12 targets PruneLab ÷ PyTorch ≥ 1.0× on'
       + ' prefill (SmolLM-135M shape, stories260K).\n'].join('\n'),
   ];
