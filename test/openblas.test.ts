@@ -163,6 +163,28 @@ describe('OpenBLAS matrix products on the wasm backend', { skip }, () => {
     assert.deepEqual(results[2], results[0]);
   });
 
+  // The statistics' Grams (src/prune/stats.ts) read X through transposeA under OpenBLAS instead of an
+  // explicit transpose: the packing reads X transposed into the same packed panels, so every entry
+  // must be the explicit transpose's product bit for bit (calibration-sized and odd shapes, X·X and X·Y).
+  it('XᵀY through transposeA equals the product of the explicit transpose bit for bit, for 1, 2 and 3 threads', () => {
+    const lib = openblasAddon()!;
+    for (const [t, c, d] of [[4096, 512, 512], [1000, 1408, 1408], [4096, 512, 1408], [333, 77, 77], [129, 700, 300]] as const) {
+      const x = tf.tensor2d(values(t * c, t + c), [t, c]), y = c === d ? x : tf.tensor2d(values(t * d, t + d), [t, d]);
+      lib.setThreads(1);
+      // Values read outside tidy (a typed array returned from tidy is walked entry by entry).
+      const read = (f: () => tf.Tensor): Float32Array => { const r = tf.tidy(f); const v = r.dataSync() as Float32Array; r.dispose(); return v; };
+      const explicit = read(() => tf.matMul(tf.transpose(x), y));
+      for (const n of [1, 2, 3]) {
+        lib.setThreads(n);
+        const direct = read(() => tf.matMul(x, y, true, false));
+        const at = explicit.findIndex((v, i) => !Object.is(v, direct[i]));
+        assert.equal(at, -1, `${t}x${c} by ${t}x${d}, ${n} threads: entry ${at}`);
+      }
+      tf.dispose(c === d ? [x] : [x, y]);
+    }
+    noteWorkerThreads(0);
+  });
+
   // FISTAPruner's products with G: the symmetric operand read transposed where a tile is large
   // (cheaper packing), which must not change an entry; 512 x 1408 and 1408 x 512 have only large
   // tiles, 160 x 288 and 24 x 40 only small ones (plain).

@@ -8,6 +8,7 @@ import { BlockContext, type CausalLM, type BlockTaps } from '../model/causal-lm.
 import { TAP_NAMES, type LinearRole, type TapName } from '../model/family.ts';
 import type { LayerStats, LayerStatsRequest, TapStats } from './method.ts';
 import { memLog } from '../util/mem-log.ts';
+import { modelLayout } from '../backend/layout.ts';
 
 /** Hidden states of the calibration windows entering some layer, `[B*T, D]` per batch. */
 export interface HiddenStates {
@@ -117,17 +118,20 @@ class TapAccumulator {
       // very product G is, so it is made once and added to each (the same values as three products).
       const same = dense === x;
       const fromGram = [...(req.has('gram') ? ['gram' as const] : []), ...(same ? pairs : [])];
-      // Explicit transposes keep these plain 2-D matMuls (transposeA/B are slow on wasm).
+      // XᵀY: on XNNPACK an explicit transpose keeps a plain 2-D matMul (its transposeA is slow); on
+      // OpenBLAS the product reads X transposed in its packing, the same values without the copy.
+      const tn = modelLayout().explicitTransposes
+        ? (a: tf.Tensor2D, b: tf.Tensor2D) => tf.matMul(tf.transpose(a), b)
+        : (a: tf.Tensor2D, b: tf.Tensor2D) => tf.matMul(a, b, true, false);
       if (fromGram.length > 0) {
-        const g = tf.matMul(tf.transpose(x), x);
+        const g = tn(x, x);
         const v = g.dataSync() as Float32Array;
         for (const k of fromGram) this.addValues(k, v);
         g.dispose();
       }
       if (dense && !same && pairs.length > 0) {
-        const dt = tf.transpose(dense);
-        if (req.has('cross')) this.add('cross', tf.matMul(dt, x));
-        if (req.has('denseGram')) this.add('denseGram', tf.matMul(dt, dense));
+        if (req.has('cross')) this.add('cross', tn(dense, x));
+        if (req.has('denseGram')) this.add('denseGram', tn(dense, dense));
       }
     });
   }
