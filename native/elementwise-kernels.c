@@ -182,6 +182,7 @@ typedef struct {
   int64_t rows, cols;
   int byColumns;
   int64_t perBlock; /* rows a block of row sums takes */
+  int squares;      /* sum x * x (each product rounded to float32 first, as Square then Sum) */
 } Sum;
 
 enum { SUM_COLS = 256 }; /* columns a block of column sums takes */
@@ -190,11 +191,14 @@ static void sum_block(void *ctx, int64_t t) {
   const Sum *s = ctx;
   if (s->byColumns) {
     const int64_t c0 = t * SUM_COLS, c1 = c0 + SUM_COLS < s->cols ? c0 + SUM_COLS : s->cols;
-    float *o = s->out;
+    /* restrict: the sums and the matrix never overlap, so the adds vectorise across columns (each
+     * column still its own accumulator, rows in order). */
+    float *restrict o = s->out;
     for (int64_t c = c0; c < c1; c++) o[c] = 0.0f;
     for (int64_t r = 0; r < s->rows; r++) {
-      const float *x = s->x + r * s->cols;
-      for (int64_t c = c0; c < c1; c++) o[c] += x[c];
+      const float *restrict x = s->x + r * s->cols;
+      if (s->squares) for (int64_t c = c0; c < c1; c++) o[c] += x[c] * x[c]; /* no contraction: -ffp-contract=off */
+      else for (int64_t c = c0; c < c1; c++) o[c] += x[c];
     }
   } else {
     const int64_t r0 = t * s->perBlock, r1 = r0 + s->perBlock < s->rows ? r0 + s->perBlock : s->rows;
@@ -473,20 +477,26 @@ static napi_value rmsNorm(napi_env env, napi_callback_info info) {
 }
 
 /* sum(heap, rows, cols, byColumns, xOff, outOff): the [rows, cols] matrix's column sums (cols
- * values) or row sums (rows values), in the wasm Sum's order. */
-static napi_value sum(napi_env env, napi_callback_info info) {
+ * values) or row sums (rows values), in the wasm Sum's order. sumSquares(heap, rows, cols, xOff,
+ * outOff): the column sums of x * x, each product rounded to float32 before its add: the values
+ * of Square then Sum over the rows, without the squares' matrix. */
+static napi_value sum_of(napi_env env, napi_callback_info info, int squares) {
   int64_t v[5], elems;
-  float *heap = heap_args(env, info, 5, v, &elems);
+  float *heap = heap_args(env, info, squares ? 4 : 5, v, &elems);
   if (!heap) return NULL;
+  if (squares) { v[4] = v[3]; v[3] = v[2]; v[2] = 1; }
   const int64_t nr = v[0], nc = v[1], byColumns = v[2], xOff = v[3], oOff = v[4];
   if (byColumns > 1 || xOff + nr * nc > elems || oOff + (byColumns ? nc : nr) > elems) return out_of_range(env);
   if ((byColumns ? nc : nr) == 0) return NULL;
-  const Sum k = {heap + xOff, heap + oOff, nr, nc, (int)byColumns, nc > 0 && BLOCK / nc > 0 ? BLOCK / nc : 1};
+  const Sum k = {heap + xOff, heap + oOff, nr, nc, (int)byColumns, nc > 0 && BLOCK / nc > 0 ? BLOCK / nc : 1, squares};
   const int64_t tasks = byColumns ? (nc + SUM_COLS - 1) / SUM_COLS : (nr + k.perBlock - 1) / k.perBlock;
   if (nr * nc < POOL_MIN_WORK) for (int64_t t = 0; t < tasks; t++) sum_block((void *)&k, t);
   else prunelab_pool_run(sum_block, (void *)&k, tasks);
   return NULL;
 }
+
+static napi_value sum(napi_env env, napi_callback_info info) { return sum_of(env, info, 0); }
+static napi_value sumSquares(napi_env env, napi_callback_info info) { return sum_of(env, info, 1); }
 
 /* transpose(heap, xOff, outOff, rank, perm..., shape...): out = x with axes permuted by perm
  * (out axis i is x's axis perm[i]); x's shape given. Only the two forms of Transpose above; the
@@ -576,6 +586,7 @@ napi_status elementwise_register(napi_env env, napi_value exports) {
     {"ewRows", NULL, rows, NULL, NULL, NULL, napi_default, NULL},
     {"ewSimd", NULL, simd, NULL, NULL, NULL, napi_default, NULL},
     {"ewSum", NULL, sum, NULL, NULL, NULL, napi_default, NULL},
+    {"ewSumSquares", NULL, sumSquares, NULL, NULL, NULL, napi_default, NULL},
     {"ewTranspose", NULL, transpose, NULL, NULL, NULL, napi_default, NULL},
     {"ewRope", NULL, rope, NULL, NULL, NULL, napi_default, NULL},
     {"ewRmsNorm", NULL, rmsNorm, NULL, NULL, NULL, napi_default, NULL},

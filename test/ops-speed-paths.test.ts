@@ -14,7 +14,8 @@ import { applyRope, attention, causalMask, disposeRope, headProduct, makeRope, r
 import { setModelLayout } from '../src/backend/layout.ts';
 import { mulberry32 } from '../src/util/random.ts';
 import { installWasmMatmul } from '../src/backend/openblas.ts';
-import { ATTENTION_KERNEL, RMSNORM_KERNEL, ROPE_KERNEL, SILU_MUL_KERNEL, fusedKernelUsable, ropeKernelActive } from '../src/backend/native-elementwise.ts';
+import { ATTENTION_KERNEL, COLUMN_SQUARE_SUMS_KERNEL, RMSNORM_KERNEL, ROPE_KERNEL, SILU_MUL_KERNEL, fusedKernelUsable, ropeKernelActive } from '../src/backend/native-elementwise.ts';
+import { columnSquareSums } from '../src/prune/stats.ts';
 
 function randomTensor(shape: [number, number], seed: number): tf.Tensor2D {
   const rng = mulberry32(seed);
@@ -141,6 +142,21 @@ describe('forward speed paths', () => {
       const composedGU = tf.mul(silu(g), u);
       assert.ok(bits(fusedGU).equals(bits(composedGU)), `SiLU·up ${rows}×${cols}`);
       tf.dispose([x, w, fused, composed, g, u, fusedGU, composedGU]);
+    }
+  });
+
+  it("the statistics' column sums of squares: the fused kernel equals Square then Sum bit for bit", (t) => {
+    if (!fusedKernelUsable(COLUMN_SQUARE_SUMS_KERNEL)) return t.skip('no fused kernels: the OpenBLAS addon with its elementwise kernels is not built');
+    // A calibration batch's shape (split over the pool), odd sides, one row; values over six decades,
+    // so a product's rounding before its add (no fused multiply-add) shows in the sums.
+    for (const [rows, cols, seed] of [[4096, 512, 1], [1000, 1411, 2], [7, 3, 3], [1, 300, 4]] as const) {
+      const rng = mulberry32(seed);
+      const x = tf.tensor2d(Float32Array.from({ length: rows * cols }, () => (rng() * 2 - 1) * 10 ** (rng() * 6 - 3)), [rows, cols]);
+      const fused = columnSquareSums(x);
+      const composed = withoutKernel(COLUMN_SQUARE_SUMS_KERNEL, () => columnSquareSums(x));
+      assert.deepEqual(fused.shape, [cols]);
+      assert.ok(bits(fused).equals(bits(composed)), `${rows}×${cols}`);
+      tf.dispose([x, fused, composed]);
     }
   });
 

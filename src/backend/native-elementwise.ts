@@ -52,6 +52,8 @@ export interface ElementwiseAddon {
   /** `groupedAttention` in one call (native/elementwise-kernels.c `attention`); absent from an addon built before it. */
   ewAttention?(heap: ArrayBuffer, B: number, Tq: number, Tk: number, H: number, KV: number, hd: number, step: number,
     qOff: number, kOff: number, vOff: number, maskOff: number, hasMask: number, outOff: number, scaleBits: number): void;
+  /** Column sums of x ⊙ x of a `[rows, cols]` matrix (each square rounded first: Square then Sum); absent from an addon built before it. */
+  ewSumSquares?(heap: ArrayBuffer, rows: number, cols: number, xOff: number, outOff: number): void;
 }
 
 /**
@@ -70,6 +72,8 @@ export const SILU_MUL_KERNEL = 'PrunelabSiluMul';
  * scale, step }: src/model/ops.ts `groupedAttention` (step: groups per batched product).
  */
 export const ATTENTION_KERNEL = 'PrunelabAttention';
+/** x `[rows, cols]` → `[cols]`: Σ over rows of x² (calibration statistics: `sum(square(x), 0)` in one pass, the same bits). */
+export const COLUMN_SQUARE_SUMS_KERNEL = 'PrunelabColumnSquareSums';
 
 /** A float32's bit pattern (how the fused kernels take their float attributes). */
 function float32Bits(x: number): number {
@@ -83,7 +87,7 @@ export function ropeKernelActive(): boolean {
 }
 
 /** Whether a fused kernel without a gradient (RMSNorm, SiLU·up, attention) may run: the backend has it and no gradient tape records. */
-export function fusedKernelUsable(name: typeof RMSNORM_KERNEL | typeof SILU_MUL_KERNEL | typeof ATTENTION_KERNEL): boolean {
+export function fusedKernelUsable(name: typeof RMSNORM_KERNEL | typeof SILU_MUL_KERNEL | typeof ATTENTION_KERNEL | typeof COLUMN_SQUARE_SUMS_KERNEL): boolean {
   return !tf.engine().isTapeOn() && tf.getKernel(name, tf.getBackend()) !== undefined;
 }
 
@@ -144,6 +148,9 @@ export function installNativeElementwise(lib: ElementwiseAddon): void {
   if (lib.ewAttention && !tf.getKernel(ATTENTION_KERNEL, 'wasm')) {
     tf.registerKernel({ kernelName: ATTENTION_KERNEL, backendName: 'wasm', kernelFunc: attentionKernel(lib.ewAttention.bind(lib)) });
   }
+  if (lib.ewSumSquares && !tf.getKernel(COLUMN_SQUARE_SUMS_KERNEL, 'wasm')) {
+    tf.registerKernel({ kernelName: COLUMN_SQUARE_SUMS_KERNEL, backendName: 'wasm', kernelFunc: columnSquareSumsKernel(lib.ewSumSquares.bind(lib)) });
+  }
 }
 
 /** Put the wasm backend's own kernels back (`--matmul xnnpack`; tests compare against them). */
@@ -154,7 +161,7 @@ export function uninstallNativeElementwise(): void {
     tf.registerKernel(k);
   }
   originals = null;
-  for (const name of [ROPE_KERNEL, RMSNORM_KERNEL, SILU_MUL_KERNEL, ATTENTION_KERNEL]) if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
+  for (const name of [ROPE_KERNEL, RMSNORM_KERNEL, SILU_MUL_KERNEL, ATTENTION_KERNEL, COLUMN_SQUARE_SUMS_KERNEL]) if (tf.getKernel(name, 'wasm')) tf.unregisterKernel(name, 'wasm');
 }
 
 function nativeKernel(name: string, lib: ElementwiseAddon, fallback: tf.KernelFunc): tf.KernelFunc {
@@ -383,6 +390,18 @@ function attentionKernel(ewAttention: NonNullable<ElementwiseAddon['ewAttention'
     const out = backend.makeOutput([a.B * a.Tq, a.H * a.hd], 'float32');
     ewAttention(heapOf(backend), a.B, a.Tq, a.Tk, a.H, a.KV, a.hd, a.step, offset(backend, q), offset(backend, k), offset(backend, v),
       mask ? offset(backend, mask) : 0, mask ? 1 : 0, offset(backend, out), float32Bits(a.scale));
+    return out;
+  };
+}
+
+function columnSquareSumsKernel(ewSumSquares: NonNullable<ElementwiseAddon['ewSumSquares']>): tf.KernelFunc {
+  return (args) => {
+    const { x } = args.inputs as { x: tf.TensorInfo };
+    const backend = args.backend as unknown as WasmBackendInternals;
+    if (x.shape.length !== 2 || x.dtype !== 'float32') throw new Error(`${COLUMN_SQUARE_SUMS_KERNEL}: x must be a float32 matrix, got ${x.dtype} ${x.shape.join('×')}`);
+    const [rows, cols] = x.shape as [number, number];
+    const out = backend.makeOutput([cols], 'float32');
+    if (cols > 0) ewSumSquares(heapOf(backend), rows, cols, offset(backend, x), offset(backend, out));
     return out;
   };
 }

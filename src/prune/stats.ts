@@ -9,6 +9,7 @@ import { TAP_NAMES, type LinearRole, type TapName } from '../model/family.ts';
 import type { LayerStats, LayerStatsRequest, TapStats } from './method.ts';
 import { memLog } from '../util/mem-log.ts';
 import { modelLayout } from '../backend/layout.ts';
+import { COLUMN_SQUARE_SUMS_KERNEL, fusedKernelUsable } from '../backend/native-elementwise.ts';
 
 /** Hidden states of the calibration windows entering some layer, `[B*T, D]` per batch. */
 export interface HiddenStates {
@@ -111,7 +112,7 @@ class TapAccumulator {
   accumulate(req: Set<string>, x: tf.Tensor2D, dense?: tf.Tensor2D): void {
     this.tokens += x.shape[0];
     tf.tidy(() => {
-      if (req.has('colSqSum')) this.add('colSqSum', tf.sum(tf.square(x), 0));
+      if (req.has('colSqSum')) this.add('colSqSum', columnSquareSums(x));
       if (req.has('colSum')) this.add('colSum', tf.sum(x, 0));
       const pairs = dense ? (['cross', 'denseGram'] as const).filter((k) => req.has(k)) : [];
       // X = X* (no operator before this tap differs from the dense one): C and H_d are XᵀX, the
@@ -142,6 +143,12 @@ class TapAccumulator {
     this.sums = {};
     return out;
   }
+}
+
+/** Σ over rows of x², `[cols]`: one native pass where the backend has it (the same bits as Square then Sum), else the two ops. */
+export function columnSquareSums(x: tf.Tensor2D): tf.Tensor1D {
+  if (fusedKernelUsable(COLUMN_SQUARE_SUMS_KERNEL)) return tf.engine().runKernel(COLUMN_SQUARE_SUMS_KERNEL, { x }, {}) as tf.Tensor1D;
+  return tf.sum(tf.square(x), 0);
 }
 
 /** Which statistics each tap needs, from a request. */
