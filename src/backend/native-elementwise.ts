@@ -26,7 +26,9 @@
  *   up (`SILU_MUL_KERNEL`; three) and grouped attention (`ATTENTION_KERNEL`, src/model/ops.ts
  *   `groupedAttention`; sixteen: the scale, layouts by group, two batched products, the mask, the
  *   softmax, the layout back), taken only while no gradient tape records (their gradients need the
- *   composed ops' intermediate values, so under a tape the composed ops run).
+ *   composed ops' intermediate values, so under a tape the composed ops run);
+ * - the calibration statistics' column sums of squares (`COLUMN_SQUARE_SUMS_KERNEL`, src/prune/stats.ts
+ *   `columnSquareSums`): Square then Sum in one pass, each square rounded before its add.
  *
  * Every other dtype, shape, broadcast or axis goes to the wasm kernel. Results do not depend on
  * the thread count (blocks fixed by the shape). Installed with the OpenBLAS products and removed
