@@ -183,14 +183,24 @@ typedef struct {
   int byColumns;
   int64_t perBlock; /* rows a block of row sums takes */
   int squares;      /* sum x * x (each product rounded to float32 first, as Square then Sum) */
+  int64_t colsPerTask; /* columns a block of column sums takes */
 } Sum;
 
-enum { SUM_COLS = 256 }; /* columns a block of column sums takes */
+/* Columns a task of column sums takes: a thread's share, but at least SUM_COLS. Each task streams
+ * every row through its window, so a window of a few hundred floats is read at a fraction of the
+ * memory's speed: on two threads, two windows of 704 columns ran a 4096 x 1408 sum in 1.6-2.4 ms,
+ * six of 256 in 3.9 (4096 x 1408; one thread 3.0-5.6). The split never changes a sum (each column
+ * is its own accumulator, rows in order). */
+enum { SUM_COLS = 256 };
+static int64_t sum_cols(int64_t cols, int64_t threads) {
+  const int64_t share = ((cols + threads - 1) / threads + 15) / 16 * 16;
+  return share > SUM_COLS ? share : SUM_COLS;
+}
 
 static void sum_block(void *ctx, int64_t t) {
   const Sum *s = ctx;
   if (s->byColumns) {
-    const int64_t c0 = t * SUM_COLS, c1 = c0 + SUM_COLS < s->cols ? c0 + SUM_COLS : s->cols;
+    const int64_t w = s->colsPerTask, c0 = t * w, c1 = c0 + w < s->cols ? c0 + w : s->cols;
     /* restrict: the sums and the matrix never overlap, so the adds vectorise across columns (each
      * column still its own accumulator, rows in order). */
     float *restrict o = s->out;
@@ -488,8 +498,9 @@ static napi_value sum_of(napi_env env, napi_callback_info info, int squares) {
   const int64_t nr = v[0], nc = v[1], byColumns = v[2], xOff = v[3], oOff = v[4];
   if (byColumns > 1 || xOff + nr * nc > elems || oOff + (byColumns ? nc : nr) > elems) return out_of_range(env);
   if ((byColumns ? nc : nr) == 0) return NULL;
-  const Sum k = {heap + xOff, heap + oOff, nr, nc, (int)byColumns, nc > 0 && BLOCK / nc > 0 ? BLOCK / nc : 1, squares};
-  const int64_t tasks = byColumns ? (nc + SUM_COLS - 1) / SUM_COLS : (nr + k.perBlock - 1) / k.perBlock;
+  const Sum k = {heap + xOff, heap + oOff, nr, nc, (int)byColumns, nc > 0 && BLOCK / nc > 0 ? BLOCK / nc : 1, squares,
+    sum_cols(nc, prunelab_pool_threads())};
+  const int64_t tasks = byColumns ? (nc + k.colsPerTask - 1) / k.colsPerTask : (nr + k.perBlock - 1) / k.perBlock;
   if (nr * nc < POOL_MIN_WORK) for (int64_t t = 0; t < tasks; t++) sum_block((void *)&k, t);
   else prunelab_pool_run(sum_block, (void *)&k, tasks);
   return NULL;

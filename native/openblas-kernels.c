@@ -191,6 +191,13 @@ static void start_helpers(void) {
   }
 }
 
+int prunelab_pool_threads(void) {
+  pthread_mutex_lock(&lock);
+  const int n = threads;
+  pthread_mutex_unlock(&lock);
+  return n;
+}
+
 /* Run fn(ctx, t) for every t < tasks, on the pool when it has helpers and is free, else here.
  * Which thread runs a task must not change its result (the callers' tasks are fixed by shape). */
 void prunelab_pool_run(void (*fn)(void *, int64_t), void *ctx, int64_t tasks) {

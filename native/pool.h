@@ -7,6 +7,9 @@
  * task must not change its result. */
 extern void prunelab_pool_run(void (*fn)(void *, int64_t), void *ctx, int64_t tasks);
 
+/* The pool's thread count (the caller's included): for kernels that size their tasks by it, never their results. */
+extern int prunelab_pool_threads(void);
+
 /* Rows per task of a row-split kernel: about 16,384 entries each (a split by rows changes no
  * result of these kernels; this only sizes the work per task). */
 static inline int64_t prunelab_rows_per_task(int64_t cols) {

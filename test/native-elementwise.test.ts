@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import * as tf from '@tensorflow/tfjs';
 import { installWasmMatmul, openblasAddon, openblasUnavailable } from '../src/backend/openblas.ts';
 import { installNativeElementwise, nativeElementwiseInstalled, uninstallNativeElementwise, type ElementwiseAddon } from '../src/backend/native-elementwise.ts';
+import { columnSquareSums } from '../src/prune/stats.ts';
 import { setupBackend } from './support.ts';
 import { mulberry32 } from '../src/util/random.ts';
 
@@ -207,8 +208,10 @@ describe('native elementwise kernels on the wasm backend', { skip }, () => {
   it('every kernel gives the same bits on 1, 2 and 3 threads and with every vector width', () => {
     const x = t([N, D], 40, 6, true), y = t([N, D], 41, 6), row = t([D], 42), col = t([N, 1], 43);
     const logits = t([N, D], 44, 20);
+    // Column sums split their columns by the thread count (a share per thread): the sums must not move.
+    const wide = t([300, 1411], 45, 6);
     const run = () => tf.tidy(() => [tf.add(x, y), tf.sub(x, row), tf.mul(x, col), tf.mul(x, 0.5), tf.square(x), tf.rsqrt(tf.abs(x)),
-      tf.sigmoid(x), tf.exp(x), tf.softmax(logits), tf.mean(logits, -1, true)].map((r) => bits(r)));
+      tf.sigmoid(x), tf.exp(x), tf.softmax(logits), tf.mean(logits, -1, true), tf.sum(wide, 0), columnSquareSums(wide as tf.Tensor2D)].map((r) => bits(r)));
     try {
       lib!.setThreads(1);
       const one = run();
@@ -227,7 +230,7 @@ describe('native elementwise kernels on the wasm backend', { skip }, () => {
       lib!.setThreads(2);
       lib!.ewSimd('');
     }
-    tf.dispose([x, y, row, col, logits]);
+    tf.dispose([x, y, row, col, logits, wide]);
   });
 
   it('other dtypes, broadcasts and axes go to the wasm kernel', () => {
