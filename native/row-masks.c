@@ -198,7 +198,8 @@ static void cut_rows(void *ctx, int64_t t) {
   CutJob *j = ctx;
   const int64_t r0 = t * j->perTask, r1 = r0 + j->perTask < j->rows ? r0 + j->perTask : j->rows, cols = j->cols;
   j->nanAt[t] = -1;
-  double *scratch = malloc((size_t)(cols > 0 ? 4 * cols : 1) * sizeof(double)), *rowScores = scratch + 3 * cols;
+  /* Three rows of selection scratch, and the row's scores where they are made here. */
+  double *scratch = malloc((size_t)(cols > 0 ? (j->scale ? 4 : 3) * cols : 1) * sizeof(double)), *rowScores = scratch + 3 * cols;
   if (!scratch) { j->failed = 1; return; }
   for (int64_t r = r0; r < r1; r++) {
     if (j->scale) {
@@ -225,6 +226,20 @@ static int64_t run_cut(CutJob *job) {
   return job->failed ? -2 : nanAt;
 }
 
+/* A cut's N-API ending: the job run over the pool (the CPU's vector width noted first), and -1 or
+ * the flat index of its first NaN returned; out of memory thrown. */
+static napi_value cut_result(napi_env env, CutJob *job) {
+#if defined(__x86_64__)
+  __builtin_cpu_init();
+  hasAvx512 = __builtin_cpu_supports("avx512f");
+#endif
+  const int64_t nanAt = run_cut(job);
+  if (nanAt == -2) { napi_throw_error(env, NULL, "row-masks: out of memory"); return NULL; }
+  napi_value result;
+  CHECK(napi_create_double(env, (double)nanAt, &result));
+  return result;
+}
+
 /* fistaCutRows(W, rows, cols, k, mask, out) -> -1 or the flat index of the first NaN: mask
  * (Uint8Array, 1 = keep) of the k smallest |W| of each row of the Float64Array W (0 < k <= cols),
  * and out (Float64Array, may be W itself) = W with the pruned entries +0.
@@ -239,16 +254,8 @@ static napi_value cut_rows_napi(napi_env env, napi_callback_info info, int absol
   uint8_t *mask = typed(env, argv[4], napi_uint8_array, (size_t)(rows * cols), &ok);
   double *out = absolute ? typed(env, argv[5], napi_float64_array, (size_t)(rows * cols), &ok) : NULL;
   if (!ok) { napi_throw_range_error(env, NULL, "row-masks: arrays of the wrong type or too short"); return NULL; }
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  hasAvx512 = __builtin_cpu_supports("avx512f");
-#endif
   CutJob job = {.W = W, .mask = mask, .out = out, .rows = rows, .cols = cols, .k = k, .absolute = absolute};
-  const int64_t nanAt = run_cut(&job);
-  if (nanAt == -2) { napi_throw_error(env, NULL, "row-masks: out of memory"); return NULL; }
-  napi_value result;
-  CHECK(napi_create_double(env, (double)nanAt, &result));
-  return result;
+  return cut_result(env, &job);
 }
 
 napi_value fistaCutRows(napi_env env, napi_callback_info info) { return cut_rows_napi(env, info, 1); }
@@ -268,16 +275,8 @@ napi_value maskRowsScaled(napi_env env, napi_callback_info info) {
   const double *scale = typed(env, argv[1], napi_float64_array, (size_t)cols, &ok);
   uint8_t *mask = typed(env, argv[5], napi_uint8_array, (size_t)(rows * cols), &ok);
   if (!ok) { napi_throw_range_error(env, NULL, "row-masks: arrays of the wrong type or too short"); return NULL; }
-#if defined(__x86_64__)
-  __builtin_cpu_init();
-  hasAvx512 = __builtin_cpu_supports("avx512f");
-#endif
   CutJob job = {.W32 = W32, .scale = scale, .mask = mask, .rows = rows, .cols = cols, .k = k};
-  const int64_t nanAt = run_cut(&job);
-  if (nanAt == -2) { napi_throw_error(env, NULL, "row-masks: out of memory"); return NULL; }
-  napi_value result;
-  CHECK(napi_create_double(env, (double)nanAt, &result));
-  return result;
+  return cut_result(env, &job);
 }
 
 /* ---- a mask applied, and zeros counted ---- */
