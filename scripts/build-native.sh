@@ -33,7 +33,7 @@ tmp="$out.tmp.$$"
 # -ffp-contract=off: the host kernels repeat TypeScript's float64 operations exactly (no fused multiply-adds).
 if "$cc" -O3 -ffp-contract=off -fno-math-errno -fno-trapping-math -c -fPIC -Wall -Werror -I"$node_include" \
     native/elementwise-kernels.c -o "$tmp.o" &&
-  "$cc" -O2 -ffp-contract=off -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
+  "$cc" -O2 -ffp-contract=off -fno-math-errno -fno-trapping-math -shared -fPIC -Wall -Werror -DNODE_GYP_MODULE_NAME=openblas_kernels -I"$node_include" -I"$cblas_dir" \
     native/openblas-kernels.c native/fista-kernels.c native/row-masks.c "$tmp.o" -lopenblas -lm -o "$tmp"; then
   rm -f "$tmp.o"
   mv "$tmp" "$out"
