@@ -213,7 +213,13 @@ describe('OpenBLAS matrix products on the wasm backend', { skip }, () => {
   // shape-fixed cut's values bit for bit, whatever the thread count and transposes. Shapes: the
   // solvers' (FISTAPruner's products with G, a Gram XᵀX), odd sides, one or few rows, seeded random
   // ones; some are too small for wide tiles (the fixed cut either way).
-  it('wide tiles give the shape-fixed tiles\' values bit for bit, for 1 to 4 threads and every transpose', { skip: openblasAddon()?.setWideTiles ? false : 'the addon predates wide tiles: npm run build-native' }, () => {
+  // Only on the OpenBLAS cores where the addon turns them on (WIDE_TILE_CORES): elsewhere the claim
+  // is not made and does not hold (Zen's kernels: 32,230 of 32,347 tilings in
+  // bench/native/tiles-vs-whole.c `bits` differ from the whole call), and wide tiles stay off.
+  const wideSkip = !openblasAddon()?.setWideTiles ? 'the addon predates wide tiles: npm run build-native'
+    : !openblasAddon()!.describe().wideTiles ? `wide tiles are off on this OpenBLAS core (${openblasAddon()!.describe().config}): only the shape-fixed cut runs here`
+    : false;
+  it('wide tiles give the shape-fixed tiles\' values bit for bit, for 1 to 4 threads and every transpose', { skip: wideSkip }, () => {
     const lib = openblasAddon()!;
     const rng = mulberry32(77);
     const shapes: [number, number, number][] = [[512, 1408, 1408], [1408, 512, 512], [512, 512, 512], [256, 512, 512], [512, 1024, 512],
