@@ -50,7 +50,11 @@ export default defineMethod<z.infer<typeof options>>({
         const t0 = performance.now();
         // The reference's H = (2/N)·ΣXXᵀ; the scale does not change the result, only `loss`,
         // which with this scale is ≈ the summed squared output error per token.
-        const H = st.gram.map((v) => (2 * v) / Math.max(1, st.tokens));
+        // A plain loop, not TypedArray.map with a closure: on a 1408² Gram the map took ~23 ns an
+        // entry (≈ 0.5 s of a 512×8 prune, on one thread whatever the thread count).
+        const H = new Float64Array(st.gram.length);
+        const n = Math.max(1, st.tokens);
+        for (let i = 0; i < H.length; i++) H[i] = (2 * st.gram[i]!) / n;
         try {
           f = obsFactor(linalg, H, op.cols, o.percdamp);
         } catch (e) {
