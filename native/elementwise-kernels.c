@@ -30,8 +30,16 @@
 #include <pthread.h>
 
 
-/* Below this many elements (times a per-op cost weight) a kernel runs in the calling thread: waking the pool costs more. */
-static const int64_t POOL_MIN_WORK = 1 << 15;
+/* Below this many elements a kernel runs in the calling thread. A helper that takes part of a
+ * small kernel reads inputs the caller has just written and leaves outputs the caller reads next,
+ * so the lines cross between cores both ways; below about a megabyte an operand that crossing
+ * costs more than the half of the work it saves. Measured (AMD EPYC Zen 3 VM, 2 vCPUs, one process
+ * alternating settings over 30 rounds): stories260K's 128-token prefill on 2 threads ran at 18.2k
+ * tokens/s when kernels of 2^15 elements times a per-op cost (exp-based ops 8-10) went to the pool,
+ * 24.3k with 2^18 elements and no cost factor, 24.0k on one thread; the bench's 512x8 model
+ * (128 tokens) 2,033 vs 1,998 tokens/s (one thread 1,355); at 2^17 the 131,072-score softmax
+ * still went to the pool and stories260K fell to 21.2k. */
+static const int64_t POOL_MIN_WORK = 1 << 18;
 /* Elements per block handed to a thread (whole rows for the row kernels). */
 static const int64_t BLOCK = 1 << 13;
 
@@ -157,12 +165,11 @@ static void run_block(void *ctx, int64_t t) {
   else w->rope(s->k, i0, i1);
 }
 
-/* `total` units of `unit` elements each (a row, or 1), each element costing `weight`; blocks of
- * about BLOCK elements in whole units. */
-static void split_run(int kind, const void *k, int64_t total, int64_t unit, int weight) {
+/* `total` units of `unit` elements each (a row, or 1); blocks of about BLOCK elements in whole units. */
+static void split_run(int kind, const void *k, int64_t total, int64_t unit) {
   Split s = {kind, k, total, unit, BLOCK / unit > 0 ? BLOCK / unit : 1};
   const int64_t blocks = (total + s.perBlock - 1) / s.perBlock;
-  if (blocks <= 1 || total * unit * weight < POOL_MIN_WORK) {
+  if (blocks <= 1 || total * unit < POOL_MIN_WORK) {
     s.perBlock = total;
     run_block(&s, 0);
     return;
@@ -319,7 +326,7 @@ static napi_value binary(napi_env env, napi_callback_info info) {
   if (n == 0) return NULL;
   const Binary k = {heap + aOff, heap + bOff, heap + oOff, n, inner, (int)op, (int)mode};
   const int rowed = mode == B_TILE || mode == B_COLUMN;
-  split_run(0, &k, rowed ? n / inner : n, rowed ? inner : 1, op == OP_SILU_MUL ? 8 : 1);
+  split_run(0, &k, rowed ? n / inner : n, rowed ? inner : 1);
   return NULL;
 }
 
@@ -332,7 +339,7 @@ static napi_value unary(napi_env env, napi_callback_info info) {
   if (op > U_EXP || xOff + n > elems || oOff + n > elems) return out_of_range(env);
   if (n == 0) return NULL;
   const Unary k = {heap + xOff, heap + oOff, n, (int)op};
-  split_run(1, &k, n, 1, op == U_SIGMOID || op == U_EXP ? 8 : 1);
+  split_run(1, &k, n, 1);
   return NULL;
 }
 
@@ -351,7 +358,7 @@ static napi_value rope(napi_env env, napi_callback_info info) {
     return out_of_range(env);
   if (n == 0 || width == 0) return NULL;
   const Rope k = {heap + xOff, heap + cOff, heap + sOff, heap + oOff, T, width, span};
-  split_run(3, &k, n, width, 3);
+  split_run(3, &k, n, width);
   return NULL;
 }
 
@@ -449,7 +456,7 @@ static napi_value attention(napi_env env, napi_callback_info info) {
     prunelab_gemm(buf, cnt, rq, Tk, hd, qgOff + start * rq * hd, rq * hd, 0, kgOff + start * Tk * hd, Tk * hd, 1, s1Off);
     /* The scores plus the mask (the Add kernel's float32 sum, taken in the softmax's pass), their softmax into s2. */
     const Rows sm = {buf + s1Off, buf + s2Off, cnt * rq, Tk, R_SOFTMAX, NULL, 0.0f, hasMask ? heap + mOff : NULL, rq};
-    split_run(2, &sm, cnt * rq, Tk, 10);
+    split_run(2, &sm, cnt * rq, Tk);
     prunelab_gemm(buf, cnt, rq, hd, Tk, s2Off, rq * Tk, 0, vgOff + start * Tk * hd, Tk * hd, 0, cOff + start * rq * hd);
   }
   /* ctx[b, kv, gi, t, :] -> out[b, t, kv, gi, :], one task a group. */
@@ -466,7 +473,7 @@ static napi_value rows(napi_env env, napi_callback_info info) {
   if (op > R_SOFTMAX || nc < 1 || xOff + nr * nc > elems || oOff + (op == R_MEAN ? nr : nr * nc) > elems) return out_of_range(env);
   if (nr == 0) return NULL;
   const Rows k = {heap + xOff, heap + oOff, nr, nc, (int)op, NULL, 0.0f};
-  split_run(2, &k, nr, nc, op == R_SOFTMAX ? 10 : 1);
+  split_run(2, &k, nr, nc);
   return NULL;
 }
 
@@ -482,7 +489,7 @@ static napi_value rmsNorm(napi_env env, napi_callback_info info) {
   if (nc < 1 || !float_of_bits(v[5], &eps) || xOff + nr * nc > elems || wOff + nc > elems || oOff + nr * nc > elems) return out_of_range(env);
   if (nr == 0) return NULL;
   const Rows k = {heap + xOff, heap + oOff, nr, nc, R_RMSNORM, heap + wOff, eps};
-  split_run(2, &k, nr, nc, 3);
+  split_run(2, &k, nr, nc);
   return NULL;
 }
 
