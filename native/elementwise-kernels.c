@@ -30,16 +30,20 @@
 #include <pthread.h>
 
 
-/* Below this many elements a kernel runs in the calling thread. A helper that takes part of a
- * small kernel reads inputs the caller has just written and leaves outputs the caller reads next,
- * so the lines cross between cores both ways; below about a megabyte an operand that crossing
- * costs more than the half of the work it saves. Measured (AMD EPYC Zen 3 VM, 2 vCPUs, one process
- * alternating settings over 30 rounds): stories260K's 128-token prefill on 2 threads ran at 18.2k
- * tokens/s when kernels of 2^15 elements times a per-op cost (exp-based ops 8-10) went to the pool,
- * 24.3k with 2^18 elements and no cost factor, 24.0k on one thread; the bench's 512x8 model
- * (128 tokens) 2,033 vs 1,998 tokens/s (one thread 1,355); at 2^17 the 131,072-score softmax
- * still went to the pool and stories260K fell to 21.2k. */
-static const int64_t POOL_MIN_WORK = 1 << 18;
+/* Below this many elements a kernel runs in the calling thread: waking the pool costs more. No
+ * per-op cost factor: a helper taking part of a small kernel reads inputs the caller has just
+ * written and leaves outputs the caller reads next, so the lines cross between cores both ways, and
+ * that traffic grows with the elements, not with the arithmetic on them. Measured on an AMD EPYC
+ * (Zen 3) VM, 2 vCPUs, one process alternating settings over 30 rounds: stories260K's 128-token
+ * prefill on 2 threads 18.2k tokens/s when 2^15 elements times a cost (8 for SiLU, sigmoid and exp,
+ * 10 for softmax) went to the pool, 25.1k with 2^15 elements and attention's rule below, 24.1k on
+ * one thread. */
+static const int64_t POOL_MIN_WORK = 1 << 15;
+/* Attention's softmax goes to the pool only with a scores product large enough for the pool
+ * (openblas-kernels.c POOL_MIN_MACS): a product run in the calling thread leaves its scores in that
+ * core's cache. stories260K's 1,024 x 128 scores (a 1M multiply-add product) on the pool: the
+ * prefill above fell to 21.2k tokens/s. */
+static const int64_t ATTENTION_POOL_MIN_MACS = 1 << 21;
 /* Elements per block handed to a thread (whole rows for the row kernels). */
 static const int64_t BLOCK = 1 << 13;
 
@@ -456,7 +460,8 @@ static napi_value attention(napi_env env, napi_callback_info info) {
     prunelab_gemm(buf, cnt, rq, Tk, hd, qgOff + start * rq * hd, rq * hd, 0, kgOff + start * Tk * hd, Tk * hd, 1, s1Off);
     /* The scores plus the mask (the Add kernel's float32 sum, taken in the softmax's pass), their softmax into s2. */
     const Rows sm = {buf + s1Off, buf + s2Off, cnt * rq, Tk, R_SOFTMAX, NULL, 0.0f, hasMask ? heap + mOff : NULL, rq};
-    split_run(2, &sm, cnt * rq, Tk);
+    if (cnt * rq * Tk * hd < ATTENTION_POOL_MIN_MACS) run_block(&(Split){2, &sm, cnt * rq, Tk, cnt * rq}, 0);
+    else split_run(2, &sm, cnt * rq, Tk);
     prunelab_gemm(buf, cnt, rq, hd, Tk, s2Off, rq * Tk, 0, vgOff + start * Tk * hd, Tk * hd, 0, cOff + start * rq * hd);
   }
   /* ctx[b, kv, gi, t, :] -> out[b, t, kv, gi, :], one task a group. */

@@ -79,8 +79,8 @@ describe('native elementwise kernels on the wasm backend', { skip }, () => {
     installNativeElementwise(lib!);
   });
 
-  // Sizes below and above the pool's threshold (2^18 elements: N·D = 346,200), rows not a multiple of 16.
-  const N = 600, D = 577;
+  // Sizes below and above the pool's threshold (2^15 elements), rows not a multiple of 16.
+  const N = 300, D = 577;
 
   it('Add, Sub, Multiply: bit-identical to the wasm kernels in the layouts the model uses', () => {
     const before = tf.memory();

@@ -188,8 +188,8 @@ describe('forward speed paths', () => {
   it('grouped attention: the fused kernel equals the composed ops bit for bit (prefill, decode, batches, GQA, steps)', (t) => {
     if (!fusedKernelUsable(ATTENTION_KERNEL)) return t.skip('no fused kernels: the OpenBLAS addon with its elementwise kernels is not built');
     // [B, Tq, Tk (past = Tk − Tq), H, KV, hd, step bytes]: one step, a step per group or two, decode without a mask;
-    // the last two large enough (2^18 elements: native/elementwise-kernels.c POOL_MIN_WORK) that the layouts and
-    // the masked softmax split over the addon's threads, the last in steps of three groups.
+    // the last two large enough that the layouts (2^15 elements) and the masked softmax (a scores product of
+    // 2^21 multiply-adds: native/elementwise-kernels.c) split over the addon's threads, the last in steps of three groups.
     const cases = [[1, 16, 16, 8, 4, 8, 1 << 26], [2, 12, 20, 6, 2, 16, 1 << 26], [2, 9, 9, 4, 4, 32, 4 * 2 * 9 * 9], [3, 5, 5, 4, 1, 8, 4 * 4 * 5 * 5 * 2 + 1], [2, 1, 7, 8, 2, 8, 1 << 26],
       [4, 128, 128, 8, 4, 32, 1 << 26], [4, 96, 320, 8, 2, 64, 4 * 4 * 96 * 320 * 3]] as const;
     for (const [B, Tq, Tk, H, KV, hd, stepBytes] of cases) {
