@@ -39,11 +39,6 @@
  * 10 for softmax) went to the pool, 25.1k with 2^15 elements and attention's rule below, 24.1k on
  * one thread. */
 static const int64_t POOL_MIN_WORK = 1 << 15;
-/* Attention's softmax goes to the pool only with a scores product large enough for the pool
- * (openblas-kernels.c POOL_MIN_MACS): a product run in the calling thread leaves its scores in that
- * core's cache. stories260K's 1,024 x 128 scores (a 1M multiply-add product) on the pool: the
- * prefill above fell to 21.2k tokens/s. */
-static const int64_t ATTENTION_POOL_MIN_MACS = 1 << 21;
 /* Elements per block handed to a thread (whole rows for the row kernels). */
 static const int64_t BLOCK = 1 << 13;
 
@@ -169,11 +164,12 @@ static void run_block(void *ctx, int64_t t) {
   else w->rope(s->k, i0, i1);
 }
 
-/* `total` units of `unit` elements each (a row, or 1); blocks of about BLOCK elements in whole units. */
-static void split_run(int kind, const void *k, int64_t total, int64_t unit) {
+/* `total` units of `unit` elements each (a row, or 1), in the calling thread when `pool` is 0 or the
+ * work is small, else on the pool in blocks of about BLOCK elements in whole units. */
+static void split_run(int kind, const void *k, int64_t total, int64_t unit, int pool) {
   Split s = {kind, k, total, unit, BLOCK / unit > 0 ? BLOCK / unit : 1};
   const int64_t blocks = (total + s.perBlock - 1) / s.perBlock;
-  if (blocks <= 1 || total * unit < POOL_MIN_WORK) {
+  if (!pool || blocks <= 1 || total * unit < POOL_MIN_WORK) {
     s.perBlock = total;
     run_block(&s, 0);
     return;
@@ -330,7 +326,7 @@ static napi_value binary(napi_env env, napi_callback_info info) {
   if (n == 0) return NULL;
   const Binary k = {heap + aOff, heap + bOff, heap + oOff, n, inner, (int)op, (int)mode};
   const int rowed = mode == B_TILE || mode == B_COLUMN;
-  split_run(0, &k, rowed ? n / inner : n, rowed ? inner : 1);
+  split_run(0, &k, rowed ? n / inner : n, rowed ? inner : 1, 1);
   return NULL;
 }
 
@@ -343,7 +339,7 @@ static napi_value unary(napi_env env, napi_callback_info info) {
   if (op > U_EXP || xOff + n > elems || oOff + n > elems) return out_of_range(env);
   if (n == 0) return NULL;
   const Unary k = {heap + xOff, heap + oOff, n, (int)op};
-  split_run(1, &k, n, 1);
+  split_run(1, &k, n, 1, 1);
   return NULL;
 }
 
@@ -362,7 +358,7 @@ static napi_value rope(napi_env env, napi_callback_info info) {
     return out_of_range(env);
   if (n == 0 || width == 0) return NULL;
   const Rope k = {heap + xOff, heap + cOff, heap + sOff, heap + oOff, T, width, span};
-  split_run(3, &k, n, width);
+  split_run(3, &k, n, width, 1);
   return NULL;
 }
 
@@ -460,8 +456,10 @@ static napi_value attention(napi_env env, napi_callback_info info) {
     prunelab_gemm(buf, cnt, rq, Tk, hd, qgOff + start * rq * hd, rq * hd, 0, kgOff + start * Tk * hd, Tk * hd, 1, s1Off);
     /* The scores plus the mask (the Add kernel's float32 sum, taken in the softmax's pass), their softmax into s2. */
     const Rows sm = {buf + s1Off, buf + s2Off, cnt * rq, Tk, R_SOFTMAX, NULL, 0.0f, hasMask ? heap + mOff : NULL, rq};
-    if (cnt * rq * Tk * hd < ATTENTION_POOL_MIN_MACS) run_block(&(Split){2, &sm, cnt * rq, Tk, cnt * rq}, 0);
-    else split_run(2, &sm, cnt * rq, Tk);
+    /* On the pool only when the scores product was: one run in the calling thread leaves its scores in
+     * that core's cache (stories260K's 1,024 x 128 scores, a 1M multiply-add product, on the pool: the
+     * prefill measured above fell to 21.2k tokens/s). */
+    split_run(2, &sm, cnt * rq, Tk, prunelab_gemm_pools(cnt, rq, Tk, hd));
     prunelab_gemm(buf, cnt, rq, hd, Tk, s2Off, rq * Tk, 0, vgOff + start * Tk * hd, Tk * hd, 0, cOff + start * rq * hd);
   }
   /* ctx[b, kv, gi, t, :] -> out[b, t, kv, gi, :], one task a group. */
@@ -478,7 +476,7 @@ static napi_value rows(napi_env env, napi_callback_info info) {
   if (op > R_SOFTMAX || nc < 1 || xOff + nr * nc > elems || oOff + (op == R_MEAN ? nr : nr * nc) > elems) return out_of_range(env);
   if (nr == 0) return NULL;
   const Rows k = {heap + xOff, heap + oOff, nr, nc, (int)op, NULL, 0.0f};
-  split_run(2, &k, nr, nc);
+  split_run(2, &k, nr, nc, 1);
   return NULL;
 }
 
@@ -494,7 +492,7 @@ static napi_value rmsNorm(napi_env env, napi_callback_info info) {
   if (nc < 1 || !float_of_bits(v[5], &eps) || xOff + nr * nc > elems || wOff + nc > elems || oOff + nr * nc > elems) return out_of_range(env);
   if (nr == 0) return NULL;
   const Rows k = {heap + xOff, heap + oOff, nr, nc, R_RMSNORM, heap + wOff, eps};
-  split_run(2, &k, nr, nc);
+  split_run(2, &k, nr, nc, 1);
   return NULL;
 }
 

@@ -8,4 +8,6 @@
  * the same tiles, so the same values as TensorFlow.js's BatchMatMul on the addon. */
 void prunelab_gemm(float *base, int64_t batch, int64_t m, int64_t n, int64_t k, int64_t aOff, int64_t aStride, int transA,
   int64_t bOff, int64_t bStride, int transB, int64_t cOff);
+/* Whether prunelab_gemm sends a product of this size to the pool (else it runs in the calling thread). */
+int prunelab_gemm_pools(int64_t batch, int64_t m, int64_t n, int64_t k);
 #endif

@@ -228,8 +228,10 @@ void prunelab_pool_run(void (*fn)(void *, int64_t), void *ctx, int64_t tasks) {
 
 static void tile_task(void *p, int64_t t) { run_tile(p, t); }
 
+int prunelab_gemm_pools(int64_t batch, int64_t m, int64_t n, int64_t k) { return m * n * k * batch >= POOL_MIN_MACS; }
+
 static void run_product(const Product *p) {
-  if (p->m * p->n * p->k * (p->tiles / (p->tilesM * p->tilesN)) < POOL_MIN_MACS) {
+  if (!prunelab_gemm_pools(p->tiles / (p->tilesM * p->tilesN), p->m, p->n, p->k)) {
     for (int64_t t = 0; t < p->tiles; t++) run_tile(p, t);
     return;
   }
@@ -276,7 +278,7 @@ static void choose_tiles(Product *p, int64_t batch) {
   int64_t partsM = (p->m + MAX_TILE_ROWS - 1) / MAX_TILE_ROWS, partsN = (p->n + MAX_TILE_COLS - 1) / MAX_TILE_COLS;
   p->tileM = block_side(p->m, partsM);
   p->tileN = block_side(p->n, partsN);
-  if (p->m * p->n * p->k * batch >= POOL_MIN_MACS) {
+  if (prunelab_gemm_pools(batch, p->m, p->n, p->k)) {
     for (;;) {
       const int64_t tiles = batch * ((p->m + p->tileM - 1) / p->tileM) * ((p->n + p->tileN - 1) / p->tileN);
       if (tiles >= MIN_TILES) break;

@@ -216,8 +216,9 @@ describe('OpenBLAS matrix products on the wasm backend', { skip }, () => {
   // Only on the OpenBLAS cores where the addon turns them on (WIDE_TILE_CORES): elsewhere the claim
   // is not made and does not hold (Zen's kernels: 32,230 of 32,347 tilings in
   // bench/native/tiles-vs-whole.c `bits` differ from the whole call), and wide tiles stay off.
-  const wideSkip = !openblasAddon()?.setWideTiles ? 'the addon predates wide tiles: npm run build-native'
-    : !openblasAddon()!.describe().wideTiles ? `wide tiles are off on this OpenBLAS core (${openblasAddon()!.describe().config}): only the shape-fixed cut runs here`
+  const described = openblasAddon()?.setWideTiles ? openblasAddon()!.describe() : null;
+  const wideSkip = !described ? 'the addon predates wide tiles: npm run build-native'
+    : !described.wideTiles ? `wide tiles are off on this OpenBLAS core (${described.config}): only the shape-fixed cut runs here`
     : false;
   it('wide tiles give the shape-fixed tiles\' values bit for bit, for 1 to 4 threads and every transpose', { skip: wideSkip }, () => {
     const lib = openblasAddon()!;
