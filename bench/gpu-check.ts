@@ -7,8 +7,9 @@
  *                and on WebGPU both attention layouts (src/backend/layout.ts), to confirm its choice
  *   logits       the same forward's logits on both backends (max |Δ|, a correctness check)
  *   sparsegpt    SparseGPT on one 4096×4096 operator with 1024 calibration tokens (Gram matrix, solve)
- *   prune        pruning stories260K (or, without the shared data, a small synthetic model) with
- *                wanda and sparsegpt at 50%, calibration included
+ *   prune        pruning stories260K (or, without the shared data, a small synthetic model) and the
+ *                bench's synthetic 512×8 model (not with --quick) with wanda, sparsegpt and
+ *                fistapruner at 50%, default options, calibration included
  *
  * It fails (exit 2) when no *hardware* adapter is found: a software one (llvmpipe) measures the
  * CPU, not a GPU. `--allow-software` runs anyway (to try the script on a machine without a GPU);
@@ -96,18 +97,25 @@ async function runSide(backend: ConcreteBackend): Promise<SideResult | { adapter
   const prune: SideResult['prune'] = [];
   const haveStories = fs.existsSync(STORIES);
   const small = { hidden: 256, layers: 2, heads: 4, kvHeads: 2, ffn: 688, vocab: 512, seed: 2 };
-  const make = () => (haveStories ? loadModel(STORIES).model : buildSyntheticLlama(small));
-  const windows = haveStories
-    ? calibrationFromText(await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin')), { text: TEXT, nsamples: 16, seqlen: 128, seed: 0 }).windows
-    : ids(16, 128, small.vocab);
-  for (const name of ['wanda', 'sparsegpt']) {
-    const method = await resolveMethod(name);
-    const m = make();
-    const t0 = performance.now();
-    await pruneModel(m, { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows });
-    prune.push({ model: haveStories ? 'stories260K' : 'synthetic 256×2', method: name, seconds: (performance.now() - t0) / 1000 });
-    log(`prune ${name}: ${prune.at(-1)!.seconds.toFixed(2)} s`);
-    m.dispose();
+  const bench512 = { hidden: 512, layers: 8, heads: 8, kvHeads: 4, ffn: 1408, vocab: 512, seed: 1 };
+  const cases: { label: string; make: () => CausalLM; windows: number[][] }[] = [haveStories
+    ? {
+      label: 'stories260K',
+      make: () => loadModel(STORIES).model,
+      windows: calibrationFromText(await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin')), { text: TEXT, nsamples: 16, seqlen: 128, seed: 0 }).windows,
+    }
+    : { label: 'synthetic 256×2', make: () => buildSyntheticLlama(small), windows: ids(16, 128, small.vocab) }];
+  if (!quick) cases.push({ label: 'synthetic 512×8', make: () => buildSyntheticLlama(bench512), windows: ids(8, 128, bench512.vocab) });
+  for (const c of cases) {
+    for (const name of ['wanda', 'sparsegpt', 'fistapruner']) {
+      const method = await resolveMethod(name);
+      const m = c.make();
+      const t0 = performance.now();
+      await pruneModel(m, { method, options: parseMethodOptions(method, {}), target: { sparsity: 0.5, pattern: { kind: 'unstructured' } }, windows: c.windows });
+      prune.push({ model: c.label, method: name, seconds: (performance.now() - t0) / 1000 });
+      log(`prune ${c.label} ${name}: ${prune.at(-1)!.seconds.toFixed(2)} s`);
+      m.dispose();
+    }
   }
   return { backend, device: deviceDescription(), adapter: activeAdapter(), prefill, logits, sparsegpt: { hessianS: op.hessianS, solveS: op.solveS }, prune };
 }
@@ -116,7 +124,8 @@ async function runSide(backend: ConcreteBackend): Promise<SideResult | { adapter
 function child(backend: ConcreteBackend): SideResult | { adapterOnly: WebGPUAdapter } | string {
   const script = fileURLToPath(import.meta.url);
   const flags = [...(quick ? ['--quick'] : []), ...(allowSoftware ? ['--allow-software'] : [])];
-  const r = spawnSync(process.execPath, ['--import', 'tsx', script, '--side', backend, ...flags], {
+  // The parent's own loader flags (`--import tsx` under npm run), so a child runs the same way.
+  const r = spawnSync(process.execPath, [...process.execArgv, script, '--side', backend, ...flags], {
     encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 64 << 20,
   });
   const last = r.stdout.trim().split('\n').at(-1) ?? '';
