@@ -11,19 +11,24 @@
  *                bench's synthetic 512×8 model (not with --quick) with wanda, sparsegpt and
  *                fistapruner at 50%, default options, calibration included
  *
+ * Then, where a Python with PyTorch and CUDA is found (`bench/torch/server.py`, the anchor of
+ * `npm run bench -- --only torch`), the same prefill (1×256, the same checkpoint) and SparseGPT
+ * operator (the same weights and inputs) in eager PyTorch on the GPU, float32 without TF32, as the
+ * column a user would otherwise pick; `--torch-device cpu` runs that column on the CPU instead.
+ *
  * It fails (exit 2) when no *hardware* adapter is found: a software one (llvmpipe) measures the
  * CPU, not a GPU. `--allow-software` runs anyway (to try the script on a machine without a GPU);
  * `--quick` shrinks every section.
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as tf from '@tensorflow/tfjs';
 import { activeAdapter, deviceDescription, initBackend, type ConcreteBackend } from '../src/backend/index.ts';
 import { describeAdapter, type WebGPUAdapter } from '../src/backend/webgpu.ts';
 import { setModelLayout } from '../src/backend/layout.ts';
-import { buildSyntheticLlama } from '../src/model/synthetic.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
 import { loadModel } from '../src/io/load-model.ts';
 import { loadTokenizer } from '../src/tokenizer/load.ts';
@@ -31,13 +36,19 @@ import { calibrationFromText } from '../src/prune/calibration.ts';
 import { parseMethodOptions, resolveMethod } from '../src/prune/registry.ts';
 import { pruneModel } from '../src/prune/engine.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
-import { operatorData, prunelabSparsegpt } from './torch/operator.ts';
+import { describeWasmMatmul } from '../src/backend/openblas.ts';
+import { median } from '../src/eval/speed.ts';
+import { writeHfCheckpoint } from '../src/io/hf-checkpoint.ts';
+import { buildSyntheticLlama, syntheticLlamaConfig, syntheticLlamaTensors } from '../src/model/synthetic.ts';
+import { operatorData, prunelabSparsegpt, writeOperator } from './torch/operator.ts';
+import { TorchBridge, type TorchInfo } from './torch/bridge.ts';
 import { table, time } from './util.ts';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
 const allowSoftware = argv.includes('--allow-software');
 const sideArg = argv.includes('--side') ? argv[argv.indexOf('--side') + 1] : undefined;
+const torchDevice = argv.includes('--torch-device') ? argv[argv.indexOf('--torch-device') + 1]! : 'cuda';
 
 const SYNTH = quick
   ? { hidden: 512, layers: 2, heads: 8, kvHeads: 4, ffn: 1408, vocab: 2048, seed: 1 }
@@ -51,6 +62,8 @@ const TEXT = path.join(SHARED, 'text/tinystories-sample.txt');
 interface SideResult {
   backend: string;
   device: string;
+  /** The wasm backend's product kernel (OpenBLAS and its threads, or XNNPACK); null elsewhere. */
+  matmul: string | null;
   adapter: WebGPUAdapter | null;
   prefill: { label: string; tokensPerS: number }[];
   logits: number[];
@@ -117,7 +130,9 @@ async function runSide(backend: ConcreteBackend): Promise<SideResult | { adapter
       m.dispose();
     }
   }
-  return { backend, device: deviceDescription(), adapter: activeAdapter(), prefill, logits, sparsegpt: { hessianS: op.hessianS, solveS: op.solveS }, prune };
+  const mm = describeWasmMatmul();
+  const matmul = mm === null ? null : mm.kernel === 'openblas' ? `OpenBLAS (${mm.openblas}), ${mm.threads} threads` : 'XNNPACK';
+  return { backend, device: deviceDescription(), matmul, adapter: activeAdapter(), prefill, logits, sparsegpt: { hessianS: op.hessianS, solveS: op.solveS }, prune };
 }
 
 /** Run one side in a child process; its result is the last line of its stdout. */
@@ -134,6 +149,46 @@ function child(backend: ConcreteBackend): SideResult | { adapterOnly: WebGPUAdap
     return 'error' in parsed ? parsed.error : parsed;
   } catch {
     return `the ${backend} side ended with exit ${r.status} and no result`;
+  }
+}
+
+/** What PyTorch measured on `torchDevice`: prefill 1×TORCH_TOKENS tokens/s and the SparseGPT operator; or why not. */
+interface TorchResult { label: string; prefillTps: number; hessianS: number; solveS: number }
+const TORCH_TOKENS = quick ? 128 : 256;
+
+/**
+ * The same synthetic checkpoint (written once, loaded by PyTorch onto `torchDevice`) and the same
+ * SparseGPT operator in eager PyTorch (bench/torch/server.py): one warm-up, then the median of
+ * three prefills (into a fresh KV cache, the last position's argmax read back) and the second of
+ * two SparseGPT runs (the first pays CUDA's library start-up).
+ */
+async function torchAnchor(): Promise<TorchResult | string> {
+  const started = TorchBridge.start();
+  if ('skip' in started) return started.skip;
+  const torch = started.bridge;
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'prunelab-gpu-check-'));
+  try {
+    const info = await torch.request<TorchInfo & { cuda: string | null }>({ cmd: 'info' });
+    if (torchDevice === 'cuda' && !info.cuda) return `PyTorch ${info.torch} (${info.executable}) sees no CUDA device`;
+    const label = `PyTorch ${info.torch} ${torchDevice === 'cuda' ? `CUDA (${info.cuda})` : `CPU (${info.default_threads} threads)`}`;
+    const config = syntheticLlamaConfig(SYNTH);
+    const dir = path.join(tmp, 'model');
+    writeHfCheckpoint(dir, config, syntheticLlamaTensors(config, SYNTH.seed, 0.02));
+    await torch.request({ cmd: 'load', key: 'synth', model: dir, device: torchDevice });
+    const prefill = async () => (await torch.request<{ prefill_ms: number }>({ cmd: 'speed', key: 'synth', prompt_tokens: TORCH_TOKENS, new_tokens: 0 })).prefill_ms;
+    await prefill();
+    const ms = [await prefill(), await prefill(), await prefill()];
+    const file = path.join(tmp, 'operator.safetensors');
+    writeOperator(file, OPERATOR, operatorData(OPERATOR, 7));
+    const solve = () => torch.request<{ hessian_s: number; solve_s: number }>({ cmd: 'sparsegpt', file, sparsity: 0.5, dtype: 'float32', device: torchDevice });
+    await solve();
+    const sg = await solve();
+    return { label, prefillTps: TORCH_TOKENS / (median(ms) / 1000), hessianS: sg.hessian_s, solveS: sg.solve_s };
+  } catch (e) {
+    return e instanceof Error ? e.message : String(e);
+  } finally {
+    await torch.close();
+    fs.rmSync(tmp, { recursive: true, force: true });
   }
 }
 
@@ -167,17 +222,31 @@ if ('adapterOnly' in gpu) {
 const cpu = child('wasm');
 if (typeof cpu === 'string' || 'adapterOnly' in cpu) fail(`the wasm side failed: ${typeof cpu === 'string' ? cpu : 'no result'}`);
 
+const anchor = await torchAnchor();
+const pt = typeof anchor === 'string' ? null : anchor;
 const rows: (string | number)[][] = [];
 const wasmPrefill = (label: string) => cpu.prefill.find((p) => label.startsWith(p.label))?.tokensPerS ?? NaN;
-for (const p of gpu.prefill) rows.push([`prefill tokens/s ${p.label}`, p.tokensPerS, wasmPrefill(p.label), p.tokensPerS / wasmPrefill(p.label)]);
-rows.push([`sparsegpt ${OPERATOR.rows}×${OPERATOR.cols} Gram s (lower is better)`, gpu.sparsegpt.hessianS, cpu.sparsegpt.hessianS, cpu.sparsegpt.hessianS / gpu.sparsegpt.hessianS]);
-rows.push([`sparsegpt ${OPERATOR.rows}×${OPERATOR.cols} solve s (lower is better)`, gpu.sparsegpt.solveS, cpu.sparsegpt.solveS, cpu.sparsegpt.solveS / gpu.sparsegpt.solveS]);
-for (const [i, p] of gpu.prune.entries()) rows.push([`prune ${p.model} ${p.method} 50% s (lower is better)`, p.seconds, cpu.prune[i].seconds, cpu.prune[i].seconds / p.seconds]);
-console.log(table(['', 'webgpu', 'wasm', 'speed-up'], rows));
+// PyTorch's column: batch 1 only (its reference model runs one sequence).
+const ptPrefill = (label: string) => (pt && label.startsWith(`1×${TORCH_TOKENS}`) ? pt.prefillTps : NaN);
+const cell = (v: number) => (Number.isNaN(v) ? '—' : v);
+for (const p of gpu.prefill) {
+  const w = wasmPrefill(p.label), t = ptPrefill(p.label);
+  rows.push([`prefill tokens/s ${p.label}`, p.tokensPerS, w, p.tokensPerS / w, cell(t), cell(p.tokensPerS / t)]);
+}
+const op = `sparsegpt ${OPERATOR.rows}×${OPERATOR.cols}`;
+const timeRow = (label: string, g: number, c: number, t: number) => rows.push([`${label} s (lower is better)`, g, c, c / g, cell(t), cell(t / g)]);
+timeRow(`${op} Gram`, gpu.sparsegpt.hessianS, cpu.sparsegpt.hessianS, pt?.hessianS ?? NaN);
+timeRow(`${op} solve`, gpu.sparsegpt.solveS, cpu.sparsegpt.solveS, pt?.solveS ?? NaN);
+for (const [i, p] of gpu.prune.entries()) timeRow(`prune ${p.model} ${p.method} 50%`, p.seconds, cpu.prune[i]!.seconds, NaN);
+console.log(table(['', 'webgpu', 'wasm', 'webgpu ÷ wasm', 'PyTorch', 'webgpu ÷ PyTorch'], rows));
+console.log(pt
+  ? `\nPyTorch column: ${pt.label}, eager float32${torchDevice === 'cuda' ? ' (TF32 off, PyTorch\'s default)' : ''}, bench/torch/server.py: prefill into a fresh KV cache with the last`
+    + ' argmax read back (PruneLab reads all logits back), SparseGPT on the same weights and inputs (second of two runs).'
+  : `\nPyTorch column skipped: ${anchor}.`);
 let maxDiff = 0;
 let scale = 0;
 gpu.logits.forEach((v, i) => { maxDiff = Math.max(maxDiff, Math.abs(v - cpu.logits[i])); scale = Math.max(scale, Math.abs(cpu.logits[i])); });
-console.log(`\nLogits of the synthetic model (1×64 tokens, first 4096 values): max |Δ| ${maxDiff.toExponential(2)} at max |logit| ${scale.toFixed(3)}.`);
-console.log(`wasm side: ${cpu.device}. Synthetic LLaMA: hidden ${SYNTH.hidden}, ${SYNTH.layers} layers, ${SYNTH.heads} heads / ${SYNTH.kvHeads} kv, `
-  + `FFN ${SYNTH.ffn}, vocab ${SYNTH.vocab}; medians of ${quick ? 2 : 3} after a warm-up. Speed-up: webgpu over wasm.`);
+console.log(`Logits of the synthetic model (1×64 tokens, first 4096 values): max |Δ| ${maxDiff.toExponential(2)} at max |logit| ${scale.toFixed(3)}.`);
+console.log(`wasm side: ${cpu.device}, products on ${cpu.matmul ?? 'an unknown kernel'}. Synthetic LLaMA: hidden ${SYNTH.hidden}, ${SYNTH.layers} layers, ${SYNTH.heads} heads / ${SYNTH.kvHeads} kv, `
+  + `FFN ${SYNTH.ffn}, vocab ${SYNTH.vocab}; medians of ${quick ? 2 : 3} after a warm-up. Ratios: speed-ups of webgpu (tokens/s ratio, or time ratio inverted).`);
 if (maxDiff > 1e-4 * Math.max(1, scale)) fail(`the logits differ beyond 1e-4 relative (max |Δ| ${maxDiff})`);

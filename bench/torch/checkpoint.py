@@ -55,7 +55,7 @@ def read_safetensors(path: str) -> dict:
 def write_f32(path: str, t: torch.Tensor) -> None:
     """Raw little-endian fp32 values (row-major), for results read back by the bench."""
     with open(path, "wb") as f:
-        f.write(t.detach().to(torch.float32).contiguous().numpy().astype("<f4").tobytes())
+        f.write(t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes())
 
 
 def read_checkpoint(folder: str):

@@ -30,6 +30,8 @@ class Llama:
         self.theta = config.get("rope_theta", 10000.0)
         t = tensors
         self.embed = t["model.embed_tokens.weight"]
+        # Where the weights are (the caller moved them): every tensor made here goes there too.
+        self.device = self.embed.device
         self.head = t["model.embed_tokens.weight"] if config.get("tie_word_embeddings", False) else t["lm_head.weight"]
         self.norm = t["model.norm.weight"]
         self.layers = []
@@ -55,7 +57,7 @@ class Llama:
         pos = torch.arange(past, past + T, dtype=torch.float64)
         ang = torch.outer(pos, self.inv_freq)
         ang = torch.cat([ang, ang], dim=-1)
-        return ang.cos().to(torch.float32), ang.sin().to(torch.float32)
+        return ang.cos().to(self.device, torch.float32), ang.sin().to(self.device, torch.float32)
 
     @staticmethod
     def _rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -70,14 +72,14 @@ class Llama:
         T = len(ids)
         past = cache["length"] if cache else 0
         cos, sin = self._rope_tables(past, T)
-        x = self.embed[torch.tensor(ids, dtype=torch.long)]
+        x = self.embed[torch.tensor(ids, dtype=torch.long, device=self.device)]
         g = self.H // self.KV
         scale = 1.0 / math.sqrt(self.hd)
         Tk = past + T
         mask = None
         if T > 1:
             # Query t (absolute past + t) sees keys 0..past + t.
-            mask = torch.full((T, Tk), float("-inf")).triu(past + 1)
+            mask = torch.full((T, Tk), float("-inf"), device=self.device).triu(past + 1)
         for i, l in enumerate(self.layers):
             h = self._rms(x, l["attn_norm"])
             q = F.linear(h, l["q"], l["bq"]).view(T, self.H, self.hd).transpose(0, 1)

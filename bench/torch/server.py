@@ -4,12 +4,12 @@ whole section so models load once and PruneLab and PyTorch can be timed alternat
 
 Requests (`threads` sets torch.set_num_threads first):
   {"cmd": "info"}
-  {"cmd": "load", "key": K, "model": DIR}
+  {"cmd": "load", "key": K, "model": DIR, "device": "cpu"|"cuda"}     device: where the weights go (default cpu)
   {"cmd": "logits", "key": K, "ids": [...], "out": FILE}          raw fp32 [T, vocab] to FILE
   {"cmd": "speed", "key": K, "prompt_tokens": T, "new_tokens": N, "threads": n}
   {"cmd": "gemm", "n": N, "threads": n}
   {"cmd": "sparsegpt", "file": F, "sparsity": s, "blocksize": B, "percdamp": p, "dtype": "float32"|"float64",
-   "threads": n, "out": FILE?}                                   F holds `weight` [rows, cols] and `x` [N, cols]
+   "threads": n, "out": FILE?, "device": "cpu"|"cuda"}          F holds `weight` [rows, cols] and `x` [N, cols]
 """
 import json
 import os
@@ -60,6 +60,12 @@ def speed(m: Llama, T: int, new_tokens: int) -> dict:
     return {"prefill_ms": prefill_ms, "decode_ms": decode_ms}
 
 
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so a wall-clock time covers it (CUDA kernels run asynchronously)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def gemm(n: int, repeats: int) -> dict:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=g)
@@ -76,13 +82,17 @@ def gemm(n: int, repeats: int) -> dict:
 
 def run_sparsegpt(req: dict) -> dict:
     dtype = {"float32": torch.float32, "float64": torch.float64}[req.get("dtype", "float32")]
+    device = req.get("device", "cpu")
     t = read_safetensors(req["file"])
-    W = t["weight"].to(dtype)
-    x = t["x"].to(dtype)
+    W = t["weight"].to(device, dtype)
+    x = t["x"].to(device, dtype)
+    sync(device)
     t0 = time.perf_counter()
     H = hessian(x)
+    sync(device)
     t1 = time.perf_counter()
     Wp, mask, loss = sparsegpt(W, H, req["sparsity"], req.get("blocksize", 128), req.get("percdamp", 0.01))
+    sync(device)
     t2 = time.perf_counter()
     if req.get("out"):
         write_f32(req["out"], Wp)
@@ -98,10 +108,12 @@ def handle(req: dict) -> dict:
             "torch": torch.__version__, "numpy": numpy.__version__, "python": platform.python_version(),
             "executable": sys.executable, "cores": os.cpu_count(), "default_threads": torch.get_num_threads(),
             "blas": blas_library(), "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(libgomp default)"),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         }
     if cmd == "load":
         config, tensors = read_checkpoint(req["model"])
-        models[req["key"]] = Llama(config, tensors)
+        device = req.get("device", "cpu")
+        models[req["key"]] = Llama(config, {k: v.to(device) for k, v in tensors.items()})
         return {}
     if cmd == "logits":
         write_f32(req["out"], models[req["key"]].forward(req["ids"]))

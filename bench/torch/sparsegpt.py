@@ -25,12 +25,12 @@ def sparsegpt(W: torch.Tensor, H: torch.Tensor, sparsity: float, blocksize: int 
     dead = torch.diag(H) == 0
     H[dead, dead] = 1
     W[:, dead] = 0
-    idx = torch.arange(cols)
+    idx = torch.arange(cols, device=W.device)
     H[idx, idx] += percdamp * torch.mean(torch.diag(H))
     Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H))
     U = torch.linalg.cholesky(Hinv, upper=True)
-    mask = torch.ones(rows, cols, dtype=torch.bool)
-    loss = torch.zeros((), dtype=W.dtype)
+    mask = torch.ones(rows, cols, dtype=torch.bool, device=W.device)
+    loss = torch.zeros((), dtype=W.dtype, device=W.device)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         count = i2 - i1
@@ -40,7 +40,7 @@ def sparsegpt(W: torch.Tensor, H: torch.Tensor, sparsity: float, blocksize: int 
         d = torch.diag(U1)
         scores = (W1 * W1 / (d * d)).flatten()
         k = math.floor(sparsity * rows * count)
-        keep = torch.ones(rows * count, dtype=torch.bool)
+        keep = torch.ones(rows * count, dtype=torch.bool, device=W.device)
         if k > 0:
             keep[torch.sort(scores, stable=True).indices[:k]] = False
         keep = keep.view(rows, count)
