@@ -12,6 +12,7 @@
  * reproduce a figure computed without OpenBLAS; products differ from it by float32 rounding.
  */
 import * as tf from '@tensorflow/tfjs';
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import { isMainThread } from 'node:worker_threads';
@@ -60,9 +61,54 @@ const ADDON_PATH = new URL('../../native/build/openblas-kernels.node', import.me
 let addon: OpenBlasAddon | null | undefined;
 let addonError = '';
 
+/** OpenBLAS reads its kernel choice from this variable once, when the library loads. */
+export const OPENBLAS_CORETYPE_ENV = 'OPENBLAS_CORETYPE';
+
+/**
+ * The OpenBLAS core to name for an Intel CPU, from /proc/cpuinfo's vendor and feature flags; null
+ * for other vendors or older CPUs (OpenBLAS's own detection stands).
+ *
+ * Why: a DYNAMIC_ARCH OpenBLAS picks its kernels by CPU family and model, and an Intel model it
+ * does not know falls back to SSE3 "Prescott" kernels. On the 16-core Xeon of an H200 machine (a
+ * VM reporting "Intel(R) Xeon(R) Processor", 2026-12-04) Debian's 0.3.21 did exactly that: 16.8
+ * GFLOP/s on one thread and 56 on sixteen for a 256×2048×5632 product, where PyTorch made 97 and
+ * 805. Reading: every Intel CPU with AVX-512 F/DQ/CD/BW/VL runs OpenBLAS's SkylakeX single-precision
+ * kernels (its Cooperlake and SapphireRapids cores add bfloat16 kernels only), and every one with
+ * AVX2 + FMA but not those its Haswell ones (OpenBLAS maps the client cores since Skylake there).
+ * AMD is left to OpenBLAS: it detects Zen by family, which the VMs seen here did not hide.
+ */
+export function openblasCoreForCpu(cpuinfo: string): 'SkylakeX' | 'Haswell' | null {
+  const vendor = /^vendor_id\s*:\s*(\S+)/m.exec(cpuinfo)?.[1];
+  const flags = new Set((/^flags\s*:(.*)$/m.exec(cpuinfo)?.[1] ?? '').trim().split(/\s+/));
+  if (vendor !== 'GenuineIntel') return null;
+  if (['avx512f', 'avx512dq', 'avx512cd', 'avx512bw', 'avx512vl'].every((f) => flags.has(f))) return 'SkylakeX';
+  if (flags.has('avx2') && flags.has('fma')) return 'Haswell';
+  return null;
+}
+
+/** What `OPENBLAS_CORETYPE` was set to here before loading OpenBLAS (null: left to OpenBLAS or to the user). */
+let coreSetHere: string | null = null;
+
+/** Name the core for OpenBLAS (see openblasCoreForCpu) unless the user already did. Before the first load only. */
+function chooseOpenblasCore(): void {
+  if (process.env[OPENBLAS_CORETYPE_ENV] || process.platform !== 'linux' || process.arch !== 'x64') return;
+  let cpuinfo = '';
+  try {
+    cpuinfo = fs.readFileSync('/proc/cpuinfo', 'utf8');
+  } catch {
+    return;
+  }
+  const core = openblasCoreForCpu(cpuinfo);
+  if (core === null) return;
+  // Node's process.env writes the C environment, which OpenBLAS's load-time getenv reads.
+  process.env[OPENBLAS_CORETYPE_ENV] = core;
+  coreSetHere = core;
+}
+
 /** The addon, or null (with `openblasUnavailable()` saying why). Loaded once. */
 export function openblasAddon(): OpenBlasAddon | null {
   if (addon !== undefined) return addon;
+  chooseOpenblasCore();
   try {
     addon = createRequire(import.meta.url)(ADDON_PATH.pathname) as OpenBlasAddon;
   } catch (e) {
@@ -169,7 +215,8 @@ export function describeWasmMatmul(): { kernel: MatmulKernel; openblas?: string;
   const lib = openblasAddon()!;
   const d = lib.describe();
   const ew = nativeElementwiseInstalled() && hasElementwise(lib) ? { elementwise: `native ${lib.ewSimd()}` } : {};
-  return { kernel: 'openblas', openblas: d.config, threads: d.threads, ...ew };
+  const core = coreSetHere === null ? '' : ` (${OPENBLAS_CORETYPE_ENV}=${coreSetHere} from the CPU's flags)`;
+  return { kernel: 'openblas', openblas: d.config + core, threads: d.threads, ...ew };
 }
 
 /** For output batch entry i (row-major over `outer`), the entry of an operand with batch dims `dims`. */
