@@ -18,7 +18,11 @@
  * call, 256-row tiles ~0.9, 512 x >= 1024 tiles ~1.0; and 2048^3 on 2 threads 164 GFLOP/s in 256x256
  * tiles vs 201 in 512x1024. So tiles are as large as 512 rows x 2048 columns, and a product big
  * enough for the pool is cut further (columns down to 256, rows down to 128, whichever is further
- * above its floor) until it has MIN_TILES tiles, so two to four threads share it evenly. Sides are multiples of 64, which
+ * above its floor) until it has `minTiles` tiles: MIN_TILES, so two to four threads share it evenly,
+ * or one per core where the process may run on more (`tile_cores`: a constant of the machine, not
+ * the thread count, so values still do not depend on the threads; without it a 16-core machine's
+ * products ran on 4: a 256x2048x5632 product made the same GFLOP/s on 4, 8 and 16 threads on the
+ * H200 machine's Xeon). Sides are multiples of 64, which
  * keeps OpenBLAS's interior kernels on every tile (tiles of 100 or 48 rows changed results).
  *
  * Wide tiles (`wide_tiles`): where every tile of that shape-fixed cut is large enough for
@@ -31,8 +35,12 @@
  * its 2 x 2 fixed tiles (bench/native/tiles-vs-whole.c). Only on the OpenBLAS cores where that was
  * measured (SkylakeX and its successors: WIDE_TILE_CORES); elsewhere the shape-fixed cut.
  */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <node_api.h>
 #include <cblas.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -47,6 +55,25 @@ extern void openblas_set_num_threads(int);
 extern char *openblas_get_config(void);
 
 enum { MAX_TILE_ROWS = 512, MAX_TILE_COLS = 2048, MIN_TILE_ROWS = 128, MIN_TILE_COLS = 256, MIN_TILES = 4, MAX_THREADS = 64 };
+/* The fewest tiles a pool-sized product is cut into (header); set once in init from tile_cores. */
+static int minTiles = MIN_TILES;
+
+/* The cores this process may run on (its affinity, as Node's os.availableParallelism), or the count
+ * PRUNELAB_TILE_CORES names: a machine's products are cut as on that machine, to reproduce its
+ * values elsewhere (src/backend/openblas.ts checks the variable before the addon loads). */
+static int tile_cores(void) {
+  const char *env = getenv("PRUNELAB_TILE_CORES");
+  if (env && *env) {
+    char *end = NULL;
+    const long v = strtol(env, &end, 10);
+    if (end && *end == 0 && v >= 1) return v > MAX_THREADS ? MAX_THREADS : (int)v;
+  }
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
 /* Below this many multiply-adds a product runs in the calling thread: waking the pool costs more. */
 static const int64_t POOL_MIN_MACS = 1 << 21;
 
@@ -273,7 +300,7 @@ static void wide_tiles(Product *p, int64_t batch) {
 }
 
 /* Tile sides from the shape alone (see the header): blocks of at most MAX_TILE_ROWS x MAX_TILE_COLS,
- * cut further while a pool-sized product has fewer than MIN_TILES. */
+ * cut further while a pool-sized product has fewer than minTiles. */
 static void choose_tiles(Product *p, int64_t batch) {
   int64_t partsM = (p->m + MAX_TILE_ROWS - 1) / MAX_TILE_ROWS, partsN = (p->n + MAX_TILE_COLS - 1) / MAX_TILE_COLS;
   p->tileM = block_side(p->m, partsM);
@@ -281,7 +308,7 @@ static void choose_tiles(Product *p, int64_t batch) {
   if (prunelab_gemm_pools(batch, p->m, p->n, p->k)) {
     for (;;) {
       const int64_t tiles = batch * ((p->m + p->tileM - 1) / p->tileM) * ((p->n + p->tileN - 1) / p->tileN);
-      if (tiles >= MIN_TILES) break;
+      if (tiles >= minTiles) break;
       const int canN = block_side(p->n, partsN + 1) >= MIN_TILE_COLS, canM = block_side(p->m, partsM + 1) >= MIN_TILE_ROWS;
       /* Cut the side that is further above its minimum (columns on a tie): tiles stay near square in cost. */
       if (canN && (!canM || p->tileN * MIN_TILE_ROWS >= p->tileM * MIN_TILE_COLS)) p->tileN = block_side(p->n, ++partsN);
@@ -382,9 +409,11 @@ static napi_value describe(napi_env env, napi_callback_info info) {
   CHECK(napi_create_int32(env, threads, &count));
   CHECK(napi_set_named_property(env, obj, "config", cfg));
   CHECK(napi_set_named_property(env, obj, "threads", count));
-  napi_value wide;
+  napi_value wide, fewest;
   CHECK(napi_get_boolean(env, wideTiles != 0, &wide));
   CHECK(napi_set_named_property(env, obj, "wideTiles", wide));
+  CHECK(napi_create_int32(env, minTiles, &fewest));
+  CHECK(napi_set_named_property(env, obj, "minTiles", fewest));
   return obj;
 }
 
@@ -409,6 +438,10 @@ napi_value countZeros(napi_env env, napi_callback_info info);
 
 static napi_value init(napi_env env, napi_value exports) {
   openblas_set_num_threads(1); /* every OpenBLAS call is one tile on one thread (see the header) */
+  {
+    const int cores = tile_cores();
+    minTiles = cores > MIN_TILES ? cores : MIN_TILES;
+  }
   {
     const char *cfg = openblas_get_config();
     char padded[512];

@@ -31,7 +31,8 @@ interface OpenBlasAddon extends Partial<ElementwiseAddon> {
   setThreads(n: number): void;
   /** Products cut into one tile per thread where that gives the same values (native/openblas-kernels.c, wide tiles); returns the previous setting. Absent from an addon built before it. */
   setWideTiles?(on: boolean): boolean;
-  describe(): { config: string; threads: number; wideTiles?: boolean };
+  /** minTiles: the fewest tiles a pool-sized product is cut into (one per core, at least 4; absent from an addon built before it). */
+  describe(): { config: string; threads: number; wideTiles?: boolean; minTiles?: number };
   /** In place on JAJ at element offset `off` of the heap: U = J·(L⁻¹ of JAJ = LLᵀ)·J; [−1, 0] or [pivot, value]. */
   upperCholeskyOfInverse(heap: ArrayBuffer, off: number, n: number): [number, number];
   obsSweepBlock: NativeKernels['obsSweepBlock'];
@@ -105,9 +106,25 @@ function chooseOpenblasCore(): void {
   coreSetHere = core;
 }
 
+/**
+ * The core count the addon cuts products for (native/openblas-kernels.c, tile_cores): by default
+ * the cores this process may use; set, another machine's, to reproduce its values (they depend on
+ * the cut, not on the thread count). Read by the addon when it loads.
+ */
+export const TILE_CORES_ENV = 'PRUNELAB_TILE_CORES';
+
+function checkTileCores(): void {
+  const v = process.env[TILE_CORES_ENV];
+  if (v === undefined || v === '') return;
+  if (!/^[1-9][0-9]*$/.test(v) || Number(v) > 64) {
+    throw new ConfigError(`${TILE_CORES_ENV}=${v} is not a core count: give an integer from 1 to 64 (the cores of the machine whose products to reproduce), or unset it`);
+  }
+}
+
 /** The addon, or null (with `openblasUnavailable()` saying why). Loaded once. */
 export function openblasAddon(): OpenBlasAddon | null {
   if (addon !== undefined) return addon;
+  checkTileCores();
   chooseOpenblasCore();
   try {
     addon = createRequire(import.meta.url)(ADDON_PATH.pathname) as OpenBlasAddon;
@@ -209,14 +226,15 @@ function hasElementwise(lib: OpenBlasAddon): lib is OpenBlasAddon & ElementwiseA
 }
 
 /** For results: the kernel and, with OpenBLAS, its build and threads, and the elementwise kernels' vector width. */
-export function describeWasmMatmul(): { kernel: MatmulKernel; openblas?: string; threads?: number; elementwise?: string } | null {
+export function describeWasmMatmul(): { kernel: MatmulKernel; openblas?: string; threads?: number; minTiles?: number; elementwise?: string } | null {
   if (installed === null) return null;
   if (installed === 'xnnpack') return { kernel: 'xnnpack' };
   const lib = openblasAddon()!;
   const d = lib.describe();
   const ew = nativeElementwiseInstalled() && hasElementwise(lib) ? { elementwise: `native ${lib.ewSimd()}` } : {};
   const core = coreSetHere === null ? '' : ` (${OPENBLAS_CORETYPE_ENV}=${coreSetHere} from the CPU's flags)`;
-  return { kernel: 'openblas', openblas: d.config + core, threads: d.threads, ...ew };
+  const tiles = d.minTiles === undefined ? {} : { minTiles: d.minTiles };
+  return { kernel: 'openblas', openblas: d.config + core, threads: d.threads, ...tiles, ...ew };
 }
 
 /** For output batch entry i (row-major over `outer`), the entry of an operand with batch dims `dims`. */
