@@ -131,7 +131,7 @@ async function runSide(backend: ConcreteBackend): Promise<SideResult | { adapter
     }
   }
   const mm = describeWasmMatmul();
-  const matmul = mm === null ? null : mm.kernel === 'openblas' ? `OpenBLAS (${mm.openblas}), ${mm.threads} threads` : 'XNNPACK';
+  const matmul = mm === null ? null : mm.kernel === 'openblas' ? `OpenBLAS (${mm.openblas}), ${mm.threads} threads, products in ≥ ${mm.minTiles ?? 4} tiles` : 'XNNPACK';
   return { backend, device: deviceDescription(), matmul, adapter: activeAdapter(), prefill, logits, sparsegpt: { hessianS: op.hessianS, solveS: op.solveS }, prune };
 }
 
