@@ -485,9 +485,103 @@ extern void strtri_(const char *uplo, const char *diag, const int *n, float *a, 
  * reversed: the reversal of a row-major square is that of its flat array), JAJ = L L^T (its lower
  * triangle read), L^-1, the upper triangle zeroed, then reversed back: U = J L^-1 J upper with
  * A^-1 = U^T U. LAPACK is column-major, where a row-major lower triangle is an upper one.
- * OpenBLAS runs on one thread here (set in init), so the result is the same for any thread count.
+ * Up to FACTOR_BLOCK, one LAPACK spotrf and strtri on one thread. Larger, blocked on the pool, so
+ * the O(n^3) factor of a large operator's input (LLaMA-7B's down_proj: 11008) uses every core:
+ * the Cholesky factor right-looking (spotrf on each diagonal block, strsm on the panel below in
+ * row chunks, the trailing lower triangle updated in FACTOR_BLOCK tiles by sgemm), and L^-1 out
+ * of place, one strsm per INVERSE_CHUNK columns (L X = I, each chunk independent; n^2 floats more
+ * for the duration, strtri in place where that allocation fails). Blocks, chunks and tiles are
+ * fixed by n and each is one single-threaded OpenBLAS call (set in init), so the result is the
+ * same for any thread count.
  * pivot -1: done; else the 0-based index in the reversed order where the factorisation met a
  * pivot <= 0 or not finite, and that pivot. */
+
+enum { FACTOR_BLOCK = 256, INVERSE_CHUNK = 128 };
+
+typedef struct {
+  float *a, *x;
+  int64_t n, k0, kb, t0, tilesM;
+} FactorStep;
+
+static int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
+
+/* Rows [t0 + t*FACTOR_BLOCK, ...) of the panel below diagonal block k: L_ik = A_ik · L_kk^-T. */
+static void factor_panel_task(void *ctx, int64_t t) {
+  const FactorStep *f = ctx;
+  const int64_t r = f->t0 + t * FACTOR_BLOCK, rows = min64(FACTOR_BLOCK, f->n - r);
+  cblas_strsm(CblasRowMajor, CblasRight, CblasLower, CblasTrans, CblasNonUnit, (int)rows, (int)f->kb, 1.0f,
+    f->a + f->k0 * f->n + f->k0, (int)f->n, f->a + r * f->n + f->k0, (int)f->n);
+}
+
+/* Lower tile t (row-major order of the tiles on or below the diagonal) of the trailing matrix:
+ * A_ij -= L_ik · L_jk^T. A diagonal tile is updated whole; its upper part is never read. */
+static void factor_update_task(void *ctx, int64_t t) {
+  const FactorStep *f = ctx;
+  int64_t ti = 0;
+  while ((ti + 1) * (ti + 2) / 2 <= t) ti++;
+  const int64_t tj = t - ti * (ti + 1) / 2;
+  const int64_t r = f->t0 + ti * FACTOR_BLOCK, c = f->t0 + tj * FACTOR_BLOCK;
+  const int64_t rows = min64(FACTOR_BLOCK, f->n - r), cols = min64(FACTOR_BLOCK, f->n - c);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)cols, (int)f->kb, -1.0f,
+    f->a + r * f->n + f->k0, (int)f->n, f->a + c * f->n + f->k0, (int)f->n, 1.0f, f->a + r * f->n + c, (int)f->n);
+}
+
+/* Columns [c0, c0 + INVERSE_CHUNK) of X = L^-1: rows c0.. of those columns of the identity, solved
+ * against L's trailing square from c0 (the rows above are zero). */
+static void inverse_chunk_task(void *ctx, int64_t t) {
+  const FactorStep *f = ctx;
+  const int64_t n = f->n, c0 = t * INVERSE_CHUNK, w = min64(INVERSE_CHUNK, n - c0);
+  for (int64_t r = c0; r < n; r++) for (int64_t c = c0; c < c0 + w; c++) f->x[r * n + c] = r == c ? 1.0f : 0.0f;
+  cblas_strsm(CblasRowMajor, CblasLeft, CblasLower, CblasNoTrans, CblasNonUnit, (int)(n - c0), (int)w, 1.0f,
+    f->a + c0 * n + c0, (int)n, f->x + c0 * n + c0, (int)n);
+}
+
+/* The first pivot of diagonal block [k0, k0 + kb) after its spotrf (info `res`) that is not a
+ * finite positive number, as the unblocked path reports it; -1 if none. */
+static int64_t block_pivot(const float *a, int64_t n, int64_t k0, int64_t kb, int res) {
+  if (res > 0) return k0 + res - 1;
+  /* OpenBLAS's potrf lets a NaN pivot through (it tests ajj <= 0): find the first one. */
+  for (int64_t j = k0; j < k0 + kb; j++) {
+    const float d = a[j * n + j];
+    if (!(d > 0) || d != d || d - d != 0) return j;
+  }
+  return -1;
+}
+
+/* The lower Cholesky factor of row-major a (n > FACTOR_BLOCK) in place, blocked on the pool; the
+ * first bad pivot, or -1. */
+static int64_t blocked_cholesky(float *a, int64_t n) {
+  for (int64_t k0 = 0; k0 < n; k0 += FACTOR_BLOCK) {
+    const int64_t kb = min64(FACTOR_BLOCK, n - k0);
+    const int kbi = (int)kb, ld = (int)n;
+    int res = 0;
+    spotrf_("U", &kbi, a + k0 * n + k0, &ld, &res);
+    const int64_t pivot = block_pivot(a, n, k0, kb, res);
+    if (pivot >= 0) return pivot;
+    const int64_t t0 = k0 + kb;
+    if (t0 >= n) break;
+    const int64_t tilesM = (n - t0 + FACTOR_BLOCK - 1) / FACTOR_BLOCK;
+    FactorStep f = {.a = a, .n = n, .k0 = k0, .kb = kb, .t0 = t0, .tilesM = tilesM};
+    prunelab_pool_run(factor_panel_task, &f, tilesM);
+    prunelab_pool_run(factor_update_task, &f, tilesM * (tilesM + 1) / 2);
+  }
+  return -1;
+}
+
+/* L^-1 of the lower factor in place (the upper triangle left as it is), on the pool. */
+static void blocked_lower_inverse(float *a, int64_t n) {
+  float *x = malloc((size_t)n * (size_t)n * sizeof(float));
+  if (!x) {
+    const int ni = (int)n;
+    int res = 0;
+    strtri_("U", "N", &ni, a, &ni, &res);
+    return;
+  }
+  FactorStep f = {.a = a, .x = x, .n = n};
+  prunelab_pool_run(inverse_chunk_task, &f, (n + INVERSE_CHUNK - 1) / INVERSE_CHUNK);
+  for (int64_t r = 0; r < n; r++) memcpy(a + r * n, x + r * n, (size_t)(r + 1) * sizeof(float));
+  free(x);
+}
 static napi_value upperCholeskyOfInverse(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3];
@@ -509,19 +603,16 @@ static napi_value upperCholeskyOfInverse(napi_env env, napi_callback_info info) 
   if (n > 0) {
     int res = 0;
     for (int64_t i = 0, j = n64 * n64 - 1; i < j; i++, j--) { const float t = a[i]; a[i] = a[j]; a[j] = t; }
-    spotrf_("U", &n, a, &n, &res);
-    if (res > 0) {
-      pivot = res - 1;
-      value = a[pivot * n + pivot];
+    if (n64 <= FACTOR_BLOCK) {
+      spotrf_("U", &n, a, &n, &res);
+      pivot = block_pivot(a, n64, 0, n64, res);
     } else {
-      /* OpenBLAS's potrf lets a NaN pivot through (it tests ajj <= 0): find the first one. */
-      for (int64_t j = 0; j < n; j++) {
-        const float d = a[j * n + j];
-        if (!(d > 0) || d != d || d - d != 0) { pivot = j; value = d; break; }
-      }
+      pivot = blocked_cholesky(a, n64);
     }
+    if (pivot >= 0) value = a[pivot * n + pivot];
     if (pivot < 0) {
-      strtri_("U", "N", &n, a, &n, &res);
+      if (n64 <= FACTOR_BLOCK) strtri_("U", "N", &n, a, &n, &res);
+      else blocked_lower_inverse(a, n64);
       for (int64_t i = 0; i < n; i++) for (int64_t j = i + 1; j < n; j++) a[i * n + j] = 0.0f;
       for (int64_t i = 0, j = n64 * n64 - 1; i < j; i++, j--) { const float t = a[i]; a[i] = a[j]; a[j] = t; }
     }
