@@ -89,10 +89,15 @@ export function checkpointFormat(args: FormatArgs, fallback: WeightDtype): Check
   return { dtype: args.dtype ?? fallback, shardBytes: parseByteSize(args['shard-size'], '--shard-size') };
 }
 
-/** A progress line on stderr; the last one is what an interrupt reports as done. */
+/**
+ * A progress line on stderr; the last one is what an interrupt reports as done. The supervisor
+ * hears of it first: a line already on the terminal (which a user, or a test, interrupts after
+ * reading) must not be missing from the interrupt's report because the child died between the
+ * two writes (seen once in CI: `lastProgress` null after the line had been printed).
+ */
 export function log(msg: string): void {
-  process.stderr.write(`${msg}\n`);
   reportProgress(msg);
+  process.stderr.write(`${msg}\n`);
 }
 
 export async function startBackend(args: CommonArgs): Promise<ConcreteBackend> {
