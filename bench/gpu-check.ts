@@ -42,7 +42,7 @@ import { writeHfCheckpoint } from '../src/io/hf-checkpoint.ts';
 import { buildSyntheticLlama, syntheticLlamaConfig, syntheticLlamaTensors } from '../src/model/synthetic.ts';
 import { operatorData, prunelabSparsegpt, writeOperator } from './torch/operator.ts';
 import { TorchBridge, type TorchInfo } from './torch/bridge.ts';
-import { table, time } from './util.ts';
+import { SYNTHETIC_512X8, table, time } from './util.ts';
 
 const argv = process.argv.slice(2);
 const quick = argv.includes('--quick');
@@ -110,7 +110,6 @@ async function runSide(backend: ConcreteBackend): Promise<SideResult | { adapter
   const prune: SideResult['prune'] = [];
   const haveStories = fs.existsSync(STORIES);
   const small = { hidden: 256, layers: 2, heads: 4, kvHeads: 2, ffn: 688, vocab: 512, seed: 2 };
-  const bench512 = { hidden: 512, layers: 8, heads: 8, kvHeads: 4, ffn: 1408, vocab: 512, seed: 1 };
   const cases: { label: string; make: () => CausalLM; windows: number[][] }[] = [haveStories
     ? {
       label: 'stories260K',
@@ -118,7 +117,7 @@ async function runSide(backend: ConcreteBackend): Promise<SideResult | { adapter
       windows: calibrationFromText(await loadTokenizer(path.join(SHARED, 'models/stories260K/tok512.bin')), { text: TEXT, nsamples: 16, seqlen: 128, seed: 0 }).windows,
     }
     : { label: 'synthetic 256×2', make: () => buildSyntheticLlama(small), windows: ids(16, 128, small.vocab) }];
-  if (!quick) cases.push({ label: 'synthetic 512×8', make: () => buildSyntheticLlama(bench512), windows: ids(8, 128, bench512.vocab) });
+  if (!quick) cases.push({ label: 'synthetic 512×8', make: () => buildSyntheticLlama(SYNTHETIC_512X8), windows: ids(8, 128, SYNTHETIC_512X8.vocab) });
   for (const c of cases) {
     for (const name of ['wanda', 'sparsegpt', 'fistapruner']) {
       const method = await resolveMethod(name);

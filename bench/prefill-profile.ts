@@ -22,7 +22,7 @@ import type { CausalLM } from '../src/model/causal-lm.ts';
 import { buildSyntheticLlama } from '../src/model/synthetic.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
 import { SMOLLM_135M_SHAPE } from './torch/section.ts';
-import { table } from './util.ts';
+import { SYNTHETIC_512X8, table } from './util.ts';
 import { setModelLayout, type ModelLayout } from '../src/backend/layout.ts';
 import { median } from '../src/eval/speed.ts';
 
@@ -38,7 +38,7 @@ const LAYOUT_60913A7: Partial<ModelLayout> = { batchedAttention: false, keysByTr
 
 function model(): CausalLM {
   if (which === 'stories') return loadModel(path.join(sharedDataDir(), 'models/stories260K/stories260K.bin')).model;
-  if (which === 'synth') return buildSyntheticLlama({ hidden: 512, layers: layers || 8, heads: 8, kvHeads: 4, ffn: 1408, vocab: 512, seed: 1 });
+  if (which === 'synth') return buildSyntheticLlama({ ...SYNTHETIC_512X8, layers: layers || SYNTHETIC_512X8.layers });
   return buildSyntheticLlama({ ...SMOLLM_135M_SHAPE, layers: layers || SMOLLM_135M_SHAPE.layers });
 }
 

@@ -13,6 +13,7 @@ import { openblasAddon } from '../src/backend/openblas.ts';
 import { buildSyntheticLlama } from '../src/model/synthetic.ts';
 import { listMethods, parseMethodOptions } from '../src/prune/registry.ts';
 import { pruneModel } from '../src/prune/engine.ts';
+import { SYNTHETIC_512X8 } from './util.ts';
 
 const argv = process.argv.slice(2);
 const arg = (name: string, dflt: string) => (argv.includes(name) ? argv[argv.indexOf(name) + 1]! : dflt);
@@ -25,7 +26,7 @@ if (!method) {
   process.exit(2);
 }
 const calib = Array.from({ length: 32 }, (_, w) => Array.from({ length: 128 }, (_, t) => 3 + ((w * 977 + t * 131) % 509)));
-const model = buildSyntheticLlama({ hidden: 512, layers: 8, heads: 8, kvHeads: 4, ffn: 1408, vocab: 512, seed: 1 });
+const model = buildSyntheticLlama(SYNTHETIC_512X8);
 openblasAddon()?.setThreads(Number(arg('--blas-threads', '1')));
 const cpuMs = () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000; };
 const stats = new Map<string, { ms: number; calls: number; shapes: Map<string, number> }>();

@@ -23,7 +23,7 @@ import { pruneModel } from '../src/prune/engine.ts';
 import type { PruneTarget } from '../src/prune/method.ts';
 import { writeFileAtomic } from '../src/util/atomic.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
-import { matmulGflops, table, time } from './util.ts';
+import { matmulGflops, SYNTHETIC_512X8, table, time } from './util.ts';
 import { installWasmMatmul, noteWorkerThreads, openblasAddon, openblasUnavailable } from '../src/backend/openblas.ts';
 import { runTorchSection } from './torch/section.ts';
 import { runScaleSection } from './scale.ts';
@@ -46,7 +46,7 @@ const TEXT = path.join(SHARED, 'text/tinystories-sample.txt');
 const haveShared = fs.existsSync(STORIES);
 const SYNTH = quick
   ? { hidden: 256, layers: 4, heads: 8, kvHeads: 4, ffn: 704, vocab: 512, seed: 1 }
-  : { hidden: 512, layers: 8, heads: 8, kvHeads: 4, ffn: 1408, vocab: 512, seed: 1 };
+  : SYNTHETIC_512X8;
 const synthName = `synthetic-${SYNTH.hidden}x${SYNTH.layers}`;
 
 async function use(backend: ConcreteBackend): Promise<void> {
@@ -213,7 +213,7 @@ if (want('threads') || want('prune') || want('prune-threads')) {
   interface Combo {
     c: (typeof cases)[number];
     name: string;
-    method: NonNullable<(typeof methods)[number]>;
+    method: (typeof methods)[number];
     n: number;
     windows: number[][];
     secs: Record<string, number[]>;

@@ -1,6 +1,10 @@
 /** Helpers shared by the benchmark sections: timing, the GEMM probe and Markdown tables. */
 import * as tf from '@tensorflow/tfjs';
 import { median } from '../src/eval/speed.ts';
+import type { SyntheticLlamaOptions } from '../src/model/synthetic.ts';
+
+/** The benchmarks' synthetic 512×8 LLaMA (solvers, threads, profiles, gpu-check): products and statistics of real size in seconds. */
+export const SYNTHETIC_512X8: SyntheticLlamaOptions = { hidden: 512, layers: 8, heads: 8, kvHeads: 4, ffn: 1408, vocab: 512, seed: 1 };
 
 /** Median milliseconds of `repeats` calls after one unmeasured warm-up call. */
 export function time(fn: () => void, repeats: number): number {

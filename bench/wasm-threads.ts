@@ -33,7 +33,7 @@ import { buildSyntheticLlama } from '../src/model/synthetic.ts';
 import type { CausalLM } from '../src/model/causal-lm.ts';
 import { sharedDataDir } from '../src/util/paths.ts';
 import { median } from '../src/eval/speed.ts';
-import { time } from './util.ts';
+import { SYNTHETIC_512X8, time } from './util.ts';
 import { fnv1a } from '../src/util/fnv.ts';
 
 const require = createRequire(import.meta.url);
@@ -112,7 +112,7 @@ async function child(mode: 'single' | 'threaded', threads: number): Promise<Chil
   const stories = path.join(sharedDataDir(), 'models/stories260K/stories260K.bin');
   const models: [string, () => CausalLM, number, number][] = [
     ...(fs.existsSync(stories) ? [['stories260K forward 4×256', () => loadModel(stories).model, 4, 256] as [string, () => CausalLM, number, number]] : []),
-    ['synthetic 512×8 forward 1×128', () => buildSyntheticLlama({ hidden: 512, layers: 8, heads: 8, kvHeads: 4, ffn: 1408, vocab: 512, seed: 1 }), 1, 128],
+    ['synthetic 512×8 forward 1×128', () => buildSyntheticLlama(SYNTHETIC_512X8), 1, 128],
   ];
   for (const [label, make, B, T] of models) {
     const model = make();

@@ -475,8 +475,6 @@ NAPI_MODULE(NODE_GYP_MODULE_NAME, init)
 
 /* ---- SparseGPT's factor and in-block sweep (src/linalg/backend.ts, src/prune/obs.ts) ---- */
 
-#include <stdlib.h>
-
 extern void spotrf_(const char *uplo, const int *n, float *a, const int *lda, int *info);
 extern void strtri_(const char *uplo, const char *diag, const int *n, float *a, const int *lda, int *info);
 
@@ -500,7 +498,7 @@ enum { FACTOR_BLOCK = 256, INVERSE_CHUNK = 128 };
 
 typedef struct {
   float *a, *x;
-  int64_t n, k0, kb, t0, tilesM;
+  int64_t n, k0, kb, t0;
 } FactorStep;
 
 static int64_t min64(int64_t x, int64_t y) { return x < y ? x : y; }
@@ -548,9 +546,9 @@ static int64_t block_pivot(const float *a, int64_t n, int64_t k0, int64_t kb, in
   return -1;
 }
 
-/* The lower Cholesky factor of row-major a (n > FACTOR_BLOCK) in place, blocked on the pool; the
- * first bad pivot, or -1. */
-static int64_t blocked_cholesky(float *a, int64_t n) {
+/* The lower Cholesky factor of row-major a in place, blocked on the pool (up to FACTOR_BLOCK: one
+ * spotrf on the whole); the first bad pivot, or -1. */
+static int64_t lower_cholesky(float *a, int64_t n) {
   for (int64_t k0 = 0; k0 < n; k0 += FACTOR_BLOCK) {
     const int64_t kb = min64(FACTOR_BLOCK, n - k0);
     const int kbi = (int)kb, ld = (int)n;
@@ -561,16 +559,17 @@ static int64_t blocked_cholesky(float *a, int64_t n) {
     const int64_t t0 = k0 + kb;
     if (t0 >= n) break;
     const int64_t tilesM = (n - t0 + FACTOR_BLOCK - 1) / FACTOR_BLOCK;
-    FactorStep f = {.a = a, .n = n, .k0 = k0, .kb = kb, .t0 = t0, .tilesM = tilesM};
+    FactorStep f = {.a = a, .n = n, .k0 = k0, .kb = kb, .t0 = t0};
     prunelab_pool_run(factor_panel_task, &f, tilesM);
     prunelab_pool_run(factor_update_task, &f, tilesM * (tilesM + 1) / 2);
   }
   return -1;
 }
 
-/* L^-1 of the lower factor in place (the upper triangle left as it is), on the pool. */
-static void blocked_lower_inverse(float *a, int64_t n) {
-  float *x = malloc((size_t)n * (size_t)n * sizeof(float));
+/* L^-1 of the lower factor in place (the upper triangle left as it is): one strtri up to
+ * FACTOR_BLOCK (or where the out-of-place copy cannot be allocated), else on the pool. */
+static void lower_inverse(float *a, int64_t n) {
+  float *x = n > FACTOR_BLOCK ? malloc((size_t)n * (size_t)n * sizeof(float)) : NULL;
   if (!x) {
     const int ni = (int)n;
     int res = 0;
@@ -601,18 +600,12 @@ static napi_value upperCholeskyOfInverse(napi_env env, napi_callback_info info) 
   int64_t pivot = -1;
   double value = 0;
   if (n > 0) {
-    int res = 0;
     for (int64_t i = 0, j = n64 * n64 - 1; i < j; i++, j--) { const float t = a[i]; a[i] = a[j]; a[j] = t; }
-    if (n64 <= FACTOR_BLOCK) {
-      spotrf_("U", &n, a, &n, &res);
-      pivot = block_pivot(a, n64, 0, n64, res);
+    pivot = lower_cholesky(a, n64);
+    if (pivot >= 0) {
+      value = a[pivot * n + pivot];
     } else {
-      pivot = blocked_cholesky(a, n64);
-    }
-    if (pivot >= 0) value = a[pivot * n + pivot];
-    if (pivot < 0) {
-      if (n64 <= FACTOR_BLOCK) strtri_("U", "N", &n, a, &n, &res);
-      else blocked_lower_inverse(a, n64);
+      lower_inverse(a, n64);
       for (int64_t i = 0; i < n; i++) for (int64_t j = i + 1; j < n; j++) a[i * n + j] = 0.0f;
       for (int64_t i = 0, j = n64 * n64 - 1; i < j; i++, j--) { const float t = a[i]; a[i] = a[j]; a[j] = t; }
     }
